@@ -1,0 +1,235 @@
+//! The agent's HTTP API: thin handlers that translate requests into [`Agent`] calls.
+//!
+//! Paths are those of DESIGN.md's per-sandbox API without the `/v1/sandboxes/{id}` prefix, which the
+//! daemon strips when it proxies. `{pid}` accepts a process's string id or its numeric pid.
+
+mod error;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sandpit_types::{
+    AgentHealth, ErrorCode, ExecResult, KillResponse, ListQuery, PROTOCOL_VERSION, ProcessInfo,
+    ProcessList, ProcessStatus, SignalRequest, StartRequest, Stdin, StdinQuery, TtySize, WaitQuery,
+};
+
+pub use error::ApiError;
+use error::{Json, PathParam, Query};
+
+use crate::agent::Agent;
+use crate::output::Stream;
+use crate::process::Process;
+
+/// Largest request body accepted (exec stdin bytes, stdin writes).
+pub const MAX_BODY: usize = 16 << 20;
+
+/// The agent's router.
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/exec", post(exec))
+        .route("/processes", post(start).get(list))
+        .route("/processes/{pid}", get(info).delete(kill))
+        .route("/processes/{pid}/events", get(stream::events))
+        .route("/processes/{pid}/ws", get(stream::websocket))
+        .route("/processes/{pid}/stdin", post(stdin))
+        .route("/processes/{pid}/signal", post(signal))
+        .route("/processes/{pid}/resize", post(resize))
+        .route("/processes/{pid}/wait", get(wait))
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::invalid("method not allowed on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(agent)
+}
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+async fn health(State(agent): State<Arc<Agent>>) -> Json<AgentHealth> {
+    let all = agent.all();
+    let running = all
+        .iter()
+        .filter(|p| p.status() == ProcessStatus::Running)
+        .count();
+    Json(AgentHealth {
+        status: "ok".into(),
+        protocol_version: PROTOCOL_VERSION,
+        processes: all.len(),
+        running,
+    })
+}
+
+async fn exec(
+    State(agent): State<Arc<Agent>>,
+    Json(req): Json<StartRequest>,
+) -> Result<Json<ExecResult>> {
+    if req.stdin == Stdin::Pipe {
+        return Err(ApiError::invalid(
+            "exec waits for the process, so nothing could write to a stdin pipe: pass stdin bytes, or start \
+             it with POST /processes",
+        ));
+    }
+    let (proc, _) = agent.start(req).await?;
+    let _ = proc.done().wait_for(|d| *d).await;
+    Ok(Json(result(&proc)))
+}
+
+async fn start(State(agent): State<Arc<Agent>>, Json(req): Json<StartRequest>) -> Result<Response> {
+    let (proc, created) = agent.start(req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(proc.info())).into_response())
+}
+
+async fn list(State(agent): State<Arc<Agent>>, Query(q): Query<ListQuery>) -> Json<ProcessList> {
+    let processes = agent
+        .list(q.status, q.limit)
+        .iter()
+        .map(|p| p.info())
+        .collect();
+    Json(ProcessList { processes })
+}
+
+async fn info(
+    State(agent): State<Arc<Agent>>,
+    PathParam(pid): PathParam<String>,
+) -> Result<Json<ProcessInfo>> {
+    Ok(Json(agent.get(&pid)?.info()))
+}
+
+async fn kill(
+    State(agent): State<Arc<Agent>>,
+    PathParam(pid): PathParam<String>,
+) -> Result<Json<KillResponse>> {
+    let proc = agent.get(&pid)?;
+    let killed = proc.kill_tree();
+    if killed {
+        // Answer with the final state: the kill is certain, so this is short.
+        let mut done = proc.done();
+        let _ = tokio::time::timeout(Duration::from_secs(5), done.wait_for(|d| *d)).await;
+    }
+    Ok(Json(KillResponse {
+        killed,
+        process: proc.info(),
+    }))
+}
+
+async fn stdin(
+    State(agent): State<Arc<Agent>>,
+    PathParam(pid): PathParam<String>,
+    Query(q): Query<StdinQuery>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("stdin body larger than {MAX_BODY} bytes"),
+            )
+        } else {
+            ApiError::invalid(r.body_text())
+        }
+    })?;
+    let proc = agent.get(&pid)?;
+    if !body.is_empty() {
+        proc.write_stdin(&body).await?;
+    }
+    if q.eof {
+        proc.close_stdin().await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn signal(
+    State(agent): State<Arc<Agent>>,
+    PathParam(pid): PathParam<String>,
+    Json(req): Json<SignalRequest>,
+) -> Result<StatusCode> {
+    let sig = req.signal.number().map_err(ApiError::invalid)?;
+    agent.get(&pid)?.signal(sig)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn resize(
+    State(agent): State<Arc<Agent>>,
+    PathParam(pid): PathParam<String>,
+    Json(size): Json<TtySize>,
+) -> Result<StatusCode> {
+    if size.cols == 0 || size.rows == 0 {
+        return Err(ApiError::invalid(format!(
+            "size {}x{} must be at least 1x1",
+            size.cols, size.rows
+        )));
+    }
+    agent.get(&pid)?.resize(size)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait(
+    State(agent): State<Arc<Agent>>,
+    PathParam(pid): PathParam<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<ExecResult>> {
+    let proc = agent.get(&pid)?;
+    let mut done = proc.done();
+    let finished = done.wait_for(|d| *d);
+    match q.timeout_ms {
+        Some(ms) => {
+            if tokio::time::timeout(Duration::from_millis(ms), finished)
+                .await
+                .is_err()
+            {
+                return Err(ApiError::new(
+                    ErrorCode::Timeout,
+                    format!("process {} is still running after {ms} ms", proc.id),
+                ));
+            }
+        }
+        None => {
+            let _ = finished.await;
+        }
+    }
+    if q.output == Some(false) {
+        return Ok(Json(ExecResult {
+            process: proc.info(),
+            stdout: None,
+            stdout_b64: None,
+            stderr: None,
+            stderr_b64: None,
+        }));
+    }
+    Ok(Json(result(&proc)))
+}
+
+/// The process's info with all the output it kept, per stream.
+fn result(proc: &Process) -> ExecResult {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut at = 1;
+    loop {
+        let batch = proc.log.read(at, None, 4 << 20);
+        if batch.chunks.is_empty() {
+            break;
+        }
+        for c in batch.chunks {
+            match c.stream {
+                Stream::Stdout => out.extend_from_slice(&c.data),
+                Stream::Stderr => err.extend_from_slice(&c.data),
+            }
+        }
+        at = batch.next;
+    }
+    ExecResult::new(proc.info(), out, err)
+}

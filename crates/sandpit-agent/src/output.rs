@@ -1,0 +1,618 @@
+//! One process's output: a single `seq` over stdout and stderr, replayable from any point by any number
+//! of readers, bounded in memory and on disk, and never blocking the writer.
+//!
+//! The newest chunks live in memory (a small tail, so live followers and short `exec`s never touch disk).
+//! Older chunks spill to segment files in the process's log directory. The total kept (memory plus disk)
+//! is capped; when the cap is exceeded the *oldest* segment is deleted, so a long-running process keeps
+//! its most recent output, and a reader that asks for something deleted gets an explicit [`LostEvent`]
+//! instead of a silent gap.
+//!
+//! Segment record format: `seq u64 LE | offset u64 LE | stream u8 | len u32 LE | data`. Each segment keeps a sparse
+//! in-memory index (one entry per [`INDEX_EVERY`] bytes) so that a replay from an old `seq` seeks instead
+//! of scanning.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use sandpit_types::LostEvent;
+use tokio::sync::watch;
+
+/// Which stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout = 1,
+    Stderr = 2,
+}
+
+/// One read's worth of output.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub seq: u64,
+    pub stream: Stream,
+    /// Bytes of output (both streams) before this chunk.
+    pub offset: u64,
+    pub data: Bytes,
+}
+
+/// Sizes that bound a log.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Total bytes kept, memory plus disk.
+    pub cap: u64,
+    /// Bytes kept in memory before spilling.
+    pub memory: usize,
+}
+
+const INDEX_EVERY: u64 = 256 * 1024;
+const RECORD_HEADER: usize = 21;
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    file: File,
+    first_seq: u64,
+    /// Seq after the last record in this segment.
+    end_seq: u64,
+    size: u64,
+    data_bytes: u64,
+    /// `(seq, file offset)` every `INDEX_EVERY` bytes.
+    index: Vec<(u64, u64)>,
+    last_indexed: u64,
+}
+
+/// What a reader gets for one call of [`OutputLog::read`].
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// Output in `[from_seq, next)` that no longer exists.
+    pub lost: Option<LostEvent>,
+    pub chunks: Vec<Chunk>,
+    /// The seq to ask for next.
+    pub next: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    limits: Limits,
+    /// Seq the next appended chunk gets (seqs start at 1).
+    next_seq: u64,
+    /// Oldest seq still available; everything before it was dropped.
+    first_kept: u64,
+    mem: VecDeque<Chunk>,
+    mem_bytes: usize,
+    segments: VecDeque<Segment>,
+    disk_bytes: u64,
+    segment_counter: u64,
+    /// `(first seq of a dropped unit, bytes dropped before it)`, for sizing `lost` events.
+    drops: Vec<(u64, u64)>,
+    lost_bytes: u64,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+    closed: bool,
+    /// An I/O error writing the spill file; later chunks are then kept or dropped as memory allows.
+    spill_error: Option<String>,
+}
+
+/// The log of one process. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct OutputLog {
+    inner: Mutex<Inner>,
+    /// Carries `next_seq`, and flips to `u64::MAX` when closed, so readers can await news.
+    tick: watch::Sender<u64>,
+}
+
+impl OutputLog {
+    /// A log that spills to files under `dir` (created on first spill).
+    pub fn new(dir: PathBuf, limits: Limits) -> Self {
+        let (tick, _) = watch::channel(1);
+        Self {
+            inner: Mutex::new(Inner {
+                dir,
+                limits,
+                next_seq: 1,
+                first_kept: 1,
+                mem: VecDeque::new(),
+                mem_bytes: 0,
+                segments: VecDeque::new(),
+                disk_bytes: 0,
+                segment_counter: 0,
+                drops: Vec::new(),
+                lost_bytes: 0,
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+                closed: false,
+                spill_error: None,
+            }),
+            tick,
+        }
+    }
+
+    /// Appends a chunk and returns its seq. Never blocks on readers.
+    pub fn append(&self, stream: Stream, data: Bytes) -> u64 {
+        let seq = {
+            let mut g = self.inner.lock().expect("log lock");
+            let seq = g.next_seq;
+            let offset = g.stdout_bytes + g.stderr_bytes;
+            g.next_seq += 1;
+            match stream {
+                Stream::Stdout => g.stdout_bytes += data.len() as u64,
+                Stream::Stderr => g.stderr_bytes += data.len() as u64,
+            }
+            g.mem_bytes += data.len();
+            g.mem.push_back(Chunk {
+                seq,
+                stream,
+                offset,
+                data,
+            });
+            g.enforce();
+            seq
+        };
+        self.tick.send_replace(seq + 1);
+        seq
+    }
+
+    /// Marks the log complete: readers that reach the end stop waiting. Large in-memory tails of
+    /// finished processes are spilled so that retained processes cost little memory.
+    pub fn close(&self) {
+        {
+            let mut g = self.inner.lock().expect("log lock");
+            g.closed = true;
+            if g.mem_bytes > 64 * 1024 {
+                while let Some(c) = g.mem.pop_front() {
+                    g.mem_bytes -= c.data.len();
+                    g.spill(c);
+                }
+                g.enforce();
+            }
+        }
+        self.tick.send_replace(u64::MAX);
+    }
+
+    /// A receiver that changes whenever a chunk is appended or the log closes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+
+    /// Output totals: `(stdout bytes, stderr bytes, lost bytes, last seq)`.
+    pub fn totals(&self) -> (u64, u64, u64, u64) {
+        let g = self.inner.lock().expect("log lock");
+        (g.stdout_bytes, g.stderr_bytes, g.lost_bytes, g.next_seq - 1)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().expect("log lock").closed
+    }
+
+    /// Reads chunks with seq ≥ `from`, up to about `max_bytes` (at least one chunk when any exists).
+    ///
+    /// `from_offset` is the output offset at which seq `from` starts, when the reader knows it (it has
+    /// read up to there); it makes the size of a `lost` report exact.
+    pub fn read(&self, from: u64, from_offset: Option<u64>, max_bytes: usize) -> ReadBatch {
+        let from = from.max(1);
+        let g = self.inner.lock().expect("log lock");
+        let mut batch = ReadBatch {
+            next: from,
+            ..ReadBatch::default()
+        };
+        if from < g.first_kept {
+            // Drops are always the oldest output, so everything before `first_kept` is exactly the
+            // first `lost_bytes` bytes of output.
+            let start = if from == 1 {
+                0
+            } else {
+                from_offset.unwrap_or_else(|| g.dropped_before(from))
+            };
+            batch.lost = Some(LostEvent {
+                from_seq: from,
+                to_seq: g.first_kept - 1,
+                bytes: g.lost_bytes.saturating_sub(start),
+            });
+            batch.next = g.first_kept;
+        }
+        let mut budget = max_bytes;
+        let mem_first = g.mem.front().map_or(g.next_seq, |c| c.seq);
+        if batch.next < mem_first {
+            // From disk. Reading under the lock keeps segments from being deleted mid-read; reads are
+            // bounded by `max_bytes`, so the writer waits at most for one such read.
+            if let Err(e) = g.read_disk(&mut batch, mem_first, &mut budget) {
+                tracing::warn!(error = %e, "reading spilled output failed");
+                // Report what cannot be read rather than pretend it does not exist.
+                let to = mem_first - 1;
+                batch.lost = Some(LostEvent {
+                    from_seq: batch.next,
+                    to_seq: to,
+                    bytes: g.dropped_before(mem_first) - g.dropped_before(batch.next),
+                });
+                batch.next = mem_first;
+            }
+        }
+        if batch.next >= mem_first {
+            let start = (batch.next - mem_first) as usize;
+            for c in g.mem.iter().skip(start) {
+                if budget == 0 && !batch.chunks.is_empty() {
+                    break;
+                }
+                budget = budget.saturating_sub(c.data.len());
+                batch.next = c.seq + 1;
+                batch.chunks.push(c.clone());
+            }
+        }
+        batch
+    }
+
+    /// Deletes the spill files. Called when a retained process is forgotten.
+    pub fn remove_files(&self) {
+        let mut g = self.inner.lock().expect("log lock");
+        for s in g.segments.drain(..) {
+            let _ = std::fs::remove_file(&s.path);
+        }
+        let _ = std::fs::remove_dir(&g.dir);
+    }
+
+    /// The spill error, if writing to disk ever failed.
+    pub fn spill_error(&self) -> Option<String> {
+        self.inner.lock().expect("log lock").spill_error.clone()
+    }
+}
+
+impl Inner {
+    /// Restores the memory and total caps after an append.
+    fn enforce(&mut self) {
+        while self.mem_bytes > self.limits.memory && self.mem.len() > 1 {
+            let c = self.mem.pop_front().expect("non-empty");
+            self.mem_bytes -= c.data.len();
+            self.spill(c);
+        }
+        let cap = self.limits.cap;
+        while self.disk_data() + self.mem_bytes as u64 > cap {
+            if let Some(seg) = self.segments.pop_front() {
+                let _ = std::fs::remove_file(&seg.path);
+                self.disk_bytes -= seg.size;
+                self.drop_unit(seg.first_seq, seg.end_seq, seg.data_bytes);
+            } else if let Some(c) = self.mem.pop_front() {
+                self.mem_bytes -= c.data.len();
+                self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn disk_data(&self) -> u64 {
+        self.segments.iter().map(|s| s.data_bytes).sum()
+    }
+
+    fn drop_unit(&mut self, first: u64, end: u64, bytes: u64) {
+        // Merge neighbours once the history grows, trading exactness of old `lost` sizes for memory.
+        if self.drops.len() >= 1024 {
+            self.drops.remove(1);
+        }
+        self.drops.push((first, self.lost_bytes));
+        self.lost_bytes += bytes;
+        self.first_kept = self.first_kept.max(end);
+    }
+
+    /// Bytes dropped before seq `s` (exact at the start of each dropped unit).
+    fn dropped_before(&self, s: u64) -> u64 {
+        if s >= self.first_kept {
+            return self.lost_bytes;
+        }
+        match self.drops.partition_point(|&(first, _)| first <= s) {
+            0 => 0,
+            i => self.drops[i - 1].1,
+        }
+    }
+
+    fn spill(&mut self, c: Chunk) {
+        if self.spill_error.is_some() {
+            self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
+            return;
+        }
+        if let Err(e) = self.write_record(&c) {
+            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot spill output to disk; dropping");
+            self.spill_error = Some(e.to_string());
+            self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
+        }
+    }
+
+    fn write_record(&mut self, c: &Chunk) -> std::io::Result<()> {
+        let seg_target = (self.limits.cap / 4).max(64 * 1024);
+        if self.segments.back().is_none_or(|s| s.size >= seg_target) {
+            // Output may hold secrets: only the agent's user may read it.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+            self.segment_counter += 1;
+            let path = self.dir.join(format!("{:06}.log", self.segment_counter));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)?;
+            self.segments.push_back(Segment {
+                path,
+                file,
+                first_seq: c.seq,
+                end_seq: c.seq,
+                size: 0,
+                data_bytes: 0,
+                index: vec![(c.seq, 0)],
+                last_indexed: 0,
+            });
+        }
+        let seg = self.segments.back_mut().expect("segment");
+        let mut header = [0u8; RECORD_HEADER];
+        header[..8].copy_from_slice(&c.seq.to_le_bytes());
+        header[8..16].copy_from_slice(&c.offset.to_le_bytes());
+        header[16] = c.stream as u8;
+        header[17..].copy_from_slice(&(c.data.len() as u32).to_le_bytes());
+        if seg.size - seg.last_indexed >= INDEX_EVERY {
+            seg.index.push((c.seq, seg.size));
+            seg.last_indexed = seg.size;
+        }
+        seg.file.seek(SeekFrom::Start(seg.size))?;
+        seg.file.write_all(&header)?;
+        seg.file.write_all(&c.data)?;
+        let n = (RECORD_HEADER + c.data.len()) as u64;
+        seg.size += n;
+        seg.data_bytes += c.data.len() as u64;
+        seg.end_seq = c.seq + 1;
+        self.disk_bytes += n;
+        Ok(())
+    }
+
+    fn read_disk(
+        &self,
+        batch: &mut ReadBatch,
+        mem_first: u64,
+        budget: &mut usize,
+    ) -> std::io::Result<()> {
+        for seg in &self.segments {
+            if seg.end_seq <= batch.next {
+                continue;
+            }
+            let pos = seg.index.partition_point(|&(s, _)| s <= batch.next);
+            let offset = if pos == 0 { 0 } else { seg.index[pos - 1].1 };
+            let mut r = BufReader::new(ReadAt {
+                file: &seg.file,
+                pos: offset,
+            });
+            let mut at = offset;
+            while at < seg.size {
+                let mut h = [0u8; RECORD_HEADER];
+                r.read_exact(&mut h)?;
+                let seq = u64::from_le_bytes(h[..8].try_into().expect("8 bytes"));
+                let len = u32::from_le_bytes(h[17..].try_into().expect("4 bytes")) as usize;
+                at += (RECORD_HEADER + len) as u64;
+                if seq < batch.next {
+                    std::io::copy(&mut (&mut r).take(len as u64), &mut std::io::sink())?;
+                    continue;
+                }
+                if *budget == 0 && !batch.chunks.is_empty() {
+                    return Ok(());
+                }
+                let mut data = vec![0u8; len];
+                r.read_exact(&mut data)?;
+                let offset = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+                let stream = if h[16] == 2 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                *budget = budget.saturating_sub(len);
+                batch.next = seq + 1;
+                batch.chunks.push(Chunk {
+                    seq,
+                    stream,
+                    offset,
+                    data: Bytes::from(data),
+                });
+                if batch.next >= mem_first {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Positional reads, so that readers never move the writer's file cursor.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Splits `buf` at the last UTF-8 character boundary, so that a multi-byte character is never cut
+/// between two chunks. Returns the length to emit now; the rest (at most 3 bytes) waits for more input.
+pub fn utf8_cut(buf: &[u8]) -> usize {
+    let n = buf.len();
+    for back in 1..=3.min(n) {
+        let b = buf[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // continuation byte: keep looking for the lead byte
+        }
+        let need = if b & 0xE0 == 0xC0 {
+            2
+        } else if b & 0xF0 == 0xE0 {
+            3
+        } else if b & 0xF8 == 0xF0 {
+            4
+        } else {
+            return n; // ASCII or invalid: nothing to wait for
+        };
+        return if back < need { n - back } else { n };
+    }
+    n
+}
+
+/// The directory for a process's spill files.
+pub fn log_dir(root: &Path, id: &str) -> PathBuf {
+    let safe: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    root.join(format!("{safe}-{:x}", fxhash(id)))
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(cap: u64, memory: usize) -> (tempfile::TempDir, OutputLog) {
+        let d = tempfile::tempdir().unwrap();
+        let l = OutputLog::new(d.path().join("p"), Limits { cap, memory });
+        (d, l)
+    }
+
+    fn all(l: &OutputLog, from: u64) -> (Option<LostEvent>, Vec<u8>) {
+        let mut out = Vec::new();
+        let mut lost = None;
+        let mut at = from;
+        loop {
+            let b = l.read(at, None, 1000);
+            if b.lost.is_some() && lost.is_none() {
+                lost = b.lost;
+            }
+            if b.chunks.is_empty() {
+                return (lost, out);
+            }
+            for c in b.chunks {
+                out.extend_from_slice(&c.data);
+            }
+            at = b.next;
+        }
+    }
+
+    #[test]
+    fn replays_from_memory_and_disk_in_order() {
+        let (_d, l) = log(1 << 20, 100);
+        let mut expect = Vec::new();
+        for i in 0..500u32 {
+            let s = format!("line {i}\n");
+            expect.extend_from_slice(s.as_bytes());
+            l.append(
+                if i % 3 == 0 {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                },
+                Bytes::from(s),
+            );
+        }
+        let (lost, got) = all(&l, 1);
+        assert!(lost.is_none());
+        assert_eq!(got, expect);
+        // From the middle, which is on disk.
+        let b = l.read(250, None, 10);
+        assert_eq!(b.chunks[0].seq, 250);
+        assert_eq!(b.chunks[0].data, Bytes::from("line 249\n"));
+        // Line 249 went to stderr (every third line does), line 250 to stdout.
+        assert_eq!(b.chunks[0].stream, Stream::Stderr);
+        assert_eq!(b.chunks[1].stream, Stream::Stdout);
+    }
+
+    #[test]
+    fn cap_drops_oldest_and_reports_it_as_lost() {
+        let (_d, l) = log(300 * 1024, 4096);
+        let chunk = Bytes::from(vec![b'x'; 1024]);
+        for _ in 0..1000 {
+            l.append(Stream::Stdout, chunk.clone());
+        }
+        let (out, _, lost_total, last) = l.totals();
+        assert_eq!((out, last), (1_024_000, 1000));
+        assert!(lost_total > 0 && lost_total < 1_024_000);
+        let (lost, got) = all(&l, 1);
+        let lost = lost.expect("a lost event");
+        assert_eq!(lost.from_seq, 1);
+        assert_eq!(lost.bytes, lost_total);
+        assert_eq!(got.len() as u64 + lost.bytes, 1_024_000);
+        assert!(got.len() as u64 <= 300 * 1024);
+    }
+
+    #[test]
+    fn lost_is_exact_for_a_reader_whose_segment_was_dropped_mid_read() {
+        let (_d, l) = log(300 * 1024, 4096);
+        let chunk = Bytes::from(vec![b'y'; 1000]);
+        for _ in 0..100 {
+            l.append(Stream::Stdout, chunk.clone());
+        }
+        // A reader takes 10 chunks, then falls behind while 1000 more arrive.
+        let b = l.read(1, Some(0), 10_000);
+        let got: u64 = b.chunks.iter().map(|c| c.data.len() as u64).sum();
+        let last = b.chunks.last().unwrap();
+        let (next, pos) = (b.next, last.offset + last.data.len() as u64);
+        for _ in 0..1000 {
+            l.append(Stream::Stdout, chunk.clone());
+        }
+        let mut total = got;
+        let mut at = (next, Some(pos));
+        loop {
+            let b = l.read(at.0, at.1, 50_000);
+            if let Some(lost) = b.lost {
+                total += lost.bytes;
+            }
+            if b.chunks.is_empty() {
+                break;
+            }
+            for c in &b.chunks {
+                total += c.data.len() as u64;
+            }
+            let c = b.chunks.last().unwrap();
+            at = (b.next, Some(c.offset + c.data.len() as u64));
+        }
+        assert_eq!(total, 1_100_000, "received + reported lost = written");
+    }
+
+    #[test]
+    fn close_spills_big_tails_and_readers_still_see_everything() {
+        let (_d, l) = log(64 << 20, 1 << 20);
+        for i in 0..200u32 {
+            l.append(Stream::Stdout, Bytes::from(vec![(i % 250) as u8; 1000]));
+        }
+        l.close();
+        let (lost, got) = all(&l, 1);
+        assert!(lost.is_none());
+        assert_eq!(got.len(), 200_000);
+        assert!(l.is_closed());
+    }
+
+    #[test]
+    fn utf8_cut_keeps_characters_whole() {
+        let s = "aé€😀".as_bytes();
+        assert_eq!(utf8_cut(s), s.len());
+        assert_eq!(utf8_cut(&s[..s.len() - 1]), s.len() - 4);
+        assert_eq!(utf8_cut(&s[..2]), 1);
+        assert_eq!(utf8_cut(b"plain"), 5);
+        assert_eq!(utf8_cut(&[0xff, 0xfe]), 2);
+    }
+}

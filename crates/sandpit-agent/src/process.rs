@@ -1,0 +1,487 @@
+//! One process the agent started: its state machine, its output pumps, its stdin, and the supervisor
+//! task that enforces timeouts and records how it ended.
+//!
+//! The supervisor, not any client connection, owns the process: a dropped client, a proxy hiccup or a
+//! daemon restart changes nothing here.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use sandpit_types::{ProcessInfo, ProcessStatus, TtySize};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use crate::output::{OutputLog, Stream, utf8_cut};
+use crate::reaper::Exit;
+
+/// The fixed facts of a process, known before it starts.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub cmd: String,
+    pub args: Vec<String>,
+    pub cwd: String,
+    pub user: String,
+    pub env: BTreeMap<String, String>,
+    pub is_pty: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    status: ProcessStatus,
+    pid: Option<u32>,
+    exit_code: Option<i32>,
+    signal: Option<String>,
+    started_at: Option<SystemTime>,
+    ended_at: Option<SystemTime>,
+    error: Option<String>,
+    /// Set when the agent itself killed the process for running too long or too quietly.
+    timed_out: Option<String>,
+}
+
+/// Errors of process control calls.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("process {0} has no stdin pipe: start it with \"stdin\": \"pipe\" or a tty")]
+    NoStdin(String),
+    #[error("stdin of process {0} is closed")]
+    StdinClosed(String),
+    #[error("process {0} is not running (status {1})")]
+    NotRunning(String, &'static str),
+    #[error("process {0} has no terminal to resize")]
+    NoTty(String),
+    #[error("{0}")]
+    Os(String),
+}
+
+/// A process and everything the agent keeps about it.
+#[derive(Debug)]
+pub struct Process {
+    pub id: String,
+    pub meta: Meta,
+    /// Creation order, for listing.
+    pub order: u64,
+    pub log: OutputLog,
+    state: Mutex<State>,
+    pgid: AtomicI32,
+    done: watch::Sender<bool>,
+    stdin: tokio::sync::Mutex<Option<AsyncFd<OwnedFd>>>,
+    pty: Mutex<Option<OwnedFd>>,
+    pub cgroup: Option<PathBuf>,
+    /// The start request (without its id), to tell an idempotent retry from a conflicting reuse.
+    pub request_key: String,
+}
+
+impl Process {
+    pub fn new(
+        id: String,
+        meta: Meta,
+        order: u64,
+        log: OutputLog,
+        cgroup: Option<PathBuf>,
+        request_key: String,
+    ) -> Self {
+        Self {
+            id,
+            meta,
+            order,
+            log,
+            state: Mutex::new(State {
+                status: ProcessStatus::Queued,
+                pid: None,
+                exit_code: None,
+                signal: None,
+                started_at: None,
+                ended_at: None,
+                error: None,
+                timed_out: None,
+            }),
+            pgid: AtomicI32::new(0),
+            done: watch::channel(false).0,
+            stdin: tokio::sync::Mutex::new(None),
+            pty: Mutex::new(None),
+            cgroup,
+            request_key,
+        }
+    }
+
+    pub fn info(&self) -> ProcessInfo {
+        let s = self.state.lock().expect("state lock");
+        let (stdout_bytes, stderr_bytes, lost_bytes, last_seq) = self.log.totals();
+        ProcessInfo {
+            id: self.id.clone(),
+            pid: s.pid,
+            cmd: self.meta.cmd.clone(),
+            args: self.meta.args.clone(),
+            cwd: self.meta.cwd.clone(),
+            user: self.meta.user.clone(),
+            env: self.meta.env.clone(),
+            is_pty: self.meta.is_pty,
+            status: s.status,
+            exit_code: s.exit_code,
+            signal: s.signal.clone(),
+            started_at: s.started_at.map(rfc3339),
+            ended_at: s.ended_at.map(rfc3339),
+            error: s.error.clone(),
+            stdout_bytes,
+            stderr_bytes,
+            lost_bytes,
+            last_seq,
+        }
+    }
+
+    pub fn status(&self) -> ProcessStatus {
+        self.state.lock().expect("state lock").status
+    }
+
+    pub fn ended_at(&self) -> Option<SystemTime> {
+        self.state.lock().expect("state lock").ended_at
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.state.lock().expect("state lock").pid
+    }
+
+    /// A receiver that becomes `true` once the process has finished and all its output is logged.
+    pub fn done(&self) -> watch::Receiver<bool> {
+        self.done.subscribe()
+    }
+
+    /// Records that the process could not start.
+    pub fn fail(&self, error: String, exit_code: i32) {
+        {
+            let mut s = self.state.lock().expect("state lock");
+            s.status = ProcessStatus::Failed;
+            s.error = Some(error);
+            s.exit_code = Some(exit_code);
+            s.ended_at = Some(SystemTime::now());
+        }
+        self.log.close();
+        self.done.send_replace(true);
+    }
+
+    /// Records a successful start and hands the process's fds over.
+    pub fn running(&self, pid: i32, stdin: Option<AsyncFd<OwnedFd>>, pty: Option<OwnedFd>) {
+        {
+            let mut s = self.state.lock().expect("state lock");
+            s.status = ProcessStatus::Running;
+            s.pid = Some(pid as u32);
+            s.started_at = Some(SystemTime::now());
+        }
+        self.pgid.store(pid, Ordering::SeqCst);
+        *self.stdin.try_lock().expect("stdin unused before start") = stdin;
+        *self.pty.lock().expect("pty lock") = pty;
+    }
+
+    /// Sends `sig` to the process's group (and, on a terminal, to its foreground job).
+    pub fn signal(&self, sig: i32) -> Result<(), ControlError> {
+        let status = self.status();
+        if status != ProcessStatus::Running {
+            return Err(ControlError::NotRunning(self.id.clone(), status.as_str()));
+        }
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        let signal = Signal::try_from(sig).ok();
+        // Real-time signals have no nix `Signal` variant; use libc directly for those.
+        let send = |target: i32| -> nix::Result<()> {
+            match signal {
+                Some(s) => killpg(Pid::from_raw(target), s),
+                None => {
+                    // SAFETY: killpg with a plain integer signal touches no memory.
+                    let r = unsafe { libc::killpg(target, sig) };
+                    if r == 0 {
+                        Ok(())
+                    } else {
+                        Err(nix::errno::Errno::last())
+                    }
+                }
+            }
+        };
+        send(pgid)
+            .map_err(|e| ControlError::Os(format!("cannot signal process {}: {e}", self.id)))?;
+        if let Some(pty) = self.pty.lock().expect("pty lock").as_ref() {
+            if let Ok(fg) = nix::unistd::tcgetpgrp(pty) {
+                if fg.as_raw() != pgid && fg.as_raw() > 0 {
+                    let _ = send(fg.as_raw());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs every process of the tree: the group, and the cgroup when there is one. Works on
+    /// finished processes too, to sweep background children left behind. Returns whether the process
+    /// itself was still running.
+    pub fn kill_tree(&self) -> bool {
+        let running = self.status() == ProcessStatus::Running;
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        if pgid > 0 {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            if running {
+                let _ = kill(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+        }
+        if let Some(cg) = &self.cgroup {
+            crate::cgroup::kill_all(cg);
+        }
+        running
+    }
+
+    /// Writes to stdin, waiting while the pipe is full.
+    pub async fn write_stdin(&self, data: &[u8]) -> Result<(), ControlError> {
+        let guard = self.stdin.lock().await;
+        let Some(fd) = guard.as_ref() else {
+            return Err(if self.meta.is_pty || self.status().is_final() {
+                ControlError::StdinClosed(self.id.clone())
+            } else {
+                ControlError::NoStdin(self.id.clone())
+            });
+        };
+        let mut off = 0;
+        while off < data.len() {
+            let mut ready = fd
+                .writable()
+                .await
+                .map_err(|e| ControlError::Os(e.to_string()))?;
+            match ready.try_io(|inner| {
+                nix::unistd::write(inner.get_ref(), &data[off..]).map_err(Into::into)
+            }) {
+                Ok(Ok(n)) => off += n,
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    return Err(ControlError::StdinClosed(self.id.clone()));
+                }
+                Ok(Err(e)) => return Err(ControlError::Os(format!("writing stdin: {e}"))),
+                Err(_would_block) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes stdin so the process reads EOF. On a terminal, sends the EOF character instead.
+    pub async fn close_stdin(&self) -> Result<(), ControlError> {
+        if self.meta.is_pty {
+            return self.write_stdin(&[4]).await;
+        }
+        let mut guard = self.stdin.lock().await;
+        if guard.take().is_none() && !self.status().is_final() {
+            return Err(ControlError::NoStdin(self.id.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn resize(&self, size: TtySize) -> Result<(), ControlError> {
+        let pty = self.pty.lock().expect("pty lock");
+        let Some(fd) = pty.as_ref() else {
+            return Err(ControlError::NoTty(self.id.clone()));
+        };
+        let ws = libc::winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which points at a live local.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &raw const ws) };
+        if r != 0 {
+            return Err(ControlError::Os(format!(
+                "resize: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// How long after the main process exits its output pipes may stay open (held by background
+/// children) before the agent stops reading them.
+const EXIT_GRACE: Duration = Duration::from_millis(100);
+
+/// Timeouts enforced by the supervisor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    pub total: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+/// Drives a started process to its end: pumps output, enforces timeouts, records the exit.
+pub async fn supervise(
+    proc: std::sync::Arc<Process>,
+    stdout: OwnedFd,
+    stderr: Option<OwnedFd>,
+    exit_rx: oneshot::Receiver<Exit>,
+    timeouts: Timeouts,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut pumps = Vec::new();
+    let is_pty = proc.meta.is_pty;
+    for (fd, stream) in [(Some(stdout), Stream::Stdout), (stderr, Stream::Stderr)] {
+        if let Some(fd) = fd {
+            let p = proc.clone();
+            let stop = stop_rx.clone();
+            pumps.push(tokio::spawn(async move {
+                pump(&p, fd, stream, stop, is_pty).await
+            }));
+        }
+    }
+
+    let mut tick = proc.log.subscribe();
+    let start = Instant::now();
+    let mut deadline = timeouts.total.map(|t| start + t);
+    let mut idle_deadline = timeouts.idle.map(|t| start + t);
+    let far = start + Duration::from_secs(100 * 365 * 86_400);
+    tokio::pin!(exit_rx);
+    let exit = loop {
+        tokio::select! {
+            e = &mut exit_rx => break e.unwrap_or(Exit::Signal(libc::SIGKILL)),
+            () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                let ms = timeouts.total.unwrap_or_default().as_millis();
+                proc.state.lock().expect("state lock").timed_out =
+                    Some(format!("timed out after {ms} ms (timeout_ms)"));
+                proc.kill_tree();
+                deadline = None;
+                idle_deadline = None;
+            }
+            () = tokio::time::sleep_until(idle_deadline.unwrap_or(far)), if idle_deadline.is_some() => {
+                let ms = timeouts.idle.unwrap_or_default().as_millis();
+                proc.state.lock().expect("state lock").timed_out =
+                    Some(format!("no output for {ms} ms (idle_timeout_ms)"));
+                proc.kill_tree();
+                deadline = None;
+                idle_deadline = None;
+            }
+            r = tick.changed() => {
+                if r.is_err() { continue; }
+                if let (Some(idle), Some(_)) = (timeouts.idle, idle_deadline) {
+                    idle_deadline = Some(Instant::now() + idle);
+                }
+            }
+        }
+    };
+
+    // Let the pipes reach EOF on their own; background children that keep them open only get a grace.
+    let all = futures_util::future::join_all(pumps.iter_mut());
+    if tokio::time::timeout(EXIT_GRACE, all).await.is_err() {
+        stop_tx.send_replace(true);
+        for p in pumps {
+            let _ = p.await;
+        }
+    }
+    *proc.stdin.lock().await = None;
+
+    {
+        let mut s = proc.state.lock().expect("state lock");
+        s.ended_at = Some(SystemTime::now());
+        match exit {
+            Exit::Code(c) => {
+                s.exit_code = Some(c);
+                s.status = ProcessStatus::Exited;
+            }
+            Exit::Signal(sig) => {
+                s.exit_code = Some(128 + sig);
+                s.signal = Some(sandpit_types::signal::signal_name(sig));
+                s.status = ProcessStatus::Killed;
+            }
+        }
+        if let Some(why) = s.timed_out.take() {
+            s.status = ProcessStatus::TimedOut;
+            s.error = Some(why);
+        }
+        if let Some(e) = proc.log.spill_error() {
+            let note =
+                format!("output log could not be written to disk ({e}); some output was dropped");
+            s.error = Some(
+                s.error
+                    .take()
+                    .map_or(note.clone(), |x| format!("{x}; {note}")),
+            );
+        }
+    }
+    proc.log.close();
+    proc.done.send_replace(true);
+    if let Some(cg) = &proc.cgroup {
+        // Fails while background children live on in it; the retention sweep tries again.
+        crate::cgroup::remove(cg);
+    }
+    tracing::debug!(id = %proc.id, ?exit, "process finished");
+}
+
+/// Reads one output fd into the log until EOF or until told to stop (then drains what is buffered).
+async fn pump(
+    proc: &Process,
+    fd: OwnedFd,
+    stream: Stream,
+    mut stop: watch::Receiver<bool>,
+    is_pty: bool,
+) {
+    // Large reads mean fewer chunks, frames and syscalls for chatty processes; small writers still get
+    // their output promptly, since a read returns whatever the pipe holds.
+    const BUF: usize = 256 * 1024;
+    let Ok(fd) = crate::spawn::async_fd(fd) else {
+        return;
+    };
+    let mut buf = vec![0u8; BUF + 4];
+    let mut carry = 0usize;
+    let mut stopping = false;
+    // After a stop, read what the pipe holds now, bounded so a chatty orphan cannot keep us here.
+    let mut drain_budget: usize = 4 << 20;
+    loop {
+        let n = if stopping {
+            match nix::unistd::read(fd.get_ref(), &mut buf[carry..]) {
+                Ok(n) if drain_budget > 0 => {
+                    drain_budget = drain_budget.saturating_sub(n);
+                    n
+                }
+                _ => 0,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                r = read_some(&fd, &mut buf[carry..]) => match r {
+                    Ok(n) => n,
+                    // A PTY master reports EIO once the last slave fd closes: that is its EOF.
+                    Err(e) if is_pty && e.raw_os_error() == Some(libc::EIO) => 0,
+                    Err(e) => {
+                        tracing::warn!(id = %proc.id, error = %e, "reading output failed");
+                        0
+                    }
+                },
+                _ = stop.changed() => { stopping = true; continue; }
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let total = carry + n;
+        let cut = utf8_cut(&buf[..total]);
+        if cut > 0 {
+            proc.log.append(stream, Bytes::copy_from_slice(&buf[..cut]));
+        }
+        buf.copy_within(cut..total, 0);
+        carry = total - cut;
+    }
+    if carry > 0 {
+        proc.log
+            .append(stream, Bytes::copy_from_slice(&buf[..carry]));
+    }
+}
+
+async fn read_some(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let mut guard = fd.readable().await?;
+        match guard.try_io(|inner| nix::unistd::read(inner.get_ref(), buf).map_err(Into::into)) {
+            Ok(r) => return r,
+            Err(_would_block) => {}
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -1,0 +1,59 @@
+//! `sandpit-bench`: runs sandpit's benchmarks and writes a JSON file and a markdown table.
+//!
+//! Every figure is a median (with p99) over repeated runs and stands beside a baseline measured in the
+//! same run, because the machines are shared and noisy: ratios travel, absolute numbers do not.
+
+mod agent;
+mod stats;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    about = "Run sandpit's benchmarks",
+    after_help = "Example:\n  sandpit-bench --quick agent"
+)]
+struct Args {
+    /// Small counts and sizes: seconds, for CI (numbers are not meaningful).
+    #[arg(long)]
+    quick: bool,
+    /// The `sandpit` binary to measure.
+    #[arg(long, default_value = "target/release/sandpit")]
+    sandpit_bin: PathBuf,
+    /// Where to write `latest.json` and `latest.md`.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Benchmark groups to run (default: all).
+    groups: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    let all = args.groups.is_empty();
+    let want = |g: &str| all || args.groups.iter().any(|x| x == g);
+    let mut rows = Vec::new();
+    if want("agent") {
+        rows.extend(
+            rt.block_on(agent::run(&args.sandpit_bin, args.quick))
+                .context("agent benchmarks")?,
+        );
+    }
+    let md = stats::markdown(&rows);
+    println!("{md}");
+    std::fs::create_dir_all(&args.out)?;
+    let json = serde_json::json!({
+        "quick": args.quick,
+        "host": {"cpus": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1)},
+        "rows": rows,
+    });
+    std::fs::write(
+        args.out.join("latest.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    std::fs::write(args.out.join("latest.md"), md)?;
+    Ok(())
+}

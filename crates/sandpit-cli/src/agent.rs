@@ -1,0 +1,151 @@
+//! `sandpit agent`: parse flags, bind the listener, run the agent until SIGTERM/SIGINT.
+
+use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sandpit_agent::{Agent, AgentConfig, Listener};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  sandpit agent --listen 127.0.0.1:7071\n  \
+    sandpit agent --listen unix:/run/sandpit/agent.sock --default-user user --ready-fd 3")]
+pub struct AgentArgs {
+    /// `HOST:PORT` for TCP (no isolation: development and tests) or `unix:/PATH` for a unix socket.
+    #[arg(long, env = "SANDPIT_AGENT_LISTEN")]
+    listen: String,
+    /// Directory for per-process output spill files [default: a new directory under $TMPDIR].
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// User that processes run as when a request names none [default: the agent's own user].
+    #[arg(long)]
+    default_user: Option<String>,
+    /// Sandbox-wide environment variable for every process (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Output kept per process, memory plus disk; the oldest is dropped (and reported) beyond it.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    output_cap: u64,
+    /// How long finished processes stay queryable.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    retention_secs: u64,
+    /// Write one byte to this inherited fd and close it once listening (readiness for the daemon).
+    #[arg(long, value_name = "FD")]
+    ready_fd: Option<i32>,
+    /// A cgroup directory in which to create one child cgroup per process.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL for processes at shutdown.
+    #[arg(long, default_value_t = 2)]
+    shutdown_grace_secs: u64,
+    /// Log format on stderr.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    init_tracing(&args.log_format);
+    let mut env = BTreeMap::new();
+    for kv in &args.env {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--env {kv:?}: expected KEY=VALUE")
+        };
+        if k.is_empty() {
+            bail!("--env {kv:?}: empty variable name");
+        }
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    if args.output_cap < 64 * 1024 {
+        bail!(
+            "--output-cap {} is too small: use at least 65536 bytes",
+            args.output_cap
+        );
+    }
+    let mut config = AgentConfig {
+        default_user: args.default_user,
+        env,
+        output_cap: args.output_cap,
+        retention: Duration::from_secs(args.retention_secs),
+        cgroup: args.cgroup,
+        ..AgentConfig::default()
+    };
+    if let Some(dir) = args.log_dir {
+        config.log_dir = dir;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = bind(&args.listen).await?;
+        if let Listener::Tcp(l) = &listener {
+            // Tests and scripts that ask for port 0 learn the real port from this line.
+            println!("listening on {}", l.local_addr().context("local address")?);
+        }
+        let agent = Agent::new(config).context("cannot start the agent")?;
+        tracing::info!(listen = %args.listen, pid = std::process::id(), "agent listening");
+        if let Some(fd) = args.ready_fd {
+            signal_ready(fd).with_context(|| format!("--ready-fd {fd}"))?;
+        }
+        sandpit_agent::run(
+            agent,
+            listener,
+            shutdown_signal(),
+            Duration::from_secs(args.shutdown_grace_secs),
+        )
+        .await
+        .context("serving the agent API")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn bind(addr: &str) -> anyhow::Result<Listener> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let l = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("cannot listen on {path}"))?;
+        return Ok(Listener::Unix(l));
+    }
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr:?} (expected HOST:PORT or unix:/PATH)"))?;
+    Ok(Listener::Tcp(l))
+}
+
+fn signal_ready(fd: i32) -> anyhow::Result<()> {
+    use std::io::Write;
+    if fd < 3 {
+        bail!("refusing to use stdin/stdout/stderr as the ready fd");
+    }
+    // SAFETY: the fd number was handed to us by our parent for exactly this purpose; we take ownership
+    // and close it after one write. If it is not open, the write fails and we report it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut f = std::fs::File::from(owned);
+    f.write_all(b"R").context("cannot write the ready byte")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,247 @@
+//! `sandpit serve`: resolve the daemon's configuration (flags, then `SANDPIT_*` environment, then the
+//! `--config` TOML file, then defaults), bind the listener and run `sandpit_server::run` until SIGTERM or
+//! SIGINT. Sandboxes keep running when the daemon stops.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sandpit_server::{BackendKind, Config, LogFormat};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  sandpit serve\n  \
+    sandpit serve --listen 0.0.0.0:7070 --tls-cert cert.pem --tls-key key.pem\n  \
+    sandpit serve --backend process --state-dir /tmp/sandpit   # NO isolation: development only\n\n\
+    Every option can also come from SANDPIT_<OPTION> (e.g. SANDPIT_LISTEN) or from the TOML file given \
+    with --config (keys: listen, state_dir, api_key, backend, agent_binary, tls_cert, tls_key, \
+    default_timeout_secs, max_timeout_secs, max_body_bytes, agent_start_timeout_secs, \
+    shutdown_grace_secs, log_format, cors_origins). Flags win over the environment, which wins over the \
+    file.")]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:7070].
+    #[arg(long, env = "SANDPIT_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Where the database, the API key and per-sandbox files live [default: /var/lib/sandpit as root,
+    /// else $XDG_DATA_HOME/sandpit or ~/.local/share/sandpit].
+    #[arg(long, env = "SANDPIT_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// A TOML configuration file.
+    #[arg(long, env = "SANDPIT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Isolation backend: `isolate` (Linux namespaces, the default) or `process` (NO isolation: the
+    /// sandbox's processes run as this user on this host; for development only).
+    #[arg(long, env = "SANDPIT_BACKEND", value_name = "NAME")]
+    backend: Option<BackendKind>,
+    /// The `sandpit` binary to start as each sandbox's agent [default: this executable].
+    #[arg(long, env = "SANDPIT_AGENT_BINARY", value_name = "PATH")]
+    agent_binary: Option<PathBuf>,
+    /// PEM certificate chain; serve HTTPS (with --tls-key).
+    #[arg(
+        long,
+        env = "SANDPIT_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(
+        long,
+        env = "SANDPIT_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// A sandbox's time to live when its create request gives none [default: 300].
+    #[arg(long, env = "SANDPIT_DEFAULT_TIMEOUT", value_name = "SECS")]
+    default_timeout: Option<u64>,
+    /// Log format on stderr: `text` or `json` [default: text].
+    #[arg(long, env = "SANDPIT_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// A web origin allowed to call the API from a browser (CORS), e.g. `https://app.example.com`;
+    /// repeatable; `*` allows any origin (development only). SANDPIT_CORS_ORIGINS takes a comma-separated
+    /// list. Replaces the config file's `cors_origins` when given.
+    #[arg(
+        long = "cors-origin",
+        env = "SANDPIT_CORS_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = resolve(args)?;
+    init_tracing(config.log_format);
+    if config.api_key.is_none() {
+        eprintln!(
+            "sandpit: API key: {} (created on first start; send it as `Authorization: Bearer <key>`)",
+            config.state_dir.join("api-key").display()
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        sandpit_server::run(config, listener, shutdown_signal())
+            .await
+            .context("sandpit serve")?;
+        Ok(ExitCode::SUCCESS)
+    });
+    // Dropping the runtime would wait for every blocking task, and a template build can run for minutes:
+    // give short backend calls a moment, then exit (an unfinished build is discarded, as documented).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(3));
+    result
+}
+
+/// The effective configuration: flags and environment over the file over defaults.
+fn resolve(args: ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_toml_file(path)?,
+        None => Config::default(),
+    };
+    // The key is deliberately not a flag (flags are visible in `ps`): environment or config file only.
+    if let Some(key) = std::env::var("SANDPIT_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        config.api_key = Some(key);
+    }
+    overlay(&mut config, args);
+    config.validate()?;
+    Ok(config)
+}
+
+/// Flags and environment (clap has already merged those two) over whatever the file said.
+fn overlay(config: &mut Config, args: ServeArgs) {
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.state_dir {
+        config.state_dir = v;
+    }
+    if let Some(v) = args.backend {
+        config.backend = v;
+    }
+    if let Some(v) = args.agent_binary {
+        config.agent_binary = Some(v);
+    }
+    if let Some(v) = args.tls_cert {
+        config.tls_cert = Some(v);
+    }
+    if let Some(v) = args.tls_key {
+        config.tls_key = Some(v);
+    }
+    if let Some(v) = args.default_timeout {
+        config.default_timeout_secs = v;
+    }
+    if let Some(v) = args.log_format {
+        config.log_format = v;
+    }
+    let origins: Vec<String> = args
+        .cors_origins
+        .into_iter()
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if !origins.is_empty() {
+        config.cors_origins = origins;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sandpit.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nbackend = \"process\"\ndefault_timeout_secs = 60\n",
+        )
+        .unwrap();
+        let cmd = Cmd::try_parse_from([
+            "serve".as_ref(),
+            "--config".as_ref(),
+            file.as_os_str(),
+            "--listen".as_ref(),
+            "127.0.0.1:8888".as_ref(),
+        ])
+        .unwrap();
+        let config = resolve(cmd.args).unwrap();
+        assert_eq!(config.listen.port(), 8888);
+        assert_eq!(config.backend, BackendKind::Process);
+        assert_eq!(config.default_timeout_secs, 60);
+        assert_eq!(config.max_timeout_secs, Config::default().max_timeout_secs);
+    }
+
+    #[test]
+    fn cors_origins_repeat_and_split_on_commas() {
+        let cmd = Cmd::try_parse_from([
+            "serve",
+            "--cors-origin",
+            "http://localhost:5173",
+            "--cors-origin",
+            "https://a.example, https://b.example",
+        ])
+        .unwrap();
+        let config = resolve(cmd.args).unwrap();
+        assert_eq!(
+            config.cors_origins,
+            [
+                "http://localhost:5173",
+                "https://a.example",
+                "https://b.example"
+            ]
+        );
+        let bad = Cmd::try_parse_from(["serve", "--cors-origin", "a.example"]).unwrap();
+        assert!(resolve(bad.args).is_err());
+    }
+
+    #[test]
+    fn a_bad_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "lisen = 1\n").unwrap();
+        let cmd =
+            Cmd::try_parse_from(["serve".as_ref(), "--config".as_ref(), file.as_os_str()]).unwrap();
+        assert!(resolve(cmd.args).is_err());
+    }
+}

@@ -1,0 +1,668 @@
+//! End-to-end tests of the client verbs: the real `sandpit` binary against a real
+//! `sandpit serve --backend process`, `attach` driven through a real pseudo-terminal.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sandpit");
+
+/// A daemon on a free port with its own state directory; its sandboxes are deleted on drop.
+struct Daemon {
+    child: Child,
+    url: String,
+    key: String,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--backend", "process", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(dir.path())
+            .env_remove("SANDPIT_API_KEY")
+            .env_remove("SANDPIT_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let key_file = dir.path().join("api-key");
+        let end = Instant::now() + Duration::from_secs(30);
+        while !(key_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+            assert!(Instant::now() < end, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let key = std::fs::read_to_string(key_file).unwrap().trim().to_owned();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            key,
+            dir,
+        }
+    }
+
+    /// `sandpit ARGS` configured for this daemon through the environment.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("SANDPIT_URL", &self.url)
+            .env("SANDPIT_API_KEY", &self.key)
+            .env_remove("SANDPIT_STATE_DIR");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "sandpit {args:?} failed ({:?}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn create(&self) -> String {
+        self.ok(&["create"]).trim().to_owned()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(o) = self.cmd(&["ls", "--json"]).output() {
+            if let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&o.stdout) {
+                for s in list {
+                    let _ = self.cmd(&["rm", s["id"].as_str().unwrap_or("")]).output();
+                }
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn create_ls_info_pause_resume_rm() {
+    let d = Daemon::start();
+    let info = d.json(&[
+        "create",
+        "--memory",
+        "256",
+        "--timeout",
+        "600",
+        "-e",
+        "A=1",
+        "-m",
+        "suite=cli",
+        "--json",
+    ]);
+    let id = info["id"].as_str().unwrap().to_owned();
+    assert_eq!(info["memory_mb"], 256);
+    assert_eq!(info["env"]["A"], "1");
+    let other = d.create();
+    assert_eq!(other.len(), id.len());
+
+    let table = d.ok(&["ls"]);
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&id) && table.contains(&other));
+    let filtered = d.json(&["ls", "-m", "suite=cli", "--json"]);
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    assert_eq!(filtered[0]["id"], id.as_str());
+
+    let human = d.ok(&["info", &id]);
+    assert!(
+        human.contains("state:       running") && human.contains("metadata:    suite=cli"),
+        "{human}"
+    );
+    assert_eq!(d.json(&["info", &id, "--json"])["state"], "running");
+
+    assert!(d.ok(&["pause", &id]).contains("paused"));
+    assert_eq!(d.json(&["info", &id, "--json"])["state"], "paused");
+    assert_eq!(d.json(&["resume", &id, "--json"])["state"], "running");
+
+    d.ok(&["rm", &id, &other]);
+    assert_eq!(d.json(&["ls", "--json"]), Value::Array(vec![]));
+    let o = d.run(&["info", &id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("not found"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn exec_streams_live_and_passes_the_exit_code_through() {
+    let d = Daemon::start();
+    let id = d.create();
+    let o = d.run(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(text(&o.stdout), "out\n");
+    assert_eq!(text(&o.stderr), "err\n");
+
+    // One word is a shell command line; options go before `--`.
+    let o = d.ok(&[
+        "exec",
+        "-w",
+        "/tmp",
+        "-e",
+        "FOO=bar",
+        &id,
+        "--",
+        "echo $FOO; pwd",
+    ]);
+    assert_eq!(o, "bar\n/tmp\n");
+
+    // stdin with -i.
+    let mut child = d
+        .cmd(&["exec", "-i", &id, "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        (o.status.code(), text(&o.stdout)),
+        (Some(0), "piped\n".to_owned())
+    );
+
+    // Output arrives while the command still runs.
+    let mut child = d
+        .cmd(&["exec", &id, "--", "echo first; sleep 3; echo second"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"first\n");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "not streamed: {:?}",
+        t0.elapsed()
+    );
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "second\n");
+    assert!(child.wait().unwrap().success());
+
+    // Killed by a signal: 128 + n; not found: 127; a timeout names itself.
+    let o = d.run(&["exec", &id, "--", "kill -KILL $$"]);
+    assert_eq!(o.status.code(), Some(137));
+    let o = d.run(&["exec", &id, "--", "no-such-program-xyz", "arg"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(!text(&o.stderr).is_empty());
+    let o = d.run(&["exec", "--cmd-timeout", "0.3", &id, "--", "sleep 5"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o.stderr).contains("sleep 5"), "{}", text(&o.stderr));
+}
+
+#[test]
+fn run_creates_execs_and_deletes() {
+    let d = Daemon::start();
+    let o = d.run(&[
+        "run",
+        "-e",
+        "GREETING=hi",
+        "--",
+        "python3",
+        "-c",
+        "import os; print(os.environ['GREETING']); exit(3)",
+    ]);
+    assert_eq!(
+        (o.status.code(), text(&o.stdout)),
+        (Some(3), "hi\n".to_owned())
+    );
+    assert_eq!(d.json(&["ls", "--json"]), Value::Array(vec![]));
+    let o = d.run(&["run", "--keep", "--memory", "128", "--", "true"]);
+    assert!(o.status.success());
+    let kept = text(&o.stderr);
+    let id = kept.trim().rsplit(' ').next().unwrap();
+    assert_eq!(d.json(&["info", id, "--json"])["memory_mb"], 128);
+}
+
+#[test]
+fn ps_logs_kill() {
+    let d = Daemon::start();
+    let id = d.create();
+    // Start a background process through the SDK (the CLI's way is `attach` + detach).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = sandpit::Client::new(&d.url, &d.key).unwrap();
+    let pid = rt.block_on(async {
+        let sbx = sandpit::Sandbox::get(&client, &id).await.unwrap();
+        let p = sbx
+            .processes()
+            .start("echo l1; sleep 0.1; echo e1 >&2; sleep 0.1; echo l2; sleep 60")
+            .id("bg-1")
+            .await
+            .unwrap();
+        // Wait until the three chunks are there.
+        let end = Instant::now() + Duration::from_secs(10);
+        let mut p = p;
+        while p.refresh().await.unwrap().last_seq < 3 && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p.pid()
+    });
+
+    let table = d.ok(&["ps", &id]);
+    assert!(
+        table.contains("bg-1") && table.contains("running"),
+        "{table}"
+    );
+    let list = d.json(&["ps", &id, "--status", "running", "--limit", "5", "--json"]);
+    assert_eq!(list[0]["id"], "bg-1");
+    assert_eq!(list[0]["pid"], pid);
+
+    // Without --follow: what is there now, then return.
+    let o = d.run(&["logs", &id, "bg-1"]);
+    assert!(o.status.success());
+    assert_eq!(
+        (text(&o.stdout), text(&o.stderr)),
+        ("l1\nl2\n".into(), "e1\n".into())
+    );
+    let o = d.run(&["logs", "--from-seq", "3", &id, &pid.to_string()]);
+    assert_eq!(text(&o.stdout), "l2\n");
+
+    // --follow ends when the process does; the signal reaches it.
+    let follower = d
+        .cmd(&["logs", "--follow", &id, "bg-1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    d.ok(&["kill", "--signal", "TERM", &id, "bg-1"]);
+    let o = follower.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(text(&o.stdout), "l1\nl2\n");
+    let info = d.json(&["ps", &id, "--json"]);
+    assert_eq!(info[0]["status"], "killed");
+    assert_eq!(info[0]["signal"], "SIGTERM");
+
+    // kill of an ended process says so; kill of a running one kills it.
+    let o = d.run(&["kill", &id, "bg-1"]);
+    assert!(o.status.success());
+    assert!(text(&o.stderr).contains("already ended"));
+    let o = d.run(&["kill", "-s", "NOPE", &id, "bg-1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("invalid argument") || text(&o.stderr).contains("conflict"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn errors_name_the_problem_and_exit_non_zero() {
+    let d = Daemon::start();
+    let o = d.run(&["info", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("sandpit: error: "),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(text(&o.stderr).contains("nope"));
+
+    let o = d
+        .cmd(&["ls"])
+        .env("SANDPIT_API_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("authentication"),
+        "{}",
+        text(&o.stderr)
+    );
+    // The global flags win over the environment.
+    let o = d
+        .cmd(&["--api-key", &d.key, "ls", "--url", &d.url])
+        .env("SANDPIT_API_KEY", "wrong")
+        .env("SANDPIT_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // Without a key, the client finds the daemon's key file: $SANDPIT_STATE_DIR, then XDG_DATA_HOME.
+    let o = d
+        .cmd(&["ls"])
+        .env_remove("SANDPIT_API_KEY")
+        .env("SANDPIT_STATE_DIR", d.dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(xdg.path().join("sandpit")).unwrap();
+    std::fs::write(xdg.path().join("sandpit/api-key"), format!("{}\n", d.key)).unwrap();
+    let o = d
+        .cmd(&["ls"])
+        .env_remove("SANDPIT_API_KEY")
+        .env("XDG_DATA_HOME", xdg.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    // No key anywhere: the error says where it looked.
+    let empty = tempfile::tempdir().unwrap();
+    let o = d
+        .cmd(&["ls"])
+        .env_remove("SANDPIT_API_KEY")
+        .env("XDG_DATA_HOME", empty.path())
+        .env("HOME", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("no API key"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let o = Command::new(BIN)
+        .args(["ls", "--url", "http://127.0.0.1:9", "--api-key", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("cannot reach"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let o = d.run(&["exec", "someid"]);
+    assert_eq!(o.status.code(), Some(2), "usage errors are clap's exit 2");
+    let o = d.run(&["attach", "--detach-keys", "alt-x", "someid"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("detach key"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn help_everywhere_has_examples() {
+    for verb in [
+        vec![],
+        vec!["create"],
+        vec!["ls"],
+        vec!["info"],
+        vec!["exec"],
+        vec!["run"],
+        vec!["attach"],
+        vec!["ps"],
+        vec!["logs"],
+        vec!["kill"],
+        vec!["pause"],
+        vec!["resume"],
+        vec!["rm"],
+        vec!["template", "ls"],
+        vec!["template", "import"],
+        vec!["template", "build"],
+    ] {
+        let mut args = verb.clone();
+        args.push("--help");
+        let o = Command::new(BIN).args(&args).output().unwrap();
+        assert!(o.status.success(), "{verb:?}");
+        let help = text(&o.stdout);
+        assert!(
+            help.contains("Examples:"),
+            "{verb:?} --help has no examples:\n{help}"
+        );
+        assert!(
+            help.contains("--url") && help.contains("--api-key"),
+            "{verb:?}: global flags missing"
+        );
+    }
+}
+
+#[test]
+#[ignore = "the daemon answers 404 to /v1/templates: template endpoints are not implemented yet"]
+fn template_ls_import_build() {
+    let d = Daemon::start();
+    let list = d.json(&["template", "ls", "--json"]);
+    assert!(list.as_array().unwrap().iter().any(|t| t["name"] == "base"));
+    let root = d.dir.path().join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    d.ok(&[
+        "template",
+        "import",
+        "mini",
+        root.to_str().unwrap(),
+        "--format",
+        "dir",
+    ]);
+    d.ok(&[
+        "template", "build", "base2", "--from", "base", "--run", "true",
+    ]);
+    let table = d.ok(&["template", "ls"]);
+    assert!(table.contains("mini") && table.contains("base2"));
+}
+
+// ---------------------------------------------------------------- attach through a real PTY
+
+/// `sandpit ARGS` on the slave side of a new pseudo-terminal, as the session leader with it as its
+/// controlling terminal; the test holds the master.
+struct PtyRun {
+    child: Child,
+    master: std::fs::File,
+    slave: std::os::fd::OwnedFd,
+    screen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl PtyRun {
+    fn start(d: &Daemon, args: &[&str]) -> Self {
+        let ws = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(&ws, None).unwrap();
+        let mut c = Command::new("setsid");
+        c.arg("-c").arg(BIN).args(args);
+        c.env("SANDPIT_URL", &d.url)
+            .env("SANDPIT_API_KEY", &d.key)
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+        let child = c.spawn().unwrap();
+        let master = std::fs::File::from(pty.master);
+        let screen = Arc::new(Mutex::new(Vec::new()));
+        let (mut r, s) = (master.try_clone().unwrap(), screen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Self {
+            child,
+            master,
+            slave: pty.slave,
+            screen,
+        }
+    }
+
+    fn screen(&self) -> String {
+        text(&self.screen.lock().unwrap())
+    }
+
+    fn expect(&self, needle: &str) {
+        let end = Instant::now() + Duration::from_secs(15);
+        while !self.screen().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "{needle:?} never appeared on the terminal:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn type_(&mut self, s: &[u8]) {
+        self.master.write_all(s).unwrap();
+        self.master.flush().unwrap();
+    }
+
+    /// Resizes the terminal the way a terminal emulator does (the kernel then sends SIGWINCH).
+    fn resize(&self, cols: u16, rows: u16) {
+        let st = Command::new("stty")
+            .args(["cols", &cols.to_string(), "rows", &rows.to_string()])
+            .stdin(Stdio::from(self.slave.try_clone().unwrap()))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn wait(&mut self) -> i32 {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < end,
+                "attach did not end:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PtyRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pty_processes(d: &Daemon, id: &str) -> Vec<Value> {
+    d.json(&["ps", id, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["is_pty"] == true)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn attach_types_sees_echo_resizes_detaches_and_reattaches() {
+    if !Path::new("/usr/bin/setsid").exists() && !Path::new("/bin/setsid").exists() {
+        panic!("setsid (util-linux) is needed to give the attach test a controlling terminal");
+    }
+    let d = Daemon::start();
+    let id = d.create();
+    let mut t = PtyRun::start(&d, &["attach", &id, "--", "sh"]);
+    // Type a line: the PTY echoes it, and sh runs it (the arithmetic proves it ran remotely).
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_(b"echo hel''lo-$((6*7))\r");
+    t.expect("echo hel''lo-$((6*7))");
+    t.expect("hello-42");
+    // Resizing the local terminal resizes the remote PTY.
+    t.resize(100, 30);
+    std::thread::sleep(Duration::from_millis(300));
+    t.type_(b"stty size\r");
+    t.expect("30 100");
+    // ctrl-] detaches; the process keeps running.
+    t.type_(b"\x1d");
+    assert_eq!(t.wait(), 0);
+    t.expect("detached from process");
+    let procs = pty_processes(&d, &id);
+    assert_eq!(procs.len(), 1);
+    assert_eq!(procs[0]["status"], "running");
+    let pid = procs[0]["id"].as_str().unwrap().to_owned();
+
+    // Attach again with other detach keys: the scrollback is replayed, the shell still answers.
+    let mut t = PtyRun::start(
+        &d,
+        &[
+            "attach",
+            "--pid",
+            &pid,
+            "--detach-keys",
+            "ctrl-p,ctrl-q",
+            &id,
+        ],
+    );
+    t.expect("hello-42");
+    t.type_(b"echo again-$((1+1))\r");
+    t.expect("again-2");
+    t.type_(b"\x10\x11");
+    assert_eq!(t.wait(), 0);
+    assert_eq!(pty_processes(&d, &id)[0]["status"], "running");
+
+    // Attach once more and let the shell exit: its code is passed through.
+    let mut t = PtyRun::start(&d, &["attach", "--pid", &pid, &id]);
+    t.expect("again-2");
+    t.type_(b"exit 5\r");
+    assert_eq!(t.wait(), 5);
+    assert_eq!(pty_processes(&d, &id)[0]["status"], "exited");
+}
+
+#[test]
+fn attach_runs_a_command_to_its_end() {
+    let d = Daemon::start();
+    let id = d.create();
+    let mut t = PtyRun::start(
+        &d,
+        &[
+            "attach",
+            "-e",
+            "X=42",
+            &id,
+            "sh",
+            "-c",
+            "test -t 0 && echo tty-$X; exit 3",
+        ],
+    );
+    t.expect("tty-42");
+    assert_eq!(t.wait(), 3);
+}

@@ -1,0 +1,555 @@
+//! The sandbox's first process between `clone(2)` and `execve(2)`.
+//!
+//! The daemon is a multi-threaded tokio process, so the cloned child may find the allocator (or any
+//! other lock) held by a thread that no longer exists in it. Everything the child needs — paths,
+//! argv, envp, the mount steps, the compiled seccomp programs — is therefore prepared by the
+//! parent in a [`Plan`], and the child only issues raw syscalls on that read-only data: no
+//! allocation, no panics, no std I/O. A failure is reported as two integers (stage, errno) on a
+//! close-on-exec pipe; end-of-file on that pipe means `execve` succeeded.
+//!
+//! This replaces a re-exec'd helper binary: `clone` from the daemon costs well under a
+//! millisecond, and nothing has to be wired into the CLI.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::RawFd;
+
+use seccompiler::BpfProgram;
+
+/// One filesystem operation done inside the new mount namespace, before `pivot_root`. Target
+/// paths are relative to the new root (the child's working directory at that point); sources are
+/// host paths. (Descriptors opened by the parent cannot serve as sources or targets: they name
+/// mounts of the host's mount namespace, which the kernel refuses to mix with the child's.)
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// `mkdir`, tolerating an existing entry.
+    Mkdir { path: CString, mode: u32 },
+    /// Creates an empty file (a bind-mount target), tolerating an existing one.
+    Touch { path: CString },
+    /// `symlink`, tolerating an existing entry.
+    Symlink { target: CString, link: CString },
+    /// `mount(2)`.
+    Mount {
+        src: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+    },
+    /// `mount_setattr` on one mount (only adds flags, so it works on locked bind mounts).
+    SetAttr { path: CString, attrs: u64 },
+}
+
+impl Step {
+    pub(crate) fn describe(&self) -> String {
+        let s = |c: &CString| c.to_string_lossy().into_owned();
+        match self {
+            Step::Mkdir { path, .. } => format!("mkdir {}", s(path)),
+            Step::Touch { path } => format!("create {}", s(path)),
+            Step::Symlink { link, .. } => format!("symlink {}", s(link)),
+            Step::Mount {
+                src,
+                target,
+                fstype,
+                ..
+            } => format!(
+                "mount {} ({}) on {}",
+                src.as_ref().map_or_else(String::new, s),
+                fstype.as_ref().map_or_else(|| "bind".into(), s),
+                s(target)
+            ),
+            Step::SetAttr { path, .. } => format!("set mount attributes of {}", s(path)),
+        }
+    }
+}
+
+/// Everything the child needs, prepared by the parent.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Host directory the overlay gets attached to (looked up in the child's mount namespace).
+    pub rootfs: CString,
+    /// `steps[..early_steps]` run before switching to the sandbox's uid 0: while the child still
+    /// has host uid 0 as its filesystem uid it can walk root-only host directories to reach
+    /// bind-mount sources (the agent binary, the run dir).
+    pub early_steps: usize,
+    pub hostname: CString,
+    pub steps: Vec<Step>,
+    pub exec_path: CString,
+    argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp: Vec<CString>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    pub filters: Vec<BpfProgram>,
+    /// Capabilities kept in the bounding set (bit n = capability n).
+    pub keep_caps: u64,
+    /// Child end of the socketpair on which the overlay mount fd arrives.
+    pub sock: RawFd,
+    /// Write end of the close-on-exec error pipe.
+    pub err_w: RawFd,
+    /// Write end of the readiness pipe; becomes fd [`READY_FD`] in the init.
+    pub ready_w: RawFd,
+    /// Becomes the init's stdout and stderr.
+    pub log_fd: RawFd,
+}
+
+/// The descriptor number on which the init signals readiness (one byte, then close).
+pub const READY_FD: RawFd = 3;
+
+impl Plan {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        rootfs: CString,
+        early_steps: usize,
+        hostname: CString,
+        steps: Vec<Step>,
+        exec_path: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        filters: Vec<BpfProgram>,
+        keep_caps: u64,
+        fds: [RawFd; 4],
+    ) -> Self {
+        let mut plan = Plan {
+            rootfs,
+            early_steps,
+            hostname,
+            steps,
+            exec_path,
+            argv,
+            argv_ptrs: Vec::new(),
+            envp,
+            envp_ptrs: Vec::new(),
+            filters,
+            keep_caps,
+            sock: fds[0],
+            err_w: fds[1],
+            ready_w: fds[2],
+            log_fd: fds[3],
+        };
+        // The CStrings' heap buffers do not move when the Vec<CString> is moved into the struct,
+        // so pointers taken now stay valid for the plan's lifetime.
+        plan.argv_ptrs = plan
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        plan.envp_ptrs = plan
+            .envp
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        plan
+    }
+
+    /// Human-readable name of a failure stage reported by the child.
+    pub(crate) fn stage_name(&self, stage: u32) -> String {
+        match stage {
+            1 => "receiving the rootfs mount from the parent".into(),
+            2 => "switching to uid/gid 0 of the new user namespace".into(),
+            3 => "unsharing the cgroup namespace".into(),
+            4 => "setsid".into(),
+            5 => "making mounts private".into(),
+            6 => "attaching the overlay rootfs (move_mount)".into(),
+            7 => "setting the hostname".into(),
+            8 => "bringing up the loopback interface".into(),
+            9 => "pivot_root into the rootfs".into(),
+            10 => "detaching the old root".into(),
+            11 => "dropping capabilities from the bounding set".into(),
+            12 => "setting no_new_privs".into(),
+            13 => "installing the seccomp filter".into(),
+            14 => "setting up stdio and the ready fd".into(),
+            15 => format!("executing {}", self.exec_path.to_string_lossy()),
+            s if s >= STEP_BASE => self
+                .steps
+                .get((s - STEP_BASE) as usize)
+                .map_or_else(|| format!("step {s}"), Step::describe),
+            s => format!("stage {s}"),
+        }
+    }
+}
+
+const STEP_BASE: u32 = 100;
+
+/// Clones the child with `flags` (namespace flags) and runs the plan in it. Returns the child's
+/// pid in the caller's pid namespace.
+pub(crate) fn spawn(plan: &Plan, flags: libc::c_int) -> io::Result<i32> {
+    // SAFETY: a fork-style clone (no new stack, no CLONE_VM): the child gets a copy of the address
+    // space and runs `child_main`, which only performs async-signal-safe syscalls on data the
+    // parent prepared, and never returns.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_ulong::from((flags | libc::SIGCHLD) as u32),
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        child_main(plan);
+    }
+    Ok(pid as i32)
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+struct Fail(u32, i32);
+
+fn check(stage: u32, rc: libc::c_long) -> Result<(), Fail> {
+    if rc < 0 {
+        Err(Fail(stage, errno()))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_exists_ok(stage: u32, rc: libc::c_long) -> Result<(), Fail> {
+    if rc < 0 && errno() != libc::EEXIST {
+        Err(Fail(stage, errno()))
+    } else {
+        Ok(())
+    }
+}
+
+fn opt_ptr(c: Option<&CString>) -> *const libc::c_char {
+    c.map_or(std::ptr::null(), |c| c.as_ptr())
+}
+
+fn child_main(plan: &Plan) -> ! {
+    let Err(Fail(stage, err)) = run(plan);
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&stage.to_ne_bytes());
+    buf[4..].copy_from_slice(&err.to_ne_bytes());
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf` is a local array.
+    unsafe {
+        libc::write(plan.err_w, buf.as_ptr().cast(), buf.len());
+        libc::_exit(127);
+    }
+}
+
+#[repr(C)]
+struct Ifreq {
+    name: [u8; 16],
+    flags: libc::c_short,
+    pad: [u8; 22],
+}
+
+/// The child's work; only returns on failure (success ends in `execve`).
+#[allow(clippy::too_many_lines)]
+fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
+    // SAFETY: every call below is a raw syscall (or a thin async-signal-safe libc wrapper) whose
+    // pointer arguments reference either the parent-prepared plan, which outlives the call, or
+    // local stack buffers of the right size.
+    unsafe {
+        // The daemon may block or ignore signals; the sandbox init must start clean.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &raw const dfl, std::ptr::null_mut());
+            }
+        }
+
+        // Wait for the parent: it writes our uid/gid maps, moves us into the cgroups and builds
+        // the idmapped overlay, then sends the overlay's mount fd.
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut cbuf = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        let n = libc::recvmsg(plan.sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n <= 0 {
+            // The parent gave up (it closed the socket): leave quietly.
+            libc::_exit(126);
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(Fail(1, libc::EPROTO));
+        }
+        let ovl_fd: RawFd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+
+        // Now that we are inside the sandbox cgroups, make them the root of our cgroup view.
+        check(3, libc::syscall(libc::SYS_unshare, libc::CLONE_NEWCGROUP))?;
+        // Own session: terminal signals aimed at the daemon's process group never reach us.
+        check(4, libc::syscall(libc::SYS_setsid))?;
+        let root = c"/";
+        check(
+            5,
+            libc::syscall(
+                libc::SYS_mount,
+                std::ptr::null::<libc::c_char>(),
+                root.as_ptr(),
+                std::ptr::null::<libc::c_char>(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null::<libc::c_void>(),
+            ),
+        )?;
+        let empty = c"";
+        check(
+            6,
+            libc::syscall(
+                libc::SYS_move_mount,
+                ovl_fd,
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                plan.rootfs.as_ptr(),
+                libc::MOVE_MOUNT_F_EMPTY_PATH,
+            ),
+        )?;
+        // The fd now names the attached overlay root: work relative to it from here on.
+        check(6, libc::syscall(libc::SYS_fchdir, ovl_fd))?;
+        libc::close(ovl_fd);
+
+        libc::umask(0o022);
+        for (i, step) in plan.steps.iter().enumerate() {
+            let stage = STEP_BASE + i as u32;
+            if i == plan.early_steps {
+                // Become root of the new user namespace (host uid = start of our range) and drop
+                // the daemon's supplementary groups; files created from here on belong to it.
+                check(
+                    2,
+                    libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                )?;
+                check(2, libc::syscall(libc::SYS_setresgid, 0, 0, 0))?;
+                check(2, libc::syscall(libc::SYS_setresuid, 0, 0, 0))?;
+            }
+            match step {
+                Step::Mkdir { path, mode } => check_exists_ok(
+                    stage,
+                    libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), *mode),
+                )?,
+                Step::Touch { path } => {
+                    let fd = libc::syscall(
+                        libc::SYS_openat,
+                        libc::AT_FDCWD,
+                        path.as_ptr(),
+                        libc::O_RDONLY | libc::O_CREAT | libc::O_CLOEXEC,
+                        0o644,
+                    );
+                    check(stage, fd)?;
+                    libc::close(fd as RawFd);
+                }
+                Step::Symlink { target, link } => check_exists_ok(
+                    stage,
+                    libc::syscall(
+                        libc::SYS_symlinkat,
+                        target.as_ptr(),
+                        libc::AT_FDCWD,
+                        link.as_ptr(),
+                    ),
+                )?,
+                Step::Mount {
+                    src,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                } => check(
+                    stage,
+                    libc::syscall(
+                        libc::SYS_mount,
+                        opt_ptr(src.as_ref()),
+                        target.as_ptr(),
+                        opt_ptr(fstype.as_ref()),
+                        *flags,
+                        opt_ptr(data.as_ref()).cast::<libc::c_void>(),
+                    ),
+                )?,
+                Step::SetAttr { path, attrs } => {
+                    let mut attr = libc::mount_attr {
+                        attr_set: *attrs,
+                        attr_clr: 0,
+                        propagation: 0,
+                        userns_fd: 0,
+                    };
+                    check(
+                        stage,
+                        libc::syscall(
+                            libc::SYS_mount_setattr,
+                            libc::AT_FDCWD,
+                            path.as_ptr(),
+                            0,
+                            &raw mut attr,
+                            std::mem::size_of::<libc::mount_attr>(),
+                        ),
+                    )?;
+                }
+            }
+        }
+
+        if plan.early_steps >= plan.steps.len() {
+            check(
+                2,
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+            )?;
+            check(2, libc::syscall(libc::SYS_setresgid, 0, 0, 0))?;
+            check(2, libc::syscall(libc::SYS_setresuid, 0, 0, 0))?;
+        }
+        let h = plan.hostname.as_bytes();
+        check(7, libc::syscall(libc::SYS_sethostname, h.as_ptr(), h.len()))?;
+
+        // A new network namespace starts with `lo` down.
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        check(8, libc::c_long::from(s))?;
+        let mut ifr: Ifreq = std::mem::zeroed();
+        ifr.name[..3].copy_from_slice(b"lo\0");
+        check(
+            8,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCGIFFLAGS, &raw mut ifr)),
+        )?;
+        ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        check(
+            8,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFFLAGS, &raw mut ifr)),
+        )?;
+        libc::close(s);
+
+        let dot = c".";
+        check(
+            9,
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()),
+        )?;
+        // The old root is now stacked on the new one at "/": detach it, and with it every host path.
+        check(
+            10,
+            libc::syscall(libc::SYS_umount2, dot.as_ptr(), libc::MNT_DETACH),
+        )?;
+        check(10, libc::syscall(libc::SYS_chdir, root.as_ptr()))?;
+
+        for cap in 0..64u64 {
+            if plan.keep_caps & (1 << cap) == 0
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
+            {
+                // EINVAL: past the last capability this kernel knows.
+                if errno() == libc::EINVAL {
+                    break;
+                }
+                return Err(Fail(11, errno()));
+            }
+        }
+        check(
+            11,
+            libc::c_long::from(libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )),
+        )?;
+        check(
+            12,
+            libc::c_long::from(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
+        )?;
+        for f in &plan.filters {
+            let prog = libc::sock_fprog {
+                len: f.len() as libc::c_ushort,
+                // seccompiler's sock_filter is #[repr(C)] with the kernel's layout.
+                filter: f.as_ptr().cast_mut().cast::<libc::sock_filter>(),
+            };
+            check(
+                13,
+                libc::c_long::from(libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::c_ulong::from(libc::SECCOMP_MODE_FILTER),
+                    &raw const prog,
+                    0,
+                    0,
+                )),
+            )?;
+        }
+
+        // stdio: /dev/null in, the host-side log file out; the ready pipe on READY_FD. Move the
+        // sources out of the way first so that dup2 never clobbers one with another.
+        let devnull = c"/dev/null";
+        let null = libc::open(devnull.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        check(14, libc::c_long::from(null))?;
+        let log = libc::fcntl(plan.log_fd, libc::F_DUPFD_CLOEXEC, 64);
+        let ready = libc::fcntl(plan.ready_w, libc::F_DUPFD_CLOEXEC, 64);
+        let err = libc::fcntl(plan.err_w, libc::F_DUPFD_CLOEXEC, 64);
+        check(14, libc::c_long::from(log.min(ready).min(err)))?;
+        for (from, to) in [(null, 0), (log, 1), (log, 2), (ready, READY_FD)] {
+            check(14, libc::c_long::from(libc::dup2(from, to)))?;
+        }
+        // Everything else (including descriptors other daemon threads opened without
+        // O_CLOEXEC) closes on exec; the error pipe stays usable until then.
+        check(
+            14,
+            libc::syscall(
+                libc::SYS_close_range,
+                READY_FD + 1,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ),
+        )?;
+        libc::execve(
+            plan.exec_path.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.envp_ptrs.as_ptr(),
+        );
+        let e = errno();
+        libc::write(
+            err,
+            [15u32.to_ne_bytes(), e.to_ne_bytes()]
+                .as_flattened()
+                .as_ptr()
+                .cast(),
+            8,
+        );
+        libc::_exit(127);
+    }
+}
+
+/// Capability numbers kept by default: what package managers and ordinary services need as root
+/// inside their own user namespace (the set Docker keeps), nothing that administers the system.
+pub(crate) const DEFAULT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// Converts a child failure report into a message.
+pub(crate) fn decode_failure(plan: &Plan, buf: &[u8]) -> (String, io::Error) {
+    let stage = u32::from_ne_bytes(buf[..4].try_into().unwrap_or_default());
+    let errno = i32::from_ne_bytes(buf[4..8].try_into().unwrap_or_default());
+    (plan.stage_name(stage), io::Error::from_raw_os_error(errno))
+}
+
+pub(crate) fn cstring(s: &str) -> CString {
+    // Inputs are validated paths/ids/argv; an interior NUL would be replaced rather than panic.
+    CString::new(s).unwrap_or_else(|_| CString::new(s.replace('\0', "")).unwrap_or_default())
+}
+
+#[allow(dead_code)]
+pub(crate) fn as_cstr(c: &CString) -> &CStr {
+    c.as_c_str()
+}

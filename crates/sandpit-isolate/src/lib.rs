@@ -1,0 +1,673 @@
+//! `sandpit-isolate`: turns "create a sandbox" into an isolated Linux environment whose PID 1 is
+//! the sandpit agent, and tears it down without a trace.
+//!
+//! The [`Isolator`] owns the host side: host checks, templates, uid/gid ranges, cgroups and the
+//! idmapped overlay rootfs. The sandbox's first process is cloned directly from the caller into
+//! new user/pid/mount/uts/ipc/net namespaces and prepares itself with raw syscalls only (see
+//! `child.rs`), which keeps creation in the low milliseconds and is safe in a multi-threaded
+//! daemon. Everything about a running sandbox is in a serialisable [`SandboxHandle`], so a
+//! restarted daemon can pause, resume and destroy what an earlier instance created; sandboxes do
+//! not depend on their creator staying alive.
+//!
+//! The API is synchronous; call it from `spawn_blocking` in async code.
+
+mod cgroup;
+mod child;
+mod hostcheck;
+mod idrange;
+mod rootfs;
+mod seccomp;
+mod sys;
+mod template;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{PermissionsExt, chown};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use cgroup::{CgroupDriver, CgroupError, CgroupSet, CgroupVersion, Layout, Limits};
+pub use child::READY_FD;
+pub use hostcheck::HostError;
+pub use idrange::{IdRange, RANGE_SIZE, RangeError};
+pub use rootfs::RootfsError;
+pub use seccomp::{DENIED as DENIED_SYSCALLS, FilterError};
+pub use template::{BASE as BASE_TEMPLATE, ImportSource, TemplateError, TemplateInfo};
+
+/// Where the agent binary appears inside every sandbox (read-only bind mount of the host file).
+pub const AGENT_PATH_IN_SANDBOX: &str = "/.sandpit/sandpit";
+/// The sandbox directory the host-side `run` directory is bind-mounted on.
+pub const RUN_DIR_IN_SANDBOX: &str = "/run/sandpit";
+
+/// Configuration of an [`Isolator`].
+#[derive(Debug, Clone)]
+pub struct IsolateConfig {
+    /// Templates, sandbox directories and id-range reservations live here (created 0711).
+    pub state_dir: PathBuf,
+    /// Host path of the `sandpit` binary, bind-mounted read-only into sandboxes as the agent.
+    pub agent_binary: PathBuf,
+    /// First host uid/gid handed to sandboxes.
+    pub id_range_base: u32,
+    /// How many 65536-id ranges may be reserved at once (= max concurrent sandboxes).
+    pub id_range_slots: u32,
+    /// Writable-layer size when a spec gives no `disk_mb`.
+    pub default_disk_mb: u64,
+    /// How long `create` waits for the init to signal readiness on fd [`READY_FD`].
+    pub ready_timeout: Duration,
+    /// Name of the cgroup directory (under our own cgroup) that holds sandbox cgroups.
+    pub cgroup_subdir: String,
+}
+
+impl IsolateConfig {
+    pub fn new(state_dir: impl Into<PathBuf>, agent_binary: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            agent_binary: agent_binary.into(),
+            id_range_base: 1 << 30,
+            id_range_slots: 4096,
+            default_disk_mb: 1024,
+            ready_timeout: Duration::from_secs(10),
+            cgroup_subdir: "sandpit".into(),
+        }
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// 1-64 characters from `[A-Za-z0-9_.-]`, unique among live sandboxes.
+    pub id: String,
+    /// Template name; `base` is built on first use.
+    pub template: String,
+    /// CPUs (fractional) of CPU time per 100 ms period.
+    pub cpu: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub pids: Option<u64>,
+    /// Size cap of the writable layer, in MiB.
+    pub disk_mb: Option<u64>,
+    pub hostname: Option<String>,
+    /// `None` runs the agent. Otherwise the init's argv (argv[0] is the path inside the sandbox);
+    /// it must write a byte to fd [`READY_FD`] when ready.
+    pub init_argv: Option<Vec<String>>,
+    /// Passed to the agent as `--env K=V` (default environment of processes it starts), or to a
+    /// custom init as its environment.
+    pub env: Vec<(String, String)>,
+}
+
+impl SandboxSpec {
+    pub fn new(id: impl Into<String>, template: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            template: template.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A created sandbox; persist it (JSON) to manage the sandbox after a daemon restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxHandle {
+    pub id: String,
+    /// Pid of the sandbox init in the host pid namespace (0 if creation failed before clone).
+    pub init_pid: i32,
+    /// Start time of the init (clock ticks since boot), to recognise pid reuse.
+    pub init_start_time: u64,
+    /// Host path of the agent's unix socket.
+    pub agent_socket: PathBuf,
+    /// Host directory bind-mounted at `/run/sandpit` inside the sandbox.
+    pub run_dir: PathBuf,
+    /// `STATE/sandboxes/<id>`: everything host-side that belongs to the sandbox.
+    pub sandbox_dir: PathBuf,
+    /// The init's stdout/stderr.
+    pub log_file: PathBuf,
+    pub ids: Option<IdRange>,
+    pub cgroups: Option<CgroupSet>,
+    pub template: String,
+}
+
+/// Errors of the isolator.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolateError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error("invalid sandbox spec: {0}")]
+    InvalidSpec(String),
+    #[error("sandbox {0:?} already exists; destroy it or pick another id")]
+    Exists(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sandbox init failed while {stage}: {source}")]
+    Child {
+        stage: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "sandbox init did not signal readiness on fd {fd} within {timeout:?} ({reason}); init output: {log}"
+    )]
+    NotReady {
+        fd: i32,
+        timeout: Duration,
+        reason: &'static str,
+        log: String,
+    },
+}
+
+fn ioe(what: impl Into<String>) -> impl FnOnce(io::Error) -> IsolateError {
+    let what = what.into();
+    move |source| IsolateError::Io { what, source }
+}
+
+/// The Linux sandbox backend.
+#[derive(Debug)]
+pub struct Isolator {
+    cfg: IsolateConfig,
+    cgroups: Box<dyn CgroupDriver>,
+    ids: idrange::IdAllocator,
+    templates: template::TemplateStore,
+    filters: Vec<seccompiler::BpfProgram>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl Isolator {
+    /// Checks the host (root, user namespaces, overlayfs, mount API, cgroups, seccomp) and
+    /// prepares the state directory. Every missing feature is reported with what to do.
+    pub fn new(cfg: IsolateConfig) -> Result<Self, IsolateError> {
+        hostcheck::check(&cfg.agent_binary)?;
+        fs::create_dir_all(&cfg.state_dir).map_err(ioe(format!(
+            "creating state dir {}",
+            cfg.state_dir.display()
+        )))?;
+        // 0711: sandbox setup may traverse but nobody else may list the state directory.
+        fs::set_permissions(&cfg.state_dir, fs::Permissions::from_mode(0o711))
+            .map_err(ioe("chmod state dir"))?;
+        fs::create_dir_all(cfg.state_dir.join("sandboxes"))
+            .map_err(ioe("creating sandboxes dir"))?;
+        let layout = Layout::current().map_err(ioe("reading /proc/self cgroup layout"))?;
+        let cgroups = cgroup::detect(&layout, &cfg.cgroup_subdir)?;
+        let ids = idrange::IdAllocator::new(
+            cfg.state_dir.join("idranges"),
+            cfg.id_range_base,
+            cfg.id_range_slots,
+        )?;
+        let templates = template::TemplateStore::new(cfg.state_dir.join("templates"))?;
+        let filters = seccomp::build()?;
+        Ok(Self {
+            cfg,
+            cgroups,
+            ids,
+            templates,
+            filters,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &IsolateConfig {
+        &self.cfg
+    }
+
+    /// The cgroup implementation detected at startup.
+    pub fn cgroup_driver(&self) -> &dyn CgroupDriver {
+        self.cgroups.as_ref()
+    }
+
+    fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("sandboxes").join(id)
+    }
+
+    /// Built templates.
+    pub fn templates(&self) -> Vec<TemplateInfo> {
+        self.templates.list()
+    }
+
+    /// Resolves a template, building `base` if needed (takes a few seconds once).
+    pub fn ensure_template(&self, name: &str) -> Result<TemplateInfo, IsolateError> {
+        Ok(self.templates.resolve(name)?)
+    }
+
+    /// Imports a template from a directory, tarball or OCI/docker image.
+    pub fn import_template(
+        &self,
+        name: &str,
+        source: &ImportSource,
+    ) -> Result<TemplateInfo, IsolateError> {
+        Ok(self.templates.import(name, source)?)
+    }
+
+    /// Builds a Debian template with debootstrap (minbase), reporting progress lines.
+    pub fn build_debian_template(
+        &self,
+        name: &str,
+        suite: &str,
+        mirror: Option<&str>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<TemplateInfo, IsolateError> {
+        Ok(self.templates.build_debian(name, suite, mirror, progress)?)
+    }
+
+    /// Deletes a template (running sandboxes keep their lower layer alive).
+    pub fn remove_template(&self, name: &str) -> Result<(), IsolateError> {
+        Ok(self.templates.remove(name)?)
+    }
+
+    /// Handles of every sandbox with a directory in the state dir, e.g. to reconcile after a
+    /// restart. Half-created sandboxes appear too; `destroy` cleans them.
+    pub fn sandboxes(&self) -> Vec<SandboxHandle> {
+        fs::read_dir(self.cfg.state_dir.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let text = fs::read_to_string(e.path().join("handle.json")).ok()?;
+                serde_json::from_str(&text).ok()
+            })
+            .collect()
+    }
+
+    /// Creates and starts a sandbox; returns once its init signalled readiness.
+    pub fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, IsolateError> {
+        if !valid_id(&spec.id) {
+            return Err(IsolateError::InvalidSpec(format!(
+                "id {:?}: use 1-64 characters from A-Z a-z 0-9 . _ -",
+                spec.id
+            )));
+        }
+        let hostname = spec.hostname.clone().unwrap_or_else(|| "sandpit".into());
+        if hostname.is_empty() || hostname.len() > 64 || hostname.contains(['\0', '/']) {
+            return Err(IsolateError::InvalidSpec(format!("hostname {hostname:?}")));
+        }
+        if spec.init_argv.as_ref().is_some_and(Vec::is_empty) {
+            return Err(IsolateError::InvalidSpec("init_argv is empty".into()));
+        }
+        let template = self.templates.resolve(&spec.template)?;
+        let dir = self.sandbox_dir(&spec.id);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(IsolateError::Exists(spec.id.clone()));
+            }
+            Err(e) => return Err(ioe(format!("creating {}", dir.display()))(e)),
+        }
+        let run_dir = dir.join("run");
+        let mut handle = SandboxHandle {
+            id: spec.id.clone(),
+            init_pid: 0,
+            init_start_time: 0,
+            agent_socket: run_dir.join("agent.sock"),
+            run_dir,
+            sandbox_dir: dir.clone(),
+            log_file: dir.join("init.log"),
+            ids: None,
+            cgroups: None,
+            template: template.name.clone(),
+        };
+        match self.start(spec, &template, &hostname, &mut handle) {
+            Ok(()) => Ok(handle),
+            Err(e) => {
+                let _ = self.destroy(&handle);
+                Err(e)
+            }
+        }
+    }
+
+    fn persist(handle: &SandboxHandle) -> Result<(), IsolateError> {
+        let tmp = handle.sandbox_dir.join("handle.json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(handle).unwrap_or_default())
+            .map_err(ioe("writing handle.json"))?;
+        fs::rename(&tmp, handle.sandbox_dir.join("handle.json")).map_err(ioe("writing handle.json"))
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn start(
+        &self,
+        spec: &SandboxSpec,
+        template: &TemplateInfo,
+        hostname: &str,
+        handle: &mut SandboxHandle,
+    ) -> Result<(), IsolateError> {
+        let range = self.ids.reserve(&spec.id)?;
+        handle.ids = Some(range);
+        Self::persist(handle)?;
+        let limits = Limits {
+            memory_bytes: spec.memory_mb.map(|m| m << 20),
+            pids: spec.pids,
+            cpu: spec.cpu,
+        };
+        handle.cgroups = Some(self.cgroups.create(&spec.id, &limits)?);
+        Self::persist(handle)?;
+
+        let rootfs_dir = handle.sandbox_dir.join("rootfs");
+        fs::create_dir(&rootfs_dir).map_err(ioe("creating rootfs mount point"))?;
+        fs::create_dir(&handle.run_dir).map_err(ioe("creating run dir"))?;
+        fs::set_permissions(&handle.run_dir, fs::Permissions::from_mode(0o700))
+            .map_err(ioe("chmod run dir"))?;
+        chown(&handle.run_dir, Some(range.base), Some(range.base)).map_err(ioe("chown run dir"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&handle.log_file)
+            .map_err(ioe("creating init log"))?;
+
+        let disk_mb = spec.disk_mb.unwrap_or(self.cfg.default_disk_mb);
+        let upper = rootfs::writable_layer(disk_mb, range.base)?;
+
+        let (parent_sock, child_sock) = socketpair()?;
+        let (err_r, err_w) = sys::pipe_cloexec().map_err(ioe("pipe"))?;
+        let (ready_r, ready_w) = sys::pipe_cloexec().map_err(ioe("pipe"))?;
+
+        let tmp_mb = disk_mb.clamp(16, 4096);
+        let (steps, early_steps) = rootfs::steps(&handle.run_dir, &self.cfg.agent_binary, tmp_mb);
+        let (exec_path, argv, envp) = Self::init_command(spec);
+        let keep_caps = child::DEFAULT_CAPS.iter().fold(0u64, |m, &c| m | (1 << c));
+        let plan = child::Plan::new(
+            sys::path_cstr(&rootfs_dir).map_err(ioe("rootfs path"))?,
+            early_steps,
+            child::cstring(hostname),
+            steps,
+            exec_path,
+            argv,
+            envp,
+            self.filters.clone(),
+            keep_caps,
+            [
+                child_sock.as_raw_fd(),
+                err_w.as_raw_fd(),
+                ready_w.as_raw_fd(),
+                log.as_raw_fd(),
+            ],
+        );
+
+        let flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWNET;
+        let pid = child::spawn(&plan, flags).map_err(|source| IsolateError::Child {
+            stage: "clone".into(),
+            source,
+        })?;
+        handle.init_pid = pid;
+        handle.init_start_time = sys::process_start_time(pid).unwrap_or(0);
+        drop((child_sock, err_w, ready_w, log));
+        Self::persist(handle)?;
+
+        let map = format!("0 {} {}\n", range.base, range.count);
+        for f in ["uid_map", "gid_map"] {
+            fs::write(format!("/proc/{pid}/{f}"), &map).map_err(ioe(format!("writing {f}")))?;
+        }
+        if let Some(cg) = &handle.cgroups {
+            self.cgroups.add_process(cg, pid)?;
+        }
+        let userns = fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map(OwnedFd::from)
+            .map_err(ioe("opening the sandbox user namespace"))?;
+        let overlay = rootfs::overlay(&template.rootfs, &userns, &upper)?;
+        sys::send_fd(&parent_sock, overlay.as_raw_fd()).map_err(ioe("passing the rootfs"))?;
+        drop((overlay, upper, userns));
+
+        // EOF on the error pipe = execve succeeded; data = a failure report.
+        let mut report = Vec::new();
+        let mut err_file = fs::File::from(err_r);
+        if !sys::poll_readable(&err_file, self.cfg.ready_timeout).map_err(ioe("poll"))? {
+            return Err(self.not_ready(handle, "init setup hung"));
+        }
+        err_file
+            .read_to_end(&mut report)
+            .map_err(ioe("reading the child's report"))?;
+        if report.len() >= 8 {
+            let (stage, source) = child::decode_failure(&plan, &report);
+            return Err(IsolateError::Child { stage, source });
+        }
+        let ready = fs::File::from(ready_r);
+        if !sys::poll_readable(&ready, self.cfg.ready_timeout).map_err(ioe("poll"))? {
+            return Err(self.not_ready(handle, "timeout"));
+        }
+        let mut byte = [0u8; 1];
+        if !matches!((&ready).read(&mut byte), Ok(1)) {
+            return Err(self.not_ready(handle, "init closed the ready fd or exited"));
+        }
+        Self::persist(handle)?;
+        Ok(())
+    }
+
+    fn not_ready(&self, handle: &SandboxHandle, reason: &'static str) -> IsolateError {
+        let log = fs::read_to_string(&handle.log_file).unwrap_or_default();
+        let tail: String = log
+            .chars()
+            .rev()
+            .take(400)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        IsolateError::NotReady {
+            fd: READY_FD,
+            timeout: self.cfg.ready_timeout,
+            reason,
+            log: tail,
+        }
+    }
+
+    fn init_command(spec: &SandboxSpec) -> (CString, Vec<CString>, Vec<CString>) {
+        let mut envp: Vec<CString> = [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root",
+            "LANG=C.UTF-8",
+        ]
+        .iter()
+        .map(|s| child::cstring(s))
+        .collect();
+        if let Some(argv) = &spec.init_argv {
+            envp.extend(
+                spec.env
+                    .iter()
+                    .map(|(k, v)| child::cstring(&format!("{k}={v}"))),
+            );
+            return (
+                child::cstring(&argv[0]),
+                argv.iter().map(|a| child::cstring(a)).collect(),
+                envp,
+            );
+        }
+        let mut argv: Vec<String> = vec![
+            AGENT_PATH_IN_SANDBOX.into(),
+            "agent".into(),
+            "--listen".into(),
+            format!("unix:{RUN_DIR_IN_SANDBOX}/agent.sock"),
+            "--log-dir".into(),
+            format!("{RUN_DIR_IN_SANDBOX}/log"),
+            "--default-user".into(),
+            "user".into(),
+            "--ready-fd".into(),
+            READY_FD.to_string(),
+        ];
+        for (k, v) in &spec.env {
+            argv.push("--env".into());
+            argv.push(format!("{k}={v}"));
+        }
+        (
+            child::cstring(AGENT_PATH_IN_SANDBOX),
+            argv.iter().map(|a| child::cstring(a)).collect(),
+            envp,
+        )
+    }
+
+    /// Freezes every process of the sandbox.
+    pub fn pause(&self, handle: &SandboxHandle) -> Result<(), IsolateError> {
+        let cg = handle.cgroups.as_ref().ok_or_else(|| not_running(handle))?;
+        Ok(self.cgroups.freeze(cg)?)
+    }
+
+    /// Thaws a paused sandbox.
+    pub fn resume(&self, handle: &SandboxHandle) -> Result<(), IsolateError> {
+        let cg = handle.cgroups.as_ref().ok_or_else(|| not_running(handle))?;
+        Ok(self.cgroups.thaw(cg)?)
+    }
+
+    /// Whether the sandbox init (this exact process, not a reused pid) is running.
+    pub fn is_alive(&self, handle: &SandboxHandle) -> bool {
+        handle.init_pid > 0
+            && sys::process_start_time(handle.init_pid) == Some(handle.init_start_time)
+            && sys::process_state(handle.init_pid).is_some_and(|s| s != 'Z')
+    }
+
+    /// Kills every process, releases the rootfs (it lives only in the sandbox's mount namespace,
+    /// so it goes away with the last process), removes the cgroups, the sandbox directory and the
+    /// id-range reservation. Idempotent; works on half-created sandboxes and after a restart.
+    pub fn destroy(&self, handle: &SandboxHandle) -> Result<(), IsolateError> {
+        let ours = handle.init_pid > 0
+            && sys::process_start_time(handle.init_pid) == Some(handle.init_start_time);
+        if let Some(cg) = &handle.cgroups {
+            if cg.dirs().iter().any(|d| d.exists()) {
+                // A frozen cgroup must still die: kill works on frozen tasks in v2, and the v1
+                // fallback thaws after signalling.
+                self.cgroups.kill_all(cg)?;
+            }
+        }
+        if ours {
+            // SAFETY: kill(2) on the pid we verified by start time.
+            unsafe { libc::kill(handle.init_pid, libc::SIGKILL) };
+            reap(handle.init_pid);
+        }
+        if let Some(cg) = &handle.cgroups {
+            if cg.dirs().iter().any(|d| d.exists()) {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !self.cgroups.procs(cg).is_empty() && Instant::now() < deadline {
+                    self.cgroups.kill_all(cg)?;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                self.cgroups.remove(cg)?;
+            }
+        }
+        match fs::remove_dir_all(&handle.sandbox_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ioe(format!("removing {}", handle.sandbox_dir.display()))(e)),
+        }
+        if let Some(r) = &handle.ids {
+            // Only release the slot if it is still ours (ids are reused after release).
+            if self.ids.owner(r.slot).is_none_or(|o| o == handle.id) {
+                self.ids.release(r)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_running(handle: &SandboxHandle) -> IsolateError {
+    IsolateError::InvalidSpec(format!(
+        "sandbox {} has no cgroup (was it created?)",
+        handle.id
+    ))
+}
+
+/// Waits for the killed init to become a zombie and reaps it if it is our child (after a daemon
+/// restart it is not, and the host init reaps it).
+fn reap(pid: i32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on a specific pid with a valid status pointer.
+        let rc = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG | libc::__WALL) };
+        if rc == pid || (rc < 0 && sys::process_state(pid).is_none_or(|s| s == 'Z')) {
+            return;
+        }
+        if Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd), IsolateError> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(ioe("socketpair")(io::Error::last_os_error()));
+    }
+    // SAFETY: socketpair succeeded; both descriptors are fresh and exclusively ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolator_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Isolator>();
+        assert_send_sync::<SandboxHandle>();
+    }
+
+    #[test]
+    fn ids_are_validated() {
+        assert!(valid_id("sb-1.a_B"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(".hidden"));
+        assert!(!valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn agent_command_line_follows_the_contract() {
+        let mut spec = SandboxSpec::new("a", "base");
+        spec.env = vec![("K".into(), "V".into())];
+        let (path, argv, _) = Isolator::init_command(&spec);
+        assert_eq!(path.to_str().unwrap(), AGENT_PATH_IN_SANDBOX);
+        let argv: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            argv,
+            [
+                "/.sandpit/sandpit",
+                "agent",
+                "--listen",
+                "unix:/run/sandpit/agent.sock",
+                "--log-dir",
+                "/run/sandpit/log",
+                "--default-user",
+                "user",
+                "--ready-fd",
+                "3",
+                "--env",
+                "K=V"
+            ]
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Extractors whose rejections are [`ApiError`]s, so that a malformed request gets the same JSON error
+//! body as every other failure instead of axum's plain-text defaults.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON request body. The request types deny unknown fields, so a typo is a 400 rather than a silently
+/// ignored option. An empty body reads as `{}`, and a missing `Content-Type` is accepted (curl-friendly);
+/// a present one must be JSON. Bodies over the configured limit are a 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            if !(essence == "application/json" || essence.ends_with("+json")) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "unsupported content type {essence:?}: send application/json"
+                )));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge("request body too large".into())
+            } else {
+                ApiError::InvalidArgument(format!(
+                    "cannot read the request body: {}",
+                    rej.body_text()
+                ))
+            }
+        })?;
+        // serde would also accept a JSON array for a struct (fields by position); a body is always an object.
+        let text: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => b"{}",
+            Some(b'{') => &bytes,
+            Some(_) => {
+                return Err(ApiError::InvalidArgument(
+                    "the request body must be a JSON object".into(),
+                ));
+            }
+        };
+        serde_json::from_slice(text)
+            .map(ApiJson)
+            .map_err(|e| ApiError::InvalidArgument(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query-string parameters.
+#[derive(Debug, Clone, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|rej: QueryRejection| {
+                ApiError::InvalidArgument(format!("invalid query: {}", rej.body_text()))
+            })
+    }
+}
+
+/// Path parameters.
+#[derive(Debug, Clone)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|rej| ApiError::InvalidArgument(format!("invalid path: {}", rej.body_text())))
+    }
+}

@@ -1,0 +1,345 @@
+//! Route handlers: each one translates HTTP into one engine call and back, nothing more. The utoipa
+//! annotations beside them are the source of `/openapi.json`.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sandpit_types::ErrorBody;
+use sandpit_types::sandbox::{
+    CreateSandboxRequest, CreateTemplateRequest, SandboxInfo, SandboxList, SetTimeoutRequest,
+    TemplateBuild, TemplateInfo, TemplateList,
+};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::engine::ListFilter;
+use crate::proxy::{self, ProxyError};
+use crate::store::parse_state;
+
+/// Body of `GET /health`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok` when the daemon answers.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// The isolation backend in use (`isolate` or `process`).
+    pub backend: &'static str,
+    pub protocol_version: u32,
+}
+
+/// Liveness; the only call that needs no API key.
+#[utoipa::path(get, path = "/health", tag = "daemon", security(()),
+    responses((status = 200, description = "The daemon is up", body = Health)))]
+pub async fn health(State(s): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        backend: s.engine.backend_name(),
+        protocol_version: sandpit_types::PROTOCOL_VERSION,
+    })
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "daemon",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody)))]
+pub async fn openapi_json(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.openapi.as_ref().clone(),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics: sandboxes by state, request counts and latency by route.
+#[utoipa::path(get, path = "/metrics", tag = "daemon",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody)))]
+pub async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let counts = s
+        .engine
+        .store()
+        .count_by_state()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(&counts),
+    )
+        .into_response())
+}
+
+/// Creates a sandbox and waits until its agent is ready.
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", request_body(content = Option<CreateSandboxRequest>, description = "Every field is optional; an empty body is `{}`"),
+    responses(
+        (status = 201, description = "The sandbox is running", body = SandboxInfo),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "Unknown template", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 500, description = "The sandbox failed to start", body = ErrorBody),
+        (status = 503, description = "The backend is unavailable", body = ErrorBody)))]
+pub async fn create_sandbox(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CreateSandboxRequest>,
+) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.engine.create(req).await?)))
+}
+
+/// Lists sandboxes, optionally filtered by state and metadata.
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
+    params(
+        ("state" = Option<String>, Query,
+            description = "Comma-separated states to keep (starting, running, paused, stopped, failed); \
+                           may be repeated"),
+        ("metadata" = Option<Vec<String>>, Query,
+            description = "`key=value`: keep sandboxes whose metadata has this pair; may be repeated (all must match)")),
+    responses(
+        (status = 200, description = "Sandboxes, oldest first", body = SandboxList),
+        (status = 400, description = "Invalid filter", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody)))]
+pub async fn list_sandboxes(
+    State(s): State<AppState>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<SandboxList>, ApiError> {
+    let mut filter = ListFilter::default();
+    for (k, v) in query {
+        match k.as_str() {
+            "state" => {
+                for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let state = parse_state(part).ok_or_else(|| {
+                        ApiError::InvalidArgument(format!(
+                            "unknown state {part:?}: expected starting, running, paused, stopped or failed"
+                        ))
+                    })?;
+                    filter.states.push(state);
+                }
+            }
+            "metadata" => {
+                let (mk, mv) = v.split_once('=').ok_or_else(|| {
+                    ApiError::InvalidArgument(format!("metadata filter {v:?} must be key=value"))
+                })?;
+                filter.metadata.push((mk.to_owned(), mv.to_owned()));
+            }
+            super::ACCESS_TOKEN_PARAM => {}
+            other => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "unknown query parameter {other:?}: expected state or metadata"
+                )));
+            }
+        }
+    }
+    Ok(Json(SandboxList {
+        sandboxes: s.engine.list(&filter).await?,
+    }))
+}
+
+/// One sandbox.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "The sandbox", body = SandboxInfo),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody)))]
+pub async fn get_sandbox(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(s.engine.get(&id).await?))
+}
+
+/// Kills every process in the sandbox and deletes it; its id is unknown afterwards.
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody)))]
+pub async fn delete_sandbox(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    s.engine.delete(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Freezes every process of a running sandbox. Its deadline is suspended until it is resumed.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Paused", body = SandboxInfo),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is not running", body = ErrorBody)))]
+pub async fn pause_sandbox(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(s.engine.pause(&id).await?))
+}
+
+/// Thaws a paused sandbox; its deadline restarts from its timeout.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Running again", body = SandboxInfo),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is not paused", body = ErrorBody)))]
+pub async fn resume_sandbox(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(s.engine.resume(&id).await?))
+}
+
+/// Makes sure the sandbox is running (resuming it if paused) and returns it.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/connect", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "Running", body = SandboxInfo),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody)))]
+pub async fn connect_sandbox(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(s.engine.connect(&id).await?))
+}
+
+/// Moves the deadline to `timeout` seconds from now (for a paused sandbox: from its next resume).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/timeout", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    request_body = SetTimeoutRequest,
+    responses(
+        (status = 200, description = "New deadline set", body = SandboxInfo),
+        (status = 400, description = "Invalid timeout", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody),
+        (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody)))]
+pub async fn set_sandbox_timeout(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<SetTimeoutRequest>,
+) -> Result<Json<SandboxInfo>, ApiError> {
+    Ok(Json(s.engine.set_timeout(&id, req.timeout).await?))
+}
+
+/// Everything else under `/v1/sandboxes/{id}/`: the process API, served by the sandbox's agent. The
+/// prefix is stripped from the raw (still percent-encoded) path so that the agent sees the bytes the
+/// client sent. Documented route by route in [`crate::openapi`].
+pub async fn proxy_to_agent(
+    State(s): State<AppState>,
+    ApiPath((id, _rest)): ApiPath<(String, String)>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let raw = req.uri().path();
+    // "/v1/sandboxes/{id}/{rest}" → ["", "v1", "sandboxes", id, rest]
+    let rest = raw.splitn(5, '/').nth(4).unwrap_or_default();
+    // The daemon's credentials stay with the daemon: drop a query-string key, keep every other byte.
+    let query: Vec<&str> = req
+        .uri()
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(super::ACCESS_TOKEN_PARAM))
+        .collect();
+    let target = if query.is_empty() {
+        format!("/{rest}")
+    } else {
+        format!("/{rest}?{}", query.join("&"))
+    };
+    let socket = s.engine.agent_socket(&id).await?;
+    match proxy::forward(&socket, req, &target).await {
+        Ok(resp) => Ok(resp),
+        Err(ProxyError::Build(m)) => Err(ApiError::InvalidArgument(m)),
+        Err(e) => Err(s.engine.agent_unreachable(&id, e.to_string()).await.into()),
+    }
+}
+
+/// Templates the backend can create sandboxes from.
+#[utoipa::path(get, path = "/v1/templates", tag = "templates",
+    responses(
+        (status = 200, description = "Built templates, by name", body = TemplateList),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "The backend has no templates (`process`)", body = ErrorBody)))]
+pub async fn list_templates(State(s): State<AppState>) -> Result<Json<TemplateList>, ApiError> {
+    Ok(Json(TemplateList {
+        templates: s.templates.list().await?,
+    }))
+}
+
+/// Starts building a template from a directory, tarball or OCI image on the daemon's host, or with
+/// debootstrap. Admin-only: the paths are read with the daemon's privileges. Answers at once; poll
+/// `GET /v1/templates/{name}/build` (the `Location` header) until `state` is `ready` or `failed`.
+#[utoipa::path(post, path = "/v1/templates", tag = "templates",
+    request_body = CreateTemplateRequest,
+    responses(
+        (status = 202, description = "Build started", body = TemplateBuild,
+            headers(("Location" = String, description = "Where to poll the build"))),
+        (status = 400, description = "Invalid name or source", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "The name is taken or being built, or the backend has no templates", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody)))]
+pub async fn create_template(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<CreateTemplateRequest>,
+) -> Result<Response, ApiError> {
+    let build = s.templates.create(req).await?;
+    let location = format!("/v1/templates/{}/build", build.name);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(build),
+    )
+        .into_response())
+}
+
+/// One template.
+#[utoipa::path(get, path = "/v1/templates/{name}", tag = "templates",
+    params(("name" = String, Path, description = "Template name")),
+    responses(
+        (status = 200, description = "The template", body = TemplateInfo),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 409, description = "The backend has no templates (`process`)", body = ErrorBody)))]
+pub async fn get_template(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<TemplateInfo>, ApiError> {
+    Ok(Json(s.templates.get(&name).await?))
+}
+
+/// The latest build of a template since the daemon started: its state, last progress lines and outcome.
+#[utoipa::path(get, path = "/v1/templates/{name}/build", tag = "templates",
+    params(("name" = String, Path, description = "Template name")),
+    responses(
+        (status = 200, description = "The build", body = TemplateBuild),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No build of this template since the daemon started", body = ErrorBody),
+        (status = 409, description = "The backend has no templates (`process`)", body = ErrorBody)))]
+pub async fn template_build(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<TemplateBuild>, ApiError> {
+    Ok(Json(s.templates.build_status(&name)?))
+}
+
+/// Deletes a template. Sandboxes created from it keep running; new ones cannot use it.
+#[utoipa::path(delete, path = "/v1/templates/{name}", tag = "templates",
+    params(("name" = String, Path, description = "Template name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 409, description = "The template is being built, or the backend has no templates", body = ErrorBody)))]
+pub async fn delete_template(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    s.templates.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

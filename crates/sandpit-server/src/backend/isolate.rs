@@ -1,0 +1,251 @@
+//! The `isolate` backend, the default: every sandbox is a set of Linux namespaces with its own uid range,
+//! cgroups, seccomp filter and an overlay root filesystem, made by `sandpit-isolate`'s [`Isolator`].
+//!
+//! This module only translates. The daemon's [`SandboxSpec`] becomes the isolator's spec (the sandbox id
+//! doubles as its hostname), the isolator's serializable handle is kept whole in [`BackendHandle::data`] so
+//! that a restarted daemon can pause, resume and destroy what an earlier one created, and the isolator's
+//! errors are sorted into the [`BackendError`] classes the API answers with. The isolator keeps its own
+//! state (templates, uid-range reservations, per-sandbox rootfs and run directories) under
+//! `STATE_DIR/isolate`, apart from the engine's `STATE_DIR/sandboxes`.
+//!
+//! The sandbox's init is the agent itself (`sandpit agent … --default-user user`, arguments chosen by the
+//! isolator), bind-mounted read-only from the daemon's own binary, so no extra CLI entry point is needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandpit_isolate::{
+    ImportSource, IsolateConfig, IsolateError, Isolator, RangeError, SandboxHandle, TemplateError,
+    TemplateInfo,
+};
+use sandpit_types::sandbox::TemplateSource;
+
+use super::{
+    BackendError, BackendHandle, SandboxBackend, SandboxSpec, TemplateRecord, TemplateStore,
+};
+use crate::config::Config;
+
+/// The suite a `{"debian": {}}` template is built from when none is named.
+pub const DEFAULT_DEBIAN_SUITE: &str = "bookworm";
+
+/// Sandboxes made by [`Isolator`].
+#[derive(Debug, Clone)]
+pub struct IsolateBackend {
+    iso: Arc<Isolator>,
+}
+
+impl IsolateBackend {
+    /// Checks the host and prepares `STATE_DIR/isolate`. A host that cannot run sandboxes gets an
+    /// [`BackendError::Unavailable`] naming what is missing, and where the `process` backend is.
+    pub fn new(config: &Config) -> Result<Self, BackendError> {
+        let agent = config
+            .resolved_agent_binary()
+            .map_err(|e| BackendError::io("cannot locate the sandpit binary for the agent", e))?;
+        let mut cfg = IsolateConfig::new(config.state_dir.join("isolate"), agent);
+        cfg.ready_timeout = Duration::from_secs(config.agent_start_timeout_secs);
+        let iso = Isolator::new(cfg).map_err(|e| {
+            BackendError::Unavailable(format!(
+                "the `isolate` backend (Linux namespaces and cgroups) cannot run here: {e}. To run sandboxes \
+                 WITHOUT ANY ISOLATION on a trusted machine instead, start with `--backend process`"
+            ))
+        })?;
+        let backend = Self { iso: Arc::new(iso) };
+        backend.warm_base_template();
+        Ok(backend)
+    }
+
+    /// The isolator, for embedders and tests.
+    pub fn isolator(&self) -> &Isolator {
+        &self.iso
+    }
+
+    /// Builds the `base` template in the background if it is missing, so that the first create does not
+    /// pay for it. A create that comes sooner waits on the isolator's build lock, so nothing races.
+    fn warm_base_template(&self) {
+        if self
+            .iso
+            .templates()
+            .iter()
+            .any(|t| t.name == sandpit_isolate::BASE_TEMPLATE)
+        {
+            return;
+        }
+        let iso = self.iso.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sandpit-base-template".into())
+            .spawn(move || {
+                tracing::info!("building the `base` template from the host (once)");
+                match iso.ensure_template(sandpit_isolate::BASE_TEMPLATE) {
+                    Ok(_) => tracing::info!("the `base` template is ready"),
+                    Err(e) => tracing::warn!(error = %e, "cannot build the `base` template"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start building the `base` template ahead of time");
+        }
+    }
+
+    fn handle(h: &BackendHandle) -> Result<SandboxHandle, BackendError> {
+        serde_json::from_value(h.data.clone()).map_err(|e| {
+            BackendError::Failed(format!(
+                "the stored handle is not an `isolate` sandbox handle ({e}); was the sandbox created by \
+                 another backend?"
+            ))
+        })
+    }
+}
+
+impl SandboxBackend for IsolateBackend {
+    fn name(&self) -> &'static str {
+        "isolate"
+    }
+
+    fn create(&self, spec: &SandboxSpec) -> Result<BackendHandle, BackendError> {
+        let mut s = sandpit_isolate::SandboxSpec::new(&spec.id, &spec.template);
+        s.cpu = spec.cpu;
+        s.memory_mb = spec.memory_mb;
+        s.pids = spec.pids;
+        s.disk_mb = spec.disk_mb;
+        s.hostname = Some(spec.id.clone());
+        s.env = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let handle = self.iso.create(&s).map_err(classify)?;
+        let data = serde_json::to_value(&handle)
+            .map_err(|e| BackendError::Failed(format!("cannot record the sandbox handle: {e}")));
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                // Without a stored handle nobody could ever destroy it: do it now.
+                let _ = self.iso.destroy(&handle);
+                return Err(e);
+            }
+        };
+        Ok(BackendHandle {
+            agent_socket: handle.agent_socket.clone(),
+            init_pid: u32::try_from(handle.init_pid).unwrap_or(0),
+            data,
+        })
+    }
+
+    fn pause(&self, handle: &BackendHandle) -> Result<(), BackendError> {
+        self.iso.pause(&Self::handle(handle)?).map_err(classify)
+    }
+
+    fn resume(&self, handle: &BackendHandle) -> Result<(), BackendError> {
+        self.iso.resume(&Self::handle(handle)?).map_err(classify)
+    }
+
+    fn destroy(&self, handle: &BackendHandle) -> Result<(), BackendError> {
+        match Self::handle(handle) {
+            Ok(h) => self.iso.destroy(&h).map_err(classify),
+            // A record from another backend (the operator switched backends): nothing of ours to release,
+            // and refusing would make the record undeletable.
+            Err(e) => {
+                tracing::warn!(error = %e, "not destroying a sandbox this backend did not create");
+                Ok(())
+            }
+        }
+    }
+
+    fn is_alive(&self, handle: &BackendHandle) -> bool {
+        Self::handle(handle).is_ok_and(|h| self.iso.is_alive(&h))
+    }
+
+    fn destroy_unknown(&self, known: &dyn Fn(&str) -> bool) {
+        for h in self.iso.sandboxes() {
+            if known(&h.id) {
+                continue;
+            }
+            tracing::warn!(sandbox = %h.id, "destroying a sandbox the store does not know (interrupted create)");
+            if let Err(e) = self.iso.destroy(&h) {
+                tracing::error!(sandbox = %h.id, error = %e, "cannot destroy a leftover sandbox");
+            }
+        }
+    }
+
+    fn templates(&self) -> Option<&dyn TemplateStore> {
+        Some(self)
+    }
+}
+
+impl TemplateStore for IsolateBackend {
+    fn list(&self) -> Result<Vec<TemplateRecord>, BackendError> {
+        Ok(self.iso.templates().into_iter().map(record).collect())
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        source: &TemplateSource,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<TemplateRecord, BackendError> {
+        let import = |src: ImportSource, what: &str, progress: &mut dyn FnMut(&str)| {
+            progress(&format!("importing {what}"));
+            self.iso.import_template(name, &src)
+        };
+        let info = match source {
+            TemplateSource::Dir(p) => import(
+                ImportSource::Directory(p.into()),
+                &format!("directory {p}"),
+                progress,
+            ),
+            TemplateSource::Tar(p) => import(
+                ImportSource::Tarball(p.into()),
+                &format!("tarball {p}"),
+                progress,
+            ),
+            TemplateSource::Oci(p) => import(
+                ImportSource::OciImage(p.into()),
+                &format!("OCI image {p}"),
+                progress,
+            ),
+            TemplateSource::Debian(d) => {
+                let suite = d.suite.as_deref().unwrap_or(DEFAULT_DEBIAN_SUITE);
+                progress(&format!("running debootstrap --variant=minbase {suite}"));
+                self.iso
+                    .build_debian_template(name, suite, d.mirror.as_deref(), progress)
+            }
+        }
+        .map_err(classify)?;
+        progress("template ready");
+        Ok(record(info))
+    }
+
+    fn remove(&self, name: &str) -> Result<(), BackendError> {
+        self.iso.remove_template(name).map_err(classify)
+    }
+}
+
+fn record(t: TemplateInfo) -> TemplateRecord {
+    TemplateRecord {
+        name: t.name,
+        source: t.source,
+        created_at_ms: i64::try_from(t.created)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+    }
+}
+
+/// Sorts an isolator error into the class the API answers with: the caller's mistake (400/404/409), the
+/// host's limits (429/503), or a failure (500) whose message says what broke.
+fn classify(e: IsolateError) -> BackendError {
+    match e {
+        IsolateError::InvalidSpec(m) => BackendError::InvalidSpec(m),
+        IsolateError::Exists(_) => BackendError::Conflict(e.to_string()),
+        IsolateError::Template(t) => match t {
+            TemplateError::InvalidName(_) => BackendError::InvalidSpec(t.to_string()),
+            TemplateError::NotFound(_) => BackendError::NotFound(t.to_string()),
+            TemplateError::Exists(_) => BackendError::Conflict(t.to_string()),
+            TemplateError::NoDebootstrap => BackendError::Unavailable(t.to_string()),
+            other => BackendError::Failed(other.to_string()),
+        },
+        IsolateError::Range(r @ RangeError::Exhausted(..)) => {
+            BackendError::Exhausted(r.to_string())
+        }
+        IsolateError::Host(h) => BackendError::Unavailable(h.to_string()),
+        other => BackendError::Failed(other.to_string()),
+    }
+}

@@ -1,0 +1,169 @@
+//! The boundary between the daemon and an isolation layer.
+//!
+//! The engine decides *when* a sandbox is created, paused, resumed or destroyed; a [`SandboxBackend`] knows
+//! *how*. The trait is synchronous on purpose: isolation work is a run of blocking syscalls (clone, mount,
+//! cgroup writes, waiting for the agent to come up), so the engine calls it on the blocking thread pool and a
+//! backend never needs an async runtime of its own. Everything the engine must remember to reach the sandbox
+//! again after a daemon restart is in the serializable [`BackendHandle`], which the store persists.
+//!
+//! Templates (the root filesystems sandboxes start from) are a backend matter too, but not every backend has
+//! them: one that does returns a [`TemplateStore`] from [`SandboxBackend::templates`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sandpit_types::sandbox::TemplateSource;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BackendKind, Config};
+
+pub mod isolate;
+pub mod process;
+
+pub use isolate::IsolateBackend;
+pub use process::ProcessBackend;
+
+/// What to create. The engine has already created `dir` (empty, owned by the daemon's user).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    pub id: String,
+    pub template: String,
+    pub cpu: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub pids: Option<u64>,
+    pub disk_mb: Option<u64>,
+    /// Sandbox-wide environment, passed to the agent so that every process inherits it.
+    pub env: BTreeMap<String, String>,
+    /// `STATE_DIR/sandboxes/<id>`: the backend's to use for sockets, logs, layers; removed on delete.
+    pub dir: PathBuf,
+}
+
+/// How to reach a created sandbox again, persisted in the store across daemon restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendHandle {
+    /// The agent's HTTP unix socket, as seen from the host.
+    pub agent_socket: PathBuf,
+    /// The sandbox's init process (the agent) in the host's pid namespace.
+    pub init_pid: u32,
+    /// Whatever else the backend needs later (cgroup paths, mount points, a process start time to tell a
+    /// reused pid apart). Opaque to the engine.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+/// A backend failure, classified so that the API can answer with the right status.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The spec cannot be honoured (a limit this backend cannot apply, an unusable value).
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// Something the spec names does not exist (an unknown template).
+    #[error("{0}")]
+    NotFound(String),
+    /// What is to be created exists already (a template name in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// A host-wide limit is reached (every uid range in use, say); retrying later may work.
+    #[error("{0}")]
+    Exhausted(String),
+    /// The backend cannot work on this host or is not built in.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{context}: {cause}")]
+    Io {
+        context: String,
+        cause: std::io::Error,
+    },
+    /// The sandbox could not be started or operated on; the message says why.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl BackendError {
+    pub fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            cause,
+        }
+    }
+}
+
+/// An isolation layer. Implementations must be safe to call from several threads at once for *different*
+/// sandboxes; the engine never runs two operations on the same sandbox concurrently.
+pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
+    /// A short name for logs and `/health`.
+    fn name(&self) -> &'static str;
+
+    /// Creates and starts the sandbox and returns once its agent accepts connections on the socket.
+    fn create(&self, spec: &SandboxSpec) -> Result<BackendHandle, BackendError>;
+
+    /// Freezes every process of the sandbox. The agent socket stays, but nothing answers until resumed.
+    fn pause(&self, handle: &BackendHandle) -> Result<(), BackendError>;
+
+    /// Thaws what [`pause`](Self::pause) froze.
+    fn resume(&self, handle: &BackendHandle) -> Result<(), BackendError>;
+
+    /// Kills every process of the sandbox and releases what the backend holds for it. Must succeed on a
+    /// sandbox that is already dead (after a host reboot, say); the engine removes `dir` afterwards.
+    fn destroy(&self, handle: &BackendHandle) -> Result<(), BackendError>;
+
+    /// Whether the sandbox's agent is still the process recorded in the handle (not a reused pid).
+    fn is_alive(&self, handle: &BackendHandle) -> bool;
+
+    /// Destroys whatever the backend holds for sandboxes whose id `known` rejects: leftovers of a daemon
+    /// that died in the middle of a create, before the store learnt the handle. Called once at start-up.
+    fn destroy_unknown(&self, known: &dyn Fn(&str) -> bool) {
+        let _ = known;
+    }
+
+    /// The backend's templates, if it has any.
+    fn templates(&self) -> Option<&dyn TemplateStore> {
+        None
+    }
+}
+
+/// A template as a backend reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRecord {
+    pub name: String,
+    pub source: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// Template management of a backend that has templates. Synchronous like [`SandboxBackend`]: building a
+/// template copies or downloads a root filesystem, which takes from seconds to many minutes.
+pub trait TemplateStore: Send + Sync {
+    /// Every built template, by name.
+    fn list(&self) -> Result<Vec<TemplateRecord>, BackendError>;
+
+    /// Builds template `name` from `source`, passing progress lines to `progress`. A name in use is a
+    /// [`BackendError::Conflict`].
+    fn build(
+        &self,
+        name: &str,
+        source: &TemplateSource,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<TemplateRecord, BackendError>;
+
+    /// Deletes a template; sandboxes already created from it keep working.
+    fn remove(&self, name: &str) -> Result<(), BackendError>;
+}
+
+/// The backend the configuration names. Never falls back to another one: the choice of isolation is the
+/// operator's, so an unavailable backend is an error that says what to do.
+pub fn from_config(config: &Config) -> Result<Arc<dyn SandboxBackend>, BackendError> {
+    match config.backend {
+        BackendKind::Process => {
+            let agent = config.resolved_agent_binary().map_err(|e| {
+                BackendError::io("cannot locate the sandpit binary for the agent", e)
+            })?;
+            Ok(Arc::new(ProcessBackend::new(
+                agent,
+                std::time::Duration::from_secs(config.agent_start_timeout_secs),
+            )))
+        }
+        BackendKind::Isolate => Ok(Arc::new(IsolateBackend::new(config)?)),
+    }
+}

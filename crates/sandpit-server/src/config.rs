@@ -1,0 +1,240 @@
+//! The daemon's configuration: one plain struct that the library consumes, with the defaults and the
+//! TOML loading here. Layering (flags over `SANDPIT_*` env over the file over defaults) is the CLI's job; the
+//! library only sees the result, so tests build a [`Config`] directly.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default listen address: loopback only, so that a fresh install is not reachable from the network.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7070);
+
+/// Which isolation layer creates sandboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// Linux namespaces, cgroups and an overlay rootfs (crate `sandpit-isolate`). The default.
+    #[default]
+    Isolate,
+    /// NO ISOLATION: the agent runs as a plain child process of the daemon's user. For development and tests
+    /// on machines without namespaces; never chosen unless asked for by name.
+    Process,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Isolate => "isolate",
+            Self::Process => "process",
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "isolate" => Ok(Self::Isolate),
+            "process" => Ok(Self::Process),
+            other => Err(format!(
+                "unknown backend {other:?}: expected \"isolate\" or \"process\""
+            )),
+        }
+    }
+}
+
+/// How log lines are written (the CLI installs the subscriber; kept here so the TOML file can set it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+/// Everything `sandpitd` can be configured with. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the CLI binds. [`crate::run`] takes an already bound listener and ignores this.
+    pub listen: SocketAddr,
+    /// Holds `sandpit.db`, `api-key`, and one directory per sandbox.
+    pub state_dir: PathBuf,
+    /// The API key. When unset, the key in `STATE_DIR/api-key` is used, generated on first start.
+    pub api_key: Option<String>,
+    pub backend: BackendKind,
+    /// The `sandpit` binary started as each sandbox's agent; the running executable when unset.
+    pub agent_binary: Option<PathBuf>,
+    /// PEM certificate chain; TLS is served when both this and `tls_key` are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// A sandbox's time to live when the create request gives none.
+    pub default_timeout_secs: u64,
+    /// The largest `timeout` a request may ask for.
+    pub max_timeout_secs: u64,
+    /// Largest JSON request body the daemon itself parses (proxied bodies are the agent's business).
+    pub max_body_bytes: usize,
+    /// How long an agent may take to report ready before the sandbox is marked `failed`.
+    pub agent_start_timeout_secs: u64,
+    /// After a shutdown signal, how long open requests (streams included) may run before they are cut.
+    pub shutdown_grace_secs: u64,
+    pub log_format: LogFormat,
+    /// Origins whose web pages may call the API (CORS), e.g. `https://app.example.com`; `*` allows every
+    /// origin (development only: any page the user visits could then use a key it gets hold of). Empty:
+    /// no CORS headers at all, so browsers keep other origins out.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            state_dir: default_state_dir(),
+            api_key: None,
+            backend: BackendKind::default(),
+            agent_binary: None,
+            tls_cert: None,
+            tls_key: None,
+            default_timeout_secs: 300,
+            max_timeout_secs: 86_400,
+            max_body_bytes: 1024 * 1024,
+            agent_start_timeout_secs: 15,
+            shutdown_grace_secs: 10,
+            log_format: LogFormat::default(),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {cause}")]
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("invalid config file {path}: {cause}")]
+    Parse {
+        path: PathBuf,
+        cause: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// A configuration with every default but the state directory: what tests and embedders usually want.
+    pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Reads a TOML file; keys it does not set keep their defaults, unknown keys are an error.
+    pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+        toml::from_str(&text).map_err(|cause| ConfigError::Parse {
+            path: path.to_owned(),
+            cause: Box::new(cause),
+        })
+    }
+
+    /// Checks what can be checked before anything is started.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key must be given together".into(),
+            ));
+        }
+        if self.default_timeout_secs == 0 || self.default_timeout_secs > self.max_timeout_secs {
+            return Err(ConfigError::Invalid(format!(
+                "default_timeout_secs must be between 1 and max_timeout_secs ({})",
+                self.max_timeout_secs
+            )));
+        }
+        crate::api::cors::Cors::new(&self.cors_origins)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if self.api_key.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "api_key must be at least 16 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The agent binary to start, falling back to the running executable (the `sandpit` binary itself).
+    pub fn resolved_agent_binary(&self) -> std::io::Result<PathBuf> {
+        match &self.agent_binary {
+            Some(p) => Ok(p.clone()),
+            None => std::env::current_exe(),
+        }
+    }
+}
+
+/// `/var/lib/sandpit` for root; otherwise `$XDG_DATA_HOME/sandpit`, `~/.local/share/sandpit`, or
+/// `./sandpit-state` as a last resort.
+pub fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/sandpit");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("sandpit");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(home).join(".local/share/sandpit");
+    }
+    PathBuf::from("sandpit-state")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_sets_some_fields_and_rejects_unknown_ones() {
+        let c: Config =
+            toml::from_str("backend = \"process\"\ndefault_timeout_secs = 60\n").unwrap();
+        assert_eq!(c.backend, BackendKind::Process);
+        assert_eq!(c.default_timeout_secs, 60);
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert!(toml::from_str::<Config>("nope = 1").is_err());
+        let c: Config = toml::from_str("cors_origins = [\"http://localhost:5173\"]\n").unwrap();
+        assert_eq!(c.cors_origins, ["http://localhost:5173"]);
+    }
+
+    #[test]
+    fn validate_catches_a_bad_cors_origin() {
+        let mut c = Config::with_state_dir("/tmp/x");
+        c.cors_origins = vec!["localhost:5173".into()];
+        assert!(c.validate().is_err());
+        c.cors_origins = vec!["*".into(), "https://a.example".into()];
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn validate_catches_half_tls() {
+        let mut c = Config::with_state_dir("/tmp/x");
+        c.tls_cert = Some("/c".into());
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,853 @@
+//! The sandbox lifecycle: the one place that decides which state a sandbox moves to, calls the backend to
+//! make it so, and writes the result to the store.
+//!
+//! Every lifecycle change is an [`Action`] checked by [`transition`] (firecracker style: an explicit table,
+//! not ad-hoc `if`s), so an impossible request is a `Conflict` before anything is touched. Operations on one
+//! sandbox are serialized by a per-sandbox async lock, and each runs in a task of its own so that a client
+//! hanging up mid-request cannot leave a record half-written. The timer loop enforces deadlines (TTL) and
+//! notices agents that died; [`Engine::reconcile`] brings the records in line with reality after a restart.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sandpit_types::sandbox::{CreateSandboxRequest, OnTimeout, SandboxInfo, SandboxState};
+use tokio::sync::{Notify, watch};
+
+use crate::backend::{BackendError, SandboxBackend, SandboxSpec};
+use crate::store::{SandboxRecord, Store, StoreError};
+use crate::time::{now_ms, rfc3339};
+
+/// Everything that can happen to a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The backend reported the agent ready.
+    Ready,
+    /// The backend could not start the sandbox.
+    StartFailed,
+    Pause,
+    Resume,
+    /// The deadline passed with `on_timeout = kill`.
+    Kill,
+    /// The agent is gone without being asked (crash, host reboot).
+    Lost,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Ready => "start",
+            Self::StartFailed => "fail",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Kill => "kill",
+            Self::Lost => "lose",
+        }
+    }
+}
+
+/// The state machine. `None` means the action is impossible from that state.
+pub fn transition(from: SandboxState, action: Action) -> Option<SandboxState> {
+    use SandboxState as S;
+    match (from, action) {
+        (S::Starting, Action::Ready) | (S::Paused, Action::Resume) => Some(S::Running),
+        (S::Starting, Action::StartFailed)
+        | (S::Starting | S::Running | S::Paused, Action::Lost) => Some(S::Failed),
+        (S::Running, Action::Pause) => Some(S::Paused),
+        (S::Running | S::Paused, Action::Kill) => Some(S::Stopped),
+        _ => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("sandbox {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The sandbox's agent is not reachable (it died, or the host rebooted).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The engine's share of the configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub state_dir: PathBuf,
+    pub default_timeout_secs: u64,
+    pub max_timeout_secs: u64,
+}
+
+/// `GET /v1/sandboxes` filters: a sandbox matches when its state is one of `states` (any, if empty) and it
+/// carries every `metadata` pair.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub states: Vec<SandboxState>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// How long to wait before trying again to enforce a deadline whose enforcement failed.
+const EXPIRY_RETRY_MS: i64 = 30_000;
+
+/// How often running sandboxes are checked for a dead agent when no deadline comes sooner.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    backend: Arc<dyn SandboxBackend>,
+    cfg: EngineConfig,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Poked whenever a deadline changes, so the timer loop re-reads the next one.
+    wake: Notify,
+    /// Agent sockets of the `running` sandboxes, so that a proxied call (the hot path) needs neither the
+    /// per-sandbox lock nor the store. Kept in step by [`Engine::save`]; an entry is removed *before* a
+    /// pause or destroy starts, so a call never picks up a sandbox that is going away.
+    live: std::sync::RwLock<HashMap<String, PathBuf>>,
+}
+
+impl Engine {
+    pub fn new(store: Store, backend: Arc<dyn SandboxBackend>, cfg: EngineConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            backend,
+            cfg,
+            locks: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            live: std::sync::RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Persists a record and updates the running-sandbox cache to match.
+    async fn save(&self, rec: &SandboxRecord) -> Result<(), EngineError> {
+        self.store.update(rec.clone()).await?;
+        self.note(rec);
+        Ok(())
+    }
+
+    fn note(&self, rec: &SandboxRecord) {
+        let mut live = self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (&rec.handle, rec.state) {
+            (Some(h), SandboxState::Running) => {
+                live.insert(rec.id.clone(), h.agent_socket.clone());
+            }
+            _ => {
+                live.remove(&rec.id);
+            }
+        }
+    }
+
+    fn unlist(&self, id: &str) {
+        let mut live = self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.remove(id);
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.remove(id);
+    }
+
+    /// Runs `f` to completion in its own task, even if the caller's future is dropped.
+    async fn detached<T, F>(f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, EngineError>> + Send + 'static,
+    {
+        tokio::spawn(f)
+            .await
+            .map_err(|e| EngineError::Internal(format!("lifecycle task failed: {e}")))?
+    }
+
+    async fn on_backend<T, F>(&self, f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn SandboxBackend) -> Result<T, BackendError> + Send + 'static,
+    {
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || f(backend.as_ref()))
+            .await
+            .map_err(|e| EngineError::Internal(format!("backend task failed: {e}")))?
+            .map_err(EngineError::Backend)
+    }
+
+    async fn load(&self, id: &str) -> Result<SandboxRecord, EngineError> {
+        self.store
+            .get(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(id.to_owned()))
+    }
+
+    fn apply(rec: &mut SandboxRecord, action: Action) -> Result<(), EngineError> {
+        let next = transition(rec.state, action).ok_or_else(|| {
+            EngineError::Conflict(format!(
+                "cannot {} sandbox {}: it is {}",
+                action.verb(),
+                rec.id,
+                crate::store::state_str(rec.state)
+            ))
+        })?;
+        rec.state = next;
+        Ok(())
+    }
+
+    fn check_timeout(&self, secs: u64) -> Result<u64, EngineError> {
+        if secs == 0 || secs > self.cfg.max_timeout_secs {
+            return Err(EngineError::InvalidArgument(format!(
+                "timeout must be between 1 and {} seconds",
+                self.cfg.max_timeout_secs
+            )));
+        }
+        Ok(secs)
+    }
+
+    pub async fn create(
+        self: &Arc<Self>,
+        req: CreateSandboxRequest,
+    ) -> Result<SandboxInfo, EngineError> {
+        validate_create(&req)?;
+        let timeout_secs =
+            self.check_timeout(req.timeout.unwrap_or(self.cfg.default_timeout_secs))?;
+        let id = crate::auth::random_hex(8);
+        let dir = self.cfg.state_dir.join("sandboxes").join(&id);
+        let rec = SandboxRecord {
+            id: id.clone(),
+            state: SandboxState::Starting,
+            template: req.template.unwrap_or_else(|| "base".into()),
+            cpu: req.cpu,
+            memory_mb: req.memory_mb,
+            pids: req.pids,
+            disk_mb: req.disk_mb,
+            env: req.env,
+            metadata: req.metadata,
+            on_timeout: req.on_timeout.unwrap_or_default(),
+            timeout_secs,
+            created_at_ms: now_ms(),
+            expires_at_ms: None,
+            error: None,
+            handle: None,
+        };
+        let spec = SandboxSpec {
+            id: id.clone(),
+            template: rec.template.clone(),
+            cpu: rec.cpu,
+            memory_mb: rec.memory_mb,
+            pids: rec.pids,
+            disk_mb: rec.disk_mb,
+            env: rec.env.clone(),
+            dir: dir.clone(),
+        };
+        let this = self.clone();
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            create_private_dir(&dir)
+                .map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
+            this.store.insert(rec.clone()).await?;
+            let mut rec = rec;
+            match this.on_backend(move |b| b.create(&spec)).await {
+                Ok(handle) => {
+                    Self::apply(&mut rec, Action::Ready)?;
+                    rec.handle = Some(handle);
+                    rec.expires_at_ms = Some(deadline(rec.timeout_secs));
+                    this.save(&rec).await?;
+                    this.wake.notify_one();
+                    tracing::info!(sandbox = %rec.id, backend = this.backend.name(), "sandbox started");
+                    Ok(info(&rec))
+                }
+                Err(err) => {
+                    tracing::warn!(sandbox = %rec.id, error = %err, "sandbox failed to start");
+                    Self::apply(&mut rec, Action::StartFailed)?;
+                    rec.error = Some(err.to_string());
+                    this.save(&rec).await?;
+                    Err(err)
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<SandboxInfo, EngineError> {
+        Ok(info(&self.load(id).await?))
+    }
+
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, EngineError> {
+        Ok(self
+            .store
+            .list()
+            .await?
+            .iter()
+            .filter(|r| filter.states.is_empty() || filter.states.contains(&r.state))
+            .filter(|r| {
+                filter
+                    .metadata
+                    .iter()
+                    .all(|(k, v)| r.metadata.get(k) == Some(v))
+            })
+            .map(info)
+            .collect())
+    }
+
+    pub async fn pause(self: &Arc<Self>, id: &str) -> Result<SandboxInfo, EngineError> {
+        let (this, id) = (self.clone(), id.to_owned());
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let mut rec = this.load(&id).await?;
+            this.pause_locked(&mut rec).await?;
+            Ok(info(&rec))
+        })
+        .await
+    }
+
+    async fn pause_locked(&self, rec: &mut SandboxRecord) -> Result<(), EngineError> {
+        let before = rec.state;
+        Self::apply(rec, Action::Pause)?;
+        let handle = rec.handle.clone().ok_or_else(|| no_handle(rec))?;
+        self.unlist(&rec.id);
+        if let Err(err) = self.on_backend(move |b| b.pause(&handle)).await {
+            rec.state = before;
+            let err = self.after_backend_error(rec, err).await;
+            self.note(rec);
+            return Err(err);
+        }
+        rec.expires_at_ms = None;
+        self.save(rec).await?;
+        self.wake.notify_one();
+        tracing::info!(sandbox = %rec.id, "sandbox paused");
+        Ok(())
+    }
+
+    pub async fn resume(self: &Arc<Self>, id: &str) -> Result<SandboxInfo, EngineError> {
+        let (this, id) = (self.clone(), id.to_owned());
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let mut rec = this.load(&id).await?;
+            this.resume_locked(&mut rec).await?;
+            Ok(info(&rec))
+        })
+        .await
+    }
+
+    async fn resume_locked(&self, rec: &mut SandboxRecord) -> Result<(), EngineError> {
+        let before = rec.state;
+        Self::apply(rec, Action::Resume)?;
+        let handle = rec.handle.clone().ok_or_else(|| no_handle(rec))?;
+        if let Err(err) = self.on_backend(move |b| b.resume(&handle)).await {
+            rec.state = before;
+            return Err(self.after_backend_error(rec, err).await);
+        }
+        rec.expires_at_ms = Some(deadline(rec.timeout_secs));
+        self.save(rec).await?;
+        self.wake.notify_one();
+        tracing::info!(sandbox = %rec.id, "sandbox resumed");
+        Ok(())
+    }
+
+    /// A backend call failed: if the agent is in fact gone, record the loss (and say so); otherwise pass
+    /// the error on and leave the record as it was.
+    async fn after_backend_error(&self, rec: &mut SandboxRecord, err: EngineError) -> EngineError {
+        if self.mark_lost_if_dead(rec).await {
+            EngineError::Unavailable(format!(
+                "sandbox {} is gone: {}",
+                rec.id,
+                rec.error.as_deref().unwrap_or("its agent exited")
+            ))
+        } else {
+            err
+        }
+    }
+
+    /// Checks the agent; when it is dead, moves the record to `failed`. Returns whether it was dead.
+    async fn mark_lost_if_dead(&self, rec: &mut SandboxRecord) -> bool {
+        let alive = match rec.handle.clone() {
+            Some(h) => self
+                .on_backend(move |b| Ok(b.is_alive(&h)))
+                .await
+                .unwrap_or(true),
+            None => false,
+        };
+        if alive || Self::apply(rec, Action::Lost).is_err() {
+            return false;
+        }
+        rec.error = Some(
+            "the sandbox's agent is gone (it crashed, was killed, or the host rebooted); its processes \
+             and their output were lost"
+                .into(),
+        );
+        rec.expires_at_ms = None;
+        if let Err(e) = self.save(rec).await {
+            tracing::error!(sandbox = %rec.id, error = %e, "cannot record a lost sandbox");
+        }
+        tracing::warn!(sandbox = %rec.id, "sandbox agent is gone; marked failed");
+        true
+    }
+
+    /// E2B-style connect: a paused sandbox is resumed, a running one is returned as is.
+    pub async fn connect(self: &Arc<Self>, id: &str) -> Result<SandboxInfo, EngineError> {
+        let (this, id) = (self.clone(), id.to_owned());
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let mut rec = this.load(&id).await?;
+            if rec.state != SandboxState::Running {
+                this.resume_locked(&mut rec).await?;
+            }
+            Ok(info(&rec))
+        })
+        .await
+    }
+
+    /// Moves the deadline to `secs` from now. On a paused sandbox the new time to live applies from its
+    /// next resume.
+    pub async fn set_timeout(
+        self: &Arc<Self>,
+        id: &str,
+        secs: u64,
+    ) -> Result<SandboxInfo, EngineError> {
+        let secs = self.check_timeout(secs)?;
+        let (this, id) = (self.clone(), id.to_owned());
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let mut rec = this.load(&id).await?;
+            match rec.state {
+                SandboxState::Running => rec.expires_at_ms = Some(deadline(secs)),
+                SandboxState::Paused => {}
+                other => {
+                    return Err(EngineError::Conflict(format!(
+                        "cannot set the timeout of sandbox {id}: it is {}",
+                        crate::store::state_str(other)
+                    )));
+                }
+            }
+            rec.timeout_secs = secs;
+            this.save(&rec).await?;
+            this.wake.notify_one();
+            Ok(info(&rec))
+        })
+        .await
+    }
+
+    /// Kills everything in the sandbox and forgets it: afterwards its id is unknown (404).
+    pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), EngineError> {
+        let (this, id) = (self.clone(), id.to_owned());
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let rec = this.load(&id).await?;
+            this.unlist(&id);
+            if let Some(handle) = rec.handle.clone() {
+                if let Err(e) = this.on_backend(move |b| b.destroy(&handle)).await {
+                    this.note(&rec);
+                    return Err(e);
+                }
+            }
+            this.remove_dir(&id);
+            this.store.delete(&id).await?;
+            this.forget_lock(&id);
+            this.wake.notify_one();
+            tracing::info!(sandbox = %id, "sandbox deleted");
+            Ok(())
+        })
+        .await
+    }
+
+    fn remove_dir(&self, id: &str) {
+        let dir = self.cfg.state_dir.join("sandboxes").join(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(sandbox = %id, error = %e, "cannot remove the sandbox directory");
+            }
+            _ => {}
+        }
+    }
+
+    /// The socket of a sandbox's agent, ready for a proxied call: a paused sandbox is resumed first.
+    pub async fn agent_socket(self: &Arc<Self>, id: &str) -> Result<PathBuf, EngineError> {
+        let cached = {
+            let live = self
+                .live
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            live.get(id).cloned()
+        };
+        if let Some(socket) = cached {
+            return Ok(socket);
+        }
+        let (this, id) = (self.clone(), id.to_owned());
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let mut rec = this.load(&id).await?;
+            match rec.state {
+                SandboxState::Running => {}
+                SandboxState::Paused => this.resume_locked(&mut rec).await?,
+                other => {
+                    let why = rec
+                        .error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default();
+                    return Err(EngineError::Conflict(format!(
+                        "sandbox {id} is {}{why}",
+                        crate::store::state_str(other)
+                    )));
+                }
+            }
+            Ok(rec
+                .handle
+                .as_ref()
+                .ok_or_else(|| no_handle(&rec))?
+                .agent_socket
+                .clone())
+        })
+        .await
+    }
+
+    /// Called by the proxy when the agent socket did not answer. Returns the error to give the client.
+    pub async fn agent_unreachable(self: &Arc<Self>, id: &str, cause: String) -> EngineError {
+        let (this, id2) = (self.clone(), id.to_owned());
+        let dead = Self::detached(async move {
+            let lock = this.lock_for(&id2);
+            let _guard = lock.lock().await;
+            let mut rec = this.load(&id2).await?;
+            Ok(this.mark_lost_if_dead(&mut rec).await)
+        })
+        .await;
+        match dead {
+            Ok(true) => EngineError::Unavailable(format!("sandbox {id} is gone: its agent exited")),
+            _ => EngineError::Unavailable(format!(
+                "the agent of sandbox {id} is not answering: {cause}"
+            )),
+        }
+    }
+
+    /// Brings the records in line with reality after a daemon (re)start: an interrupted start is a
+    /// failure, and a sandbox whose agent is gone (host reboot) is marked `failed` with what was lost.
+    pub async fn reconcile(&self) -> Result<(), EngineError> {
+        for mut rec in self.store.list().await? {
+            match rec.state {
+                SandboxState::Starting => {
+                    Self::apply(&mut rec, Action::StartFailed)?;
+                    rec.error = Some("the daemon stopped while the sandbox was starting".into());
+                    self.save(&rec).await?;
+                }
+                SandboxState::Running | SandboxState::Paused => {
+                    if self.mark_lost_if_dead(&mut rec).await {
+                        continue;
+                    }
+                    self.note(&rec);
+                    tracing::info!(sandbox = %rec.id, state = crate::store::state_str(rec.state),
+                        "sandbox recovered");
+                }
+                SandboxState::Stopped | SandboxState::Failed => {}
+            }
+        }
+        // A daemon killed in the middle of a create leaves a sandbox whose handle never reached the store:
+        // nothing could ever pause, bill or delete it, so it goes now.
+        let known: std::collections::HashSet<String> = self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.handle.is_some() && r.state != SandboxState::Stopped)
+            .map(|r| r.id)
+            .collect();
+        self.on_backend(move |b| {
+            b.destroy_unknown(&|id| known.contains(id));
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Applies `on_timeout` to every sandbox whose deadline has passed.
+    pub async fn expire_due(self: &Arc<Self>) -> Result<(), EngineError> {
+        for id in self.store.expired(now_ms()).await? {
+            let this = self.clone();
+            let result = Self::detached(async move {
+                let lock = this.lock_for(&id);
+                let _guard = lock.lock().await;
+                let Some(mut rec) = this.store.get(&id).await? else {
+                    return Ok(());
+                };
+                if rec.expires_at_ms.is_none_or(|t| t > now_ms()) {
+                    return Ok(());
+                }
+                let result = this.expire_locked(&mut rec).await;
+                if result.is_err() {
+                    // Retry later rather than spin on a deadline that cannot be enforced right now,
+                    // unless the failure already settled the record (an agent found dead, say).
+                    if let Some(mut rec) = this.store.get(&id).await? {
+                        if rec.expires_at_ms.is_some_and(|t| t <= now_ms()) {
+                            rec.expires_at_ms = Some(now_ms() + EXPIRY_RETRY_MS);
+                            this.save(&rec).await?;
+                        }
+                    }
+                }
+                result
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cannot enforce a sandbox deadline");
+            }
+        }
+        Ok(())
+    }
+
+    async fn expire_locked(&self, rec: &mut SandboxRecord) -> Result<(), EngineError> {
+        match (rec.state, rec.on_timeout) {
+            (SandboxState::Running, OnTimeout::Pause) => {
+                tracing::info!(sandbox = %rec.id, "deadline reached: pausing");
+                self.pause_locked(rec).await
+            }
+            (SandboxState::Running | SandboxState::Paused, _) => {
+                tracing::info!(sandbox = %rec.id, "deadline reached: killing");
+                let before = rec.clone();
+                Self::apply(rec, Action::Kill)?;
+                self.unlist(&rec.id);
+                if let Some(handle) = rec.handle.clone() {
+                    if let Err(e) = self.on_backend(move |b| b.destroy(&handle)).await {
+                        self.note(&before);
+                        return Err(e);
+                    }
+                }
+                self.remove_dir(&rec.id);
+                rec.expires_at_ms = None;
+                rec.error = Some("killed at its deadline (timeout)".into());
+                self.save(rec).await?;
+                Ok(())
+            }
+            _ => {
+                rec.expires_at_ms = None;
+                self.save(rec).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Marks running sandboxes whose agent died as `failed`.
+    async fn sweep(&self) -> Result<(), EngineError> {
+        for rec in self.store.list().await? {
+            if rec.state != SandboxState::Running {
+                continue;
+            }
+            let lock = self.lock_for(&rec.id);
+            let _guard = lock.lock().await;
+            if let Some(mut rec) = self.store.get(&rec.id).await? {
+                if rec.state == SandboxState::Running {
+                    self.mark_lost_if_dead(&mut rec).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Enforces deadlines until `shutdown` turns true. Sleeps until the next deadline, or until a
+    /// lifecycle call moves one.
+    pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_sweep = tokio::time::Instant::now();
+        loop {
+            if let Err(e) = self.expire_due().await {
+                tracing::error!(error = %e, "deadline check failed");
+            }
+            if last_sweep.elapsed() >= SWEEP_INTERVAL {
+                last_sweep = tokio::time::Instant::now();
+                if let Err(e) = self.sweep().await {
+                    tracing::error!(error = %e, "liveness sweep failed");
+                }
+            }
+            let next = self.store.next_deadline().await.ok().flatten();
+            let wait = next.map_or(SWEEP_INTERVAL, |t| {
+                Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)).min(SWEEP_INTERVAL)
+            });
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+}
+
+fn no_handle(rec: &SandboxRecord) -> EngineError {
+    EngineError::Internal(format!("sandbox {} has no backend handle", rec.id))
+}
+
+fn deadline(secs: u64) -> i64 {
+    now_ms().saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The public view of a record.
+pub fn info(rec: &SandboxRecord) -> SandboxInfo {
+    SandboxInfo {
+        id: rec.id.clone(),
+        state: rec.state,
+        template: rec.template.clone(),
+        cpu: rec.cpu,
+        memory_mb: rec.memory_mb,
+        pids: rec.pids,
+        disk_mb: rec.disk_mb,
+        env: rec.env.clone(),
+        metadata: rec.metadata.clone(),
+        on_timeout: rec.on_timeout,
+        created_at: rfc3339(rec.created_at_ms),
+        expires_at: rec.expires_at_ms.map(rfc3339),
+        error: rec.error.clone(),
+    }
+}
+
+/// The least memory a sandbox may be given: the agent needs about 8 MiB, a shell and a command more.
+pub const MIN_MEMORY_MB: u64 = 16;
+/// The fewest processes and threads a sandbox may be limited to: the agent's runtime, a shell, a command.
+pub const MIN_PIDS: u64 = 8;
+
+fn validate_create(req: &CreateSandboxRequest) -> Result<(), EngineError> {
+    let bad = |m: String| Err(EngineError::InvalidArgument(m));
+    if let Some(t) = req
+        .template
+        .as_ref()
+        .filter(|t| !crate::templates::valid_name(t))
+    {
+        return bad(format!(
+            "template {t:?}: use 1-64 characters from a-z 0-9 . _ -, not starting with `.`"
+        ));
+    }
+    if req
+        .cpu
+        .is_some_and(|cpu| !(cpu.is_finite() && cpu > 0.0 && cpu <= 1024.0))
+    {
+        return bad("cpu must be a number of cores above 0 and at most 1024".into());
+    }
+    // The floors are what the agent itself needs to start and run a command: below them a create would
+    // not be refused but fail after the start timeout, which is the caller's mistake reported as ours.
+    for (name, v, min) in [
+        ("memory_mb", req.memory_mb, MIN_MEMORY_MB),
+        ("pids", req.pids, MIN_PIDS),
+        ("disk_mb", req.disk_mb, 1),
+    ] {
+        if v.is_some_and(|v| v < min || v > (1 << 40)) {
+            return bad(format!("{name} must be between {min} and 2^40"));
+        }
+    }
+    check_map("env", &req.env, |k| {
+        !k.is_empty() && !k.contains('=') && !k.contains('\0')
+    })?;
+    check_map("metadata", &req.metadata, |k| {
+        !k.is_empty() && k.len() <= 256
+    })?;
+    Ok(())
+}
+
+fn check_map(
+    what: &str,
+    m: &BTreeMap<String, String>,
+    key_ok: impl Fn(&str) -> bool,
+) -> Result<(), EngineError> {
+    if m.len() > 1024 {
+        return Err(EngineError::InvalidArgument(format!(
+            "{what}: at most 1024 entries"
+        )));
+    }
+    for (k, v) in m {
+        if !key_ok(k) || v.contains('\0') {
+            return Err(EngineError::InvalidArgument(format!(
+                "{what}: invalid key or value {k:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SandboxState as S;
+
+    #[test]
+    fn transition_table() {
+        assert_eq!(transition(S::Starting, Action::Ready), Some(S::Running));
+        assert_eq!(transition(S::Running, Action::Pause), Some(S::Paused));
+        assert_eq!(transition(S::Paused, Action::Resume), Some(S::Running));
+        assert_eq!(transition(S::Paused, Action::Kill), Some(S::Stopped));
+        assert_eq!(transition(S::Running, Action::Lost), Some(S::Failed));
+        assert_eq!(transition(S::Paused, Action::Pause), None);
+        assert_eq!(transition(S::Running, Action::Resume), None);
+        assert_eq!(transition(S::Stopped, Action::Resume), None);
+        assert_eq!(transition(S::Failed, Action::Lost), None);
+        assert_eq!(transition(S::Stopped, Action::Kill), None);
+    }
+
+    #[test]
+    fn create_validation() {
+        let ok = CreateSandboxRequest::default();
+        assert!(validate_create(&ok).is_ok());
+        let bad_cpu = CreateSandboxRequest {
+            cpu: Some(f64::NAN),
+            ..Default::default()
+        };
+        assert!(validate_create(&bad_cpu).is_err());
+        let bad_env = CreateSandboxRequest {
+            env: BTreeMap::from([("A=B".into(), "x".into())]),
+            ..Default::default()
+        };
+        assert!(validate_create(&bad_env).is_err());
+        let bad_tpl = CreateSandboxRequest {
+            template: Some("../x y".into()),
+            ..Default::default()
+        };
+        assert!(validate_create(&bad_tpl).is_err());
+        for (memory_mb, pids, ok) in [(16, 8, true), (15, 8, false), (16, 7, false)] {
+            let req = CreateSandboxRequest {
+                memory_mb: Some(memory_mb),
+                pids: Some(pids),
+                ..Default::default()
+            };
+            assert_eq!(validate_create(&req).is_ok(), ok, "{memory_mb} {pids}");
+        }
+    }
+}

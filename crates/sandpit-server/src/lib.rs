@@ -1,0 +1,224 @@
+//! `sandpitd`, the sandpit daemon, as a library: the authenticated HTTP API users talk to, the sandbox
+//! lifecycle behind it, its `SQLite` store and TTL timers, and the reverse proxy to each sandbox's agent.
+//!
+//! The binary (`sandpit serve`, in `sandpit-cli`) only parses flags and calls [`run`]; tests call [`run`]
+//! or [`run_with_backend`] in-process on a port-0 listener and a temporary state directory.
+//!
+//! Module map: [`config`] (settings), [`store`] (`SQLite` records), [`backend`] (the isolation boundary and
+//! the unisolated `process` backend), [`engine`] (state machine, timers, recovery), [`api`] (router,
+//! errors, extractors, handlers, CORS), [`templates`] (template builds), [`proxy`] (bytes to and from the
+//! agent), [`auth`], [`metrics`], [`openapi`].
+
+pub mod api;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod openapi;
+pub mod proxy;
+pub mod store;
+pub mod templates;
+mod time;
+mod tls;
+
+use std::future::{Future, IntoFuture};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use auth::{ApiKey, KeySource};
+pub use backend::{
+    BackendError, BackendHandle, IsolateBackend, ProcessBackend, SandboxBackend, SandboxSpec,
+    TemplateRecord, TemplateStore,
+};
+pub use config::{BackendKind, Config, ConfigError, DEFAULT_LISTEN, LogFormat};
+
+/// Why the daemon could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot prepare the state directory {path}: {cause}")]
+    StateDir {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("another sandpit daemon is using the state directory {0}")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Engine(#[from] engine::EngineError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("server I/O: {0}")]
+    Io(std::io::Error),
+}
+
+/// Runs the daemon with the backend the configuration names until `shutdown` completes.
+///
+/// On shutdown the listener stops accepting, requests in flight get `shutdown_grace_secs` to finish, and
+/// sandboxes are left running: a restarted daemon picks them up again.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    prepare_state_dir(&config.state_dir)?;
+    // The lock comes first: a second daemon must not touch the backend's state (templates, id ranges).
+    let lock = lock_state_dir(&config.state_dir)?;
+    let backend = backend::from_config(&config)?;
+    serve(config, backend, listener, shutdown, lock).await
+}
+
+/// [`run`] with a backend supplied by the caller (another isolation layer, or a test double).
+pub async fn run_with_backend(
+    config: Config,
+    backend: Arc<dyn SandboxBackend>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    prepare_state_dir(&config.state_dir)?;
+    let lock = lock_state_dir(&config.state_dir)?;
+    serve(config, backend, listener, shutdown, lock).await
+}
+
+async fn serve(
+    config: Config,
+    backend: Arc<dyn SandboxBackend>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+) -> Result<(), ServerError> {
+    let state_dir = config.state_dir.clone();
+    let store = store::Store::open(&state_dir.join("sandpit.db"))?;
+
+    let (api_key, source) = ApiKey::load_or_create(&state_dir, config.api_key.as_deref())?;
+    match &source {
+        KeySource::Configured => tracing::info!("using the configured API key"),
+        KeySource::File(p) => {
+            tracing::info!(path = %p.display(), "using the API key stored in the state dir");
+        }
+        KeySource::Generated(p) => tracing::warn!(
+            path = %p.display(),
+            "generated a new API key; clients send it as `Authorization: Bearer <key>`"
+        ),
+    }
+    if backend.name() == "process" {
+        tracing::warn!(
+            "backend `process`: sandboxes are NOT isolated; their processes run as this user on this host"
+        );
+    }
+
+    let templates = Arc::new(templates::Templates::new(backend.clone()));
+    let engine = engine::Engine::new(
+        store,
+        backend,
+        engine::EngineConfig {
+            state_dir: state_dir.clone(),
+            default_timeout_secs: config.default_timeout_secs,
+            max_timeout_secs: config.max_timeout_secs,
+        },
+    );
+    engine.reconcile().await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let timers = tokio::spawn(engine.clone().run_timers(stop_rx.clone()));
+    let state = api::AppState {
+        engine,
+        api_key: Arc::new(api_key),
+        metrics: Arc::new(metrics::Metrics::default()),
+        templates,
+        openapi: Arc::new(openapi::spec_json()),
+    };
+    let cors = api::cors::Cors::new(&config.cors_origins)
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    let app = api::router(state, config.max_body_bytes, cors);
+
+    let local = listener.local_addr().map_err(ServerError::Io)?;
+    let graceful = {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut serve: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            let tls = tls::load_config(cert, key).map_err(ServerError::Tls)?;
+            tracing::info!(addr = %local, "sandpit listening (https)");
+            let listener = tls::TlsListener::new(listener, tls).map_err(ServerError::Io)?;
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .into_future(),
+            )
+        } else {
+            tracing::info!(addr = %local, "sandpit listening (http)");
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(graceful)
+                    .into_future(),
+            )
+        };
+
+    let shutdown = std::pin::pin!(shutdown);
+    let result = tokio::select! {
+        r = &mut serve => r,
+        () = shutdown => {
+            tracing::info!("shutting down: no new connections; sandboxes keep running");
+            let _ = stop_tx.send(true);
+            let grace = Duration::from_secs(config.shutdown_grace_secs);
+            if let Ok(r) = tokio::time::timeout(grace, &mut serve).await {
+                r
+            } else {
+                tracing::warn!(?grace, "open requests (streams) did not finish in time; no longer waiting for them");
+                Ok(())
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = timers.await;
+    result.map_err(ServerError::Io)
+}
+
+fn prepare_state_dir(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |cause| ServerError::StateDir {
+        path: dir.to_owned(),
+        cause,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir.join("sandboxes"))
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Holds an exclusive lock on `STATE_DIR/daemon.lock` for as long as the value lives. The kernel drops it
+/// when the process dies, however it dies, so a daemon killed with `SIGKILL` never blocks its successor.
+fn lock_state_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ServerError> {
+    let path = dir.join("daemon.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|cause| ServerError::StateDir {
+            path: path.clone(),
+            cause,
+        })?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| ServerError::Locked(dir.to_owned()))
+}

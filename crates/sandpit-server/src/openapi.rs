@@ -1,0 +1,286 @@
+//! The `OpenAPI` 3.1 document served at `/openapi.json`, generated from the handler annotations and the
+//! `sandpit-types` schemas.
+//!
+//! The per-sandbox process routes are served by the agent and only proxied here, so they have no handler
+//! of their own in this crate; the annotated stubs below exist to describe them, with the same wire types
+//! the agent uses, so that SDKs can be generated against one document.
+
+use sandpit_types::sandbox::{
+    CreateSandboxRequest, CreateTemplateRequest, DebianSource, OnTimeout, SandboxInfo, SandboxList,
+    SandboxState, SetTimeoutRequest, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateList,
+    TemplateSource,
+};
+use sandpit_types::{
+    ErrorBody, ErrorCode, ErrorDetail, ExecResult, KillResponse, LostEvent, OutputEvent,
+    ProcessInfo, ProcessList, ProcessStatus, Rlimit, RlimitResource, SignalSpec, StartRequest,
+    TtySize,
+};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::handlers;
+
+/// Body of `POST /v1/sandboxes/{id}/processes/{pid}/signal`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // describes a body the agent parses
+pub struct SignalRequest {
+    /// `"TERM"`, `"SIGTERM"` or `15`.
+    pub signal: SignalSpec,
+}
+
+/// A raw byte body (`application/octet-stream`): the bytes as they are, not a JSON array of numbers
+/// (what `Vec<u8>` would be documented as).
+#[derive(Debug)]
+pub struct RawBytes;
+
+impl utoipa::PartialSchema for RawBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RawBytes {}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sandpit",
+        description = "Self-hosted Linux sandboxes. Every call but `/health` needs `Authorization: Bearer <key>`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        handlers::health,
+        handlers::openapi_json,
+        handlers::metrics,
+        handlers::create_sandbox,
+        handlers::list_sandboxes,
+        handlers::get_sandbox,
+        handlers::delete_sandbox,
+        handlers::pause_sandbox,
+        handlers::resume_sandbox,
+        handlers::connect_sandbox,
+        handlers::set_sandbox_timeout,
+        handlers::list_templates,
+        handlers::create_template,
+        handlers::get_template,
+        handlers::template_build,
+        handlers::delete_template,
+        process_docs::exec,
+        process_docs::start_process,
+        process_docs::list_processes,
+        process_docs::get_process,
+        process_docs::kill_process,
+        process_docs::process_events,
+        process_docs::process_ws,
+        process_docs::write_stdin,
+        process_docs::signal_process,
+        process_docs::resize_process,
+        process_docs::wait_process,
+    ),
+    components(schemas(
+        CreateSandboxRequest, SandboxInfo, SandboxList, SandboxState, OnTimeout, SetTimeoutRequest,
+        ErrorBody, ErrorDetail, ErrorCode, StartRequest, ExecResult, ProcessInfo, ProcessList,
+        ProcessStatus, KillResponse, TtySize, Rlimit, RlimitResource, SignalSpec, SignalRequest,
+        OutputEvent, LostEvent, handlers::Health, TemplateInfo, TemplateList, CreateTemplateRequest,
+        TemplateSource, DebianSource, TemplateBuild, TemplateBuildState,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []), ("access_token" = [])),
+    tags(
+        (name = "daemon", description = "Health, metrics and this document"),
+        (name = "sandboxes", description = "Sandbox lifecycle"),
+        (name = "templates", description = "Root filesystems sandboxes start from (isolate backend; admin-only imports)"),
+        (name = "processes", description = "Processes inside a sandbox (served by its agent; a paused sandbox is resumed first)"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // For browsers, whose WebSocket and EventSource cannot send headers. Prefer the header elsewhere:
+        // URLs end up in logs and histories.
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("access_token"))),
+        );
+    }
+}
+
+/// The document.
+pub fn spec() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The document as pretty JSON.
+pub fn spec_json() -> String {
+    spec()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Doc-only stubs for the proxied process API. Never routed: the proxy forwards these paths as bytes.
+#[allow(dead_code, clippy::unused_async)]
+mod process_docs {
+    use super::{
+        ErrorBody, ExecResult, KillResponse, ProcessInfo, ProcessList, RawBytes, SignalRequest,
+        StartRequest, TtySize,
+    };
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/exec", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id")),
+        request_body = StartRequest,
+        responses(
+            (status = 200, description = "The process ran to its end (a non-zero exit is still a 200)", body = ExecResult),
+            (status = 400, description = "Invalid start request", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn exec() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id")),
+        request_body = StartRequest,
+        responses(
+            (status = 200, description = "Started (or the existing process with this client id)", body = ProcessInfo),
+            (status = 201, description = "Started", body = ProcessInfo),
+            (status = 400, description = "Invalid start request", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped, or the id is in use differently", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn start_process() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("status" = Option<String>, Query, description = "Keep processes with this status"),
+            ("limit" = Option<u32>, Query, description = "At most this many, newest first")),
+        responses(
+            (status = 200, description = "Processes", body = ProcessList),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn list_processes() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes/{pid}", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id")),
+        responses(
+            (status = 200, description = "The process", body = ProcessInfo),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn get_process() {}
+
+    #[utoipa::path(delete, path = "/v1/sandboxes/{id}/processes/{pid}", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id")),
+        responses(
+            (status = 200, description = "SIGKILL sent to the process tree", body = KillResponse),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn kill_process() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes/{pid}/events", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id"),
+            ("from_seq" = Option<u64>, Query, description = "Replay output chunks from this seq"),
+            ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq")),
+        responses(
+            (status = 200, description = "Server-sent events: started, stdout, stderr (OutputEvent), lost (LostEvent), exited (ProcessInfo), keepalive",
+                content_type = "text/event-stream", body = String),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn process_events() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes/{pid}/ws", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id"),
+            ("from_seq" = Option<u64>, Query, description = "Replay output chunks from this seq")),
+        responses(
+            (status = 101, description = "WebSocket: binary frames [channel u8][seq u64 BE][bytes] (1 stdout, 2 stderr; client to agent 0 stdin); JSON text frames for control"),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn process_ws() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/stdin", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id"),
+            ("eof" = Option<bool>, Query, description = "Close stdin after writing")),
+        request_body(content = inline(RawBytes), content_type = "application/octet-stream", description = "Raw bytes for the process's stdin"),
+        responses(
+            (status = 200, description = "Written"),
+            (status = 204, description = "Written"),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 409, description = "stdin is not a pipe or already closed", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn write_stdin() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/signal", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id")),
+        request_body = SignalRequest,
+        responses(
+            (status = 200, description = "Signal sent to the process group", body = ProcessInfo),
+            (status = 204, description = "Signal sent"),
+            (status = 400, description = "Unknown signal", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn signal_process() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/resize", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id")),
+        request_body = TtySize,
+        responses(
+            (status = 200, description = "Terminal resized", body = ProcessInfo),
+            (status = 204, description = "Terminal resized"),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 409, description = "The process has no terminal", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn resize_process() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes/{pid}/wait", tag = "processes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("pid" = String, Path, description = "Process pid or client id"),
+            ("timeout_ms" = Option<u64>, Query, description = "Give up after this long (408)")),
+        responses(
+            (status = 200, description = "The process ended", body = ProcessInfo),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or process", body = ErrorBody),
+            (status = 408, description = "Still running at timeout_ms", body = ErrorBody),
+            (status = 400, description = "Invalid path, query or body", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn wait_process() {}
+}

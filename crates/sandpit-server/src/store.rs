@@ -1,0 +1,428 @@
+//! Durable sandbox records in `SQLite` (`STATE_DIR/sandpit.db`).
+//!
+//! The store is the daemon's memory across restarts: after a crash it reads back which sandboxes exist, in
+//! which state, and how to reach their agents. It holds records, not decisions: the engine validates
+//! transitions, the store writes them. Schema changes are numbered migrations tracked with
+//! `PRAGMA user_version`, so that an old state dir is upgraded in place and a newer one is refused.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use sandpit_types::sandbox::{OnTimeout, SandboxState};
+
+use crate::backend::BackendHandle;
+
+/// Applied in order; entry `i` takes the schema from version `i` to `i + 1`. Never edit a shipped entry.
+const MIGRATIONS: &[&str] = &["CREATE TABLE sandboxes (
+        id            TEXT PRIMARY KEY NOT NULL,
+        state         TEXT NOT NULL,
+        template      TEXT NOT NULL,
+        cpu           REAL,
+        memory_mb     INTEGER,
+        pids          INTEGER,
+        disk_mb       INTEGER,
+        env           TEXT NOT NULL,
+        metadata      TEXT NOT NULL,
+        on_timeout    TEXT NOT NULL,
+        timeout_secs  INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER,
+        error         TEXT,
+        handle        TEXT
+    );
+    CREATE INDEX sandboxes_expiry ON sandboxes (expires_at_ms) WHERE expires_at_ms IS NOT NULL;"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error(
+        "the state database has schema version {found}, newer than this sandpit knows ({known})"
+    )]
+    TooNew { found: u32, known: u32 },
+    #[error("corrupt record for sandbox {id}: {why}")]
+    Corrupt { id: String, why: String },
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+// By hand rather than `#[from]`, which would also make the SQLite error the `source` and print it twice.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+/// One sandbox as persisted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub state: SandboxState,
+    pub template: String,
+    pub cpu: Option<f64>,
+    pub memory_mb: Option<u64>,
+    pub pids: Option<u64>,
+    pub disk_mb: Option<u64>,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub on_timeout: OnTimeout,
+    /// The time to live granted at creation, at the last `timeout` call, and again on each resume.
+    pub timeout_secs: u64,
+    pub created_at_ms: i64,
+    /// When the timer acts; `None` while paused (a paused sandbox costs nothing and waits for a resume).
+    pub expires_at_ms: Option<i64>,
+    pub error: Option<String>,
+    /// Set once the backend created the sandbox.
+    pub handle: Option<BackendHandle>,
+}
+
+/// A cheaply clonable handle on the database. Every call runs on the blocking pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        // WAL keeps readers off the writer's back; NORMAL sync is durable across a daemon crash, which is
+        // the failure that matters here (a power cut may lose the last transition, never corrupt the file).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic while holding the lock cannot leave SQLite half-written (statements are atomic), so
+            // a poisoned mutex is still safe to use.
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    pub async fn insert(&self, rec: SandboxRecord) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let handle = handle_json(rec.handle.as_ref());
+            c.execute(
+                "INSERT INTO sandboxes (id, state, template, cpu, memory_mb, pids, disk_mb, env, metadata,
+                     on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                params![
+                    rec.id,
+                    state_str(rec.state),
+                    rec.template,
+                    rec.cpu,
+                    rec.memory_mb.map(to_i64),
+                    rec.pids.map(to_i64),
+                    rec.disk_mb.map(to_i64),
+                    map_json(&rec.env),
+                    map_json(&rec.metadata),
+                    on_timeout_str(rec.on_timeout),
+                    to_i64(rec.timeout_secs),
+                    rec.created_at_ms,
+                    rec.expires_at_ms,
+                    rec.error,
+                    handle,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Writes the mutable part of a record (state, deadline, error, handle, timeout).
+    pub async fn update(&self, rec: SandboxRecord) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, error = ?5,
+                     handle = ?6 WHERE id = ?1",
+                params![
+                    rec.id,
+                    state_str(rec.state),
+                    to_i64(rec.timeout_secs),
+                    rec.expires_at_ms,
+                    rec.error,
+                    handle_json(rec.handle.as_ref()),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.query_row("SELECT * FROM sandboxes WHERE id = ?1", [&id], from_row)
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
+    /// Every record, oldest first.
+    pub async fn list(&self) -> Result<Vec<SandboxRecord>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT * FROM sandboxes ORDER BY created_at_ms, id")?;
+            let rows = stmt.query_map([], from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(row??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Returns whether a record was there.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| Ok(c.execute("DELETE FROM sandboxes WHERE id = ?1", [&id])? > 0))
+            .await
+    }
+
+    /// The earliest deadline of any sandbox, if one has a deadline.
+    pub async fn next_deadline(&self) -> Result<Option<i64>, StoreError> {
+        self.call(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(expires_at_ms) FROM sandboxes WHERE expires_at_ms IS NOT NULL",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Ids whose deadline is at or before `now_ms`.
+    pub async fn expired(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id FROM sandboxes WHERE expires_at_ms IS NOT NULL AND expires_at_ms <= ?1",
+            )?;
+            let ids = stmt.query_map([now_ms], |r| r.get::<_, String>(0))?;
+            Ok(ids.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Number of sandboxes per state, for metrics.
+    pub async fn count_by_state(&self) -> Result<Vec<(SandboxState, u64)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT state, COUNT(*) FROM sandboxes GROUP BY state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (s, n) = row?;
+                if let Some(state) = parse_state(&s) {
+                    out.push((state, u64::try_from(n).unwrap_or(0)));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as u32;
+    let tx = conn.transaction()?;
+    let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::TooNew { found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn map_json(m: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
+}
+
+fn handle_json(h: Option<&BackendHandle>) -> Option<String> {
+    h.and_then(|h| serde_json::to_string(h).ok())
+}
+
+pub(crate) fn state_str(s: SandboxState) -> &'static str {
+    match s {
+        SandboxState::Starting => "starting",
+        SandboxState::Running => "running",
+        SandboxState::Paused => "paused",
+        SandboxState::Stopped => "stopped",
+        SandboxState::Failed => "failed",
+    }
+}
+
+pub(crate) fn parse_state(s: &str) -> Option<SandboxState> {
+    Some(match s {
+        "starting" => SandboxState::Starting,
+        "running" => SandboxState::Running,
+        "paused" => SandboxState::Paused,
+        "stopped" => SandboxState::Stopped,
+        "failed" => SandboxState::Failed,
+        _ => return None,
+    })
+}
+
+fn on_timeout_str(o: OnTimeout) -> &'static str {
+    match o {
+        OnTimeout::Kill => "kill",
+        OnTimeout::Pause => "pause",
+    }
+}
+
+/// Reads a row; the outer `Result` is `SQLite`'s, the inner one says whether the stored text made sense.
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> {
+    let id: String = r.get("id")?;
+    let state: String = r.get("state")?;
+    let env: String = r.get("env")?;
+    let metadata: String = r.get("metadata")?;
+    let on_timeout: String = r.get("on_timeout")?;
+    let handle: Option<String> = r.get("handle")?;
+    let opt_u64 = |name: &str| -> rusqlite::Result<Option<u64>> {
+        Ok(r.get::<_, Option<i64>>(name)?
+            .map(|v| u64::try_from(v).unwrap_or(0)))
+    };
+    let memory_mb = opt_u64("memory_mb")?;
+    let pids = opt_u64("pids")?;
+    let disk_mb = opt_u64("disk_mb")?;
+    let template: String = r.get("template")?;
+    let cpu: Option<f64> = r.get("cpu")?;
+    let timeout_secs = u64::try_from(r.get::<_, i64>("timeout_secs")?).unwrap_or(0);
+    let created_at_ms: i64 = r.get("created_at_ms")?;
+    let expires_at_ms: Option<i64> = r.get("expires_at_ms")?;
+    let error: Option<String> = r.get("error")?;
+
+    let corrupt = |why: String| StoreError::Corrupt {
+        id: id.clone(),
+        why,
+    };
+    let parsed = (|| {
+        let state =
+            parse_state(&state).ok_or_else(|| corrupt(format!("unknown state {state:?}")))?;
+        let on_timeout = match on_timeout.as_str() {
+            "kill" => OnTimeout::Kill,
+            "pause" => OnTimeout::Pause,
+            other => return Err(corrupt(format!("unknown on_timeout {other:?}"))),
+        };
+        let env = serde_json::from_str(&env).map_err(|e| corrupt(format!("env: {e}")))?;
+        let metadata =
+            serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+        let handle = handle
+            .map(|h| serde_json::from_str(&h))
+            .transpose()
+            .map_err(|e| corrupt(format!("handle: {e}")))?;
+        Ok(SandboxRecord {
+            id: id.clone(),
+            state,
+            template,
+            cpu,
+            memory_mb,
+            pids,
+            disk_mb,
+            env,
+            metadata,
+            on_timeout,
+            timeout_secs,
+            created_at_ms,
+            expires_at_ms,
+            error,
+            handle,
+        })
+    })();
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, expires: Option<i64>) -> SandboxRecord {
+        SandboxRecord {
+            id: id.into(),
+            state: SandboxState::Running,
+            template: "base".into(),
+            cpu: Some(0.5),
+            memory_mb: Some(256),
+            pids: None,
+            disk_mb: None,
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            metadata: BTreeMap::from([("team".into(), "ml".into())]),
+            on_timeout: OnTimeout::Pause,
+            timeout_secs: 300,
+            created_at_ms: 1,
+            expires_at_ms: expires,
+            error: None,
+            handle: Some(BackendHandle {
+                agent_socket: "/x/agent.sock".into(),
+                init_pid: 42,
+                data: serde_json::json!({"starttime": 7}),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sandpit.db");
+        let store = Store::open(&path).unwrap();
+        store.insert(record("a", Some(100))).await.unwrap();
+        store.insert(record("b", None)).await.unwrap();
+        let mut a = store.get("a").await.unwrap().unwrap();
+        assert_eq!(a, record("a", Some(100)));
+        a.state = SandboxState::Paused;
+        a.expires_at_ms = None;
+        store.update(a.clone()).await.unwrap();
+        assert_eq!(store.next_deadline().await.unwrap(), None);
+        drop(store);
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.get("a").await.unwrap().unwrap(), a);
+        assert_eq!(store.list().await.unwrap().len(), 2);
+        assert!(store.delete("a").await.unwrap());
+        assert!(!store.delete("a").await.unwrap());
+        assert!(store.get("a").await.unwrap().is_none());
+        assert_eq!(
+            store.count_by_state().await.unwrap(),
+            vec![(SandboxState::Running, 1)]
+        );
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sandpit.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,368 @@
+//! Template management for the API: listing, deleting, and the builds started by `POST /v1/templates`.
+//!
+//! A build copies, unpacks or downloads a whole root filesystem, which takes from seconds to many minutes,
+//! far longer than an HTTP client should hold a request open. So a build runs on the blocking pool and the
+//! request is answered `202` at once; the build's state, its last progress lines and its outcome are kept
+//! here, in memory, for `GET /v1/templates/{name}/build` to poll. Builds are not resumed after a daemon
+//! restart (the backend discards a half-built template), so forgetting them then is right.
+//!
+//! Templates belong to the backend ([`crate::backend::TemplateStore`]); a backend without them (`process`)
+//! makes every call here a `Conflict` that says which backend is needed.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sandpit_types::sandbox::{
+    CreateTemplateRequest, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource,
+};
+
+use crate::backend::{BackendError, SandboxBackend, TemplateRecord};
+use crate::time::{now_ms, rfc3339};
+
+/// How many progress lines a build keeps (the oldest go first).
+const LOG_LINES: usize = 50;
+/// How many finished builds are remembered for polling.
+const FINISHED_KEPT: usize = 64;
+/// The template the backend builds by itself on first use; importing over it would be confusing.
+const RESERVED: &str = "base";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateApiError {
+    /// The backend has no templates.
+    #[error(
+        "templates need the `isolate` backend; this daemon runs the `{0}` backend, whose sandboxes run on \
+         the host's own filesystem"
+    )]
+    Unsupported(&'static str),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug)]
+struct Build {
+    status: TemplateBuild,
+    finished_ms: Option<i64>,
+}
+
+/// Template calls and the builds in flight.
+#[derive(Debug)]
+pub struct Templates {
+    backend: Arc<dyn SandboxBackend>,
+    builds: Arc<Mutex<HashMap<String, Build>>>,
+}
+
+impl Templates {
+    pub fn new(backend: Arc<dyn SandboxBackend>) -> Self {
+        Self {
+            backend,
+            builds: Arc::default(),
+        }
+    }
+
+    fn check_supported(&self) -> Result<(), TemplateApiError> {
+        match self.backend.templates() {
+            Some(_) => Ok(()),
+            None => Err(TemplateApiError::Unsupported(self.backend.name())),
+        }
+    }
+
+    /// Runs `f` on the backend's template store on the blocking pool.
+    async fn on_store<T, F>(&self, f: F) -> Result<T, TemplateApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn crate::backend::TemplateStore) -> Result<T, BackendError> + Send + 'static,
+    {
+        self.check_supported()?;
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || match backend.templates() {
+            Some(store) => f(store).map_err(TemplateApiError::Backend),
+            None => Err(TemplateApiError::Unsupported(backend.name())),
+        })
+        .await
+        .map_err(|e| TemplateApiError::Internal(format!("template task failed: {e}")))?
+    }
+
+    pub async fn list(&self) -> Result<Vec<TemplateInfo>, TemplateApiError> {
+        let records = self.on_store(|s| s.list()).await?;
+        Ok(records.into_iter().map(info).collect())
+    }
+
+    pub async fn get(&self, name: &str) -> Result<TemplateInfo, TemplateApiError> {
+        self.list()
+            .await?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// Starts building a template and returns its build status (state `building`).
+    pub async fn create(
+        &self,
+        req: CreateTemplateRequest,
+    ) -> Result<TemplateBuild, TemplateApiError> {
+        self.check_supported()?;
+        validate(&req)?;
+        let name = req.name.clone();
+        let exists = {
+            let name = name.clone();
+            self.on_store(move |s| Ok(s.list()?.iter().any(|t| t.name == name)))
+                .await?
+        };
+        if exists {
+            return Err(TemplateApiError::Conflict(format!(
+                "template {name:?} already exists; templates are immutable: delete it first"
+            )));
+        }
+        let status = TemplateBuild {
+            name: name.clone(),
+            source: req.source.clone(),
+            state: TemplateBuildState::Building,
+            started_at: rfc3339(now_ms()),
+            finished_at: None,
+            error: None,
+            log: Vec::new(),
+            template: None,
+        };
+        {
+            let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+            if builds
+                .get(&name)
+                .is_some_and(|b| b.status.state == TemplateBuildState::Building)
+            {
+                return Err(TemplateApiError::Conflict(format!(
+                    "template {name:?} is being built already; poll GET /v1/templates/{name}/build"
+                )));
+            }
+            prune(&mut builds);
+            builds.insert(
+                name.clone(),
+                Build {
+                    status: status.clone(),
+                    finished_ms: None,
+                },
+            );
+        }
+        tracing::info!(template = %name, source = ?req.source, "template build started");
+        let backend = self.backend.clone();
+        let builds = self.builds.clone();
+        // Detached on purpose: the build outlives the request that started it.
+        tokio::task::spawn_blocking(move || {
+            let log_to = builds.clone();
+            let log_name = name.clone();
+            let mut progress = move |line: &str| {
+                let mut builds = log_to.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(b) = builds.get_mut(&log_name) {
+                    if b.status.log.len() >= LOG_LINES {
+                        b.status.log.remove(0);
+                    }
+                    b.status.log.push(line.to_owned());
+                }
+            };
+            let result = match backend.templates() {
+                Some(store) => store.build(&name, &req.source, &mut progress),
+                None => Err(BackendError::Unavailable(
+                    TemplateApiError::Unsupported(backend.name()).to_string(),
+                )),
+            };
+            let mut builds = builds.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(b) = builds.get_mut(&name) else {
+                return;
+            };
+            let now = now_ms();
+            b.finished_ms = Some(now);
+            b.status.finished_at = Some(rfc3339(now));
+            match result {
+                Ok(record) => {
+                    tracing::info!(template = %name, "template built");
+                    b.status.state = TemplateBuildState::Ready;
+                    b.status.template = Some(info(record));
+                }
+                Err(e) => {
+                    tracing::warn!(template = %name, error = %e, "template build failed");
+                    b.status.state = TemplateBuildState::Failed;
+                    b.status.error = Some(e.to_string());
+                }
+            }
+        });
+        Ok(status)
+    }
+
+    /// The latest build of `name` since the daemon started.
+    pub fn build_status(&self, name: &str) -> Result<TemplateBuild, TemplateApiError> {
+        self.check_supported()?;
+        let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        builds.get(name).map(|b| b.status.clone()).ok_or_else(|| {
+            TemplateApiError::NotFound(format!(
+                "no build of template {name:?} since the daemon started"
+            ))
+        })
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), TemplateApiError> {
+        self.check_supported()?;
+        if !valid_name(name) {
+            return Err(not_found(name));
+        }
+        let building = {
+            let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+            builds
+                .get(name)
+                .is_some_and(|b| b.status.state == TemplateBuildState::Building)
+        };
+        if building {
+            return Err(TemplateApiError::Conflict(format!(
+                "template {name:?} is being built; delete it once the build has finished"
+            )));
+        }
+        let owned = name.to_owned();
+        self.on_store(move |s| s.remove(&owned)).await?;
+        tracing::info!(template = %name, "template deleted");
+        Ok(())
+    }
+}
+
+/// Drops the oldest finished builds beyond [`FINISHED_KEPT`].
+fn prune(builds: &mut HashMap<String, Build>) {
+    let mut finished: Vec<(i64, String)> = builds
+        .iter()
+        .filter_map(|(k, b)| b.finished_ms.map(|t| (t, k.clone())))
+        .collect();
+    if finished.len() < FINISHED_KEPT {
+        return;
+    }
+    finished.sort();
+    for (_, k) in finished.iter().take(finished.len() + 1 - FINISHED_KEPT) {
+        builds.remove(k);
+    }
+}
+
+fn info(r: TemplateRecord) -> TemplateInfo {
+    TemplateInfo {
+        name: r.name,
+        source: r.source,
+        created_at: rfc3339(r.created_at_ms),
+    }
+}
+
+fn not_found(name: &str) -> TemplateApiError {
+    TemplateApiError::NotFound(format!("template {name:?} not found"))
+}
+
+/// The names the isolate backend accepts: they become directory names.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+fn validate(req: &CreateTemplateRequest) -> Result<(), TemplateApiError> {
+    let bad = |m: String| Err(TemplateApiError::InvalidArgument(m));
+    if !valid_name(&req.name) {
+        return bad(format!(
+            "template name {:?}: use 1-64 characters from a-z 0-9 . _ -, not starting with `.`",
+            req.name
+        ));
+    }
+    if req.name == RESERVED {
+        return bad(format!(
+            "template name {RESERVED:?} is reserved: it is built from the host automatically"
+        ));
+    }
+    match &req.source {
+        TemplateSource::Dir(p) | TemplateSource::Tar(p) | TemplateSource::Oci(p) => {
+            let path = Path::new(p);
+            if !path.is_absolute() || p.contains('\0') {
+                return bad(format!(
+                    "source path {p:?} must be an absolute path on the daemon's host"
+                ));
+            }
+            let is_dir = path.is_dir();
+            match &req.source {
+                TemplateSource::Dir(_) if !is_dir => {
+                    return bad(format!("source directory {p:?} does not exist"));
+                }
+                TemplateSource::Tar(_) if !path.is_file() => {
+                    return bad(format!("source tarball {p:?} does not exist"));
+                }
+                TemplateSource::Oci(_) if !is_dir && !path.is_file() => {
+                    return bad(format!("source image {p:?} does not exist"));
+                }
+                _ => {}
+            }
+        }
+        TemplateSource::Debian(d) => {
+            if let Some(s) = &d.suite {
+                let ok = !s.is_empty()
+                    && s.len() <= 64
+                    && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                if !ok {
+                    return bad(format!(
+                        "debian suite {s:?}: use a release name like `bookworm`"
+                    ));
+                }
+            }
+            if let Some(m) = &d.mirror {
+                let ok = (m.starts_with("http://") || m.starts_with("https://"))
+                    && m.len() <= 2048
+                    && !m.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !ok {
+                    return bad(format!(
+                        "debian mirror {m:?}: give an http:// or https:// URL"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandpit_types::sandbox::DebianSource;
+
+    fn req(name: &str, source: TemplateSource) -> CreateTemplateRequest {
+        CreateTemplateRequest {
+            name: name.into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn requests_are_validated_before_anything_runs() {
+        let tmp = std::env::temp_dir().display().to_string();
+        assert!(validate(&req("py", TemplateSource::Dir(tmp.clone()))).is_ok());
+        assert!(validate(&req("Py", TemplateSource::Dir(tmp.clone()))).is_err());
+        assert!(validate(&req("base", TemplateSource::Dir(tmp.clone()))).is_err());
+        assert!(validate(&req(".x", TemplateSource::Dir(tmp.clone()))).is_err());
+        assert!(validate(&req("py", TemplateSource::Dir("rel/path".into()))).is_err());
+        assert!(validate(&req("py", TemplateSource::Tar(tmp))).is_err());
+        assert!(validate(&req("py", TemplateSource::Oci("/nonexistent/x".into()))).is_err());
+        let deb = |suite: &str, mirror: Option<&str>| {
+            req(
+                "deb",
+                TemplateSource::Debian(DebianSource {
+                    suite: Some(suite.into()),
+                    mirror: mirror.map(Into::into),
+                }),
+            )
+        };
+        assert!(validate(&deb("bookworm", Some("http://deb.debian.org/debian"))).is_ok());
+        assert!(validate(&deb("--foreign", None)).is_err());
+        assert!(validate(&deb("bookworm", Some("ftp://x"))).is_err());
+    }
+}

@@ -1,0 +1,770 @@
+//! The daemon's API end to end over HTTP, with a fake backend (see `common`): auth, lifecycle and its
+//! conflicts, input validation, TTL, proxying (plain, SSE, WebSocket), auto-resume, agent loss, restart
+//! recovery, metrics and the `OpenAPI` document.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, FakeBackend, KEY, call, client};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+
+async fn create(d: &Daemon, body: Value) -> Value {
+    let (status, v) = call(client().post(d.url("/v1/sandboxes")).json(&body)).await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn every_call_but_health_needs_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let anon = reqwest::Client::new();
+    let (status, _) = call(anon.get(d.url("/health"))).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/sandboxes",
+        "/metrics",
+        "/openapi.json",
+        "/v1/sandboxes/x/exec",
+        "/nope",
+    ] {
+        let resp = anon.get(d.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unauthenticated");
+    }
+    let (status, _) = call(
+        anon.get(d.url("/v1/sandboxes"))
+            .bearer_auth("wrong-key-0123456789abcdef"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(KEY)).await;
+    assert_eq!(status, 200);
+    // Browsers cannot set headers on WebSocket/EventSource: the key may come as `access_token`.
+    let (status, _) = call(anon.get(d.url(&format!("/v1/sandboxes?access_token={KEY}")))).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(anon.get(d.url("/v1/sandboxes?access_token=nope"))).await;
+    assert_eq!(status, 401);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn generated_key_is_stored_0600_and_accepted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Daemon::config(dir.path());
+    config.api_key = None;
+    let d = Daemon::start_with(config, FakeBackend::new()).await;
+    let path = dir.path().join("api-key");
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert!(key.trim().len() >= 32);
+    let (status, _) = call(
+        reqwest::Client::new()
+            .get(d.url("/v1/sandboxes"))
+            .bearer_auth(key.trim()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn lifecycle_and_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::new();
+    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let c = client();
+
+    let sb = create(
+        &d,
+        json!({"metadata": {"team": "ml"}, "env": {"A": "1"}, "cpu": 0.5, "memory_mb": 256}),
+    )
+    .await;
+    let id = sb["id"].as_str().unwrap().to_owned();
+    assert_eq!(sb["state"], "running");
+    assert_eq!(sb["template"], "base");
+    assert_eq!(sb["on_timeout"], "kill");
+    assert!(sb["expires_at"].as_str().unwrap().ends_with('Z'));
+    let other = create(&d, json!({})).await;
+
+    let (s, v) = call(c.get(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert_eq!((s, &v["id"]), (200, &json!(id)));
+    let (_, v) = call(c.get(d.url("/v1/sandboxes?metadata=team=ml"))).await;
+    assert_eq!(v["sandboxes"].as_array().unwrap().len(), 1);
+    let (_, v) = call(c.get(d.url("/v1/sandboxes?state=running"))).await;
+    assert_eq!(v["sandboxes"].as_array().unwrap().len(), 2);
+
+    let (s, v) = call(c.post(d.url(&format!("/v1/sandboxes/{id}/pause")))).await;
+    assert_eq!(
+        (s, &v["state"], &v["expires_at"]),
+        (200, &json!("paused"), &Value::Null)
+    );
+    let (s, v) = call(c.post(d.url(&format!("/v1/sandboxes/{id}/pause")))).await;
+    assert_eq!((s, &v["error"]["code"]), (409, &json!("conflict")));
+    let (_, v) = call(c.get(d.url("/v1/sandboxes?state=paused,stopped"))).await;
+    assert_eq!(v["sandboxes"].as_array().unwrap().len(), 1);
+
+    let (s, v) = call(c.post(d.url(&format!("/v1/sandboxes/{id}/resume")))).await;
+    assert_eq!((s, &v["state"]), (200, &json!("running")));
+    let (s, _) = call(c.post(d.url(&format!("/v1/sandboxes/{id}/resume")))).await;
+    assert_eq!(s, 409);
+    let (s, v) = call(c.post(d.url(&format!("/v1/sandboxes/{id}/connect")))).await;
+    assert_eq!((s, &v["state"]), (200, &json!("running")));
+
+    let before = sb["expires_at"].as_str().unwrap().to_owned();
+    let (s, v) = call(
+        c.post(d.url(&format!("/v1/sandboxes/{id}/timeout")))
+            .json(&json!({"timeout": 3600})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(v["expires_at"].as_str().unwrap() > before.as_str());
+
+    let (s, _) = call(c.delete(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert_eq!(s, 204);
+    assert_eq!(backend.destroys.load(Ordering::SeqCst), 1);
+    assert!(!dir.path().join("sandboxes").join(&id).exists());
+    for (method, path) in [
+        ("GET", format!("/v1/sandboxes/{id}")),
+        ("DELETE", format!("/v1/sandboxes/{id}")),
+        ("POST", format!("/v1/sandboxes/{id}/pause")),
+        ("POST", format!("/v1/sandboxes/{id}/resume")),
+        ("POST", format!("/v1/sandboxes/{id}/exec")),
+        ("GET", "/v1/sandboxes/unknown".to_owned()),
+    ] {
+        let (s, v) = call(c.request(method.parse().unwrap(), d.url(&path))).await;
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (404, &json!("not_found")),
+            "{method} {path}"
+        );
+    }
+    let (_, v) = call(c.get(d.url("/v1/sandboxes"))).await;
+    assert_eq!(v["sandboxes"].as_array().unwrap().len(), 1);
+    assert_eq!(v["sandboxes"][0]["id"], other["id"]);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one table of cases reads better than several tests
+async fn bad_input_is_a_4xx_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let c = client();
+    let url = d.url("/v1/sandboxes");
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            c.post(&url).json(&json!({"tempalte": "base"})),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url)
+                .header("content-type", "application/json")
+                .body("{"),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url)
+                .header("content-type", "application/json")
+                .body("[]"),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).header("content-type", "text/plain").body("{}"),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).json(&json!({"timeout": 0})),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).json(&json!({"timeout": 10_000_000})),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).json(&json!({"cpu": -1})),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).json(&json!({"memory_mb": "lots"})),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).json(&json!({"on_timeout": "explode"})),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).json(&json!({"env": {"A=B": "x"}})),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.post(&url).json(&json!({"template": "missing"})),
+            404,
+            "not_found",
+        ),
+        (
+            c.post(&url)
+                .json(&json!({"metadata": {"x": "a".repeat(2 << 20)}})),
+            413,
+            "payload_too_large",
+        ),
+        (
+            c.get(d.url("/v1/sandboxes?state=sleeping")),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.get(d.url("/v1/sandboxes?metadata=novalue")),
+            400,
+            "invalid_argument",
+        ),
+        (
+            c.get(d.url("/v1/sandboxes?bogus=1")),
+            400,
+            "invalid_argument",
+        ),
+        (c.get(d.url("/v2/nothing")), 404, "not_found"),
+        (c.put(&url), 405, "invalid_argument"),
+    ];
+    for (i, (rb, status, code)) in cases.into_iter().enumerate() {
+        let (s, v) = call(rb).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "case {i}: {v}"
+        );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    let sb = create(&d, json!({})).await;
+    let id = sb["id"].as_str().unwrap();
+    for body in [
+        json!({}),
+        json!({"timeout": 5, "extra": 1}),
+        json!({"timeout": -3}),
+    ] {
+        let (s, _) = call(
+            c.post(d.url(&format!("/v1/sandboxes/{id}/timeout")))
+                .json(&body),
+        )
+        .await;
+        assert_eq!(s, 400, "{body}");
+    }
+    // An empty body is `{}`: every create field is optional.
+    let (s, _) = call(c.post(&url)).await;
+    assert_eq!(s, 201);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn proxy_strips_the_prefix_and_the_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let sb = create(&d, json!({"env": {"GREETING": "hi"}})).await;
+    let id = sb["id"].as_str().unwrap();
+    // Larger than the daemon's own JSON limit (1 MiB): proxied bodies are the agent's business.
+    let body = "x".repeat(1536 << 10);
+    let (s, v) = call(
+        client()
+            .post(d.url(&format!(
+                "/v1/sandboxes/{id}/processes/7/stdin?eof=true&x=%2F"
+            )))
+            .header("last-event-id", "12")
+            .body(body.clone()),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["uri"], "/processes/7/stdin?eof=true&x=%2F");
+    assert_eq!(v["body_len"], body.len());
+    assert_eq!(v["headers"]["last-event-id"], "12");
+    assert!(v["headers"].get("authorization").is_none(), "{v}");
+    let url = d.url(&format!(
+        "/v1/sandboxes/{id}/x?a=1&access_token={KEY}&b=%20"
+    ));
+    let (_, v) = call(reqwest::Client::new().get(url)).await;
+    assert_eq!(v["uri"], "/x?a=1&b=%20", "the key must not reach the agent");
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{id}/env")))).await;
+    assert_eq!(v["GREETING"], "hi");
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_call_on_a_paused_sandbox_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::new();
+    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = call(client().post(d.url(&format!("/v1/sandboxes/{id}/pause")))).await;
+    assert_eq!(s, 200);
+    let (s, v) = call(
+        client()
+            .post(d.url(&format!("/v1/sandboxes/{id}/exec")))
+            .json(&json!({"cmd": "true"})),
+    )
+    .await;
+    assert_eq!(s, 200, "the fake agent answers 500 while frozen: {v}");
+    assert_eq!(v["uri"], "/exec");
+    assert_eq!(backend.resumes.load(Ordering::SeqCst), 1);
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert_eq!(v["state"], "running");
+    assert!(v["expires_at"].is_string());
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sse_is_streamed_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = Instant::now();
+    let resp = client()
+        .get(d.url(&format!("/v1/sandboxes/{id}/processes/1/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(2), body.next())
+        .await
+        .expect("first event held back");
+    let first = String::from_utf8(first.unwrap().unwrap().to_vec()).unwrap();
+    assert!(
+        first.contains("event: stdout") && first.contains("data: first"),
+        "{first:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let mut rest = String::new();
+    while let Some(chunk) = body.next().await {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(rest.contains("event: exited"), "{rest:?}");
+    assert!(start.elapsed() >= Duration::from_secs(3));
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_proxied() {
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!(
+        "ws://{}/v1/sandboxes/{id}/processes/1/ws?from_seq=0",
+        d.addr
+    );
+
+    let unauth = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(unauth.is_err(), "upgrade without a key must be refused");
+
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::Text("hello".into())).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, Message::Text("echo:hello".into()));
+    let frame = vec![1u8, 0, 0, 0, 0, 0, 0, 0, 7, b'h', b'i'];
+    ws.send(Message::Binary(frame.clone().into()))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, Message::Binary(frame.into()));
+    ws.close(None).await.unwrap();
+    d.stop().await.unwrap();
+}
+
+async fn wait_state(d: &Daemon, id: &str, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{id}")))).await;
+        if v["state"] == state {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sandbox never became {state}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn deadlines_kill_or_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::new();
+    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let killed = create(&d, json!({"timeout": 1})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paused = create(&d, json!({"timeout": 1, "on_timeout": "pause"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let extended = create(&d, json!({"timeout": 1})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = call(
+        client()
+            .post(d.url(&format!("/v1/sandboxes/{extended}/timeout")))
+            .json(&json!({"timeout": 60})),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    let v = wait_state(&d, &killed, "stopped").await;
+    assert!(v["error"].as_str().unwrap().contains("deadline"), "{v}");
+    let v = wait_state(&d, &paused, "paused").await;
+    assert_eq!(v["expires_at"], Value::Null);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{extended}")))).await;
+    assert_eq!(v["state"], "running");
+
+    // A stopped sandbox cannot serve processes or be resumed; a paused one can, after an automatic resume.
+    let (s, v) = call(
+        client()
+            .post(d.url(&format!("/v1/sandboxes/{killed}/exec")))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!((s, &v["error"]["code"]), (409, &json!("conflict")));
+    let (s, _) = call(client().post(d.url(&format!("/v1/sandboxes/{killed}/resume")))).await;
+    assert_eq!(s, 409);
+    let (s, _) = call(
+        client()
+            .post(d.url(&format!("/v1/sandboxes/{killed}/timeout")))
+            .json(&json!({"timeout": 5})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    let (s, _) = call(client().get(d.url(&format!("/v1/sandboxes/{paused}/health")))).await;
+    assert_eq!(s, 200);
+    // Stopped sandboxes can still be deleted.
+    let (s, _) = call(client().delete(d.url(&format!("/v1/sandboxes/{killed}")))).await;
+    assert_eq!(s, 204);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dead_agent_is_unavailable_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::new();
+    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for pid in backend.pids() {
+        backend.kill_agent(pid);
+    }
+    // The fake "kill" aborts the server task; its socket file stays but nobody listens.
+    let (s, v) = call(
+        client()
+            .post(d.url(&format!("/v1/sandboxes/{id}/exec")))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (503, &json!("unavailable")),
+        "{v}"
+    );
+    let v = wait_state(&d, &id, "failed").await;
+    assert!(v["error"].as_str().unwrap().contains("gone"), "{v}");
+    let (s, _) = call(
+        client()
+            .post(d.url(&format!("/v1/sandboxes/{id}/exec")))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_keeps_live_sandboxes_and_reports_lost_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::new();
+    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let alive = create(&d, json!({"metadata": {"keep": "yes"}})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let paused = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = call(client().post(d.url(&format!("/v1/sandboxes/{paused}/pause")))).await;
+    assert_eq!(s, 200);
+    let lost = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, lost_info) = call(client().get(d.url(&format!("/v1/sandboxes/{lost}")))).await;
+    d.stop().await.unwrap();
+    assert_eq!(
+        backend.destroys.load(Ordering::SeqCst),
+        0,
+        "shutdown must leave sandboxes running"
+    );
+
+    // "Host reboot" for one of them while the daemon is down.
+    let pids = backend.pids();
+    backend.kill_agent(*pids.iter().max().unwrap());
+
+    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{alive}")))).await;
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["metadata"]["keep"], "yes");
+    let (s, _) = call(client().get(d.url(&format!("/v1/sandboxes/{alive}/health")))).await;
+    assert_eq!(s, 200);
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{paused}")))).await;
+    assert_eq!(v["state"], "paused");
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{lost}")))).await;
+    assert_eq!(v["state"], "failed", "{v} (was {lost_info})");
+    assert!(v["error"].as_str().unwrap().contains("lost"), "{v}");
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_state_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = sandpit_server::run_with_backend(
+        Daemon::config(dir.path()),
+        FakeBackend::new(),
+        listener,
+        async {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, sandpit_server::ServerError::Locked(_)),
+        "{err}"
+    );
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_sandboxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    create(&d, json!({})).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    call(client().post(d.url(&format!("/v1/sandboxes/{id}/pause")))).await;
+    call(client().get(d.url("/v1/sandboxes/nope"))).await;
+    let resp = client().get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("sandpit_sandboxes{state=\"running\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sandpit_sandboxes{state=\"paused\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route=\"/v1/sandboxes\",status=\"201\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route=\"/v1/sandboxes/{id}\",status=\"404\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("sandpit_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/sandboxes\",le=\"+Inf\"} 2"), "{text}");
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (s, doc) = call(client().get(d.url("/openapi.json"))).await;
+    assert_eq!(s, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/health", "get"),
+        ("/openapi.json", "get"),
+        ("/metrics", "get"),
+        ("/v1/sandboxes", "post"),
+        ("/v1/sandboxes", "get"),
+        ("/v1/sandboxes/{id}", "get"),
+        ("/v1/sandboxes/{id}", "delete"),
+        ("/v1/sandboxes/{id}/pause", "post"),
+        ("/v1/sandboxes/{id}/resume", "post"),
+        ("/v1/sandboxes/{id}/connect", "post"),
+        ("/v1/sandboxes/{id}/timeout", "post"),
+        ("/v1/sandboxes/{id}/exec", "post"),
+        ("/v1/sandboxes/{id}/processes", "post"),
+        ("/v1/sandboxes/{id}/processes", "get"),
+        ("/v1/sandboxes/{id}/processes/{pid}", "get"),
+        ("/v1/sandboxes/{id}/processes/{pid}", "delete"),
+        ("/v1/sandboxes/{id}/processes/{pid}/events", "get"),
+        ("/v1/sandboxes/{id}/processes/{pid}/ws", "get"),
+        ("/v1/sandboxes/{id}/processes/{pid}/stdin", "post"),
+        ("/v1/sandboxes/{id}/processes/{pid}/signal", "post"),
+        ("/v1/sandboxes/{id}/processes/{pid}/resize", "post"),
+        ("/v1/sandboxes/{id}/processes/{pid}/wait", "get"),
+        ("/v1/templates", "get"),
+        ("/v1/templates", "post"),
+        ("/v1/templates/{name}", "get"),
+        ("/v1/templates/{name}", "delete"),
+        ("/v1/templates/{name}/build", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "CreateSandboxRequest",
+        "SandboxInfo",
+        "ErrorBody",
+        "StartRequest",
+        "ExecResult",
+        "ProcessInfo",
+        "TemplateInfo",
+        "TemplateBuild",
+        "CreateTemplateRequest",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    // What the daemon accepts, said truthfully: an absent create body is `{}`, stdin is raw bytes.
+    assert_ne!(
+        paths["/v1/sandboxes"]["post"]["requestBody"]["required"],
+        true
+    );
+    let stdin = &paths["/v1/sandboxes/{id}/processes/{pid}/stdin"]["post"]["requestBody"];
+    assert_eq!(
+        stdin["content"]["application/octet-stream"]["schema"],
+        serde_json::json!({"type": "string", "format": "binary"})
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    d.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_requests_but_not_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::new();
+    let mut config = Daemon::config(dir.path());
+    config.shutdown_grace_secs = 1;
+    let d = Daemon::start_with(config, backend.clone()).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // An open event stream (the fake one lasts 3 s) must not hold the daemon past its 1 s grace.
+    let resp = client()
+        .get(d.url(&format!("/v1/sandboxes/{id}/processes/1/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let addr = d.addr;
+    let start = Instant::now();
+    d.stop().await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        reqwest::get(format!("http://{addr}/health")).await.is_err(),
+        "still accepting"
+    );
+    assert_eq!(
+        backend.destroys.load(Ordering::SeqCst),
+        0,
+        "sandboxes must keep running"
+    );
+    drop(resp);
+}
+
+#[tokio::test]
+async fn a_deadline_that_cannot_be_enforced_is_retried_later_not_spun_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = FakeBackend::new();
+    backend.fail_destroy.store(true, Ordering::SeqCst);
+    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let id = create(&d, json!({"timeout": 1})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = backend.destroys.load(Ordering::SeqCst);
+    assert_eq!(attempts, 1, "the timer must back off after a failure");
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert_eq!(v["state"], "running", "{v}");
+    assert!(v["expires_at"].is_string(), "{v}");
+    backend.fail_destroy.store(false, Ordering::SeqCst);
+    d.stop().await.unwrap();
+}

@@ -1,0 +1,577 @@
+//! The real daemon (`sandpit serve`, spawned) with the `isolate` backend: real namespaces, cgroups and
+//! overlay roots, the real agent inside.
+//!
+//! They need root, a host `sandpit_isolate::Isolator` accepts, and the `sandpit` binary built beforehand
+//! (`cargo build -p sandpit-cli`; `$SANDPIT_BIN` overrides the path). When one of these is missing they
+//! print a loud SKIPPED line with the reason and pass; CI runs them as root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const KEY: &str = "isolate-test-key-0123456789";
+
+/// The binary to test, or `None` (with the reason printed) when these tests cannot run here.
+fn prerequisites() -> Option<PathBuf> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "\n*** SKIPPED: the isolate backend needs root (CI runs these tests as root) ***\n"
+        );
+        return None;
+    }
+    let bin = std::env::var_os("SANDPIT_BIN").map_or_else(
+        || {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+                PathBuf::from,
+            );
+            target.join("debug/sandpit")
+        },
+        PathBuf::from,
+    );
+    if !bin.exists() {
+        eprintln!(
+            "\n*** SKIPPED: {} not found; run `cargo build -p sandpit-cli` first ***\n",
+            bin.display()
+        );
+        return None;
+    }
+    let probe = tempfile::tempdir().unwrap();
+    match sandpit_isolate::Isolator::new(sandpit_isolate::IsolateConfig::new(probe.path(), &bin)) {
+        Ok(_) => {}
+        // What the host lacks (a kernel feature, cgroup controllers, seccomp) is a reason to skip; any
+        // other failure is a bug to report.
+        Err(
+            e @ (sandpit_isolate::IsolateError::Host(_)
+            | sandpit_isolate::IsolateError::Cgroup(_)
+            | sandpit_isolate::IsolateError::Filter(_)),
+        ) => {
+            eprintln!("\n*** SKIPPED: this host cannot run isolated sandboxes: {e} ***\n");
+            return None;
+        }
+        Err(e) => panic!("the isolator cannot start: {e}"),
+    }
+    Some(bin)
+}
+
+/// Destroys every sandbox left under a state directory when dropped, so that a failing test does not
+/// leave running sandboxes (which outlive their daemon by design) behind. Declare it before the daemon.
+struct DestroyLeftovers {
+    state_dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Drop for DestroyLeftovers {
+    fn drop(&mut self) {
+        let cfg = sandpit_isolate::IsolateConfig::new(self.state_dir.join("isolate"), &self.bin);
+        if let Ok(iso) = sandpit_isolate::Isolator::new(cfg) {
+            for h in iso.sandboxes() {
+                let _ = iso.destroy(&h);
+            }
+        }
+    }
+}
+
+/// A spawned `sandpit serve`, killed (not stopped) when dropped.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    async fn start(bin: &Path, state_dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(bin)
+            .args(["serve", "--backend", "isolate", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("SANDPIT_API_KEY", KEY)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut serve = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/health", serve.base)).await {
+                let health: Value = r.json().await.unwrap();
+                assert_eq!(health["backend"], "isolate");
+                return serve;
+            }
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!(
+                    "sandpit serve exited ({status}): {}",
+                    std::fs::read_to_string(state_dir.with_extension("log")).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "sandpit serve did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn sigkill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {KEY}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+async fn call(rb: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = rb.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn post(url: String, body: Value) -> (u16, Value) {
+    call(client().post(url).json(&body)).await
+}
+
+/// Runs `cmd` in the sandbox and returns (exit code, stdout).
+async fn sh(root: &str, cmd: &str, user: Option<&str>) -> (i64, String) {
+    let mut body = json!({"cmd": cmd, "timeout_ms": 20_000});
+    if let Some(u) = user {
+        body["user"] = json!(u);
+    }
+    let (s, r) = post(format!("{root}/exec"), body).await;
+    assert_eq!(s, 200, "{cmd}: {r}");
+    (
+        r["exit_code"].as_i64().unwrap_or(-1),
+        r["stdout"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// Everything the isolator recorded about the sandbox (read from the host, as an operator would).
+fn isolate_handle(state_dir: &Path, id: &str) -> Value {
+    let path = state_dir.join(format!("isolate/sandboxes/{id}/handle.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn running(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
+}
+
+/// Pids of every host process in the pid namespace `ns` (a `/proc/PID/ns/pid` link target).
+fn processes_in(ns: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|l| l.to_string_lossy() == ns)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn isolated_sandbox_lifecycle_survives_a_daemon_sigkill() {
+    let Some(bin) = prerequisites() else {
+        return;
+    };
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let _leftovers = DestroyLeftovers {
+        state_dir: state.clone(),
+        bin: bin.clone(),
+    };
+    let serve = Serve::start(&bin, &state).await;
+
+    let (s, sb) = post(
+        serve.url("/v1/sandboxes"),
+        json!({"memory_mb": 256, "pids": 200, "cpu": 1.0, "env": {"GREETING": "hello"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{sb}");
+    assert_eq!(sb["state"], "running");
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let root = serve.url(&format!("/v1/sandboxes/{id}"));
+    eprintln!("created in {:?}", t0.elapsed());
+
+    identity_and_root_writes(&root, &id).await;
+
+    // The spec's limits reached the cgroups.
+    let handle = isolate_handle(&state, &id);
+    let init_pid = handle["init_pid"].as_i64().unwrap();
+    let mem_dir = handle["cgroups"]["controllers"]["memory"]
+        .as_str()
+        .map(PathBuf::from);
+    if let Some(mem) = mem_dir.filter(|d| d.join("memory.limit_in_bytes").exists()) {
+        let limit = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(limit.trim(), (256u64 << 20).to_string());
+    } else if let Some(unified) = handle["cgroups"]["unified"].as_str() {
+        let max =
+            std::fs::read_to_string(Path::new(unified).join("memory.max")).unwrap_or_default();
+        assert!(
+            max.is_empty() || max.trim() == (256u64 << 20).to_string(),
+            "{max}"
+        );
+    }
+
+    event_stream_through_the_proxy(&root).await;
+
+    // A ticking process: pause must stop it, resume must let it go on.
+    let (s, p) = post(
+        format!("{root}/processes"),
+        json!({"cmd": "while :; do echo t >> /tmp/ticks; sleep 0.05; done"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let ticks = PathBuf::from(format!("/proc/{init_pid}/root/tmp/ticks"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(line_count(&ticks) > 0);
+    let (s, r) = post(format!("{root}/pause"), json!({})).await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("paused")), "{r}");
+    let frozen = line_count(&ticks);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(line_count(&ticks), frozen, "a paused sandbox kept running");
+    let (s, r) = post(format!("{root}/resume"), json!({})).await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("running")), "{r}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        line_count(&ticks) > frozen,
+        "a resumed sandbox stayed frozen"
+    );
+
+    // SIGKILL the daemon: the sandbox lives on and the next daemon manages it.
+    serve.sigkill();
+    assert!(running(init_pid));
+    let serve = Serve::start(&bin, &state).await;
+    let root = serve.url(&format!("/v1/sandboxes/{id}"));
+    let (s, r) = call(client().get(&root)).await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("running")), "{r}");
+    assert_eq!(
+        sh(&root, "cat /etc/sandpit-test", None).await,
+        (0, "root-was-here\n".into())
+    );
+    let (s, r) = post(format!("{root}/pause"), json!({})).await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("paused")), "{r}");
+    let frozen = line_count(&ticks);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(line_count(&ticks), frozen);
+    // A call on a paused sandbox resumes it.
+    assert_eq!(sh(&root, "echo back", None).await, (0, "back\n".into()));
+
+    delete_leaves_nothing(&root, &state, &id, &handle).await;
+    eprintln!("whole lifecycle in {:?}", t0.elapsed());
+}
+
+/// The default user, the hostname, the sandbox env; root inside may write where the user may not, and the
+/// host sees none of it.
+async fn identity_and_root_writes(root: &str, id: &str) {
+    assert_eq!(sh(root, "id -u", None).await, (0, "1000\n".into()));
+    assert_eq!(sh(root, "id -un", None).await, (0, "user\n".into()));
+    assert_eq!(sh(root, "hostname", None).await, (0, format!("{id}\n")));
+    assert_eq!(
+        sh(root, "echo $GREETING", None).await,
+        (0, "hello\n".into())
+    );
+    assert_eq!(
+        sh(
+            root,
+            "echo root-was-here > /etc/sandpit-test && id -u",
+            Some("root")
+        )
+        .await,
+        (0, "0\n".into())
+    );
+    assert_eq!(
+        sh(root, "cat /etc/sandpit-test", None).await,
+        (0, "root-was-here\n".into())
+    );
+    assert_ne!(sh(root, "echo x > /etc/by-user", None).await.0, 0);
+    assert!(!Path::new("/etc/sandpit-test").exists());
+}
+
+/// Streams come through the proxy from the sandbox's socket as they do from the process backend's.
+async fn event_stream_through_the_proxy(root: &str) {
+    let (s, p) = post(
+        format!("{root}/processes"),
+        json!({"cmd": "echo out; echo err >&2"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let events = client()
+        .get(format!(
+            "{root}/processes/{}/events",
+            p["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let text = tokio::time::timeout(Duration::from_secs(20), events.text())
+        .await
+        .expect("the event stream did not end")
+        .unwrap();
+    assert!(
+        text.contains("event: stdout") && text.contains("event: stderr"),
+        "{text}"
+    );
+    assert!(text.contains("event: exited"), "{text}");
+}
+
+/// Deletes the sandbox and checks that no process, mount, cgroup or directory of it is left.
+async fn delete_leaves_nothing(root: &str, state: &Path, id: &str, handle: &Value) {
+    let init_pid = handle["init_pid"].as_i64().unwrap();
+    let pidns = std::fs::read_link(format!("/proc/{init_pid}/ns/pid"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(processes_in(&pidns).len() >= 2);
+    let (s, _) = call(client().delete(root)).await;
+    assert_eq!(s, 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_in(&pidns).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "processes left: {:?}",
+            processes_in(&pidns)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(id), "a mount of the sandbox is left");
+    let cgroups = &handle["cgroups"];
+    let dirs = cgroups["controllers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .chain(cgroups.get("unified"))
+        .filter_map(Value::as_str);
+    for d in dirs {
+        assert!(!Path::new(d).exists(), "cgroup {d} is left");
+    }
+    assert!(!state.join(format!("isolate/sandboxes/{id}")).exists());
+    assert!(!state.join(format!("sandboxes/{id}")).exists());
+    let (s, _) = call(client().get(root)).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn templates_import_list_and_delete() {
+    let Some(bin) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let _leftovers = DestroyLeftovers {
+        state_dir: state.clone(),
+        bin: bin.clone(),
+    };
+    let serve = Serve::start(&bin, &state).await;
+
+    // A tiny root filesystem, as a directory and as a tarball.
+    let rootfs = dir.path().join("rootfs");
+    for d in ["etc", "bin", "usr/share/tiny"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::write(rootfs.join("usr/share/tiny/hello"), "hello\n").unwrap();
+    let tarball = dir.path().join("rootfs.tar");
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+
+    for (name, source) in [
+        ("tiny", json!({"dir": rootfs.display().to_string()})),
+        ("tiny-tar", json!({"tar": tarball.display().to_string()})),
+    ] {
+        let resp = client()
+            .post(serve.url("/v1/templates"))
+            .json(&json!({"name": name, "source": source}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let location = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert_eq!(location, format!("/v1/templates/{name}/build"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let build = loop {
+            let (s, b) = call(client().get(serve.url(&location))).await;
+            assert_eq!(s, 200, "{b}");
+            if b["state"] != "building" {
+                break b;
+            }
+            assert!(Instant::now() < deadline, "build did not finish: {b}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(build["state"], "ready", "{build}");
+        assert_eq!(build["template"]["name"], name);
+    }
+    let (s, list) = call(client().get(serve.url("/v1/templates"))).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = list["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"tiny") && names.contains(&"tiny-tar"),
+        "{list}"
+    );
+    let (s, t) = call(client().get(serve.url("/v1/templates/tiny"))).await;
+    assert_eq!(s, 200);
+    assert!(t["source"].as_str().unwrap().contains("directory"), "{t}");
+    assert!(t["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // Taken names, unknown templates and bad names are the caller's mistakes.
+    let (s, e) = post(
+        serve.url("/v1/templates"),
+        json!({"name": "tiny", "source": {"dir": rootfs.display().to_string()}}),
+    )
+    .await;
+    assert_eq!((s, e["error"]["code"].as_str()), (409, Some("conflict")));
+    let (s, e) = post(serve.url("/v1/sandboxes"), json!({"template": "nope"})).await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
+    let (s, e) = post(serve.url("/v1/sandboxes"), json!({"template": "Nope"})).await;
+    assert_eq!(s, 400, "{e}");
+
+    for name in ["tiny", "tiny-tar"] {
+        let (s, _) = call(client().delete(serve.url(&format!("/v1/templates/{name}")))).await;
+        assert_eq!(s, 204);
+    }
+    let (s, _) = call(client().get(serve.url("/v1/templates/tiny"))).await;
+    assert_eq!(s, 404);
+    let (s, _) = call(client().delete(serve.url("/v1/templates/tiny"))).await;
+    assert_eq!(s, 404);
+    assert!(!state.join("isolate/templates/tiny").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orphans_are_destroyed_at_start_and_deadlines_kill() {
+    let Some(bin) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let _leftovers = DestroyLeftovers {
+        state_dir: state.clone(),
+        bin: bin.clone(),
+    };
+    // A sandbox the store never heard of, as a daemon killed in the middle of a create leaves behind.
+    let orphan = tokio::task::spawn_blocking({
+        let (state, bin) = (state.clone(), bin.clone());
+        move || {
+            let cfg = sandpit_isolate::IsolateConfig::new(state.join("isolate"), bin);
+            let iso = sandpit_isolate::Isolator::new(cfg).unwrap();
+            iso.create(&sandpit_isolate::SandboxSpec::new("orphan", "base"))
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(running(orphan.init_pid.into()));
+    let serve = Serve::start(&bin, &state).await;
+    assert!(
+        !orphan.sandbox_dir.exists(),
+        "the daemon kept a sandbox it does not know"
+    );
+    let gone = Instant::now() + Duration::from_secs(5);
+    // It is this test's child (the test created it), so it lingers as a zombie until reaped here.
+    while running(orphan.init_pid.into()) {
+        assert!(Instant::now() < gone, "the orphan's init survived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (s, sb) = post(serve.url("/v1/sandboxes"), json!({"timeout": 2})).await;
+    assert_eq!(s, 201, "{sb}");
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let handle = isolate_handle(&state, &id);
+    let init_pid = handle["init_pid"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let info = loop {
+        let (s, r) = call(client().get(serve.url(&format!("/v1/sandboxes/{id}")))).await;
+        assert_eq!(s, 200, "{r}");
+        if r["state"] != "running" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the deadline did not fire: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(info["state"], "stopped", "{info}");
+    assert!(
+        info["error"].as_str().unwrap().contains("deadline"),
+        "{info}"
+    );
+    // Killed for real: the init is gone, and so is everything the isolator held.
+    let gone = Instant::now() + Duration::from_secs(5);
+    while running(init_pid) {
+        assert!(
+            Instant::now() < gone,
+            "the sandbox init survived its deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!state.join(format!("isolate/sandboxes/{id}")).exists());
+    let metrics = client()
+        .get(serve.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sandpit_sandboxes{state=\"stopped\"} 1"),
+        "{metrics}"
+    );
+}

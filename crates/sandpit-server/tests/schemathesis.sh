@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Property-based API test of the daemon against its own OpenAPI document, with schemathesis.
+#
+# Starts `target/debug/sandpit serve --backend process` on a free port with a temporary state directory and
+# runs schemathesis against http://127.0.0.1:PORT/openapi.json with the API key, checking that no input
+# makes the daemon answer 5xx (`not_a_server_error`) and that every response matches the documented schema
+# (`response_schema_conformance`, plus the documented status codes and content types). Bounded: at most
+# SCHEMATHESIS_MAX_EXAMPLES (20) cases per operation and SCHEMATHESIS_TIMEOUT (600) seconds in all.
+# Exits non-zero when schemathesis finds a failure or cannot run.
+#
+# Generated commands must never run on this host (the process backend does not isolate), yet schemathesis
+# reuses ids from earlier responses. So the run has two passes: the daemon's own operations (sandboxes are
+# created there, and deleted after), then the proxied process operations with no sandbox left, where every
+# call names an unknown sandbox and exercises the daemon's answers only. The stateful phase, which chains
+# responses into requests on purpose, is left out.
+#
+# Needs: python3 with venv (schemathesis is installed into target/schemathesis-venv on first use) and
+# target/debug/sandpit (`cargo build -p sandpit-cli`; $SANDPIT_BIN overrides the path).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$root"
+
+bin=${SANDPIT_BIN:-$root/target/debug/sandpit}
+venv=$root/target/schemathesis-venv
+max_examples=${SCHEMATHESIS_MAX_EXAMPLES:-20}
+budget=${SCHEMATHESIS_TIMEOUT:-600}
+
+if [ ! -x "$bin" ]; then
+  echo "schemathesis.sh: $bin not found; run \`cargo build -p sandpit-cli\` first" >&2
+  exit 1
+fi
+if [ ! -x "$venv/bin/schemathesis" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis
+fi
+
+state=$(mktemp -d)
+key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+base=http://127.0.0.1:$port
+daemon=
+
+cleanup() {
+  # Delete every sandbox the run created (their agents are detached on purpose and would outlive the
+  # daemon), then stop the daemon and drop its state.
+  if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
+    delete_sandboxes
+    kill "$daemon" 2>/dev/null || true
+    wait "$daemon" 2>/dev/null || true
+  fi
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+SANDPIT_API_KEY=$key SANDPIT_LOG=warn "$bin" serve --backend process --state-dir "$state/daemon" \
+  --listen "127.0.0.1:$port" >"$state/daemon.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do
+  curl -sf "$base/health" >/dev/null && break
+  if ! kill -0 "$daemon" 2>/dev/null; then
+    echo "schemathesis.sh: the daemon exited:" >&2
+    cat "$state/daemon.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+
+delete_sandboxes() {
+  local ids id
+  ids=$(curl -sf -H "Authorization: Bearer $key" "$base/v1/sandboxes" |
+    python3 -c 'import json, sys; print(" ".join(s["id"] for s in json.load(sys.stdin)["sandboxes"]))' ||
+    true)
+  for id in $ids; do
+    curl -sf -o /dev/null -X DELETE -H "Authorization: Bearer $key" "$base/v1/sandboxes/$id" || true
+  done
+}
+
+# Runs schemathesis with the given operation filter. From the state dir: schemathesis keeps a cache in
+# its working directory, which must not land in the repository.
+st() {
+  (cd "$state" && timeout "$budget" "$venv/bin/schemathesis" run "$base/openapi.json" \
+    -H "Authorization: Bearer $key" \
+    --checks "${SCHEMATHESIS_CHECKS:-not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance}" \
+    --phases examples,coverage,fuzzing \
+    --max-examples "$max_examples" \
+    --request-timeout 30 \
+    --workers 2 \
+    --seed "${SCHEMATHESIS_SEED:-1}" \
+    --generation-database none \
+    --warnings off \
+    --no-color "$@")
+}
+
+status=0
+# Pass 1: the daemon's own operations (lifecycle, templates, health, metrics, this document).
+st --exclude-tag processes || status=$?
+# Pass 2: the proxied process operations, with no sandbox left (see the header: nothing generated may run).
+delete_sandboxes
+st --include-tag processes || status=$?
+
+if [ "$status" -ne 0 ]; then
+  echo "schemathesis.sh: FAILED (exit $status); daemon log:" >&2
+  tail -n 50 "$state/daemon.log" >&2
+fi
+exit "$status"

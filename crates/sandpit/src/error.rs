@@ -1,0 +1,233 @@
+//! The SDK's one error type. Every failure a caller can act on is a variant of [`Error`], carrying the
+//! server's machine-readable [`ErrorCode`] and its sentence, so callers match on kinds instead of parsing
+//! strings, and the CLI can print what the server said verbatim.
+
+use sandpit_types::{ErrorBody, ErrorCode};
+
+use crate::CommandResult;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the server (or this client, for local checks) said was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status; 0 when the error was raised locally, before any request.
+    pub status: u16,
+    /// The stable error class.
+    pub code: ErrorCode,
+    /// A sentence for a person.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+/// Every error the SDK returns.
+///
+/// The first variants mirror the seed SDKs' exception classes (`TimeoutError`, `NotFoundError`,
+/// `ConflictError`, `SandboxError`, `CommandExitError`, `AuthenticationError`, `InvalidArgumentError`).
+///
+/// ```
+/// use sandpit::Error;
+/// fn describe(e: &Error) -> &'static str {
+///     match e {
+///         Error::NotFound(_) => "gone",
+///         Error::CommandExit(r) if r.exit_code == 2 => "usage error",
+///         Error::CommandExit(_) => "command failed",
+///         _ => "other",
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A deadline passed: a long-poll gave up (the process still runs), or a command was ended by its
+    /// timeout (`status: timed_out`).
+    #[error("timeout: {0}")]
+    Timeout(ApiError),
+    /// No such sandbox, process, template or endpoint.
+    #[error("not found: {0}")]
+    NotFound(ApiError),
+    /// The request conflicts with the current state (an impossible transition, stdin closed, …).
+    #[error("conflict: {0}")]
+    Conflict(ApiError),
+    /// A stream or session was cut and could not be resumed (after retrying from the last `seq`).
+    #[error("sandbox connection lost: {message}")]
+    Sandbox {
+        /// What happened.
+        message: String,
+    },
+    /// A command ended with a non-zero exit code where success was required
+    /// ([`CommandHandle::wait`](crate::CommandHandle::wait)).
+    #[error("command exited with code {}{}", .0.exit_code, stderr_tail(&.0.stderr))]
+    CommandExit(Box<CommandResult>),
+    /// Missing or wrong API key.
+    #[error("authentication failed: {0}")]
+    Authentication(ApiError),
+    /// The request was malformed or a value out of range (checked by the server or locally).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(ApiError),
+    /// Any other server error (`resource_exhausted`, `unavailable`, `internal`, …).
+    #[error("server error: {0}")]
+    Api(ApiError),
+    /// The HTTP request could not be made or its answer not read.
+    #[error("cannot reach the sandpit daemon: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A WebSocket failure other than a cut that could be resumed.
+    #[error("websocket: {0}")]
+    WebSocket(Box<tokio_tungstenite::tungstenite::Error>),
+    /// A local I/O failure (reading the API key file, the terminal).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server answered something this client cannot decode.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+fn stderr_tail(stderr: &str) -> String {
+    let t = stderr.trim_end();
+    if t.is_empty() {
+        String::new()
+    } else {
+        let start = t.char_indices().rev().nth(199).map_or(0, |(i, _)| i);
+        format!(": {}", &t[start..])
+    }
+}
+
+impl Error {
+    /// The server's error code, when the error came from (or mirrors) a server answer.
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.api().map(|a| a.code)
+    }
+
+    /// The server's error details, when there are any.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            Self::Timeout(a)
+            | Self::NotFound(a)
+            | Self::Conflict(a)
+            | Self::Authentication(a)
+            | Self::InvalidArgument(a)
+            | Self::Api(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Builds the variant matching `code`.
+    pub fn from_api(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
+        let a = ApiError {
+            status,
+            code,
+            message: message.into(),
+        };
+        match code {
+            ErrorCode::Timeout => Self::Timeout(a),
+            ErrorCode::NotFound => Self::NotFound(a),
+            ErrorCode::Conflict => Self::Conflict(a),
+            ErrorCode::Unauthenticated => Self::Authentication(a),
+            ErrorCode::InvalidArgument => Self::InvalidArgument(a),
+            _ => Self::Api(a),
+        }
+    }
+
+    /// A locally detected bad argument.
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::from_api(0, ErrorCode::InvalidArgument, message)
+    }
+
+    pub(crate) fn cut(message: impl Into<String>) -> Self {
+        Self::Sandbox {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Decodes an error answer: the standard body when there is one, else the status alone.
+    pub(crate) fn from_response(status: u16, body: &[u8]) -> Self {
+        if let Ok(b) = serde_json::from_slice::<ErrorBody>(body) {
+            return Self::from_api(status, b.error.code, b.error.message);
+        }
+        let code = match status {
+            400 => ErrorCode::InvalidArgument,
+            401 | 403 => ErrorCode::Unauthenticated,
+            404 => ErrorCode::NotFound,
+            408 => ErrorCode::Timeout,
+            409 => ErrorCode::Conflict,
+            413 => ErrorCode::PayloadTooLarge,
+            429 => ErrorCode::ResourceExhausted,
+            502..=504 => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        };
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        let message = if text.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!(
+                "HTTP {status}: {}",
+                text.chars().take(500).collect::<String>()
+            )
+        };
+        Self::from_api(status, code, message)
+    }
+
+    /// Whether retrying the same stream may help (a cut connection, not a refusal).
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            Self::Http(e) => !e.is_builder() && e.status().is_none(),
+            Self::WebSocket(_) | Self::Sandbox { .. } | Self::Io { .. } => true,
+            Self::Api(a) => a.code == ErrorCode::Unavailable,
+            _ => false,
+        }
+    }
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for Error {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        use tokio_tungstenite::tungstenite::Error as W;
+        if let W::Http(resp) = &e {
+            let body = resp.body().clone().unwrap_or_default();
+            return Self::from_response(resp.status().as_u16(), &body);
+        }
+        Self::WebSocket(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_map_to_variants() {
+        let e = Error::from_response(
+            404,
+            br#"{"error":{"code":"not_found","message":"no such sandbox"}}"#,
+        );
+        assert!(
+            matches!(&e, Error::NotFound(a) if a.message == "no such sandbox" && a.status == 404)
+        );
+        assert_eq!(e.code(), Some(ErrorCode::NotFound));
+        let e = Error::from_response(401, b"");
+        assert!(matches!(e, Error::Authentication(_)));
+        let e = Error::from_response(502, b"bad gateway");
+        assert!(matches!(&e, Error::Api(a) if a.code == ErrorCode::Unavailable));
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("bad gateway"));
+    }
+}

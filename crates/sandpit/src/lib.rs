@@ -1,0 +1,67 @@
+//! # sandpit — Rust SDK
+//!
+//! A client for the sandpit daemon (`sandpit serve`): create Linux sandboxes and run processes in them,
+//! one-shot, streamed, in the background, interactively over stdin, or attached to a terminal. It speaks
+//! the HTTP API of `docs/api.md` (JSON, SSE, WebSocket) with the wire types of [`sandpit_types`], and
+//! never depends on the server.
+//!
+//! Each hosted product the project mirrors keeps its spelling:
+//! * Superserve: [`Commands::run`] (streams with callbacks), [`Commands::spawn`] → [`CommandSession`].
+//! * Declaw: [`Run::background`] → [`CommandHandle`], [`Commands::run_stream`], `list`, `kill`,
+//!   `send_stdin`, `connect`.
+//! * microsandbox: [`Sandbox::exec`], [`Sandbox::exec_with`], [`Sandbox::exec_stream`] → [`ExecHandle`]
+//!   (a `Stream` of [`ExecEvent`]), [`Sandbox::shell`], [`Sandbox::attach_with`].
+//! * Hyperbrowser: [`Sandbox::exec`] with `cwd`/`env`/`timeout_ms`/`run_as`, [`Sandbox::processes`],
+//!   [`Sandbox::get_process`] → [`Process`].
+//!
+//! Output streams resume from the last `seq` when a connection is cut; only a cut that cannot be
+//! resumed is reported, as [`Error::Sandbox`].
+//!
+//! ```no_run
+//! use sandpit::{Client, Sandbox};
+//! # async fn demo() -> sandpit::Result<()> {
+//! let client = Client::from_env()?;
+//! let sandbox = Sandbox::create().client(&client).memory_mb(512).await?;
+//! let r = sandbox.commands().run("echo hello").await?;
+//! assert_eq!(r.stdout, "hello\n");
+//! sandbox.kill().await?;
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod attach;
+mod client;
+mod commands;
+mod error;
+mod exec;
+mod options;
+mod processes;
+mod sandbox;
+mod sse;
+mod templates;
+mod ws;
+
+pub use attach::{
+    AttachOptions, AttachOptionsBuilder, AttachOutcome, DEFAULT_DETACH_KEYS, parse_detach_keys,
+};
+pub use client::{Client, ClientBuilder, DEFAULT_URL};
+pub use commands::{
+    Background, CommandHandle, CommandInfo, CommandResult, CommandSession, Commands,
+    OutputCallback, Run, SessionStdin, Spawn, Wait,
+};
+pub use error::{ApiError, Error, Result};
+pub use exec::{
+    Exec, ExecEvent, ExecHandle, ExecOptionsBuilder, ExecOutput, ExecSink, ExitStatus, NO_ARGS,
+};
+pub use options::Signal;
+pub use processes::{ListProcesses, Process, ProcessStreamEvent, Processes, StartProcess};
+pub use sandbox::{BoxFuture, ListSandboxes, Sandbox, SandboxBuilder};
+pub use sse::EventStream;
+pub use templates::{TemplateInfo, Templates};
+
+/// The wire types, for calls this SDK does not wrap.
+pub use sandpit_types as types;
+pub use sandpit_types::sandbox::{OnTimeout, SandboxInfo, SandboxState};
+pub use sandpit_types::{
+    ErrorCode, LostEvent, ProcessEvent, ProcessInfo, ProcessStatus, RlimitResource, StartRequest,
+};

@@ -1,0 +1,108 @@
+"""sandpit: the Python SDK of the sandpit sandbox service.
+
+``Sandbox`` (blocking) and ``AsyncSandbox`` (asyncio) create and drive sandboxes; every command API of the
+hosted products sandpit reproduces is here in Python spelling: ``commands.run`` / ``spawn`` (Superserve,
+Declaw), ``exec`` / ``exec_with`` / ``exec_stream`` / ``shell`` (microsandbox) and ``processes`` (Hyperbrowser).
+"""
+
+from ._attach import AttachOptions, AttachOptionsBuilder
+from ._awaitable import AwaitableContext
+from ._client import DEFAULT_URL, error_from_response, resolve_api_key, resolve_url
+from ._commands import AsyncCommandHandle, AsyncCommands, CommandHandle, Commands, CommandSession, SessionStdin
+from ._errors import (
+    AuthenticationError,
+    CommandExitError,
+    ConflictError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ResourceExhaustedError,
+    SandboxError,
+    SandboxTimeoutError,
+    StreamError,
+    UnavailableError,
+)
+from ._options import ExecOptions, ExecOptionsBuilder
+from ._process import (
+    AsyncExecHandle,
+    AsyncExecSink,
+    AsyncProcesses,
+    AsyncProcessHandle,
+    ExecHandle,
+    ExecSink,
+    ProcessHandle,
+    Processes,
+)
+from ._sandbox import AsyncSandbox, Sandbox
+from ._types import (
+    CommandResult,
+    ExecEvent,
+    ExecOutput,
+    ExecResult,
+    ExitStatus,
+    LostOutput,
+    ProcessInfo,
+    ProcessList,
+    Rlimit,
+    SandboxInfo,
+    StreamEvent,
+)
+
+#: ``sandpit.TimeoutError`` is :class:`SandboxTimeoutError` (also a subclass of the built-in ``TimeoutError``).
+TimeoutError = SandboxTimeoutError  # noqa: A001
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_URL",
+    "AsyncCommandHandle",
+    "AsyncCommands",
+    "AsyncExecHandle",
+    "AsyncExecSink",
+    "AsyncProcessHandle",
+    "AsyncProcesses",
+    "AsyncSandbox",
+    "AttachOptions",
+    "AttachOptionsBuilder",
+    "AuthenticationError",
+    "AwaitableContext",
+    "CommandExitError",
+    "CommandHandle",
+    "CommandResult",
+    "CommandSession",
+    "Commands",
+    "ConflictError",
+    "ExecEvent",
+    "ExecHandle",
+    "ExecOptions",
+    "ExecOptionsBuilder",
+    "ExecOutput",
+    "ExecResult",
+    "ExecSink",
+    "ExitStatus",
+    "InternalError",
+    "InvalidArgumentError",
+    "LostOutput",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ProcessHandle",
+    "ProcessInfo",
+    "ProcessList",
+    "Processes",
+    "ResourceExhaustedError",
+    "Rlimit",
+    "Sandbox",
+    "SandboxError",
+    "SandboxInfo",
+    "SandboxTimeoutError",
+    "SessionStdin",
+    "StreamError",
+    "StreamEvent",
+    "TimeoutError",
+    "UnavailableError",
+    "__version__",
+    "error_from_response",
+    "resolve_api_key",
+    "resolve_url",
+]

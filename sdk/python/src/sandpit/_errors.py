@@ -1,0 +1,175 @@
+"""Exceptions raised by the sandpit SDK.
+
+Every error the daemon reports carries a stable machine-readable ``code`` and a human ``message``; the SDK
+raises the subclass of :class:`SandboxError` that matches the code (see :func:`sandpit._client.error_from_response`).
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ._types import CommandResult
+
+__all__ = [
+    "AuthenticationError",
+    "CommandExitError",
+    "ConflictError",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "ResourceExhaustedError",
+    "SandboxError",
+    "SandboxTimeoutError",
+    "StreamError",
+    "UnavailableError",
+]
+
+
+class SandboxError(Exception):
+    """Base class of every sandpit error.
+
+    Attributes:
+        code: the server's error code (``"not_found"``, ``"conflict"`` ...), or an SDK-side code such as
+            ``"stream_cut"`` or ``"command_exit"``.
+        message: the server's sentence for a person.
+        status_code: the HTTP status, when the error came from an HTTP answer.
+    """
+
+    default_code = "unknown"
+
+    def __init__(self, message: str, *, code: Optional[str] = None, status_code: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, status_code={self.status_code!r})"
+
+
+class InvalidArgumentError(SandboxError):
+    """The request was malformed: bad JSON, an unknown field, a value out of range (HTTP 400)."""
+
+    default_code = "invalid_argument"
+
+
+class AuthenticationError(SandboxError):
+    """The API key is missing or wrong (HTTP 401)."""
+
+    default_code = "unauthenticated"
+
+
+class NotFoundError(SandboxError):
+    """No such sandbox, process or template (HTTP 404), e.g. the sandbox was deleted."""
+
+    default_code = "not_found"
+
+
+class ConflictError(SandboxError):
+    """The request conflicts with the current state (HTTP 409): an impossible state transition, stdin that is
+    not a pipe or already closed, a signal to a process that has ended."""
+
+    default_code = "conflict"
+
+
+class SandboxTimeoutError(SandboxError, builtins.TimeoutError):
+    """A deadline passed: a long-poll gave up (HTTP 408), a command ran past its ``timeout`` (its status is
+    ``timed_out``), or an HTTP request timed out. Also exported as ``sandpit.TimeoutError``; it is a subclass of
+    the built-in :class:`TimeoutError` too.
+
+    Attributes:
+        result: the command's result when a command timed out, else ``None``.
+    """
+
+    default_code = "timeout"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Optional[str] = None,
+        status_code: Optional[int] = None,
+        result: Optional[CommandResult] = None,
+    ) -> None:
+        SandboxError.__init__(self, message, code=code, status_code=status_code)
+        self.result = result
+
+    def __str__(self) -> str:
+        return SandboxError.__str__(self)
+
+
+class PayloadTooLargeError(SandboxError):
+    """The request body is larger than the server accepts (HTTP 413)."""
+
+    default_code = "payload_too_large"
+
+
+class ResourceExhaustedError(SandboxError):
+    """Too many sandboxes or processes (HTTP 429)."""
+
+    default_code = "resource_exhausted"
+
+
+class UnavailableError(SandboxError):
+    """The daemon or the sandbox's agent cannot be reached (HTTP 503, or a connection failure)."""
+
+    default_code = "unavailable"
+
+
+class InternalError(SandboxError):
+    """A bug or an unexpected host failure on the server (HTTP 500)."""
+
+    default_code = "internal"
+
+
+class StreamError(SandboxError):
+    """An output stream (SSE or WebSocket) was cut before the process's final ``exited`` event, and resuming
+    from the last ``seq`` did not succeed either. The process keeps running in the sandbox: reconnect later with
+    ``commands.connect(pid)`` or ``get_process(id)``."""
+
+    default_code = "stream_cut"
+
+
+class CommandExitError(SandboxError):
+    """Raised by :meth:`CommandHandle.wait` when the command ended with a non-zero exit code.
+
+    Attributes:
+        result: the full :class:`~sandpit.CommandResult`.
+        exit_code, stdout, stderr, error: shortcuts into ``result``.
+    """
+
+    default_code = "command_exit"
+
+    def __init__(self, result: CommandResult) -> None:
+        detail = result.error or result.stderr.strip()[-500:]
+        message = f"command exited with code {result.exit_code}"
+        if detail:
+            message += f": {detail}"
+        super().__init__(message)
+        self.result = result
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit code."""
+        return self.result.exit_code
+
+    @property
+    def stdout(self) -> str:
+        """Everything the command wrote to stdout."""
+        return self.result.stdout
+
+    @property
+    def stderr(self) -> str:
+        """Everything the command wrote to stderr."""
+        return self.result.stderr
+
+    @property
+    def error(self) -> Optional[str]:
+        """The agent's sentence when the command failed to start or timed out."""
+        return self.result.error

@@ -1,0 +1,344 @@
+"""Plain data types: what the daemon answers, decoded into frozen dataclasses.
+
+Field names follow the wire (snake_case). Unknown response fields are ignored (the compatibility rule of the
+API), and every object keeps the JSON it was decoded from in ``raw``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Dict, List, Literal, Mapping, Optional
+
+__all__ = [
+    "CommandResult",
+    "ExecEvent",
+    "ExecOutput",
+    "ExecResult",
+    "ExitStatus",
+    "LostOutput",
+    "ProcessInfo",
+    "ProcessList",
+    "ProcessStatus",
+    "Rlimit",
+    "SandboxInfo",
+    "SandboxState",
+    "StreamEvent",
+    "parse_time",
+]
+
+#: Lifecycle states of a sandbox.
+SandboxState = Literal["starting", "running", "paused", "stopped", "failed"]
+#: Lifecycle states of a process; the last four are final.
+ProcessStatus = Literal["queued", "running", "exited", "failed", "killed", "timed_out"]
+
+_FINAL = frozenset({"exited", "failed", "killed", "timed_out"})
+_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_time(value: Optional[str]) -> Optional[datetime]:
+    """Parse an RFC 3339 timestamp as the daemon writes it (``2026-01-02T03:04:05.678Z``); ``None`` stays ``None``.
+
+    Works on Python 3.9, whose :meth:`datetime.fromisoformat` accepts neither ``Z`` nor every fraction length.
+    """
+    if not value:
+        return None
+    text = value.strip().replace("z", "Z")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text, count=1)
+    return datetime.fromisoformat(text)
+
+
+def _b64(text: Optional[str]) -> bytes:
+    if not text:
+        return b""
+    try:
+        return base64.b64decode(text)
+    except (ValueError, TypeError):
+        return b""
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    """A sandbox as the daemon reports it (``GET /v1/sandboxes/{id}``)."""
+
+    id: str
+    state: str
+    template: str
+    cpu: Optional[float]
+    memory_mb: Optional[int]
+    pids: Optional[int]
+    disk_mb: Optional[int]
+    env: Dict[str, str]
+    metadata: Dict[str, str]
+    on_timeout: str
+    created_at: Optional[datetime]
+    expires_at: Optional[datetime]
+    error: Optional[str] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def sandbox_id(self) -> str:
+        """Alias of :attr:`id`."""
+        return self.id
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SandboxInfo:
+        """Decode a ``SandboxInfo`` JSON object."""
+        return cls(
+            id=str(d["id"]),
+            state=str(d.get("state", "")),
+            template=str(d.get("template", "")),
+            cpu=d.get("cpu"),
+            memory_mb=d.get("memory_mb"),
+            pids=d.get("pids"),
+            disk_mb=d.get("disk_mb"),
+            env=dict(d.get("env") or {}),
+            metadata=dict(d.get("metadata") or {}),
+            on_timeout=str(d.get("on_timeout", "kill")),
+            created_at=parse_time(d.get("created_at")),
+            expires_at=parse_time(d.get("expires_at")),
+            error=d.get("error"),
+            raw=dict(d),
+        )
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """Everything known about one process in a sandbox (``GET /processes/{pid}``)."""
+
+    id: str
+    pid: Optional[int]
+    cmd: str
+    args: List[str]
+    cwd: str
+    user: str
+    env: Dict[str, str]
+    is_pty: bool
+    status: str
+    exit_code: Optional[int]
+    signal: Optional[str]
+    started_at: Optional[datetime]
+    ended_at: Optional[datetime]
+    error: Optional[str]
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+    lost_bytes: int = 0
+    last_seq: int = 0
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def envs(self) -> Dict[str, str]:
+        """Alias of :attr:`env` (Declaw's spelling)."""
+        return self.env
+
+    @property
+    def is_final(self) -> bool:
+        """True once the process has ended (``exited``, ``failed``, ``killed`` or ``timed_out``)."""
+        return self.status in _FINAL
+
+    @property
+    def is_running(self) -> bool:
+        """True while the process is queued or running."""
+        return not self.is_final
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ProcessInfo:
+        """Decode a ``ProcessInfo`` JSON object (extra fields, e.g. an ``ExecResult``'s output, are ignored)."""
+        return cls(
+            id=str(d["id"]),
+            pid=d.get("pid"),
+            cmd=str(d.get("cmd", "")),
+            args=list(d.get("args") or []),
+            cwd=str(d.get("cwd", "")),
+            user=str(d.get("user", "")),
+            env=dict(d.get("env") or {}),
+            is_pty=bool(d.get("is_pty", False)),
+            status=str(d.get("status", "")),
+            exit_code=d.get("exit_code"),
+            signal=d.get("signal"),
+            started_at=parse_time(d.get("started_at")),
+            ended_at=parse_time(d.get("ended_at")),
+            error=d.get("error"),
+            stdout_bytes=int(d.get("stdout_bytes") or 0),
+            stderr_bytes=int(d.get("stderr_bytes") or 0),
+            lost_bytes=int(d.get("lost_bytes") or 0),
+            last_seq=int(d.get("last_seq") or 0),
+            raw=dict(d),
+        )
+
+
+class ProcessList(List[ProcessInfo]):
+    """A list of :class:`ProcessInfo`, newest first. ``.data`` returns the list itself (Hyperbrowser's spelling:
+    ``listing.data``)."""
+
+    @property
+    def data(self) -> List[ProcessInfo]:
+        """The processes (this list)."""
+        return self
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a process ended: its exit code and whether that is success (code 0)."""
+
+    code: int
+    success: bool
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The result of a finished command: its output and exit code, plus the final :class:`ProcessInfo`.
+
+    The same type is returned by ``commands.run``, ``exec``, ``shell``, ``processes``' ``wait()`` and a
+    session's ``wait()``; ``ExecResult`` and ``ExecOutput`` are aliases. A non-zero ``exit_code`` is a result,
+    not an error.
+
+    Attributes:
+        stdout, stderr: the output decoded as UTF-8 (undecodable bytes replaced).
+        exit_code: the shell convention: the code for ``exited``, 128+n when ended by signal n, 127 when the
+            program was not found, 126 for other start failures.
+        stdout_bytes, stderr_bytes: the raw output bytes.
+        info: the process at its end (status, signal, error, times ...), when known.
+    """
+
+    stdout: str
+    stderr: str
+    exit_code: int
+    stdout_bytes: bytes = field(default=b"", repr=False)
+    stderr_bytes: bytes = field(default=b"", repr=False)
+    info: Optional[ProcessInfo] = field(default=None, repr=False)
+
+    @property
+    def code(self) -> int:
+        """Alias of :attr:`exit_code` (microsandbox's spelling)."""
+        return self.exit_code
+
+    @property
+    def success(self) -> bool:
+        """True when the exit code is 0."""
+        return self.exit_code == 0
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        """The exit code and success flag as an :class:`ExitStatus`."""
+        return ExitStatus(self.exit_code, self.exit_code == 0)
+
+    @property
+    def status(self) -> str:
+        """The process's final status: ``exited``, ``failed``, ``killed`` or ``timed_out``."""
+        if self.info is not None:
+            return self.info.status
+        return "exited"
+
+    @property
+    def error(self) -> Optional[str]:
+        """Why the process failed to start or was timed out, when it did."""
+        return self.info.error if self.info is not None else None
+
+    @property
+    def signal(self) -> Optional[str]:
+        """The signal that ended the process (``"SIGKILL"``), if any."""
+        return self.info.signal if self.info is not None else None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The process's pid inside the sandbox."""
+        return self.info.pid if self.info is not None else None
+
+    @property
+    def id(self) -> Optional[str]:
+        """The process's string id."""
+        return self.info.id if self.info is not None else None
+
+    @classmethod
+    def build(cls, info: ProcessInfo, stdout: bytes, stderr: bytes) -> CommandResult:
+        """Assemble a result from a final :class:`ProcessInfo` and the collected output bytes."""
+        code = info.exit_code
+        if code is None:
+            code = -1
+        return cls(
+            stdout=stdout.decode("utf-8", "replace"),
+            stderr=stderr.decode("utf-8", "replace"),
+            exit_code=code,
+            stdout_bytes=stdout,
+            stderr_bytes=stderr,
+            info=info,
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CommandResult:
+        """Decode an ``ExecResult`` JSON object (``stdout``/``stderr`` text or ``*_b64`` bytes)."""
+        out = d["stdout"].encode() if d.get("stdout") is not None else _b64(d.get("stdout_b64"))
+        err = d["stderr"].encode() if d.get("stderr") is not None else _b64(d.get("stderr_b64"))
+        return cls.build(ProcessInfo.from_json(d), out, err)
+
+
+#: microsandbox's and Hyperbrowser's names for :class:`CommandResult`.
+ExecResult = CommandResult
+ExecOutput = CommandResult
+
+
+@dataclass(frozen=True)
+class LostOutput:
+    """Output chunks ``from_seq..=to_seq`` (``bytes`` bytes in all) that the per-process cap dropped before
+    this client read them."""
+
+    from_seq: int
+    to_seq: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class ExecEvent:
+    """One event of a process's output stream (microsandbox's ``ExecEvent``).
+
+    ``kind`` is ``"started"`` (``pid`` and ``info`` set), ``"stdout"`` / ``"stderr"`` (``data`` bytes and
+    ``seq``), ``"lost"`` (``lost`` set) or ``"exited"`` (``code`` and ``info`` set; always the last event).
+    """
+
+    kind: str
+    data: bytes = b""
+    seq: Optional[int] = None
+    pid: Optional[int] = None
+    code: Optional[int] = None
+    info: Optional[ProcessInfo] = field(default=None, repr=False)
+    lost: Optional[LostOutput] = None
+
+    @property
+    def text(self) -> str:
+        """``data`` decoded as UTF-8 (chunks never split a character)."""
+        return self.data.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event of :meth:`ProcessHandle.stream` (Hyperbrowser's spelling).
+
+    ``type`` is ``"started"``, ``"stdout"``, ``"stderr"`` (``data`` is the text chunk), ``"lost"`` or ``"exit"``
+    (``result`` is the :class:`CommandResult`, with the output this stream saw).
+    """
+
+    type: str
+    data: str = ""
+    seq: Optional[int] = None
+    result: Optional[CommandResult] = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Rlimit:
+    """A resource limit applied with ``setrlimit`` before exec; ``resource`` is e.g. ``"nofile"``, ``"nproc"``."""
+
+    resource: str
+    soft: int
+    hard: Optional[int] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        """The wire form."""
+        d: Dict[str, Any] = {"resource": self.resource.lower().replace("rlimit_", ""), "soft": self.soft}
+        if self.hard is not None:
+            d["hard"] = self.hard
+        return d

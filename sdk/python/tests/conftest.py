@@ -1,0 +1,145 @@
+"""Test fixtures: a real ``sandpit serve --backend process`` daemon, built from this repository.
+
+The binary is ``$SANDPIT_BIN`` or ``<repo>/target/debug/sandpit``; it must be built first
+(``cargo build -p sandpit-cli``). The daemon listens on a free loopback port with a temporary state dir; the
+tests reach it through ``SANDPIT_URL`` and ``SANDPIT_STATE_DIR`` (so the SDK's key-file lookup is exercised).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from sandpit import AsyncSandbox, Sandbox
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@dataclass
+class Daemon:
+    """A running daemon."""
+
+    url: str
+    api_key: str
+    state_dir: Path
+    log: Path
+
+
+def sandpit_bin() -> Path:
+    """The daemon binary: ``$SANDPIT_BIN`` or ``<repo>/target/debug/sandpit``."""
+    return Path(os.environ.get("SANDPIT_BIN") or REPO / "target" / "debug" / "sandpit")
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DaemonProcess:
+    """``sandpit serve --backend process`` on a free loopback port and a state dir; can be killed and restarted
+    on the same port and state (its sandboxes and their processes outlive it)."""
+
+    def __init__(self, state_dir: Path, log: Path) -> None:
+        self.state_dir = state_dir
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: "subprocess.Popen[bytes] | None" = None
+
+    def start(self) -> Daemon:
+        """Start it and wait until ``/health`` answers and the API key is written."""
+        binary = sandpit_bin()
+        if not binary.is_file():
+            pytest.exit(f"sandpit binary not found at {binary}: run `cargo build -p sandpit-cli` or set SANDPIT_BIN", 2)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(binary), "serve", "--backend", "process", "--listen", f"127.0.0.1:{self.port}",
+                 "--state-dir", str(self.state_dir)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        key = self.state_dir / "api-key"
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                pytest.exit(f"sandpit serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}", 2)
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200 and key.exists():
+                    return Daemon(self.url, key.read_text().strip(), self.state_dir, self.log)
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.exit(f"sandpit serve did not answer /health in 30 s:\n{self.log.read_text()[-3000:]}", 2)
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL it (no graceful shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """Stop it gracefully (SIGTERM, then SIGKILL after 10 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def daemon() -> Iterator[Daemon]:
+    """Start the real daemon once for the whole session."""
+    tmp = Path(tempfile.mkdtemp(prefix="sandpit-pytest-"))
+    process = DaemonProcess(tmp / "state", tmp / "daemon.log")
+    try:
+        yield process.start()
+    finally:
+        process.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sandpit_env(daemon: Daemon) -> Iterator[None]:
+    """Point the SDK at the test daemon through the environment (URL and state dir; the key is found in it)."""
+    saved = {k: os.environ.get(k) for k in ("SANDPIT_URL", "SANDPIT_API_KEY", "SANDPIT_STATE_DIR")}
+    os.environ["SANDPIT_URL"] = daemon.url
+    os.environ["SANDPIT_STATE_DIR"] = str(daemon.state_dir)
+    os.environ.pop("SANDPIT_API_KEY", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def sbx(sandpit_env: None) -> Iterator[Sandbox]:
+    """One sandbox shared by the tests that only run commands."""
+    with Sandbox.create(timeout=1800, metadata={"suite": "shared"}) as s:
+        yield s
+
+
+@pytest.fixture
+async def asbx(sbx: Sandbox) -> AsyncIterator[AsyncSandbox]:
+    """The shared sandbox, connected from an async client (closed, not killed, after the test)."""
+    a = await AsyncSandbox.connect(sbx.id)
+    try:
+        yield a
+    finally:
+        await a.close()

@@ -1,0 +1,238 @@
+"""A cut stream resumes from the last ``seq`` (SSE ``Last-Event-ID``, WebSocket ``?from_seq=``), and gives up
+with ``StreamError`` when it cannot. The cuts are made by a small TCP relay between the SDK and the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from pathlib import Path
+from typing import Iterator, List, Tuple
+from urllib.parse import urlparse
+
+import pytest
+from conftest import Daemon, DaemonProcess
+
+import sandpit._stream
+from sandpit import AsyncSandbox, Sandbox, StreamError
+
+SCRIPT = "for i in $(seq 1 12); do echo line $i; sleep 0.1; done"
+EXPECTED = "".join(f"line {i}\n" for i in range(1, 13))
+
+
+class CuttingRelay:
+    """Relays TCP connections to the daemon; :meth:`cut` drops every open one, ``refuse`` drops new ones."""
+
+    def __init__(self, upstream: Tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.refuse = False
+        self.accepted = 0
+        self._conns: List[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(64)
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.refuse:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        """Drop every open connection."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self) -> None:
+        """Stop listening and drop everything."""
+        self._server.close()
+        self.cut()
+
+
+@pytest.fixture
+def relay(daemon: Daemon) -> Iterator[CuttingRelay]:
+    parsed = urlparse(daemon.url)
+    r = CuttingRelay((parsed.hostname or "127.0.0.1", parsed.port or 80))
+    yield r
+    r.close()
+
+
+def test_sse_resumes_after_cuts(sbx: Sandbox, relay: CuttingRelay) -> None:
+    remote = Sandbox.connect(sbx.id, url=relay.url)
+    try:
+        process = remote.processes.start(SCRIPT, stdin=None)
+        seqs: List[int] = []
+        text = ""
+        for event in process.events():
+            if event.kind == "stdout":
+                assert event.seq is not None
+                seqs.append(event.seq)
+                text += event.text
+                if len(seqs) in (2, 5):
+                    relay.cut()
+        assert text == EXPECTED
+        assert seqs == sorted(set(seqs)) and seqs[0] == 1  # no duplicate, no gap
+        assert relay.accepted >= 3
+        # The same through commands.run's streaming callbacks.
+        chunks: List[str] = []
+
+        def on_stdout(chunk: str) -> None:
+            chunks.append(chunk)
+            if len(chunks) == 3:
+                relay.cut()
+
+        assert remote.commands.run(SCRIPT, on_stdout=on_stdout).stdout == EXPECTED
+        assert "".join(chunks) == EXPECTED
+    finally:
+        remote.close()
+
+
+@pytest.fixture
+def few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give up after 3 failed reopenings (about 0.7 s) instead of the default's ~9 s."""
+    monkeypatch.setattr(sandpit._stream, "MAX_RESUME_ATTEMPTS", 3)
+
+
+def test_sse_gives_up_with_stream_error(sbx: Sandbox, relay: CuttingRelay, few_attempts: None) -> None:
+    remote = Sandbox.connect(sbx.id, url=relay.url)
+    try:
+        process = remote.processes.start("echo first; sleep 30", stdin=None)
+        events = process.events()
+        assert next(events).kind == "started"
+        assert next(events).kind == "stdout"
+        relay.refuse = True
+        relay.cut()
+        with pytest.raises(StreamError) as exc:
+            next(events)
+        assert exc.value.code == "stream_cut" and "seq 1" in exc.value.message
+        sbx.commands.kill(process.id)
+    finally:
+        remote.close()
+
+
+async def test_async_sse_resumes_after_a_cut(sbx: Sandbox, relay: CuttingRelay) -> None:
+    remote = await AsyncSandbox.connect(sbx.id, url=relay.url)
+    try:
+        process = await remote.processes.start(SCRIPT, stdin=None)
+        text = ""
+        async for event in process.stream():
+            if event.type == "stdout":
+                text += event.data
+                if text.count("\n") == 3:
+                    relay.cut()
+            if event.type == "exit":
+                assert event.result is not None and event.result.stdout == EXPECTED
+        assert text == EXPECTED
+    finally:
+        await remote.close()
+
+
+async def test_websocket_session_resumes_after_a_cut(sbx: Sandbox, relay: CuttingRelay, few_attempts: None) -> None:
+    remote = await AsyncSandbox.connect(sbx.id, url=relay.url)
+    try:
+        chunks: List[str] = []
+        session = await remote.commands.spawn("cat; " + SCRIPT, on_stdout=chunks.append)
+        await session.stdin.write("before\n")
+        while "before" not in "".join(chunks):
+            await asyncio.sleep(0.02)
+        relay.cut()
+        # stdin is written over HTTP, so nothing is lost while the socket is down.
+        await session.stdin.write("after\n")
+        await session.stdin.close()
+        result = await session.wait()
+        assert result.stdout == "before\nafter\n" + EXPECTED
+        assert "".join(chunks) == result.stdout
+        await session.close()
+
+        refused = await remote.commands.spawn("echo x; sleep 30")
+        relay.refuse = True
+        relay.cut()
+        with pytest.raises(StreamError):
+            await refused.wait()
+        relay.refuse = False
+        await sbx_kill(sbx, refused.id)
+        await refused.close()
+    finally:
+        await remote.close()
+
+
+async def sbx_kill(sbx: Sandbox, pid: str) -> None:
+    """Kill a process through the direct (uncut) connection."""
+    await asyncio.get_running_loop().run_in_executor(None, sbx.commands.kill, pid)
+
+
+def test_streams_resume_across_a_daemon_crash_and_restart(tmp_path: Path) -> None:
+    """SIGKILL the daemon mid-stream and start it again: the SSE stream and the WebSocket session both pick
+    up where they were (the processes live on in the sandbox's agent)."""
+    process = DaemonProcess(tmp_path / "state", tmp_path / "daemon.log")
+    d = process.start()
+    try:
+        with Sandbox.create(url=d.url, api_key=d.api_key) as sbx:
+            handle = sbx.processes.start(SCRIPT, stdin=None)
+            text = ""
+            for event in handle.events():
+                if event.kind == "stdout":
+                    text += event.text
+                    if text.count("\n") == 3:
+                        process.kill()
+                        process.start()
+            assert text == EXPECTED
+
+            async def spawn_across_restart() -> str:
+                asbx = await AsyncSandbox.connect(sbx.id, url=d.url, api_key=d.api_key)
+                try:
+                    out: List[str] = []
+                    async with asbx.commands.spawn(SCRIPT, on_stdout=out.append) as session:
+                        while "line 3" not in "".join(out):
+                            await asyncio.sleep(0.02)
+                        await asyncio.get_running_loop().run_in_executor(None, process.kill)
+                        await asyncio.get_running_loop().run_in_executor(None, process.start)
+                        result = await session.wait()
+                    assert "".join(out) == result.stdout
+                    return result.stdout
+                finally:
+                    await asbx.close()
+
+            assert asyncio.run(spawn_across_restart()) == EXPECTED
+    finally:
+        process.stop()

@@ -1,0 +1,232 @@
+"""Unit tests of the pure parts: error mapping, SSE/WS decoding, request building, configuration."""
+
+from __future__ import annotations
+
+import json
+import struct
+from datetime import timezone
+from pathlib import Path
+
+import pytest
+
+import sandpit
+from sandpit import (
+    AuthenticationError,
+    CommandExitError,
+    CommandResult,
+    ConflictError,
+    ExecOptionsBuilder,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    PayloadTooLargeError,
+    ResourceExhaustedError,
+    SandboxError,
+    SandboxTimeoutError,
+    UnavailableError,
+    error_from_response,
+    resolve_api_key,
+    resolve_url,
+)
+from sandpit._options import build_start_request, timeout_ms
+from sandpit._stream import SseParser, decode_sse, decode_ws
+from sandpit._types import ProcessInfo, parse_time
+
+INFO = {
+    "id": "p1", "pid": 42, "cmd": "echo hi", "args": ["/bin/sh", "-c", "echo hi"], "cwd": "/", "user": "root",
+    "env": {}, "is_pty": False, "status": "exited", "exit_code": 3, "signal": None,
+    "started_at": "2026-01-02T03:04:05.6Z", "ended_at": None, "error": None, "stdout_bytes": 3,
+    "stderr_bytes": 0, "lost_bytes": 0, "last_seq": 1, "future_field": True,
+}
+
+
+@pytest.mark.parametrize(
+    "code,status,cls",
+    [
+        ("invalid_argument", 400, InvalidArgumentError),
+        ("unauthenticated", 401, AuthenticationError),
+        ("not_found", 404, NotFoundError),
+        ("timeout", 408, SandboxTimeoutError),
+        ("conflict", 409, ConflictError),
+        ("payload_too_large", 413, PayloadTooLargeError),
+        ("resource_exhausted", 429, ResourceExhaustedError),
+        ("unavailable", 503, UnavailableError),
+        ("internal", 500, InternalError),
+    ],
+)
+def test_error_mapping_carries_code_and_message(code: str, status: int, cls: type) -> None:
+    body = json.dumps({"error": {"code": code, "message": "why"}}).encode()
+    err = error_from_response(status, body)
+    assert type(err) is cls and isinstance(err, SandboxError)
+    assert (err.code, err.message, err.status_code) == (code, "why", status)
+    assert str(err) == f"{code}: why"
+
+
+def test_error_mapping_without_json_body_uses_the_status() -> None:
+    assert isinstance(error_from_response(404, b"<html>nope</html>"), NotFoundError)
+    assert isinstance(error_from_response(502, b"bad gateway"), InternalError)
+    err = error_from_response(418, b"")
+    assert type(err) is SandboxError and err.message == "HTTP 418"
+    unknown = error_from_response(400, b'{"error": {"code": "brand_new", "message": "m"}}')
+    assert type(unknown) is SandboxError and unknown.code == "brand_new"
+
+
+def test_timeout_error_is_also_the_builtin_one() -> None:
+    assert sandpit.TimeoutError is SandboxTimeoutError
+    err = SandboxTimeoutError("late")
+    assert isinstance(err, TimeoutError) and isinstance(err, SandboxError)
+    with pytest.raises(TimeoutError):
+        raise err
+
+
+def test_command_exit_error_carries_the_result() -> None:
+    result = CommandResult.from_json({**INFO, "stdout": "out", "stderr": "boom\n"})
+    err = CommandExitError(result)
+    assert (err.exit_code, err.stdout, err.stderr) == (3, "out", "boom\n")
+    assert "code 3" in str(err) and "boom" in str(err)
+
+
+def test_sse_parser_and_decoding() -> None:
+    lines = [
+        "event: started", "data: " + json.dumps(INFO), "",
+        ": comment", "id: 7", "event: stdout", 'data: {"seq": 7, "data": "hé"}', "",
+        "event: stderr", 'data: {"seq": 8, "data_b64": "//4="}', "",
+        "event: lost", 'data: {"from_seq": 1, "to_seq": 6, "bytes": 4096}', "",
+        "event: keepalive", "", "event: novel", "data: {}", "",
+        "event: exited", "data: " + json.dumps(INFO), "",
+    ]
+    parser = SseParser()
+    msgs = [m for m in (parser.feed(line) for line in lines) if m is not None]
+    assert msgs[1].id == "7"
+    events = [e for e in (decode_sse(m) for m in msgs) if e is not None]
+    assert [e.kind for e in events] == ["started", "stdout", "stderr", "lost", "exited"]
+    assert events[0].pid == 42 and events[0].info is not None
+    assert events[1].data == "hé".encode() and events[1].text == "hé" and events[1].seq == 7
+    assert events[2].data == b"\xff\xfe"
+    assert events[3].lost == sandpit.LostOutput(1, 6, 4096)
+    assert events[4].code == 3
+
+
+def test_ws_decoding() -> None:
+    frame = struct.pack(">BQ", 2, 9) + b"oops"
+    ev = decode_ws(frame)
+    assert isinstance(ev, sandpit.ExecEvent) and (ev.kind, ev.seq, ev.data) == ("stderr", 9, b"oops")
+    started = decode_ws(json.dumps({"type": "started", "process": INFO}))
+    assert isinstance(started, sandpit.ExecEvent) and started.kind == "started"
+    err = decode_ws(json.dumps({"type": "error", "code": "conflict", "message": "stdin closed"}))
+    assert isinstance(err, ConflictError) and err.message == "stdin closed"
+    assert decode_ws(json.dumps({"type": "novel"})) is None
+    assert decode_ws(b"\x01") is None
+
+
+def test_types_decode_and_ignore_unknown_fields() -> None:
+    info = ProcessInfo.from_json(INFO)
+    assert info.is_final and not info.is_running and info.envs == {}
+    assert info.started_at is not None and info.started_at.tzinfo == timezone.utc
+    assert info.started_at.microsecond == 600000
+    r = CommandResult.from_json({**INFO, "stdout_b64": "aGk=", "stderr": "e"})
+    assert (r.stdout, r.stdout_bytes, r.code, r.success, r.status) == ("hi", b"hi", 3, False, "exited")
+    assert r.exit_status == sandpit.ExitStatus(3, False)
+    assert parse_time(None) is None
+    assert parse_time("2026-01-02T03:04:05+02:00") is not None
+    listing = sandpit.ProcessList([info])
+    assert listing.data == [info]
+
+
+def test_start_request_building() -> None:
+    body = build_start_request(
+        cmd="echo", cwd="/tmp", env={"A": "1"}, envs={"B": "2"}, user="root", timeout_ms=5, idle_timeout_ms=6,
+        stdin=b"hi", tty=(100, 30), rlimits=[sandpit.Rlimit("RLIMIT_NOFILE", 10)], id="x",
+    )
+    assert body == {
+        "cmd": "echo", "cwd": "/tmp", "env": {"A": "1", "B": "2"}, "user": "root", "timeout_ms": 5,
+        "idle_timeout_ms": 6, "stdin": {"bytes_b64": "aGk="}, "tty": {"cols": 100, "rows": 30},
+        "rlimits": [{"resource": "nofile", "soft": 10}], "id": "x",
+    }
+    assert build_start_request(argv=["ls"], stdin="pipe", tty=True) == {
+        "argv": ["ls"], "stdin": "pipe", "tty": {"cols": 80, "rows": 24}
+    }
+    with pytest.raises(ValueError):
+        build_start_request()
+    with pytest.raises(ValueError):
+        build_start_request(cmd="x", argv=["x"])
+    with pytest.raises(ValueError):
+        build_start_request(cmd="x", stdin="text is bytes")
+    assert timeout_ms(1.5) == 1500 and timeout_ms(1, 7) == 7 and timeout_ms() == 0
+    with pytest.raises(ValueError):
+        timeout_ms(-1)
+
+
+def test_exec_options_builder() -> None:
+    opts = (
+        ExecOptionsBuilder().arg("a").args(["b", "c"]).cwd("/app").user("root").env("K", "V")
+        .envs({"L": "W"}).envs([("M", "X")]).timeout(30_000).stdin_pipe().tty(True, 100, 40)
+        .rlimit("nofile", 64).rlimit_range("nproc", 10, 20).build()
+    )
+    body = opts.start_request("python3")
+    assert body["argv"] == ["python3", "a", "b", "c"] and body["env"] == {"K": "V", "L": "W", "M": "X"}
+    assert body["timeout_ms"] == 30_000 and body["stdin"] == "pipe" and body["tty"] == {"cols": 100, "rows": 40}
+    assert body["rlimits"] == [
+        {"resource": "nofile", "soft": 64, "hard": 64}, {"resource": "nproc", "soft": 10, "hard": 20}
+    ]
+    assert ExecOptionsBuilder().stdin_bytes("x").build().stdin == b"x"
+    assert ExecOptionsBuilder().stdin_pipe().stdin_null().build().stdin == "null"
+
+
+def test_url_and_key_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SANDPIT_URL", raising=False)
+    assert resolve_url() == "http://127.0.0.1:7070"
+    monkeypatch.setenv("SANDPIT_URL", "http://h:1/")
+    assert resolve_url() == "http://h:1" and resolve_url("http://x:2") == "http://x:2"
+
+    monkeypatch.delenv("SANDPIT_API_KEY", raising=False)
+    monkeypatch.delenv("SANDPIT_STATE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    if Path("/var/lib/sandpit/api-key").is_file():  # pragma: no cover - a system daemon on this machine
+        pytest.skip("a system-wide key file exists and takes precedence")
+    assert resolve_api_key() is None
+    home_key = tmp_path / "home" / ".local" / "share" / "sandpit" / "api-key"
+    home_key.parent.mkdir(parents=True)
+    home_key.write_text("home-key\n")
+    assert resolve_api_key() == "home-key"
+    xdg_key = tmp_path / "xdg" / "sandpit" / "api-key"
+    xdg_key.parent.mkdir(parents=True)
+    xdg_key.write_text("xdg-key")
+    assert resolve_api_key() == "xdg-key"
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "api-key").write_text("state-key")
+    monkeypatch.setenv("SANDPIT_STATE_DIR", str(state))
+    assert resolve_api_key() == "state-key"
+    monkeypatch.setenv("SANDPIT_API_KEY", "env-key")
+    assert resolve_api_key() == "env-key"
+    assert resolve_api_key("arg-key") == "arg-key"
+
+
+def test_every_public_name_is_documented_and_annotated() -> None:
+    import inspect
+
+    missing = []
+    for name in sandpit.__all__:
+        obj = getattr(sandpit, name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        members = inspect.getmembers(obj) if inspect.isclass(obj) else [(name, obj)]
+        for member_name, member in members:
+            if member_name.startswith("_") and member_name != "__init__":
+                continue
+            fn = member.fget if isinstance(member, property) else member
+            if not (inspect.isfunction(fn) or inspect.ismethod(fn)) or not fn.__module__.startswith("sandpit"):
+                continue
+            if member_name != "__init__" and not inspect.getdoc(member):
+                missing.append(f"{name}.{member_name}: docstring")
+            if "return" not in fn.__annotations__:
+                missing.append(f"{name}.{member_name}: return annotation")
+            params = inspect.signature(fn).parameters.values()
+            for p in params:
+                if p.name not in ("self", "cls") and p.name not in fn.__annotations__:
+                    missing.append(f"{name}.{member_name}({p.name}): annotation")
+    assert missing == []

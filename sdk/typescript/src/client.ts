@@ -1,0 +1,238 @@
+/**
+ * The transport: every HTTP request and WebSocket the SDK makes goes through {@link HttpClient}, and every
+ * error response becomes an SDK error class here and nowhere else.
+ *
+ * Browser-safe: on Node the `ws` package is loaded dynamically when there is no global WebSocket.
+ */
+import {
+  type ConnectionOptions,
+  type ResolvedConfig,
+  type WebSocketConstructor,
+  importDynamic,
+  isNode,
+  resolveConfig,
+} from "./config.js";
+import { SandboxError, TimeoutError, codeForStatus, errorFromCode } from "./errors.js";
+
+/** Options of one HTTP request. */
+export interface RequestOptions {
+  /** A JSON body (sent with `Content-Type: application/json`). */
+  json?: unknown;
+  /** A raw body (sent as `application/octet-stream`). */
+  body?: Uint8Array | string;
+  /** Query parameters; undefined values are left out. */
+  query?: Record<string, string | number | boolean | undefined>;
+  /** Extra headers. */
+  headers?: Record<string, string>;
+  /** Aborts the request. */
+  signal?: AbortSignal | undefined;
+  /** Per-request timeout in milliseconds (overrides the client's default). */
+  timeoutMs?: number | undefined;
+}
+
+/** WebSocket subprotocol the SDK speaks; browsers also send the key as `sandpit.bearer.<key>`. */
+export const WS_PROTOCOL = "sandpit";
+
+/** Talks HTTP and WebSocket to one daemon with one key. */
+export class HttpClient {
+  /** Resolved settings. */
+  readonly config: ResolvedConfig;
+
+  private constructor(config: ResolvedConfig) {
+    this.config = config;
+  }
+
+  /** Resolves options (and environment, and on Node the key file) into a client. */
+  static async create(opts: ConnectionOptions = {}): Promise<HttpClient> {
+    return new HttpClient(await resolveConfig(opts));
+  }
+
+  /** Absolute URL of an API path with a query string. */
+  url(path: string, query?: RequestOptions["query"]): string {
+    let u = this.config.url + path;
+    if (query) {
+      const q = new URLSearchParams();
+      for (const [k, v] of Object.entries(query)) if (v !== undefined) q.set(k, String(v));
+      const s = q.toString();
+      if (s) u += (u.includes("?") ? "&" : "?") + s;
+    }
+    return u;
+  }
+
+  /** Headers every request carries. */
+  authHeaders(): Record<string, string> {
+    return this.config.apiKey ? { Authorization: `Bearer ${this.config.apiKey}` } : {};
+  }
+
+  /**
+   * Sends a request and returns the response when it is a success; throws the mapped error otherwise.
+   * The caller reads (or cancels) the body.
+   */
+  async fetch(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
+    const headers: Record<string, string> = { ...this.authHeaders(), ...opts.headers };
+    let body: BodyInit | undefined;
+    if (opts.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(opts.json);
+    } else if (opts.body !== undefined) {
+      headers["Content-Type"] = "application/octet-stream";
+      body = opts.body as BodyInit;
+    }
+    const timeoutMs = opts.timeoutMs ?? this.config.requestTimeoutMs;
+    const timeout = timeoutMs !== undefined && timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
+    const signals = [opts.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    let resp: Response;
+    try {
+      const init: RequestInit = { method, headers };
+      if (body !== undefined) init.body = body;
+      if (signal !== undefined) init.signal = signal;
+      resp = await this.config.fetch(this.url(path, opts.query), init);
+    } catch (e) {
+      throw this.transportError(e, method, path, timeout, timeoutMs);
+    }
+    if (!resp.ok) throw await errorFromResponse(resp);
+    return resp;
+  }
+
+  /** Sends a request and parses a JSON answer. */
+  async json<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const resp = await this.fetch(method, path, opts);
+    try {
+      return (await resp.json()) as T;
+    } catch (e) {
+      throw this.transportError(e, method, path, undefined, undefined);
+    }
+  }
+
+  /** Sends a request whose answer has no useful body. */
+  async send(method: string, path: string, opts: RequestOptions = {}): Promise<void> {
+    const resp = await this.fetch(method, path, opts);
+    await resp.body?.cancel().catch(() => undefined);
+  }
+
+  /** Maps a fetch failure (network, abort, timeout) to an SDK error; user aborts pass through. */
+  transportError(
+    e: unknown,
+    method: string,
+    path: string,
+    timeout: AbortSignal | undefined,
+    timeoutMs: number | undefined,
+  ): unknown {
+    if (e instanceof SandboxError) return e;
+    if (timeout?.aborted) {
+      return new TimeoutError(`${method} ${path}: no answer within ${timeoutMs} ms`, { code: "timeout", cause: e });
+    }
+    if (e instanceof Error && e.name === "AbortError") return e;
+    const msg = e instanceof Error ? e.message : String(e);
+    return new SandboxError(`${method} ${path}: cannot reach the sandpit daemon at ${this.config.url}: ${msg}`, {
+      code: "network",
+      cause: e,
+    });
+  }
+
+  /** The WebSocket constructor for this runtime: the option, the global one, or (Node) the `ws` package. */
+  async webSocketClass(): Promise<{ ctor: WebSocketConstructor; isWsPackage: boolean }> {
+    if (this.config.WebSocket) return { ctor: this.config.WebSocket, isWsPackage: isNode() };
+    if (isNode()) {
+      try {
+        const mod = await importDynamic<{ WebSocket: WebSocketConstructor }>("ws");
+        return { ctor: mod.WebSocket, isWsPackage: true };
+      } catch {
+        // no ws package installed: fall through to the global one (Node 22+)
+      }
+    }
+    const g = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!g) throw new SandboxError("no WebSocket implementation: install the `ws` package", { code: "unsupported" });
+    return { ctor: g, isWsPackage: false };
+  }
+
+  /**
+   * Opens a WebSocket to an API path. On Node the key travels in the `Authorization` header; browsers cannot
+   * set headers on a WebSocket, so there it is offered as the subprotocol `sandpit.bearer.<key>`.
+   */
+  async openSocket(
+    path: string,
+    query?: RequestOptions["query"],
+    onMessage?: (ev: MessageEvent) => void,
+  ): Promise<WebSocket> {
+    const { ctor, isWsPackage } = await this.webSocketClass();
+    const url = this.url(path, query).replace(/^http/, "ws");
+    let ws: WebSocket;
+    if (isWsPackage || isNode()) {
+      // `ws` takes {headers}; Node's global (undici) WebSocket takes {headers} as its second argument.
+      ws = isWsPackage
+        ? new ctor(url, [], { headers: this.authHeaders() })
+        : new ctor(url, { headers: this.authHeaders() } as unknown as string[]);
+    } else {
+      const protocols = [WS_PROTOCOL];
+      if (this.config.apiKey) protocols.push(`sandpit.bearer.${this.config.apiKey}`);
+      ws = new ctor(url, protocols);
+    }
+    ws.binaryType = "arraybuffer";
+    // Attached before `open`: frames that arrive with the handshake are dispatched in the same tick.
+    if (onMessage) ws.addEventListener("message", onMessage);
+    await new Promise<void>((resolve, reject) => {
+      const onOpen = (): void => {
+        cleanup();
+        resolve();
+      };
+      const onError = (ev: Event): void => {
+        cleanup();
+        reject(socketOpenError(ev, url));
+      };
+      const onClose = (ev: CloseEvent): void => {
+        cleanup();
+        reject(new SandboxError(`WebSocket ${path} closed before opening (code ${ev.code})`, { code: "network" }));
+      };
+      const cleanup = (): void => {
+        ws.removeEventListener("open", onOpen);
+        ws.removeEventListener("error", onError);
+        ws.removeEventListener("close", onClose);
+      };
+      ws.addEventListener("open", onOpen);
+      ws.addEventListener("error", onError);
+      ws.addEventListener("close", onClose);
+    });
+    return ws;
+  }
+}
+
+/** Maps a failed WebSocket handshake to an SDK error, using the HTTP status when the runtime reports it. */
+function socketOpenError(ev: Event, url: string): SandboxError {
+  const err = (ev as { error?: unknown }).error;
+  const msg = err instanceof Error ? err.message : "WebSocket connection failed";
+  const m = /Unexpected server response: (\d{3})/.exec(msg);
+  if (m) {
+    const status = Number(m[1]);
+    return errorFromCode(codeForStatus(status), `WebSocket ${url.replace(/\?.*/, "")}: HTTP ${status}`, status);
+  }
+  return new SandboxError(`WebSocket ${url.replace(/\?.*/, "")}: ${msg}`, { code: "network", cause: err });
+}
+
+/** Reads an error body (`{"error": {"code", "message"}}`) into the matching error class. */
+export async function errorFromResponse(resp: Response): Promise<SandboxError> {
+  let code = codeForStatus(resp.status);
+  let message = `HTTP ${resp.status} ${resp.statusText}`;
+  try {
+    const text = await resp.text();
+    try {
+      const body = JSON.parse(text) as { error?: { code?: string; message?: string } };
+      if (body.error?.code) code = body.error.code;
+      if (body.error?.message) message = body.error.message;
+    } catch {
+      if (text) message = `${message}: ${text.slice(0, 200)}`;
+    }
+  } catch {
+    // body unreadable: keep the status line
+  }
+  return errorFromCode(code, message, resp.status);
+}
+
+/** Client and base path of one sandbox's process API. */
+export interface SandboxScope {
+  client: HttpClient;
+  /** `/v1/sandboxes/{id}` */
+  base: string;
+}
+

@@ -1,0 +1,83 @@
+/**
+ * Byte helpers: base64 and UTF-8 with the web platform's own APIs (works in Node 20+ and browsers).
+ */
+
+const encoder = new TextEncoder();
+
+/** UTF-8 encodes a string; passes bytes through. */
+export function toBytes(data: string | Uint8Array | ArrayBuffer): Uint8Array {
+  if (typeof data === "string") return encoder.encode(data);
+  if (data instanceof Uint8Array) return data;
+  return new Uint8Array(data);
+}
+
+/** Decodes UTF-8, replacing invalid sequences. */
+export function utf8(bytes: Uint8Array): string {
+  return new TextDecoder().decode(bytes);
+}
+
+/** Base64 of some bytes. */
+export function toBase64(bytes: Uint8Array): string {
+  let bin = "";
+  const step = 0x8000;
+  for (let i = 0; i < bytes.length; i += step) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + step));
+  }
+  return btoa(bin);
+}
+
+/** Bytes of a base64 string. */
+export function fromBase64(b64: string): Uint8Array {
+  const bin = atob(b64);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** Concatenates byte chunks. */
+export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** A text field that may come as `x` (UTF-8) or `x_b64` (bytes). */
+export function wireBytes(text: string | undefined | null, b64: string | undefined | null): Uint8Array {
+  if (text != null) return encoder.encode(text);
+  if (b64 != null) return fromBase64(b64);
+  return new Uint8Array(0);
+}
+
+/**
+ * Accumulates one output stream chunk by chunk: keeps the raw bytes and decodes text incrementally, so that
+ * a multi-byte character split across chunks is still decoded once, whole.
+ */
+export class StreamText {
+  private readonly decoder = new TextDecoder();
+  private readonly chunks: Uint8Array[] = [];
+  private text = "";
+
+  /** Adds a chunk and returns its decoded text (possibly empty while a character is incomplete). */
+  push(bytes: Uint8Array): string {
+    this.chunks.push(bytes);
+    const t = this.decoder.decode(bytes, { stream: true });
+    this.text += t;
+    return t;
+  }
+
+  /** Everything so far, as text. */
+  get value(): string {
+    return this.text + this.decoder.decode(new Uint8Array(0), { stream: true });
+  }
+
+  /** Everything so far, as bytes. */
+  get bytes(): Uint8Array {
+    return concatBytes(this.chunks);
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * sandpit — TypeScript SDK for the self-hosted sandpit sandbox service.
+ *
+ * Works on Node 20+ (the `ws` package supplies WebSocket) and in browsers (fetch + WebSocket). Node-only
+ * pieces (reading the daemon's key file, `attach*`) are loaded on demand; see also `sandpit/node`.
+ *
+ * @example
+ * ```ts
+ * import { Sandbox } from "sandpit";
+ * const sandbox = await Sandbox.create();
+ * const result = await sandbox.commands.run("echo hello");
+ * console.log(result.stdout, result.exitCode);
+ * await sandbox.kill();
+ * ```
+ * @packageDocumentation
+ */
+export { Sandbox } from "./sandbox.js";
+export type { SandboxOpts, SandboxListOpts, ExecOpts } from "./sandbox.js";
+export { Commands, CommandHandle, CommandSession } from "./commands.js";
+export type { RunOpts, RunStreamOpts, SpawnOpts, CommandWaitOpts, OutputCallbacks, RequestOpts, SessionStdin } from "./commands.js";
+export { ExecHandle, ExecSink } from "./exec.js";
+export type { ExecEvent } from "./exec.js";
+export { Processes, ProcessHandle } from "./processes.js";
+export type { ProcessStartOpts, ProcessListOpts, ProcessList, WriteStdinOpts, ProcessEvent, StreamOpts } from "./processes.js";
+export { ExecOutput, ExitStatus, outputText } from "./output.js";
+export type { CommandResult, ProcessResult, OutputText } from "./output.js";
+export { ExecOptionsBuilder, AttachOptionsBuilder, parseDetachKeys } from "./builders.js";
+export type { ExecOptions, AttachOptions, AttachIO, StdinMode } from "./builders.js";
+export {
+  SandboxError,
+  AuthenticationError,
+  InvalidArgumentError,
+  NotFoundError,
+  ConflictError,
+  TimeoutError,
+  SandboxTimeoutError,
+  ResourceExhaustedError,
+  UnavailableError,
+  CommandExitError,
+} from "./errors.js";
+export type { CommandExitInfo } from "./errors.js";
+export { DEFAULT_URL } from "./config.js";
+export type { ConnectionOptions, WebSocketConstructor } from "./config.js";
+export { HttpClient } from "./client.js";
+export { parseSse } from "./sse.js";
+export type { SseMessage } from "./sse.js";
+export type {
+  SandboxInfo,
+  SandboxState,
+  ProcessInfo,
+  ProcessStatus,
+  Rlimit,
+  RlimitResource,
+  Signal,
+} from "./types.js";
+export type { StartOptions } from "./start.js";

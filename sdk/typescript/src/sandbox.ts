@@ -1,0 +1,290 @@
+/**
+ * {@link Sandbox}: lifecycle (`create`, `connect`, `list`, `info`, `pause`, `resume`, `setTimeout`, `kill`)
+ * and the per-sandbox surfaces of every seed: `commands` (Superserve, Declaw), `exec*` / `shell*` /
+ * `attach*` (microsandbox), `exec` / `processes` / `getProcess` (Hyperbrowser).
+ *
+ * Browser-safe: `attach*` loads its Node-only module on demand.
+ */
+import {
+  type AttachOptions,
+  AttachOptionsBuilder,
+  type ExecOptions,
+  ExecOptionsBuilder,
+  execRequest,
+  runBuilder,
+} from "./builders.js";
+import { HttpClient, type SandboxScope } from "./client.js";
+import { type ConnectionOptions, importDynamic, isNode } from "./config.js";
+import { InvalidArgumentError, SandboxError } from "./errors.js";
+import { Commands } from "./commands.js";
+import { ExecHandle } from "./exec.js";
+import { ExecOutput } from "./output.js";
+import { type ProcessHandle, Processes } from "./processes.js";
+import { type StartOptions, runToCompletion, startProcess, startRequest } from "./start.js";
+import { type SandboxInfo, type SandboxState, type WireSandboxInfo, type WireStartRequest, sandboxInfoFromWire } from "./types.js";
+import { ProcessSocket } from "./ws.js";
+
+/** Options of {@link Sandbox.create}. Connection options (`url`, `apiKey`, ...) may be mixed in. */
+export interface SandboxOpts extends ConnectionOptions {
+  /** Template name (default `base`). */
+  template?: string;
+  /** CPU limit in cores. */
+  cpu?: number;
+  /** Memory limit in MiB. */
+  memoryMb?: number;
+  /** Maximum number of processes/threads. */
+  pids?: number;
+  /** Size cap of the writable layer in MiB. */
+  diskMb?: number;
+  /** Environment of every command in the sandbox. */
+  env?: Record<string, string>;
+  /** Alias of `env`. */
+  envs?: Record<string, string>;
+  /** Free-form labels (filter with `Sandbox.list({ metadata })`). */
+  metadata?: Record<string, string>;
+  /** Seconds until the sandbox's deadline (daemon default 300). */
+  timeout?: number;
+  /** Same deadline in milliseconds. */
+  timeoutMs?: number;
+  /** What happens at the deadline: `kill` (default) or `pause`. */
+  onTimeout?: "kill" | "pause";
+}
+
+/** Options of {@link Sandbox.list}. */
+export interface SandboxListOpts extends ConnectionOptions {
+  /** Keep sandboxes in this state. */
+  state?: SandboxState;
+  /** Keep sandboxes whose metadata has all these pairs. */
+  metadata?: Record<string, string>;
+}
+
+/** Options of `sandbox.exec(cmd, opts)` (Hyperbrowser): `cwd`, `env`, `timeoutMs`, `runAs`. */
+export interface ExecOpts extends StartOptions {
+  /** Aborts the command (it is killed). */
+  signal?: AbortSignal;
+}
+
+/** Where a command's argv comes from: microsandbox passes an iterable of args, Hyperbrowser an options object. */
+function isArgs(v: unknown): v is Iterable<string> {
+  return v != null && typeof v !== "string" && typeof (v as Iterable<string>)[Symbol.iterator] === "function";
+}
+
+/** One sandbox. Get one with {@link Sandbox.create} or {@link Sandbox.connect}. */
+export class Sandbox {
+  /** Sandbox id. */
+  readonly id: string;
+  /** Commands: `run`, `runStream`, `spawn`, `list`, `kill`, `sendStdin`, `connect`. */
+  readonly commands: Commands;
+  /** Hyperbrowser's process API: `start`, `list`, `get`. */
+  readonly processes: Processes;
+  /** The info returned by the last lifecycle call. */
+  lastInfo: SandboxInfo;
+  /** The HTTP client (URL, key). */
+  readonly client: HttpClient;
+  private readonly scope: SandboxScope;
+
+  private constructor(client: HttpClient, info: WireSandboxInfo) {
+    this.client = client;
+    this.id = info.id;
+    this.lastInfo = sandboxInfoFromWire(info);
+    this.scope = { client, base: `/v1/sandboxes/${encodeURIComponent(info.id)}` };
+    this.commands = new Commands(this.scope);
+    this.processes = new Processes(this.scope);
+  }
+
+  /** Same as {@link Sandbox.id} (E2B spelling). */
+  get sandboxId(): string {
+    return this.id;
+  }
+
+  /** Creates a sandbox (a template name may be given instead of options). */
+  static async create(opts: SandboxOpts | string = {}): Promise<Sandbox> {
+    const o: SandboxOpts = typeof opts === "string" ? { template: opts } : opts;
+    const client = await HttpClient.create(o);
+    const body: Record<string, unknown> = {};
+    if (o.template !== undefined) body.template = o.template;
+    if (o.cpu !== undefined) body.cpu = o.cpu;
+    if (o.memoryMb !== undefined) body.memory_mb = o.memoryMb;
+    if (o.pids !== undefined) body.pids = o.pids;
+    if (o.diskMb !== undefined) body.disk_mb = o.diskMb;
+    const env = { ...(o.envs ?? {}), ...(o.env ?? {}) };
+    if (Object.keys(env).length) body.env = env;
+    if (o.metadata && Object.keys(o.metadata).length) body.metadata = o.metadata;
+    if (o.timeout !== undefined) body.timeout = Math.ceil(o.timeout);
+    else if (o.timeoutMs !== undefined) body.timeout = Math.ceil(o.timeoutMs / 1000);
+    if (o.onTimeout !== undefined) body.on_timeout = o.onTimeout;
+    const info = await client.json<WireSandboxInfo>("POST", "/v1/sandboxes", { json: body });
+    return new Sandbox(client, info);
+  }
+
+  /** Connects to an existing sandbox by id, resuming it if paused. */
+  static async connect(id: string, opts: ConnectionOptions = {}): Promise<Sandbox> {
+    const client = await HttpClient.create(opts);
+    const info = await client.json<WireSandboxInfo>("POST", `/v1/sandboxes/${encodeURIComponent(id)}/connect`);
+    return new Sandbox(client, info);
+  }
+
+  /** Lists sandboxes. */
+  static async list(opts: SandboxListOpts = {}): Promise<SandboxInfo[]> {
+    const client = await HttpClient.create(opts);
+    const q = new URLSearchParams();
+    if (opts.state) q.append("state", opts.state);
+    for (const [k, v] of Object.entries(opts.metadata ?? {})) q.append("metadata", `${k}=${v}`);
+    const qs = q.toString();
+    const r = await client.json<{ sandboxes: WireSandboxInfo[] }>("GET", `/v1/sandboxes${qs ? `?${qs}` : ""}`);
+    return r.sandboxes.map(sandboxInfoFromWire);
+  }
+
+  /** Deletes a sandbox by id. True if it existed. */
+  static async kill(id: string, opts: ConnectionOptions = {}): Promise<boolean> {
+    const client = await HttpClient.create(opts);
+    return deleteSandbox(client, id);
+  }
+
+  private async lifecycle(method: string, suffix: string, json?: unknown): Promise<SandboxInfo> {
+    const info = await this.client.json<WireSandboxInfo>(method, `${this.scope.base}${suffix}`, json === undefined ? {} : { json });
+    this.lastInfo = sandboxInfoFromWire(info);
+    return this.lastInfo;
+  }
+
+  /** Current info. */
+  info(): Promise<SandboxInfo> {
+    return this.lifecycle("GET", "");
+  }
+
+  /** Alias of {@link Sandbox.info}. */
+  getInfo(): Promise<SandboxInfo> {
+    return this.info();
+  }
+
+  /** Whether the sandbox is running. */
+  async isRunning(): Promise<boolean> {
+    return (await this.info()).state === "running";
+  }
+
+  /** Freezes every process of the sandbox. Any process call resumes it. */
+  pause(): Promise<SandboxInfo> {
+    return this.lifecycle("POST", "/pause");
+  }
+
+  /** Thaws a paused sandbox. */
+  resume(): Promise<SandboxInfo> {
+    return this.lifecycle("POST", "/resume");
+  }
+
+  /** Moves the deadline to `timeoutMs` milliseconds from now (rounded up to whole seconds). */
+  setTimeout(timeoutMs: number): Promise<SandboxInfo> {
+    return this.lifecycle("POST", "/timeout", { timeout: Math.max(1, Math.ceil(timeoutMs / 1000)) });
+  }
+
+  /** Deletes the sandbox and everything in it. True if it existed. */
+  kill(): Promise<boolean> {
+    return deleteSandbox(this.client, this.id);
+  }
+
+  // ---- microsandbox / Hyperbrowser: exec ----
+
+  /**
+   * Runs a command and waits for it. Two spellings:
+   * - microsandbox: `exec("python3", ["-c", "print(1)"])` runs a program with arguments (no shell);
+   * - Hyperbrowser: `exec("pwd && echo $FOO", { cwd, env, timeoutMs, runAs })` runs a shell command.
+   *
+   * The {@link ExecOutput} answers both: `code`/`exitCode`, `stdout()` or `stdout.trim()`, ...
+   * A non-zero exit is a result, never an error.
+   */
+  async exec(cmd: string, argsOrOpts?: Iterable<string> | ExecOpts): Promise<ExecOutput> {
+    let req: WireStartRequest;
+    let signal: AbortSignal | undefined;
+    if (isArgs(argsOrOpts)) req = { argv: [cmd, ...argsOrOpts] };
+    else {
+      req = startRequest(cmd, argsOrOpts ?? {});
+      signal = argsOrOpts?.signal;
+    }
+    return ExecOutput.fromWire(await runToCompletion(this.scope, req, { signal }));
+  }
+
+  /** Runs a program with per-call options from an {@link ExecOptionsBuilder} callback, and waits. */
+  async execWith(cmd: string, configure: (b: ExecOptionsBuilder) => ExecOptionsBuilder | ExecOptions | void): Promise<ExecOutput> {
+    const o = runBuilder<ExecOptionsBuilder, ExecOptions>(new ExecOptionsBuilder(), configure);
+    if (o.stdin.kind === "pipe") {
+      throw new InvalidArgumentError("stdinPipe() needs a streaming call: use execStreamWith() and takeStdin()", {
+        code: "invalid_argument",
+      });
+    }
+    return ExecOutput.fromWire(await runToCompletion(this.scope, execRequest(cmd, o)));
+  }
+
+  /** Runs a program and returns at once an {@link ExecHandle} streaming its events. */
+  execStream(cmd: string, args?: Iterable<string>): Promise<ExecHandle> {
+    return this.startStream({ argv: [cmd, ...(args ?? [])] });
+  }
+
+  /** Streaming variant of {@link Sandbox.execWith}. */
+  execStreamWith(cmd: string, configure: (b: ExecOptionsBuilder) => ExecOptionsBuilder | ExecOptions | void): Promise<ExecHandle> {
+    return this.startStream(execRequest(cmd, runBuilder<ExecOptionsBuilder, ExecOptions>(new ExecOptionsBuilder(), configure)));
+  }
+
+  /** Runs a script through the sandbox's shell (`/bin/sh -c`) and waits. */
+  async shell(script: string): Promise<ExecOutput> {
+    return ExecOutput.fromWire(await runToCompletion(this.scope, { cmd: script }));
+  }
+
+  /** Shell command with streaming output. */
+  shellStream(script: string): Promise<ExecHandle> {
+    return this.startStream({ cmd: script });
+  }
+
+  private async startStream(req: WireStartRequest): Promise<ExecHandle> {
+    const info = await startProcess(this.scope, req);
+    const socket = await ProcessSocket.open(this.scope, info.id);
+    return new ExecHandle(this.scope, info, socket, req.stdin === "pipe");
+  }
+
+  /** Hyperbrowser: a handle for an existing process by id (or pid). */
+  getProcess(id: string | number): Promise<ProcessHandle> {
+    return this.processes.get(id);
+  }
+
+  // ---- microsandbox: attach (Node only) ----
+
+  /**
+   * Node only. Bridges this terminal to a program in a PTY in the sandbox until it exits (resolves with its
+   * exit code) or you press the detach keys (`ctrl-]`; resolves with -1, the process keeps running).
+   */
+  attach(cmd: string, args?: Iterable<string>): Promise<number> {
+    return this.attachWith(cmd, (b) => b.args(args ?? []));
+  }
+
+  /** Node only. {@link Sandbox.attach} to the sandbox user's shell (`$SHELL`, else `/bin/sh`). */
+  async attachShell(): Promise<number> {
+    const mod = await loadAttach();
+    return mod.attachProcess(this.scope, { cmd: 'exec "${SHELL:-/bin/sh}"' }, new AttachOptionsBuilder().build());
+  }
+
+  /** Node only. {@link Sandbox.attach} with options (cwd, env, user, detach keys, rlimits). */
+  async attachWith(cmd: string, configure: (b: AttachOptionsBuilder) => AttachOptionsBuilder | AttachOptions | void): Promise<number> {
+    const o = runBuilder<AttachOptionsBuilder, AttachOptions>(new AttachOptionsBuilder(), configure);
+    const mod = await loadAttach();
+    return mod.attachProcess(this.scope, { argv: [cmd, ...o.args] }, o);
+  }
+}
+
+/** The Node-only attach module's surface. */
+interface AttachModule {
+  attachProcess(scope: SandboxScope, req: WireStartRequest, o: AttachOptions): Promise<number>;
+}
+
+async function loadAttach(): Promise<AttachModule> {
+  if (!isNode()) throw new SandboxError("attach needs a terminal: it works on Node only", { code: "unsupported" });
+  return importDynamic<AttachModule>("./node/attach.js");
+}
+
+async function deleteSandbox(client: HttpClient, id: string): Promise<boolean> {
+  try {
+    await client.send("DELETE", `/v1/sandboxes/${encodeURIComponent(id)}`);
+    return true;
+  } catch (e) {
+    if (e instanceof SandboxError && e.code === "not_found") return false;
+    throw e;
+  }
+}

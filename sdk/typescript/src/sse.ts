@@ -1,0 +1,204 @@
+/**
+ * Server-Sent Events over `fetch`: a spec-following parser over a `ReadableStream`, and a process event
+ * feed that resumes a cut stream from the last `seq` it saw (`Last-Event-ID`).
+ *
+ * Browser-safe (fetch + ReadableStream; not EventSource, which cannot send the `Authorization` header).
+ */
+import type { SandboxScope } from "./client.js";
+import { fromBase64, toBytes } from "./encoding.js";
+import { SandboxError } from "./errors.js";
+import type { WireProcessInfo } from "./types.js";
+
+/** One dispatched SSE message. */
+export interface SseMessage {
+  /** `event:` field; `"message"` when absent. */
+  event: string;
+  /** `data:` lines joined with `\n`. */
+  data: string;
+  /** `id:` field of this message, if it had one. */
+  id: string | undefined;
+}
+
+/** Parses an SSE byte stream into messages (the WHATWG event-stream rules, minus `retry`). */
+export async function* parseSse(body: ReadableStream<Uint8Array>, onBytes?: () => void): AsyncGenerator<SseMessage> {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  let event = "";
+  let data: string[] = [];
+  let id: string | undefined;
+  let hasData = false;
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      onBytes?.();
+      buf += decoder.decode(value, { stream: true });
+      for (;;) {
+        const m = /\r\n|\n|\r/.exec(buf);
+        if (!m) break;
+        // A lone \r at the very end may be the first half of \r\n: wait for more.
+        if (m[0] === "\r" && m.index === buf.length - 1) break;
+        const line = buf.slice(0, m.index);
+        buf = buf.slice(m.index + m[0].length);
+        if (line === "") {
+          if (hasData || event) yield { event: event || "message", data: data.join("\n"), id };
+          event = "";
+          data = [];
+          id = undefined;
+          hasData = false;
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "event") event = value;
+        else if (field === "data") {
+          data.push(value);
+          hasData = true;
+        } else if (field === "id" && !value.includes("\0")) id = value;
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => undefined);
+  }
+}
+
+/** A decoded process event, whichever transport carried it. */
+export type ProcessStreamEvent =
+  | { type: "started"; info: WireProcessInfo }
+  | { type: "stdout" | "stderr"; seq: number; data: Uint8Array }
+  | { type: "lost"; fromSeq: number; toSeq: number; bytes: number }
+  | { type: "exited"; info: WireProcessInfo };
+
+/** Options of {@link followEvents}. */
+export interface FollowOptions {
+  /** First output chunk to deliver (default 1: everything kept). */
+  fromSeq?: number;
+  /** Stops following (the generator then throws the abort reason). */
+  signal?: AbortSignal | undefined;
+  /** A connection silent this long (no data, no keepalive) is treated as cut. Default 45 s. */
+  silenceMs?: number;
+}
+
+/** Waits, or rejects when the signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(signal?.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Delay before resume attempt `n` (1-based). */
+export function backoff(n: number): number {
+  return Math.min(100 * 2 ** (n - 1), 2000);
+}
+
+/** Whether an error from opening a stream is worth retrying (network trouble, an unreachable agent). */
+export function retryable(e: unknown): boolean {
+  return e instanceof SandboxError && (e.code === "network" || e.code === "unavailable" || e.code === "stream_cut");
+}
+
+/**
+ * Follows a process's SSE feed from `fromSeq` until its `exited` event. A stream cut before `exited` is
+ * reopened with `Last-Event-ID: <last seq seen>`, up to the client's `streamRetries` times in a row; then it
+ * throws {@link SandboxError} with code `stream_cut`. `started` is delivered once.
+ */
+export async function* followEvents(
+  scope: SandboxScope,
+  pid: string | number,
+  opts: FollowOptions = {},
+): AsyncGenerator<ProcessStreamEvent> {
+  const { client, base } = scope;
+  const path = `${base}/processes/${encodeURIComponent(String(pid))}/events`;
+  const silenceMs = opts.silenceMs ?? 45_000;
+  let last = (opts.fromSeq ?? 1) - 1;
+  let started = false;
+  let failures = 0;
+  let lastError: unknown;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    const ctl = new AbortController();
+    const onAbort = (): void => ctl.abort(opts.signal?.reason);
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    let silence: ReturnType<typeof setTimeout> | undefined;
+    const arm = (): void => {
+      clearTimeout(silence);
+      silence = setTimeout(() => ctl.abort(new SandboxError("stream went silent", { code: "stream_cut" })), silenceMs);
+    };
+    try {
+      arm();
+      const headers: Record<string, string> = { Accept: "text/event-stream" };
+      if (last >= 1) headers["Last-Event-ID"] = String(last);
+      const resp = await client.fetch("GET", path, { headers, signal: ctl.signal, timeoutMs: 0 });
+      if (!resp.body) throw new SandboxError("event stream has no body", { code: "stream_cut" });
+      for await (const msg of parseSse(resp.body, arm)) {
+        const ev = decodeSse(msg);
+        if (!ev) continue;
+        if (ev.type === "started") {
+          if (started) continue;
+          started = true;
+        } else if (ev.type === "stdout" || ev.type === "stderr") {
+          if (ev.seq <= last) continue;
+          last = ev.seq;
+        } else if (ev.type === "lost") {
+          last = Math.max(last, ev.toSeq);
+        }
+        failures = 0; // progress: the retry budget is per cut, not per stream
+        yield ev;
+        if (ev.type === "exited") return;
+      }
+      lastError = new SandboxError("event stream ended before the process exited", { code: "stream_cut" });
+    } catch (e) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      const reason = ctl.signal.aborted ? ctl.signal.reason : e;
+      if (!retryable(reason) && !(e instanceof TypeError)) throw reason;
+      lastError = reason;
+    } finally {
+      clearTimeout(silence);
+      opts.signal?.removeEventListener("abort", onAbort);
+      ctl.abort();
+    }
+    failures += 1;
+    if (failures > client.config.streamRetries) {
+      throw new SandboxError(
+        `the output stream of process ${pid} was cut and could not be resumed after ${failures - 1} attempts: ${
+          lastError instanceof Error ? lastError.message : String(lastError)
+        }`,
+        { code: "stream_cut", cause: lastError },
+      );
+    }
+    await sleep(backoff(failures), opts.signal);
+  }
+}
+
+/** Decodes one SSE message of the process feed; undefined for keepalives and unknown kinds. */
+export function decodeSse(msg: SseMessage): ProcessStreamEvent | undefined {
+  switch (msg.event) {
+    case "started":
+    case "exited":
+      return { type: msg.event, info: JSON.parse(msg.data) as WireProcessInfo };
+    case "stdout":
+    case "stderr": {
+      const d = JSON.parse(msg.data) as { seq: number; data?: string; data_b64?: string };
+      const bytes = d.data != null ? toBytes(d.data) : d.data_b64 != null ? fromBase64(d.data_b64) : new Uint8Array(0);
+      return { type: msg.event, seq: d.seq, data: bytes };
+    }
+    case "lost": {
+      const d = JSON.parse(msg.data) as { from_seq: number; to_seq: number; bytes: number };
+      return { type: "lost", fromSeq: d.from_seq, toSeq: d.to_seq, bytes: d.bytes };
+    }
+    default:
+      return undefined;
+  }
+}

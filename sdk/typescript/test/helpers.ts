@@ -1,0 +1,143 @@
+/**
+ * Test support: starts a real `sandpit serve --backend process` on a free port with a fresh state dir, and
+ * points the SDK at it through SANDPIT_URL / SANDPIT_API_KEY (so tests create sandboxes as users do).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, mkdirSync, symlinkSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { format } from "node:util";
+
+/** The repository root (build-test/test/ → ../../../../). */
+export const REPO = resolve(fileURLToPath(new URL("../../../../", import.meta.url)));
+
+/** The daemon binary under test. */
+export const SANDPIT_BIN = process.env.SANDPIT_BIN || join(REPO, "target", "debug", "sandpit");
+
+/** A running daemon. */
+export interface Daemon {
+  url: string;
+  apiKey: string;
+  stateDir: string;
+  /** A directory with `python` → python3, for seeds that call `python`. */
+  binDir: string;
+  stop(): Promise<void>;
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once("error", rej);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+/** Starts the daemon and sets SANDPIT_URL / SANDPIT_API_KEY for this test process. */
+export async function startDaemon(): Promise<Daemon> {
+  if (!existsSync(SANDPIT_BIN)) {
+    throw new Error(`sandpit binary not found at ${SANDPIT_BIN}: run \`cargo build -p sandpit-cli\` or set SANDPIT_BIN`);
+  }
+  const stateDir = mkdtempSync(join(tmpdir(), "sandpit-ts-"));
+  const binDir = join(stateDir, "bin");
+  mkdirSync(binDir);
+  for (const py of ["/usr/bin/python3", "/usr/local/bin/python3"]) {
+    if (existsSync(py)) {
+      symlinkSync(py, join(binDir, "python"));
+      break;
+    }
+  }
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("SANDPIT_")) env[k] = v;
+  let log = "";
+  const child: ChildProcess = spawn(
+    SANDPIT_BIN,
+    ["serve", "--backend", "process", "--listen", `127.0.0.1:${port}`, "--state-dir", join(stateDir, "state")],
+    { env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  child.stdout?.on("data", (d: Buffer) => (log += d.toString()));
+  child.stderr?.on("data", (d: Buffer) => (log = (log + d.toString()).slice(-20000)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`sandpit serve exited with ${child.exitCode}:\n${log}`);
+    try {
+      const r = await fetch(`${url}/health`);
+      if (r.ok) break;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`sandpit serve did not answer /health within 30 s:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const apiKey = readFileSync(join(stateDir, "state", "api-key"), "utf8").trim();
+  process.env.SANDPIT_URL = url;
+  process.env.SANDPIT_API_KEY = apiKey;
+  return {
+    url,
+    apiKey,
+    stateDir: join(stateDir, "state"),
+    binDir,
+    async stop() {
+      // Sandboxes outlive the daemon by design: delete them first.
+      try {
+        const h = { Authorization: `Bearer ${apiKey}` };
+        const r = (await (await fetch(`${url}/v1/sandboxes`, { headers: h })).json()) as { sandboxes: { id: string }[] };
+        await Promise.all(r.sandboxes.map((s) => fetch(`${url}/v1/sandboxes/${s.id}`, { method: "DELETE", headers: h })));
+      } catch {
+        // daemon already gone
+      }
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(t);
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls until `fn` returns true (or throws after `ms`). */
+export async function eventually(fn: () => Promise<boolean> | boolean, ms = 5000, what = "condition"): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A stand-in `console` and `process` for seed examples: pass them as parameters named `console` and `process`
+ * around the pasted code (inside its own block), and read what it printed from `text()`.
+ */
+export function seedIO(): {
+  console: { log: (...a: unknown[]) => void; error: (...a: unknown[]) => void };
+  process: { stdout: { write: (c: string | Uint8Array) => boolean }; stderr: { write: (c: string | Uint8Array) => boolean } };
+  text: () => string;
+} {
+  let out = "";
+  const dec = new TextDecoder();
+  const write = (c: string | Uint8Array): boolean => {
+    out += typeof c === "string" ? c : dec.decode(c);
+    return true;
+  };
+  return {
+    console: {
+      log: (...a) => void (out += format(...a) + "\n"),
+      error: (...a) => void (out += format(...a) + "\n"),
+    },
+    process: { stdout: { write }, stderr: { write } },
+    text: () => out,
+  };
+}

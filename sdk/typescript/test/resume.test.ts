@@ -1,0 +1,147 @@
+/**
+ * Cut streams resume from the last seq: SSE via `Last-Event-ID`, WebSocket via `?from_seq=`. Faults are
+ * injected on the client side (a fetch that truncates event streams, a WebSocket that drops itself) while
+ * talking to the real daemon.
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { WebSocket as WsWebSocket } from "ws";
+import { Sandbox, SandboxError, type WebSocketConstructor } from "sandpit";
+import { type Daemon, startDaemon } from "./helpers.js";
+
+let daemon: Daemon;
+
+before(async () => {
+  daemon = await startDaemon();
+});
+after(async () => {
+  await daemon?.stop();
+});
+
+/** A fetch that cuts the first `cuts` event streams after their first output event. */
+function cuttingFetch(cuts: number, seen: Array<string | null>): typeof fetch {
+  let left = cuts;
+  return async (input, init) => {
+    const resp = await fetch(input, init);
+    const url = String(input);
+    if (!url.includes("/events")) return resp;
+    seen.push(new Headers(init?.headers).get("last-event-id"));
+    if (left <= 0 || !resp.body) return resp;
+    left -= 1;
+    const reader = resp.body.getReader();
+    let text = "";
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        const { value, done } = await reader.read();
+        if (done) return c.close();
+        text += new TextDecoder().decode(value);
+        c.enqueue(value);
+        if (/event: std(out|err)[^]*?\n\n/.test(text)) {
+          await reader.cancel();
+          c.error(new TypeError("terminated (injected)"));
+        }
+      },
+    });
+    return new Response(body, { status: resp.status, headers: resp.headers });
+  };
+}
+
+const SCRIPT = "for i in 1 2 3 4 5 6; do echo $i; sleep 0.1; done";
+
+test("SSE: a cut stream resumes after the last seq (Last-Event-ID), nothing lost or repeated", async () => {
+  const seen: Array<string | null> = [];
+  const sandbox = await Sandbox.create({ fetch: cuttingFetch(3, seen) });
+  try {
+    const chunks: string[] = [];
+    const r = await sandbox.commands.run(SCRIPT, { onStdout: (d) => chunks.push(d) });
+    assert.equal(r.stdout, "1\n2\n3\n4\n5\n6\n");
+    assert.equal(chunks.join(""), r.stdout);
+    assert.ok(seen.length >= 4, `reconnected ${seen.length - 1} times`);
+    assert.equal(seen[0], null);
+    assert.ok(seen.slice(1).every((h) => h !== null && Number(h) >= 1), JSON.stringify(seen));
+
+    const p = await sandbox.processes.start(SCRIPT);
+    let out = "";
+    for await (const ev of p.stream()) if (ev.type === "stdout") out += ev.data;
+    assert.equal(out, "1\n2\n3\n4\n5\n6\n");
+  } finally {
+    await sandbox.kill();
+  }
+});
+
+test("SSE: gives up with SandboxError after streamRetries attempts without progress", async () => {
+  const cut = cuttingFetch(1, []);
+  let resumes = 0;
+  const failing: typeof fetch = async (input, init) => {
+    if (String(input).includes("/events") && new Headers(init?.headers).has("last-event-id")) {
+      resumes += 1;
+      throw new TypeError("fetch failed (injected)");
+    }
+    return cut(input, init);
+  };
+  const sandbox = await Sandbox.create({ fetch: failing, streamRetries: 2 });
+  try {
+    await assert.rejects(
+      sandbox.commands.runStream("for i in $(seq 1 40); do echo $i; sleep 0.05; done"),
+      (e: unknown) => e instanceof SandboxError && e.code === "stream_cut",
+    );
+    assert.equal(resumes, 2);
+  } finally {
+    await sandbox.kill();
+  }
+});
+
+/** A `ws` WebSocket that drops itself after its first binary frame, for the first `cuts` connections. */
+function droppingWebSocket(cuts: number, urls: string[]): WebSocketConstructor {
+  let left = cuts;
+  class Dropping extends WsWebSocket {
+    constructor(url: string, protocols?: string | string[], opts?: object) {
+      super(url, protocols, opts);
+      urls.push(url);
+      if (left > 0) {
+        left -= 1;
+        this.on("message", (_data, isBinary) => {
+          if (isBinary) this.terminate();
+        });
+      }
+    }
+  }
+  return Dropping as unknown as WebSocketConstructor;
+}
+
+test("WebSocket: a dropped session resumes with ?from_seq=, nothing lost or repeated", async () => {
+  const urls: string[] = [];
+  const sandbox = await Sandbox.create({ WebSocket: droppingWebSocket(2, urls) });
+  try {
+    const chunks: string[] = [];
+    const s = await sandbox.commands.spawn(SCRIPT, { onStdout: (d) => chunks.push(d) });
+    const r = await s.wait();
+    assert.equal(r.stdout, "1\n2\n3\n4\n5\n6\n");
+    assert.equal(chunks.join(""), r.stdout);
+    assert.ok(urls.length >= 3, urls.join(" "));
+    assert.match(urls[0]!, /from_seq=1$/);
+    assert.ok(urls.slice(1).every((u) => Number(/from_seq=(\d+)/.exec(u)?.[1]) > 1), urls.join(" "));
+
+    const h = await sandbox.execStream("sh", ["-c", SCRIPT]);
+    const out = await h.collect();
+    assert.equal(out.stdout(), "1\n2\n3\n4\n5\n6\n");
+  } finally {
+    await sandbox.kill();
+  }
+});
+
+test("WebSocket: stdin written while reconnecting is delivered", async () => {
+  const urls: string[] = [];
+  const sandbox = await Sandbox.create({ WebSocket: droppingWebSocket(1, urls) });
+  try {
+    const s = await sandbox.commands.spawn("echo ready; cat");
+    await new Promise((r) => setTimeout(r, 300));
+    await s.stdin.write("after-drop\n");
+    await s.stdin.close();
+    const r = await s.wait();
+    assert.equal(r.stdout, "ready\nafter-drop\n");
+    assert.equal(urls.length, 2);
+  } finally {
+    await sandbox.kill();
+  }
+});
