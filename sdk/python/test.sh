@@ -22,7 +22,7 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys' >/dev/n
     "$python" -m venv "$venv"
 fi
 cd "$repo"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e './sdk/python[test]'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e './sdk/python[test,dev]'
 
 cd "$here"
 # Static checks first (types and lint); their failure fails the run, but the tests still run after them.

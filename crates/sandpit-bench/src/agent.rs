@@ -190,35 +190,39 @@ async fn sse_throughput(
         .get(format!("{base}/processes/{id}/events"))
         .send()
         .await?;
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    // Where to resume looking for the blank line that ends an event: never rescan what was scanned.
+    let mut scanned = 0;
     let (mut got, mut lost) = (0u64, 0u64);
     'outer: while let Some(chunk) = resp.chunk().await? {
         buf.extend_from_slice(&chunk);
-        while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-            let block: Vec<u8> = buf.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&block);
-            let event = text
-                .lines()
-                .find_map(|l| l.strip_prefix("event: "))
-                .unwrap_or("");
-            let data = text
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .unwrap_or("null");
+        let mut start = 0;
+        while let Some(rel) = buf[scanned.max(start)..].windows(2).position(|w| w == b"\n\n") {
+            let end = scanned.max(start) + rel;
+            let block = std::str::from_utf8(&buf[start..end])?;
+            let mut event = "";
+            let mut data = "null";
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    event = v;
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v;
+                }
+            }
             match event {
                 "stdout" | "stderr" => {
                     let v: sandpit_types::OutputEvent = serde_json::from_str(data)?;
                     got += v.bytes().len() as u64;
                 }
-                "lost" => {
-                    lost += serde_json::from_str::<Value>(data)?["bytes"]
-                        .as_u64()
-                        .unwrap_or(0)
-                }
+                "lost" => lost += serde_json::from_str::<Value>(data)?["bytes"].as_u64().unwrap_or(0),
                 "exited" => break 'outer,
                 _ => {}
             }
+            start = end + 2;
+            scanned = start;
         }
+        buf.drain(..start);
+        scanned = buf.len().saturating_sub(1);
     }
     let secs = t.elapsed().as_secs_f64();
     if got + lost != size {

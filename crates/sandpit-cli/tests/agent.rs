@@ -765,6 +765,20 @@ async fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // `unshare` ignores SIGTERM while it waits; if an assertion fails, SIGKILL the agent (PID 1), which
+    // ends the whole namespace, so that nothing outlives the test.
+    struct KillNamespace(u32);
+    impl Drop for KillNamespace {
+        fn drop(&mut self) {
+            let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.0));
+            if let Ok(k) = kids {
+                for pid in k.split_whitespace() {
+                    let _ = std::process::Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
+        }
+    }
+    let _guard = KillNamespace(child.id());
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.take().unwrap()),

@@ -144,6 +144,11 @@ async fn serve(
     };
     let cors = api::cors::Cors::new(&config.cors_origins)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    if config.cors_origins.iter().any(|o| o.trim() == "*") {
+        tracing::warn!(
+            "CORS allows every origin (`*`): any web page a key holder visits may call this API; development only"
+        );
+    }
     let app = api::router(state, config.max_body_bytes, cors);
 
     let local = listener.local_addr().map_err(ServerError::Io)?;

@@ -104,7 +104,7 @@ class DaemonProcess:
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
     """Start the real daemon once for the whole session."""
-    tmp = Path(tempfile.mkdtemp(prefix="sandpit-pytest-"))
+    tmp = Path(tempfile.mkdtemp(prefix="sp-", dir="/tmp"))
     process = DaemonProcess(tmp / "state", tmp / "daemon.log")
     try:
         yield process.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator, List, Tuple
@@ -201,10 +202,12 @@ async def sbx_kill(sbx: Sandbox, pid: str) -> None:
     await asyncio.get_running_loop().run_in_executor(None, sbx.commands.kill, pid)
 
 
-def test_streams_resume_across_a_daemon_crash_and_restart(tmp_path: Path) -> None:
+def test_streams_resume_across_a_daemon_crash_and_restart() -> None:
     """SIGKILL the daemon mid-stream and start it again: the SSE stream and the WebSocket session both pick
     up where they were (the processes live on in the sandbox's agent)."""
-    process = DaemonProcess(tmp_path / "state", tmp_path / "daemon.log")
+    # A short path under /tmp: agent sockets live in the state dir and unix socket paths max out at 107 bytes.
+    tmp = Path(tempfile.mkdtemp(prefix="sp-", dir="/tmp"))
+    process = DaemonProcess(tmp / "state", tmp / "daemon.log")
     d = process.start()
     try:
         with Sandbox.create(url=d.url, api_key=d.api_key) as sbx:

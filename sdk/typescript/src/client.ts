@@ -149,7 +149,8 @@ export class HttpClient {
 
   /**
    * Opens a WebSocket to an API path. On Node the key travels in the `Authorization` header; browsers cannot
-   * set headers on a WebSocket, so there it is offered as the subprotocol `sandpit.bearer.<key>`.
+   * set headers on a WebSocket, so there it goes in the `access_token` query parameter, which the daemon
+   * accepts for exactly this purpose and strips before proxying.
    */
   async openSocket(
     path: string,
@@ -165,9 +166,9 @@ export class HttpClient {
         ? new ctor(url, [], { headers: this.authHeaders() })
         : new ctor(url, { headers: this.authHeaders() } as unknown as string[]);
     } else {
-      const protocols = [WS_PROTOCOL];
-      if (this.config.apiKey) protocols.push(`sandpit.bearer.${this.config.apiKey}`);
-      ws = new ctor(url, protocols);
+      const withToken = new URL(url);
+      if (this.config.apiKey) withToken.searchParams.set("access_token", this.config.apiKey);
+      ws = new ctor(withToken.toString());
     }
     ws.binaryType = "arraybuffer";
     // Attached before `open`: frames that arrive with the handshake are dispatched in the same tick.
