@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly what CI runs (.ci/run calls this script).
 #
-# Stages: Rust unit and integration tests (agent, isolation, daemon, SDK, CLI), the Python SDK suite, the
-# TypeScript SDK suite, and the quick benchmark profile (which checks that the benchmarks still run; it
+# Stages: Rust unit and integration tests (agent, isolation, daemon, SDK, CLI), schemathesis against the
+# daemon's OpenAPI document, the Python SDK suite, the TypeScript SDK suite, and the quick benchmark profile (which checks that the benchmarks still run; it
 # does not judge numbers). Every stage runs even when an earlier one failed; the exit status is non-zero
 # if any failed, and the last line sums them up.
 set -uo pipefail
@@ -35,6 +35,7 @@ stage() {
 
 stage build cargo build --workspace --all-targets --locked
 stage rust-tests cargo test --workspace --locked -- --test-threads=4
+stage api-schemathesis bash crates/sandpit-server/tests/schemathesis.sh
 [ -x sdk/python/test.sh ] && stage python-sdk sdk/python/test.sh
 [ -x sdk/typescript/test.sh ] && stage typescript-sdk sdk/typescript/test.sh
 [ -x bench/run ] && stage bench-quick bench/run --quick

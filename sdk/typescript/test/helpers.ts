@@ -40,7 +40,7 @@ export function freePort(): Promise<number> {
 }
 
 /** Starts the daemon and sets SANDPIT_URL / SANDPIT_API_KEY for this test process. */
-export async function startDaemon(): Promise<Daemon> {
+export async function startDaemon(extraArgs: string[] = []): Promise<Daemon> {
   if (!existsSync(SANDPIT_BIN)) {
     throw new Error(`sandpit binary not found at ${SANDPIT_BIN}: run \`cargo build -p sandpit-cli\` or set SANDPIT_BIN`);
   }
@@ -59,7 +59,7 @@ export async function startDaemon(): Promise<Daemon> {
   let log = "";
   const child: ChildProcess = spawn(
     SANDPIT_BIN,
-    ["serve", "--backend", "process", "--listen", `127.0.0.1:${port}`, "--state-dir", join(stateDir, "state")],
+    ["serve", "--backend", "process", "--listen", `127.0.0.1:${port}`, "--state-dir", join(stateDir, "state"), ...extraArgs],
     { env, stdio: ["ignore", "pipe", "pipe"] },
   );
   child.stdout?.on("data", (d: Buffer) => (log += d.toString()));
