@@ -38,7 +38,7 @@ fi
 
 export SANDPIT_URL="$url"
 export SANDPIT_API_KEY="$(cat "$state/api-key")"
-echo "==> sandpit run -- uname -a; id; cat /etc/os-release | head -1"
+echo "==> sandpit run -- sh -c 'echo hello; id; hostname; uname -sr'"
 "$bin" run -- sh -c 'echo "hello from a sandpit sandbox"; id; hostname; uname -sr'
 
 cat <<MSG

@@ -197,7 +197,10 @@ async fn sse_throughput(
     'outer: while let Some(chunk) = resp.chunk().await? {
         buf.extend_from_slice(&chunk);
         let mut start = 0;
-        while let Some(rel) = buf[scanned.max(start)..].windows(2).position(|w| w == b"\n\n") {
+        while let Some(rel) = buf[scanned.max(start)..]
+            .windows(2)
+            .position(|w| w == b"\n\n")
+        {
             let end = scanned.max(start) + rel;
             let block = std::str::from_utf8(&buf[start..end])?;
             let mut event = "";
@@ -214,7 +217,11 @@ async fn sse_throughput(
                     let v: sandpit_types::OutputEvent = serde_json::from_str(data)?;
                     got += v.bytes().len() as u64;
                 }
-                "lost" => lost += serde_json::from_str::<Value>(data)?["bytes"].as_u64().unwrap_or(0),
+                "lost" => {
+                    lost += serde_json::from_str::<Value>(data)?["bytes"]
+                        .as_u64()
+                        .unwrap_or(0)
+                }
                 "exited" => break 'outer,
                 _ => {}
             }

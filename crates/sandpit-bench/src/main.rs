@@ -4,6 +4,7 @@
 //! same run, because the machines are shared and noisy: ratios travel, absolute numbers do not.
 
 mod agent;
+mod daemon;
 mod stats;
 
 use std::path::PathBuf;
@@ -40,6 +41,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(agent::run(&args.sandpit_bin, args.quick))
                 .context("agent benchmarks")?,
+        );
+    }
+    if want("daemon") {
+        rows.extend(
+            rt.block_on(daemon::run(&args.sandpit_bin, args.quick))
+                .context("daemon benchmarks")?,
         );
     }
     let md = stats::markdown(&rows);

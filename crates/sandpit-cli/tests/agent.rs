@@ -566,6 +566,7 @@ async fn bad_input_gets_4xx_with_code_and_message() {
         ),
         ("GET", "/processes/nope", Value::Null, 404),
         ("GET", "/processes/nope/events", Value::Null, 404),
+        ("GET", "/processes/nope/ws", Value::Null, 404),
         ("GET", "/processes?status=sleeping", Value::Null, 400),
         ("GET", "/processes?limit=-1", Value::Null, 400),
         ("GET", "/no/such/endpoint", Value::Null, 404),
@@ -587,6 +588,13 @@ async fn bad_input_gets_4xx_with_code_and_message() {
         );
     }
     let id = a.spawn(json!({"argv": ["sleep", "30"]})).await;
+    // A plain GET on the WebSocket endpoint is a JSON 400, not a bare-text rejection.
+    let (s, v) = a.get(&format!("/processes/{id}/ws")).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{v}"
+    );
     let (s, v) = a
         .post(
             &format!("/processes/{id}/signal"),
@@ -773,7 +781,9 @@ async fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
             let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.0));
             if let Ok(k) = kids {
                 for pid in k.split_whitespace() {
-                    let _ = std::process::Command::new("kill").args(["-KILL", pid]).status();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", pid])
+                        .status();
                 }
             }
         }

@@ -115,7 +115,7 @@ fn main() {
                 "--",
                 "/bin/sh",
                 "-c",
-                "echo x; exec sleep 600",
+                "echo x",
             ])
             .stdout(Stdio::piped())
             .spawn()

@@ -10,7 +10,7 @@
 //! This replaces a re-exec'd helper binary: `clone` from the daemon costs well under a
 //! millisecond, and nothing has to be wired into the CLI.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -547,9 +547,4 @@ pub(crate) fn decode_failure(plan: &Plan, buf: &[u8]) -> (String, io::Error) {
 pub(crate) fn cstring(s: &str) -> CString {
     // Inputs are validated paths/ids/argv; an interior NUL would be replaced rather than panic.
     CString::new(s).unwrap_or_else(|_| CString::new(s.replace('\0', "")).unwrap_or_default())
-}
-
-#[allow(dead_code)]
-pub(crate) fn as_cstr(c: &CString) -> &CStr {
-    c.as_c_str()
 }

@@ -24,13 +24,15 @@ use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{PermissionsExt, chown};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, chown};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub use cgroup::{CgroupDriver, CgroupError, CgroupSet, CgroupVersion, Layout, Limits};
+pub use cgroup::{
+    CgroupDriver, CgroupError, CgroupSet, CgroupVersion, Layout, Limits, V1Driver, V2Driver, detect,
+};
 pub use child::READY_FD;
 pub use hostcheck::HostError;
 pub use idrange::{IdRange, RANGE_SIZE, RangeError};
@@ -46,7 +48,7 @@ pub const RUN_DIR_IN_SANDBOX: &str = "/run/sandpit";
 /// Configuration of an [`Isolator`].
 #[derive(Debug, Clone)]
 pub struct IsolateConfig {
-    /// Templates, sandbox directories and id-range reservations live here (created 0711).
+    /// Templates, sandbox directories and id-range reservations live here (created 0700).
     pub state_dir: PathBuf,
     /// Host path of the `sandpit` binary, bind-mounted read-only into sandboxes as the agent.
     pub agent_binary: PathBuf,
@@ -146,6 +148,10 @@ pub enum IsolateError {
     Rootfs(#[from] RootfsError),
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
+    #[error(
+        "sandbox {0:?} has no cgroup: it was never fully created; destroy it and create it again"
+    )]
+    NotCreated(String),
     #[error("sandbox {0:?} already exists; destroy it or pick another id")]
     Exists(String),
     #[error("{what}: {source}")]
@@ -200,13 +206,17 @@ impl Isolator {
     /// prepares the state directory. Every missing feature is reported with what to do.
     pub fn new(cfg: IsolateConfig) -> Result<Self, IsolateError> {
         hostcheck::check(&cfg.agent_binary)?;
-        fs::create_dir_all(&cfg.state_dir).map_err(ioe(format!(
-            "creating state dir {}",
-            cfg.state_dir.display()
-        )))?;
-        // 0711: sandbox setup may traverse but nobody else may list the state directory.
-        fs::set_permissions(&cfg.state_dir, fs::Permissions::from_mode(0o711))
-            .map_err(ioe("chmod state dir"))?;
+        if !cfg.state_dir.exists() {
+            // Only root needs it: the sandbox child resolves its paths while still host root.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&cfg.state_dir)
+                .map_err(ioe(format!(
+                    "creating state dir {}",
+                    cfg.state_dir.display()
+                )))?;
+        }
         fs::create_dir_all(cfg.state_dir.join("sandboxes"))
             .map_err(ioe("creating sandboxes dir"))?;
         let layout = Layout::current().map_err(ioe("reading /proc/self cgroup layout"))?;
@@ -582,10 +592,7 @@ impl Isolator {
 }
 
 fn not_running(handle: &SandboxHandle) -> IsolateError {
-    IsolateError::InvalidSpec(format!(
-        "sandbox {} has no cgroup (was it created?)",
-        handle.id
-    ))
+    IsolateError::NotCreated(handle.id.clone())
 }
 
 /// Waits for the killed init to become a zombie and reaps it if it is our child (after a daemon

@@ -93,7 +93,24 @@ pub(crate) fn valid_name(name: &str) -> bool {
 impl TemplateStore {
     pub fn new(dir: PathBuf) -> Result<Self, TemplateError> {
         fs::create_dir_all(&dir).map_err(ioe(format!("creating {}", dir.display())))?;
-        Ok(Self { dir })
+        let store = Self { dir };
+        store.remove_stale_builds();
+        Ok(store)
+    }
+
+    /// Removes `.tmp-*` / `.trash-*` directories left by builders that died (their pid is part of
+    /// the name); a build in progress in a live process is left alone.
+    fn remove_stale_builds(&self) {
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with(".tmp-") || name.starts_with(".trash-")) {
+                continue;
+            }
+            let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
     }
 
     fn info_path(&self, name: &str) -> PathBuf {

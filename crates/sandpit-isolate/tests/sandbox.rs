@@ -15,7 +15,9 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sandpit_isolate::{IsolateConfig, IsolateError, Isolator, SandboxHandle, SandboxSpec};
+use sandpit_isolate::{
+    CgroupDriver as _, IsolateConfig, IsolateError, Isolator, SandboxHandle, SandboxSpec,
+};
 
 type Test = fn(&Isolator);
 
@@ -58,6 +60,15 @@ fn main() {
             destroy_is_idempotent,
         ),
         ("no_leaks_after_100_cycles", no_leaks_after_100_cycles),
+        (
+            "v1_freezer_fallback_without_cgroup_kill",
+            v1_freezer_fallback,
+        ),
+        (
+            "writable_layer_memory_released",
+            writable_layer_memory_released,
+        ),
+        ("cpu_limit_throttles", cpu_limit_throttles),
         (
             "imported_tarball_template_runs",
             imported_tarball_template_runs,
@@ -450,6 +461,10 @@ fn ranges_are_distinct_and_owned(iso: &Isolator) {
     assert_eq!(uid_of(a.init_pid), ra.base);
     assert_eq!(uid_of(b.init_pid), rb.base);
     assert!(iso.is_alive(&a) && iso.is_alive(&b));
+    // Own session and process group: terminal signals to the daemon's group never reach it.
+    // SAFETY: getsid/getpgid only read process attributes.
+    let (sid, pgid) = unsafe { (libc::getsid(a.init_pid), libc::getpgid(a.init_pid)) };
+    assert_eq!((sid, pgid), (a.init_pid, a.init_pid));
     iso.destroy(&a).unwrap();
     iso.destroy(&b).unwrap();
     assert!(!iso.is_alive(&a));
@@ -781,4 +796,119 @@ fn real_agent_answers(_: &Isolator) {
     std::io::Read::read_to_string(&mut s, &mut reply).unwrap();
     iso.destroy(&h).unwrap();
     assert!(reply.starts_with("HTTP/1.1 "), "{reply}");
+}
+
+/// Hosts without cgroup v2 `cgroup.kill`/`cgroup.freeze` (pure v1): the driver must freeze with
+/// the v1 freezer and kill by freeze + SIGKILL + thaw.
+fn v1_freezer_fallback(_: &Isolator) {
+    let layout = sandpit_isolate::Layout::current().unwrap();
+    if !["memory", "pids", "cpu", "freezer"]
+        .iter()
+        .all(|c| layout.v1_mounts.contains_key(*c))
+    {
+        print!("(skipped: no cgroup v1 hierarchies here) ");
+        return;
+    }
+    let mut parents = BTreeMap::new();
+    for c in ["memory", "pids", "cpu", "freezer"] {
+        let own = layout.v1_own.get(c).cloned().unwrap_or_default();
+        let dir = layout.v1_mounts[c]
+            .join(own.trim_start_matches('/'))
+            .join("sandpit-v1test");
+        fs::create_dir_all(&dir).unwrap();
+        parents.insert(c.to_string(), dir);
+    }
+    let driver = sandpit_isolate::V1Driver::new(parents.clone(), None);
+    let set = sandpit_isolate::CgroupDriver::create(
+        &driver,
+        "t",
+        &sandpit_isolate::Limits {
+            memory_bytes: Some(64 << 20),
+            pids: Some(16),
+            cpu: Some(0.5),
+        },
+    )
+    .unwrap();
+    assert!(set.unified.is_none());
+    let mut child = std::process::Command::new("/bin/sh")
+        .args(["-c", "while :; do sleep 0.01; done"])
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    driver.add_process(&set, pid).unwrap();
+    driver.freeze(&set).unwrap();
+    let state = fs::read_to_string(set.controllers["freezer"].join("freezer.state")).unwrap();
+    assert_eq!(state.trim(), "FROZEN");
+    driver.thaw(&set).unwrap();
+    driver.kill_all(&set).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !driver.procs(&set).is_empty() && Instant::now() < deadline {
+        driver.kill_all(&set).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    driver.remove(&set).unwrap();
+    for dir in parents.values() {
+        fs::remove_dir(dir).unwrap();
+    }
+}
+
+fn shmem_kib() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Shmem:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The tmpfs writable layer lives only in the sandbox's mount namespace: destroying the sandbox
+/// must give its memory back.
+fn writable_layer_memory_released(iso: &Isolator) {
+    let before = shmem_kib();
+    let mut spec = sh(
+        "shmem",
+        "dd if=/dev/zero of=/var/big bs=1M count=200 2>/dev/null; echo >&3; exec sleep 600",
+    );
+    spec.disk_mb = Some(300);
+    spec.memory_mb = Some(512);
+    let h = iso.create(&spec).unwrap();
+    let during = shmem_kib();
+    iso.destroy(&h).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let after = shmem_kib();
+    print!("(Shmem KiB before {before}, during {during}, after {after}) ");
+    assert!(
+        during > before + 150 * 1024,
+        "the write did not land in the tmpfs layer"
+    );
+    assert!(after < before + 50 * 1024, "writable layer not released");
+}
+
+/// A busy loop in a 0.2-CPU sandbox gets throttled by the CFS quota.
+fn cpu_limit_throttles(iso: &Isolator) {
+    let mut spec = sh("cpu", "echo >&3; while :; do :; done");
+    spec.cpu = Some(0.2);
+    let h = iso.create(&spec).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let cg = h.cgroups.clone().unwrap();
+    let dir = cg
+        .controllers
+        .get("cpu")
+        .or(cg.unified.as_ref())
+        .unwrap()
+        .clone();
+    let stat = fs::read_to_string(dir.join("cpu.stat")).unwrap();
+    iso.destroy(&h).unwrap();
+    let throttled: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    print!("(nr_throttled {throttled}) ");
+    assert!(throttled >= 3, "no CFS throttling: {stat}");
 }

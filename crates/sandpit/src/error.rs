@@ -57,6 +57,14 @@ pub enum Error {
     #[error("conflict: {0}")]
     Conflict(ApiError),
     /// A stream or session was cut and could not be resumed (after retrying from the last `seq`).
+    /// A template build ended in `failed` ([`Templates::wait`](crate::Templates::wait)).
+    #[error("template {name} failed to build: {message}")]
+    TemplateBuild {
+        /// The template's name.
+        name: String,
+        /// The daemon's reason.
+        message: String,
+    },
     #[error("sandbox connection lost: {message}")]
     Sandbox {
         /// What happened.

@@ -57,7 +57,9 @@ pub use options::Signal;
 pub use processes::{ListProcesses, Process, ProcessStreamEvent, Processes, StartProcess};
 pub use sandbox::{BoxFuture, ListSandboxes, Sandbox, SandboxBuilder};
 pub use sse::EventStream;
-pub use templates::{TemplateInfo, Templates};
+pub use templates::{
+    DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource, Templates,
+};
 
 /// The wire types, for calls this SDK does not wrap.
 pub use sandpit_types as types;

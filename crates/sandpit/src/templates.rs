@@ -1,31 +1,19 @@
-//! Templates (`GET/POST /v1/templates`): the root filesystems sandboxes start from. The daemon's
-//! template API is not settled yet (DESIGN.md names only the endpoints), so this module speaks plain
-//! JSON: [`TemplateInfo`] keeps every field the daemon sends, and requests carry `name` plus the
-//! fields documented on each method.
+//! Templates (`/v1/templates`): the read-only root filesystems sandboxes start from.
+//!
+//! Building one can take from seconds (a directory or tarball import) to minutes (a debootstrap
+//! build), so the daemon answers `POST` at once and builds in the background; [`Templates::wait`]
+//! polls the build and hands each new progress line to a callback.
+
+use std::time::Duration;
 
 use reqwest::Method;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use sandpit_types::sandbox::{CreateTemplateRequest, TemplateList};
+pub use sandpit_types::sandbox::{
+    DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource,
+};
 
 use crate::client::Client;
-use crate::error::Result;
-
-/// A template as the daemon reports it: its name plus whatever else it says.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TemplateInfo {
-    /// The name sandboxes are created with.
-    pub name: String,
-    /// Every other field.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum TemplateList {
-    Wrapped { templates: Vec<TemplateInfo> },
-    Bare(Vec<TemplateInfo>),
-}
+use crate::error::{Error, Result};
 
 /// `client.templates()`.
 #[derive(Debug, Clone)]
@@ -39,7 +27,7 @@ impl Client {
     /// ```no_run
     /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
     /// for t in client.templates().list().await? {
-    ///     println!("{}", t.name);
+    ///     println!("{} ({})", t.name, t.source);
     /// }
     /// # Ok(()) }
     /// ```
@@ -51,7 +39,7 @@ impl Client {
 }
 
 impl Templates {
-    /// `GET /v1/templates`.
+    /// `GET /v1/templates`: every built template, by name.
     ///
     /// ```no_run
     /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
@@ -63,61 +51,129 @@ impl Templates {
             .client
             .send_json(self.client.request(Method::GET, "/v1/templates"))
             .await?;
-        Ok(match list {
-            TemplateList::Wrapped { templates } | TemplateList::Bare(templates) => templates,
-        })
+        Ok(list.templates)
     }
 
-    /// Imports a root filesystem from a path on the daemon's host: `POST /v1/templates` with
-    /// `{"name", "source", "format"}`; `format` is `dir`, `tar`, `oci` or `debootstrap` (`None`: the
-    /// daemon guesses).
+    /// `GET /v1/templates/{name}`.
     ///
     /// ```no_run
     /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
-    /// client.templates().import("alpine", "/srv/alpine.tar", Some("tar")).await?;
+    /// let base = client.templates().get("base").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn import(
-        &self,
-        name: &str,
-        source: &str,
-        format: Option<&str>,
-    ) -> Result<TemplateInfo> {
-        let mut body = serde_json::json!({ "name": name, "source": source });
-        if let Some(f) = format {
-            body["format"] = Value::from(f);
-        }
-        self.create(body).await
-    }
-
-    /// Builds a template from another one by running shell commands in it: `POST /v1/templates` with
-    /// `{"name", "from", "run": [...]}`.
-    ///
-    /// ```no_run
-    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
-    /// client.templates().build("py", "base", &["apt-get install -y python3".into()]).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn build(&self, name: &str, from: &str, run: &[String]) -> Result<TemplateInfo> {
-        self.create(serde_json::json!({ "name": name, "from": from, "run": run }))
+    pub async fn get(&self, name: &str) -> Result<TemplateInfo> {
+        let path = format!("/v1/templates/{name}");
+        self.client
+            .send_json(self.client.request(Method::GET, &path))
             .await
     }
 
-    /// `POST /v1/templates` with any body.
+    /// Starts building template `name` from `source` (`POST /v1/templates`) and returns at once.
+    /// Paths in `source` are on the daemon's host.
     ///
     /// ```no_run
     /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
-    /// let t = client
-    ///     .templates()
-    ///     .create(serde_json::json!({"name": "mini", "source": "/srv/rootfs"}))
-    ///     .await?;
+    /// use sandpit::TemplateSource;
+    /// let build = client.templates().start("alpine", TemplateSource::Tar("/srv/alpine.tar".into())).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn create(&self, body: Value) -> Result<TemplateInfo> {
+    pub async fn start(&self, name: &str, source: TemplateSource) -> Result<TemplateBuild> {
+        let body = CreateTemplateRequest {
+            name: name.to_owned(),
+            source,
+        };
         let rb = self
             .client
             .request(Method::POST, "/v1/templates")
             .json(&body);
         self.client.send_json(rb).await
+    }
+
+    /// `GET /v1/templates/{name}/build`: where the latest build of `name` stands.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// let b = client.templates().build_status("alpine").await?;
+    /// println!("{:?}: {:?}", b.state, b.log.last());
+    /// # Ok(()) }
+    /// ```
+    pub async fn build_status(&self, name: &str) -> Result<TemplateBuild> {
+        let path = format!("/v1/templates/{name}/build");
+        self.client
+            .send_json(self.client.request(Method::GET, &path))
+            .await
+    }
+
+    /// Waits for the build of `name` to finish, calling `progress` once for every new log line.
+    /// A failed build is [`Error::TemplateBuild`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// use sandpit::{DebianSource, TemplateSource};
+    /// let t = client.templates();
+    /// t.start("debian", TemplateSource::Debian(DebianSource::default())).await?;
+    /// let info = t.wait("debian", |line| eprintln!("{line}")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait(&self, name: &str, mut progress: impl FnMut(&str)) -> Result<TemplateInfo> {
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let b = self.build_status(name).await?;
+            // The daemon keeps the last lines only: print what follows the longest overlap with
+            // what was already printed.
+            let skip = (0..=seen.len().min(b.log.len()))
+                .rev()
+                .find(|&k| seen[seen.len() - k..] == b.log[..k])
+                .unwrap_or(0);
+            for line in &b.log[skip..] {
+                progress(line);
+            }
+            seen.clone_from(&b.log);
+            match b.state {
+                TemplateBuildState::Building => {
+                    tokio::time::sleep(Duration::from_millis(300)).await
+                }
+                TemplateBuildState::Ready => {
+                    return match b.template {
+                        Some(t) => Ok(t),
+                        None => self.get(name).await,
+                    };
+                }
+                TemplateBuildState::Failed => {
+                    return Err(Error::TemplateBuild {
+                        name: name.to_owned(),
+                        message: b.error.unwrap_or_else(|| "no reason given".into()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Builds template `name` from `source` and waits for it: [`start`](Self::start) then
+    /// [`wait`](Self::wait) without progress output.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// use sandpit::TemplateSource;
+    /// let t = client.templates().import("mini", TemplateSource::Dir("/srv/rootfs".into())).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn import(&self, name: &str, source: TemplateSource) -> Result<TemplateInfo> {
+        self.start(name, source).await?;
+        self.wait(name, |_| {}).await
+    }
+
+    /// `DELETE /v1/templates/{name}`. Sandboxes already using it keep running.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// client.templates().delete("mini").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let path = format!("/v1/templates/{name}");
+        self.client
+            .send_empty(self.client.request(Method::DELETE, &path))
+            .await
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -142,9 +143,15 @@ pub async fn websocket(
     PathParam(pid): PathParam<String>,
     Query(q): Query<StreamQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let proc = agent.get(&pid)?;
+    let ws = ws.map_err(|r| {
+        ApiError::invalid(format!(
+            "this endpoint needs a WebSocket upgrade: {}",
+            r.body_text()
+        ))
+    })?;
     let from = start_seq(&q, &headers)?;
     Ok(ws
         .max_message_size(4 << 20)

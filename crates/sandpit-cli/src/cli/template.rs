@@ -1,10 +1,14 @@
-//! `sandpit template ls|import|build`: the template calls of the daemon (`GET/POST /v1/templates`).
+//! `sandpit template ls|import|build|rm`: the daemon's template calls (`/v1/templates`).
+//!
+//! Imports and builds run in the daemon; these verbs start one and follow its progress until it is
+//! ready, printing each progress line (debootstrap's included) so a long build shows it is alive.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use sandpit::Client;
+use sandpit::{Client, DebianSource, TemplateSource};
 
 use super::{print_json, print_table};
 
@@ -17,100 +21,158 @@ pub enum TemplateCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Import a root filesystem (a directory, a tarball such as `docker export` output, an OCI image
-    /// layout or a debootstrap tree) from a path on the daemon's host.
+    /// Import a root filesystem from a path on the daemon's host: a directory, a tarball (e.g. `docker
+    /// export` output) or an OCI image layout / `docker save` archive.
     #[command(after_help = "Examples:\n  \
         sandpit template import alpine /srv/alpine-rootfs.tar\n  \
-        sandpit template import debian /srv/bookworm --format debootstrap\n  \
-        sandpit template import app /srv/app-oci --format oci")]
+        sandpit template import tools /srv/rootfs-dir\n  \
+        sandpit template import app /srv/app-image.tar --format oci")]
     Import {
-        /// The new template's name.
+        /// The new template's name (a-z 0-9 . _ -).
         name: String,
         /// Path on the daemon's host.
         source: String,
-        /// Source format [default: guessed by the daemon].
-        #[arg(long, value_parser = ["dir", "tar", "oci", "debootstrap"])]
+        /// Source format [default: `dir` for a directory name ending in `/`, `tar` for .tar/.tgz/.tar.gz,
+        /// else `dir`]. `oci` must be given explicitly.
+        #[arg(long, value_parser = ["dir", "tar", "oci"])]
         format: Option<String>,
-        /// Print JSON.
+        /// Return as soon as the daemon accepted the import, without following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Build a template from another by running shell commands in it.
+    /// Build a Debian template with debootstrap (minbase) in the daemon, following its progress.
     #[command(after_help = "Examples:\n  \
-        sandpit template build py --from debian --run 'apt-get update' --run 'apt-get install -y python3'")]
+        sandpit template build debian\n  \
+        sandpit template build trixie --suite trixie --mirror http://deb.debian.org/debian")]
     Build {
-        /// The new template's name.
+        /// The new template's name (a-z 0-9 . _ -).
         name: String,
-        /// The template to start from.
-        #[arg(long, default_value = "base", value_name = "TEMPLATE")]
-        from: String,
-        /// A shell command to run, as root (repeatable, in order).
-        #[arg(long, value_name = "CMD")]
-        run: Vec<String>,
-        /// Print JSON.
+        /// Debian release [default: bookworm].
+        #[arg(long)]
+        suite: Option<String>,
+        /// Debian mirror URL [default: debootstrap's].
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Return as soon as the daemon accepted the build.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete a template (sandboxes using it keep running).
+    #[command(after_help = "Example:\n  sandpit template rm alpine")]
+    Rm {
+        /// The template's name.
+        name: String,
     },
 }
 
-pub async fn run(client: &Client, cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
+fn guess_source(path: String, format: Option<&str>) -> TemplateSource {
+    let tarball = [".tar", ".tar.gz", ".tgz"]
+        .iter()
+        .any(|s| path.ends_with(s));
+    match format {
+        Some("oci") => TemplateSource::Oci(path),
+        Some("tar") => TemplateSource::Tar(path),
+        Some(_) => TemplateSource::Dir(path),
+        None if tarball => TemplateSource::Tar(path),
+        None => TemplateSource::Dir(path),
+    }
+}
+
+async fn follow(
+    client: &Client,
+    name: &str,
+    source: TemplateSource,
+    no_wait: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let t = client.templates();
+    let build = t
+        .start(name, source)
+        .await
+        .with_context(|| format!("cannot start building template {name}"))?;
+    if no_wait {
+        return if json {
+            print_json(&build)
+        } else {
+            println!("{name}: building (follow with: sandpit template ls)");
+            Ok(ExitCode::SUCCESS)
+        };
+    }
+    let started = std::time::Instant::now();
+    let info = t
+        .wait(name, |line| {
+            let secs = started.elapsed().as_secs();
+            let _ = writeln!(
+                std::io::stderr(),
+                "[{:>3}:{:02}] {line}",
+                secs / 60,
+                secs % 60
+            );
+        })
+        .await
+        .with_context(|| format!("template {name} was not built"))?;
+    if json {
+        return print_json(&info);
+    }
+    println!(
+        "{} (built in {:.1} s)",
+        info.name,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(client: &Client, cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TemplateCommand::Ls { json } => {
-            let list = t.list().await.context("cannot list templates")?;
+            let list = client
+                .templates()
+                .list()
+                .await
+                .context("cannot list templates")?;
             if json {
                 return print_json(&list);
             }
             let rows: Vec<Vec<String>> = list
                 .iter()
-                .map(|t| {
-                    let extra = t
-                        .extra
-                        .iter()
-                        .map(|(k, v)| {
-                            format!(
-                                "{k}={}",
-                                v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ");
-                    vec![t.name.clone(), extra]
-                })
+                .map(|t| vec![t.name.clone(), t.created_at.clone(), t.source.clone()])
                 .collect();
-            print_table(&["NAME", "DETAILS"], &rows);
+            print_table(&["NAME", "CREATED", "SOURCE"], &rows);
             Ok(ExitCode::SUCCESS)
         }
         TemplateCommand::Import {
             name,
             source,
             format,
+            no_wait,
             json,
         } => {
-            let info = t
-                .import(&name, &source, format.as_deref())
-                .await
-                .with_context(|| format!("cannot import template {name} from {source}"))?;
-            if json {
-                return print_json(&info);
-            }
-            println!("{}", info.name);
-            Ok(ExitCode::SUCCESS)
+            let src = guess_source(source, format.as_deref());
+            follow(client, &name, src, no_wait, json).await
         }
         TemplateCommand::Build {
             name,
-            from,
-            run,
+            suite,
+            mirror,
+            no_wait,
             json,
         } => {
-            let info = t
-                .build(&name, &from, &run)
+            let src = TemplateSource::Debian(DebianSource { suite, mirror });
+            follow(client, &name, src, no_wait, json).await
+        }
+        TemplateCommand::Rm { name } => {
+            client
+                .templates()
+                .delete(&name)
                 .await
-                .with_context(|| format!("cannot build template {name} from {from}"))?;
-            if json {
-                return print_json(&info);
-            }
-            println!("{}", info.name);
+                .with_context(|| format!("cannot delete template {name}"))?;
+            println!("{name}");
             Ok(ExitCode::SUCCESS)
         }
     }

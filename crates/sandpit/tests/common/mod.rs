@@ -43,11 +43,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Self {
+        Self::start_with_backend("process")
+    }
+
+    /// A daemon with the given isolation backend (`isolate` needs root).
+    pub fn start_with_backend(backend: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
         let child = Command::new(sandpit_bin())
-            .args(["serve", "--backend", "process", "--listen"])
+            .args(["serve", "--backend", backend, "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--state-dir")
             .arg(dir.path())

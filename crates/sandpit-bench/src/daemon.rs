@@ -1,0 +1,330 @@
+//! Daemon benchmarks through the Rust SDK over loopback: time to interactive (create a sandbox and get
+//! the result of `echo hi`) one at a time and many at once, beside `unshare` (and `bwrap` when installed)
+//! running the same command with the same namespaces; a warm `exec("true")` beside a bare fork/exec;
+//! pause, resume and auto-resume; and host memory per idle sandbox.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sandpit::{Client, NO_ARGS, Sandbox};
+
+use crate::stats::{Row, ms, summarize};
+
+/// A `sandpit serve` on a free loopback port with a temporary state dir, stopped on drop.
+struct Daemon {
+    child: Child,
+    url: String,
+    key: String,
+    backend: &'static str,
+    _state: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn start_daemon(bin: &Path) -> anyhow::Result<Daemon> {
+    // A short path: agent sockets live under the state dir and unix socket paths are limited.
+    let state = tempfile::Builder::new().prefix("spb-").tempdir_in("/tmp")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let backend = if is_root() { "isolate" } else { "process" };
+    let child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            backend,
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .env("SANDPIT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let key_path = state.path().join("api-key");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(key_path.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+        if Instant::now() > deadline {
+            bail!("sandpit serve did not come up on {url}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key = std::fs::read_to_string(&key_path)?.trim().to_owned();
+    Ok(Daemon {
+        child,
+        url,
+        key,
+        backend,
+        _state: state,
+    })
+}
+
+async fn time_to_interactive(client: &Client) -> anyhow::Result<(f64, Sandbox)> {
+    let t = Instant::now();
+    let sbx = Sandbox::create().client(client).await?;
+    let out = sbx.exec("echo", ["hi"]).await?;
+    let took = ms(t.elapsed());
+    if out.stdout() != "hi\n" {
+        bail!("echo hi gave {:?}", out.stdout());
+    }
+    Ok((took, sbx))
+}
+
+fn run_timed(cmd: &mut Command) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output()?;
+    let took = ms(t.elapsed());
+    if !out.status.success() || out.stdout != b"hi\n" {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(took)
+}
+
+fn unshare_cmd() -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "--mount",
+        "--uts",
+        "--ipc",
+        "--net",
+        "--cgroup",
+    ]);
+    c.args(["echo", "hi"]);
+    c
+}
+
+fn bwrap_cmd() -> Option<Command> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()));
+    found.then(|| {
+        let mut c = Command::new("bwrap");
+        c.args([
+            "--unshare-all",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+        ]);
+        c.args([
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--proc",
+            "/proc",
+        ]);
+        c.args(["--dev", "/dev", "echo", "hi"]);
+        c
+    })
+}
+
+/// `(count, total PSS in KiB)` of the agents running inside sandboxes (as `/.sandpit/sandpit agent` in
+/// the isolate backend, `sandpit agent --listen unix:` in the process backend).
+fn sandbox_agents_pss_kib() -> (usize, u64) {
+    let (mut n, mut total) = (0, 0);
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !(cmd.starts_with("/.sandpit/sandpit agent") || cmd.contains("agent --listen unix:")) {
+            continue;
+        }
+        let mut s = String::new();
+        let _ = std::fs::File::open(e.path().join("smaps_rollup")).and_then(|mut f| f.read_to_string(&mut s));
+        if let Some(kib) = s
+            .lines()
+            .find(|l| l.starts_with("Pss:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        {
+            n += 1;
+            total += kib;
+        }
+    }
+    (n, total)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let d = start_daemon(bin)?;
+    let client = Client::new(&d.url, &d.key)?;
+    let group = format!("daemon ({} backend)", d.backend);
+    let mut rows = Vec::new();
+    // The first create builds the `base` template (seconds, once): keep it out of the figures.
+    let (_, warm) = time_to_interactive(&client)
+        .await
+        .context("first sandbox")?;
+    warm.kill().await?;
+
+    // One at a time, interleaved with the baselines.
+    let n = if quick { 3 } else { 40 };
+    let (mut ours, mut unshare, mut bwrap) = (Vec::new(), Vec::new(), Vec::new());
+    let bw = bwrap_cmd().is_some();
+    for _ in 0..n {
+        let (t, sbx) = time_to_interactive(&client).await?;
+        ours.push(t);
+        sbx.kill().await?;
+        unshare.push(tokio::task::spawn_blocking(|| run_timed(&mut unshare_cmd())).await??);
+        if let Some(mut c) = bwrap_cmd() {
+            bwrap.push(tokio::task::spawn_blocking(move || run_timed(&mut c)).await??);
+        }
+    }
+    let unshare_s = summarize(&unshare);
+    rows.push(
+        Row::new(
+            &group,
+            "create + exec(\"echo hi\"), one at a time",
+            "ms",
+            summarize(&ours),
+        )
+        .against("unshare (same namespaces) echo hi", unshare_s)
+        .note("unshare has no rootfs, cgroups, seccomp or agent: the floor, not a peer"),
+    );
+    if bw {
+        rows.push(
+            Row::new(
+                &group,
+                "create + exec(\"echo hi\"), one at a time",
+                "ms",
+                summarize(&ours),
+            )
+            .against("bwrap --unshare-all echo hi", summarize(&bwrap)),
+        );
+    } else {
+        rows.push(
+            Row::new(&group, "bwrap --unshare-all echo hi", "ms", unshare_s).note(
+                "not measured: bwrap not installed (apt-get install bubblewrap); row shows unshare",
+            ),
+        );
+    }
+
+    // Many at once.
+    let burst = if quick { 5 } else { 100 };
+    let mut tasks = Vec::new();
+    for _ in 0..burst {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move { time_to_interactive(&c).await }));
+    }
+    let mut times = Vec::new();
+    let mut sandboxes = Vec::new();
+    for t in tasks {
+        let (ms, sbx) = t.await??;
+        times.push(ms);
+        sandboxes.push(sbx);
+    }
+    rows.push(
+        Row::new(
+            &group,
+            &format!("create + exec(\"echo hi\"), {burst} at once"),
+            "ms",
+            summarize(&times),
+        )
+        .against("unshare echo hi (one)", unshare_s),
+    );
+    // Memory per idle sandbox, with the burst still alive: the proportional set size of every process
+    // running the agent binary inside a sandbox (shared pages split between them), plus the daemon's
+    // growth. Kernel objects (namespaces, page tables of the writable layer) are not in it.
+    let daemon_rss = rss_kib(d.child.id());
+    let (agents, pss) = sandbox_agents_pss_kib();
+    for s in sandboxes.drain(..) {
+        s.kill().await?;
+    }
+    let per = if agents > 0 { pss as f64 / 1024.0 / agents as f64 } else { 0.0 };
+    rows.push(
+        Row::new(&group, "memory per idle sandbox (agent PSS)", "MiB", summarize(&[per])).note(format!(
+            "{agents} sandbox agents, {:.1} MiB PSS in all; daemon RSS {} MiB with {burst} sandboxes",
+            pss as f64 / 1024.0,
+            daemon_rss / 1024
+        )),
+    );
+
+    // Warm command round trip.
+    let sbx = Sandbox::create().client(&client).await?;
+    let m = if quick { 20 } else { 300 };
+    let (mut warm_t, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..m {
+        let t = Instant::now();
+        let out = sbx.exec("true", NO_ARGS).await?;
+        warm_t.push(ms(t.elapsed()));
+        if !out.success() {
+            bail!("true failed in the sandbox");
+        }
+        let t = Instant::now();
+        tokio::task::spawn_blocking(|| Command::new("true").status()).await??;
+        bare.push(ms(t.elapsed()));
+    }
+    rows.push(
+        Row::new(
+            &group,
+            "warm exec(\"true\") through daemon + agent",
+            "ms",
+            summarize(&warm_t),
+        )
+        .against("fork/exec+wait of true", summarize(&bare)),
+    );
+
+    // Pause, resume, and a command that resumes a paused sandbox on its own.
+    let mut sbx = sbx;
+    let k = if quick { 3 } else { 30 };
+    let (mut pause, mut resume, mut auto) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..k {
+        let t = Instant::now();
+        sbx.pause().await?;
+        pause.push(ms(t.elapsed()));
+        let t = Instant::now();
+        sbx.resume().await?;
+        resume.push(ms(t.elapsed()));
+        sbx.pause().await?;
+        let t = Instant::now();
+        sbx.exec("true", NO_ARGS).await?;
+        auto.push(ms(t.elapsed()));
+    }
+    let warm_s = summarize(&warm_t);
+    rows.push(Row::new(&group, "pause", "ms", summarize(&pause)));
+    rows.push(Row::new(&group, "resume", "ms", summarize(&resume)));
+    rows.push(
+        Row::new(
+            &group,
+            "exec(\"true\") on a paused sandbox (auto-resume)",
+            "ms",
+            summarize(&auto),
+        )
+        .against("warm exec(\"true\")", warm_s),
+    );
+    sbx.kill().await?;
+    Ok(rows)
+}
