@@ -1,5 +1,5 @@
 //! Daemon benchmarks through the Rust SDK over loopback: time to interactive (create a sandbox and get
-//! the result of `echo hi`) one at a time and many at once, beside `unshare` (and `bwrap` when installed)
+//! the result of `echo hi`) one at a time and many at once, beside `unshare`, `bwrap`, `runc` and gVisor
 //! running the same command with the same namespaces; a warm `exec("true")` beside a bare fork/exec;
 //! pause, resume and auto-resume; and host memory per idle sandbox.
 
@@ -117,33 +117,116 @@ fn unshare_cmd() -> Command {
     c
 }
 
-fn bwrap_cmd() -> Option<Command> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()));
-    found.then(|| {
-        let mut c = Command::new("bwrap");
-        c.args([
-            "--unshare-all",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-        ]);
-        c.args([
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-            "--proc",
-            "/proc",
-        ]);
-        c.args(["--dev", "/dev", "echo", "hi"]);
-        c
-    })
+fn installed(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+}
+
+/// A comparison point: what a user would pick instead, running the same `echo hi`.
+struct Baseline {
+    name: &'static str,
+    note: &'static str,
+    make: Option<Box<dyn Fn(usize) -> Command>>,
+    samples: Vec<f64>,
+    skip: Option<String>,
+}
+
+fn baselines(bundle: Option<&Path>) -> Vec<Baseline> {
+    let mut v = vec![Baseline {
+        name: "unshare (same namespaces) echo hi",
+        note: "unshare has no rootfs, cgroups, seccomp or agent: the floor, not a peer",
+        make: Some(Box::new(|_| unshare_cmd())),
+        samples: Vec::new(),
+        skip: None,
+    }];
+    let bw = installed("bwrap").then(|| -> Box<dyn Fn(usize) -> Command> {
+        Box::new(|_| {
+            let mut c = Command::new("bwrap");
+            c.args([
+                "--unshare-all",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+            ]);
+            c.args([
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+            ]);
+            c.args(["--proc", "/proc", "--dev", "/dev", "echo", "hi"]);
+            c
+        })
+    });
+    v.push(Baseline {
+        name: "bwrap --unshare-all echo hi",
+        note: "",
+        make: bw,
+        samples: Vec::new(),
+        skip: None,
+    });
+    let root = is_root();
+    for (name, bin, extra) in [
+        ("runc run (OCI bundle, busybox echo hi)", "runc", &[][..]),
+        (
+            "gVisor runsc --platform=ptrace run",
+            "runsc",
+            &["--platform=ptrace", "--network=none"][..],
+        ),
+    ] {
+        let make = match bundle {
+            Some(dir) if root && installed(bin) => {
+                let dir = dir.to_owned();
+                let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+                Some(Box::new(move |round: usize| {
+                    let mut c = Command::new(bin);
+                    c.args(&extra).args(["run", "--bundle"]).arg(&dir);
+                    c.arg(format!("spb-{}-{round}", std::process::id()));
+                    c
+                }) as Box<dyn Fn(usize) -> Command>)
+            }
+            _ => None,
+        };
+        let skip = (!root).then(|| "needs root".to_owned());
+        v.push(Baseline {
+            name,
+            note: "",
+            make,
+            samples: Vec::new(),
+            skip,
+        });
+    }
+    v
+}
+
+/// An OCI bundle whose process is `busybox echo hi` (from busybox-static), for runc and runsc.
+fn oci_bundle() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("spb-oci-")
+        .tempdir_in("/tmp")?;
+    std::fs::create_dir_all(dir.path().join("rootfs/bin"))?;
+    std::fs::copy("/bin/busybox", dir.path().join("rootfs/bin/busybox"))
+        .context("busybox-static")?;
+    let st = Command::new("runc")
+        .arg("spec")
+        .current_dir(dir.path())
+        .status()
+        .context("runc spec")?;
+    if !st.success() {
+        bail!("runc spec failed");
+    }
+    let path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    cfg["process"]["terminal"] = false.into();
+    cfg["process"]["args"] = serde_json::json!(["/bin/busybox", "echo", "hi"]);
+    cfg["root"]["readonly"] = true.into();
+    std::fs::write(&path, serde_json::to_vec(&cfg)?)?;
+    Ok(dir)
 }
 
 /// `(count, total PSS in KiB)` of the agents running inside sandboxes (as `/.sandpit/sandpit agent` in
@@ -151,13 +234,16 @@ fn bwrap_cmd() -> Option<Command> {
 fn sandbox_agents_pss_kib() -> (usize, u64) {
     let (mut n, mut total) = (0, 0);
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if !(cmd.starts_with("/.sandpit/sandpit agent") || cmd.contains("agent --listen unix:")) {
             continue;
         }
         let mut s = String::new();
-        let _ = std::fs::File::open(e.path().join("smaps_rollup")).and_then(|mut f| f.read_to_string(&mut s));
+        let _ = std::fs::File::open(e.path().join("smaps_rollup"))
+            .and_then(|mut f| f.read_to_string(&mut s));
         if let Some(kib) = s
             .lines()
             .find(|l| l.starts_with("Pss:"))
@@ -192,44 +278,45 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
 
     // One at a time, interleaved with the baselines.
     let n = if quick { 3 } else { 40 };
-    let (mut ours, mut unshare, mut bwrap) = (Vec::new(), Vec::new(), Vec::new());
-    let bw = bwrap_cmd().is_some();
-    for _ in 0..n {
+    let bundle = oci_bundle().ok();
+    let mut baselines = baselines(bundle.as_ref().map(tempfile::TempDir::path));
+    let mut ours = Vec::new();
+    for round in 0..n {
         let (t, sbx) = time_to_interactive(&client).await?;
         ours.push(t);
         sbx.kill().await?;
-        unshare.push(tokio::task::spawn_blocking(|| run_timed(&mut unshare_cmd())).await??);
-        if let Some(mut c) = bwrap_cmd() {
-            bwrap.push(tokio::task::spawn_blocking(move || run_timed(&mut c)).await??);
+        for b in &mut baselines {
+            let Some(make) = b.make.as_ref() else {
+                continue;
+            };
+            let mut cmd = make(round);
+            let r = tokio::task::spawn_blocking(move || run_timed(&mut cmd)).await?;
+            match r {
+                Ok(ms) => b.samples.push(ms),
+                Err(e) => {
+                    b.skip = Some(format!("failed: {e}"));
+                    b.make = None;
+                }
+            }
         }
     }
-    let unshare_s = summarize(&unshare);
-    rows.push(
-        Row::new(
+    let ours_s = summarize(&ours);
+    let unshare_s = summarize(&baselines[0].samples);
+    for b in &baselines {
+        let row = Row::new(
             &group,
             "create + exec(\"echo hi\"), one at a time",
             "ms",
-            summarize(&ours),
-        )
-        .against("unshare (same namespaces) echo hi", unshare_s)
-        .note("unshare has no rootfs, cgroups, seccomp or agent: the floor, not a peer"),
-    );
-    if bw {
-        rows.push(
-            Row::new(
-                &group,
-                "create + exec(\"echo hi\"), one at a time",
-                "ms",
-                summarize(&ours),
-            )
-            .against("bwrap --unshare-all echo hi", summarize(&bwrap)),
+            ours_s,
         );
-    } else {
-        rows.push(
-            Row::new(&group, "bwrap --unshare-all echo hi", "ms", unshare_s).note(
-                "not measured: bwrap not installed (apt-get install bubblewrap); row shows unshare",
-            ),
-        );
+        rows.push(match (&b.skip, b.samples.is_empty()) {
+            (None, false) => row.against(b.name, summarize(&b.samples)).note(b.note),
+            (skip, _) => row.note(format!(
+                "{} not measured: {}",
+                b.name,
+                skip.as_deref().unwrap_or("not installed")
+            )),
+        });
     }
 
     // Many at once.
@@ -263,7 +350,11 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     for s in sandboxes.drain(..) {
         s.kill().await?;
     }
-    let per = if agents > 0 { pss as f64 / 1024.0 / agents as f64 } else { 0.0 };
+    let per = if agents > 0 {
+        pss as f64 / 1024.0 / agents as f64
+    } else {
+        0.0
+    };
     rows.push(
         Row::new(&group, "memory per idle sandbox (agent PSS)", "MiB", summarize(&[per])).note(format!(
             "{agents} sandbox agents, {:.1} MiB PSS in all; daemon RSS {} MiB with {burst} sandboxes",
@@ -287,15 +378,50 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         tokio::task::spawn_blocking(|| Command::new("true").status()).await??;
         bare.push(ms(t.elapsed()));
     }
+    let bare_s = summarize(&bare);
     rows.push(
         Row::new(
             &group,
-            "warm exec(\"true\") through daemon + agent",
+            "warm exec(\"true\") via Rust SDK (daemon + agent)",
             "ms",
             summarize(&warm_t),
         )
-        .against("fork/exec+wait of true", summarize(&bare)),
+        .against("fork/exec+wait of true", bare_s),
     );
+    // The same round trip through the Python and TypeScript SDKs, each in its own interpreter.
+    for (label, program, script) in [
+        (
+            "Python",
+            "sdk/python/.venv/bin/python",
+            "bench/sdk_roundtrip.py",
+        ),
+        ("TypeScript", "node", "bench/sdk_roundtrip.mjs"),
+    ] {
+        let name = format!("warm run(\"true\") via {label} SDK");
+        let ready = match label {
+            "Python" => Path::new(program).exists(),
+            _ => Path::new("sdk/typescript/dist/index.js").exists(),
+        };
+        if !ready {
+            rows.push(Row::new(&group, &name, "ms", bare_s).note(format!(
+                "not measured: {label} SDK not installed/built (bench/run prepares it); row shows fork/exec"
+            )));
+            continue;
+        }
+        let out = Command::new(program)
+            .args([script, &d.url, &d.key, &m.to_string()])
+            .output()
+            .with_context(|| format!("running {script}"))?;
+        if !out.status.success() {
+            bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let samples: Vec<f64> =
+            serde_json::from_slice(&out.stdout).context("sdk round-trip output")?;
+        rows.push(
+            Row::new(&group, &name, "ms", summarize(&samples))
+                .against("fork/exec+wait of true", bare_s),
+        );
+    }
 
     // Pause, resume, and a command that resumes a paused sandbox on its own.
     let mut sbx = sbx;
