@@ -452,5 +452,129 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         .against("warm exec(\"true\")", warm_s),
     );
     sbx.kill().await?;
+
+    rows.extend(flood(&client, &d.key, &group, quick).await?);
+    rows.extend(scale(&client, &group, d.child.id(), quick).await?);
+    Ok(rows)
+}
+
+/// A process writes a lot with nobody reading: the agent's peak memory (PID 1's `VmHWM`, read inside
+/// the sandbox) and the daemon's must stay bounded, whatever the volume.
+async fn flood(client: &Client, key: &str, group: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let gib = if quick { 0.25 } else { 10.0 };
+    let bytes = (gib * 1073741824.0) as u64;
+    let sbx = Sandbox::create().client(client).await?;
+    // Started in the background and waited for without its output: collecting the kept 64 MiB as a
+    // JSON result would measure the result, not the agent.
+    let base = format!("{}/v1/sandboxes/{}", client.url(), sbx.id());
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    let p: serde_json::Value = http
+        .post(format!("{base}/processes"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"argv": ["head", "-c", bytes.to_string(), "/dev/zero"]}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = p["id"].as_str().context("process id")?;
+    let w: serde_json::Value = http
+        .get(format!("{base}/processes/{id}/wait?output=false"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let took = t.elapsed().as_secs_f64();
+    let hwm = sbx
+        .exec("grep VmHWM /proc/1/status", NO_ARGS)
+        .run_as("root")
+        .await?
+        .stdout();
+    let agent_kib: f64 = hwm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    sbx.kill().await?;
+    let kept = w["stdout_bytes"].as_u64().unwrap_or(0) - w["lost_bytes"].as_u64().unwrap_or(0);
+    Ok(vec![
+        Row::new(
+            group,
+            &format!("agent peak RSS while a process writes {gib} GiB, no reader"),
+            "MiB",
+            summarize(&[agent_kib / 1024.0]),
+        )
+        .note(format!(
+            "took {took:.1} s; status {}; kept {} MiB of {} MiB (cap 64 MiB), the rest reported lost",
+            w["status"],
+            kept >> 20,
+            bytes >> 20
+        )),
+    ])
+}
+
+/// How create time, exec latency and daemon memory grow with the number of live sandboxes.
+async fn scale(
+    client: &Client,
+    group: &str,
+    daemon_pid: u32,
+    quick: bool,
+) -> anyhow::Result<Vec<Row>> {
+    let levels: &[usize] = if quick { &[1, 5] } else { &[1, 10, 100, 1000] };
+    let mut live: Vec<Sandbox> = Vec::new();
+    let mut rows = Vec::new();
+    for &level in levels {
+        // Fill up to `level`, a few at a time.
+        while live.len() < level {
+            let want = (level - live.len()).min(20);
+            let mut tasks = Vec::new();
+            for _ in 0..want {
+                let c = client.clone();
+                tasks.push(tokio::spawn(
+                    async move { Sandbox::create().client(&c).await },
+                ));
+            }
+            for t in tasks {
+                live.push(t.await??);
+            }
+        }
+        let (mut create, mut exec) = (Vec::new(), Vec::new());
+        for i in 0..(if quick { 3 } else { 10 }) {
+            let t = Instant::now();
+            let extra = Sandbox::create().client(client).await?;
+            extra.exec("true", NO_ARGS).await?;
+            create.push(ms(t.elapsed()));
+            extra.kill().await?;
+            let target = &live[(i * 7919) % live.len()];
+            let t = Instant::now();
+            target.exec("true", NO_ARGS).await?;
+            exec.push(ms(t.elapsed()));
+        }
+        let rss = rss_kib(daemon_pid) as f64 / 1024.0;
+        let (agents, pss) = sandbox_agents_pss_kib();
+        let note = format!(
+            "daemon RSS {rss:.0} MiB; {agents} agents, {:.0} MiB PSS",
+            pss as f64 / 1024.0
+        );
+        rows.push(
+            Row::new(
+                group,
+                &format!("{level} live: create + exec(\"true\")"),
+                "ms",
+                summarize(&create),
+            )
+            .note(note),
+        );
+        rows.push(Row::new(
+            group,
+            &format!("{level} live: exec(\"true\") in one of them"),
+            "ms",
+            summarize(&exec),
+        ));
+    }
+    for s in live {
+        s.kill().await?;
+    }
     Ok(rows)
 }
