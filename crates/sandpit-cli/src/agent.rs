@@ -13,7 +13,8 @@ use sandpit_agent::{Agent, AgentConfig, Listener};
 #[command(after_help = "Examples:\n  sandpit agent --listen 127.0.0.1:7071\n  \
     sandpit agent --listen unix:/run/sandpit/agent.sock --default-user user --ready-fd 3")]
 pub struct AgentArgs {
-    /// `HOST:PORT` for TCP (no isolation: development and tests) or `unix:/PATH` for a unix socket.
+    /// `HOST:PORT` for TCP (no isolation: development and tests), `unix:/PATH` for a unix socket, or
+    /// `fd:N` for a listening unix socket inherited on fd N (how sandboxes start the agent).
     #[arg(long, env = "SANDPIT_AGENT_LISTEN")]
     listen: String,
     /// Directory for per-process output spill files [default: a new directory under $TMPDIR].
@@ -102,6 +103,25 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bind(addr: &str) -> anyhow::Result<Listener> {
+    if let Some(fd) = addr.strip_prefix("fd:") {
+        // A listening unix socket bound by whoever started us (the isolation layer does this, so
+        // that the socket's path never exists inside the sandbox).
+        let fd: i32 = fd
+            .parse()
+            .with_context(|| format!("--listen {addr:?}: expected fd:N"))?;
+        if fd < 3 {
+            bail!("--listen {addr:?}: refusing stdin/stdout/stderr as the listening socket");
+        }
+        // SAFETY: the fd number was handed to us for exactly this purpose; we take ownership. If it
+        // is not a listening unix socket, set_nonblocking/accept fail and we report that.
+        let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        std_listener
+            .set_nonblocking(true)
+            .with_context(|| format!("--listen {addr:?}: not an open socket"))?;
+        let l = tokio::net::UnixListener::from_std(std_listener)
+            .with_context(|| format!("--listen {addr:?}: not a unix socket"))?;
+        return Ok(Listener::Unix(l));
+    }
     if let Some(path) = addr.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let l = tokio::net::UnixListener::bind(path)

@@ -90,7 +90,12 @@ pub(crate) struct Plan {
     pub ready_w: RawFd,
     /// Becomes the init's stdout and stderr.
     pub log_fd: RawFd,
+    /// The agent's listening socket, bound by the host; becomes fd [`LISTEN_FD`] in the init.
+    pub listen_fd: RawFd,
 }
+
+/// The descriptor number on which the init finds its listening socket (`sandpit agent --listen fd:4`).
+pub const LISTEN_FD: RawFd = 4;
 
 /// The descriptor number on which the init signals readiness (one byte, then close).
 pub const READY_FD: RawFd = 3;
@@ -107,7 +112,7 @@ impl Plan {
         envp: Vec<CString>,
         filters: Vec<BpfProgram>,
         keep_caps: u64,
-        fds: [RawFd; 4],
+        fds: [RawFd; 5],
     ) -> Self {
         let mut plan = Plan {
             rootfs,
@@ -125,6 +130,7 @@ impl Plan {
             err_w: fds[1],
             ready_w: fds[2],
             log_fd: fds[3],
+            listen_fd: fds[4],
         };
         // The CStrings' heap buffers do not move when the Vec<CString> is moved into the struct,
         // so pointers taken now stay valid for the plan's lifetime.
@@ -485,8 +491,15 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         let log = libc::fcntl(plan.log_fd, libc::F_DUPFD_CLOEXEC, 64);
         let ready = libc::fcntl(plan.ready_w, libc::F_DUPFD_CLOEXEC, 64);
         let err = libc::fcntl(plan.err_w, libc::F_DUPFD_CLOEXEC, 64);
-        check(14, libc::c_long::from(log.min(ready).min(err)))?;
-        for (from, to) in [(null, 0), (log, 1), (log, 2), (ready, READY_FD)] {
+        let listen = libc::fcntl(plan.listen_fd, libc::F_DUPFD_CLOEXEC, 64);
+        check(14, libc::c_long::from(log.min(ready).min(err).min(listen)))?;
+        for (from, to) in [
+            (null, 0),
+            (log, 1),
+            (log, 2),
+            (ready, READY_FD),
+            (listen, LISTEN_FD),
+        ] {
             check(14, libc::c_long::from(libc::dup2(from, to)))?;
         }
         // Everything else (including descriptors other daemon threads opened without
@@ -495,7 +508,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             14,
             libc::syscall(
                 libc::SYS_close_range,
-                READY_FD + 1,
+                LISTEN_FD + 1,
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             ),

@@ -62,6 +62,11 @@ pub struct IsolateConfig {
     pub ready_timeout: Duration,
     /// Name of the cgroup directory (under our own cgroup) that holds sandbox cgroups.
     pub cgroup_subdir: String,
+    /// TEST ONLY: bind-mount the host run directory writable at `/run/sandpit` and send the init's
+    /// stdout/stderr to `init.log`, so that tests can watch a sandbox from outside. Both give the
+    /// sandbox's root a way to write to the host's disk, so this is off by default and nothing but
+    /// this crate's own tests turns it on.
+    pub share_run_dir_for_tests: bool,
 }
 
 impl IsolateConfig {
@@ -74,6 +79,7 @@ impl IsolateConfig {
             default_disk_mb: 1024,
             ready_timeout: Duration::from_secs(10),
             cgroup_subdir: "sandpit".into(),
+            share_run_dir_for_tests: false,
         }
     }
 }
@@ -120,7 +126,9 @@ pub struct SandboxHandle {
     pub init_start_time: u64,
     /// Host path of the agent's unix socket.
     pub agent_socket: PathBuf,
-    /// Host directory bind-mounted at `/run/sandpit` inside the sandbox.
+    /// Host-only directory (root, 0700) holding `agent.sock`, the agent's listening socket: the
+    /// sandbox gets the listening fd, never the path, so nothing inside can replace or fill it.
+    /// (Bind-mounted at `/run/sandpit` only with `share_run_dir_for_tests`.)
     pub run_dir: PathBuf,
     /// `STATE/sandboxes/<id>`: everything host-side that belongs to the sandbox.
     pub sandbox_dir: PathBuf,
@@ -377,12 +385,25 @@ impl Isolator {
         fs::create_dir(&handle.run_dir).map_err(ioe("creating run dir"))?;
         fs::set_permissions(&handle.run_dir, fs::Permissions::from_mode(0o700))
             .map_err(ioe("chmod run dir"))?;
-        chown(&handle.run_dir, Some(range.base), Some(range.base)).map_err(ioe("chown run dir"))?;
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&handle.log_file)
-            .map_err(ioe("creating init log"))?;
+        let share = self.cfg.share_run_dir_for_tests;
+        if share {
+            chown(&handle.run_dir, Some(range.base), Some(range.base))
+                .map_err(ioe("chown run dir"))?;
+        }
+        // The host binds the agent's socket and hands the sandbox only the listening fd.
+        let listener = std::os::unix::net::UnixListener::bind(&handle.agent_socket)
+            .map_err(ioe("binding the agent socket"))?;
+        // The init's stdout/stderr: /dev/null, since any host file would be a file the sandbox's
+        // root could grow without limit (it can take the fd from its PID 1 with pidfd_getfd).
+        let log = if share {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&handle.log_file)
+        } else {
+            fs::OpenOptions::new().write(true).open("/dev/null")
+        }
+        .map_err(ioe("opening the init's stdout"))?;
 
         let disk_mb = spec.disk_mb.unwrap_or(self.cfg.default_disk_mb);
         let upper = rootfs::writable_layer(disk_mb, range.base)?;
@@ -392,7 +413,8 @@ impl Isolator {
         let (ready_r, ready_w) = sys::pipe_cloexec().map_err(ioe("pipe"))?;
 
         let tmp_mb = disk_mb.clamp(16, 4096);
-        let (steps, early_steps) = rootfs::steps(&handle.run_dir, &self.cfg.agent_binary, tmp_mb);
+        let shared_run = share.then_some(handle.run_dir.as_path());
+        let (steps, early_steps) = rootfs::steps(shared_run, &self.cfg.agent_binary, tmp_mb);
         let (exec_path, argv, envp) = Self::init_command(spec);
         let keep_caps = child::DEFAULT_CAPS.iter().fold(0u64, |m, &c| m | (1 << c));
         let plan = child::Plan::new(
@@ -410,6 +432,7 @@ impl Isolator {
                 err_w.as_raw_fd(),
                 ready_w.as_raw_fd(),
                 log.as_raw_fd(),
+                listener.as_raw_fd(),
             ],
         );
 
@@ -425,7 +448,7 @@ impl Isolator {
         })?;
         handle.init_pid = pid;
         handle.init_start_time = sys::process_start_time(pid).unwrap_or(0);
-        drop((child_sock, err_w, ready_w, log));
+        drop((child_sock, err_w, ready_w, log, listener));
         Self::persist(handle)?;
 
         let map = format!("0 {} {}\n", range.base, range.count);
@@ -510,7 +533,7 @@ impl Isolator {
             AGENT_PATH_IN_SANDBOX.into(),
             "agent".into(),
             "--listen".into(),
-            format!("unix:{RUN_DIR_IN_SANDBOX}/agent.sock"),
+            format!("fd:{}", child::LISTEN_FD),
             "--log-dir".into(),
             format!("{RUN_DIR_IN_SANDBOX}/log"),
             "--default-user".into(),
@@ -665,7 +688,7 @@ mod tests {
                 "/.sandpit/sandpit",
                 "agent",
                 "--listen",
-                "unix:/run/sandpit/agent.sock",
+                "fd:4",
                 "--log-dir",
                 "/run/sandpit/log",
                 "--default-user",

@@ -121,22 +121,28 @@ pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tt
 /// sandbox's uid.
 // A declarative list: splitting it would only scatter the mount table.
 #[allow(clippy::too_many_lines)]
-pub(crate) fn steps(run_src: &Path, agent_src: &Path, tmp_mb: u64) -> (Vec<Step>, usize) {
+pub(crate) fn steps(run_src: Option<&Path>, agent_src: &Path, tmp_mb: u64) -> (Vec<Step>, usize) {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
-    let run_src = crate::sys::path_cstr(run_src).unwrap_or_default();
     let agent_src = crate::sys::path_cstr(agent_src).unwrap_or_default();
-    let mut v = vec![
-        Step::Mount {
-            src: Some(run_src),
-            target: cstring("run/sandpit"),
-            fstype: None,
-            flags: libc::MS_BIND,
-            data: None,
-        },
-        Step::SetAttr {
-            path: cstring("run/sandpit"),
-            attrs: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
-        },
+    let mut v = Vec::new();
+    // Only for this crate's tests (`share_run_dir_for_tests`): a writable host directory inside.
+    if let Some(run_src) = run_src {
+        let run_src = crate::sys::path_cstr(run_src).unwrap_or_default();
+        v.extend([
+            Step::Mount {
+                src: Some(run_src),
+                target: cstring("run/sandpit"),
+                fstype: None,
+                flags: libc::MS_BIND,
+                data: None,
+            },
+            Step::SetAttr {
+                path: cstring("run/sandpit"),
+                attrs: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
+            },
+        ]);
+    }
+    v.extend([
         Step::Mount {
             src: Some(agent_src),
             target: cstring(".sandpit/sandpit"),
@@ -150,7 +156,7 @@ pub(crate) fn steps(run_src: &Path, agent_src: &Path, tmp_mb: u64) -> (Vec<Step>
             path: cstring(".sandpit/sandpit"),
             attrs: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
         },
-    ];
+    ]);
     let early = v.len();
     v.extend([
         mkdir("proc", 0o555),
