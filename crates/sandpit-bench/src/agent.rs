@@ -97,7 +97,8 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut ws_lost = 0;
     let mut sse_lost = 0;
     for _ in 0..reps {
-        let (rate, lost) = ws_throughput(&http, &base, &agent.addr, size).await?;
+        let ws_base = format!("ws://{}", agent.addr);
+        let (rate, lost) = ws_throughput(&http, &base, &ws_base, None, size).await?;
         ws.push(rate);
         ws_lost += lost;
         let (rate, lost) = sse_throughput(&http, &base, size).await?;
@@ -146,16 +147,24 @@ async fn start(http: &reqwest::Client, base: &str, size: u64) -> anyhow::Result<
 }
 
 /// MiB/s reaching a WebSocket client, and the bytes the agent reported lost.
-async fn ws_throughput(
+/// `ws_base` is where `/processes/...` lives over WebSocket (`ws://agent` or the daemon's
+/// `ws://daemon/v1/sandboxes/ID`); `key` authenticates to the daemon.
+pub(crate) async fn ws_throughput(
     http: &reqwest::Client,
     base: &str,
-    addr: &str,
+    ws_base: &str,
+    key: Option<&str>,
     size: u64,
 ) -> anyhow::Result<(f64, u64)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let t = Instant::now();
     let id = start(http, base, size).await?;
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/processes/{id}/ws")).await?;
+    let mut req = format!("{ws_base}/processes/{id}/ws").into_client_request()?;
+    if let Some(k) = key {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {k}").parse()?);
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
     let (mut got, mut lost) = (0u64, 0u64);
     while let Some(msg) = ws.next().await {
         match msg? {
@@ -179,7 +188,7 @@ async fn ws_throughput(
     Ok((got as f64 / secs / 1048576.0, lost))
 }
 
-async fn sse_throughput(
+pub(crate) async fn sse_throughput(
     http: &reqwest::Client,
     base: &str,
     size: u64,
@@ -238,7 +247,7 @@ async fn sse_throughput(
     Ok((got as f64 / secs / 1048576.0, lost))
 }
 
-fn pipe_throughput(size: u64) -> anyhow::Result<f64> {
+pub(crate) fn pipe_throughput(size: u64) -> anyhow::Result<f64> {
     let t = Instant::now();
     let mut child = Command::new("head")
         .args(["-c", &size.to_string(), "/dev/zero"])

@@ -453,9 +453,64 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     );
     sbx.kill().await?;
 
+    rows.extend(streams(&client, &d, &group, quick).await?);
     rows.extend(flood(&client, &d.key, &group, quick).await?);
     rows.extend(scale(&client, &group, d.child.id(), quick).await?);
     Ok(rows)
+}
+
+/// `head -c SIZE /dev/zero` in a sandbox, read through the daemon's proxy over WebSocket and SSE,
+/// beside a plain pipe on the host.
+async fn streams(
+    client: &Client,
+    d: &Daemon,
+    group: &str,
+    quick: bool,
+) -> anyhow::Result<Vec<Row>> {
+    let size: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let reps = if quick { 1 } else { 3 };
+    let sbx = Sandbox::create().client(client).await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {}", d.key).parse()?);
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
+    let base = format!("{}/v1/sandboxes/{}", d.url, sbx.id());
+    let ws_base = base.replacen("http://", "ws://", 1);
+    let (mut ws, mut sse, mut pipe, mut ws_lost, mut sse_lost) = (vec![], vec![], vec![], 0, 0);
+    for _ in 0..reps {
+        let (r, l) =
+            crate::agent::ws_throughput(&http, &base, &ws_base, Some(&d.key), size).await?;
+        ws.push(r);
+        ws_lost += l;
+        let (r, l) = crate::agent::sse_throughput(&http, &base, size).await?;
+        sse.push(r);
+        sse_lost += l;
+        pipe.push(tokio::task::spawn_blocking(move || crate::agent::pipe_throughput(size)).await??);
+    }
+    sbx.kill().await?;
+    let pipe_s = summarize(&pipe);
+    let label = format!("head -c {} MiB /dev/zero in a sandbox", size >> 20);
+    Ok(vec![
+        Row::new(
+            group,
+            &format!("{label}, WebSocket via daemon"),
+            "MiB/s",
+            summarize(&ws),
+        )
+        .against("plain pipe", pipe_s)
+        .note(format!(
+            "dropped by the 64 MiB cap (client too slow): {ws_lost} B"
+        )),
+        Row::new(
+            group,
+            &format!("{label}, SSE via daemon"),
+            "MiB/s",
+            summarize(&sse),
+        )
+        .against("plain pipe", pipe_s)
+        .note(format!("base64 in JSON; dropped by the cap: {sse_lost} B")),
+    ])
 }
 
 /// A process writes a lot with nobody reading: the agent's peak memory (PID 1's `VmHWM`, read inside
