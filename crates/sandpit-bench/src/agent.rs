@@ -129,7 +129,7 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         )
         .against("plain pipe", pipe_s)
         .note(format!(
-            "NUL bytes travel as JSON \\u0000 escapes; dropped by cap: {sse_lost}"
+            "binary-looking chunks travel as base64 in JSON; dropped by the cap: {sse_lost} B"
         )),
     );
     Ok(rows)
