@@ -160,7 +160,7 @@ impl Agent {
             .filter(|p| status.is_none_or(|s| p.status() == s))
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.order.cmp(&a.order));
+        v.sort_by_key(|p| std::cmp::Reverse(p.order));
         v.truncate(limit.unwrap_or(usize::MAX));
         v
     }
@@ -381,10 +381,7 @@ impl Agent {
             error,
             exit_code,
         };
-        let account: Account = match account {
-            Ok(a) => a,
-            Err(e) => return Err(fail(&meta, e.to_string(), 126)),
-        };
+        let account: Account = account.map_err(|e| fail(&meta, e.to_string(), 126))?;
         meta.user = account.name.clone();
 
         let mut env = BTreeMap::new();
@@ -423,11 +420,10 @@ impl Agent {
         };
         meta.cwd = cwd.clone();
 
-        let program =
-            match resolve_program(&args[0], env.get("PATH").map_or("", String::as_str), &cwd) {
-                Some(p) => p,
-                None => return Err(fail(&meta, format!("command not found: {}", args[0]), 127)),
-            };
+        let path = env.get("PATH").map_or("", String::as_str);
+        let Some(program) = resolve_program(&args[0], path, &cwd) else {
+            return Err(fail(&meta, format!("command not found: {}", args[0]), 127));
+        };
 
         let switching = account.uid != self.self_uid;
         if switching && self.self_uid != 0 {

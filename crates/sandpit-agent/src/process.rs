@@ -325,7 +325,7 @@ pub async fn supervise(
             let p = proc.clone();
             let stop = stop_rx.clone();
             pumps.push(tokio::spawn(async move {
-                pump(&p, fd, stream, stop, is_pty).await
+                pump(&p, fd, stream, stop, is_pty).await;
             }));
         }
     }

@@ -23,9 +23,9 @@ pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{LostEvent, OutputEvent, ProcessEvent};
 pub use frame::{Channel, ClientControl, Frame, FrameError, ServerControl};
 pub use process::{
-    AgentHealth, ExecResult, KillResponse, ListQuery, Output, ProcessInfo, ProcessList,
-    ProcessStatus, Rlimit, RlimitResource, SignalRequest, StartRequest, Stdin, StdinMode,
-    StdinQuery, StreamQuery, TtySize, WaitQuery,
+    AgentHealth, ExecResult, KillResponse, ListQuery, ProcessInfo, ProcessList, ProcessStatus,
+    Rlimit, RlimitResource, SignalRequest, StartRequest, Stdin, StdinMode, StdinQuery, StreamQuery,
+    TtySize, WaitQuery,
 };
 pub use signal::SignalSpec;
 

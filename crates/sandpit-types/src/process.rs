@@ -259,10 +259,6 @@ pub struct KillResponse {
     pub process: ProcessInfo,
 }
 
-/// Collected output of one stream: text when it is valid UTF-8, base64 otherwise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Output(pub Vec<u8>);
-
 /// Result of `POST /exec` and of a finished wait: process info plus the collected output.
 ///
 /// Output that is valid UTF-8 comes as `stdout`/`stderr`; otherwise as `stdout_b64`/`stderr_b64`.
