@@ -575,3 +575,151 @@ async fn orphans_are_destroyed_at_start_and_deadlines_kill() {
         "{metrics}"
     );
 }
+
+/// Median of `exec("true")` round trips in a sandbox, in milliseconds.
+async fn exec_true_median(root: &str, n: usize) -> f64 {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (code, _) = sh(root, "true", None).await;
+        assert_eq!(code, 0);
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    v.sort_by(f64::total_cmp);
+    v[n / 2]
+}
+
+/// Issue 9, abuse: a fork bomb, a memory bomb, a disk fill, an output flood and a CPU spin in one
+/// sandbox while its neighbour runs `true` in a loop. The neighbour's median stays within 2x its idle
+/// median, the daemon answers /health throughout, the abusive sandbox stays inside its limits, and it
+/// deletes cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn abuse_in_one_sandbox_leaves_its_neighbour_and_the_daemon_alone() {
+    let Some(bin) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let _leftovers = DestroyLeftovers {
+        state_dir: state.clone(),
+        bin: bin.clone(),
+    };
+    let serve = Serve::start(&bin, &state).await;
+    let (s, n) = post(serve.url("/v1/sandboxes"), json!({})).await;
+    assert_eq!(s, 201, "{n}");
+    let limits = json!({"memory_mb": 128, "pids": 64, "cpu": 0.5, "disk_mb": 64});
+    let (s, a) = post(serve.url("/v1/sandboxes"), limits).await;
+    assert_eq!(s, 201, "{a}");
+    let (nid, aid) = (n["id"].as_str().unwrap(), a["id"].as_str().unwrap());
+    let nroot = serve.url(&format!("/v1/sandboxes/{nid}"));
+    let aroot = serve.url(&format!("/v1/sandboxes/{aid}"));
+
+    let idle = exec_true_median(&nroot, 40).await;
+
+    // The fork bomb goes last: once it holds every pid the limit allows, nothing else can start.
+    let abuse = [
+        (
+            "memory bomb",
+            "python3 -c 'x = []\nwhile True: x.append(bytearray(1 << 20))'",
+        ),
+        (
+            "disk fill",
+            "dd if=/dev/zero of=$HOME/fill bs=1M count=1000 2>&1",
+        ),
+        ("output flood", "yes flood"),
+        ("cpu spin", "while :; do :; done"),
+        ("fork bomb", "f(){ f | f & }; f; sleep 60"),
+    ];
+    let mut ids = std::collections::HashMap::new();
+    for (what, cmd) in abuse {
+        let (s, r) = post(
+            format!("{aroot}/processes"),
+            json!({"cmd": cmd, "timeout_ms": 60_000}),
+        )
+        .await;
+        assert_eq!(s, 201, "{what}: {r}");
+        assert_eq!(r["status"], "running", "{what}: {r}");
+        ids.insert(what, r["id"].as_str().unwrap().to_owned());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Throughout the abuse: the neighbour's commands and the daemon's health.
+    let health = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut during = Vec::new();
+    let mut health_failures = 0;
+    for _ in 0..4 {
+        during.push(exec_true_median(&nroot, 15).await);
+        let ok = health
+            .get(serve.url("/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        health_failures += usize::from(!ok);
+    }
+    during.sort_by(f64::total_cmp);
+    let busy = during[during.len() / 2];
+    eprintln!("neighbour exec(\"true\"): idle median {idle:.2} ms, under abuse {busy:.2} ms");
+
+    // The abuse really happened, and hit the limits: the memory bomb was OOM-killed, the disk filled up.
+    let (s, mem) = call(client().get(format!(
+        "{aroot}/processes/{}/wait?timeout_ms=30000",
+        ids["memory bomb"]
+    )))
+    .await;
+    assert_eq!(s, 200, "{mem}");
+    // SIGKILLed by the OOM killer: 137 by the shell convention, whether the shell or python reports it.
+    assert_eq!(mem["exit_code"], 137, "memory bomb: {mem}");
+    let (s, disk) = call(client().get(format!(
+        "{aroot}/processes/{}/wait?timeout_ms=30000",
+        ids["disk fill"]
+    )))
+    .await;
+    assert_eq!(s, 200, "{disk}");
+    assert!(
+        disk["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left"),
+        "disk fill: {disk}"
+    );
+
+    // Contained: the abusive sandbox holds at most its pids limit of processes, all in its own pid
+    // namespace, and the host sees its memory cgroup at or under the limit.
+    let h = isolate_handle(&state, aid);
+    let init = h["init_pid"].as_i64().unwrap();
+    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).unwrap();
+    let procs = processes_in(&ns.to_string_lossy());
+    assert!(
+        procs.len() <= 64,
+        "{} processes in a pids=64 sandbox",
+        procs.len()
+    );
+
+    // Deletes cleanly, promptly, leaving no process behind.
+    let t = Instant::now();
+    let (s, _) = call(client().delete(serve.url(&format!("/v1/sandboxes/{aid}")))).await;
+    assert_eq!(s, 204);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "delete took {:?}",
+        t.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(init) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!running(init), "the abusive sandbox's init survived delete");
+    assert!(processes_in(&ns.to_string_lossy()).is_empty());
+
+    assert_eq!(health_failures, 0, "/health failed during the abuse");
+    assert!(
+        busy <= 2.0 * idle,
+        "neighbour median {busy:.2} ms under abuse > 2x idle {idle:.2} ms"
+    );
+    let (code, out) = sh(&nroot, "echo still-here", None).await;
+    assert_eq!((code, out.as_str()), (0, "still-here\n"));
+}
