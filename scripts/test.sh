@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly what CI runs (.ci/run calls this script).
 #
-# Stages: Rust unit and integration tests (agent, isolation, daemon, SDK, CLI), schemathesis against the
-# daemon's OpenAPI document, the Python SDK suite, the TypeScript SDK suite, and the quick benchmark profile (which checks that the benchmarks still run; it
-# does not judge numbers). Every stage runs even when an earlier one failed; the exit status is non-zero
-# if any failed, and the last line sums them up.
+# Stages: Rust unit and integration tests (agent, isolation, daemon, SDK, CLI; with the escape, abuse, fault,
+# auth and bad-input suites), schemathesis against the daemon's OpenAPI document, the Python SDK suite, the
+# TypeScript SDK suite, the quick benchmark profile (which checks that the benchmarks still run; it does not
+# judge numbers), and the hardening suite's fuzz targets and load test in their quick profiles. Every stage
+# runs even when an earlier one failed; the exit status is non-zero if any failed, and the last line sums
+# them up.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -39,6 +41,10 @@ stage api-schemathesis bash crates/sandpit-server/tests/schemathesis.sh
 [ -x sdk/python/test.sh ] && stage python-sdk sdk/python/test.sh
 [ -x sdk/typescript/test.sh ] && stage typescript-sdk sdk/typescript/test.sh
 [ -x bench/run ] && stage bench-quick bench/run --quick
+# The hardening suite's quick profile (scripts/hardening.sh --long runs the long one): the escape, abuse,
+# fault, auth and bad-input tests ran in rust-tests; these are the fuzz targets and the load test.
+stage fuzz-quick scripts/fuzz.sh --quick
+stage load-quick scripts/load.sh --quick
 
 echo
 if [ "$failed" -gt 0 ]; then

@@ -184,7 +184,7 @@ impl Agent {
         self: &Arc<Self>,
         req: StartRequest,
     ) -> Result<(Arc<Process>, bool), AgentError> {
-        validate(&req)?;
+        req.validate().map_err(AgentError::InvalidArgument)?;
         // What makes two starts "the same": a retry with the same id must carry the same request.
         let key = {
             let mut r = req.clone();
@@ -435,12 +435,13 @@ impl Agent {
         }
         let ids = (self.self_uid == 0).then(|| (account.uid, account.gid, account.groups.clone()));
 
-        let c = |s: &str| CString::new(s).expect("validated: no NUL");
+        let (program, argv, envp, cwd) = c_strings(&program, &args, &env, &cwd)
+            .map_err(|s| fail(&meta, format!("{s:?} contains a NUL byte"), 126))?;
         let prepared = Prepared {
-            program: c(&program),
-            argv: args.iter().map(|a| c(a)).collect(),
-            envp: env.iter().map(|(k, v)| c(&format!("{k}={v}"))).collect(),
-            cwd: c(&cwd),
+            program,
+            argv,
+            envp,
+            cwd,
             ids,
             rlimits: req
                 .rlimits
@@ -456,6 +457,28 @@ impl Agent {
         };
         Ok(Plan { prepared, meta })
     }
+}
+
+/// The C strings `exec` needs, or the string that has a NUL byte. The request was validated, but not
+/// everything here comes from it (the sandbox's env and its `/etc/passwd` do): a NUL anywhere must fail
+/// the process, never panic the agent.
+fn c_strings(
+    program: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &str,
+) -> Result<(CString, Vec<CString>, Vec<CString>, CString), String> {
+    let c = |s: String| CString::new(s.as_bytes()).map_err(|_| s);
+    Ok((
+        c(program.to_owned())?,
+        args.iter()
+            .map(|a| c(a.clone()))
+            .collect::<Result<_, _>>()?,
+        env.iter()
+            .map(|(k, v)| c(format!("{k}={v}")))
+            .collect::<Result<_, _>>()?,
+        c(cwd.to_owned())?,
+    ))
 }
 
 /// An existing process for a repeated id: the same process when the request is the same (an idempotent
@@ -480,67 +503,6 @@ struct Failure {
     meta: Meta,
     error: String,
     exit_code: i32,
-}
-
-fn validate(req: &StartRequest) -> Result<(), AgentError> {
-    let bad = |m: String| Err(AgentError::InvalidArgument(m));
-    match (&req.cmd, &req.argv) {
-        (Some(_), Some(_)) => return bad("give either \"cmd\" or \"argv\", not both".into()),
-        (None, None) => return bad("missing \"cmd\" (a shell string) or \"argv\" (a list)".into()),
-        (None, Some(a)) if a.is_empty() || a[0].is_empty() => {
-            return bad("\"argv\" must start with a program name".into());
-        }
-        (Some(c), None) if c.trim().is_empty() => return bad("\"cmd\" is empty".into()),
-        _ => {}
-    }
-    if let Some(id) = &req.id {
-        if id.is_empty()
-            || id.len() > 128
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return bad(format!(
-                "id {id:?} must be 1-128 characters of [A-Za-z0-9._-]"
-            ));
-        }
-    }
-    if let Some(t) = req.tty {
-        if t.cols == 0 || t.rows == 0 {
-            return bad(format!(
-                "tty size {}x{} must be at least 1x1",
-                t.cols, t.rows
-            ));
-        }
-    }
-    let strings = req
-        .cmd
-        .iter()
-        .chain(req.argv.iter().flatten())
-        .chain(req.cwd.iter())
-        .chain(req.user.iter())
-        .chain(req.env.values());
-    for s in strings {
-        if s.contains('\0') {
-            return bad(format!("{s:?} contains a NUL byte"));
-        }
-    }
-    for k in req.env.keys() {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return bad(format!(
-                "environment variable name {k:?} is empty or contains '=' or NUL"
-            ));
-        }
-    }
-    for r in &req.rlimits {
-        if r.hard.is_some_and(|h| h < r.soft) {
-            return bad(format!(
-                "rlimit {:?}: soft {} is above hard {:?}",
-                r.resource, r.soft, r.hard
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Finds `name` in `PATH` the way a shell would; names with a slash are used as given.

@@ -76,7 +76,9 @@ pub fn lookup(etc: &Path, user: &str) -> Result<Account, LookupError> {
 
 fn parse_passwd_line(line: &str) -> Option<Account> {
     let f: Vec<&str> = line.split(':').collect();
-    if f.len() < 7 || line.starts_with('#') {
+    // A NUL byte (root inside the sandbox may write one) could not become a C string for exec: such a
+    // line is no account, rather than a panic in the agent when the process is prepared.
+    if f.len() < 7 || line.starts_with('#') || line.contains('\0') {
         return None;
     }
     Some(Account {
@@ -130,5 +132,24 @@ mod tests {
         ));
         let a = lookup(d.path(), "4242").unwrap();
         assert_eq!((a.uid, a.gid), (4242, 4242));
+    }
+
+    /// A NUL in `/etc/passwd` used to reach `CString::new(..).expect(..)` in the agent's process plan
+    /// (a panic in the request's handler): the line is not an account.
+    #[test]
+    fn passwd_lines_with_a_nul_byte_are_not_accounts() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("passwd"),
+            "evil:x:1001:1001::/home/ev\0il:/bin/sh\nok:x:1002:1002::/home/ok:/bin/sh\0\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            lookup(d.path(), "evil"),
+            Err(LookupError::UnknownUser(..))
+        ));
+        assert!(lookup(d.path(), "ok").is_err());
+        // By uid it is the bare-uid account, with nothing from the bad line.
+        assert_eq!(lookup(d.path(), "1001").unwrap().home, "/");
     }
 }

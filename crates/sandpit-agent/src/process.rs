@@ -365,12 +365,14 @@ pub async fn supervise(
     };
 
     // Let the pipes reach EOF on their own; background children that keep them open only get a grace.
-    let all = futures_util::future::join_all(pumps.iter_mut());
-    if tokio::time::timeout(EXIT_GRACE, all).await.is_err() {
+    // One join, kept across the grace: a pump that finished within it has handed its result to this
+    // join, and awaiting its `JoinHandle` a second time would panic ("polled after completion"),
+    // killing this task and leaving the process `running` for ever (a background child holding only
+    // stdout did it every time; a busy agent, whose pumps drain late, now and then).
+    let mut all = std::pin::pin!(futures_util::future::join_all(pumps));
+    if tokio::time::timeout(EXIT_GRACE, &mut all).await.is_err() {
         stop_tx.send_replace(true);
-        for p in pumps {
-            let _ = p.await;
-        }
+        all.await;
     }
     *proc.stdin.lock().await = None;
 

@@ -2,22 +2,28 @@
 //!
 //! Every figure is a median (with p99) over repeated runs and stands beside a baseline measured in the
 //! same run, because the machines are shared and noisy: ratios travel, absolute numbers do not.
+//! `sandpit-bench load` is the load test instead: pass/fail, with figures (see `load`).
 
 mod agent;
 mod daemon;
+mod load;
 mod stats;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
     about = "Run sandpit's benchmarks",
-    after_help = "Example:\n  sandpit-bench --quick agent"
+    after_help = "Examples:\n  sandpit-bench --quick agent\n  sandpit-bench load --sandboxes 100 --streams 10 --duration 10s",
+    // `load` is a subcommand; anything else is a benchmark group.
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Small counts and sizes: seconds, for CI (numbers are not meaningful).
     #[arg(long)]
     quick: bool,
@@ -31,8 +37,22 @@ struct Args {
     groups: Vec<String>,
 }
 
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Load test: many sandboxes × concurrent streaming commands, every byte checked; fails on any
+    /// error.
+    Load(load::LoadArgs),
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Cmd::Load(load)) = &args.cmd {
+        if !load::main(load)? {
+            // The summary said why; an error here would only add a backtrace.
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let rt = tokio::runtime::Runtime::new()?;
     let all = args.groups.is_empty();
     let want = |g: &str| all || args.groups.iter().any(|x| x == g);
@@ -54,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json = serde_json::json!({
         "quick": args.quick,
-        "host": {"cpus": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1)},
+        "host": {"cpus": std::thread::available_parallelism().map_or(1, std::num::NonZero::get)},
         "rows": rows,
     });
     std::fs::write(

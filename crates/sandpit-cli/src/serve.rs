@@ -16,7 +16,7 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     Every option can also come from SANDPIT_<OPTION> (e.g. SANDPIT_LISTEN) or from the TOML file given \
     with --config (keys: listen, state_dir, api_key, backend, agent_binary, tls_cert, tls_key, \
     default_timeout_secs, max_timeout_secs, max_body_bytes, agent_start_timeout_secs, \
-    shutdown_grace_secs, log_format, cors_origins). Flags win over the environment, which wins over the \
+    shutdown_grace_secs, log_format, cors_origins, import_roots). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070].
@@ -68,6 +68,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// A directory under which template imports (`sandpit template import`, `POST /v1/templates` with a
+    /// `dir`, `tar` or `oci` source) may name host paths; repeatable. Without one, host-path imports are
+    /// refused: the daemon reads them with its own privileges. SANDPIT_IMPORT_ROOTS takes a `:`-separated
+    /// list. Replaces the config file's `import_roots` when given.
+    #[arg(
+        long = "import-root",
+        env = "SANDPIT_IMPORT_ROOTS",
+        value_name = "DIR",
+        value_delimiter = ':'
+    )]
+    import_roots: Vec<std::path::PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -151,6 +162,14 @@ fn overlay(config: &mut Config, args: ServeArgs) {
         .collect();
     if !origins.is_empty() {
         config.cors_origins = origins;
+    }
+    let roots: Vec<std::path::PathBuf> = args
+        .import_roots
+        .into_iter()
+        .filter(|r| !r.as_os_str().is_empty())
+        .collect();
+    if !roots.is_empty() {
+        config.import_roots = roots;
     }
 }
 

@@ -397,6 +397,41 @@ async fn orphans_are_reaped_and_exit_does_not_wait_for_background_children() {
     assert!(eventually(10, || count_procs(&m102) == 0).await);
 }
 
+/// Regression (found by the load test, `sandpit-bench load`): when one output pipe reached EOF within
+/// the exit grace and the other did not, the supervisor awaited the finished pump's `JoinHandle` a
+/// second time, panicked, and the process stayed `running` for ever: `exec` never returned and no
+/// `exited` event came. A background child holding only stdout (or only stderr) did it every time;
+/// a busy agent, whose pumps drain late, did it now and then.
+#[tokio::test]
+async fn exec_returns_when_a_background_child_holds_only_one_pipe() {
+    let a = AgentProc::start(&[]);
+    let m = common::marker(6);
+    for (cmd, stdout, stderr) in [
+        (format!("{m} 2>/dev/null & echo out"), "out\n", ""),
+        (format!("{m} >/dev/null & echo err >&2"), "", "err\n"),
+    ] {
+        let r = tokio::time::timeout(Duration::from_secs(20), a.exec(json!({ "cmd": cmd })))
+            .await
+            .unwrap_or_else(|_| panic!("exec of {cmd:?} never returned"));
+        assert_eq!(r["status"], "exited", "{r}");
+        assert_eq!(r["exit_code"], 0, "{r}");
+        assert_eq!(
+            (r["stdout"].as_str(), r["stderr"].as_str()),
+            (Some(stdout), Some(stderr))
+        );
+        let _ = a
+            .http
+            .delete(format!(
+                "{}/processes/{}",
+                a.base,
+                r["id"].as_str().unwrap()
+            ))
+            .send()
+            .await;
+    }
+    assert!(eventually(10, || count_procs(&m) == 0).await);
+}
+
 #[tokio::test]
 async fn pty_echo_and_resize_are_seen_by_stty() {
     let a = AgentProc::start(&[]);

@@ -37,6 +37,8 @@ impl Daemon {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--state-dir")
             .arg(dir.path())
+            .arg("--import-root")
+            .arg(std::env::temp_dir())
             .env_remove("SANDPIT_API_KEY")
             .env_remove("SANDPIT_URL")
             .stdin(Stdio::null())

@@ -87,7 +87,12 @@ pub(crate) fn overlay(
     // this exact lower mount.
     ctx.set("index", "off").map_err(err)?;
     ctx.set("metacopy", "off").map_err(err)?;
-    ctx.mount(0).map_err(err)
+    // `nodev`: a template is a whole root filesystem from wherever its builder took it (a copied
+    // directory keeps its device nodes, debootstrap makes some), and this superblock belongs to the
+    // host's user namespace, so without it a node in the template would open a host device for root
+    // inside. The sandbox's /dev is separate mounts of the few harmless nodes. Not `nosuid`: setuid
+    // binaries of the template only reach the sandbox's own root.
+    ctx.mount(libc::MOUNT_ATTR_NODEV).map_err(err)
 }
 
 fn mount(

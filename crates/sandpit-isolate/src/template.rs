@@ -824,6 +824,135 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    /// One raw tar entry: the name is written as is (the builder would refuse `..`), as a hostile archive
+    /// would have it.
+    fn raw_entry(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &str,
+        kind: tar::EntryType,
+        link: Option<&str>,
+        data: &[u8],
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        if let Some(l) = link {
+            h.as_gnu_mut().unwrap().linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        if kind == tar::EntryType::Char {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(1).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    /// A template tarball comes from whoever built it. Nothing in it may write outside the template, link
+    /// to a host file (the template is readable inside every sandbox), or plant a device node.
+    #[test]
+    fn hostile_tarballs_stay_inside_the_template() {
+        use std::os::unix::fs::FileTypeExt;
+        use tar::EntryType as E;
+        type Entry<'a> = (&'a str, E, Option<&'a str>);
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host");
+        fs::create_dir_all(&host).unwrap();
+        let secret = host.join("secret");
+        fs::write(&secret, "host secret").unwrap();
+        let (h, sec) = (host.display().to_string(), secret.display().to_string());
+        let absolute = format!("{h}/absolute");
+        let cases: Vec<(&str, Vec<Entry>)> = vec![
+            ("dotdot", vec![("../../dotdot", E::Regular, None)]),
+            ("absolute path", vec![(&absolute, E::Regular, None)]),
+            (
+                "write through a symlink",
+                vec![
+                    ("link", E::Symlink, Some(&h)),
+                    ("link/through-symlink", E::Regular, None),
+                ],
+            ),
+            (
+                "symlink to a dotdot dir",
+                vec![
+                    ("up", E::Symlink, Some("../../host")),
+                    ("up/through-relative", E::Regular, None),
+                ],
+            ),
+            (
+                "hard link to a host file",
+                vec![("hard", E::Link, Some(&sec))],
+            ),
+            (
+                "hard link by dotdot",
+                vec![("hard2", E::Link, Some("../../host/secret"))],
+            ),
+            ("device node", vec![("mem", E::Char, None)]),
+        ];
+        for (i, (what, entries)) in cases.iter().enumerate() {
+            let root = tmp.path().join(format!("t{i}/rootfs"));
+            fs::create_dir_all(&root).unwrap();
+            let mut b = tar::Builder::new(Vec::new());
+            for (name, kind, link) in entries {
+                let data: &[u8] = if *kind == E::Regular { b"x" } else { b"" };
+                raw_entry(&mut b, name, *kind, *link, data);
+            }
+            raw_entry(&mut b, "ok", E::Regular, None, b"x");
+            let tarball = tmp.path().join(format!("hostile{i}.tar"));
+            fs::write(&tarball, b.into_inner().unwrap()).unwrap();
+            let r = unpack_tarball(&tarball, &root);
+            let inside = walkdir_all(&root);
+            eprintln!("{what}: {r:?}; inside: {inside:?}");
+
+            let mut host_entries: Vec<_> = fs::read_dir(&host)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            host_entries.sort();
+            assert_eq!(
+                host_entries,
+                ["secret"],
+                "{what}: written outside the template"
+            );
+            assert!(!tmp.path().join("dotdot").exists(), "{what}");
+            assert_eq!(
+                fs::read_to_string(&secret).unwrap(),
+                "host secret",
+                "{what}"
+            );
+            for p in &inside {
+                let m = fs::symlink_metadata(p).unwrap();
+                let ft = m.file_type();
+                assert!(
+                    !ft.is_char_device() && !ft.is_block_device(),
+                    "{what}: device node {}",
+                    p.display()
+                );
+                assert!(
+                    !ft.is_file() || m.ino() != fs::metadata(&secret).unwrap().ino(),
+                    "{what}: {} is the host's file",
+                    p.display()
+                );
+            }
+        }
+    }
+
+    fn walkdir_all(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walkdir_all(&p));
+            }
+            out.push(p);
+        }
+        out
+    }
+
     #[test]
     fn whiteouts_never_follow_symlinks_or_dotdot() {
         let tmp = tempfile::tempdir().unwrap();

@@ -98,6 +98,10 @@ pub struct Config {
     /// origin (development only: any page the user visits could then use a key it gets hold of). Empty:
     /// no CORS headers at all, so browsers keep other origins out.
     pub cors_origins: Vec<String>,
+    /// Directories under which `POST /v1/templates` may name a host path (`dir`, `tar`, `oci` sources).
+    /// Those paths are read with the daemon's privileges, so by default (empty) host-path imports are
+    /// refused and only `debian` builds work: list where template sources live, e.g. `/srv/templates`.
+    pub import_roots: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -117,6 +121,7 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             log_format: LogFormat::default(),
             cors_origins: Vec::new(),
+            import_roots: Vec::new(),
         }
     }
 }
@@ -174,6 +179,12 @@ impl Config {
         }
         crate::api::cors::Cors::new(&self.cors_origins)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(r) = self.import_roots.iter().find(|r| !r.is_absolute()) {
+            return Err(ConfigError::Invalid(format!(
+                "import root {} must be an absolute path",
+                r.display()
+            )));
+        }
         if self.api_key.as_ref().is_some_and(|k| k.len() < 16) {
             return Err(ConfigError::Invalid(
                 "api_key must be at least 16 characters".into(),
@@ -220,6 +231,14 @@ mod tests {
         assert!(toml::from_str::<Config>("nope = 1").is_err());
         let c: Config = toml::from_str("cors_origins = [\"http://localhost:5173\"]\n").unwrap();
         assert_eq!(c.cors_origins, ["http://localhost:5173"]);
+    }
+
+    #[test]
+    fn import_roots_must_be_absolute() {
+        let mut c: Config = toml::from_str("import_roots = [\"/srv/templates\"]\n").unwrap();
+        assert!(c.validate().is_ok());
+        c.import_roots.push("relative".into());
+        assert!(c.validate().unwrap_err().to_string().contains("absolute"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! hanging up mid-request cannot leave a record half-written. The timer loop enforces deadlines (TTL) and
 //! notices agents that died; [`Engine::reconcile`] brings the records in line with reality after a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use std::time::Duration;
 use sandpit_types::sandbox::{CreateSandboxRequest, OnTimeout, SandboxInfo, SandboxState};
 use tokio::sync::{Notify, watch};
 
-use crate::backend::{BackendError, SandboxBackend, SandboxSpec};
+use crate::backend::{BackendError, BackendHandle, SandboxBackend, SandboxSpec};
 use crate::store::{SandboxRecord, Store, StoreError};
 use crate::time::{now_ms, rfc3339};
 
@@ -100,7 +100,7 @@ pub struct ListFilter {
 const EXPIRY_RETRY_MS: i64 = 30_000;
 
 /// How often running sandboxes are checked for a dead agent when no deadline comes sooner.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct Engine {
@@ -277,7 +277,10 @@ impl Engine {
             let _guard = lock.lock().await;
             create_private_dir(&dir)
                 .map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
-            this.store.insert(rec.clone()).await?;
+            if let Err(e) = this.store.insert(rec.clone()).await {
+                this.remove_dir(&id);
+                return Err(e.into());
+            }
             let mut rec = rec;
             match this.on_backend(move |b| b.create(&spec)).await {
                 Ok(handle) => {
@@ -290,10 +293,18 @@ impl Engine {
                     Ok(info(&rec))
                 }
                 Err(err) => {
+                    // The caller gets the error and never learns the id, so a `failed` record would only
+                    // be clutter nobody can name: forget it (the backend cleans up its own half-made
+                    // sandbox). Should forgetting fail too (a full disk), the record stays `failed`.
                     tracing::warn!(sandbox = %rec.id, error = %err, "sandbox failed to start");
                     Self::apply(&mut rec, Action::StartFailed)?;
                     rec.error = Some(err.to_string());
-                    this.save(&rec).await?;
+                    if let Err(e) = this.store.delete(&rec.id).await {
+                        tracing::error!(sandbox = %rec.id, error = %e, "cannot forget a failed create");
+                        let _ = this.save(&rec).await;
+                    }
+                    this.remove_dir(&rec.id);
+                    this.forget_lock(&rec.id);
                     Err(err)
                 }
             }
@@ -301,8 +312,28 @@ impl Engine {
         .await
     }
 
+    /// The sandbox as recorded, except that a live-looking sandbox whose agent has died is marked
+    /// `failed` first (checking costs a read of `/proc`), so nobody is told "running" about a corpse.
     pub async fn get(&self, id: &str) -> Result<SandboxInfo, EngineError> {
-        Ok(info(&self.load(id).await?))
+        let rec = self.load(id).await?;
+        let Some(handle) = rec.handle.clone() else {
+            return Ok(info(&rec));
+        };
+        if !matches!(rec.state, SandboxState::Running | SandboxState::Paused)
+            || self
+                .on_backend(move |b| Ok(b.is_alive(&handle)))
+                .await
+                .unwrap_or(true)
+        {
+            return Ok(info(&rec));
+        }
+        let lock = self.lock_for(id);
+        let _guard = lock.lock().await;
+        let mut rec = self.load(id).await?;
+        if matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+            self.mark_lost_if_dead(&mut rec).await;
+        }
+        Ok(info(&rec))
     }
 
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<SandboxInfo>, EngineError> {
@@ -415,6 +446,14 @@ impl Engine {
             tracing::error!(sandbox = %rec.id, error = %e, "cannot record a lost sandbox");
         }
         tracing::warn!(sandbox = %rec.id, "sandbox agent is gone; marked failed");
+        // What is left of it (processes the agent's death did not take, cgroups, its directory, its id
+        // range) is released now, not when somebody deletes the record: a crashed sandbox must not hold
+        // host resources. The record keeps the handle; deleting it later destroys again, idempotently.
+        if let Some(h) = rec.handle.clone() {
+            if let Err(e) = self.on_backend(move |b| b.destroy(&h)).await {
+                tracing::error!(sandbox = %rec.id, error = %e, "cannot release a lost sandbox");
+            }
+        }
         true
     }
 
@@ -662,15 +701,31 @@ impl Engine {
         }
     }
 
-    /// Marks running sandboxes whose agent died as `failed`.
+    /// Marks running sandboxes whose agent died as `failed` (and releases them). The liveness check runs
+    /// for all of them in one blocking call and without their locks, so a sweep costs little and never
+    /// waits behind a long pause or delete; only the dead ones are then locked and re-checked.
     async fn sweep(&self) -> Result<(), EngineError> {
-        for rec in self.store.list().await? {
-            if rec.state != SandboxState::Running {
-                continue;
-            }
-            let lock = self.lock_for(&rec.id);
+        let running: Vec<(String, BackendHandle)> = self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.state == SandboxState::Running)
+            .filter_map(|r| Some((r.id, r.handle?)))
+            .collect();
+        let dead = self
+            .on_backend(move |b| {
+                Ok(running
+                    .into_iter()
+                    .filter(|(_, h)| !b.is_alive(h))
+                    .map(|(id, _)| id)
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        for id in dead {
+            let lock = self.lock_for(&id);
             let _guard = lock.lock().await;
-            if let Some(mut rec) = self.store.get(&rec.id).await? {
+            if let Some(mut rec) = self.store.get(&id).await? {
                 if rec.state == SandboxState::Running {
                     self.mark_lost_if_dead(&mut rec).await;
                 }
@@ -741,70 +796,17 @@ pub fn info(rec: &SandboxRecord) -> SandboxInfo {
     }
 }
 
-/// The least memory a sandbox may be given: the agent needs about 8 MiB, a shell and a command more.
-pub const MIN_MEMORY_MB: u64 = 16;
-/// The fewest processes and threads a sandbox may be limited to: the agent's runtime, a shell, a command.
-pub const MIN_PIDS: u64 = 8;
+pub use sandpit_types::sandbox::{MIN_MEMORY_MB, MIN_PIDS};
 
+/// The request's own checks, shared with the fuzz targets (`CreateSandboxRequest::validate`).
 fn validate_create(req: &CreateSandboxRequest) -> Result<(), EngineError> {
-    let bad = |m: String| Err(EngineError::InvalidArgument(m));
-    if let Some(t) = req
-        .template
-        .as_ref()
-        .filter(|t| !crate::templates::valid_name(t))
-    {
-        return bad(format!(
-            "template {t:?}: use 1-64 characters from a-z 0-9 . _ -, not starting with `.`"
-        ));
-    }
-    if req
-        .cpu
-        .is_some_and(|cpu| !(cpu.is_finite() && cpu > 0.0 && cpu <= 1024.0))
-    {
-        return bad("cpu must be a number of cores above 0 and at most 1024".into());
-    }
-    // The floors are what the agent itself needs to start and run a command: below them a create would
-    // not be refused but fail after the start timeout, which is the caller's mistake reported as ours.
-    for (name, v, min) in [
-        ("memory_mb", req.memory_mb, MIN_MEMORY_MB),
-        ("pids", req.pids, MIN_PIDS),
-        ("disk_mb", req.disk_mb, 1),
-    ] {
-        if v.is_some_and(|v| v < min || v > (1 << 40)) {
-            return bad(format!("{name} must be between {min} and 2^40"));
-        }
-    }
-    check_map("env", &req.env, |k| {
-        !k.is_empty() && !k.contains('=') && !k.contains('\0')
-    })?;
-    check_map("metadata", &req.metadata, |k| {
-        !k.is_empty() && k.len() <= 256
-    })?;
-    Ok(())
-}
-
-fn check_map(
-    what: &str,
-    m: &BTreeMap<String, String>,
-    key_ok: impl Fn(&str) -> bool,
-) -> Result<(), EngineError> {
-    if m.len() > 1024 {
-        return Err(EngineError::InvalidArgument(format!(
-            "{what}: at most 1024 entries"
-        )));
-    }
-    for (k, v) in m {
-        if !key_ok(k) || v.contains('\0') {
-            return Err(EngineError::InvalidArgument(format!(
-                "{what}: invalid key or value {k:?}"
-            )));
-        }
-    }
-    Ok(())
+    req.validate().map_err(EngineError::InvalidArgument)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use SandboxState as S;
 

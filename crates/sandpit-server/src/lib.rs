@@ -28,7 +28,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::serve::ListenerExt as _;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub use auth::{ApiKey, KeySource};
@@ -121,7 +122,10 @@ async fn serve(
         );
     }
 
-    let templates = Arc::new(templates::Templates::new(backend.clone()));
+    let templates = Arc::new(templates::Templates::new(
+        backend.clone(),
+        &config.import_roots,
+    ));
     let engine = engine::Engine::new(
         store,
         backend,
@@ -171,7 +175,7 @@ async fn serve(
         } else {
             tracing::info!(addr = %local, "sandpit listening (http)");
             Box::pin(
-                axum::serve(listener, app)
+                axum::serve(listener.tap_io(no_delay), app)
                     .with_graceful_shutdown(graceful)
                     .into_future(),
             )
@@ -195,6 +199,16 @@ async fn serve(
     let _ = stop_tx.send(true);
     let _ = timers.await;
     result.map_err(ServerError::Io)
+}
+
+/// Turns Nagle's algorithm off on a client connection. Streams are many small writes (an SSE event,
+/// a WebSocket frame); with Nagle on, each write after the first waits for the client's ACK, which a
+/// client that only reads delays by up to 40 ms: every SSE event then arrived ~40 ms late (found by
+/// the load test, `sandpit-bench load`).
+pub(crate) fn no_delay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
 }
 
 fn prepare_state_dir(dir: &Path) -> Result<(), ServerError> {

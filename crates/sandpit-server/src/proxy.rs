@@ -2,15 +2,17 @@
 //!
 //! The daemon never interprets process traffic: request and response bodies are handed through as streams
 //! (so SSE arrives event by event and large stdin writes are never held in memory), and WebSocket upgrades
-//! are completed on both sides and then spliced with `copy_bidirectional`. Only hop-by-hop headers and the
+//! are completed on both sides and then spliced ([`splice`]). Only hop-by-hop headers and the
 //! client's credentials are dropped on the way: the API key is the daemon's, never the sandbox's.
 
 use std::path::Path;
 
 use axum::body::Body;
+use http_body_util::{LengthLimitError, Limited};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,16 @@ pub enum ProxyError {
     Exchange(hyper::Error),
     #[error("cannot build the proxied request: {0}")]
     Build(String),
+    /// The request body is over the agent's limit ([`sandpit_types::MAX_AGENT_BODY_BYTES`]).
+    #[error(
+        "request body larger than {} bytes",
+        sandpit_types::MAX_AGENT_BODY_BYTES
+    )]
+    TooLarge,
+    /// The client's request body broke off or was malformed (a bad chunk): the client's fault, not the
+    /// agent's.
+    #[error("cannot read the request body: {0}")]
+    ClientBody(String),
 }
 
 /// Headers that describe one connection, not the message, and so must not cross a proxy (RFC 9110 7.6.1).
@@ -37,11 +49,24 @@ const HOP_BY_HOP: &[HeaderName] = &[
 ];
 
 /// Sends `req` to the agent at `socket` as `path_and_query` and returns the agent's response, streaming.
+///
+/// The body is held to the agent's own limit on the way. Left to the agent alone, an oversized body
+/// raced: the agent answers 413 and hangs up while the daemon is still writing, and whichever the
+/// daemon noticed first decided between the agent's 413 and a 503 "agent not answering".
 pub async fn forward(
     socket: &Path,
     mut req: Request<Body>,
     path_and_query: &str,
 ) -> Result<Response<Body>, ProxyError> {
+    let limit = sandpit_types::MAX_AGENT_BODY_BYTES;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ProxyError::TooLarge);
+    }
     let stream = UnixStream::connect(socket)
         .await
         .map_err(ProxyError::Connect)?;
@@ -75,26 +100,26 @@ pub async fn forward(
         on_upgrade
     });
     let out = out
-        .body(body)
+        .body(Body::new(Limited::new(body, limit)))
         .map_err(|e| ProxyError::Build(e.to_string()))?;
 
-    let mut resp = sender
-        .send_request(out)
-        .await
-        .map_err(ProxyError::Exchange)?;
+    let mut resp = sender.send_request(out).await.map_err(|e| {
+        if caused_by_length_limit(&e) {
+            ProxyError::TooLarge
+        } else if e.is_user() {
+            // Our request body's stream failed: that is the client's body, read as it is forwarded.
+            ProxyError::ClientBody(root_cause(&e))
+        } else {
+            ProxyError::Exchange(e)
+        }
+    })?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let agent_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, agent_upgrade) {
-                    Ok((client, agent)) => {
-                        let (mut client, mut agent) = (TokioIo::new(client), TokioIo::new(agent));
-                        if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut agent).await
-                        {
-                            tracing::debug!(error = %e, "upgraded connection ended with an error");
-                        }
-                    }
+                    Ok((client, agent)) => splice(TokioIo::new(client), TokioIo::new(agent)).await,
                     Err(e) => tracing::debug!(error = %e, "connection upgrade failed"),
                 }
             });
@@ -108,6 +133,68 @@ pub async fn forward(
     let headers = std::mem::take(&mut parts.headers);
     copy_end_to_end(&headers, &mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Copies an upgraded connection both ways until the agent's side has ended.
+///
+/// Each direction is its own copy, unlike `copy_bidirectional`, which drops both on the first error:
+/// when the agent refuses a frame (too big, not UTF-8) it sends a close frame saying why and hangs up,
+/// and the client, still sending the rest of that frame, makes the client-to-agent copy fail. The
+/// agent-to-client copy must still deliver the close frame. Once the agent's side has ended, the
+/// client gets a few seconds to finish its own, so that a client that never closes holds nothing.
+async fn splice<C, A>(client: C, agent: A)
+where
+    C: AsyncRead + AsyncWrite,
+    A: AsyncRead + AsyncWrite,
+{
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut agent_rx, mut agent_tx) = tokio::io::split(agent);
+    let up = async {
+        let r = tokio::io::copy(&mut client_rx, &mut agent_tx).await;
+        let _ = agent_tx.shutdown().await;
+        r
+    };
+    let down = async {
+        let r = tokio::io::copy(&mut agent_rx, &mut client_tx).await;
+        let _ = client_tx.shutdown().await;
+        r
+    };
+    tokio::pin!(up, down);
+    let (up, down) = tokio::select! {
+        down_r = &mut down => {
+            let up_r = tokio::time::timeout(SPLICE_GRACE, &mut up).await;
+            (up_r.unwrap_or(Ok(0)), down_r)
+        }
+        up_r = &mut up => (up_r, down.await),
+    };
+    for e in [up.err(), down.err()].into_iter().flatten() {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// How long a client may keep its side of an upgraded connection open after the agent has hung up.
+const SPLICE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The innermost error of a chain, for a message.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(c) = last.source() {
+        last = c;
+    }
+    last.to_string()
+}
+
+/// Whether a failed exchange was our own body limit cutting the request short (a chunked body that
+/// grew past it).
+fn caused_by_length_limit(e: &hyper::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {

@@ -48,6 +48,14 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// Whether `SQLite` could not write because the disk is full (it reports `ENOSPC` as `SQLITE_FULL`).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::DiskFull)
+    }
+}
+
 // By hand rather than `#[from]`, which would also make the SQLite error the `source` and print it twice.
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {

@@ -61,7 +61,7 @@ impl TlsListener {
                     r = listener.accept() => r,
                     () = tx.closed() => return,
                 };
-                let (tcp, addr) = match accepted {
+                let (mut tcp, addr) = match accepted {
                     Ok(c) => c,
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
@@ -70,6 +70,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                crate::no_delay(&mut tcp);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

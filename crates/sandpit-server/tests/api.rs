@@ -53,6 +53,95 @@ async fn every_call_but_health_needs_the_key() {
     d.stop().await.unwrap();
 }
 
+/// Every route the daemon's `/openapi.json` lists, with every method, on a real sandbox id (so that a call that
+/// got through would reach the sandbox's agent and succeed), refuses each way of getting the key wrong.
+#[tokio::test]
+async fn every_documented_route_refuses_every_wrong_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, doc) = call(client().get(d.url("/openapi.json"))).await;
+    assert_eq!(s, 200);
+    let wrong: [(&str, Option<String>, &str); 8] = [
+        ("no key", None, ""),
+        (
+            "wrong key",
+            Some(format!("Bearer {}x", &KEY[..KEY.len() - 1])),
+            "",
+        ),
+        ("key with a suffix", Some(format!("Bearer {KEY}x")), ""),
+        (
+            "key prefix",
+            Some(format!("Bearer {}", &KEY[..KEY.len() / 2])),
+            "",
+        ),
+        ("empty bearer", Some("Bearer ".into()), ""),
+        ("basic scheme", Some(format!("Basic {KEY}")), ""),
+        ("raw key, no scheme", Some(KEY.into()), ""),
+        ("wrong access_token", None, "?access_token=nope"),
+    ];
+    let anon = reqwest::Client::new();
+    let mut tried = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{id}", &id)
+            .replace("{pid}", "p1")
+            .replace("{name}", "t1");
+        for method in item.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            for (what, header, query) in &wrong {
+                let mut rb = anon
+                    .request(m.clone(), d.url(&format!("{concrete}{query}")))
+                    .header("content-type", "application/json")
+                    .body("{}");
+                if let Some(h) = header {
+                    rb = rb.header("authorization", h);
+                }
+                let resp = rb.send().await.unwrap();
+                let status = resp.status().as_u16();
+                if path == "/health" {
+                    assert_eq!(status, 200, "/health must stay open");
+                    continue;
+                }
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                assert_eq!(
+                    (status, v["error"]["code"].as_str()),
+                    (401, Some("unauthenticated")),
+                    "{method} {path} with {what}: {v}"
+                );
+                tried += 1;
+            }
+        }
+    }
+    // Routes only the agent knows (files, say) go through the same gate.
+    for path in [
+        format!("/v1/sandboxes/{id}/files?path=/etc/passwd"),
+        format!("/v1/sandboxes/{id}/anything/at/all"),
+    ] {
+        let resp = anon.get(d.url(&path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        tried += 1;
+    }
+    // A WebSocket upgrade without the key is refused before the upgrade.
+    let ws = d
+        .url(&format!("/v1/sandboxes/{id}/processes/p1/ws"))
+        .replacen("http://", "ws://", 1);
+    match tokio_tungstenite::connect_async(ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("websocket without a key: {other:?}"),
+    }
+    tried += 1;
+    eprintln!("{tried} unauthenticated calls refused");
+    assert!(
+        tried > 150,
+        "only {tried} calls: the document lists too few routes"
+    );
+    d.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn generated_key_is_stored_0600_and_accepted() {
     use std::os::unix::fs::PermissionsExt;

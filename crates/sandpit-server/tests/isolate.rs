@@ -2,227 +2,32 @@
 //! overlay roots, the real agent inside.
 //!
 //! They need root, a host `sandpit_isolate::Isolator` accepts, and the `sandpit` binary built beforehand
-//! (`cargo build -p sandpit-cli`; `$SANDPIT_BIN` overrides the path). When one of these is missing they
-//! print a loud SKIPPED line with the reason and pass; CI runs them as root.
+//! (see `daemon::prerequisites`). When one of these is missing they print a loud SKIPPED line with the
+//! reason and pass; CI runs them as root.
+
+mod daemon;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use daemon::{
+    Fixture, Serve, call, client, import_busybox_template, isolate_handle, post, processes_in,
+    running, sh,
+};
 use serde_json::{Value, json};
-
-const KEY: &str = "isolate-test-key-0123456789";
-
-/// The binary to test, or `None` (with the reason printed) when these tests cannot run here.
-fn prerequisites() -> Option<PathBuf> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "\n*** SKIPPED: the isolate backend needs root (CI runs these tests as root) ***\n"
-        );
-        return None;
-    }
-    let bin = std::env::var_os("SANDPIT_BIN").map_or_else(
-        || {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-                PathBuf::from,
-            );
-            target.join("debug/sandpit")
-        },
-        PathBuf::from,
-    );
-    if !bin.exists() {
-        eprintln!(
-            "\n*** SKIPPED: {} not found; run `cargo build -p sandpit-cli` first ***\n",
-            bin.display()
-        );
-        return None;
-    }
-    let probe = tempfile::tempdir().unwrap();
-    match sandpit_isolate::Isolator::new(sandpit_isolate::IsolateConfig::new(probe.path(), &bin)) {
-        Ok(_) => {}
-        // What the host lacks (a kernel feature, cgroup controllers, seccomp) is a reason to skip; any
-        // other failure is a bug to report.
-        Err(
-            e @ (sandpit_isolate::IsolateError::Host(_)
-            | sandpit_isolate::IsolateError::Cgroup(_)
-            | sandpit_isolate::IsolateError::Filter(_)),
-        ) => {
-            eprintln!("\n*** SKIPPED: this host cannot run isolated sandboxes: {e} ***\n");
-            return None;
-        }
-        Err(e) => panic!("the isolator cannot start: {e}"),
-    }
-    Some(bin)
-}
-
-/// Destroys every sandbox left under a state directory when dropped, so that a failing test does not
-/// leave running sandboxes (which outlive their daemon by design) behind. Declare it before the daemon.
-struct DestroyLeftovers {
-    state_dir: PathBuf,
-    bin: PathBuf,
-}
-
-impl Drop for DestroyLeftovers {
-    fn drop(&mut self) {
-        let cfg = sandpit_isolate::IsolateConfig::new(self.state_dir.join("isolate"), &self.bin);
-        if let Ok(iso) = sandpit_isolate::Isolator::new(cfg) {
-            for h in iso.sandboxes() {
-                let _ = iso.destroy(&h);
-            }
-        }
-    }
-}
-
-/// A spawned `sandpit serve`, killed (not stopped) when dropped.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    async fn start(bin: &Path, state_dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(state_dir.with_extension("log"))
-            .unwrap();
-        let child = Command::new(bin)
-            .args(["serve", "--backend", "isolate", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(state_dir)
-            .env("SANDPIT_API_KEY", KEY)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut serve = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = reqwest::get(format!("{}/health", serve.base)).await {
-                let health: Value = r.json().await.unwrap();
-                assert_eq!(health["backend"], "isolate");
-                return serve;
-            }
-            if let Some(status) = serve.child.try_wait().unwrap() {
-                panic!(
-                    "sandpit serve exited ({status}): {}",
-                    std::fs::read_to_string(state_dir.with_extension("log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "sandpit serve did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn sigkill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client() -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {KEY}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap()
-}
-
-async fn call(rb: reqwest::RequestBuilder) -> (u16, Value) {
-    let resp = rb.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn post(url: String, body: Value) -> (u16, Value) {
-    call(client().post(url).json(&body)).await
-}
-
-/// Runs `cmd` in the sandbox and returns (exit code, stdout).
-async fn sh(root: &str, cmd: &str, user: Option<&str>) -> (i64, String) {
-    let mut body = json!({"cmd": cmd, "timeout_ms": 20_000});
-    if let Some(u) = user {
-        body["user"] = json!(u);
-    }
-    let (s, r) = post(format!("{root}/exec"), body).await;
-    assert_eq!(s, 200, "{cmd}: {r}");
-    (
-        r["exit_code"].as_i64().unwrap_or(-1),
-        r["stdout"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
-/// Everything the isolator recorded about the sandbox (read from the host, as an operator would).
-fn isolate_handle(state_dir: &Path, id: &str) -> Value {
-    let path = state_dir.join(format!("isolate/sandboxes/{id}/handle.json"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn running(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
-}
 
 fn line_count(path: &Path) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.lines().count())
 }
 
-/// Pids of every host process in the pid namespace `ns` (a `/proc/PID/ns/pid` link target).
-fn processes_in(ns: &str) -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
-            std::fs::read_link(e.path().join("ns/pid")).is_ok_and(|l| l.to_string_lossy() == ns)
-        })
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn isolated_sandbox_lifecycle_survives_a_daemon_sigkill() {
-    let Some(bin) = prerequisites() else {
+    let Some(fx) = Fixture::new() else {
         return;
     };
     let t0 = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let _leftovers = DestroyLeftovers {
-        state_dir: state.clone(),
-        bin: bin.clone(),
-    };
+    let (bin, state) = (fx.bin.clone(), fx.state.clone());
     let serve = Serve::start(&bin, &state).await;
 
     let (s, sb) = post(
@@ -398,24 +203,19 @@ async fn delete_leaves_nothing(root: &str, state: &Path, id: &str, handle: &Valu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn templates_import_list_and_delete() {
-    let Some(bin) = prerequisites() else {
+    let Some(fx) = Fixture::new() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let _leftovers = DestroyLeftovers {
-        state_dir: state.clone(),
-        bin: bin.clone(),
-    };
+    let (bin, state) = (fx.bin.clone(), fx.state.clone());
     let serve = Serve::start(&bin, &state).await;
 
     // A tiny root filesystem, as a directory and as a tarball.
-    let rootfs = dir.path().join("rootfs");
+    let rootfs = fx.dir.path().join("rootfs");
     for d in ["etc", "bin", "usr/share/tiny"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     std::fs::write(rootfs.join("usr/share/tiny/hello"), "hello\n").unwrap();
-    let tarball = dir.path().join("rootfs.tar");
+    let tarball = fx.dir.path().join("rootfs.tar");
     let tar = Command::new("tar")
         .arg("-cf")
         .arg(&tarball)
@@ -498,15 +298,10 @@ async fn templates_import_list_and_delete() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn orphans_are_destroyed_at_start_and_deadlines_kill() {
-    let Some(bin) = prerequisites() else {
+    let Some(fx) = Fixture::new() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let _leftovers = DestroyLeftovers {
-        state_dir: state.clone(),
-        bin: bin.clone(),
-    };
+    let (bin, state) = (fx.bin.clone(), fx.state.clone());
     // A sandbox the store never heard of, as a daemon killed in the middle of a create leaves behind.
     let orphan = tokio::task::spawn_blocking({
         let (state, bin) = (state.clone(), bin.clone());
@@ -594,16 +389,12 @@ async fn exec_true_median(root: &str, n: usize) -> f64 {
 /// median, the daemon answers /health throughout, the abusive sandbox stays inside its limits, and it
 /// deletes cleanly.
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines, clippy::many_single_char_names)] // one scenario, told in order
 async fn abuse_in_one_sandbox_leaves_its_neighbour_and_the_daemon_alone() {
-    let Some(bin) = prerequisites() else {
+    let Some(fx) = Fixture::new() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let _leftovers = DestroyLeftovers {
-        state_dir: state.clone(),
-        bin: bin.clone(),
-    };
+    let (bin, state) = (fx.bin.clone(), fx.state.clone());
     let serve = Serve::start(&bin, &state).await;
     let (s, n) = post(serve.url("/v1/sandboxes"), json!({})).await;
     assert_eq!(s, 201, "{n}");
@@ -722,4 +513,61 @@ async fn abuse_in_one_sandbox_leaves_its_neighbour_and_the_daemon_alone() {
     );
     let (code, out) = sh(&nroot, "echo still-here", None).await;
     assert_eq!((code, out.as_str()), (0, "still-here\n"));
+}
+
+/// A template is a whole root filesystem from wherever its builder took it: a directory import copies
+/// device nodes as they are (debootstrap makes some too). The sandbox's root is mounted `nodev`, so
+/// such a node is inert even for root inside; only the sandbox's own `/dev` (bind mounts of the harmless
+/// host nodes) works. Regression test: the overlay root was mounted without `nodev`.
+#[tokio::test(flavor = "multi_thread")]
+async fn device_nodes_in_a_template_are_inert() {
+    let Some(fx) = Fixture::new() else {
+        return;
+    };
+    let serve = Serve::start(&fx.bin, &fx.state).await;
+    import_busybox_template(&serve, &fx.bin, &fx.dir.path().join("rootfs"), |root| {
+        for (name, kind, major, minor) in [
+            ("null-node", libc::S_IFCHR, 1, 3),
+            ("mem-node", libc::S_IFCHR, 1, 1),
+            ("loop-node", libc::S_IFBLK, 7, 0),
+        ] {
+            let path = std::ffi::CString::new(root.join(name).to_str().unwrap()).unwrap();
+            // SAFETY: a valid C string; mknod has no memory effects.
+            let rc =
+                unsafe { libc::mknod(path.as_ptr(), kind | 0o666, libc::makedev(major, minor)) };
+            assert_eq!(rc, 0, "mknod {name}: {}", std::io::Error::last_os_error());
+        }
+    })
+    .await;
+    let id = daemon::create(&serve, json!({"template": "tiny"})).await;
+    let root = serve.url(&format!("/v1/sandboxes/{id}"));
+    for (cmd, what) in [
+        (
+            "echo x > /null-node && echo OPENED",
+            "write to a char device node (1,3)",
+        ),
+        (
+            "head -c 1 /mem-node >/dev/null && echo OPENED",
+            "read /dev/mem's node (1,1)",
+        ),
+        (
+            "head -c 1 /loop-node >/dev/null && echo OPENED",
+            "read a block device node (7,0)",
+        ),
+    ] {
+        for user in ["root", "user"] {
+            let (code, out) = sh(&root, &format!("{cmd} 2>&1"), Some(user)).await;
+            assert!(
+                code != 0 && !out.contains("OPENED"),
+                "{what} as {user}: exit {code}, {out}"
+            );
+        }
+    }
+    // The sandbox's own /dev still works.
+    assert_eq!(
+        sh(&root, "echo x > /dev/null && echo fine", None).await,
+        (0, "fine\n".into())
+    );
+    let (s, _) = call(client().delete(&root)).await;
+    assert_eq!(s, 204);
 }

@@ -14,7 +14,7 @@
 # call names an unknown sandbox and exercises the daemon's answers only. The stateful phase, which chains
 # responses into requests on purpose, is left out.
 #
-# Needs: python3 with venv (schemathesis is installed into target/schemathesis-venv on first use) and
+# Needs: python3 with venv (schemathesis is installed into target/schemathesis-venv-X.Y on first use) and
 # target/debug/sandpit (`cargo build -p sandpit-cli`; $SANDPIT_BIN overrides the path).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -29,8 +29,23 @@ if [ ! -x "$bin" ]; then
   echo "schemathesis.sh: $bin not found; run \`cargo build -p sandpit-cli\` first" >&2
   exit 1
 fi
+# CPython 3.11 sometimes crashes inside hypothesis ("AST constructor recursion depth mismatch", a CPython
+# bug, seen in one of two runs here), which would fail this stage for nothing of ours: use a newer Python
+# when one is installed (pyenv's, on machines that have it), else python3.
+python=python3
+for v in 3.13 3.12; do
+  pyver=$(pyenv versions --bare 2>/dev/null | grep -E "^$v(\.|$)" | tail -1 || true)
+  if [ -n "$pyver" ] && PYENV_VERSION=$pyver "python$v" -c '' 2>/dev/null; then
+    python="env PYENV_VERSION=$pyver python$v"
+    break
+  elif command -v "python$v" >/dev/null 2>&1 && "python$v" -c '' 2>/dev/null; then
+    python="python$v"
+    break
+  fi
+done
+venv=$venv-$($python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ ! -x "$venv/bin/schemathesis" ]; then
-  python3 -m venv "$venv"
+  $python -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check schemathesis
 fi
 

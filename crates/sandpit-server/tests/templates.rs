@@ -230,6 +230,71 @@ async fn bad_requests_are_400() {
     daemon.stop().await.unwrap();
 }
 
+/// Host paths are read with the daemon's privileges: without import roots they are refused, and with
+/// them only paths under a root are taken, judged after resolving symlinks.
+#[tokio::test]
+async fn host_path_imports_are_confined_to_the_import_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_templates = || {
+        Arc::new(WithTemplates {
+            inner: FakeBackend::new(),
+            templates: Mutex::new(Vec::new()),
+        })
+    };
+    let src = dir.path().join("allowed/rootfs");
+    std::fs::create_dir_all(&src).unwrap();
+    let outside = dir.path().join("secret");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.path().join("allowed/sneaky")).unwrap();
+
+    // No roots (the default): refused, saying how to allow it; debootstrap builds still work.
+    let mut config = Daemon::config(&dir.path().join("s1"));
+    config.import_roots = Vec::new();
+    let daemon = Daemon::start_with(config, with_templates()).await;
+    let body = json!({"name": "py", "source": {"dir": src.display().to_string()}});
+    let (s, e) = call(client().post(daemon.url("/v1/templates")).json(&body)).await;
+    assert_eq!((s, code(&e)), (409, "conflict"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--import-root"),
+        "{e}"
+    );
+    let deb = json!({"name": "deb", "source": {"debian": {}}});
+    let (s, e) = call(client().post(daemon.url("/v1/templates")).json(&deb)).await;
+    assert_eq!(s, 202, "{e}");
+    daemon.stop().await.unwrap();
+
+    let mut config = Daemon::config(&dir.path().join("s2"));
+    config.import_roots = vec![dir.path().join("allowed")];
+    let daemon = Daemon::start_with(config, with_templates()).await;
+    for (name, path) in [
+        ("out", outside.display().to_string()),
+        (
+            "sym",
+            dir.path().join("allowed/sneaky").display().to_string(),
+        ),
+        (
+            "dots",
+            format!("{}/allowed/../secret", dir.path().display()),
+        ),
+        ("etc", "/etc".to_owned()),
+    ] {
+        let body = json!({"name": name, "source": {"dir": path}});
+        let (s, e) = call(client().post(daemon.url("/v1/templates")).json(&body)).await;
+        assert_eq!((s, code(&e)), (400, "invalid_argument"), "{path}: {e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("outside"),
+            "{e}"
+        );
+    }
+    let body = json!({"name": "ok", "source": {"dir": src.display().to_string()}});
+    let (s, e) = call(client().post(daemon.url("/v1/templates")).json(&body)).await;
+    assert_eq!(s, 202, "{e}");
+    daemon.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_backend_without_templates_says_which_one_is_needed() {
     let dir = tempfile::tempdir().unwrap();

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The component that should serve this is not reachable (a sandbox's agent died, for instance).
     Unavailable,
+    /// The host's disk (the daemon's state directory) is full: nothing was half-made; retry when space
+    /// is freed. Added in protocol 1 without a version bump: clients treat unknown codes as errors.
+    InsufficientStorage,
     /// A bug or an unexpected host failure. Never used for bad input.
     Internal,
     /// A code this client does not know yet (newer server).
@@ -42,6 +45,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::ResourceExhausted => 429,
             Self::Unavailable => 503,
+            Self::InsufficientStorage => 507,
             Self::Internal | Self::Unknown => 500,
         }
     }
@@ -57,6 +61,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::ResourceExhausted => "resource_exhausted",
             Self::Unavailable => "unavailable",
+            Self::InsufficientStorage => "insufficient_storage",
             Self::Internal => "internal",
             Self::Unknown => "unknown",
         }

@@ -109,6 +109,52 @@ pub enum ClientControl {
     },
 }
 
+/// A client frame as the agent acts on it: decoded, checked, the signal resolved to its number.
+///
+/// [`ClientMessage::from_binary`] and [`ClientMessage::from_text`] are the whole decoding of what a
+/// client sends on the WebSocket; the agent's session only applies the result, so the fuzz targets
+/// exercise exactly what the agent accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// Bytes for the process's stdin.
+    Stdin(Vec<u8>),
+    StdinEof,
+    /// A signal number in `1..=64`.
+    Signal(i32),
+    Resize(crate::TtySize),
+}
+
+impl ClientMessage {
+    /// A binary frame: only channel 0 (stdin) may come from a client.
+    pub fn from_binary(buf: &[u8]) -> Result<Self, String> {
+        match Frame::decode(buf) {
+            Ok(Frame {
+                channel: Channel::Stdin,
+                data,
+                ..
+            }) => Ok(Self::Stdin(data)),
+            Ok(_) => Err("clients may only send channel 0 (stdin)".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A text frame: one JSON [`ClientControl`].
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        let control = serde_json::from_str::<ClientControl>(text)
+            .map_err(|e| format!("bad control message: {e}"))?;
+        Ok(match control {
+            ClientControl::Stdin { data } => Self::Stdin(data.into_bytes()),
+            ClientControl::StdinEof => Self::StdinEof,
+            ClientControl::Signal { signal } => Self::Signal(signal.number()?),
+            ClientControl::Resize { cols, rows } => {
+                let size = crate::TtySize { cols, rows };
+                size.validate()?;
+                Self::Resize(size)
+            }
+        })
+    }
+}
+
 /// JSON text frames the agent sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -149,6 +195,32 @@ mod tests {
     fn short_and_unknown_frames_are_errors() {
         assert_eq!(Frame::decode(&[1, 2]), Err(FrameError::TooShort(2)));
         assert_eq!(Frame::decode(&[9; 9]), Err(FrameError::UnknownChannel(9)));
+    }
+
+    #[test]
+    fn client_messages_are_decoded_and_checked() {
+        assert_eq!(
+            ClientMessage::from_binary(&Frame::encode(Channel::Stdin, 7, b"hi")),
+            Ok(ClientMessage::Stdin(b"hi".to_vec()))
+        );
+        assert!(ClientMessage::from_binary(&Frame::encode(Channel::Stdout, 1, b"x")).is_err());
+        assert!(ClientMessage::from_binary(&[0; 3]).is_err());
+        assert_eq!(
+            ClientMessage::from_text(r#"{"type":"signal","signal":"SIGUSR1"}"#),
+            Ok(ClientMessage::Signal(10))
+        );
+        for bad in [
+            r#"{"type":"signal","signal":"RTMIN+2147483647"}"#,
+            r#"{"type":"signal","signal":0}"#,
+            r#"{"type":"resize","cols":0,"rows":1}"#,
+            r#"{"type":"stdin","data":"\udc80"}"#,
+            r#"{"type":"stdin","data":"x","extra":1}"#,
+            r#"{"type":"explode"}"#,
+            "[1,2]",
+            "",
+        ] {
+            assert!(ClientMessage::from_text(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -21,13 +21,30 @@ pub mod signal;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{LostEvent, OutputEvent, ProcessEvent};
-pub use frame::{Channel, ClientControl, Frame, FrameError, ServerControl};
+pub use frame::{Channel, ClientControl, ClientMessage, Frame, FrameError, ServerControl};
 pub use process::{
-    AgentHealth, ExecResult, KillResponse, ListQuery, ProcessInfo, ProcessList, ProcessStatus,
-    Rlimit, RlimitResource, SignalRequest, StartRequest, Stdin, StdinMode, StdinQuery, StreamQuery,
-    TtySize, WaitQuery,
+    AgentHealth, ExecResult, KillResponse, ListQuery, MAX_PROCESS_ID_LEN, ProcessInfo, ProcessList,
+    ProcessStatus, Rlimit, RlimitResource, SignalRequest, StartRequest, Stdin, StdinMode,
+    StdinQuery, StreamQuery, TtySize, WaitQuery,
 };
 pub use signal::SignalSpec;
 
 /// The version of the wire protocol described by this crate. See the crate docs for when it changes.
 pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest request body the agent accepts (exec stdin bytes, stdin writes, any JSON body). The daemon
+/// enforces the same limit on what it proxies, so that an oversized body is refused before it is
+/// forwarded instead of racing the agent's refusal.
+pub const MAX_AGENT_BODY_BYTES: usize = 16 << 20;
+
+/// Decodes a JSON request body by the daemon's rules: an empty (or all-whitespace) body is `{}`, and
+/// anything else must be a JSON object. Without the second rule serde would take a JSON array for a
+/// struct, its fields by position. The daemon's body extractor and the fuzz targets both call this.
+pub fn decode_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let text: &[u8] = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => b"{}",
+        Some(b'{') => body,
+        Some(_) => return Err("the request body must be a JSON object".into()),
+    };
+    serde_json::from_slice(text).map_err(|e| format!("invalid JSON body: {e}"))
+}

@@ -48,6 +48,71 @@ pub struct StartRequest {
     pub id: Option<String>,
 }
 
+/// Longest client-chosen process id.
+pub const MAX_PROCESS_ID_LEN: usize = 128;
+
+impl StartRequest {
+    /// Checks what serde cannot: exactly one of `cmd` and `argv`, a well-formed `id`, a usable `tty`
+    /// size, no NUL byte in anything that becomes a C string, environment names without `=`, and
+    /// `soft <= hard` limits. The agent calls this before anything runs; the message is for the client.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.cmd, &self.argv) {
+            (Some(_), Some(_)) => return Err("give either \"cmd\" or \"argv\", not both".into()),
+            (None, None) => {
+                return Err("missing \"cmd\" (a shell string) or \"argv\" (a list)".into());
+            }
+            (None, Some(a)) if a.first().is_none_or(String::is_empty) => {
+                return Err("\"argv\" must start with a program name".into());
+            }
+            (Some(c), None) if c.trim().is_empty() => return Err("\"cmd\" is empty".into()),
+            _ => {}
+        }
+        if let Some(id) = &self.id {
+            if id.is_empty()
+                || id.len() > MAX_PROCESS_ID_LEN
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return Err(format!(
+                    "id {id:?} must be 1-{MAX_PROCESS_ID_LEN} characters of [A-Za-z0-9._-]"
+                ));
+            }
+        }
+        if let Some(t) = self.tty {
+            t.validate()?;
+        }
+        let strings = self
+            .cmd
+            .iter()
+            .chain(self.argv.iter().flatten())
+            .chain(self.cwd.iter())
+            .chain(self.user.iter())
+            .chain(self.env.values());
+        for s in strings {
+            if s.contains('\0') {
+                return Err(format!("{s:?} contains a NUL byte"));
+            }
+        }
+        for k in self.env.keys() {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(format!(
+                    "environment variable name {k:?} is empty or contains '=' or NUL"
+                ));
+            }
+        }
+        for r in &self.rlimits {
+            if r.hard.is_some_and(|h| h < r.soft) {
+                return Err(format!(
+                    "rlimit {:?}: soft {} is above hard {:?}",
+                    r.resource, r.soft, r.hard
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(v: &u64) -> bool {
     *v == 0
@@ -135,6 +200,19 @@ impl<'de> Deserialize<'de> for Stdin {
 pub struct TtySize {
     pub cols: u16,
     pub rows: u16,
+}
+
+impl TtySize {
+    /// A terminal has at least one column and one row (`TIOCSWINSZ` takes 0x0, but nothing can draw on it).
+    pub fn validate(self) -> Result<(), String> {
+        if self.cols == 0 || self.rows == 0 {
+            return Err(format!(
+                "tty size {}x{} must be at least 1x1",
+                self.cols, self.rows
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One resource limit, applied with `setrlimit` before exec.
@@ -341,6 +419,44 @@ mod tests {
     }
 
     #[test]
+    fn start_requests_are_validated_beyond_their_shape() {
+        let ok = |j: &str| serde_json::from_str::<StartRequest>(j).unwrap().validate();
+        assert!(ok(r#"{"cmd":"true"}"#).is_ok());
+        assert!(ok(r#"{"argv":["true"],"id":"a.b-c_1","tty":{"cols":1,"rows":1}}"#).is_ok());
+        for bad in [
+            r"{}",
+            r#"{"cmd":"a","argv":["b"]}"#,
+            r#"{"argv":[]}"#,
+            r#"{"argv":[""]}"#,
+            r#"{"cmd":"  "}"#,
+            r#"{"cmd":"a\u0000b"}"#,
+            r#"{"cmd":"true","cwd":"/tmp\u0000"}"#,
+            r#"{"cmd":"true","env":{"A=B":"x"}}"#,
+            r#"{"cmd":"true","env":{"":"x"}}"#,
+            r#"{"cmd":"true","env":{"A":"\u0000"}}"#,
+            r#"{"cmd":"true","id":"../etc"}"#,
+            r#"{"cmd":"true","tty":{"cols":0,"rows":5}}"#,
+            r#"{"cmd":"true","rlimits":[{"resource":"nofile","soft":2,"hard":1}]}"#,
+        ] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by `tests/bad_input.rs`: `Last-Event-ID: 18446744073709551615` overflowed `id + 1` (a
+    /// panic in the agent's handler, a 503 through the daemon).
+    #[test]
+    fn last_event_id_at_u64_max_saturates() {
+        let q = StreamQuery::default();
+        assert_eq!(q.start_seq(Some(b"18446744073709551615")), Ok(u64::MAX));
+        assert_eq!(q.start_seq(Some(b" 7 ")), Ok(8));
+        assert_eq!(q.start_seq(None), Ok(1));
+        assert!(q.start_seq(Some(b"\xff")).is_err());
+        assert!(q.start_seq(Some(b"-1")).is_err());
+        let q = StreamQuery { from_seq: Some(0) };
+        assert_eq!(q.start_seq(Some(b"garbage")), Ok(1));
+    }
+
+    #[test]
     fn exec_result_uses_base64_only_for_binary() {
         let info = ProcessInfo {
             id: "a".into(),
@@ -397,6 +513,26 @@ pub struct ListQuery {
 pub struct StreamQuery {
     /// First output seq to send (default 1: everything kept).
     pub from_seq: Option<u64>,
+}
+
+impl StreamQuery {
+    /// Where a stream starts: `from_seq` (0 counts as 1), else one past the `Last-Event-ID` header an
+    /// SSE client resends on reconnect, else 1 (everything kept). The header is client input: it must be
+    /// a seq number, and `u64::MAX` saturates (a stream that starts after every chunk) instead of
+    /// overflowing.
+    pub fn start_seq(&self, last_event_id: Option<&[u8]>) -> Result<u64, String> {
+        if let Some(s) = self.from_seq {
+            return Ok(s.max(1));
+        }
+        match last_event_id {
+            None => Ok(1),
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(|id| id.saturating_add(1))
+                .ok_or_else(|| "Last-Event-ID must be a seq number".to_owned()),
+        }
+    }
 }
 
 /// Query of `GET /processes/{pid}/wait`.

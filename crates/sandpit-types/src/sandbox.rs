@@ -34,6 +34,78 @@ pub struct CreateSandboxRequest {
     pub on_timeout: Option<OnTimeout>,
 }
 
+/// The least memory a sandbox may be given: the agent needs about 8 MiB, a shell and a command more.
+pub const MIN_MEMORY_MB: u64 = 16;
+/// The fewest processes and threads a sandbox may be limited to: the agent's runtime, a shell, a command.
+pub const MIN_PIDS: u64 = 8;
+/// Most entries in a sandbox's `env` or `metadata`.
+pub const MAX_MAP_ENTRIES: usize = 1024;
+/// The template a backend builds by itself on first use; it cannot be imported over.
+pub const RESERVED_TEMPLATE: &str = "base";
+
+/// Whether `name` is a template name: 1-64 characters from `a-z 0-9 . _ -`, not starting with `.`
+/// (templates become directory names on the daemon's host).
+pub fn valid_template_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+impl CreateSandboxRequest {
+    /// Checks what serde cannot: a template name, limits in range, env and metadata keys and values
+    /// usable as they are stored and passed on. The daemon calls this before anything is created.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(t) = self.template.as_ref().filter(|t| !valid_template_name(t)) {
+            return Err(format!(
+                "template {t:?}: use 1-64 characters from a-z 0-9 . _ -, not starting with `.`"
+            ));
+        }
+        if self
+            .cpu
+            .is_some_and(|cpu| !(cpu.is_finite() && cpu > 0.0 && cpu <= 1024.0))
+        {
+            return Err("cpu must be a number of cores above 0 and at most 1024".into());
+        }
+        // The floors are what the agent itself needs to start and run a command: below them a create
+        // would not be refused but fail after the start timeout, which is the caller's mistake reported
+        // as ours.
+        for (name, v, min) in [
+            ("memory_mb", self.memory_mb, MIN_MEMORY_MB),
+            ("pids", self.pids, MIN_PIDS),
+            ("disk_mb", self.disk_mb, 1),
+        ] {
+            if v.is_some_and(|v| v < min || v > (1 << 40)) {
+                return Err(format!("{name} must be between {min} and 2^40"));
+            }
+        }
+        check_map("env", &self.env, |k| {
+            !k.is_empty() && !k.contains('=') && !k.contains('\0')
+        })?;
+        check_map("metadata", &self.metadata, |k| {
+            !k.is_empty() && k.len() <= 256 && !k.contains('\0')
+        })
+    }
+}
+
+fn check_map(
+    what: &str,
+    m: &BTreeMap<String, String>,
+    key_ok: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    if m.len() > MAX_MAP_ENTRIES {
+        return Err(format!("{what}: at most {MAX_MAP_ENTRIES} entries"));
+    }
+    for (k, v) in m {
+        if !key_ok(k) || v.contains('\0') {
+            return Err(format!("{what}: invalid key or value {k:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// What happens at a sandbox's deadline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -137,6 +209,59 @@ pub enum TemplateSource {
     Debian(DebianSource),
 }
 
+impl CreateTemplateRequest {
+    /// Checks everything about the request that does not depend on the daemon's host: the name, an
+    /// absolute path without NUL, a plausible Debian suite and mirror. Whether the path exists is the
+    /// daemon's check, after this one.
+    pub fn validate(&self) -> Result<(), String> {
+        if !valid_template_name(&self.name) {
+            return Err(format!(
+                "template name {:?}: use 1-64 characters from a-z 0-9 . _ -, not starting with `.`",
+                self.name
+            ));
+        }
+        if self.name == RESERVED_TEMPLATE {
+            return Err(format!(
+                "template name {RESERVED_TEMPLATE:?} is reserved: it is built from the host automatically"
+            ));
+        }
+        match &self.source {
+            TemplateSource::Dir(p) | TemplateSource::Tar(p) | TemplateSource::Oci(p) => {
+                if !p.starts_with('/') || p.contains('\0') {
+                    return Err(format!(
+                        "source path {p:?} must be an absolute path on the daemon's host"
+                    ));
+                }
+            }
+            TemplateSource::Debian(d) => {
+                if let Some(s) = &d.suite {
+                    let ok = !s.is_empty()
+                        && s.len() <= 64
+                        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                        && s.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+                    if !ok {
+                        return Err(format!(
+                            "debian suite {s:?}: use a release name like `bookworm`"
+                        ));
+                    }
+                }
+                if let Some(m) = &d.mirror {
+                    let ok = (m.starts_with("http://") || m.starts_with("https://"))
+                        && m.len() <= 2048
+                        && !m.chars().any(|c| c.is_whitespace() || c.is_control());
+                    if !ok {
+                        return Err(format!(
+                            "debian mirror {m:?}: give an http:// or https:// URL"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A debootstrap build.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -178,4 +303,64 @@ pub struct TemplateBuild {
     /// The template, once `ready`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(j: &str) -> Result<(), String> {
+        serde_json::from_str::<CreateSandboxRequest>(j)
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn create_requests_are_validated_beyond_their_shape() {
+        assert!(create("{}").is_ok());
+        assert!(create(r#"{"template":"py-3.12","cpu":0.5,"memory_mb":16,"pids":8}"#).is_ok());
+        for bad in [
+            r#"{"template":"../x"}"#,
+            r#"{"template":""}"#,
+            r#"{"cpu":0}"#,
+            r#"{"cpu":1e300}"#,
+            r#"{"memory_mb":15}"#,
+            r#"{"pids":7}"#,
+            r#"{"disk_mb":0}"#,
+            r#"{"env":{"A=B":"x"}}"#,
+            r#"{"env":{"A":"\u0000"}}"#,
+            r#"{"metadata":{"":"x"}}"#,
+            r#"{"metadata":{"k":"\u0000"}}"#,
+        ] {
+            assert!(create(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by `tests/bad_input.rs`: a NUL was refused in metadata values but taken in metadata keys.
+    #[test]
+    fn a_nul_in_a_metadata_key_is_refused_like_one_in_a_value() {
+        assert!(create(r#"{"metadata":{"a\u0000b":"x"}}"#).is_err());
+    }
+
+    #[test]
+    fn template_requests_are_validated_without_the_host() {
+        let req = |j: &str| {
+            serde_json::from_str::<CreateTemplateRequest>(j)
+                .unwrap()
+                .validate()
+        };
+        assert!(req(r#"{"name":"py","source":{"dir":"/srv/rootfs"}}"#).is_ok());
+        assert!(req(r#"{"name":"deb","source":{"debian":{"suite":"bookworm"}}}"#).is_ok());
+        for bad in [
+            r#"{"name":"base","source":{"dir":"/x"}}"#,
+            r#"{"name":"Py","source":{"dir":"/x"}}"#,
+            r#"{"name":"py","source":{"tar":"rel/x.tar"}}"#,
+            r#"{"name":"py","source":{"oci":"/x\u0000"}}"#,
+            r#"{"name":"deb","source":{"debian":{"suite":"--foreign"}}}"#,
+            r#"{"name":"deb","source":{"debian":{"mirror":"ftp://x"}}}"#,
+            r#"{"name":"deb","source":{"debian":{"mirror":"http://a b"}}}"#,
+        ] {
+            assert!(req(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -75,29 +75,36 @@ fn parse_name(raw: &str) -> Result<i32, String> {
     if let Some(&(_, n)) = SIGNALS.iter().find(|(s, _)| *s == name) {
         return Ok(n);
     }
-    if let Some(rest) = name.strip_prefix("RTMIN") {
-        let off = if rest.is_empty() {
-            Some(0)
-        } else {
-            rest.strip_prefix('+').and_then(|r| r.parse().ok())
-        };
-        if let Some(off) = off.filter(|o: &i32| SIGRTMIN + o <= SIGRTMAX) {
-            return Ok(SIGRTMIN + off);
+    // `RTMIN+n` counts up from SIGRTMIN, `RTMAX-n` down from SIGRTMAX; the result must stay in the
+    // real-time range. The offset is bare digits: `str::parse` alone would also take a sign ("RTMAX--5"
+    // would be signal 69) and a huge offset would overflow the addition.
+    if let Some(n) = rt_offset(name, "RTMIN", '+').and_then(|o| SIGRTMIN.checked_add(o)) {
+        if n <= SIGRTMAX {
+            return Ok(n);
         }
     }
-    if let Some(rest) = name.strip_prefix("RTMAX") {
-        let off = if rest.is_empty() {
-            Some(0)
-        } else {
-            rest.strip_prefix('-').and_then(|r| r.parse().ok())
-        };
-        if let Some(off) = off.filter(|o: &i32| SIGRTMAX - o >= SIGRTMIN) {
-            return Ok(SIGRTMAX - off);
+    if let Some(n) = rt_offset(name, "RTMAX", '-').and_then(|o| SIGRTMAX.checked_sub(o)) {
+        if n >= SIGRTMIN {
+            return Ok(n);
         }
     }
     Err(format!(
         "unknown signal {raw:?}: use a name such as \"TERM\" or \"SIGKILL\", or a number"
     ))
+}
+
+/// The offset in `RTMIN`, `RTMIN+n`, `RTMAX` or `RTMAX-n`: `Some(0)` for the bare name, `Some(n)` for
+/// `base`, `sign` and one or more ASCII digits that fit an `i32`, `None` otherwise.
+fn rt_offset(name: &str, base: &str, sign: char) -> Option<i32> {
+    let rest = name.strip_prefix(base)?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let digits = rest.strip_prefix(sign)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The conventional name (`"SIGTERM"`) of a signal number.
@@ -129,6 +136,30 @@ mod tests {
         assert!(SignalSpec::Number(0).number().is_err());
         assert!(SignalSpec::Number(-3).number().is_err());
         assert!(SignalSpec::Number(65).number().is_err());
+    }
+
+    /// Found with `tests/bad_input.rs` (the `signal` fuzz target finds it in under a second on the old
+    /// code): `RTMIN+2147483647` overflowed the addition (a panic in the agent's handler, a 503 through
+    /// the daemon) and `RTMAX--5` was taken as signal 69 (`kill` failed: a 500).
+    #[test]
+    fn rt_offsets_that_overflow_or_carry_a_sign_are_errors() {
+        for bad in [
+            "RTMIN+2147483647",
+            "RTMIN+99999999999",
+            "RTMAX-2147483647",
+            "RTMAX--5",
+            "RTMAX--2147483648",
+            "RTMIN+-5",
+            "RTMIN++1",
+            "RTMIN+",
+            "RTMAX-",
+            "RTMIN+ 1",
+        ] {
+            assert!(SignalSpec::Name(bad.into()).number().is_err(), "{bad}");
+        }
+        assert_eq!(SignalSpec::Name("RTMIN+30".into()).number(), Ok(64));
+        assert_eq!(SignalSpec::Name("RTMAX-30".into()).number(), Ok(34));
+        assert_eq!(SignalSpec::Name("SIGRTMIN+002".into()).number(), Ok(36));
     }
 
     #[test]

@@ -180,6 +180,7 @@ impl Error {
             413 => ErrorCode::PayloadTooLarge,
             429 => ErrorCode::ResourceExhausted,
             502..=504 => ErrorCode::Unavailable,
+            507 => ErrorCode::InsufficientStorage,
             _ => ErrorCode::Internal,
         };
         let text = String::from_utf8_lossy(body);

@@ -131,7 +131,7 @@ impl Templates {
             seen.clone_from(&b.log);
             match b.state {
                 TemplateBuildState::Building => {
-                    tokio::time::sleep(Duration::from_millis(300)).await
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
                 TemplateBuildState::Ready => {
                     return match b.template {

@@ -718,7 +718,7 @@ async fn templates_import_list_get_wait_and_delete() {
     assert!(
         matches!(
             bad,
-            Err(sandpit::Error::TemplateBuild { .. }) | Err(sandpit::Error::InvalidArgument(_))
+            Err(sandpit::Error::TemplateBuild { .. } | sandpit::Error::InvalidArgument(_))
         ),
         "{bad:?}"
     );

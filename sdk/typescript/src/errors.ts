@@ -63,6 +63,9 @@ export class ResourceExhaustedError extends SandboxError {}
 /** `503 unavailable`: the sandbox's agent cannot be reached. */
 export class UnavailableError extends SandboxError {}
 
+/** `507 insufficient_storage`: the daemon's disk is full; nothing half-made was left. Retry once space is freed. */
+export class InsufficientStorageError extends SandboxError {}
+
 /** What a command that exited non-zero left behind. */
 export interface CommandExitInfo {
   exitCode: number;
@@ -116,6 +119,8 @@ export function errorFromCode(code: string, message: string, status?: number): S
       return new ResourceExhaustedError(message, opts);
     case "unavailable":
       return new UnavailableError(message, opts);
+    case "insufficient_storage":
+      return new InsufficientStorageError(message, opts);
     default:
       return new SandboxError(message, opts);
   }
@@ -140,6 +145,8 @@ export function codeForStatus(status: number): string {
       return "resource_exhausted";
     case 503:
       return "unavailable";
+    case 507:
+      return "insufficient_storage";
     default:
       return "internal";
   }

@@ -35,6 +35,7 @@ export {
   TimeoutError,
   SandboxTimeoutError,
   ResourceExhaustedError,
+  InsufficientStorageError,
   UnavailableError,
   CommandExitError,
 } from "./errors.js";

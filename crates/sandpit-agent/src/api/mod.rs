@@ -29,7 +29,7 @@ use crate::output::Stream;
 use crate::process::Process;
 
 /// Largest request body accepted (exec stdin bytes, stdin writes).
-pub const MAX_BODY: usize = 16 << 20;
+pub const MAX_BODY: usize = sandpit_types::MAX_AGENT_BODY_BYTES;
 
 /// The agent's router.
 pub fn router(agent: Arc<Agent>) -> Router {
@@ -168,12 +168,7 @@ async fn resize(
     PathParam(pid): PathParam<String>,
     Json(size): Json<TtySize>,
 ) -> Result<StatusCode> {
-    if size.cols == 0 || size.rows == 0 {
-        return Err(ApiError::invalid(format!(
-            "size {}x{} must be at least 1x1",
-            size.cols, size.rows
-        )));
-    }
+    size.validate().map_err(ApiError::invalid)?;
     agent.get(&pid)?.resize(size)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use sandpit_types::{
-    Channel, ClientControl, ErrorCode, Frame, LostEvent, OutputEvent, ProcessInfo, ServerControl,
-    StreamQuery,
+    Channel, ClientMessage, Frame, LostEvent, OutputEvent, ProcessInfo, ServerControl, StreamQuery,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -86,18 +85,12 @@ pub fn follow(proc: Arc<Process>, from: u64) -> mpsc::Receiver<Item> {
 
 /// Where a stream starts: `from_seq`, else one past `Last-Event-ID`, else the beginning.
 fn start_seq(q: &StreamQuery, headers: &HeaderMap) -> Result<u64, ApiError> {
-    if let Some(s) = q.from_seq {
-        return Ok(s.max(1));
-    }
-    match headers.get("last-event-id") {
-        None => Ok(1),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(|id| id + 1)
-            .ok_or_else(|| ApiError::invalid("Last-Event-ID must be a seq number")),
-    }
+    q.start_seq(
+        headers
+            .get("last-event-id")
+            .map(axum::http::HeaderValue::as_bytes),
+    )
+    .map_err(ApiError::invalid)
 }
 
 pub async fn events(
@@ -180,8 +173,8 @@ async fn session(mut socket: WebSocket, proc: Arc<Process>, from: u64) {
                     return;
                 }
                 if last {
-                    let close = axum::extract::ws::CloseFrame {
-                        code: axum::extract::ws::close_code::NORMAL,
+                    let close = CloseFrame {
+                        code: close_code::NORMAL,
                         reason: "process exited".into(),
                     };
                     let _ = socket.send(Message::Close(Some(close))).await;
@@ -189,21 +182,28 @@ async fn session(mut socket: WebSocket, proc: Arc<Process>, from: u64) {
                 }
             }
             msg = socket.recv() => {
-                let Some(Ok(msg)) = msg else { return };
-                let reply = match msg {
-                    Message::Binary(b) => match Frame::decode(&b) {
-                        Ok(Frame { channel: Channel::Stdin, data, .. }) => {
-                            proc.write_stdin(&data).await.err().map(ApiError::from)
-                        }
-                        Ok(_) => Some(ApiError::invalid("clients may only send channel 0 (stdin)")),
-                        Err(e) => Some(ApiError::invalid(e.to_string())),
-                    },
-                    Message::Text(t) => match serde_json::from_str::<ClientControl>(&t) {
-                        Ok(c) => apply(&proc, c).await.err(),
-                        Err(e) => Some(ApiError::invalid(format!("bad control message: {e}"))),
-                    },
-                    Message::Close(_) => return,
-                    Message::Ping(_) | Message::Pong(_) => None,
+                let msg = match msg {
+                    None => return,
+                    Some(Ok(msg)) => msg,
+                    // A frame the WebSocket layer refused (too big, text that is not UTF-8, a protocol
+                    // violation) ends the session; the client learns why from the close frame instead
+                    // of seeing the connection drop. No drain: after such an error the layer must not
+                    // read again (it would go on buffering the refused frame).
+                    Some(Err(e)) => {
+                        let _ = socket.send(Message::Close(Some(close_frame_for(e)))).await;
+                        return;
+                    }
+                };
+                let decoded = match msg {
+                    Message::Binary(b) => ClientMessage::from_binary(&b),
+                    Message::Text(t) => ClientMessage::from_text(&t),
+                    // The close reply is queued by the WebSocket layer; the drain below sends it.
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                let reply = match decoded {
+                    Ok(m) => apply(&proc, m).await.err(),
+                    Err(e) => Some(ApiError::invalid(e)),
                 };
                 if let Some(e) = reply {
                     let m = control(&ServerControl::Error { code: e.code, message: e.message });
@@ -229,22 +229,42 @@ fn control(c: &ServerControl) -> Message {
     Message::Text(json(c).into())
 }
 
-async fn apply(proc: &Process, c: ClientControl) -> Result<(), ApiError> {
-    match c {
-        ClientControl::Stdin { data } => proc.write_stdin(data.as_bytes()).await?,
-        ClientControl::StdinEof => proc.close_stdin().await?,
-        ClientControl::Signal { signal } => {
-            proc.signal(signal.number().map_err(ApiError::invalid)?)?;
-        }
-        ClientControl::Resize { cols, rows } => {
-            if cols == 0 || rows == 0 {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    "size must be at least 1x1",
-                ));
-            }
-            proc.resize(sandpit_types::TtySize { cols, rows })?;
-        }
+/// Applies a decoded client message (decoding and its checks are `ClientMessage`'s, in sandpit-types).
+async fn apply(proc: &Process, m: ClientMessage) -> Result<(), ApiError> {
+    match m {
+        ClientMessage::Stdin(data) => proc.write_stdin(&data).await?,
+        ClientMessage::StdinEof => proc.close_stdin().await?,
+        ClientMessage::Signal(n) => proc.signal(n)?,
+        ClientMessage::Resize(size) => proc.resize(size)?,
     }
     Ok(())
+}
+
+/// The close frame that tells a client why its frame ended the session (RFC 6455 7.4.1 codes). The
+/// reason is the WebSocket layer's message, cut to the 123 bytes a close frame can carry.
+fn close_frame_for(e: axum::Error) -> CloseFrame {
+    use tungstenite::Error as WsError;
+    let (code, what) = match e.into_inner().downcast::<WsError>() {
+        Ok(e) => {
+            let code = match *e {
+                WsError::Capacity(_) => close_code::SIZE,
+                WsError::Utf8(_) => close_code::INVALID,
+                _ => close_code::PROTOCOL,
+            };
+            (code, e.to_string())
+        }
+        Err(other) => (close_code::PROTOCOL, other.to_string()),
+    };
+    let mut reason = what;
+    if reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
 }

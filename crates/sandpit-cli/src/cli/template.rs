@@ -22,7 +22,8 @@ pub enum TemplateCommand {
         json: bool,
     },
     /// Import a root filesystem from a path on the daemon's host: a directory, a tarball (e.g. `docker
-    /// export` output) or an OCI image layout / `docker save` archive.
+    /// export` output) or an OCI image layout / `docker save` archive. The path must lie under one of
+    /// the daemon's `--import-root` directories.
     #[command(after_help = "Examples:\n  \
         sandpit template import alpine /srv/alpine-rootfs.tar\n  \
         sandpit template import tools /srv/rootfs-dir\n  \

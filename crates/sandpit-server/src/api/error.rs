@@ -32,6 +32,9 @@ pub enum ApiError {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The daemon's disk is full (507): not the caller's mistake, not a bug either.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A bug or a host failure; the message is logged in full and shown to the client.
     #[error("{0}")]
     Internal(String),
@@ -47,6 +50,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -83,6 +87,10 @@ impl From<BackendError> for ApiError {
             BackendError::Conflict(m) => Self::Conflict(m),
             BackendError::Exhausted(m) => Self::ResourceExhausted(m),
             BackendError::Unavailable(m) => Self::Unavailable(m),
+            BackendError::NoSpace(m) => Self::InsufficientStorage(m),
+            BackendError::Io { ref cause, .. } if crate::backend::is_no_space(cause) => {
+                Self::InsufficientStorage(b.to_string())
+            }
             other @ (BackendError::Io { .. } | BackendError::Failed(_)) => {
                 Self::Internal(other.to_string())
             }
@@ -98,6 +106,9 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidArgument(m) => Self::InvalidArgument(m),
             EngineError::Unavailable(m) => Self::Unavailable(m),
             EngineError::Backend(b) => b.into(),
+            EngineError::Store(s) if s.is_disk_full() => Self::InsufficientStorage(format!(
+                "the daemon's state directory is full (No space left on device): {s}"
+            )),
             EngineError::Store(s) => Self::Internal(s.to_string()),
             EngineError::Internal(m) => Self::Internal(m),
         }

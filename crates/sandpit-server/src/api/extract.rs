@@ -42,19 +42,9 @@ where
                 ))
             }
         })?;
-        // serde would also accept a JSON array for a struct (fields by position); a body is always an object.
-        let text: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            None => b"{}",
-            Some(b'{') => &bytes,
-            Some(_) => {
-                return Err(ApiError::InvalidArgument(
-                    "the request body must be a JSON object".into(),
-                ));
-            }
-        };
-        serde_json::from_slice(text)
+        sandpit_types::decode_json_body(&bytes)
             .map(ApiJson)
-            .map_err(|e| ApiError::InvalidArgument(format!("invalid JSON body: {e}")))
+            .map_err(ApiError::InvalidArgument)
     }
 }
 

@@ -256,6 +256,8 @@ pub async fn proxy_to_agent(
     match proxy::forward(&socket, req, &target).await {
         Ok(resp) => Ok(resp),
         Err(ProxyError::Build(m)) => Err(ApiError::InvalidArgument(m)),
+        Err(e @ ProxyError::TooLarge) => Err(ApiError::PayloadTooLarge(e.to_string())),
+        Err(e @ ProxyError::ClientBody(_)) => Err(ApiError::InvalidArgument(e.to_string())),
         Err(e) => Err(s.engine.agent_unreachable(&id, e.to_string()).await.into()),
     }
 }

@@ -86,6 +86,10 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
                 req.uri().path()
             ))
         })
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_declared_oversize,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     // Outside authentication: preflights carry no key, and refusals must be readable by the page.
     let app = match cors {
@@ -128,6 +132,26 @@ fn is_authorized(key: &ApiKey, req: &Request) -> bool {
             q.0.iter()
                 .any(|(k, v)| k == ACCESS_TOKEN_PARAM && key.verify(v.as_bytes()))
         })
+}
+
+/// Answers 413 at once when a body's declared `Content-Length` is over the limit, instead of reading
+/// up to the limit first (or waiting for bytes a client announced and never sends). Proxied routes are
+/// the proxy's to check, against the agent's limit.
+async fn refuse_declared_oversize(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let proxied = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|p| p.as_str() == PROXY_ROUTE);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if !proxied && declared.is_some_and(|n| n > max as u64) {
+        return ApiError::PayloadTooLarge(format!("request body larger than {max} bytes"))
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Counts requests and times them to the response head (a stream's length is the client's business).

@@ -232,6 +232,9 @@ fn record(t: TemplateInfo) -> TemplateRecord {
 /// Sorts an isolator error into the class the API answers with: the caller's mistake (400/404/409), the
 /// host's limits (429/503), or a failure (500) whose message says what broke.
 fn classify(e: IsolateError) -> BackendError {
+    if super::is_no_space(&e) {
+        return BackendError::NoSpace(e.to_string());
+    }
     match e {
         IsolateError::InvalidSpec(m) => BackendError::InvalidSpec(m),
         IsolateError::Exists(_) => BackendError::Conflict(e.to_string()),
@@ -247,5 +250,24 @@ fn classify(e: IsolateError) -> BackendError {
         }
         IsolateError::Host(h) => BackendError::Unavailable(h.to_string()),
         other => BackendError::Failed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_anywhere_in_the_cause_is_no_space() {
+        let full = IsolateError::Io {
+            what: "writing handle.json".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        assert!(matches!(classify(full), BackendError::NoSpace(m) if m.contains("handle.json")));
+        let other = IsolateError::Io {
+            what: "writing handle.json".into(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        assert!(matches!(classify(other), BackendError::Failed(_)));
     }
 }

@@ -75,9 +75,29 @@ pub enum BackendError {
         context: String,
         cause: std::io::Error,
     },
+    /// The host's disk is full (`ENOSPC`/`EDQUOT` somewhere in the cause); retrying after space is freed
+    /// works.
+    #[error("{0}")]
+    NoSpace(String),
     /// The sandbox could not be started or operated on; the message says why.
     #[error("{0}")]
     Failed(String),
+}
+
+/// Whether `e`, or any error it wraps, is the disk saying it is full. Template copies and state files fail
+/// this way when the state directory's filesystem fills up; the API answers 507 rather than a 500.
+pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 impl BackendError {

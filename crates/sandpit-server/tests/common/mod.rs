@@ -240,6 +240,8 @@ impl Daemon {
         let mut c = Config::with_state_dir(state_dir);
         c.api_key = Some(KEY.into());
         c.shutdown_grace_secs = 2;
+        // Template tests import from temporary directories.
+        c.import_roots = vec![std::env::temp_dir()];
         c
     }
 

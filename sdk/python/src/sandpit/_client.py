@@ -18,6 +18,7 @@ from ._errors import (
     NotFoundError,
     PayloadTooLargeError,
     ResourceExhaustedError,
+    InsufficientStorageError,
     SandboxError,
     SandboxTimeoutError,
     UnavailableError,
@@ -43,6 +44,7 @@ _CODE_TO_ERROR: Dict[str, Type[SandboxError]] = {
     "payload_too_large": PayloadTooLargeError,
     "resource_exhausted": ResourceExhaustedError,
     "unavailable": UnavailableError,
+    "insufficient_storage": InsufficientStorageError,
     "internal": InternalError,
 }
 _STATUS_TO_CODE: Dict[int, str] = {
@@ -54,6 +56,7 @@ _STATUS_TO_CODE: Dict[int, str] = {
     413: "payload_too_large",
     429: "resource_exhausted",
     503: "unavailable",
+    507: "insufficient_storage",
 }
 
 

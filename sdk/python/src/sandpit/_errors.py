@@ -21,6 +21,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "ResourceExhaustedError",
+    "InsufficientStorageError",
     "SandboxError",
     "SandboxTimeoutError",
     "StreamError",
@@ -120,6 +121,12 @@ class UnavailableError(SandboxError):
     """The daemon or the sandbox's agent cannot be reached (HTTP 503, or a connection failure)."""
 
     default_code = "unavailable"
+
+
+class InsufficientStorageError(SandboxError):
+    """The daemon's disk is full (HTTP 507); nothing half-made was left. Retry once space is freed."""
+
+    default_code = "insufficient_storage"
 
 
 class InternalError(SandboxError):

@@ -1,0 +1,4 @@
+//! libFuzzer entry point for `sandpit_fuzz_harness::daemon_request` (the body, and why it matters, is there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sandpit_fuzz_harness::daemon_request(data));
