@@ -37,9 +37,28 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// forwarded instead of racing the agent's refusal.
 pub const MAX_AGENT_BODY_BYTES: usize = 16 << 20;
 
-/// Decodes a JSON request body by the daemon's rules: an empty (or all-whitespace) body is `{}`, and
-/// anything else must be a JSON object. Without the second rule serde would take a JSON array for a
-/// struct, its fields by position. The daemon's body extractor and the fuzz targets both call this.
+/// Checks a JSON request's `Content-Type`: a missing one is accepted (curl-friendly), a present one must
+/// be JSON. The daemon's and the agent's body extractors both apply this, so the two ends of one API
+/// agree on what a body is.
+pub fn check_json_content_type(content_type: Option<&[u8]>) -> Result<(), String> {
+    let Some(ct) = content_type else {
+        return Ok(());
+    };
+    let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or_default().trim();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(format!(
+            "unsupported content type {essence:?}: send application/json"
+        ))
+    }
+}
+
+/// Decodes a JSON request body by the rules of every sandpit server (the daemon and the agent): an
+/// empty (or all-whitespace) body is `{}`, and anything else must be a JSON object. Without the second
+/// rule serde would take a JSON array for a struct, its fields by position. The body extractors and the
+/// fuzz targets call this.
 pub fn decode_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     let text: &[u8] = match body.iter().find(|b| !b.is_ascii_whitespace()) {
         None => b"{}",

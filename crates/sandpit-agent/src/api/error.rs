@@ -1,7 +1,7 @@
 //! The one place where agent errors become HTTP responses, and the extractors whose rejections must
 //! come out in the same `{"error": {"code", "message"}}` shape.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -63,15 +63,6 @@ impl From<ControlError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return Self::new(ErrorCode::PayloadTooLarge, "request body is too large");
-        }
-        Self::invalid(format!("invalid request body: {}", r.body_text()))
-    }
-}
-
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::invalid(format!("invalid query string: {}", r.body_text()))
@@ -84,10 +75,42 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `Json` whose rejection is an [`ApiError`].
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON request body read by the same rules as the daemon's ([`sandpit_types::check_json_content_type`],
+/// [`sandpit_types::decode_json_body`]: an object, or nothing for `{}`; a missing content type is fine,
+/// a wrong one is not), with an [`ApiError`] as rejection. Not `axum::Json`, which reads a JSON array
+/// as a struct (fields by position) and insists on a content type: the two ends of one API should not
+/// disagree on what a body is.
+#[derive(Debug)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        sandpit_types::check_json_content_type(
+            req.headers()
+                .get(axum::http::header::CONTENT_TYPE)
+                .map(axum::http::HeaderValue::as_bytes),
+        )
+        .map_err(ApiError::invalid)?;
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
+                } else {
+                    ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
+                }
+            })?;
+        sandpit_types::decode_json_body(&bytes)
+            .map(Json)
+            .map_err(ApiError::invalid)
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -23,15 +23,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
-            let essence = ct.split(';').next().unwrap_or_default().trim();
-            if !(essence == "application/json" || essence.ends_with("+json")) {
-                return Err(ApiError::InvalidArgument(format!(
-                    "unsupported content type {essence:?}: send application/json"
-                )));
-            }
-        }
+        sandpit_types::check_json_content_type(
+            req.headers()
+                .get(header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        )
+        .map_err(ApiError::InvalidArgument)?;
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
             if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge("request body too large".into())
