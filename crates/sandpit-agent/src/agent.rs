@@ -14,7 +14,7 @@ use sandpit_types::{ProcessStatus, StartRequest, Stdin};
 
 use crate::output::{Limits, OutputLog, log_dir};
 use crate::passwd::{self, Account};
-use crate::process::{Meta, Process, Timeouts, supervise};
+use crate::process::{Meta, Process, Timeouts, spawn_supervisor, supervise};
 use crate::reaper::Reaper;
 use crate::spawn::{Prepared, SpawnError, StdinSource};
 
@@ -301,13 +301,10 @@ impl Agent {
                     idle: (req.idle_timeout_ms > 0)
                         .then(|| Duration::from_millis(req.idle_timeout_ms)),
                 };
-                tokio::spawn(supervise(
+                spawn_supervisor(
                     proc.clone(),
-                    s.stdout,
-                    s.stderr,
-                    exit_rx,
-                    timeouts,
-                ));
+                    supervise(proc.clone(), s.stdout, s.stderr, exit_rx, timeouts),
+                );
                 if let Some(bytes) = stdin_bytes {
                     let p = proc.clone();
                     tokio::spawn(async move {

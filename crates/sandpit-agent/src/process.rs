@@ -309,6 +309,33 @@ pub struct Timeouts {
     pub idle: Option<Duration>,
 }
 
+/// Runs a process's supervisor ([`supervise`]). Should it ever panic (a bug: one did, under load, and
+/// with the agent's stderr going nowhere it was silent), the process must not stay `running` for ever
+/// with no `exited` event to end its streams and no `wait` returning: it is killed with every child
+/// and recorded as `failed` saying why; what it printed so far stays readable.
+pub fn spawn_supervisor<F>(proc: std::sync::Arc<Process>, supervisor: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let task = tokio::spawn(supervisor);
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if !e.is_panic() {
+                return;
+            }
+            tracing::error!(id = %proc.id, error = %e, "process supervisor panicked");
+            proc.kill_tree();
+            proc.fail(
+                format!(
+                    "internal error: the agent lost track of this process ({e}); it was killed, \
+                     and its output up to then is kept"
+                ),
+                137,
+            );
+        }
+    });
+}
+
 /// Drives a started process to its end: pumps output, enforces timeouts, records the exit.
 pub async fn supervise(
     proc: std::sync::Arc<Process>,
@@ -486,4 +513,45 @@ async fn read_some(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usi
 /// RFC 3339 with milliseconds, UTC.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a supervisor that panicked left its process `running` for ever.
+    #[tokio::test]
+    async fn a_panicking_supervisor_fails_the_process_instead_of_leaving_it_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = OutputLog::new(
+            dir.path().join("log"),
+            crate::output::Limits {
+                cap: 1 << 20,
+                memory: 1 << 16,
+            },
+        );
+        let meta = Meta {
+            cmd: "true".into(),
+            args: Vec::new(),
+            cwd: "/".into(),
+            user: "user".into(),
+            env: BTreeMap::new(),
+            is_pty: false,
+        };
+        let proc = std::sync::Arc::new(Process::new("p".into(), meta, 1, log, None, String::new()));
+        // pid 0: nothing to kill (a pgid of 0 is skipped, never `killpg(0)`).
+        proc.running(0, None, None);
+        let mut done = proc.done();
+        spawn_supervisor(proc.clone(), async { panic!("boom") });
+        tokio::time::timeout(Duration::from_secs(5), done.wait_for(|d| *d))
+            .await
+            .expect("the process was left running")
+            .unwrap();
+        let info = proc.info();
+        assert_eq!(info.status, ProcessStatus::Failed);
+        assert!(
+            info.error.as_deref().is_some_and(|e| e.contains("boom")),
+            "{info:?}"
+        );
+    }
 }
