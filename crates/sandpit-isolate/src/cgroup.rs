@@ -105,6 +105,9 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
     /// Creates the sandbox cgroup(s) for `id` and applies `limits`.
     fn create(&self, id: &str, limits: &Limits) -> Result<CgroupSet, CgroupError>;
+    /// The directories [`CgroupDriver::create`] makes for `id`, without making them: how a sandbox
+    /// whose creator died before recording them is still cleaned up.
+    fn set_for(&self, id: &str) -> CgroupSet;
     /// Moves `pid` into every directory of `set`.
     fn add_process(&self, set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
         for d in set.dirs() {
@@ -249,6 +252,18 @@ impl V1Driver {
 }
 
 impl CgroupDriver for V1Driver {
+    fn set_for(&self, id: &str) -> CgroupSet {
+        CgroupSet {
+            version: CgroupVersion::V1,
+            controllers: self
+                .parents
+                .iter()
+                .map(|(c, p)| (c.clone(), p.join(id)))
+                .collect(),
+            unified: self.unified_parent.as_ref().map(|u| u.join(id)),
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "cgroup v1 ({}){}",
@@ -354,6 +369,14 @@ impl V2Driver {
 }
 
 impl CgroupDriver for V2Driver {
+    fn set_for(&self, id: &str) -> CgroupSet {
+        CgroupSet {
+            version: CgroupVersion::V2,
+            controllers: BTreeMap::new(),
+            unified: Some(self.parent.join(id)),
+        }
+    }
+
     fn describe(&self) -> String {
         format!("cgroup v2 ({})", self.parent.display())
     }

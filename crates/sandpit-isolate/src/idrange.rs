@@ -100,6 +100,21 @@ impl IdAllocator {
         }
     }
 
+    /// The slot reserved for `owner`, if any (a scan: for recovery only).
+    pub fn owned_by(&self, owner: &str) -> Option<IdRange> {
+        (0..self.slots)
+            .find(|&s| self.owner(s).as_deref() == Some(owner))
+            .map(|s| self.range(s))
+    }
+
+    /// Owners of every reserved slot, by slot.
+    pub fn reserved(&self) -> Vec<(IdRange, Option<String>)> {
+        (0..self.slots)
+            .filter(|&s| self.slot_dir(s).exists())
+            .map(|s| (self.range(s), self.owner(s)))
+            .collect()
+    }
+
     /// The sandbox id recorded for `slot`, if reserved.
     pub fn owner(&self, slot: u32) -> Option<String> {
         fs::read_to_string(self.slot_dir(slot).join("owner")).ok()

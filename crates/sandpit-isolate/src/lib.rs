@@ -296,16 +296,56 @@ impl Isolator {
 
     /// Handles of every sandbox with a directory in the state dir, e.g. to reconcile after a
     /// restart. Half-created sandboxes appear too; `destroy` cleans them.
+    ///
+    /// A directory without a readable `handle.json` is a create whose caller died before it recorded
+    /// anything (a SIGKILLed daemon): it is listed with what can be inferred from its id (its id range
+    /// by owner, its cgroup directories by name), so that [`Isolator::destroy`] still frees them all.
     pub fn sandboxes(&self) -> Vec<SandboxHandle> {
         fs::read_dir(self.cfg.state_dir.join("sandboxes"))
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
-                let text = fs::read_to_string(e.path().join("handle.json")).ok()?;
-                serde_json::from_str(&text).ok()
+                let recorded = fs::read_to_string(e.path().join("handle.json"))
+                    .ok()
+                    .and_then(|text| serde_json::from_str(&text).ok());
+                recorded.or_else(|| {
+                    let id = e.file_name().to_str()?.to_owned();
+                    valid_id(&id).then(|| self.half_made(&id, e.path()))
+                })
             })
             .collect()
+    }
+
+    fn half_made(&self, id: &str, dir: PathBuf) -> SandboxHandle {
+        let run_dir = dir.join("run");
+        let cgroups = self.cgroups.set_for(id);
+        SandboxHandle {
+            id: id.to_owned(),
+            init_pid: 0,
+            init_start_time: 0,
+            agent_socket: run_dir.join("agent.sock"),
+            run_dir,
+            log_file: dir.join("init.log"),
+            sandbox_dir: dir,
+            ids: self.ids.owned_by(id),
+            cgroups: cgroups.dirs().iter().any(|d| d.exists()).then_some(cgroups),
+            template: String::new(),
+        }
+    }
+
+    /// Releases id ranges whose owner has no sandbox directory (a destroy that was killed between
+    /// removing the directory and releasing the range). Call it only while no create runs (at start),
+    /// since a create reserves its range just after making its directory.
+    pub fn release_orphan_ranges(&self) -> usize {
+        let mut released = 0;
+        for (range, owner) in self.ids.reserved() {
+            let orphan = owner.is_none_or(|o| !valid_id(&o) || !self.sandbox_dir(&o).exists());
+            if orphan && self.ids.release(&range).is_ok() {
+                released += 1;
+            }
+        }
+        released
     }
 
     /// Creates and starts a sandbox; returns once its init signalled readiness.

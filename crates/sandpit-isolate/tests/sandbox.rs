@@ -59,6 +59,10 @@ fn main() {
             "destroy_is_idempotent_and_handles_half_created",
             destroy_is_idempotent,
         ),
+        (
+            "a_create_killed_before_recording_is_found_and_destroyed",
+            unrecorded_create_is_destroyed,
+        ),
         ("no_leaks_after_100_cycles", no_leaks_after_100_cycles),
         (
             "v1_freezer_fallback_without_cgroup_kill",
@@ -625,6 +629,59 @@ fn destroy_is_idempotent(iso: &Isolator) {
     fs::create_dir_all(&half.sandbox_dir).unwrap();
     iso.destroy(&half).unwrap();
     assert!(!half.sandbox_dir.exists());
+}
+
+/// Regression (found by the daemon-SIGKILL fault test): a create killed after making its directory but
+/// before writing `handle.json` was invisible to `sandboxes()`, so its directory (and id range and
+/// cgroups) leaked for ever. Simulated by a whole sandbox whose handle is then removed, and a range
+/// whose owner has no directory.
+fn unrecorded_create_is_destroyed(iso: &Isolator) {
+    let ranges = || fs::read_dir(Path::new(STATE).join("idranges")).map_or(0, Iterator::count);
+    let before = ranges();
+    let h = iso
+        .create(&sh("unrecorded", "echo >&3; exec sleep 600"))
+        .unwrap();
+    let cgroups: Vec<PathBuf> = h
+        .cgroups
+        .as_ref()
+        .unwrap()
+        .dirs()
+        .iter()
+        .map(|d| d.to_path_buf())
+        .collect();
+    fs::remove_file(h.sandbox_dir.join("handle.json")).unwrap();
+    let found = iso
+        .sandboxes()
+        .into_iter()
+        .find(|s| s.id == "unrecorded")
+        .expect("a sandbox without handle.json is listed");
+    assert_eq!(found.ids, h.ids, "its id range is found by owner");
+    assert!(found.cgroups.is_some(), "its cgroups are found by name");
+    iso.destroy(&found).unwrap();
+    assert!(!h.sandbox_dir.exists());
+    assert_eq!(ranges(), before);
+    for d in &cgroups {
+        assert!(!d.exists(), "cgroup {} left", d.display());
+    }
+    let t = Instant::now();
+    while sys_alive(h.init_pid) {
+        assert!(t.elapsed() < Duration::from_secs(5), "its init survived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A range whose owner has no directory (a destroy killed half-way) is released at start.
+    let ghost = Path::new(STATE).join("idranges/4000");
+    fs::create_dir_all(&ghost).unwrap();
+    fs::write(ghost.join("owner"), "ghost").unwrap();
+    assert!(iso.release_orphan_ranges() >= 1);
+    assert!(!ghost.exists());
+}
+
+fn sys_alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next())
+            .is_some_and(|st| st != "Z")
+    })
 }
 
 fn count_dirs(dir: &Path) -> usize {

@@ -164,6 +164,14 @@ impl SandboxBackend for IsolateBackend {
                 tracing::error!(sandbox = %h.id, error = %e, "cannot destroy a leftover sandbox");
             }
         }
+        // Runs at start, before any create: a range without a sandbox directory is a leftover.
+        let released = self.iso.release_orphan_ranges();
+        if released > 0 {
+            tracing::warn!(
+                released,
+                "released id ranges of sandboxes that no longer exist"
+            );
+        }
     }
 
     fn templates(&self) -> Option<&dyn TemplateStore> {
