@@ -298,8 +298,9 @@ impl Isolator {
     /// restart. Half-created sandboxes appear too; `destroy` cleans them.
     ///
     /// A directory without a readable `handle.json` is a create whose caller died before it recorded
-    /// anything (a SIGKILLed daemon): it is listed with what can be inferred from its id (its id range
-    /// by owner, its cgroup directories by name), so that [`Isolator::destroy`] still frees them all.
+    /// anything (a daemon killed with SIGKILL): it is listed with what can be inferred from its id (its
+    /// id range by owner, its cgroup directories by name), so that [`Isolator::destroy`] still frees
+    /// them all.
     pub fn sandboxes(&self) -> Vec<SandboxHandle> {
         fs::read_dir(self.cfg.state_dir.join("sandboxes"))
             .into_iter()
