@@ -84,6 +84,8 @@ pub(crate) struct Plan {
     pub keep_caps: u64,
     /// Child end of the socketpair on which the overlay mount fd arrives.
     pub sock: RawFd,
+    /// The parent's end of that socketpair, which the child inherits and must close first (-1: none).
+    pub parent_sock: RawFd,
     /// Write end of the close-on-exec error pipe.
     pub err_w: RawFd,
     /// Write end of the readiness pipe; becomes fd [`READY_FD`] in the init.
@@ -127,6 +129,7 @@ impl Plan {
             filters,
             keep_caps,
             sock: fds[0],
+            parent_sock: -1,
             err_w: fds[1],
             ready_w: fds[2],
             log_fd: fds[3],
@@ -268,6 +271,13 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             }
         }
 
+        // Our copy of the parent's end first: otherwise, should the parent die before sending (a
+        // daemon SIGKILLed mid-create), the socket never reaches end-of-file and this child waits
+        // for ever, holding a copy of every descriptor the daemon had (its listening socket and
+        // its state-dir lock included, so no new daemon could start).
+        if plan.parent_sock >= 0 {
+            libc::close(plan.parent_sock);
+        }
         // Wait for the parent: it writes our uid/gid maps, moves us into the cgroups and builds
         // the idmapped overlay, then sends the overlay's mount fd.
         let mut byte = [0u8; 1];

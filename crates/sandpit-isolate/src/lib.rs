@@ -458,7 +458,7 @@ impl Isolator {
         let (steps, early_steps) = rootfs::steps(shared_run, &self.cfg.agent_binary, tmp_mb);
         let (exec_path, argv, envp) = Self::init_command(spec);
         let keep_caps = child::DEFAULT_CAPS.iter().fold(0u64, |m, &c| m | (1 << c));
-        let plan = child::Plan::new(
+        let mut plan = child::Plan::new(
             sys::path_cstr(&rootfs_dir).map_err(ioe("rootfs path"))?,
             early_steps,
             child::cstring(hostname),
@@ -476,6 +476,8 @@ impl Isolator {
                 listener.as_raw_fd(),
             ],
         );
+
+        plan.parent_sock = parent_sock.as_raw_fd();
 
         let flags = libc::CLONE_NEWUSER
             | libc::CLONE_NEWNS

@@ -164,8 +164,14 @@ impl Serve {
             log: log_path,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
+        // A timeout per poll: a port held by something that never answers (it happened: a half-made
+        // sandbox's child holding a dead daemon's listening socket) must fail the test, not hang it.
+        let poll = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/health", serve.base)).await {
+            if let Ok(r) = poll.get(format!("{}/health", serve.base)).send().await {
                 let health: Value = r.json().await.unwrap();
                 assert_eq!(health["backend"], "isolate");
                 return serve;
