@@ -4,6 +4,8 @@
 //! These tests need the `sandpit` binary built beforehand (`cargo build -p sandpit-cli`; CI does it first).
 //! They never build it themselves: when it is missing they print a loud SKIPPED line and pass.
 
+mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,23 +18,7 @@ const KEY: &str = "real-agent-test-key-0123456789";
 
 /// `$SANDPIT_BIN`, else `target/debug/sandpit`, when it exists and has the subcommands the test needs.
 fn sandpit_binary(subcommands: &[&str]) -> Option<PathBuf> {
-    let bin = std::env::var_os("SANDPIT_BIN").map_or_else(
-        || {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-                PathBuf::from,
-            );
-            target.join("debug/sandpit")
-        },
-        PathBuf::from,
-    );
-    if !bin.exists() {
-        eprintln!(
-            "\n*** SKIPPED: {} not found; run `cargo build -p sandpit-cli` first ***\n",
-            bin.display()
-        );
-        return None;
-    }
+    let bin = daemon::built_binary()?;
     for sub in subcommands {
         let ok = std::process::Command::new(&bin)
             .args([sub, "--help"])

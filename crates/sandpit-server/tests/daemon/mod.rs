@@ -24,6 +24,27 @@ pub fn prerequisites() -> Option<PathBuf> {
         );
         return None;
     }
+    let bin = built_binary()?;
+    let probe = tempfile::tempdir().unwrap();
+    match sandpit_isolate::Isolator::new(sandpit_isolate::IsolateConfig::new(probe.path(), &bin)) {
+        Ok(_) => {}
+        // What the host lacks (a kernel feature, cgroup controllers, seccomp) is a reason to skip; any
+        // other failure is a bug to report.
+        Err(
+            e @ (sandpit_isolate::IsolateError::Host(_)
+            | sandpit_isolate::IsolateError::Cgroup(_)
+            | sandpit_isolate::IsolateError::Filter(_)),
+        ) => {
+            eprintln!("\n*** SKIPPED: this host cannot run isolated sandboxes: {e} ***\n");
+            return None;
+        }
+        Err(e) => panic!("the isolator cannot start: {e}"),
+    }
+    Some(bin)
+}
+
+/// `$SANDPIT_BIN`, else `target/debug/sandpit`, when it exists (else `None`, with the reason printed).
+pub fn built_binary() -> Option<PathBuf> {
     let bin = std::env::var_os("SANDPIT_BIN").map_or_else(
         || {
             let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
@@ -40,21 +61,6 @@ pub fn prerequisites() -> Option<PathBuf> {
             bin.display()
         );
         return None;
-    }
-    let probe = tempfile::tempdir().unwrap();
-    match sandpit_isolate::Isolator::new(sandpit_isolate::IsolateConfig::new(probe.path(), &bin)) {
-        Ok(_) => {}
-        // What the host lacks (a kernel feature, cgroup controllers, seccomp) is a reason to skip; any
-        // other failure is a bug to report.
-        Err(
-            e @ (sandpit_isolate::IsolateError::Host(_)
-            | sandpit_isolate::IsolateError::Cgroup(_)
-            | sandpit_isolate::IsolateError::Filter(_)),
-        ) => {
-            eprintln!("\n*** SKIPPED: this host cannot run isolated sandboxes: {e} ***\n");
-            return None;
-        }
-        Err(e) => panic!("the isolator cannot start: {e}"),
     }
     Some(bin)
 }
