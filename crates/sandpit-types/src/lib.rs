@@ -15,6 +15,7 @@
 pub mod error;
 pub mod event;
 pub mod frame;
+pub mod network;
 pub mod process;
 pub mod sandbox;
 pub mod signal;

@@ -32,6 +32,9 @@ pub struct CreateSandboxRequest {
     pub timeout: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
+    /// Outbound network policy; the daemon's default (`--default-egress`, no lists) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkPolicy>,
 }
 
 /// The least memory a sandbox may be given: the agent needs about 8 MiB, a shell and a command more.
@@ -148,6 +151,10 @@ pub struct SandboxInfo {
     /// Why the sandbox is `failed` or `stopped`, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The sandbox's outbound network policy (`egress` filled in); absent when the daemon runs without
+    /// networking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkPolicy>,
 }
 
 /// Body of `POST /v1/sandboxes/{id}/timeout`.

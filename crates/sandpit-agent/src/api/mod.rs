@@ -4,6 +4,7 @@
 //! daemon strips when it proxies. `{pid}` accepts a process's string id or its numeric pid.
 
 mod error;
+pub mod ports;
 mod stream;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/processes/{pid}/signal", post(signal))
         .route("/processes/{pid}/resize", post(resize))
         .route("/processes/{pid}/wait", get(wait))
+        .route("/ports/{port}/connect", get(ports::connect))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::invalid("method not allowed on this endpoint")
