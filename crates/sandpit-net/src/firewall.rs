@@ -244,9 +244,9 @@ impl Firewall {
                goto refuse\n\
              }}\n\
              chain forward {{ type filter hook forward priority 0; policy accept;\n\
+               iifname \"{p}*\" jump from_sandbox\n\
                oifname \"{p}*\" ct state established,related accept\n\
                oifname \"{p}*\" drop\n\
-               iifname \"{p}*\" jump from_sandbox\n\
              }}\n\
              chain from_sandbox {{\n\
                ct state established ip saddr . ct mark @current accept\n\
@@ -309,7 +309,11 @@ impl Firewall {
 
     /// Removes the daemon's tables.
     pub fn uninstall(&self) {
-        let t = &self.table;
+        Self::remove_tables(&self.table);
+    }
+
+    /// Removes the `inet` and `arp` tables called `t`, if they exist.
+    pub fn remove_tables(t: &str) {
         let _ = nft(&format!(
             "table inet {t} {{}}\ndelete table inet {t}\ntable arp {t} {{}}\ndelete table arp {t}\n"
         ));

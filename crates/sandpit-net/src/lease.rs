@@ -104,6 +104,11 @@ fn blocks(pool: Cidr) -> Result<Vec<Block>, LeaseError> {
     }
 }
 
+/// Takes the lock of one lease file if free (dropped: released).
+pub(crate) fn try_lock_path(path: &Path) -> Result<Option<File>, LeaseError> {
+    try_lock(path)
+}
+
 fn try_lock(path: &Path) -> Result<Option<File>, LeaseError> {
     let file = OpenOptions::new()
         .read(true)

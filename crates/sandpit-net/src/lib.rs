@@ -37,6 +37,43 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 2500;
 /// The sandbox's end of its veth.
 pub const SANDBOX_IFNAME: &str = "eth0";
 
+/// Removes what a daemon whose state directory was `owner` left on the host: its firewall tables and
+/// veths, for every block whose lease names `owner` and is not held (the daemon is gone). For test
+/// teardown and operators' clean-up; a daemon does the same for its own block when it starts.
+pub fn remove_leftovers(lease_dir: &Path, owner: &Path) -> usize {
+    let owner = owner.display().to_string();
+    let mut removed = 0;
+    for e in std::fs::read_dir(lease_dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        let Some(tag) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".lock"))
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if std::fs::read_to_string(&path).unwrap_or_default() != owner {
+            continue;
+        }
+        let Ok(base) = u32::from_str_radix(&tag, 16) else { continue };
+        let block = Block {
+            base: Ipv4Addr::from(base),
+        };
+        // Only when nobody holds the lease: a live daemon keeps its block.
+        let Ok(Some(_held)) = lease::try_lock_path(&path) else {
+            continue;
+        };
+        for link in netlink::links_with_prefix(&firewall::ifprefix(&block)) {
+            let _ = netlink::delete_link(&link);
+        }
+        Firewall::remove_tables(&firewall::table_name(&block));
+        let _ = std::fs::write(&path, b"");
+        removed += 1;
+    }
+    removed
+}
+
 /// What the operator configures.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
