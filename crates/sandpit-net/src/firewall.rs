@@ -48,7 +48,7 @@ pub enum FirewallError {
 
 /// Runs one nftables script as a single transaction.
 pub fn nft(script: &str) -> Result<(), FirewallError> {
-    let mut child = Command::new("nft")
+    let mut child = Command::new(nft_path())
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -70,9 +70,18 @@ pub fn nft(script: &str) -> Result<(), FirewallError> {
     }
 }
 
+/// `nft` from `PATH`, or `/usr/sbin/nft` (not on a non-login `PATH`).
+fn nft_path() -> &'static str {
+    if std::path::Path::new("/usr/sbin/nft").exists() {
+        "/usr/sbin/nft"
+    } else {
+        "nft"
+    }
+}
+
 /// The names of the host's nftables tables (`family name`).
 pub fn tables() -> Vec<String> {
-    Command::new("nft")
+    Command::new(nft_path())
         .args(["list", "tables"])
         .output()
         .ok()
