@@ -843,6 +843,7 @@ pub fn info(rec: &SandboxRecord) -> SandboxInfo {
         expires_at: rec.expires_at_ms.map(rfc3339),
         error: rec.error.clone(),
         network: None,
+        preview_domain: None,
     }
 }
 

@@ -72,16 +72,20 @@ impl Preview {
         }
     }
 
-    /// `http://{port}-{id}.{domain}[:port]/`.
-    pub fn url(&self, id: &str, port: u16) -> String {
+    /// `{domain}[:port]`: what follows `{port}-{id}.` in a preview host.
+    pub fn host_suffix(&self) -> String {
         let default = (self.scheme == "http" && self.listen_port == 80)
             || (self.scheme == "https" && self.listen_port == 443);
-        let p = if default {
-            String::new()
+        if default {
+            self.domain.clone()
         } else {
-            format!(":{}", self.listen_port)
-        };
-        format!("{}://{port}-{id}.{}{p}/", self.scheme, self.domain)
+            format!("{}:{}", self.domain, self.listen_port)
+        }
+    }
+
+    /// `http://{port}-{id}.{domain}[:port]/`.
+    pub fn url(&self, id: &str, port: u16) -> String {
+        format!("{}://{port}-{id}.{}/", self.scheme, self.host_suffix())
     }
 
     /// `(port, sandbox id)` when `host` is a preview host name of this daemon.

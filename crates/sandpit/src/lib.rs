@@ -34,6 +34,7 @@ mod client;
 mod commands;
 mod error;
 mod exec;
+mod network;
 mod options;
 mod processes;
 mod sandbox;

@@ -18,11 +18,13 @@ use crate::engine::ListFilter;
 use crate::proxy::{self, ProxyError};
 use crate::store::parse_state;
 
-/// A sandbox's info with its network policy filled in (the network layer owns it, not the store).
+/// A sandbox's info with its network policy and preview domain filled in (the network layer owns them,
+/// not the store).
 fn with_net(s: &AppState, mut info: SandboxInfo) -> SandboxInfo {
     if let Some(n) = s.engine.network() {
         info.network = n.policy(&info.id);
     }
+    info.preview_domain = Some(s.preview.host_suffix());
     info
 }
 
