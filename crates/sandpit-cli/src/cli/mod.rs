@@ -2,6 +2,7 @@
 //! output formatting over the `sandpit` SDK, so the CLI and library users see the same behaviour. Each
 //! group of verbs has its own module; this one holds the global connection flags and the dispatch.
 
+mod net;
 mod process;
 mod sandbox;
 mod template;
@@ -88,6 +89,10 @@ pub enum ClientCommand {
     /// Manage templates (the root filesystems sandboxes start from).
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Expose a port of a sandbox and print its preview URL.
+    Port(net::PortArgs),
+    /// Show or replace a sandbox's outbound network policy.
+    Network(net::NetworkArgs),
 }
 
 /// Runs a client verb on a fresh tokio runtime.
@@ -113,6 +118,8 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Resume(a) => sandbox::resume(&client, a).await,
             ClientCommand::Rm(a) => sandbox::rm(&client, a).await,
             ClientCommand::Template(c) => template::run(&client, c).await,
+            ClientCommand::Port(a) => net::port(&client, a).await,
+            ClientCommand::Network(a) => net::network(&client, a).await,
         }
     })
 }
