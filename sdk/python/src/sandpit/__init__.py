@@ -24,6 +24,7 @@ from ._errors import (
     StreamError,
     UnavailableError,
 )
+from ._network import ExposedPort
 from ._options import ExecOptions, ExecOptionsBuilder
 from ._process import (
     AsyncExecHandle,
@@ -81,6 +82,7 @@ __all__ = [
     "ExecOutput",
     "ExecResult",
     "ExecSink",
+    "ExposedPort",
     "ExitStatus",
     "InternalError",
     "InvalidArgumentError",
