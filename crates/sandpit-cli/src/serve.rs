@@ -92,14 +92,24 @@ pub struct ServeArgs {
     network_pool: Option<String>,
     /// A CIDR taken out of the always-denied ranges (private networks, link-local, the host, other
     /// sandboxes), so that sandbox policies may reach it; repeatable.
-    #[arg(long = "egress-opt-in", env = "SANDPIT_EGRESS_OPT_IN", value_name = "CIDR", value_delimiter = ',')]
+    #[arg(
+        long = "egress-opt-in",
+        env = "SANDPIT_EGRESS_OPT_IN",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
     egress_opt_in: Vec<String>,
     /// Most concurrent outbound connections per sandbox [default: 2500].
     #[arg(long, env = "SANDPIT_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<u32>,
     /// A DNS server (`IP` or `IP:PORT`) the sandboxes' resolver forwards to; repeatable [default: the
     /// host's /etc/resolv.conf].
-    #[arg(long = "dns-upstream", env = "SANDPIT_DNS_UPSTREAM", value_name = "ADDR", value_delimiter = ',')]
+    #[arg(
+        long = "dns-upstream",
+        env = "SANDPIT_DNS_UPSTREAM",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
     dns_upstream: Vec<String>,
     /// Preview URLs are `{port}-{id}.DOMAIN` on this listener [default: localhost].
     #[arg(long, env = "SANDPIT_PREVIEW_DOMAIN", value_name = "DOMAIN")]
@@ -216,14 +226,22 @@ fn overlay(config: &mut Config, args: ServeArgs) {
     if let Some(v) = args.network_pool {
         config.network_pool = v;
     }
-    let opt_in: Vec<String> = args.egress_opt_in.into_iter().filter(|o| !o.trim().is_empty()).collect();
+    let opt_in: Vec<String> = args
+        .egress_opt_in
+        .into_iter()
+        .filter(|o| !o.trim().is_empty())
+        .collect();
     if !opt_in.is_empty() {
         config.egress_opt_in = opt_in;
     }
     if let Some(v) = args.max_connections {
         config.max_connections = v;
     }
-    let dns: Vec<String> = args.dns_upstream.into_iter().filter(|o| !o.trim().is_empty()).collect();
+    let dns: Vec<String> = args
+        .dns_upstream
+        .into_iter()
+        .filter(|o| !o.trim().is_empty())
+        .collect();
     if !dns.is_empty() {
         config.dns_upstream = dns;
     }

@@ -700,7 +700,10 @@ fn port_prints_a_preview_url_that_opens_the_port() {
     assert!(url.starts_with(&prefix), "{url}");
     let p = d.json(&["port", &id, &port, "--public", "--json"]);
     assert_eq!(p["public"], true);
-    assert_eq!(p["url"], format!("http://{port}-{id}.localhost:{daemon_port}/"));
+    assert_eq!(
+        p["url"],
+        format!("http://{port}-{id}.localhost:{daemon_port}/")
+    );
     let o = d.run(&["port", &id, &port, "--close"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = d.run(&["port", &id, "0"]);
@@ -709,5 +712,9 @@ fn port_prints_a_preview_url_that_opens_the_port() {
     // `network` needs the isolate backend: the process backend says so.
     let o = d.run(&["network", &id]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("without sandbox networking"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("without sandbox networking"),
+        "{}",
+        text(&o.stderr)
+    );
 }

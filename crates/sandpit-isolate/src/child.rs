@@ -274,6 +274,7 @@ struct IfreqAddr {
 
 /// The kernel's `struct rtentry` (the libc crate has none for glibc targets).
 #[repr(C)]
+#[allow(clippy::struct_field_names)] // the kernel's names
 struct Rtentry {
     rt_pad1: libc::c_ulong,
     rt_dst: libc::sockaddr_in,
@@ -299,27 +300,39 @@ fn sin(octets: [u8; 4]) -> libc::sockaddr_in {
 }
 
 /// Brings `eth0` up with `net`'s address and routes, with ioctls only (async-signal-safe, no
-/// allocation). `s` is an AF_INET datagram socket in the sandbox's network namespace.
+/// allocation). `s` is an `AF_INET` datagram socket in the sandbox's network namespace.
 ///
 /// # Safety
 /// Only raw syscalls on local data; `s` must be a valid socket.
 unsafe fn configure_eth0(s: libc::c_int, net: &ChildNet) -> Result<(), Fail> {
     let name = *b"eth0\0\0\0\0\0\0\0\0\0\0\0\0";
-    // SAFETY (all blocks below): ioctls with pointers to local, correctly laid-out structs.
+    // SAFETY: ioctls with pointers to local, correctly laid-out structs on the caller's socket.
     unsafe {
         let mut ifa = IfreqAddr {
             name,
             addr: sin(net.addr),
             pad: [0; 8],
         };
-        check(16, libc::c_long::from(libc::ioctl(s, libc::SIOCSIFADDR, &raw mut ifa)))?;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFADDR, &raw mut ifa)),
+        )?;
         ifa.addr = sin([255, 255, 255, 255]);
-        check(16, libc::c_long::from(libc::ioctl(s, libc::SIOCSIFNETMASK, &raw mut ifa)))?;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFNETMASK, &raw mut ifa)),
+        )?;
         let mut ifr: Ifreq = std::mem::zeroed();
         ifr.name = name;
-        check(16, libc::c_long::from(libc::ioctl(s, libc::SIOCGIFFLAGS, &raw mut ifr)))?;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCGIFFLAGS, &raw mut ifr)),
+        )?;
         ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(16, libc::c_long::from(libc::ioctl(s, libc::SIOCSIFFLAGS, &raw mut ifr)))?;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFFLAGS, &raw mut ifr)),
+        )?;
         let mut dev = name;
         let mut rt = Rtentry {
             rt_pad1: 0,
@@ -336,12 +349,18 @@ unsafe fn configure_eth0(s: libc::c_int, net: &ChildNet) -> Result<(), Fail> {
             rt_window: 0,
             rt_irtt: 0,
         };
-        check(16, libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)))?;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)),
+        )?;
         rt.rt_dst = sin([0; 4]);
         rt.rt_genmask = sin([0; 4]);
         rt.rt_gateway = sin(net.gateway);
         rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        check(16, libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)))?;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)),
+        )?;
     }
     Ok(())
 }

@@ -72,7 +72,12 @@ pub(crate) fn writable_layer(disk_mb: u64, owner: u32) -> Result<OwnedFd, Rootfs
 
 /// Writes `content` at `rel` (e.g. `etc/resolv.conf`) in the writable layer, so that it shadows the
 /// template's file; the directories on the way are made 0755. Everything is owned by sandbox root.
-pub(crate) fn seed_file(upper: &OwnedFd, rel: &str, content: &[u8], owner: u32) -> Result<(), RootfsError> {
+pub(crate) fn seed_file(
+    upper: &OwnedFd,
+    rel: &str,
+    content: &[u8],
+    owner: u32,
+) -> Result<(), RootfsError> {
     let err = |source| RootfsError::Seed {
         path: rel.to_owned(),
         source,

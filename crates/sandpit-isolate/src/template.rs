@@ -510,7 +510,11 @@ fn user_installs(root: &Path) -> Result<(), TemplateError> {
         }
         fs::write(&p, text).map_err(ioe(format!("writing {}", p.display())))
     };
-    for e in fs::read_dir(root.join("usr/lib")).into_iter().flatten().flatten() {
+    for e in fs::read_dir(root.join("usr/lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let marker = e.path().join("EXTERNALLY-MANAGED");
         if e.file_name().to_string_lossy().starts_with("python3") && marker.exists() {
             fs::remove_file(&marker).map_err(ioe(format!("removing {}", marker.display())))?;

@@ -140,7 +140,11 @@ impl Resolver {
         let Some(q) = msg.queries().first() else {
             return reply(&msg, ResponseCode::FormErr);
         };
-        let name = q.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        let name = q
+            .name()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
         let qtype = q.query_type();
         let verdict = self.fw.verdict(slot, &name);
         if verdict == NameVerdict::Deny {
@@ -175,7 +179,11 @@ impl Resolver {
                     _ => None,
                 })
                 .collect();
-            let ttl = kept.iter().map(|r| r.ttl()).min().unwrap_or(0);
+            let ttl = kept
+                .iter()
+                .map(hickory_proto::rr::Record::ttl)
+                .min()
+                .unwrap_or(0);
             let ttl = Duration::from_secs(u64::from(ttl)).clamp(PIN_MIN, PIN_MAX);
             if !addrs.is_empty() {
                 let fw = self.fw.clone();
@@ -200,7 +208,9 @@ impl Resolver {
     async fn forward(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         for up in &self.upstreams {
             if !tcp {
-                if let Ok(Ok(r)) = tokio::time::timeout(UPSTREAM_TIMEOUT, udp_query(*up, query)).await {
+                if let Ok(Ok(r)) =
+                    tokio::time::timeout(UPSTREAM_TIMEOUT, udp_query(*up, query)).await
+                {
                     let truncated = r.len() > 2 && r[2] & 0x02 != 0;
                     if !truncated {
                         return Some(r);

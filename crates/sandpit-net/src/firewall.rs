@@ -201,6 +201,7 @@ impl Firewall {
     /// (Re)builds the table: every slot at the default policy, then `live` sandboxes' policies and
     /// generations restored. Atomic: the old table (a restart's, or a dead daemon's leftovers) is
     /// replaced in the same transaction.
+    #[allow(clippy::too_many_lines, clippy::many_single_char_names)] // one ruleset, read top to bottom
     pub fn install(&self, live: &[(u32, Option<ParsedPolicy>, u32)]) -> Result<(), FirewallError> {
         let b = self.cfg.block;
         let t = &self.table;
@@ -335,7 +336,11 @@ impl Firewall {
     }
 
     /// Applies a policy without re-checking open connections: a new sandbox has none.
-    pub fn apply_new(&self, slot: u32, policy: Option<&ParsedPolicy>) -> Result<u32, FirewallError> {
+    pub fn apply_new(
+        &self,
+        slot: u32,
+        policy: Option<&ParsedPolicy>,
+    ) -> Result<u32, FirewallError> {
         self.apply_inner(slot, policy, false)
     }
 
@@ -352,12 +357,21 @@ impl Firewall {
         let cur = slots.get(&slot).cloned().unwrap_or_default();
         let egress = policy.map_or(self.cfg.default_egress, |p| p.egress);
         let v4 = |rules: &[Rule]| {
-            ranges::merge(ParsedPolicy::cidrs(rules).filter_map(|c| c.range_v4()).collect())
+            ranges::merge(
+                ParsedPolicy::cidrs(rules)
+                    .filter_map(|c| c.range_v4())
+                    .collect(),
+            )
         };
-        let (allow, deny) = policy.map_or((Vec::new(), Vec::new()), |p| (v4(&p.allow), v4(&p.deny)));
+        let (allow, deny) =
+            policy.map_or((Vec::new(), Vec::new()), |p| (v4(&p.allow), v4(&p.deny)));
         let keep_pin = |name: &str| policy.is_some_and(|p| ParsedPolicy::names(&p.allow, name));
         let mut next = Slot {
-            generation: if bump { cur.generation.wrapping_add(1).max(1) } else { cur.generation.max(1) },
+            generation: if bump {
+                cur.generation.wrapping_add(1).max(1)
+            } else {
+                cur.generation.max(1)
+            },
             deny_default: egress == Egress::Deny,
             allow,
             deny,
@@ -449,7 +463,10 @@ impl Firewall {
             .collect();
         if !fresh.is_empty() {
             let el: Vec<String> = fresh.iter().map(|a| format!("{addr} . {a}")).collect();
-            nft(&format!("add element inet {t} pin4 {{ {} }}\n", el.join(", ")))?;
+            nft(&format!(
+                "add element inet {t} pin4 {{ {} }}\n",
+                el.join(", ")
+            ))?;
         }
         for a in addrs {
             let e = s.pins.entry(*a).or_insert((until, name.to_owned()));
@@ -477,7 +494,10 @@ impl Firewall {
             });
         }
         if !gone.is_empty() {
-            if let Err(e) = nft(&format!("delete element inet {t} pin4 {{ {} }}\n", gone.join(", "))) {
+            if let Err(e) = nft(&format!(
+                "delete element inet {t} pin4 {{ {} }}\n",
+                gone.join(", ")
+            )) {
                 tracing::warn!(error = %e, "cannot remove expired DNS pins");
             }
         }

@@ -56,7 +56,9 @@ pub fn remove_leftovers(lease_dir: &Path, owner: &Path) -> usize {
         if std::fs::read_to_string(&path).unwrap_or_default() != owner {
             continue;
         }
-        let Ok(base) = u32::from_str_radix(&tag, 16) else { continue };
+        let Ok(base) = u32::from_str_radix(&tag, 16) else {
+            continue;
+        };
         let block = Block {
             base: Ipv4Addr::from(base),
         };
@@ -197,7 +199,11 @@ fn uplink_mtu() -> u32 {
 impl Network {
     /// Leases a block, (re)builds the firewall with `live` sandboxes restored, removes veths of this
     /// block that belong to no live sandbox, and turns on IPv4 forwarding.
-    pub fn start(cfg: NetConfig, owner: &Path, live: &[LiveSandbox]) -> Result<Arc<Self>, NetError> {
+    pub fn start(
+        cfg: NetConfig,
+        owner: &Path,
+        live: &[LiveSandbox],
+    ) -> Result<Arc<Self>, NetError> {
         let upstreams = if cfg.dns_upstreams.is_empty() {
             dns::host_resolvers()
         } else {
@@ -290,7 +296,9 @@ impl Network {
             let n = block.slots();
             // Round robin, so that a slot just freed (its conntrack entries, a veth the kernel is still
             // tearing down) is the last to be reused.
-            let found = (0..n).map(|i| (s.next + i) % n).find(|c| !s.used.contains(c));
+            let found = (0..n)
+                .map(|i| (s.next + i) % n)
+                .find(|c| !s.used.contains(c));
             let Some(slot) = found else {
                 return Err(NetError::Exhausted(n));
             };

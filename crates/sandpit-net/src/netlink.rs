@@ -77,7 +77,8 @@ impl Msg {
     fn nest(&mut self, ty: u16) -> usize {
         let at = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         at
     }
 
@@ -143,7 +144,8 @@ fn request(msg: Msg) -> io::Result<()> {
             let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or_default()) as usize;
             let ty = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap_or_default());
             if ty == NLMSG_ERROR && off + 20 <= n {
-                let code = i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
+                let code =
+                    i32::from_ne_bytes(buf[off + 16..off + 20].try_into().unwrap_or_default());
                 return if code == 0 {
                     Ok(())
                 } else {
@@ -236,5 +238,8 @@ pub fn link_exists(ifname: &str) -> bool {
 /// Turns IPv6 off on a host-side link: sandboxes get IPv4 only, and the host end must not answer
 /// neighbour discovery or route anything a sandbox sends over IPv6.
 pub fn disable_ipv6(ifname: &str) -> io::Result<()> {
-    std::fs::write(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"), b"1")
+    std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+        b"1",
+    )
 }

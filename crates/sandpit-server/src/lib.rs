@@ -16,14 +16,14 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod network;
-pub mod preview;
 pub mod openapi;
+pub mod preview;
 pub mod proxy;
 pub mod store;
 pub mod templates;
-pub mod tokens;
 mod time;
 mod tls;
+pub mod tokens;
 
 use std::future::{Future, IntoFuture};
 use std::path::{Path, PathBuf};
@@ -100,6 +100,7 @@ pub async fn run_with_backend(
     serve(config, backend, listener, shutdown, lock).await
 }
 
+#[allow(clippy::too_many_lines)] // the daemon's start-up and shutdown, in order
 async fn serve(
     config: Config,
     backend: Arc<dyn SandboxBackend>,

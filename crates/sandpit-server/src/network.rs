@@ -48,7 +48,10 @@ impl NetSettings {
             .iter()
             .map(|u| {
                 u.parse::<SocketAddr>()
-                    .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .or_else(|_| {
+                        u.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
                     .map_err(|_| format!("dns_upstream {u:?}: expected IP or IP:PORT"))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -140,7 +143,9 @@ impl SandboxNet {
         let net = tokio::task::spawn_blocking(move || Network::start(cfg, &owner, &live))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| format!("sandbox networking: {e} (start with `--network off` to run without)"))?;
+            .map_err(|e| {
+                format!("sandbox networking: {e} (start with `--network off` to run without)")
+            })?;
         // Records for another block (the old one was taken while this daemon was down) are stale.
         let block = net.block();
         records.retain(|_, r| block.slot_of(r.attachment.addr) == Some(r.attachment.slot));
@@ -159,7 +164,10 @@ impl SandboxNet {
     }
 
     /// Runs the resolver and the pin expiry until `stop`.
-    pub fn spawn_services(self: &Arc<Self>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_services(
+        self: &Arc<Self>,
+        stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         let resolver = self.net.resolver();
         let this = self.clone();
         tokio::spawn(async move {
@@ -184,7 +192,10 @@ impl SandboxNet {
 
     /// Checks a policy (400 naming the bad entry) and fills in `egress`. `None` when it is the
     /// daemon's default policy, which needs no firewall work.
-    pub fn check(&self, p: Option<&NetworkPolicy>) -> Result<(NetworkPolicy, Option<ParsedPolicy>), EngineError> {
+    pub fn check(
+        &self,
+        p: Option<&NetworkPolicy>,
+    ) -> Result<(NetworkPolicy, Option<ParsedPolicy>), EngineError> {
         let p = p.cloned().unwrap_or_default();
         let parsed = p
             .validate(self.default_egress)
@@ -193,7 +204,9 @@ impl SandboxNet {
             egress: Some(parsed.egress),
             ..p
         };
-        let is_default = parsed.egress == self.default_egress && parsed.allow.is_empty() && parsed.deny.is_empty();
+        let is_default = parsed.egress == self.default_egress
+            && parsed.allow.is_empty()
+            && parsed.deny.is_empty();
         Ok((filled, (!is_default).then_some(parsed)))
     }
 
@@ -229,7 +242,10 @@ impl SandboxNet {
 
     async fn save(&self, id: &str, rec: &NetRecord) -> Result<(), EngineError> {
         let data = serde_json::to_string(rec).map_err(internal)?;
-        self.store.network_put(id, data).await.map_err(EngineError::from)
+        self.store
+            .network_put(id, data)
+            .await
+            .map_err(EngineError::from)
     }
 
     /// Frees what sandbox `id` held (after its namespace is gone) and forgets its ports and tokens.
@@ -250,7 +266,11 @@ impl SandboxNet {
     }
 
     /// Replaces `id`'s policy while it runs; connections the new policy forbids are cut.
-    pub async fn set_policy(&self, id: &str, p: &NetworkPolicy) -> Result<NetworkPolicy, EngineError> {
+    pub async fn set_policy(
+        &self,
+        id: &str,
+        p: &NetworkPolicy,
+    ) -> Result<NetworkPolicy, EngineError> {
         let (filled, parsed) = self.check(Some(p))?;
         let Some(mut rec) = self.records().get(id).cloned() else {
             return Err(EngineError::Conflict(format!(

@@ -6,7 +6,7 @@
 //! * path: `/v1/sandboxes/{id}/ports/{port}/…`.
 //!
 //! Access ([`crate::tokens`]): a public port is open; a private one needs its port-scoped token
-//! (`X-Sandpit-Token`, or `?sandpit_token=` once, which answers with an HttpOnly cookie for that host —
+//! (`X-Sandpit-Token`, or `?sandpit_token=` once, which answers with an `HttpOnly` cookie for that host —
 //! or that path — and a redirect to the same URL without the token), or the daemon's API key. The
 //! caller's `Authorization`, its token, its cookie and the API key parameter are removed before the
 //! request reaches the sandbox; `X-Forwarded-For/-Host/-Proto` (and `-Prefix` for the path form) are set.
@@ -58,7 +58,13 @@ pub struct Preview {
 }
 
 impl Preview {
-    pub fn new(engine: Arc<Engine>, domain: String, strip_origin: bool, tls: bool, listen_port: u16) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        domain: String,
+        strip_origin: bool,
+        tls: bool,
+        listen_port: u16,
+    ) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
@@ -91,7 +97,11 @@ impl Preview {
     /// `(port, sandbox id)` when `host` is a preview host name of this daemon.
     pub fn parse_host(&self, host: &str) -> Option<(u16, String)> {
         let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host }
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
         });
         let label = host
             .to_ascii_lowercase()
@@ -191,10 +201,20 @@ fn clean_query(uri: &Uri) -> Option<String> {
 
 fn error(code: ErrorCode, message: String) -> Response {
     let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-    (status, axum::Json(sandpit_types::ErrorBody::new(code, message))).into_response()
+    (
+        status,
+        axum::Json(sandpit_types::ErrorBody::new(code, message)),
+    )
+        .into_response()
 }
 
-async fn serve(s: &AppState, id: &str, port: u16, req: Request, prefix: Option<String>) -> Response {
+async fn serve(
+    s: &AppState,
+    id: &str,
+    port: u16,
+    req: Request,
+    prefix: Option<String>,
+) -> Response {
     let (token, from_query) = token_of(&req);
     let grant = s.ports.check(id, port, token.as_deref());
     let key_ok = crate::api::is_authorized(&s.api_key, &req);
@@ -214,8 +234,14 @@ async fn serve(s: &AppState, id: &str, port: u16, req: Request, prefix: Option<S
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        let cookie_path = prefix.as_deref().map_or_else(|| "/".to_owned(), |p| format!("{p}/"));
-        let secure = if s.preview.scheme == "https" { "; Secure" } else { "" };
+        let cookie_path = prefix
+            .as_deref()
+            .map_or_else(|| "/".to_owned(), |p| format!("{p}/"));
+        let secure = if s.preview.scheme == "https" {
+            "; Secure"
+        } else {
+            ""
+        };
         let cookie = format!(
             "{PORT_TOKEN_COOKIE}={}; Path={cookie_path}; HttpOnly; SameSite=Lax{secure}",
             token.unwrap_or_default()
@@ -234,7 +260,12 @@ async fn serve(s: &AppState, id: &str, port: u16, req: Request, prefix: Option<S
 }
 
 /// Strips the caller's credentials (and only sandpit's own cookie) and adds `X-Forwarded-*`.
-fn outgoing_headers(s: &AppState, from: &HeaderMap, prefix: Option<&str>, client: Option<&str>) -> HeaderMap {
+fn outgoing_headers(
+    s: &AppState,
+    from: &HeaderMap,
+    prefix: Option<&str>,
+    client: Option<&str>,
+) -> HeaderMap {
     let mut h = HeaderMap::new();
     crate::proxy::copy_end_to_end(from, &mut h);
     h.remove(header::AUTHORIZATION);
@@ -256,7 +287,10 @@ fn outgoing_headers(s: &AppState, from: &HeaderMap, prefix: Option<&str>, client
     if s.preview.strip_origin && from.contains_key(header::UPGRADE) {
         h.remove(header::ORIGIN);
     }
-    let forwarded_for = match (from.get("x-forwarded-for").and_then(|v| v.to_str().ok()), client) {
+    let forwarded_for = match (
+        from.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+        client,
+    ) {
         (Some(prev), Some(c)) => Some(format!("{prev}, {c}")),
         (None, Some(c)) => Some(c.to_owned()),
         (Some(prev), None) => Some(prev.to_owned()),
@@ -268,7 +302,10 @@ fn outgoing_headers(s: &AppState, from: &HeaderMap, prefix: Option<&str>, client
     if let Some(host) = from.get(header::HOST) {
         h.insert("x-forwarded-host", host.clone());
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(s.preview.scheme));
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(s.preview.scheme),
+    );
     if let Some(p) = prefix.and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert("x-forwarded-prefix", p);
     }
@@ -308,7 +345,11 @@ async fn forward(
     let mut headers = outgoing_headers(s, req.headers(), prefix, client_ip.as_deref());
     if let Some(host) = req.headers().get(header::HOST).cloned() {
         headers.insert(header::HOST, host);
-    } else if let Some(a) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+    } else if let Some(a) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
         headers.insert(header::HOST, a);
     }
     let client_upgrade = upgrade.map(|(on, proto)| {
@@ -425,10 +466,16 @@ async fn dial(socket: PathBuf, port: u16) -> Result<TunnelIo, TunnelError> {
         .await
         .map_err(|e| TunnelError(format!("the sandbox's agent did not answer: {e}")))?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        let msg = serde_json::from_slice::<sandpit_types::ErrorBody>(&body)
-            .map(|b| b.error.message)
-            .unwrap_or_else(|_| format!("nothing is listening on port {port} in the sandbox"));
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let msg = serde_json::from_slice::<sandpit_types::ErrorBody>(&body).map_or_else(
+            |_| format!("nothing is listening on port {port} in the sandbox"),
+            |b| b.error.message,
+        );
         return Err(TunnelError(msg));
     }
     let up = hyper::upgrade::on(&mut resp)

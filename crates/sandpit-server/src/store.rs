@@ -15,7 +15,8 @@ use sandpit_types::sandbox::{OnTimeout, SandboxState};
 use crate::backend::BackendHandle;
 
 /// Applied in order; entry `i` takes the schema from version `i` to `i + 1`. Never edit a shipped entry.
-const MIGRATIONS: &[&str] = &["CREATE TABLE sandboxes (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE sandboxes (
         id            TEXT PRIMARY KEY NOT NULL,
         state         TEXT NOT NULL,
         template      TEXT NOT NULL,
@@ -50,7 +51,8 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE sandboxes (
         id            TEXT NOT NULL,
         port          INTEGER NOT NULL,
         expires_at_ms INTEGER
-    );"];
+    );",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -351,8 +353,14 @@ impl Store {
         let id = id.to_owned();
         self.call(move |c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM port_access WHERE id = ?1 AND port = ?2", params![id, port])?;
-            tx.execute("DELETE FROM port_tokens WHERE id = ?1 AND port = ?2", params![id, port])?;
+            tx.execute(
+                "DELETE FROM port_access WHERE id = ?1 AND port = ?2",
+                params![id, port],
+            )?;
+            tx.execute(
+                "DELETE FROM port_tokens WHERE id = ?1 AND port = ?2",
+                params![id, port],
+            )?;
             tx.commit()?;
             Ok(())
         })

@@ -109,7 +109,9 @@ impl PortAccess {
     ) -> Result<(String, Option<i64>), StoreError> {
         let token = format!("{TOKEN_PREFIX}{}", crate::auth::random_hex(24));
         let hash = digest(&token);
-        let exp = expires_in.map(|s| now_ms().saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)));
+        let exp = expires_in.map(|s| {
+            now_ms().saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
+        });
         self.store
             .port_put(
                 (id.to_owned(), port, public),

@@ -6,6 +6,8 @@
 //! Every other address a sandbox is pointed at belongs to test hosts in a network namespace made here
 //! (`netkit`). Needs root, like every isolate suite; prints SKIPPED and passes otherwise.
 
+#![allow(clippy::too_many_lines, clippy::many_single_char_names)]
+
 mod daemon;
 mod netkit;
 
@@ -100,11 +102,26 @@ async fn egress_policies_hold_on_the_host_side() {
     for denied in targets.iter().skip(2) {
         assert_ne!(r[denied], "ok", "{denied} was reachable: {r:?}");
     }
-    for refused in [t(PRIVATE, 9), t(CGNAT, 9), t(LINK_LOCAL, 9), t(&b_addr, 7000), t(&gateway, serve.port)] {
-        assert_eq!(r[&refused], "refused", "{refused} should be refused at once: {r:?}");
+    for refused in [
+        t(PRIVATE, 9),
+        t(CGNAT, 9),
+        t(LINK_LOCAL, 9),
+        t(&b_addr, 7000),
+        t(&gateway, serve.port),
+    ] {
+        assert_eq!(
+            r[&refused], "refused",
+            "{refused} should be refused at once: {r:?}"
+        );
     }
     assert!(r[&t(ULA, 9)].starts_with("err:"), "{r:?}");
-    let (code, out, _) = run(&serve, &a, "user", &["getent", "hosts", "allowed.sandpit.test"]).await;
+    let (code, out, _) = run(
+        &serve,
+        &a,
+        "user",
+        &["getent", "hosts", "allowed.sandpit.test"],
+    )
+    .await;
     assert_eq!((code, out.split_whitespace().next()), (0, Some(PUBLIC)));
 
     // 2. An allow-list: a domain (pinned by the resolver), a CIDR; everything else denied, including
@@ -132,14 +149,24 @@ async fn egress_policies_hold_on_the_host_side() {
     assert_eq!(r[&t(OTHER, 9)], "refused", "{r:?}");
     assert_eq!(r[&t(PRIVATE, 9)], "refused", "{r:?}");
     // DNS rebinding: the private answer is dropped by the resolver (and refused by the firewall).
-    let (_, out, _) = run(&serve, &c, "user", &["getent", "ahostsv4", "rebind.sandpit.test"]).await;
+    let (_, out, _) = run(
+        &serve,
+        &c,
+        "user",
+        &["getent", "ahostsv4", "rebind.sandpit.test"],
+    )
+    .await;
     assert!(out.contains(PUBLIC2) && !out.contains(PRIVATE), "{out}");
     // /etc/hosts: root inside points the allowed name at another address; the host does not care.
     let (code, _, err) = run(
         &serve,
         &c,
         "root",
-        &["sh", "-c", &format!("echo '{OTHER} allowed.sandpit.test' > /etc/hosts")],
+        &[
+            "sh",
+            "-c",
+            &format!("echo '{OTHER} allowed.sandpit.test' > /etc/hosts"),
+        ],
     )
     .await;
     assert_eq!(code, 0, "{err}");
@@ -149,15 +176,29 @@ async fn egress_policies_hold_on_the_host_side() {
     // 3. Bad policies are 400s that name the entry; nothing changes.
     let (s, e) = put_policy(&serve, &c, json!({"allow_out": ["10.0.0.0/33"]})).await;
     assert_eq!(s, 400, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("10.0.0.0/33"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10.0.0.0/33"),
+        "{e}"
+    );
     let (s, e) = post(
         serve.url("/v1/sandboxes"),
         json!({"network": {"deny_out": ["exa mple.com"]}}),
     )
     .await;
     assert_eq!(s, 400, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("exa mple.com"), "{e}");
-    let many: Vec<String> = (0..1001).map(|i| format!("203.0.{}.{}", i / 250, i % 250)).collect();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exa mple.com"),
+        "{e}"
+    );
+    let many: Vec<String> = (0..1001)
+        .map(|i| format!("203.0.{}.{}", i / 250, i % 250))
+        .collect();
     let (s, e) = put_policy(&serve, &c, json!({"deny_out": many})).await;
     assert_eq!(s, 400, "{e}");
     let (s, p) = call(client().get(serve.url(&format!("/v1/sandboxes/{c}/network")))).await;
@@ -183,7 +224,10 @@ async fn egress_policies_hold_on_the_host_side() {
     assert!(done["stdout"].as_str().unwrap().contains("CUT"), "{done}");
     // ... while what the new policy allows still works, and the old one again restores it.
     let r = probe(&serve, &a, &[t(PUBLIC, 9), t(PUBLIC2, 9)]).await;
-    assert_eq!((r[&t(PUBLIC, 9)].as_str(), r[&t(PUBLIC2, 9)].as_str()), ("refused", "ok"));
+    assert_eq!(
+        (r[&t(PUBLIC, 9)].as_str(), r[&t(PUBLIC2, 9)].as_str()),
+        ("refused", "ok")
+    );
     let (s, _) = put_policy(&serve, &a, json!({})).await;
     assert_eq!(s, 200);
     let r = probe(&serve, &a, &[t(PUBLIC, 9)]).await;
@@ -196,14 +240,27 @@ async fn egress_policies_hold_on_the_host_side() {
         let mut it = out.split_whitespace().map(|x| x.parse::<u32>().unwrap());
         (it.next().unwrap(), it.next().unwrap())
     };
-    assert!((15..=20).contains(&ok) && refused >= 10, "ok {ok}, refused {refused}");
+    assert!(
+        (15..=20).contains(&ok) && refused >= 10,
+        "ok {ok}, refused {refused}"
+    );
 
     // 6. The real package registries, one request each, with egress allowed; denied, pip fails fast.
     let (code, out, err) = run(
         &serve,
         &a,
         "user",
-        &["python3", "-m", "pip", "download", "--no-deps", "-q", "-d", "/tmp/dl", "six"],
+        &[
+            "python3",
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            "/tmp/dl",
+            "six",
+        ],
     )
     .await;
     assert_eq!(code, 0, "pip download: {out} {err}");
@@ -215,11 +272,25 @@ async fn egress_policies_hold_on_the_host_side() {
         &serve,
         &c,
         "user",
-        &["python3", "-m", "pip", "download", "--no-deps", "-q", "-d", "/tmp/dl", "six"],
+        &[
+            "python3",
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            "/tmp/dl",
+            "six",
+        ],
     )
     .await;
     assert_ne!(code, 0, "pip download worked with egress denied");
-    assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}: {err}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}: {err}",
+        t0.elapsed()
+    );
 
     // Deleting sandboxes frees their links; stopping the daemon removes its firewall tables.
     for id in [&a, &b, &c] {
@@ -250,7 +321,7 @@ except OSError as e:
 "#;
 
 /// Opens N connections at once and keeps them open: prints how many succeeded and how many were refused.
-const CAP: &str = r#"
+const CAP: &str = r"
 import socket, sys
 ok = refused = 0
 keep = []
@@ -261,7 +332,7 @@ for i in range(int(sys.argv[2])):
     except OSError:
         refused += 1
 print(ok, refused)
-"#;
+";
 
 /// Waits until the LINGER process has had `needle` echoes (it records them in /tmp/linger).
 async fn wait_output(serve: &Serve, id: &str, _pid: &str, needle: &str) {

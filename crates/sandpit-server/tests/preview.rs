@@ -4,6 +4,8 @@
 //! listens, and a paused sandbox resumed by a request. Only loopback traffic. Needs root (SKIPPED
 //! otherwise).
 
+#![allow(clippy::too_many_lines, clippy::many_single_char_names)]
+
 mod daemon;
 
 use std::time::{Duration, Instant};
@@ -120,7 +122,11 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
         return;
     };
     let serve = Serve::start(&fx.bin, &fx.state).await;
-    let (s, sb) = post(serve.url("/v1/sandboxes"), json!({"network": {"egress": "deny"}})).await;
+    let (s, sb) = post(
+        serve.url("/v1/sandboxes"),
+        json!({"network": {"egress": "deny"}}),
+    )
+    .await;
     assert_eq!(s, 201, "{sb}");
     let id = sb["id"].as_str().unwrap().to_owned();
     let root = serve.url(&format!("/v1/sandboxes/{id}"));
@@ -135,12 +141,19 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
     wait_listening(&serve, &id, 8001).await;
     let host = |port: u16| format!("http://{port}-{id}.localhost:{}", serve.port);
     let anon = anonymous(
-        &[format!("8000-{id}.localhost"), format!("8001-{id}.localhost")],
+        &[
+            format!("8000-{id}.localhost"),
+            format!("8001-{id}.localhost"),
+        ],
         serve.port,
     );
 
     // By path with the API key: a server bound to 127.0.0.1, with no egress at all.
-    let r = client().get(format!("{root}/ports/8000/hello")).send().await.unwrap();
+    let r = client()
+        .get(format!("{root}/ports/8000/hello"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "hello from the sandbox");
 
@@ -155,7 +168,8 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
     assert_eq!(s, 200, "{exposed}");
     let token = exposed["token"].as_str().unwrap().to_owned();
     assert_eq!(exposed["url"], format!("{}/", host(8000)));
-    let r = anon.get(format!("{}/headers?x=1", host(8000)))
+    let r = anon
+        .get(format!("{}/headers?x=1", host(8000)))
         .header("X-Sandpit-Token", &token)
         .header("Authorization", "Bearer secret-of-the-caller")
         .header("Cookie", "app=1; sandpit_token=zzz")
@@ -169,23 +183,47 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or_default().to_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                v.as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     assert!(!lower.contains_key("authorization"), "{seen}");
     assert!(!lower.contains_key("x-sandpit-token"), "{seen}");
-    assert_eq!(lower.get("cookie").map(String::as_str), Some("app=1"), "{seen}");
-    assert_eq!(lower["x-forwarded-host"], format!("8000-{id}.localhost:{}", serve.port));
+    assert_eq!(
+        lower.get("cookie").map(String::as_str),
+        Some("app=1"),
+        "{seen}"
+    );
+    assert_eq!(
+        lower["x-forwarded-host"],
+        format!("8000-{id}.localhost:{}", serve.port)
+    );
     assert_eq!(lower["x-forwarded-proto"], "http");
     assert_eq!(seen["path"], "/headers?x=1");
-    let r = anon.get(host(8001)).header("X-Sandpit-Token", &token).send().await.unwrap();
+    let r = anon
+        .get(host(8001))
+        .header("X-Sandpit-Token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "a token for 8000 opened 8001");
 
     // The browser flow: ?sandpit_token= once → an HttpOnly cookie for that host and a clean URL.
-    let r = anon.get(format!("{}/hello?sandpit_token={token}&a=b", host(8000))).send().await.unwrap();
+    let r = anon
+        .get(format!("{}/hello?sandpit_token={token}&a=b", host(8000)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], "/hello?a=b");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.starts_with(&format!("sandpit_token={token}")), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.starts_with(&format!("sandpit_token={token}")),
+        "{cookie}"
+    );
     let r = anon
         .get(format!("{}/hello?a=b", host(8000)))
         .header("Cookie", cookie.split(';').next().unwrap())
@@ -207,15 +245,28 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
 
     // Streaming: the first chunk arrives before the last is written.
     let t0 = Instant::now();
-    let mut r = client().get(format!("{root}/ports/8000/stream")).send().await.unwrap();
+    let mut r = client()
+        .get(format!("{root}/ports/8000/stream"))
+        .send()
+        .await
+        .unwrap();
     let first = r.chunk().await.unwrap().unwrap();
     assert!(first.starts_with(b"chunk0"), "{first:?}");
-    assert!(t0.elapsed() < Duration::from_millis(550), "not streamed: {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(550),
+        "not streamed: {:?}",
+        t0.elapsed()
+    );
     while r.chunk().await.unwrap().is_some() {}
 
     // A large upload (32 MiB), streamed through.
     let big = vec![7u8; 32 << 20];
-    let r = client().post(format!("{root}/ports/8000/upload")).body(big).send().await.unwrap();
+    let r = client()
+        .post(format!("{root}/ports/8000/upload"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), (32u64 << 20).to_string());
 
@@ -223,11 +274,17 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
     let (s, p) = post(format!("{root}/ports/8001"), json!({"public": true})).await;
     assert_eq!((s, &p["public"]), (200, &json!(true)), "{p}");
     let ws_url = format!("ws://8001-{id}.localhost:{}/", serve.port);
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
-    req.headers_mut().insert("Origin", "http://example.test".parse().unwrap());
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        ws_url.as_str(),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://example.test".parse().unwrap());
     let stream = tokio::net::TcpStream::connect(serve.addr()).await.unwrap();
     let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
-    ws.send(tokio_tungstenite::tungstenite::Message::Text("hi".into())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text("hi".into()))
+        .await
+        .unwrap();
     let m = ws.next().await.unwrap().unwrap();
     assert_eq!(m.to_text().unwrap(), "echo:hi origin:http://example.test");
     let _ = ws.close(None).await;
@@ -235,22 +292,42 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
     // Closing the port revokes its token.
     let (s, _) = call(client().delete(format!("{root}/ports/8000"))).await;
     assert_eq!(s, 204);
-    let r = anon.get(host(8000)).header("X-Sandpit-Token", &token).send().await.unwrap();
+    let r = anon
+        .get(host(8000))
+        .header("X-Sandpit-Token", &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let (s, list) = call(client().get(format!("{root}/ports"))).await;
-    assert_eq!((s, list["ports"].as_array().unwrap().len()), (200, 1), "{list}");
+    assert_eq!(
+        (s, list["ports"].as_array().unwrap().len()),
+        (200, 1),
+        "{list}"
+    );
 
     // Nothing listening: 502 with a JSON body that says so.
-    let r = client().get(format!("{root}/ports/8999/")).send().await.unwrap();
+    let r = client()
+        .get(format!("{root}/ports/8999/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     let e: Value = r.json().await.unwrap();
     assert_eq!(e["error"]["code"], "bad_gateway", "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("8999"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("8999"),
+        "{e}"
+    );
 
     // A paused sandbox is resumed by a preview request.
     let (s, p) = post(format!("{root}/pause"), json!({})).await;
     assert_eq!((s, &p["state"]), (200, &json!("paused")));
-    let r = client().get(format!("{root}/ports/8000/hello")).send().await.unwrap();
+    let r = client()
+        .get(format!("{root}/ports/8000/hello"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (_, info) = call(client().get(root.clone())).await;
     assert_eq!(info["state"], "running", "{info}");

@@ -41,9 +41,7 @@ impl std::str::FromStr for Egress {
         match s {
             "allow" => Ok(Self::Allow),
             "deny" => Ok(Self::Deny),
-            other => Err(format!(
-                "egress {other:?}: expected \"allow\" or \"deny\""
-            )),
+            other => Err(format!("egress {other:?}: expected \"allow\" or \"deny\"")),
         }
     }
 }
@@ -88,7 +86,11 @@ impl Cidr {
     pub fn range_v6(&self) -> Option<(u128, u128)> {
         match *self {
             Self::V6(a, len) => {
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
                 let start = u128::from(a) & mask;
                 Some((start, start | !mask))
             }
@@ -119,7 +121,9 @@ impl Cidr {
             IpAddr::V6(a) => Self::V6(a, len),
         };
         let host_bits = match (cidr, ip) {
-            (Self::V4(..), IpAddr::V4(a)) => cidr.range_v4().is_some_and(|(s, _)| s != u32::from(a)),
+            (Self::V4(..), IpAddr::V4(a)) => {
+                cidr.range_v4().is_some_and(|(s, _)| s != u32::from(a))
+            }
             (Self::V6(..), IpAddr::V6(a)) => {
                 cidr.range_v6().is_some_and(|(s, _)| s != u128::from(a))
             }
@@ -169,10 +173,12 @@ impl Rule {
             return Cidr::parse(e).map(Rule::Cidr);
         }
         if let Some(rest) = e.strip_prefix("*.") {
-            return valid_domain(rest).map(|d| Rule::Wildcard(d));
+            return valid_domain(rest).map(Rule::Wildcard);
         }
         if e.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-            return Err(format!("{e:?} is neither an IPv4 address nor a domain name"));
+            return Err(format!(
+                "{e:?} is neither an IPv4 address nor a domain name"
+            ));
         }
         valid_domain(e).map(Rule::Domain)
     }
@@ -209,8 +215,7 @@ fn valid_domain(d: &str) -> Result<String, String> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l
-                .bytes()
+            && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(format!(
@@ -219,7 +224,10 @@ fn valid_domain(d: &str) -> Result<String, String> {
             ));
         }
     }
-    if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(format!("{d:?} is not a domain name nor an IP address"));
     }
     Ok(d)
@@ -348,8 +356,14 @@ mod tests {
             Rule::parse("1.2.3.4").unwrap(),
             Rule::Cidr(Cidr::V4(Ipv4Addr::new(1, 2, 3, 4), 32))
         );
-        assert!(matches!(Rule::parse("fc00::/7").unwrap(), Rule::Cidr(Cidr::V6(_, 7))));
-        assert_eq!(Rule::parse("PyPI.org.").unwrap(), Rule::Domain("pypi.org".into()));
+        assert!(matches!(
+            Rule::parse("fc00::/7").unwrap(),
+            Rule::Cidr(Cidr::V6(_, 7))
+        ));
+        assert_eq!(
+            Rule::parse("PyPI.org.").unwrap(),
+            Rule::Domain("pypi.org".into())
+        );
         assert_eq!(
             Rule::parse("*.github.com").unwrap(),
             Rule::Wildcard("github.com".into())
@@ -373,7 +387,9 @@ mod tests {
             "fc00::/129",
             "10.0.0.0/-1",
         ] {
-            let err = policy(&["1.1.1.1", bad], &[]).validate(Egress::Allow).unwrap_err();
+            let err = policy(&["1.1.1.1", bad], &[])
+                .validate(Egress::Allow)
+                .unwrap_err();
             assert!(err.contains("allow_out[1]"), "{bad}: {err}");
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }
@@ -381,13 +397,19 @@ mod tests {
 
     #[test]
     fn too_many_entries() {
-        let many: Vec<String> = (0..1001).map(|i| format!("10.0.{}.{}", i / 256, i % 256)).collect();
+        let many: Vec<String> = (0..1001)
+            .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+            .collect();
         let p = NetworkPolicy {
             egress: None,
             allow_out: many,
             deny_out: vec![],
         };
-        assert!(p.validate(Egress::Allow).unwrap_err().contains("1001 entries"));
+        assert!(
+            p.validate(Egress::Allow)
+                .unwrap_err()
+                .contains("1001 entries")
+        );
     }
 
     #[test]
@@ -404,7 +426,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let r: Result<NetworkPolicy, _> = serde_json::from_str(r#"{"egress":"deny","allowout":[]}"#);
+        let r: Result<NetworkPolicy, _> =
+            serde_json::from_str(r#"{"egress":"deny","allowout":[]}"#);
         assert!(r.is_err());
         let r: Result<NetworkPolicy, _> = serde_json::from_str(r#"{"egress":"maybe"}"#);
         assert!(r.is_err());

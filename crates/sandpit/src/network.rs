@@ -41,16 +41,20 @@ impl Sandbox {
     /// # }
     /// ```
     pub fn get_host(&self, port: u16) -> String {
-        let domain = self.cached_info().preview_domain.clone().unwrap_or_else(|| {
-            let base = self.client().url();
-            let authority = base.split("://").nth(1).unwrap_or(base);
-            let port = authority.rsplit_once(':').map(|(_, p)| p).unwrap_or("");
-            if port.is_empty() {
-                "localhost".into()
-            } else {
-                format!("localhost:{port}")
-            }
-        });
+        let domain = self
+            .cached_info()
+            .preview_domain
+            .clone()
+            .unwrap_or_else(|| {
+                let base = self.client().url();
+                let authority = base.split("://").nth(1).unwrap_or(base);
+                let port = authority.rsplit_once(':').map_or("", |(_, p)| p);
+                if port.is_empty() {
+                    "localhost".into()
+                } else {
+                    format!("localhost:{port}")
+                }
+            });
         format!("{port}-{}.{domain}", self.id())
     }
 

@@ -762,7 +762,9 @@ async fn network_policy_and_exposed_ports() {
     let d = if root {
         Daemon::start_with_backend("isolate")
     } else {
-        eprintln!("SKIPPED (policy half): network policies need the isolate backend, which needs root");
+        eprintln!(
+            "SKIPPED (policy half): network policies need the isolate backend, which needs root"
+        );
         Daemon::start()
     };
     let client = d.client();

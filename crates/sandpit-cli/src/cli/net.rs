@@ -35,7 +35,7 @@ pub struct PortArgs {
 }
 
 /// `sandpit port ID PORT`: prints the preview URL. For a private port the URL carries the token
-/// (`?sandpit_token=`), which the daemon trades for an HttpOnly cookie and strips from the address bar.
+/// (`?sandpit_token=`), which the daemon trades for an `HttpOnly` cookie and strips from the address bar.
 pub async fn port(client: &Client, a: PortArgs) -> anyhow::Result<ExitCode> {
     let sbx = Sandbox::get(client, &a.id)
         .await
@@ -83,13 +83,13 @@ pub struct PolicyOpts {
 impl PolicyOpts {
     /// The policy, when any flag was given.
     pub fn policy(&self) -> Option<NetworkPolicy> {
-        (self.egress.is_some() || !self.allow_out.is_empty() || !self.deny_out.is_empty()).then(|| {
-            NetworkPolicy {
+        (self.egress.is_some() || !self.allow_out.is_empty() || !self.deny_out.is_empty()).then(
+            || NetworkPolicy {
                 egress: self.egress,
                 allow_out: self.allow_out.clone(),
                 deny_out: self.deny_out.clone(),
-            }
-        })
+            },
+        )
     }
 }
 

@@ -95,7 +95,10 @@ pub async fn create_sandbox(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
-    Ok((StatusCode::CREATED, Json(with_net(&s, s.engine.create(req).await?))))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_net(&s, s.engine.create(req).await?)),
+    ))
 }
 
 /// Lists sandboxes, optionally filtered by state and metadata.
@@ -242,7 +245,10 @@ pub async fn set_sandbox_timeout(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<SetTimeoutRequest>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(with_net(&s, s.engine.set_timeout(&id, req.timeout).await?)))
+    Ok(Json(with_net(
+        &s,
+        s.engine.set_timeout(&id, req.timeout).await?,
+    )))
 }
 
 /// Everything else under `/v1/sandboxes/{id}/`: the process API, served by the sandbox's agent. The

@@ -144,7 +144,8 @@ pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
     // Preview paths check their own access (a port token, a public port, or this same key).
     let path = req.uri().path();
-    if path == "/health" || crate::preview::is_preview_path(path) || is_authorized(&s.api_key, &req) {
+    if path == "/health" || crate::preview::is_preview_path(path) || is_authorized(&s.api_key, &req)
+    {
         next.run(req).await
     } else {
         ApiError::Unauthenticated.into_response()

@@ -16,7 +16,8 @@ use crate::time::rfc3339;
 
 fn no_network() -> ApiError {
     ApiError::Conflict(
-        "this daemon runs without sandbox networking (`--network off`, or the `process` backend)".into(),
+        "this daemon runs without sandbox networking (`--network off`, or the `process` backend)"
+            .into(),
     )
 }
 
@@ -115,7 +116,9 @@ pub async fn close_port(
     if was {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("port {port} of sandbox {id} is not exposed")))
+        Err(ApiError::NotFound(format!(
+            "port {port} of sandbox {id} is not exposed"
+        )))
     }
 }
 

@@ -76,7 +76,7 @@ pub struct TestHosts {
 }
 
 impl TestHosts {
-    /// `n` (1-250) makes the link addresses (10.78.n.0/30, fd78:n::/64) and names unique per test;
+    /// `n` (1-250) makes the link addresses (`10.78.n.0/30`, `fd78:n::/64`) and names unique per test;
     /// `v4` are the IPv4 addresses the hosts hold, `v6` the IPv6 ones.
     pub fn start(n: u8, v4: &[&str], v6: &[&str]) -> Self {
         let pid = std::process::id();
@@ -85,25 +85,94 @@ impl TestHosts {
         let dir = tempfile::tempdir().unwrap();
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         sh(&["ip", "netns", "add", &ns]);
-        sh(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
         let (h4, p4) = (format!("10.78.{n}.1"), format!("10.78.{n}.2"));
         let (h6, p6) = (format!("fd78:{n}::1"), format!("fd78:{n}::2"));
         sh(&["ip", "addr", "add", &format!("{h4}/30"), "dev", &host_if]);
-        sh(&["ip", "-6", "addr", "add", &format!("{h6}/64"), "dev", &host_if, "nodad"]);
+        sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{h6}/64"),
+            "dev",
+            &host_if,
+            "nodad",
+        ]);
         sh(&["ip", "link", "set", &host_if, "up"]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", &ns, "addr", "add", &format!("{p4}/30"), "dev", "eth0"]);
-        sh(&["ip", "-n", &ns, "-6", "addr", "add", &format!("{p6}/64"), "dev", "eth0", "nodad"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{p4}/30"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "-6",
+            "addr",
+            "add",
+            &format!("{p6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         sh(&["ip", "-n", &ns, "route", "add", "default", "via", &h4]);
         sh(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", &h6]);
         for a in v4 {
-            sh(&["ip", "-n", &ns, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
-            sh(&["ip", "route", "replace", &format!("{a}/32"), "via", &p4, "dev", &host_if]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{a}/32"),
+                "dev",
+                "lo",
+            ]);
+            sh(&[
+                "ip",
+                "route",
+                "replace",
+                &format!("{a}/32"),
+                "via",
+                &p4,
+                "dev",
+                &host_if,
+            ]);
         }
         for a in v6 {
-            sh(&["ip", "-n", &ns, "-6", "addr", "add", &format!("{a}/128"), "dev", "lo"]);
-            sh(&["ip", "-6", "route", "replace", &format!("{a}/128"), "via", &p6, "dev", &host_if]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "lo",
+            ]);
+            sh(&[
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                &format!("{a}/128"),
+                "via",
+                &p6,
+                "dev",
+                &host_if,
+            ]);
         }
         let script = dir.path().join("server.py");
         std::fs::write(&script, SERVER).unwrap();
@@ -148,7 +217,9 @@ impl Drop for TestHosts {
         let _ = self.server.wait();
         // Deleting the namespace deletes its veth end, which takes the host end and its routes along.
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
     }
 }
 
@@ -164,7 +235,12 @@ impl TestDns {
     pub async fn start(zone: &[(&str, &[&str])]) -> Self {
         let zone: HashMap<String, Vec<Ipv4Addr>> = zone
             .iter()
-            .map(|(n, a)| ((*n).to_owned(), a.iter().map(|x| x.parse().unwrap()).collect()))
+            .map(|(n, a)| {
+                (
+                    (*n).to_owned(),
+                    a.iter().map(|x| x.parse().unwrap()).collect(),
+                )
+            })
             .collect();
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
@@ -186,7 +262,11 @@ impl TestDns {
                 let Some(query) = q.queries().first().cloned() else {
                     continue;
                 };
-                let name = query.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
+                let name = query
+                    .name()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
                 let answer = if let Some(ips) = zone.get(&name) {
                     let mut m = Message::new();
                     m.set_id(q.id())
@@ -203,7 +283,11 @@ impl TestDns {
                         }
                     }
                     m.to_vec().ok()
-                } else if name.ends_with(".test") || upstream.is_none() {
+                } else if std::path::Path::new(&name)
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("test"))
+                    || upstream.is_none()
+                {
                     let mut m = Message::new();
                     m.set_id(q.id())
                         .set_message_type(MessageType::Response)
@@ -212,7 +296,8 @@ impl TestDns {
                     m.to_vec().ok()
                 } else {
                     let up = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
-                    let _ = up.send_to(&buf[..n], upstream.unwrap()).await;
+                    let Some(to) = upstream else { continue };
+                    let _ = up.send_to(&buf[..n], to).await;
                     let mut r = vec![0u8; 4096];
                     match tokio::time::timeout(Duration::from_secs(3), up.recv(&mut r)).await {
                         Ok(Ok(k)) => Some(r[..k].to_vec()),
@@ -323,7 +408,10 @@ pub async fn put_policy(serve: &Serve, id: &str, policy: Value) -> (u16, Value) 
 
 /// The host's own IPv4 addresses (but loopback).
 pub fn host_addrs() -> Vec<String> {
-    let out = Command::new("ip").args(["-4", "-o", "addr"]).output().unwrap();
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(3))
