@@ -351,9 +351,9 @@ impl TarSource {
         if !self.name.as_os_str().is_empty() {
             append_header(&mut b, &self.name, &self.st, None).map_err(|e| io(e, &self.path))?;
         }
-        let mut stack: Vec<(OwnedFd, PathBuf, PathBuf)> =
-            vec![(self.top, self.name.clone(), self.path.clone())];
-        while let Some((dir, member, path)) = stack.pop() {
+        let mut stack: Vec<(OwnedFd, PathBuf, PathBuf, usize)> =
+            vec![(self.top, self.name.clone(), self.path.clone(), 1)];
+        while let Some((dir, member, path, depth)) = stack.pop() {
             let children = read_names(&dir).map_err(|e| FsError::errno(e, "archive", &path))?;
             for name in children {
                 let (m, p) = (member.join(&name), path.join(&name));
@@ -379,7 +379,7 @@ impl TarSource {
                     append_file(&mut b, &m, File::from(fd), &st).map_err(|e| io(e, &p))?;
                 } else if fmt == SFlag::S_IFDIR.bits() {
                     append_header(&mut b, &m, &st, None).map_err(|e| io(e, &p))?;
-                    if stack.len() + 1 >= MAX_WALK_DEPTH {
+                    if depth >= MAX_WALK_DEPTH {
                         return Err(FsError::invalid(format!(
                             "{} is more than {MAX_WALK_DEPTH} levels deep",
                             self.path.display()
@@ -387,7 +387,7 @@ impl TarSource {
                     }
                     let sub =
                         open_subdir(&dir, &name).map_err(|e| FsError::errno(e, "archive", &p))?;
-                    stack.push((sub, m, p));
+                    stack.push((sub, m, p, depth + 1));
                 } else if fmt == SFlag::S_IFLNK.bits() {
                     let target = nix::fcntl::readlinkat(dir.as_fd(), name.as_os_str())
                         .map_err(|e| FsError::errno(e, "archive", &p))?;

@@ -208,6 +208,15 @@ fn final_target(path: &Path) -> FsResult<PathBuf> {
         };
         match nix::sys::stat::fstatat(dir.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() => {
+                // /proc's links (fds, cwd, root, exe) are magic: their text is not where they lead.
+                if nix::sys::statfs::fstatfs(&dir)
+                    .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC)
+                {
+                    return Err(FsError::invalid(format!(
+                        "cannot write {}: the files API does not follow /proc's links",
+                        at.display()
+                    )));
+                }
                 let target = nix::fcntl::readlinkat(dir.as_fd(), name.as_os_str())
                     .map_err(|e| FsError::errno(e, "read the link", &at))?;
                 let t = Path::new(&target);

@@ -119,6 +119,10 @@ impl FsError {
             ),
             libc::ETXTBSY | libc::EBUSY => (ErrorCode::Conflict, "the file is busy".to_owned()),
             libc::EINVAL => (ErrorCode::InvalidArgument, "invalid argument".to_owned()),
+            libc::ENXIO | libc::ENODEV | libc::EOPNOTSUPP => (
+                ErrorCode::InvalidArgument,
+                "not a regular file (a device or socket the files API does not open)".to_owned(),
+            ),
             libc::EMFILE | libc::ENFILE | libc::ENOMEM => (
                 ErrorCode::ResourceExhausted,
                 format!("the agent is out of resources ({e})"),
