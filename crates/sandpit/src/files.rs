@@ -330,6 +330,74 @@ impl Files {
         self.target.client.send_json(rb).await
     }
 
+    /// Copies the local directory `local` into the sandbox as `to` (created; its parents too), in one
+    /// streamed tar request. Returns what was written and skipped.
+    pub async fn upload_dir(
+        &self,
+        local: impl AsRef<Path>,
+        to: impl AsRef<Path>,
+    ) -> Result<TarResult> {
+        let local = local.as_ref().to_path_buf();
+        if !local.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} is not a local directory",
+                local.display()
+            )));
+        }
+        let stream = blocking_tar(move |b| b.append_dir_all(".", &local));
+        self.upload_tar(to, stream, false).await
+    }
+
+    /// Copies the sandbox directory `from` to the local directory `local` (created), streaming.
+    pub async fn download_dir(
+        &self,
+        from: impl AsRef<Path>,
+        local: impl AsRef<Path>,
+    ) -> Result<()> {
+        let s = self.download_tar(from).await?;
+        let s: IoStream = Box::pin(s.map_err(std::io::Error::other));
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(s));
+        let local = local.as_ref().to_path_buf();
+        let shown = local.display().to_string();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&local)?;
+            let mut a = tar::Archive::new(reader);
+            for entry in a.entries()? {
+                let mut entry = entry?;
+                // Drop the archive's top directory (the source's own name).
+                let rel: PathBuf = entry.path()?.components().skip(1).collect();
+                if rel.as_os_str().is_empty()
+                    || rel
+                        .components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                {
+                    continue;
+                }
+                // Never write through a link the archive made (`a -> /etc`, then `a/passwd`).
+                let mut at = local.clone();
+                let mut through_link = false;
+                for c in rel.parent().into_iter().flat_map(Path::components) {
+                    at.push(c);
+                    through_link |= at
+                        .symlink_metadata()
+                        .is_ok_and(|m| m.file_type().is_symlink());
+                }
+                if through_link {
+                    continue;
+                }
+                let dst = local.join(&rel);
+                if let Some(p) = dst.parent() {
+                    std::fs::create_dir_all(p)?;
+                }
+                entry.unpack(&dst)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::io("the download task failed", std::io::Error::other(e)))?
+        .map_err(|e| Error::io(format!("cannot write into {shown}"), e))
+    }
+
     /// A file or directory as a tar stream.
     pub async fn download_tar(
         &self,
@@ -632,59 +700,41 @@ async fn watch_pump(
     }
 }
 
-/// A tar of `entries`, built on a blocking thread while it is sent.
-fn tar_stream(
-    entries: Vec<WriteEntry>,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        struct W(mpsc::Sender<std::io::Result<Bytes>>, Vec<u8>);
-        impl std::io::Write for W {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.1.extend_from_slice(b);
-                if self.1.len() >= 256 << 10 {
-                    self.flush()?;
-                }
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                if self.1.is_empty() {
-                    return Ok(());
-                }
-                let chunk = std::mem::take(&mut self.1);
-                self.0.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "request ended")
-                })
-            }
+/// The writing end of a streamed request body: 256 KiB chunks into a channel.
+struct ChunkWriter(mpsc::Sender<std::io::Result<Bytes>>, Vec<u8>);
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(b);
+        if self.1.len() >= 256 << 10 {
+            self.flush()?;
         }
-        let err_tx = tx.clone();
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.1.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.1);
+        self.0
+            .blocking_send(Ok(Bytes::from(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the request ended"))
+    }
+}
+
+/// A tar built by `build` on a blocking thread while it is sent (never whole in memory).
+fn blocking_tar<F>(build: F) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    F: FnOnce(&mut tar::Builder<ChunkWriter>) -> std::io::Result<()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+    let err_tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
         let r = (|| -> std::io::Result<()> {
-            let mut b = tar::Builder::new(W(tx, Vec::new()));
-            for e in entries {
-                let name: PathBuf = e
-                    .path
-                    .components()
-                    .filter(|c| matches!(c, std::path::Component::Normal(_)))
-                    .collect();
-                let mut h = tar::Header::new_gnu();
-                h.set_mode(e.mode.unwrap_or(0o644));
-                h.set_mtime(
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                );
-                match e.data {
-                    WriteData::Bytes(data) => {
-                        h.set_size(data.len() as u64);
-                        b.append_data(&mut h, &name, &data[..])?;
-                    }
-                    WriteData::LocalFile(p) => {
-                        let f = std::fs::File::open(&p)?;
-                        h.set_size(f.metadata()?.len());
-                        b.append_data(&mut h, &name, f)?;
-                    }
-                }
-            }
+            let mut b = tar::Builder::new(ChunkWriter(tx, Vec::new()));
+            b.follow_symlinks(false);
+            build(&mut b)?;
             let mut w = b.into_inner()?;
             std::io::Write::flush(&mut w)
         })();
@@ -693,6 +743,39 @@ fn tar_stream(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A tar of `entries`.
+fn tar_stream(
+    entries: Vec<WriteEntry>,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    blocking_tar(move |b| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for e in entries {
+            let name: PathBuf = e
+                .path
+                .components()
+                .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                .collect();
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(e.mode.unwrap_or(0o644));
+            h.set_mtime(now);
+            match e.data {
+                WriteData::Bytes(data) => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, &name, &data[..])?;
+                }
+                WriteData::LocalFile(p) => {
+                    let f = std::fs::File::open(&p)?;
+                    h.set_size(f.metadata()?.len());
+                    b.append_data(&mut h, &name, f)?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 impl crate::Sandbox {
