@@ -11,8 +11,9 @@ use sandpit_types::sandbox::{
     TemplateSource,
 };
 use sandpit_types::{
-    ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode, FsEvent,
-    FsEventType, MkdirRequest, MoveRequest, SkippedMember, TarResult, WatchEventList, WatcherInfo,
+    ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
+    FsEvent, FsEventType, MkdirRequest, MoveRequest, SkippedMember, TarResult, WatchEventList,
+    WatcherInfo,
 };
 use sandpit_types::{
     ErrorBody, ErrorCode, ErrorDetail, ExecResult, KillResponse, LostEvent, OutputEvent,
@@ -311,8 +312,8 @@ mod process_docs {
 #[allow(dead_code, clippy::unused_async)]
 mod file_docs {
     use super::{
-        ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, ErrorBody, MkdirRequest,
-        MoveRequest, RawBytes, TarResult, WatchEventList, WatcherInfo,
+        ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, ErrorBody,
+        MkdirRequest, MoveRequest, RawBytes, TarResult, WatchEventList, WatcherInfo,
     };
 
     #[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files",
