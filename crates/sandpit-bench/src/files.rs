@@ -2,6 +2,11 @@
 //! dst` on the host, with the growth of the daemon's and the agent's RSS during the transfer; 1,000 files of 4
 //! KiB in with `write_files` (one tar request) and out as one tar; and the latency from a writer's `close`
 //! inside the sandbox to the watch event reaching the client.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::too_many_lines,
+    clippy::many_single_char_names
+)]
 
 use std::path::Path;
 use std::process::Command;
@@ -41,7 +46,7 @@ fn agent_pid(state: &Path, id: &str) -> Option<u32> {
 }
 
 fn mbps(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+    bytes as f64 / f64::from(1 << 20) / d.as_secs_f64()
 }
 
 pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {

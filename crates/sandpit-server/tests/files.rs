@@ -7,6 +7,11 @@
 //!
 //! Needs root, a host the isolator accepts and `target/debug/sandpit` (see `daemon::prerequisites`);
 //! otherwise a loud SKIPPED line and a pass.
+#![allow(
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    clippy::type_complexity
+)]
 
 mod daemon;
 
@@ -80,7 +85,10 @@ fn random_body(n: usize, seed: u64) -> (reqwest::Body, tokio::sync::oneshot::Rec
 }
 
 fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    d.iter().fold(String::new(), |mut s, b| {
+        let _ = std::fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
+        s
+    })
 }
 
 /// Downloads with a streaming hash (nothing held whole).

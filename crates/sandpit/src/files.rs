@@ -109,7 +109,7 @@ fn qpath(p: &Path) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("%{b:02X}"));
         }
     }
     out
@@ -139,7 +139,8 @@ impl Files {
     fn url(&self, endpoint: &str, path: &Path, extra: &str) -> String {
         let mut q = format!("{endpoint}?path={}", qpath(path));
         if let Some(u) = &self.user {
-            q.push_str(&format!("&user={}", crate::client::enc(u)));
+            let _ =
+                std::fmt::Write::write_fmt(&mut q, format_args!("&user={}", crate::client::enc(u)));
         }
         q.push_str(extra);
         self.target.path(&q)

@@ -1,5 +1,6 @@
 //! End-to-end tests of `sandbox.files()` against a real daemon with the `isolate` backend (real
 //! sandboxes: the files API acts inside them as their users). Without root: a loud SKIPPED line.
+#![allow(clippy::too_many_lines, clippy::many_single_char_names)]
 
 mod common;
 

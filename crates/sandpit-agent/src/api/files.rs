@@ -234,39 +234,38 @@ pub async fn read(State(agent): State<Arc<Agent>>, req: Request) -> Result<Respo
             ),
         );
     }
-    let body = match plan.held {
-        Some(bytes) => Body::from(bytes),
-        None => {
-            let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-            let (mut file, mut left) = (plan.file, plan.len);
-            tokio::task::spawn_blocking(move || {
-                while left > 0 {
-                    let mut buf = vec![0u8; CHUNK.min(left as usize)];
-                    match file.read(&mut buf) {
-                        Ok(0) => {
-                            // Shrank under us: cut the stream short rather than send a wrong length.
-                            let _ = tx.blocking_send(Err(std::io::Error::other(
-                                "the file shrank while it was read",
-                            )));
-                            return;
-                        }
-                        Ok(n) => {
-                            buf.truncate(n);
-                            left -= n as u64;
-                            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            let _ = tx.blocking_send(Err(e));
+    let body = if let Some(bytes) = plan.held {
+        Body::from(bytes)
+    } else {
+        let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+        let (mut file, mut left) = (plan.file, plan.len);
+        tokio::task::spawn_blocking(move || {
+            while left > 0 {
+                let mut buf = vec![0u8; CHUNK.min(left as usize)];
+                match file.read(&mut buf) {
+                    Ok(0) => {
+                        // Shrank under us: cut the stream short rather than send a wrong length.
+                        let _ = tx.blocking_send(Err(std::io::Error::other(
+                            "the file shrank while it was read",
+                        )));
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                             return;
                         }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
                 }
-            });
-            Body::from_stream(ReceiverStream::new(rx))
-        }
+            }
+        });
+        Body::from_stream(ReceiverStream::new(rx))
     };
     resp.body(body)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))

@@ -90,6 +90,7 @@ fn dir_beneath(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, nix::errno::Errno>
     Ok(cur)
 }
 
+#[allow(clippy::too_many_lines)] // one match over member types
 /// Extracts a tar stream into `dir` (created if missing). Stops at the first error that is not a
 /// member's own (a full disk, a broken body, a malformed archive); what was written before stays.
 pub fn extract_tar(dir: &Path, src: &mut dyn Read, names: &Names) -> FsResult<TarResult> {
@@ -205,7 +206,8 @@ pub fn extract_tar(dir: &Path, src: &mut dyn Read, names: &Names) -> FsResult<Ta
                 }
             }
             tar::EntryType::Symlink => {
-                let Some(target) = member.link_name_bytes().map(|b| b.into_owned()) else {
+                let Some(target) = member.link_name_bytes().map(std::borrow::Cow::into_owned)
+                else {
                     skip(&mut result, "a symlink without a target".into());
                     continue;
                 };
@@ -220,8 +222,9 @@ pub fn extract_tar(dir: &Path, src: &mut dyn Read, names: &Names) -> FsResult<Ta
             tar::EntryType::Link => {
                 let target = member
                     .link_name_bytes()
-                    .map(|b| member_path(&b))
-                    .unwrap_or(Err("a hard link without a target".into()));
+                    .map_or(Err("a hard link without a target".into()), |b| {
+                        member_path(&b)
+                    });
                 let target = match target {
                     Ok(Some(t)) => t,
                     Ok(None) => {

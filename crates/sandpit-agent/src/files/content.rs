@@ -274,6 +274,7 @@ fn temp_name(name: &OsStr) -> OsString {
     OsStr::from_bytes(&out).to_os_string()
 }
 
+#[allow(clippy::too_many_lines)] // one sequence of steps, each undone on failure
 /// The atomic write of `name` in `dir` (shown as `shown`). `replace_non_regular`: an existing link or
 /// special file there is removed first (tar extraction) rather than refused.
 pub fn write_at(

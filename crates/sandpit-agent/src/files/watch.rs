@@ -414,7 +414,7 @@ struct Kernel {
     root_wd: WatchDescriptor,
     recursive: bool,
     dirs: HashMap<WatchDescriptor, PathBuf>,
-    /// A `moved_from` waiting for its `moved_to`: (cookie, path, is_dir).
+    /// A `moved_from` waiting for its `moved_to`: (cookie, path, `is_dir`).
     pending_move: Option<(u32, PathBuf, bool)>,
     /// The prefix of the agent's own temporary files, hidden from readers.
     temp_marker: String,
@@ -600,7 +600,7 @@ impl Kernel {
             };
             match from {
                 Some(from) if self.hidden(&from) => {
-                    w.push(event(FsEventType::Write, &path, is_dir))
+                    w.push(event(FsEventType::Write, &path, is_dir));
                 }
                 Some(from) => {
                     if is_dir {
@@ -612,7 +612,7 @@ impl Kernel {
                     }
                     let mut e = event(FsEventType::Rename, &path, is_dir);
                     e.from = Some(display_path(&from).0);
-                    e.to = e.path.clone();
+                    e.to.clone_from(&e.path);
                     w.push(e);
                 }
                 None => {

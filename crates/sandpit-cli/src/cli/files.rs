@@ -172,7 +172,7 @@ fn row(e: &Entry) -> Vec<String> {
         EntryType::Dir => 'd',
         EntryType::Symlink => 'l',
         EntryType::File => '-',
-        _ => '?',
+        EntryType::Other => '?',
     };
     let name = match &e.symlink_target {
         Some(t) => format!("{} -> {t}", e.path),
