@@ -10,7 +10,8 @@
 #![allow(
     clippy::too_many_lines,
     clippy::many_single_char_names,
-    clippy::type_complexity
+    clippy::type_complexity,
+    clippy::assigning_clones
 )]
 
 mod daemon;
