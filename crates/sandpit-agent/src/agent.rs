@@ -88,6 +88,8 @@ pub struct Agent {
     cgroups: Option<crate::cgroup::ProcessCgroups>,
     /// The account used when switching is impossible (the agent is not root).
     self_uid: u32,
+    /// The files API: who file requests act as, and the watches.
+    pub files: Arc<crate::files::Files>,
 }
 
 impl Agent {
@@ -107,6 +109,7 @@ impl Agent {
             counter: AtomicU64::new(0),
             cgroups,
             self_uid: nix::unistd::geteuid().as_raw(),
+            files: crate::files::Files::new(config.etc.clone(), config.default_user.clone()),
             config,
         });
         let weak = Arc::downgrade(&agent);
@@ -319,6 +322,7 @@ impl Agent {
 
     /// Forgets finished processes past the retention window or beyond the count limit.
     pub fn sweep(&self) {
+        self.files.watches.sweep();
         let now = SystemTime::now();
         let mut removed = Vec::new();
         {

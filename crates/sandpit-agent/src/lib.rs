@@ -1,7 +1,8 @@
 //! sandpit's in-sandbox agent: the process supervisor that runs as PID 1 of every sandbox.
 //!
 //! It owns every process started in its sandbox: spawning ([`spawn`]), reaping ([`reaper`]), output
-//! logs ([`output`]), timeouts and state ([`process`]), and the HTTP API that exposes them ([`api`]).
+//! logs ([`output`]), timeouts and state ([`process`]), the sandbox's files ([`files`]), and the HTTP API
+//! that exposes them ([`api`]).
 //! Because it lives inside the sandbox, a client disconnect or a daemon restart never kills a process
 //! or loses its output. The same agent runs unchanged on a plain host (`sandpit agent --listen
 //! 127.0.0.1:PORT`), which is how its tests and the unsafe `process` backend use it.
@@ -9,6 +10,7 @@
 pub mod agent;
 pub mod api;
 pub mod cgroup;
+pub mod files;
 pub mod output;
 pub mod passwd;
 pub mod process;

@@ -14,12 +14,12 @@ use sandpit::{Client, NO_ARGS, Sandbox};
 use crate::stats::{Row, ms, summarize};
 
 /// A `sandpit serve` on a free loopback port with a temporary state dir, stopped on drop.
-struct Daemon {
-    child: Child,
-    url: String,
-    key: String,
-    backend: &'static str,
-    _state: tempfile::TempDir,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) key: String,
+    pub(crate) backend: &'static str,
+    pub(crate) state: tempfile::TempDir,
 }
 
 impl Drop for Daemon {
@@ -38,7 +38,7 @@ pub(crate) fn is_root() -> bool {
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
 
-fn start_daemon(bin: &Path) -> anyhow::Result<Daemon> {
+pub(crate) fn start_daemon(bin: &Path) -> anyhow::Result<Daemon> {
     // A short path: agent sockets live under the state dir and unix socket paths are limited.
     let state = tempfile::Builder::new().prefix("spb-").tempdir_in("/tmp")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -75,7 +75,7 @@ fn start_daemon(bin: &Path) -> anyhow::Result<Daemon> {
         url,
         key,
         backend,
-        _state: state,
+        state,
     })
 }
 
@@ -256,7 +256,7 @@ fn sandbox_agents_pss_kib() -> (usize, u64) {
     (n, total)
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

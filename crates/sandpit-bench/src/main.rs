@@ -6,6 +6,7 @@
 
 mod agent;
 mod daemon;
+mod files;
 mod load;
 mod stats;
 
@@ -67,6 +68,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(daemon::run(&args.sandpit_bin, args.quick))
                 .context("daemon benchmarks")?,
+        );
+    }
+    if want("files") {
+        rows.extend(
+            rt.block_on(files::run(&args.sandpit_bin, args.quick))
+                .context("files benchmarks")?,
         );
     }
     let md = stats::markdown(&rows);

@@ -718,3 +718,93 @@ fn port_prints_a_preview_url_that_opens_the_port() {
         text(&o.stderr)
     );
 }
+
+/// `sandpit cp` both ways (files, directories, tars on stdin and stdout) and `sandpit fs`. The process
+/// backend runs the agent on this host, so every path is in this test's temporary directory.
+#[test]
+fn cp_and_fs_move_files_and_directories() {
+    let d = Daemon::start();
+    let id = d.create();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let remote = |p: &str| format!("{id}:{}/remote{p}", w.display());
+    std::fs::create_dir_all(w.join("src/sub")).unwrap();
+    std::fs::write(w.join("src/a.txt"), "alpha").unwrap();
+    std::fs::write(w.join("src/sub/b.bin"), [0u8, 255, 7]).unwrap();
+    std::fs::write(w.join("one.txt"), "one").unwrap();
+    d.ok(&["fs", "mkdir", &remote("")]);
+    // A file into an existing directory keeps its name; a directory is copied recursively.
+    d.ok(&["cp", &w.join("one.txt").display().to_string(), &remote("/")]);
+    d.ok(&["cp", &w.join("src").display().to_string(), &remote("/copy")]);
+    assert_eq!(
+        std::fs::read_to_string(w.join("remote/one.txt")).unwrap(),
+        "one"
+    );
+    assert_eq!(
+        std::fs::read(w.join("remote/copy/sub/b.bin")).unwrap(),
+        [0, 255, 7]
+    );
+    let ls = d.ok(&["fs", "ls", "-d", "2", &remote("/copy")]);
+    assert!(
+        ls.starts_with("MODE") && ls.contains("sub/b.bin") && ls.contains("a.txt"),
+        "{ls}"
+    );
+    let stat = d.json(&["fs", "stat", &remote("/copy/a.txt")]);
+    assert_eq!(
+        (stat["type"].as_str(), stat["size"].as_u64()),
+        (Some("file"), Some(5))
+    );
+    // Back again: a directory and a file.
+    d.ok(&[
+        "cp",
+        &remote("/copy"),
+        &w.join("back").display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(w.join("back/a.txt")).unwrap(),
+        "alpha"
+    );
+    assert_eq!(
+        std::fs::read(w.join("back/sub/b.bin")).unwrap(),
+        [0, 255, 7]
+    );
+    d.ok(&[
+        "cp",
+        &remote("/one.txt"),
+        &w.join("back").display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(w.join("back/one.txt")).unwrap(),
+        "one"
+    );
+    // `-`: a tar to stdout, and one from stdin.
+    let tar_out = d.run(&["cp", &remote("/copy"), "-"]);
+    assert!(tar_out.status.success());
+    let mut child = d
+        .cmd(&["cp", "-", &remote("/from-stdin")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&tar_out.stdout)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        std::fs::read_to_string(w.join("remote/from-stdin/copy/a.txt")).unwrap(),
+        "alpha"
+    );
+    // rm, and errors that name the problem.
+    let o = d.run(&["fs", "rm", &remote("/copy")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("not empty"), "{}", text(&o.stderr));
+    d.ok(&["fs", "rm", "-r", &remote("/copy")]);
+    assert!(!w.join("remote/copy").exists());
+    let o = d.run(&["fs", "stat", &remote("/nope")]);
+    assert!(text(&o.stderr).contains("not found"), "{}", text(&o.stderr));
+    let o = d.run(&["cp", "a", "b"]);
+    assert!(text(&o.stderr).contains("ID:PATH"), "{}", text(&o.stderr));
+}

@@ -11,6 +11,11 @@ use sandpit_types::sandbox::{
     TemplateSource,
 };
 use sandpit_types::{
+    ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
+    FsEvent, FsEventType, MkdirRequest, MoveRequest, SkippedMember, TarResult, WatchEventList,
+    WatcherInfo,
+};
+use sandpit_types::{
     ErrorBody, ErrorCode, ErrorDetail, ExecResult, KillResponse, LostEvent, OutputEvent,
     ProcessInfo, ProcessList, ProcessStatus, Rlimit, RlimitResource, SignalSpec, StartRequest,
     TtySize,
@@ -87,14 +92,31 @@ impl utoipa::ToSchema for RawBytes {}
         network::expose_port,
         network::close_port,
         preview_docs::preview,
+        file_docs::read_file,
+        file_docs::write_file,
+        file_docs::extract_tar,
+        file_docs::archive_tar,
+        file_docs::list_dir,
+        file_docs::stat_path,
+        file_docs::make_dir,
+        file_docs::move_path,
+        file_docs::remove_path,
+        file_docs::chmod_path,
+        file_docs::chown_path,
+        file_docs::watch,
+        file_docs::create_watcher,
+        file_docs::watcher_events,
+        file_docs::delete_watcher,
     ),
     components(schemas(
         CreateSandboxRequest, SandboxInfo, SandboxList, SandboxState, OnTimeout, SetTimeoutRequest,
         ErrorBody, ErrorDetail, ErrorCode, StartRequest, ExecResult, ProcessInfo, ProcessList,
         ProcessStatus, KillResponse, TtySize, Rlimit, RlimitResource, SignalSpec, SignalRequest,
         OutputEvent, LostEvent, handlers::Health, TemplateInfo, TemplateList, CreateTemplateRequest,
-        TemplateSource, DebianSource, TemplateBuild, TemplateBuildState, NetworkPolicy, Egress,
-        ExposePortRequest, ExposedPort, PortList,
+        TemplateSource, DebianSource, TemplateBuild, TemplateBuildState, Entry, EntryList, EntryType,
+        FileMode, FsEvent, FsEventType, MkdirRequest, MoveRequest, ChmodRequest, ChownRequest,
+        CreateWatcherRequest, WatcherInfo, WatchEventList, TarResult, SkippedMember,
+        NetworkPolicy, Egress, ExposePortRequest, ExposedPort, PortList,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
@@ -104,6 +126,7 @@ impl utoipa::ToSchema for RawBytes {}
         (name = "templates", description = "Root filesystems sandboxes start from (isolate backend; admin-only imports)"),
         (name = "processes", description = "Processes inside a sandbox (served by its agent; a paused sandbox is resumed first)"),
         (name = "network", description = "Egress policy and exposed ports (preview URLs)"),
+        (name = "files", description = "Files inside a sandbox, as the requesting user (served by its agent; a paused sandbox is resumed first). `path` query values are percent-encoded bytes; relative paths start at the user's home"),
     )
 )]
 struct ApiDoc;
@@ -315,4 +338,233 @@ mod process_docs {
             (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
             (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
     async fn wait_process() {}
+}
+
+/// Doc-only stubs for the proxied files API (served by the agent; see `docs/api.md`).
+#[allow(dead_code, clippy::unused_async)]
+mod file_docs {
+    use super::{
+        ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, ErrorBody,
+        MkdirRequest, MoveRequest, RawBytes, TarResult, WatchEventList, WatcherInfo,
+    };
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "The file (percent-encoded bytes)"),
+            ("user" = Option<String>, Query, description = "Act as this sandbox user (default: the sandbox's default user)"),
+            ("Range" = Option<String>, Header, description = "One `bytes=` range")),
+        responses(
+            (status = 200, description = "The file's bytes, streamed", content_type = "application/octet-stream", body = inline(RawBytes)),
+            (status = 206, description = "The requested range", content_type = "application/octet-stream", body = inline(RawBytes)),
+            (status = 400, description = "Bad path, or not a regular file (fifo, device, socket)", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not read it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or file", body = ErrorBody),
+            (status = 409, description = "A directory (`is_a_directory`), or a path through a file (`not_a_directory`); or the sandbox is stopped", body = ErrorBody),
+            (status = 416, description = "The range starts past the end", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn read_file() {}
+
+    #[utoipa::path(put, path = "/v1/sandboxes/{id}/files", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "The file (percent-encoded bytes); parents are created"),
+            ("user" = Option<String>, Query, description = "Act as (and own new files as) this sandbox user"),
+            ("mode" = Option<String>, Query, description = "Octal permission bits; default: the old file's, else 0644"),
+            ("Content-Encoding" = Option<String>, Header, description = "`gzip` to send the content compressed")),
+        request_body(content = inline(RawBytes), content_type = "application/octet-stream", description = "The content, any size, streamed"),
+        responses(
+            (status = 200, description = "Written atomically; the entry of the file written (a symlink's target)", body = Entry),
+            (status = 400, description = "Bad path or mode, not a regular file, or a body that broke off", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not write it", body = ErrorBody),
+            (status = 404, description = "No such sandbox", body = ErrorBody),
+            (status = 409, description = "A directory is there (`is_a_directory`), or a parent is a file", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody),
+            (status = 507, description = "The sandbox's disk cap was hit; nothing was left half-written", body = ErrorBody)))]
+    async fn write_file() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/files/tar", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "The directory to extract into (created)"),
+            ("user" = Option<String>, Query, description = "Act as this sandbox user"),
+            ("Content-Encoding" = Option<String>, Header, description = "`gzip` for a .tar.gz")),
+        request_body(content = inline(RawBytes), content_type = "application/x-tar", description = "A tar archive, streamed"),
+        responses(
+            (status = 200, description = "What was written and what was skipped (paths leaving the directory, devices, fifos)", body = TarResult),
+            (status = 400, description = "Bad path, or not a tar archive", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not write there", body = ErrorBody),
+            (status = 404, description = "No such sandbox", body = ErrorBody),
+            (status = 409, description = "A parent is a file, or the sandbox is stopped", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody),
+            (status = 507, description = "The disk cap was hit; files written before it are whole, none is partial", body = ErrorBody)))]
+    async fn extract_tar() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/files/tar", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "A file or directory"),
+            ("user" = Option<String>, Query, description = "Act as this sandbox user")),
+        responses(
+            (status = 200, description = "A tar, streamed (members named from the path's base name)", content_type = "application/x-tar", body = inline(RawBytes)),
+            (status = 400, description = "Bad path, or not a file or directory", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not read it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or path", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn archive_tar() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/list", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "A directory"),
+            ("depth" = Option<u32>, Query, description = "Levels (1-256, default 1)"),
+            ("user" = Option<String>, Query, description = "Act as this sandbox user")),
+        responses(
+            (status = 200, description = "Entries, sorted by path", body = EntryList),
+            (status = 400, description = "Bad path or depth", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not list it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or directory", body = ErrorBody),
+            (status = 409, description = "Not a directory, or the sandbox is stopped", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn list_dir() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/stat", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "Any path (a symlink is reported as one)"),
+            ("user" = Option<String>, Query, description = "Act as this sandbox user")),
+        responses(
+            (status = 200, description = "The entry", body = Entry),
+            (status = 400, description = "Bad path", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not reach it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or path", body = ErrorBody),
+            (status = 409, description = "A path through a file, or the sandbox is stopped", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn stat_path() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/fs/mkdir", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id")),
+        request_body = MkdirRequest,
+        responses(
+            (status = 200, description = "It existed (with `parents`)", body = Entry),
+            (status = 201, description = "Created", body = Entry),
+            (status = 400, description = "Bad path or mode", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not create it", body = ErrorBody),
+            (status = 404, description = "No such sandbox, or (without `parents`) no parent", body = ErrorBody),
+            (status = 409, description = "`already_exists` (a file, or a directory without `parents`)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn make_dir() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/fs/move", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id")),
+        request_body = MoveRequest,
+        responses(
+            (status = 200, description = "Moved; the entry at `to`", body = Entry),
+            (status = 400, description = "Bad path", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not move it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or `from`", body = ErrorBody),
+            (status = 409, description = "`to` exists (`already_exists`, or `not_empty` with overwrite), or another file system", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn move_path() {}
+
+    #[utoipa::path(delete, path = "/v1/sandboxes/{id}/fs", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "A file, link or directory (a link is removed, not followed)"),
+            ("recursive" = Option<bool>, Query, description = "Remove a non-empty directory and everything in it"),
+            ("user" = Option<String>, Query, description = "Act as this sandbox user")),
+        responses(
+            (status = 204, description = "Removed"),
+            (status = 400, description = "Bad path, or a tree deeper than 256 levels", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not remove it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or path", body = ErrorBody),
+            (status = 409, description = "`not_empty` (without recursive)", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn remove_path() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/fs/chmod", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id")),
+        request_body = ChmodRequest,
+        responses(
+            (status = 200, description = "The entry after the change", body = Entry),
+            (status = 400, description = "Bad path or mode", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user does not own it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or path", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn chmod_path() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/fs/chown", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id")),
+        request_body = ChownRequest,
+        responses(
+            (status = 200, description = "The entry after the change", body = Entry),
+            (status = 400, description = "Bad path, or an unknown user or group", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "Not permitted (only root gives files away)", body = ErrorBody),
+            (status = 404, description = "No such sandbox or path", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn chown_path() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/watch", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("path" = String, Query, description = "The file or directory to watch"),
+            ("recursive" = Option<bool>, Query, description = "Everything below it too"),
+            ("from_seq" = Option<u64>, Query, description = "Replay events from this seq"),
+            ("user" = Option<String>, Query, description = "Watch as this sandbox user"),
+            ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq")),
+        responses(
+            (status = 200, description = "Server-sent events: `started` (id: the resume point), then create, write, remove, rename, chmod, lost (each an FsEvent, id: its seq), keepalive, ended",
+                content_type = "text/event-stream", body = String),
+            (status = 400, description = "Bad path or query", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not watch it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or path", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 429, description = "Too many watches in this sandbox", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn watch() {}
+
+    #[utoipa::path(post, path = "/v1/sandboxes/{id}/fs/watchers", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id")),
+        request_body = CreateWatcherRequest,
+        responses(
+            (status = 201, description = "The watcher; poll its events", body = WatcherInfo),
+            (status = 400, description = "Bad path", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 403, description = "The user may not watch it", body = ErrorBody),
+            (status = 404, description = "No such sandbox or path", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 429, description = "Too many watches in this sandbox", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn create_watcher() {}
+
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/fs/watchers/{watcher}/events", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("watcher" = String, Path, description = "Watcher id"),
+            ("from_seq" = Option<u64>, Query, description = "Events from this seq (default: after the last poll)")),
+        responses(
+            (status = 200, description = "Events since the last poll (or `from_seq`), `lost` first when some are gone", body = WatchEventList),
+            (status = 400, description = "Bad query", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or watcher", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn watcher_events() {}
+
+    #[utoipa::path(delete, path = "/v1/sandboxes/{id}/fs/watchers/{watcher}", tag = "files",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("watcher" = String, Path, description = "Watcher id")),
+        responses(
+            (status = 204, description = "Deleted"),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox or watcher", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
+    async fn delete_watcher() {}
 }

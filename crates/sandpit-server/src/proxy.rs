@@ -50,15 +50,21 @@ const HOP_BY_HOP: &[HeaderName] = &[
 
 /// Sends `req` to the agent at `socket` as `path_and_query` and returns the agent's response, streaming.
 ///
-/// The body is held to the agent's own limit on the way. Left to the agent alone, an oversized body
-/// raced: the agent answers 413 and hangs up while the daemon is still writing, and whichever the
-/// daemon noticed first decided between the agent's 413 and a 503 "agent not answering".
+/// Unless `unbounded` (file content, which may be any size and is streamed chunk by chunk), the body is
+/// held to the agent's own limit on the way. Left to the agent alone, an oversized body raced: the
+/// agent answers 413 and hangs up while the daemon is still writing, and whichever the daemon noticed
+/// first decided between the agent's 413 and a 503 "agent not answering".
 pub async fn forward(
     socket: &Path,
     mut req: Request<Body>,
     path_and_query: &str,
+    unbounded: bool,
 ) -> Result<Response<Body>, ProxyError> {
-    let limit = sandpit_types::MAX_AGENT_BODY_BYTES;
+    let limit = if unbounded {
+        usize::MAX
+    } else {
+        sandpit_types::MAX_AGENT_BODY_BYTES
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -99,8 +105,13 @@ pub async fn forward(
         }
         on_upgrade
     });
+    let body = if unbounded {
+        body
+    } else {
+        Body::new(Limited::new(body, limit))
+    };
     let out = out
-        .body(Body::new(Limited::new(body, limit)))
+        .body(body)
         .map_err(|e| ProxyError::Build(e.to_string()))?;
 
     let mut resp = sender.send_request(out).await.map_err(|e| {

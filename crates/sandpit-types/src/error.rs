@@ -23,9 +23,23 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// The component that should serve this is not reachable (a sandbox's agent died, for instance).
     Unavailable,
-    /// The host's disk (the daemon's state directory) is full: nothing was half-made; retry when space
-    /// is freed. Added in protocol 1 without a version bump: clients treat unknown codes as errors.
+    /// A disk is full: the host's (the daemon's state directory) or a sandbox's writable layer (its
+    /// `disk_mb` cap). Nothing was half-made; retry when space is freed. Added in protocol 1 without a
+    /// version bump, as were the file codes below: clients treat unknown codes as errors.
     InsufficientStorage,
+    /// The caller's user may not do this (file permissions, a read-only file system).
+    PermissionDenied,
+    /// The path (or a file the call would create) exists already.
+    AlreadyExists,
+    /// The directory is not empty (remove it with `recursive`).
+    NotEmpty,
+    /// A file operation met a directory where it needs something else.
+    IsADirectory,
+    /// A path goes through something that is not a directory, or names a non-directory where a
+    /// directory is needed.
+    NotADirectory,
+    /// A `Range` that starts past the end of the file.
+    RangeNotSatisfiable,
     /// A bug or an unexpected host failure. Never used for bad input.
     Internal,
     /// A preview request reached the sandbox but nothing answered on that port (nothing listening, or the
@@ -43,8 +57,14 @@ impl ErrorCode {
             Self::InvalidArgument => 400,
             Self::Unauthenticated => 401,
             Self::NotFound => 404,
+            Self::PermissionDenied => 403,
             Self::Timeout => 408,
-            Self::Conflict => 409,
+            Self::Conflict
+            | Self::AlreadyExists
+            | Self::NotEmpty
+            | Self::IsADirectory
+            | Self::NotADirectory => 409,
+            Self::RangeNotSatisfiable => 416,
             Self::PayloadTooLarge => 413,
             Self::ResourceExhausted => 429,
             Self::Unavailable => 503,
@@ -66,6 +86,12 @@ impl ErrorCode {
             Self::ResourceExhausted => "resource_exhausted",
             Self::Unavailable => "unavailable",
             Self::InsufficientStorage => "insufficient_storage",
+            Self::PermissionDenied => "permission_denied",
+            Self::AlreadyExists => "already_exists",
+            Self::NotEmpty => "not_empty",
+            Self::IsADirectory => "is_a_directory",
+            Self::NotADirectory => "not_a_directory",
+            Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::Internal => "internal",
             Self::BadGateway => "bad_gateway",
             Self::Unknown => "unknown",

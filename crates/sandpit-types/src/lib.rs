@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod event;
+pub mod files;
 pub mod frame;
 pub mod network;
 pub mod process;
@@ -22,6 +23,11 @@ pub mod signal;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{LostEvent, OutputEvent, ProcessEvent};
+pub use files::{
+    ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
+    FsEvent, FsEventType, MkdirRequest, MoveRequest, SkippedMember, TarResult, WatchEventList,
+    WatcherInfo,
+};
 pub use frame::{Channel, ClientControl, ClientMessage, Frame, FrameError, ServerControl};
 pub use process::{
     AgentHealth, ExecResult, KillResponse, ListQuery, MAX_PROCESS_ID_LEN, ProcessInfo, ProcessList,

@@ -56,6 +56,16 @@ pub enum Error {
     /// The request conflicts with the current state (an impossible transition, stdin closed, …).
     #[error("conflict: {0}")]
     Conflict(ApiError),
+    /// The user may not do this (file permissions, a read-only file system).
+    #[error("permission denied: {0}")]
+    PermissionDenied(ApiError),
+    /// The path exists already (`already_exists`). The other file conflicts (`not_empty`,
+    /// `is_a_directory`, `not_a_directory`) are [`Error::Conflict`] with their own [`code`](Error::code).
+    #[error("already exists: {0}")]
+    AlreadyExists(ApiError),
+    /// A disk is full: the sandbox's (`disk_mb`) or the daemon's. Nothing was half-written.
+    #[error("insufficient storage: {0}")]
+    InsufficientStorage(ApiError),
     /// A stream or session was cut and could not be resumed (after retrying from the last `seq`).
     /// A template build ended in `failed` ([`Templates::wait`](crate::Templates::wait)).
     #[error("template {name} failed to build: {message}")]
@@ -124,6 +134,9 @@ impl Error {
             Self::Timeout(a)
             | Self::NotFound(a)
             | Self::Conflict(a)
+            | Self::PermissionDenied(a)
+            | Self::AlreadyExists(a)
+            | Self::InsufficientStorage(a)
             | Self::Authentication(a)
             | Self::InvalidArgument(a)
             | Self::Api(a) => Some(a),
@@ -141,7 +154,13 @@ impl Error {
         match code {
             ErrorCode::Timeout => Self::Timeout(a),
             ErrorCode::NotFound => Self::NotFound(a),
-            ErrorCode::Conflict => Self::Conflict(a),
+            ErrorCode::Conflict
+            | ErrorCode::NotEmpty
+            | ErrorCode::IsADirectory
+            | ErrorCode::NotADirectory => Self::Conflict(a),
+            ErrorCode::PermissionDenied => Self::PermissionDenied(a),
+            ErrorCode::AlreadyExists => Self::AlreadyExists(a),
+            ErrorCode::InsufficientStorage => Self::InsufficientStorage(a),
             ErrorCode::Unauthenticated => Self::Authentication(a),
             ErrorCode::InvalidArgument => Self::InvalidArgument(a),
             _ => Self::Api(a),
@@ -173,7 +192,8 @@ impl Error {
         }
         let code = match status {
             400 => ErrorCode::InvalidArgument,
-            401 | 403 => ErrorCode::Unauthenticated,
+            401 => ErrorCode::Unauthenticated,
+            403 => ErrorCode::PermissionDenied,
             404 => ErrorCode::NotFound,
             408 => ErrorCode::Timeout,
             409 => ErrorCode::Conflict,

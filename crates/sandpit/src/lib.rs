@@ -14,6 +14,9 @@
 //! * Hyperbrowser: [`Sandbox::exec`] with `cwd`/`env`/`timeout_ms`/`run_as`, [`Sandbox::processes`],
 //!   [`Sandbox::get_process`] → [`Process`].
 //!
+//! * Files (E2B's names): [`Sandbox::files`] → [`Files`] (`read`, `write`, `write_files`, `list`,
+//!   `exists`, `get_info`, `make_dir`, `rename`, `remove`, `watch_dir`), streaming both ways.
+//!
 //! Output streams resume from the last `seq` when a connection is cut; only a cut that cannot be
 //! resumed is reported, as [`Error::Sandbox`].
 //!
@@ -34,6 +37,7 @@ mod client;
 mod commands;
 mod error;
 mod exec;
+mod files;
 mod network;
 mod options;
 mod processes;
@@ -54,6 +58,7 @@ pub use error::{ApiError, Error, Result};
 pub use exec::{
     Exec, ExecEvent, ExecHandle, ExecOptionsBuilder, ExecOutput, ExecSink, ExitStatus, NO_ARGS,
 };
+pub use files::{FileReader, Files, WatchHandle, WriteData, WriteEntry};
 pub use options::Signal;
 pub use processes::{ListProcesses, Process, ProcessStreamEvent, Processes, StartProcess};
 pub use sandbox::{BoxFuture, ListSandboxes, Sandbox, SandboxBuilder};
@@ -66,5 +71,6 @@ pub use templates::{
 pub use sandpit_types as types;
 pub use sandpit_types::sandbox::{OnTimeout, SandboxInfo, SandboxState};
 pub use sandpit_types::{
-    ErrorCode, LostEvent, ProcessEvent, ProcessInfo, ProcessStatus, RlimitResource, StartRequest,
+    Entry, EntryType, ErrorCode, FsEvent, FsEventType, LostEvent, ProcessEvent, ProcessInfo,
+    ProcessStatus, RlimitResource, StartRequest, TarResult,
 };

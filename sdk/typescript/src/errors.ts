@@ -63,8 +63,24 @@ export class ResourceExhaustedError extends SandboxError {}
 /** `503 unavailable`: the sandbox's agent cannot be reached. */
 export class UnavailableError extends SandboxError {}
 
-/** `507 insufficient_storage`: the daemon's disk is full; nothing half-made was left. Retry once space is freed. */
+/** `507 insufficient_storage`: a disk is full (the daemon's, or a sandbox's `disk_mb` during a file write);
+ * nothing half-made was left. Retry once space is freed. */
 export class InsufficientStorageError extends SandboxError {}
+
+/** `403 permission_denied`: the sandbox user may not do this (file permissions, a read-only file system). */
+export class PermissionDeniedError extends SandboxError {}
+
+/** `409 already_exists`: the path exists already. */
+export class AlreadyExistsError extends ConflictError {}
+
+/** `409 not_empty`: the directory is not empty (remove it recursively). */
+export class NotEmptyError extends ConflictError {}
+
+/** `409 is_a_directory`: a directory where a file was needed. */
+export class IsADirError extends ConflictError {}
+
+/** `409 not_a_directory`: a file where a directory was needed. */
+export class NotADirError extends ConflictError {}
 
 /** What a command that exited non-zero left behind. */
 export interface CommandExitInfo {
@@ -121,6 +137,16 @@ export function errorFromCode(code: string, message: string, status?: number): S
       return new UnavailableError(message, opts);
     case "insufficient_storage":
       return new InsufficientStorageError(message, opts);
+    case "permission_denied":
+      return new PermissionDeniedError(message, opts);
+    case "already_exists":
+      return new AlreadyExistsError(message, opts);
+    case "not_empty":
+      return new NotEmptyError(message, opts);
+    case "is_a_directory":
+      return new IsADirError(message, opts);
+    case "not_a_directory":
+      return new NotADirError(message, opts);
     default:
       return new SandboxError(message, opts);
   }
@@ -133,6 +159,8 @@ export function codeForStatus(status: number): string {
       return "invalid_argument";
     case 401:
       return "unauthenticated";
+    case 403:
+      return "permission_denied";
     case 404:
       return "not_found";
     case 408:

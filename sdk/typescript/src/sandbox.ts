@@ -17,6 +17,7 @@ import { HttpClient, type SandboxScope } from "./client.js";
 import { type ConnectionOptions, importDynamic, isNode } from "./config.js";
 import { InvalidArgumentError, SandboxError } from "./errors.js";
 import { Commands } from "./commands.js";
+import { Files } from "./files.js";
 import { ExecHandle } from "./exec.js";
 import { ExecOutput } from "./output.js";
 import { type ProcessHandle, Processes } from "./processes.js";
@@ -90,6 +91,9 @@ export class Sandbox {
   readonly commands: Commands;
   /** Hyperbrowser's process API: `start`, `list`, `get`. */
   readonly processes: Processes;
+  /** Files, with E2B's names: `read`, `write`, `writeFiles`, `list`, `exists`, `getInfo`, `makeDir`, `rename`,
+   * `remove`, `watchDir`. */
+  readonly files: Files;
   /** The info returned by the last lifecycle call. */
   lastInfo: SandboxInfo;
   /** The HTTP client (URL, key). */
@@ -103,6 +107,7 @@ export class Sandbox {
     this.scope = { client, base: `/v1/sandboxes/${encodeURIComponent(info.id)}` };
     this.commands = new Commands(this.scope);
     this.processes = new Processes(this.scope);
+    this.files = new Files(this.scope);
   }
 
   /** Same as {@link Sandbox.id} (E2B spelling). */

@@ -4,6 +4,7 @@
 //! daemon strips when it proxies. `{pid}` accepts a process's string id or its numeric pid.
 
 mod error;
+mod files;
 pub mod ports;
 mod stream;
 
@@ -16,7 +17,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use sandpit_types::{
     AgentHealth, ErrorCode, ExecResult, KillResponse, ListQuery, PROTOCOL_VERSION, ProcessInfo,
     ProcessList, ProcessStatus, SignalRequest, StartRequest, Stdin, StdinQuery, TtySize, WaitQuery,
@@ -46,6 +47,30 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/processes/{pid}/resize", post(resize))
         .route("/processes/{pid}/wait", get(wait))
         .route("/ports/{port}/connect", get(ports::connect))
+        // Files: content routes stream bodies of any size, so no body limit applies to them.
+        .route(
+            "/files",
+            get(files::read)
+                .put(files::write)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/files/tar",
+            get(files::archive)
+                .post(files::extract)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/fs", delete(files::remove))
+        .route("/fs/stat", get(files::stat))
+        .route("/fs/list", get(files::list))
+        .route("/fs/mkdir", post(files::mkdir))
+        .route("/fs/move", post(files::move_path))
+        .route("/fs/chmod", post(files::chmod))
+        .route("/fs/chown", post(files::chown))
+        .route("/fs/watch", get(files::watch))
+        .route("/fs/watchers", post(files::create_watcher))
+        .route("/fs/watchers/{id}", delete(files::delete_watcher))
+        .route("/fs/watchers/{id}/events", get(files::watcher_events))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::invalid("method not allowed on this endpoint")

@@ -2,6 +2,7 @@
 //! output formatting over the `sandpit` SDK, so the CLI and library users see the same behaviour. Each
 //! group of verbs has its own module; this one holds the global connection flags and the dispatch.
 
+mod files;
 mod net;
 mod process;
 mod sandbox;
@@ -19,6 +20,7 @@ pub const EXAMPLES: &str = "Examples:
   id=$(sandpit create --memory 512)
   sandpit exec \"$id\" -- python3 -c 'print(1 + 1)'
   sandpit attach \"$id\"                                       # ctrl-] detaches
+  sandpit cp ./src \"$id\":/home/user/src && sandpit fs ls \"$id\":src
   sandpit ps \"$id\" && sandpit logs --follow \"$id\" p1
   sandpit rm \"$id\"
   sandpit run -- uname -a                                     # create, exec, delete
@@ -86,6 +88,11 @@ pub enum ClientCommand {
     /// Delete sandboxes (kills every process in them).
     #[command(visible_alias = "delete")]
     Rm(sandbox::RmArgs),
+    /// Copy files or directories between this machine and a sandbox (`ID:PATH` on one side).
+    Cp(files::CpArgs),
+    /// Look at and change a sandbox's files: ls, stat, rm, mkdir (`ID:PATH`).
+    #[command(subcommand)]
+    Fs(files::FsCommand),
     /// Manage templates (the root filesystems sandboxes start from).
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -120,6 +127,8 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Template(c) => template::run(&client, c).await,
             ClientCommand::Port(a) => net::port(&client, a).await,
             ClientCommand::Network(a) => net::network(&client, a).await,
+            ClientCommand::Cp(a) => files::cp(&client, a).await,
+            ClientCommand::Fs(c) => files::fs(&client, c).await,
         }
     })
 }

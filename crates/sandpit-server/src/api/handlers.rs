@@ -276,7 +276,8 @@ pub async fn proxy_to_agent(
         format!("/{rest}?{}", query.join("&"))
     };
     let socket = s.engine.agent_socket(&id).await?;
-    match proxy::forward(&socket, req, &target).await {
+    let unbounded = super::streams_file_content(rest);
+    match proxy::forward(&socket, req, &target, unbounded).await {
         Ok(resp) => Ok(resp),
         Err(ProxyError::Build(m)) => Err(ApiError::InvalidArgument(m)),
         Err(e @ ProxyError::TooLarge) => Err(ApiError::PayloadTooLarge(e.to_string())),

@@ -207,6 +207,13 @@ async fn record_metrics(State(s): State<AppState>, req: Request, next: Next) -> 
     resp
 }
 
+/// Whether a proxied path (after `/v1/sandboxes/{id}/`) carries file content, whose bodies have no size
+/// limit: `files` and `files/tar` (with or without a query string).
+pub fn streams_file_content(rest: &str) -> bool {
+    let path = rest.split('?').next().unwrap_or_default();
+    matches!(path, "files" | "files/tar")
+}
+
 /// A route template for a proxied path, so that metrics tell `exec` from `events` without one series per
 /// pid. Paths the agent API does not have share the catch-all template.
 fn proxied_route(path: &str) -> String {
@@ -220,6 +227,17 @@ fn proxied_route(path: &str) -> String {
         ["exec"] => "exec",
         ["processes"] => "processes",
         ["processes", _] => "processes/{pid}",
+        ["files"] => "files",
+        ["files", "tar"] => "files/tar",
+        ["fs"] => "fs",
+        [
+            "fs",
+            verb @ ("stat" | "list" | "mkdir" | "move" | "chmod" | "chown" | "watch" | "watchers"),
+        ] => {
+            return format!("/v1/sandboxes/{{id}}/fs/{verb}");
+        }
+        ["fs", "watchers", _] => "fs/watchers/{watcher}",
+        ["fs", "watchers", _, "events"] => "fs/watchers/{watcher}/events",
         ["processes", _, verb] => match *verb {
             "events" => "processes/{pid}/events",
             "ws" => "processes/{pid}/ws",
@@ -252,6 +270,21 @@ mod tests {
             proxied_route("/v1/sandboxes/ab/processes/p1"),
             "/v1/sandboxes/{id}/processes/{pid}"
         );
+        assert_eq!(
+            proxied_route("/v1/sandboxes/ab/files/tar"),
+            "/v1/sandboxes/{id}/files/tar"
+        );
+        assert_eq!(
+            proxied_route("/v1/sandboxes/ab/fs/watchers/w12/events"),
+            "/v1/sandboxes/{id}/fs/watchers/{watcher}/events"
+        );
+        assert_eq!(
+            proxied_route("/v1/sandboxes/ab/fs/stat"),
+            "/v1/sandboxes/{id}/fs/stat"
+        );
+        assert!(super::streams_file_content("files?path=/x"));
+        assert!(super::streams_file_content("files/tar"));
+        assert!(!super::streams_file_content("exec"));
         assert_eq!(
             proxied_route("/v1/sandboxes/ab/whatever/1/2/3"),
             "/v1/sandboxes/{id}/{*rest}"

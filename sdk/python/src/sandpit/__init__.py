@@ -10,7 +10,12 @@ from ._awaitable import AwaitableContext
 from ._client import DEFAULT_URL, error_from_response, resolve_api_key, resolve_url
 from ._commands import AsyncCommandHandle, AsyncCommands, CommandHandle, Commands, CommandSession, SessionStdin
 from ._errors import (
+    AlreadyExistsError,
     AuthenticationError,
+    IsADirError,
+    NotADirError,
+    NotEmptyError,
+    PermissionDeniedError,
     CommandExitError,
     ConflictError,
     InternalError,
@@ -25,6 +30,7 @@ from ._errors import (
     UnavailableError,
 )
 from ._network import ExposedPort
+from ._files import AsyncFiles, AsyncWatchHandle, EntryInfo, Files, FilesystemEvent, WatchHandle, WriteEntry
 from ._options import ExecOptions, ExecOptionsBuilder
 from ._process import (
     AsyncExecHandle,
@@ -58,6 +64,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "AlreadyExistsError",
+    "AsyncFiles",
+    "AsyncWatchHandle",
+    "EntryInfo",
+    "Files",
+    "FilesystemEvent",
+    "IsADirError",
+    "NotADirError",
+    "NotEmptyError",
+    "PermissionDeniedError",
+    "WatchHandle",
+    "WriteEntry",
     "AsyncCommandHandle",
     "AsyncCommands",
     "AsyncExecHandle",

@@ -11,7 +11,12 @@ from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, 
 import httpx
 
 from ._errors import (
+    AlreadyExistsError,
     AuthenticationError,
+    IsADirError,
+    NotADirError,
+    NotEmptyError,
+    PermissionDeniedError,
     ConflictError,
     InternalError,
     InvalidArgumentError,
@@ -45,11 +50,17 @@ _CODE_TO_ERROR: Dict[str, Type[SandboxError]] = {
     "resource_exhausted": ResourceExhaustedError,
     "unavailable": UnavailableError,
     "insufficient_storage": InsufficientStorageError,
+    "permission_denied": PermissionDeniedError,
+    "already_exists": AlreadyExistsError,
+    "not_empty": NotEmptyError,
+    "is_a_directory": IsADirError,
+    "not_a_directory": NotADirError,
     "internal": InternalError,
 }
 _STATUS_TO_CODE: Dict[int, str] = {
     400: "invalid_argument",
     401: "unauthenticated",
+    403: "permission_denied",
     404: "not_found",
     408: "timeout",
     409: "conflict",

@@ -22,6 +22,11 @@ __all__ = [
     "PayloadTooLargeError",
     "ResourceExhaustedError",
     "InsufficientStorageError",
+    "AlreadyExistsError",
+    "IsADirError",
+    "NotADirError",
+    "NotEmptyError",
+    "PermissionDeniedError",
     "SandboxError",
     "SandboxTimeoutError",
     "StreamError",
@@ -105,6 +110,36 @@ class SandboxTimeoutError(SandboxError, builtins.TimeoutError):
         return SandboxError.__str__(self)
 
 
+class PermissionDeniedError(SandboxError):
+    """The sandbox user may not do this (HTTP 403): file permissions, a read-only file system."""
+
+    default_code = "permission_denied"
+
+
+class AlreadyExistsError(ConflictError):
+    """The path exists already (HTTP 409 ``already_exists``)."""
+
+    default_code = "already_exists"
+
+
+class NotEmptyError(ConflictError):
+    """The directory is not empty (HTTP 409 ``not_empty``): remove it recursively."""
+
+    default_code = "not_empty"
+
+
+class IsADirError(ConflictError):
+    """A directory where a file was needed (HTTP 409 ``is_a_directory``)."""
+
+    default_code = "is_a_directory"
+
+
+class NotADirError(ConflictError):
+    """A file where a directory was needed (HTTP 409 ``not_a_directory``)."""
+
+    default_code = "not_a_directory"
+
+
 class PayloadTooLargeError(SandboxError):
     """The request body is larger than the server accepts (HTTP 413)."""
 
@@ -124,7 +159,8 @@ class UnavailableError(SandboxError):
 
 
 class InsufficientStorageError(SandboxError):
-    """The daemon's disk is full (HTTP 507); nothing half-made was left. Retry once space is freed."""
+    """A disk is full (HTTP 507): the daemon's, or a sandbox's writable layer (its ``disk_mb`` cap) during a file
+    write. Nothing half-made was left. Retry once space is freed."""
 
     default_code = "insufficient_storage"
 

@@ -10,6 +10,7 @@ from urllib.parse import quote
 from ._attach import DEFAULT_SHELL, AttachConfigure, AttachOptions, attach, attach_options
 from ._awaitable import AwaitableContext
 from ._client import AsyncTransport, SyncTransport
+from ._files import AsyncFiles, Files
 from ._commands import AsyncCommands, Commands
 from ._errors import NotFoundError, SandboxError
 from ._options import ExecOptions, ExecOptionsBuilder, Stdin
@@ -104,6 +105,7 @@ class Sandbox:
     Attributes:
         commands: Superserve's and Declaw's command API (:class:`~sandpit.Commands`).
         processes: Hyperbrowser's process API (:class:`~sandpit.Processes`).
+        files: the files API with E2B's names (:class:`~sandpit.Files`).
     """
 
     def __init__(self, info: SandboxInfo, transport: SyncTransport) -> None:
@@ -112,6 +114,7 @@ class Sandbox:
         self._api = ProcessApi(transport, info.id)
         self.commands = Commands(self._api)
         self.processes = Processes(self._api)
+        self.files = Files(transport, info.id)
 
     def __repr__(self) -> str:
         return f"Sandbox(id={self.id!r}, state={self._info.state!r})"
@@ -440,6 +443,7 @@ class AsyncSandbox:
         self._api = AsyncProcessApi(transport, info.id)
         self.commands = AsyncCommands(self._api)
         self.processes = AsyncProcesses(self._api)
+        self.files = AsyncFiles(transport, info.id)
 
     def __repr__(self) -> str:
         return f"AsyncSandbox(id={self.id!r}, state={self._info.state!r})"
