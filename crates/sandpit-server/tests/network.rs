@@ -173,6 +173,30 @@ async fn egress_policies_hold_on_the_host_side() {
     let r = probe(&serve, &c, &[t("allowed.sandpit.test", 9)]).await;
     assert_eq!(r[&t("allowed.sandpit.test", 9)], "refused", "{r:?}");
 
+    // Raw sockets (root keeps CAP_NET_RAW): a datagram with the sandbox's own source goes out; one with
+    // a forged source (another sandbox's address) is dropped on the host side.
+    let (code, out, err) = run(
+        &serve,
+        &a,
+        "root",
+        &["python3", "-c", SPOOF, &a_addr, &b_addr, PUBLIC],
+    )
+    .await;
+    assert_eq!(code, 0, "{out} {err}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hosts.log_text().contains("control") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = hosts.log_text();
+    assert!(
+        log.contains("control"),
+        "the raw control datagram never arrived: {log}"
+    );
+    assert!(
+        !log.contains("spoofed"),
+        "a forged source address got through: {log}"
+    );
+
     // 3. Bad policies are 400s that name the entry; nothing changes.
     let (s, e) = put_policy(&serve, &c, json!({"allow_out": ["10.0.0.0/33"]})).await;
     assert_eq!(s, 400, "{e}");
@@ -318,6 +342,26 @@ try:
 except OSError as e:
     print("CUT", repr(e), flush=True)
     sys.exit(3)
+"#;
+
+/// Sends two raw UDP datagrams to port 9 of `argv[3]`: one from the sandbox's own address (`argv[1]`),
+/// one forged from `argv[2]`.
+const SPOOF: &str = r#"
+import socket, struct, sys
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+def packet(src, dst, payload):
+    udp = struct.pack("!HHHH", 40000, 9, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+    return ip + udp
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for src, tag in ((sys.argv[1], b"control"), (sys.argv[2], b"spoofed")):
+    s.sendto(packet(src, sys.argv[3], tag), (sys.argv[3], 0))
+print("sent")
 "#;
 
 /// Opens N connections at once and keeps them open: prints how many succeeded and how many were refused.
