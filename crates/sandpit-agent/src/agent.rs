@@ -386,9 +386,14 @@ impl Agent {
         meta.user = account.name.clone();
 
         let mut env = BTreeMap::new();
+        // `~/.local/bin` first: where `pip install` (as a user) and `npm install -g` (with a user prefix)
+        // put programs, so that what was just installed runs by name.
         env.insert(
             "PATH".to_owned(),
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            format!(
+                "{}/.local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                account.home.trim_end_matches('/')
+            ),
         );
         env.insert("HOME".to_owned(), account.home.clone());
         env.insert("USER".to_owned(), account.name.clone());

@@ -16,7 +16,8 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     Every option can also come from SANDPIT_<OPTION> (e.g. SANDPIT_LISTEN) or from the TOML file given \
     with --config (keys: listen, state_dir, api_key, backend, agent_binary, tls_cert, tls_key, \
     default_timeout_secs, max_timeout_secs, max_body_bytes, agent_start_timeout_secs, \
-    shutdown_grace_secs, log_format, cors_origins, import_roots). Flags win over the environment, which wins over the \
+    shutdown_grace_secs, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
+    egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070].
@@ -79,6 +80,51 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     import_roots: Vec<std::path::PathBuf>,
+    /// Sandbox networking: `on` (a veth per sandbox behind the host's nftables firewall, and a DNS
+    /// resolver; the default with the isolate backend) or `off` (loopback only).
+    #[arg(long, env = "SANDPIT_NETWORK", value_name = "on|off", value_parser = parse_on_off)]
+    network: Option<bool>,
+    /// The egress policy of a sandbox created without one: `allow` or `deny` [default: allow].
+    #[arg(long, env = "SANDPIT_DEFAULT_EGRESS", value_name = "allow|deny")]
+    default_egress: Option<sandpit_types::network::Egress>,
+    /// The IPv4 range daemons on this host lease their /22 sandbox blocks from [default: 10.212.0.0/15].
+    #[arg(long, env = "SANDPIT_NETWORK_POOL", value_name = "CIDR")]
+    network_pool: Option<String>,
+    /// A CIDR taken out of the always-denied ranges (private networks, link-local, the host, other
+    /// sandboxes), so that sandbox policies may reach it; repeatable.
+    #[arg(
+        long = "egress-opt-in",
+        env = "SANDPIT_EGRESS_OPT_IN",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    egress_opt_in: Vec<String>,
+    /// Most concurrent outbound connections per sandbox [default: 2500].
+    #[arg(long, env = "SANDPIT_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<u32>,
+    /// A DNS server (`IP` or `IP:PORT`) the sandboxes' resolver forwards to; repeatable [default: the
+    /// host's /etc/resolv.conf].
+    #[arg(
+        long = "dns-upstream",
+        env = "SANDPIT_DNS_UPSTREAM",
+        value_name = "ADDR",
+        value_delimiter = ','
+    )]
+    dns_upstream: Vec<String>,
+    /// Preview URLs are `{port}-{id}.DOMAIN` on this listener [default: localhost].
+    #[arg(long, env = "SANDPIT_PREVIEW_DOMAIN", value_name = "DOMAIN")]
+    preview_domain: Option<String>,
+    /// Remove `Origin` from WebSocket upgrades to preview URLs (by default it passes unchanged).
+    #[arg(long, env = "SANDPIT_PREVIEW_STRIP_ORIGIN")]
+    preview_strip_origin: bool,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -170,6 +216,40 @@ fn overlay(config: &mut Config, args: ServeArgs) {
         .collect();
     if !roots.is_empty() {
         config.import_roots = roots;
+    }
+    if let Some(v) = args.network {
+        config.network = v;
+    }
+    if let Some(v) = args.default_egress {
+        config.default_egress = v;
+    }
+    if let Some(v) = args.network_pool {
+        config.network_pool = v;
+    }
+    let opt_in: Vec<String> = args
+        .egress_opt_in
+        .into_iter()
+        .filter(|o| !o.trim().is_empty())
+        .collect();
+    if !opt_in.is_empty() {
+        config.egress_opt_in = opt_in;
+    }
+    if let Some(v) = args.max_connections {
+        config.max_connections = v;
+    }
+    let dns: Vec<String> = args
+        .dns_upstream
+        .into_iter()
+        .filter(|o| !o.trim().is_empty())
+        .collect();
+    if !dns.is_empty() {
+        config.dns_upstream = dns;
+    }
+    if let Some(v) = args.preview_domain {
+        config.preview_domain = v;
+    }
+    if args.preview_strip_origin {
+        config.preview_strip_origin = true;
     }
 }
 

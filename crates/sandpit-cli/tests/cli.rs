@@ -681,6 +681,44 @@ fn attach_runs_a_command_to_its_end() {
     assert_eq!(t.wait(), 3);
 }
 
+#[test]
+fn port_prints_a_preview_url_that_opens_the_port() {
+    let d = Daemon::start();
+    let id = d.create();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let daemon_port = d.url.rsplit(':').next().unwrap().to_owned();
+    // Private: the URL carries the port's token once.
+    let o = d.run(&["port", &id, &port]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let url = text(&o.stdout).trim().to_owned();
+    let prefix = format!("http://{port}-{id}.localhost:{daemon_port}/?sandpit_token=spt_");
+    assert!(url.starts_with(&prefix), "{url}");
+    let p = d.json(&["port", &id, &port, "--public", "--json"]);
+    assert_eq!(p["public"], true);
+    assert_eq!(
+        p["url"],
+        format!("http://{port}-{id}.localhost:{daemon_port}/")
+    );
+    let o = d.run(&["port", &id, &port, "--close"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.run(&["port", &id, "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("port"), "{}", text(&o.stderr));
+    // `network` needs the isolate backend: the process backend says so.
+    let o = d.run(&["network", &id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("without sandbox networking"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
 /// `sandpit cp` both ways (files, directories, tars on stdin and stdout) and `sandpit fs`. The process
 /// backend runs the agent on this host, so every path is in this test's temporary directory.
 #[test]

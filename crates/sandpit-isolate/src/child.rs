@@ -94,6 +94,17 @@ pub(crate) struct Plan {
     pub log_fd: RawFd,
     /// The agent's listening socket, bound by the host; becomes fd [`LISTEN_FD`] in the init.
     pub listen_fd: RawFd,
+    /// `eth0`'s addresses when the sandbox has a network link (the host created the veth before
+    /// sending the rootfs): the sandbox's own /32 and its gateway, in network byte order.
+    pub net: Option<ChildNet>,
+}
+
+/// What the child configures on `eth0`: its address (a /32), a host route to the gateway on the link
+/// and the default route through it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChildNet {
+    pub addr: [u8; 4],
+    pub gateway: [u8; 4],
 }
 
 /// The descriptor number on which the init finds its listening socket (`sandpit agent --listen fd:4`).
@@ -134,6 +145,7 @@ impl Plan {
             ready_w: fds[2],
             log_fd: fds[3],
             listen_fd: fds[4],
+            net: None,
         };
         // The CStrings' heap buffers do not move when the Vec<CString> is moved into the struct,
         // so pointers taken now stay valid for the plan's lifetime.
@@ -163,6 +175,7 @@ impl Plan {
             6 => "attaching the overlay rootfs (move_mount)".into(),
             7 => "setting the hostname".into(),
             8 => "bringing up the loopback interface".into(),
+            16 => "configuring eth0 (address, routes)".into(),
             9 => "pivot_root into the rootfs".into(),
             10 => "detaching the old root".into(),
             11 => "dropping capabilities from the bounding set".into(),
@@ -250,6 +263,106 @@ struct Ifreq {
     name: [u8; 16],
     flags: libc::c_short,
     pad: [u8; 22],
+}
+
+#[repr(C)]
+struct IfreqAddr {
+    name: [u8; 16],
+    addr: libc::sockaddr_in,
+    pad: [u8; 8],
+}
+
+/// The kernel's `struct rtentry` (the libc crate has none for glibc targets).
+#[repr(C)]
+#[allow(clippy::struct_field_names)] // the kernel's names
+struct Rtentry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr_in,
+    rt_gateway: libc::sockaddr_in,
+    rt_genmask: libc::sockaddr_in,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+fn sin(octets: [u8; 4]) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    a.sin_family = libc::AF_INET as libc::sa_family_t;
+    a.sin_addr.s_addr = u32::from_ne_bytes(octets);
+    a
+}
+
+/// Brings `eth0` up with `net`'s address and routes, with ioctls only (async-signal-safe, no
+/// allocation). `s` is an `AF_INET` datagram socket in the sandbox's network namespace.
+///
+/// # Safety
+/// Only raw syscalls on local data; `s` must be a valid socket.
+unsafe fn configure_eth0(s: libc::c_int, net: &ChildNet) -> Result<(), Fail> {
+    let name = *b"eth0\0\0\0\0\0\0\0\0\0\0\0\0";
+    // SAFETY: ioctls with pointers to local, correctly laid-out structs on the caller's socket.
+    unsafe {
+        let mut ifa = IfreqAddr {
+            name,
+            addr: sin(net.addr),
+            pad: [0; 8],
+        };
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFADDR, &raw mut ifa)),
+        )?;
+        ifa.addr = sin([255, 255, 255, 255]);
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFNETMASK, &raw mut ifa)),
+        )?;
+        let mut ifr: Ifreq = std::mem::zeroed();
+        ifr.name = name;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCGIFFLAGS, &raw mut ifr)),
+        )?;
+        ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFFLAGS, &raw mut ifr)),
+        )?;
+        let mut dev = name;
+        let mut rt = Rtentry {
+            rt_pad1: 0,
+            rt_dst: sin(net.gateway),
+            rt_gateway: sin([0; 4]),
+            rt_genmask: sin([255, 255, 255, 255]),
+            rt_flags: libc::RTF_UP | libc::RTF_HOST,
+            rt_pad2: 0,
+            rt_pad3: 0,
+            rt_pad4: std::ptr::null_mut(),
+            rt_metric: 0,
+            rt_dev: dev.as_mut_ptr().cast(),
+            rt_mtu: 0,
+            rt_window: 0,
+            rt_irtt: 0,
+        };
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)),
+        )?;
+        rt.rt_dst = sin([0; 4]);
+        rt.rt_genmask = sin([0; 4]);
+        rt.rt_gateway = sin(net.gateway);
+        rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+        check(
+            16,
+            libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)),
+        )?;
+    }
+    Ok(())
 }
 
 /// The child's work; only returns on failure (success ends in `execve`).
@@ -436,6 +549,9 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             8,
             libc::c_long::from(libc::ioctl(s, libc::SIOCSIFFLAGS, &raw mut ifr)),
         )?;
+        if let Some(net) = &plan.net {
+            configure_eth0(s, net)?;
+        }
         libc::close(s);
 
         let dot = c".";

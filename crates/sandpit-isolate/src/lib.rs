@@ -104,6 +104,11 @@ pub struct SandboxSpec {
     /// Passed to the agent as `--env K=V` (default environment of processes it starts), or to a
     /// custom init as its environment.
     pub env: Vec<(String, String)>,
+    /// A network link out (`eth0`, its addresses, `/etc/resolv.conf`); loopback only when `None`.
+    /// The host side (veth, firewall) is `sandpit-net`'s; this crate creates the link into the new
+    /// namespace and the sandbox's first process addresses its end.
+    #[serde(default)]
+    pub network: Option<sandpit_net::Attachment>,
 }
 
 impl SandboxSpec {
@@ -448,6 +453,14 @@ impl Isolator {
 
         let disk_mb = spec.disk_mb.unwrap_or(self.cfg.default_disk_mb);
         let upper = rootfs::writable_layer(disk_mb, range.base)?;
+        if let Some(net) = &spec.network {
+            rootfs::seed_file(
+                &upper,
+                "etc/resolv.conf",
+                net.resolv_conf().as_bytes(),
+                range.base,
+            )?;
+        }
 
         let (parent_sock, child_sock) = socketpair()?;
         let (err_r, err_w) = sys::pipe_cloexec().map_err(ioe("pipe"))?;
@@ -478,6 +491,10 @@ impl Isolator {
         );
 
         plan.parent_sock = parent_sock.as_raw_fd();
+        plan.net = spec.network.as_ref().map(|n| child::ChildNet {
+            addr: n.addr.octets(),
+            gateway: n.gateway.octets(),
+        });
 
         let flags = libc::CLONE_NEWUSER
             | libc::CLONE_NEWNS
@@ -500,6 +517,12 @@ impl Isolator {
         }
         if let Some(cg) = &handle.cgroups {
             self.cgroups.add_process(cg, pid)?;
+        }
+        if let Some(net) = &spec.network {
+            net.create_link(pid).map_err(ioe(format!(
+                "creating the network link {} into the sandbox",
+                net.host_if
+            )))?;
         }
         let userns = fs::File::open(format!("/proc/{pid}/ns/user"))
             .map(OwnedFd::from)

@@ -40,6 +40,12 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
+    #[error("writing {path} into the writable layer: {source}")]
+    Seed {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("mounting the overlay rootfs: {source}; is overlayfs available (modprobe overlay)?")]
     Overlay {
         #[source]
@@ -62,6 +68,38 @@ pub(crate) fn writable_layer(disk_mb: u64, owner: u32) -> Result<OwnedFd, Rootfs
         chown(&p, Some(owner), Some(owner)).map_err(err)?;
     }
     Ok(fd)
+}
+
+/// Writes `content` at `rel` (e.g. `etc/resolv.conf`) in the writable layer, so that it shadows the
+/// template's file; the directories on the way are made 0755. Everything is owned by sandbox root.
+pub(crate) fn seed_file(
+    upper: &OwnedFd,
+    rel: &str,
+    content: &[u8],
+    owner: u32,
+) -> Result<(), RootfsError> {
+    let err = |source| RootfsError::Seed {
+        path: rel.to_owned(),
+        source,
+    };
+    let base = format!("/proc/self/fd/{}/upper", upper.as_raw_fd());
+    let mut dir = std::path::PathBuf::from(&base);
+    let parts: Vec<&str> = rel.split('/').collect();
+    for p in &parts[..parts.len().saturating_sub(1)] {
+        dir.push(p);
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(err)?;
+                chown(&dir, Some(owner), Some(owner)).map_err(err)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    let file = dir.join(parts.last().copied().unwrap_or_default());
+    fs::write(&file, content).map_err(err)?;
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).map_err(err)?;
+    chown(&file, Some(owner), Some(owner)).map_err(err)
 }
 
 /// The overlay of the idmapped template under `upper`, as a detached mount fd.

@@ -469,6 +469,7 @@ fn build_base(root: &Path) -> Result<(), TemplateError> {
         fs::write(etc.join(name), text).map_err(ioe(format!("writing /etc/{name}")))?;
     }
     let _ = std::os::unix::fs::symlink("../proc/self/mounts", etc.join("mtab"));
+    user_installs(root)?;
     for (d, mode) in [
         ("var/lib", 0o755),
         ("var/cache", 0o755),
@@ -480,6 +481,52 @@ fn build_base(root: &Path) -> Result<(), TemplateError> {
     ] {
         mkdir_mode(&root.join(d), mode, None)?;
     }
+    Ok(())
+}
+
+/// What a user types first must work in `base` (issue 16): `pip install`, `npm install -g` and `git
+/// clone` over HTTPS, as `user`, without sudo or flags.
+///
+/// * Python: Debian marks its interpreter EXTERNALLY-MANAGED (PEP 668), which makes `pip install` refuse.
+///   A sandbox is a throw-away system of its own, so `base` drops the marker; `pip install` as `user`
+///   then installs into `~/.local` (the system site is not writable: pip says "Defaulting to user
+///   installation"), as root into `/usr/local`. `~/.local/bin` is on the agent's default `PATH`.
+/// * npm: the global prefix is the user's own `~/.local` (`npm install -g` needs no root, binaries land
+///   in `~/.local/bin`), and npm, pip and git use the host's CA bundle (`/etc/ssl/certs`, copied into
+///   `base`), which is what this host's package registries are reached with.
+///
+/// Files here replace hard links to the host's `/usr`: each is unlinked before it is written, so the
+/// host's own file is never touched.
+fn user_installs(root: &Path) -> Result<(), TemplateError> {
+    let replace = |rel: &str, text: &str| -> Result<(), TemplateError> {
+        let p = root.join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(ioe(format!("mkdir {}", parent.display())))?;
+        }
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ioe(format!("removing {}", p.display()))(e)),
+        }
+        fs::write(&p, text).map_err(ioe(format!("writing {}", p.display())))
+    };
+    for e in fs::read_dir(root.join("usr/lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let marker = e.path().join("EXTERNALLY-MANAGED");
+        if e.file_name().to_string_lossy().starts_with("python3") && marker.exists() {
+            fs::remove_file(&marker).map_err(ioe(format!("removing {}", marker.display())))?;
+        }
+    }
+    let ca = "/etc/ssl/certs/ca-certificates.crt";
+    let npmrc = format!("prefix=${{HOME}}/.local\ncafile={ca}\n");
+    // npm reads `{its prefix}/etc/npmrc` (Debian's and nodejs.org's builds differ on the prefix).
+    replace("usr/etc/npmrc", &npmrc)?;
+    replace("etc/npmrc", &npmrc)?;
+    replace("etc/pip.conf", &format!("[global]\ncert = {ca}\n"))?;
+    replace("etc/gitconfig", &format!("[http]\n\tsslCAInfo = {ca}\n"))?;
     Ok(())
 }
 

@@ -102,6 +102,30 @@ pub struct Config {
     /// Those paths are read with the daemon's privileges, so by default (empty) host-path imports are
     /// refused and only `debian` builds work: list where template sources live, e.g. `/srv/templates`.
     pub import_roots: Vec<PathBuf>,
+    /// Give `isolate` sandboxes a network link out (veth + the host's nftables firewall + a DNS
+    /// resolver). Off: sandboxes have loopback only and `network` policies are refused.
+    pub network: bool,
+    /// The policy of a sandbox created without one: `allow` (everything but the always-denied ranges)
+    /// or `deny` (nothing).
+    pub default_egress: sandpit_types::network::Egress,
+    /// The IPv4 range daemons on this host lease their /22 sandbox blocks from (a host-wide lease under
+    /// `/run/sandpit/net`, so concurrent daemons never overlap). Always denied to sandboxes.
+    pub network_pool: String,
+    /// CIDRs taken out of the always-denied ranges (private networks, 100.64/10, link-local, the host's
+    /// own addresses, other sandboxes) so that a sandbox policy may reach them: e.g. an internal package
+    /// mirror. Empty by default.
+    pub egress_opt_in: Vec<String>,
+    /// Most concurrent outbound connections (TCP and UDP flows) per sandbox.
+    pub max_connections: u32,
+    /// DNS servers (`IP` or `IP:PORT`) the sandboxes' resolver forwards to; the host's
+    /// `/etc/resolv.conf` when empty.
+    pub dns_upstream: Vec<String>,
+    /// Preview URLs are `{port}-{id}.{preview_domain}` on the daemon's listener. The default,
+    /// `localhost`, needs no DNS: browsers resolve every `*.localhost` name to loopback.
+    pub preview_domain: String,
+    /// Remove the `Origin` header from WebSocket upgrades to preview URLs (some servers refuse an
+    /// origin that is not theirs); by default it is passed through unchanged.
+    pub preview_strip_origin: bool,
 }
 
 impl Default for Config {
@@ -122,6 +146,14 @@ impl Default for Config {
             log_format: LogFormat::default(),
             cors_origins: Vec::new(),
             import_roots: Vec::new(),
+            network: true,
+            default_egress: sandpit_types::network::Egress::Allow,
+            network_pool: "10.212.0.0/15".into(),
+            egress_opt_in: Vec::new(),
+            max_connections: 2500,
+            dns_upstream: Vec::new(),
+            preview_domain: "localhost".into(),
+            preview_strip_origin: false,
         }
     }
 }
@@ -185,6 +217,7 @@ impl Config {
                 r.display()
             )));
         }
+        crate::network::NetSettings::from_config(self).map_err(ConfigError::Invalid)?;
         if self.api_key.as_ref().is_some_and(|k| k.len() < 16) {
             return Err(ConfigError::Invalid(
                 "api_key must be at least 16 characters".into(),

@@ -114,6 +114,8 @@ pub struct Engine {
     /// per-sandbox lock nor the store. Kept in step by [`Engine::save`]; an entry is removed *before* a
     /// pause or destroy starts, so a call never picks up a sandbox that is going away.
     live: std::sync::RwLock<HashMap<String, PathBuf>>,
+    /// Sandbox networking, when the daemon runs with it.
+    net: std::sync::OnceLock<Arc<crate::network::SandboxNet>>,
 }
 
 impl Engine {
@@ -125,7 +127,27 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             live: std::sync::RwLock::new(HashMap::new()),
+            net: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Turns networking on for sandboxes created from now on (once, at start).
+    pub fn set_network(&self, net: Arc<crate::network::SandboxNet>) {
+        let _ = self.net.set(net);
+    }
+
+    /// The daemon's sandbox network, if it has one.
+    pub fn network(&self) -> Option<&Arc<crate::network::SandboxNet>> {
+        self.net.get()
+    }
+
+    /// Releases a sandbox's network slot after its namespace is gone.
+    async fn release_network(&self, id: &str) {
+        if let Some(n) = self.net.get() {
+            n.release(id).await;
+        } else if let Err(e) = self.store.network_forget(id).await {
+            tracing::warn!(sandbox = %id, error = %e, "cannot forget a sandbox's port records");
+        }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -242,6 +264,17 @@ impl Engine {
         validate_create(&req)?;
         let timeout_secs =
             self.check_timeout(req.timeout.unwrap_or(self.cfg.default_timeout_secs))?;
+        let network = match self.net.get() {
+            Some(n) => Some(n.check(req.network.as_ref())?),
+            None if req.network.is_some() => {
+                return Err(EngineError::InvalidArgument(
+                    "this daemon runs without sandbox networking (`--network off`, or the `process` \
+                     backend): `network` cannot be set"
+                        .into(),
+                ));
+            }
+            None => None,
+        };
         let id = crate::auth::random_hex(8);
         let dir = self.cfg.state_dir.join("sandboxes").join(&id);
         let rec = SandboxRecord {
@@ -261,7 +294,7 @@ impl Engine {
             error: None,
             handle: None,
         };
-        let spec = SandboxSpec {
+        let mut spec = SandboxSpec {
             id: id.clone(),
             template: rec.template.clone(),
             cpu: rec.cpu,
@@ -270,6 +303,7 @@ impl Engine {
             disk_mb: rec.disk_mb,
             env: rec.env.clone(),
             dir: dir.clone(),
+            network: None,
         };
         let this = self.clone();
         Self::detached(async move {
@@ -282,6 +316,17 @@ impl Engine {
                 return Err(e.into());
             }
             let mut rec = rec;
+            if let (Some(net), Some((policy, parsed))) = (this.net.get(), network) {
+                match net.attach(&id, policy, parsed).await {
+                    Ok(att) => spec.network = Some(att),
+                    Err(e) => {
+                        let _ = this.store.delete(&id).await;
+                        this.remove_dir(&id);
+                        this.forget_lock(&id);
+                        return Err(e);
+                    }
+                }
+            }
             match this.on_backend(move |b| b.create(&spec)).await {
                 Ok(handle) => {
                     Self::apply(&mut rec, Action::Ready)?;
@@ -297,6 +342,7 @@ impl Engine {
                     // be clutter nobody can name: forget it (the backend cleans up its own half-made
                     // sandbox). Should forgetting fail too (a full disk), the record stays `failed`.
                     tracing::warn!(sandbox = %rec.id, error = %err, "sandbox failed to start");
+                    this.release_network(&rec.id).await;
                     Self::apply(&mut rec, Action::StartFailed)?;
                     rec.error = Some(err.to_string());
                     if let Err(e) = this.store.delete(&rec.id).await {
@@ -454,6 +500,7 @@ impl Engine {
                 tracing::error!(sandbox = %rec.id, error = %e, "cannot release a lost sandbox");
             }
         }
+        self.release_network(&rec.id).await;
         true
     }
 
@@ -517,6 +564,7 @@ impl Engine {
                     return Err(e);
                 }
             }
+            this.release_network(&id).await;
             this.remove_dir(&id);
             this.store.delete(&id).await?;
             this.forget_lock(&id);
@@ -687,6 +735,7 @@ impl Engine {
                         return Err(e);
                     }
                 }
+                self.release_network(&rec.id).await;
                 self.remove_dir(&rec.id);
                 rec.expires_at_ms = None;
                 rec.error = Some("killed at its deadline (timeout)".into());
@@ -793,6 +842,8 @@ pub fn info(rec: &SandboxRecord) -> SandboxInfo {
         created_at: rfc3339(rec.created_at_ms),
         expires_at: rec.expires_at_ms.map(rfc3339),
         error: rec.error.clone(),
+        network: None,
+        preview_domain: None,
     }
 }
 

@@ -15,12 +15,15 @@ pub mod backend;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod network;
 pub mod openapi;
+pub mod preview;
 pub mod proxy;
 pub mod store;
 pub mod templates;
 mod time;
 mod tls;
+pub mod tokens;
 
 use std::future::{Future, IntoFuture};
 use std::path::{Path, PathBuf};
@@ -61,6 +64,8 @@ pub enum ServerError {
     Engine(#[from] engine::EngineError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Network(String),
     #[error("server I/O: {0}")]
     Io(std::io::Error),
 }
@@ -95,6 +100,7 @@ pub async fn run_with_backend(
     serve(config, backend, listener, shutdown, lock).await
 }
 
+#[allow(clippy::too_many_lines)] // the daemon's start-up and shutdown, in order
 async fn serve(
     config: Config,
     backend: Arc<dyn SandboxBackend>,
@@ -135,16 +141,34 @@ async fn serve(
             max_timeout_secs: config.max_timeout_secs,
         },
     );
+    let net = network::SandboxNet::start(&config, engine.store())
+        .await
+        .map_err(ServerError::Network)?;
+    if let Some(n) = &net {
+        engine.set_network(n.clone());
+    }
     engine.reconcile().await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let timers = tokio::spawn(engine.clone().run_timers(stop_rx.clone()));
+    let net_services = net.as_ref().map(|n| n.spawn_services(stop_rx.clone()));
+    let ports = Arc::new(tokens::PortAccess::load(engine.store().clone()).await?);
+    let local = listener.local_addr().map_err(ServerError::Io)?;
+    let preview = Arc::new(preview::Preview::new(
+        engine.clone(),
+        config.preview_domain.clone(),
+        config.preview_strip_origin,
+        config.tls_cert.is_some(),
+        local.port(),
+    ));
     let state = api::AppState {
         engine,
         api_key: Arc::new(api_key),
         metrics: Arc::new(metrics::Metrics::default()),
         templates,
         openapi: Arc::new(openapi::spec_json()),
+        ports,
+        preview,
     };
     let cors = api::cors::Cors::new(&config.cors_origins)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -155,7 +179,6 @@ async fn serve(
     }
     let app = api::router(state, config.max_body_bytes, cors);
 
-    let local = listener.local_addr().map_err(ServerError::Io)?;
     let graceful = {
         let mut rx = stop_rx.clone();
         async move {
@@ -198,6 +221,12 @@ async fn serve(
     };
     let _ = stop_tx.send(true);
     let _ = timers.await;
+    if let Some(t) = net_services {
+        let _ = t.await;
+    }
+    if let Some(n) = &net {
+        n.shutdown();
+    }
     result.map_err(ServerError::Io)
 }
 

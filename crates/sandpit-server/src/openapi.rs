@@ -23,7 +23,8 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::handlers;
+use crate::api::{handlers, network};
+use sandpit_types::network::{Egress, ExposePortRequest, ExposedPort, NetworkPolicy, PortList};
 
 /// Body of `POST /v1/sandboxes/{id}/processes/{pid}/signal`.
 #[derive(Debug, utoipa::ToSchema)]
@@ -85,6 +86,12 @@ impl utoipa::ToSchema for RawBytes {}
         process_docs::signal_process,
         process_docs::resize_process,
         process_docs::wait_process,
+        network::get_network,
+        network::put_network,
+        network::list_ports,
+        network::expose_port,
+        network::close_port,
+        preview_docs::preview,
         file_docs::read_file,
         file_docs::write_file,
         file_docs::extract_tar,
@@ -109,6 +116,7 @@ impl utoipa::ToSchema for RawBytes {}
         TemplateSource, DebianSource, TemplateBuild, TemplateBuildState, Entry, EntryList, EntryType,
         FileMode, FsEvent, FsEventType, MkdirRequest, MoveRequest, ChmodRequest, ChownRequest,
         CreateWatcherRequest, WatcherInfo, WatchEventList, TarResult, SkippedMember,
+        NetworkPolicy, Egress, ExposePortRequest, ExposedPort, PortList,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
@@ -117,10 +125,34 @@ impl utoipa::ToSchema for RawBytes {}
         (name = "sandboxes", description = "Sandbox lifecycle"),
         (name = "templates", description = "Root filesystems sandboxes start from (isolate backend; admin-only imports)"),
         (name = "processes", description = "Processes inside a sandbox (served by its agent; a paused sandbox is resumed first)"),
+        (name = "network", description = "Egress policy and exposed ports (preview URLs)"),
         (name = "files", description = "Files inside a sandbox, as the requesting user (served by its agent; a paused sandbox is resumed first). `path` query values are percent-encoded bytes; relative paths start at the user's home"),
     )
 )]
 struct ApiDoc;
+
+/// The preview route is a reverse proxy to a server in the sandbox: any method, any body.
+mod preview_docs {
+    use sandpit_types::ErrorBody;
+
+    /// A preview URL by path: proxied (HTTP/1.1, streaming, WebSocket upgrades) to `port` inside the
+    /// sandbox, with the caller's credentials removed and `X-Forwarded-*` set. The same server is at
+    /// `{port}-{id}.{preview-domain}` on this listener. Access: the API key, the port's token
+    /// (`X-Sandpit-Token`, or `?sandpit_token=` once, answered with an HttpOnly cookie and a redirect),
+    /// or nothing for a public port. Any method; GET shown.
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/ports/{port}/{path}", tag = "network",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("port" = u16, Path, description = "TCP port inside the sandbox (bound to 0.0.0.0 or 127.0.0.1)"),
+            ("path" = String, Path, description = "Path on the sandbox's server")),
+        security((), ("bearer" = [])),
+        responses((status = 200, description = "Whatever the sandbox's server answers"),
+            (status = 302, description = "`?sandpit_token=` was accepted: a cookie is set, the token removed from the URL"),
+            (status = 401, description = "A private port without its token", body = ErrorBody),
+            (status = 404, description = "No such sandbox", body = ErrorBody),
+            (status = 502, description = "Nothing listens on that port in the sandbox", body = ErrorBody)))]
+    #[allow(dead_code)]
+    pub fn preview() {}
+}
 
 struct BearerAuth;
 

@@ -208,7 +208,7 @@ fn caused_by_length_limit(e: &hyper::Error) -> bool {
     false
 }
 
-fn wants_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers.get_all(header::CONNECTION).iter().any(|v| {
             v.to_str().is_ok_and(|v| {
@@ -219,7 +219,7 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Copies every header except the hop-by-hop ones, including those the `Connection` header names.
-fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+pub(crate) fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
     let named: Vec<String> = from
         .get_all(header::CONNECTION)
         .iter()

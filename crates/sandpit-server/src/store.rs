@@ -15,7 +15,8 @@ use sandpit_types::sandbox::{OnTimeout, SandboxState};
 use crate::backend::BackendHandle;
 
 /// Applied in order; entry `i` takes the schema from version `i` to `i + 1`. Never edit a shipped entry.
-const MIGRATIONS: &[&str] = &["CREATE TABLE sandboxes (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE sandboxes (
         id            TEXT PRIMARY KEY NOT NULL,
         state         TEXT NOT NULL,
         template      TEXT NOT NULL,
@@ -32,7 +33,26 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE sandboxes (
         error         TEXT,
         handle        TEXT
     );
-    CREATE INDEX sandboxes_expiry ON sandboxes (expires_at_ms) WHERE expires_at_ms IS NOT NULL;"];
+    CREATE INDEX sandboxes_expiry ON sandboxes (expires_at_ms) WHERE expires_at_ms IS NOT NULL;",
+    // Networking (issue 16): a sandbox's place in the daemon's network and its policy (JSON), exposed
+    // ports and their tokens (SHA-256 of the token, never the token).
+    "CREATE TABLE sandbox_network (
+        id   TEXT PRIMARY KEY NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE port_access (
+        id     TEXT NOT NULL,
+        port   INTEGER NOT NULL,
+        public INTEGER NOT NULL,
+        PRIMARY KEY (id, port)
+    );
+    CREATE TABLE port_tokens (
+        hash          TEXT PRIMARY KEY NOT NULL,
+        id            TEXT NOT NULL,
+        port          INTEGER NOT NULL,
+        expires_at_ms INTEGER
+    );",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -243,6 +263,106 @@ impl Store {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+}
+
+/// A port's access record: `(sandbox, port, public)`.
+pub type PortRow = (String, u16, bool);
+/// A port token's record: `(hash, sandbox, port, expires_at_ms)`.
+pub type TokenRow = (String, String, u16, Option<i64>);
+
+/// Networking records (see the second migration). Kept apart from `sandboxes` so that the network
+/// layer owns its rows; the engine removes them with the sandbox.
+impl Store {
+    pub async fn network_put(&self, id: &str, data: String) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO sandbox_network (id, data) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+                params![id, data],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn network_all(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT id, data FROM sandbox_network")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Forgets everything networking kept for a sandbox (its network row, ports and tokens).
+    pub async fn network_forget(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            for table in ["sandbox_network", "port_access", "port_tokens"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE id = ?1"), [&id])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn ports_all(&self) -> Result<(Vec<PortRow>, Vec<TokenRow>), StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT id, port, public FROM port_access")?;
+            let ports = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut stmt = c.prepare("SELECT hash, id, port, expires_at_ms FROM port_tokens")?;
+            let tokens = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((ports, tokens))
+        })
+        .await
+    }
+
+    /// Records that a port is exposed (and whether publicly) and, if given, a token for it.
+    pub async fn port_put(&self, row: PortRow, token: Option<TokenRow>) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO port_access (id, port, public) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id, port) DO UPDATE SET public = excluded.public",
+                params![row.0, row.1, i64::from(row.2)],
+            )?;
+            if let Some((hash, id, port, exp)) = token {
+                tx.execute(
+                    "INSERT INTO port_tokens (hash, id, port, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![hash, id, port, exp],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Closes a port: its access record and every token for it.
+    pub async fn port_delete(&self, id: &str, port: u16) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM port_access WHERE id = ?1 AND port = ?2",
+                params![id, port],
+            )?;
+            tx.execute(
+                "DELETE FROM port_tokens WHERE id = ?1 AND port = ?2",
+                params![id, port],
+            )?;
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

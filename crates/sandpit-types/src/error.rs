@@ -42,6 +42,9 @@ pub enum ErrorCode {
     RangeNotSatisfiable,
     /// A bug or an unexpected host failure. Never used for bad input.
     Internal,
+    /// A preview request reached the sandbox but nothing answered on that port (nothing listening, or the
+    /// server broke the connection). Added in protocol 1 without a version bump.
+    BadGateway,
     /// A code this client does not know yet (newer server).
     #[serde(other)]
     Unknown,
@@ -66,6 +69,7 @@ impl ErrorCode {
             Self::ResourceExhausted => 429,
             Self::Unavailable => 503,
             Self::InsufficientStorage => 507,
+            Self::BadGateway => 502,
             Self::Internal | Self::Unknown => 500,
         }
     }
@@ -89,6 +93,7 @@ impl ErrorCode {
             Self::NotADirectory => "not_a_directory",
             Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::Internal => "internal",
+            Self::BadGateway => "bad_gateway",
             Self::Unknown => "unknown",
         }
     }

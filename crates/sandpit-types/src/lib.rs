@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod files;
 pub mod frame;
+pub mod network;
 pub mod process;
 pub mod sandbox;
 pub mod signal;

@@ -38,6 +38,7 @@ mod commands;
 mod error;
 mod exec;
 mod files;
+mod network;
 mod options;
 mod processes;
 mod sandbox;

@@ -222,7 +222,7 @@ impl Sandbox {
 #[must_use = "a builder does nothing until awaited"]
 pub struct SandboxBuilder {
     client: Option<Client>,
-    req: CreateSandboxRequest,
+    pub(crate) req: CreateSandboxRequest,
 }
 
 impl SandboxBuilder {

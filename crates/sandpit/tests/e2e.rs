@@ -748,3 +748,107 @@ async fn exec_with_a_stdin_pipe_streams_instead_of_failing() {
     assert_eq!(out.stdout(), "ok\n");
     sandbox.kill().await.unwrap();
 }
+
+// ---------------------------------------------------------------- network and ports
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_policy_and_exposed_ports() {
+    use sandpit::types::network::{Egress, NetworkPolicy};
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    // Policies need the isolate backend (root); ports work with either.
+    let d = if root {
+        Daemon::start_with_backend("isolate")
+    } else {
+        eprintln!(
+            "SKIPPED (policy half): network policies need the isolate backend, which needs root"
+        );
+        Daemon::start()
+    };
+    let client = d.client();
+    let mut builder = Sandbox::create().client(&client);
+    if root {
+        builder = builder.network(NetworkPolicy {
+            egress: Some(Egress::Deny),
+            allow_out: vec!["pypi.org".into(), "10.0.0.0/8".into()],
+            deny_out: vec![],
+        });
+    }
+    let sbx = builder.await.unwrap();
+    if root {
+        let p = sbx.network().await.unwrap();
+        assert_eq!(p.egress, Some(Egress::Deny));
+        assert_eq!(p.allow_out, ["pypi.org", "10.0.0.0/8"]);
+        let p = sbx
+            .set_network(NetworkPolicy {
+                egress: Some(Egress::Allow),
+                allow_out: vec![],
+                deny_out: vec!["*.example.com".into()],
+            })
+            .await
+            .unwrap();
+        assert_eq!(p.egress, Some(Egress::Allow));
+        let err = sbx
+            .set_network(NetworkPolicy {
+                allow_out: vec!["10.0.0.1/8".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidArgument), "{err}");
+        assert!(err.to_string().contains("10.0.0.1/8"), "{err}");
+    }
+
+    // A server bound to loopback inside the sandbox, reached through a private preview URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    sbx.processes()
+        .start(format!("python3 -m http.server {port} --bind 127.0.0.1"))
+        .stdin_null()
+        .await
+        .unwrap();
+    let daemon_port = d.url.rsplit(':').next().unwrap().to_owned();
+    let host = sbx.get_host(port);
+    assert_eq!(host, format!("{port}-{}.localhost:{daemon_port}", sbx.id()));
+    let exposed = sbx.expose_port(port, false).await.unwrap();
+    assert_eq!(exposed.url, format!("http://{host}/"));
+    let token = exposed.token.clone().unwrap();
+    let http = reqwest::Client::builder()
+        .resolve(
+            host.split(':').next().unwrap(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], daemon_port.parse().unwrap())),
+        )
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .get(&exposed.url)
+            .header("X-Sandpit-Token", &token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 502, "{}", r.text().await.unwrap());
+        assert!(Instant::now() < deadline, "the server never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(http.get(&exposed.url).send().await.unwrap().status(), 401);
+    assert_eq!(sbx.ports().await.unwrap().len(), 1);
+    sbx.close_port(port).await.unwrap();
+    let r = http
+        .get(&exposed.url)
+        .header("X-Sandpit-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    sbx.kill().await.unwrap();
+}

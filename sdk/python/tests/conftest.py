@@ -51,7 +51,8 @@ class DaemonProcess:
     """``sandpit serve --backend process`` on a free loopback port and a state dir; can be killed and restarted
     on the same port and state (its sandboxes and their processes outlive it)."""
 
-    def __init__(self, state_dir: Path, log: Path) -> None:
+    def __init__(self, state_dir: Path, log: Path, backend: str = "process") -> None:
+        self.backend = backend
         self.state_dir = state_dir
         self.log = log
         self.port = free_port()
@@ -65,14 +66,14 @@ class DaemonProcess:
             pytest.exit(f"sandpit binary not found at {binary}: run `cargo build -p sandpit-cli` or set SANDPIT_BIN", 2)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [str(binary), "serve", "--backend", "process", "--listen", f"127.0.0.1:{self.port}",
+                [str(binary), "serve", "--backend", self.backend, "--listen", f"127.0.0.1:{self.port}",
                  "--state-dir", str(self.state_dir)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
         key = self.state_dir / "api-key"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             if self.proc.poll() is not None:
                 pytest.exit(f"sandpit serve exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}", 2)

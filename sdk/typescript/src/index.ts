@@ -15,6 +15,7 @@
  * @packageDocumentation
  */
 export { Sandbox } from "./sandbox.js";
+export type { NetworkPolicy, ExposedPort, ExposePortOpts } from "./network.js";
 export type { SandboxOpts, SandboxListOpts, ExecOpts } from "./sandbox.js";
 export { Commands, CommandHandle, CommandSession } from "./commands.js";
 export type { RunOpts, RunStreamOpts, SpawnOpts, CommandWaitOpts, OutputCallbacks, RequestOpts, SessionStdin } from "./commands.js";

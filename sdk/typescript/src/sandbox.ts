@@ -24,6 +24,17 @@ import { type ProcessHandle, Processes } from "./processes.js";
 import { type StartOptions, runToCompletion, startProcess, startRequest } from "./start.js";
 import { type SandboxInfo, type SandboxState, type WireSandboxInfo, type WireStartRequest, sandboxInfoFromWire } from "./types.js";
 import { ProcessSocket } from "./ws.js";
+import {
+  type ExposedPort,
+  type ExposePortOpts,
+  type NetworkPolicy,
+  type WireExposedPort,
+  type WireNetworkPolicy,
+  exposedPortFromWire,
+  hostOf,
+  policyFromWire,
+  policyToWire,
+} from "./network.js";
 
 /** Options of {@link Sandbox.create}. Connection options (`url`, `apiKey`, ...) may be mixed in. */
 export interface SandboxOpts extends ConnectionOptions {
@@ -49,6 +60,8 @@ export interface SandboxOpts extends ConnectionOptions {
   timeoutMs?: number;
   /** What happens at the deadline: `kill` (default) or `pause`. */
   onTimeout?: "kill" | "pause";
+  /** Outbound network policy (the daemon's default when absent). */
+  network?: NetworkPolicy & WireNetworkPolicy;
 }
 
 /** Options of {@link Sandbox.list}. */
@@ -118,6 +131,7 @@ export class Sandbox {
     if (o.timeout !== undefined) body.timeout = Math.ceil(o.timeout);
     else if (o.timeoutMs !== undefined) body.timeout = Math.ceil(o.timeoutMs / 1000);
     if (o.onTimeout !== undefined) body.on_timeout = o.onTimeout;
+    if (o.network !== undefined) body.network = policyToWire(o.network);
     const info = await client.json<WireSandboxInfo>("POST", "/v1/sandboxes", { json: body });
     return new Sandbox(client, info);
   }
@@ -185,6 +199,46 @@ export class Sandbox {
   /** Deletes the sandbox and everything in it. True if it existed. */
   kill(): Promise<boolean> {
     return deleteSandbox(this.client, this.id);
+  }
+
+  // ---- network ----
+
+  /**
+   * E2B's name: the host of `port`'s preview URL, `{port}-{id}.{preview-domain}` (e.g.
+   * `8000-ab12.localhost:7070`). No request is made; the port stays private until {@link Sandbox.exposePort}.
+   */
+  getHost(port: number): string {
+    return hostOf(this.id, port, this.lastInfo.previewDomain, this.client.config.url);
+  }
+
+  /** Exposes `port`: its URL and a token for that port only. `{ public: true }` opens it to anyone with the URL. */
+  async exposePort(port: number, opts: ExposePortOpts = {}): Promise<ExposedPort> {
+    const json: Record<string, unknown> = { public: opts.public ?? false };
+    if (opts.expiresIn !== undefined) json.expires_in = Math.ceil(opts.expiresIn);
+    const w = await this.client.json<WireExposedPort>("POST", `${this.scope.base}/ports/${port}`, { json });
+    return exposedPortFromWire(w);
+  }
+
+  /** Makes `port` private again and revokes every token for it. */
+  async closePort(port: number): Promise<void> {
+    await this.client.send("DELETE", `${this.scope.base}/ports/${port}`);
+  }
+
+  /** The exposed ports (tokens are only shown when created). */
+  async ports(): Promise<ExposedPort[]> {
+    const r = await this.client.json<{ ports: WireExposedPort[] }>("GET", `${this.scope.base}/ports`);
+    return r.ports.map(exposedPortFromWire);
+  }
+
+  /** The outbound network policy in force. */
+  async getNetwork(): Promise<NetworkPolicy> {
+    return policyFromWire(await this.client.json<WireNetworkPolicy>("GET", `${this.scope.base}/network`));
+  }
+
+  /** Replaces the policy while the sandbox runs; open connections it forbids are cut. */
+  async setNetwork(policy: NetworkPolicy & WireNetworkPolicy): Promise<NetworkPolicy> {
+    const w = await this.client.json<WireNetworkPolicy>("PUT", `${this.scope.base}/network`, { json: policyToWire(policy) });
+    return policyFromWire(w);
   }
 
   // ---- microsandbox / Hyperbrowser: exec ----

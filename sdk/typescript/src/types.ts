@@ -3,6 +3,7 @@
  *
  * Browser-safe: no Node built-ins.
  */
+import { type NetworkPolicy, type WireNetworkPolicy, policyFromWire } from "./network.js";
 
 /** Lifecycle state of a sandbox. */
 export type SandboxState = "starting" | "running" | "paused" | "stopped" | "failed";
@@ -55,6 +56,8 @@ export interface WireSandboxInfo {
   created_at: string;
   expires_at: string | null;
   error?: string | null;
+  network?: WireNetworkPolicy | null;
+  preview_domain?: string | null;
 }
 
 /** `ProcessInfo` as the agent sends it. */
@@ -123,6 +126,10 @@ export interface SandboxInfo {
   expiresAt: Date | null;
   /** Why the sandbox is `failed` or `stopped`, when known. */
   error: string | null;
+  /** The outbound network policy in force (null without networking). */
+  network: NetworkPolicy | null;
+  /** What follows `{port}-{id}.` in preview host names, e.g. `localhost:7070`. */
+  previewDomain: string | null;
 }
 
 /** Converts the daemon's `SandboxInfo`. */
@@ -142,6 +149,8 @@ export function sandboxInfoFromWire(w: WireSandboxInfo): SandboxInfo {
     createdAt: new Date(w.created_at),
     expiresAt: w.expires_at ? new Date(w.expires_at) : null,
     error: w.error ?? null,
+    network: w.network ? policyFromWire(w.network) : null,
+    previewDomain: w.preview_domain ?? null,
   };
 }
 

@@ -59,7 +59,15 @@ export async function startDaemon(extraArgs: string[] = []): Promise<Daemon> {
   let log = "";
   const child: ChildProcess = spawn(
     SANDPIT_BIN,
-    ["serve", "--backend", "process", "--listen", `127.0.0.1:${port}`, "--state-dir", join(stateDir, "state"), ...extraArgs],
+    [
+      "serve",
+      ...(extraArgs.includes("--backend") ? [] : ["--backend", "process"]),
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--state-dir",
+      join(stateDir, "state"),
+      ...extraArgs,
+    ],
     { env, stdio: ["ignore", "pipe", "pipe"] },
   );
   child.stdout?.on("data", (d: Buffer) => (log += d.toString()));

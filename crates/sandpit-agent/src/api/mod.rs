@@ -5,6 +5,7 @@
 
 mod error;
 mod files;
+pub mod ports;
 mod stream;
 
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/processes/{pid}/signal", post(signal))
         .route("/processes/{pid}/resize", post(resize))
         .route("/processes/{pid}/wait", get(wait))
+        .route("/ports/{port}/connect", get(ports::connect))
         // Files: content routes stream bodies of any size, so no body limit applies to them.
         .route(
             "/files",

@@ -3,6 +3,7 @@
 //! group of verbs has its own module; this one holds the global connection flags and the dispatch.
 
 mod files;
+mod net;
 mod process;
 mod sandbox;
 mod template;
@@ -95,6 +96,10 @@ pub enum ClientCommand {
     /// Manage templates (the root filesystems sandboxes start from).
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Expose a port of a sandbox and print its preview URL.
+    Port(net::PortArgs),
+    /// Show or replace a sandbox's outbound network policy.
+    Network(net::NetworkArgs),
 }
 
 /// Runs a client verb on a fresh tokio runtime.
@@ -120,6 +125,8 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Resume(a) => sandbox::resume(&client, a).await,
             ClientCommand::Rm(a) => sandbox::rm(&client, a).await,
             ClientCommand::Template(c) => template::run(&client, c).await,
+            ClientCommand::Port(a) => net::port(&client, a).await,
+            ClientCommand::Network(a) => net::network(&client, a).await,
             ClientCommand::Cp(a) => files::cp(&client, a).await,
             ClientCommand::Fs(c) => files::fs(&client, c).await,
         }

@@ -40,11 +40,16 @@ pub struct SandboxOpts {
     /// Metadata entry (repeatable; filter with `sandpit ls --metadata`).
     #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = key_value)]
     metadata: Vec<(String, String)>,
+    #[command(flatten)]
+    network: super::net::PolicyOpts,
 }
 
 impl SandboxOpts {
     async fn create(self, client: &Client) -> anyhow::Result<Sandbox> {
         let mut b = Sandbox::create().client(client).envs(self.env);
+        if let Some(p) = self.network.policy() {
+            b = b.network(p);
+        }
         for (k, v) in self.metadata {
             b = b.metadata(k, v);
         }

@@ -18,6 +18,16 @@ use crate::engine::ListFilter;
 use crate::proxy::{self, ProxyError};
 use crate::store::parse_state;
 
+/// A sandbox's info with its network policy and preview domain filled in (the network layer owns them,
+/// not the store).
+fn with_net(s: &AppState, mut info: SandboxInfo) -> SandboxInfo {
+    if let Some(n) = s.engine.network() {
+        info.network = n.policy(&info.id);
+    }
+    info.preview_domain = Some(s.preview.host_suffix());
+    info
+}
+
 /// Body of `GET /health`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -85,7 +95,10 @@ pub async fn create_sandbox(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.engine.create(req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_net(&s, s.engine.create(req).await?)),
+    ))
 }
 
 /// Lists sandboxes, optionally filtered by state and metadata.
@@ -132,7 +145,13 @@ pub async fn list_sandboxes(
         }
     }
     Ok(Json(SandboxList {
-        sandboxes: s.engine.list(&filter).await?,
+        sandboxes: s
+            .engine
+            .list(&filter)
+            .await?
+            .into_iter()
+            .map(|i| with_net(&s, i))
+            .collect(),
     }))
 }
 
@@ -147,7 +166,7 @@ pub async fn get_sandbox(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(s.engine.get(&id).await?))
+    Ok(Json(with_net(&s, s.engine.get(&id).await?)))
 }
 
 /// Kills every process in the sandbox and deletes it; its id is unknown afterwards.
@@ -162,6 +181,7 @@ pub async fn delete_sandbox(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     s.engine.delete(&id).await?;
+    s.ports.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,7 +197,7 @@ pub async fn pause_sandbox(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(s.engine.pause(&id).await?))
+    Ok(Json(with_net(&s, s.engine.pause(&id).await?)))
 }
 
 /// Thaws a paused sandbox; its deadline restarts from its timeout.
@@ -192,7 +212,7 @@ pub async fn resume_sandbox(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(s.engine.resume(&id).await?))
+    Ok(Json(with_net(&s, s.engine.resume(&id).await?)))
 }
 
 /// Makes sure the sandbox is running (resuming it if paused) and returns it.
@@ -207,7 +227,7 @@ pub async fn connect_sandbox(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(s.engine.connect(&id).await?))
+    Ok(Json(with_net(&s, s.engine.connect(&id).await?)))
 }
 
 /// Moves the deadline to `timeout` seconds from now (for a paused sandbox: from its next resume).
@@ -225,7 +245,10 @@ pub async fn set_sandbox_timeout(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<SetTimeoutRequest>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(s.engine.set_timeout(&id, req.timeout).await?))
+    Ok(Json(with_net(
+        &s,
+        s.engine.set_timeout(&id, req.timeout).await?,
+    )))
 }
 
 /// Everything else under `/v1/sandboxes/{id}/`: the process API, served by the sandbox's agent. The

@@ -5,6 +5,7 @@ pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod network;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,10 +33,18 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     /// The `OpenAPI` document, rendered once.
     pub openapi: Arc<String>,
+    /// Exposed ports and their tokens.
+    pub ports: Arc<crate::tokens::PortAccess>,
+    /// Preview URL settings and the pooled client to sandbox ports.
+    pub preview: Arc<crate::preview::Preview>,
 }
 
 /// Everything under a sandbox that is not a lifecycle verb: the agent's process API.
 const PROXY_ROUTE: &str = "/v1/sandboxes/{id}/{*rest}";
+/// Preview URLs by path (`crate::preview`): proxied to a port inside the sandbox, with their own access
+/// rules and no body limit.
+const PREVIEW_ROUTE: &str = "/v1/sandboxes/{id}/ports/{port}/{*rest}";
+const PREVIEW_ROOT_ROUTE: &str = "/v1/sandboxes/{id}/ports/{port}/";
 
 /// The whole API. `max_body_bytes` bounds the JSON bodies the daemon parses itself; `cors` says which
 /// web origins may call it (none when `None`).
@@ -62,6 +71,19 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             "/v1/sandboxes/{id}/timeout",
             post(handlers::set_sandbox_timeout),
         )
+        .route(
+            "/v1/sandboxes/{id}/network",
+            get(network::get_network).put(network::put_network),
+        )
+        .route("/v1/sandboxes/{id}/ports", get(network::list_ports))
+        .route(
+            "/v1/sandboxes/{id}/ports/{port}",
+            post(network::expose_port)
+                .delete(network::close_port)
+                .get(network::port_slash),
+        )
+        .route(PREVIEW_ROUTE, any(crate::preview::path_handler))
+        .route(PREVIEW_ROOT_ROUTE, any(crate::preview::path_handler))
         .route(PROXY_ROUTE, any(handlers::proxy_to_agent))
         .route(
             "/v1/templates",
@@ -97,6 +119,11 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
         None => app,
     };
     app.layer(DefaultBodyLimit::max(max_body_bytes))
+        // Preview host names never reach the API's routes, its key check or its limits.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::preview::host_dispatch,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -115,14 +142,17 @@ pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 /// Rejects every request but `/health` that lacks the API key.
 async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/health" || is_authorized(&s.api_key, &req) {
+    // Preview paths check their own access (a port token, a public port, or this same key).
+    let path = req.uri().path();
+    if path == "/health" || crate::preview::is_preview_path(path) || is_authorized(&s.api_key, &req)
+    {
         next.run(req).await
     } else {
         ApiError::Unauthenticated.into_response()
     }
 }
 
-fn is_authorized(key: &ApiKey, req: &Request) -> bool {
+pub(crate) fn is_authorized(key: &ApiKey, req: &Request) -> bool {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -141,7 +171,7 @@ async fn refuse_declared_oversize(State(max): State<usize>, req: Request, next: 
     let proxied = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|p| p.as_str() == PROXY_ROUTE);
+        .is_some_and(|p| [PROXY_ROUTE, PREVIEW_ROUTE, PREVIEW_ROOT_ROUTE].contains(&p.as_str()));
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

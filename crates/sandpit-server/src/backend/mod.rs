@@ -37,6 +37,8 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// `STATE_DIR/sandboxes/<id>`: the backend's to use for sockets, logs, layers; removed on delete.
     pub dir: PathBuf,
+    /// The sandbox's network link, when the daemon runs with networking (only `isolate` uses it).
+    pub network: Option<sandpit_net::Attachment>,
 }
 
 /// How to reach a created sandbox again, persisted in the store across daemon restarts.

@@ -372,6 +372,7 @@ mod tests {
             disk_mb: None,
             env: std::collections::BTreeMap::new(),
             dir: dir.path().to_owned(),
+            network: None,
         };
         let err = b.create(&spec).unwrap_err();
         assert!(err.to_string().contains("cannot start the agent"), "{err}");

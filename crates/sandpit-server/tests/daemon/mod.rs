@@ -80,6 +80,11 @@ impl DestroyLeftovers {
                 let _ = iso.destroy(&h);
             }
         }
+        // A killed daemon leaves its firewall tables (by design: sandboxes stay confined): remove them.
+        sandpit_net::remove_leftovers(
+            std::path::Path::new(sandpit_net::DEFAULT_LEASE_DIR),
+            &self.state_dir,
+        );
     }
 }
 
@@ -143,6 +148,11 @@ impl Serve {
 
     /// Starts on a given port: a restarted daemon must be where its clients reconnect.
     pub async fn start_on(bin: &Path, state_dir: &Path, port: u16) -> Self {
+        Self::start_with(bin, state_dir, port, &[]).await
+    }
+
+    /// Starts with extra `sandpit serve` flags.
+    pub async fn start_with(bin: &Path, state_dir: &Path, port: u16, extra: &[&str]) -> Self {
         let log_path = state_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -157,6 +167,7 @@ impl Serve {
             // Template imports come from the test's own temporary directory.
             .arg("--import-root")
             .arg(state_dir.parent().unwrap())
+            .args(extra)
             .env("SANDPIT_API_KEY", KEY)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -29,6 +29,7 @@ from ._errors import (
     StreamError,
     UnavailableError,
 )
+from ._network import ExposedPort
 from ._files import AsyncFiles, AsyncWatchHandle, EntryInfo, Files, FilesystemEvent, WatchHandle, WriteEntry
 from ._options import ExecOptions, ExecOptionsBuilder
 from ._process import (
@@ -99,6 +100,7 @@ __all__ = [
     "ExecOutput",
     "ExecResult",
     "ExecSink",
+    "ExposedPort",
     "ExitStatus",
     "InternalError",
     "InvalidArgumentError",

@@ -26,6 +26,7 @@ from ._process import (
     Processes,
     start_body,
 )
+from ._network import ExposedPort, NetworkPolicy, expose_body, host_of, policy_body, ports_of
 from ._types import CommandResult, SandboxInfo
 
 __all__ = ["AsyncSandbox", "Sandbox"]
@@ -57,6 +58,7 @@ def _create_body(
     envs: Optional[Dict[str, str]],
     metadata: Optional[Dict[str, str]],
     on_timeout: Optional[str],
+    network: Optional[NetworkPolicy] = None,
 ) -> Dict[str, Any]:
     body: Dict[str, Any] = {}
     for key, value in (
@@ -75,6 +77,8 @@ def _create_body(
         body["env"] = merged
     if metadata:
         body["metadata"] = dict(metadata)
+    if network is not None:
+        body["network"] = policy_body(network)
     return body
 
 
@@ -141,6 +145,7 @@ class Sandbox:
         envs: Optional[Dict[str, str]] = None,
         metadata: Optional[Dict[str, str]] = None,
         on_timeout: Optional[str] = None,
+        network: Optional[NetworkPolicy] = None,
         url: Optional[str] = None,
         api_key: Optional[str] = None,
         request_timeout: Optional[float] = None,
@@ -154,12 +159,16 @@ class Sandbox:
             env / envs: environment variables of every process in the sandbox.
             metadata: free-form labels (filter on them with :meth:`list`).
             on_timeout: ``"kill"`` (default) or ``"pause"`` at the deadline.
+            network: outbound policy, ``{"egress": "allow"|"deny", "allow_out": [...], "deny_out": [...]}``
+                (CIDRs, addresses, domains, ``*.domain``); the daemon's default when absent.
             url, api_key: the daemon; default from the environment (see the class docs).
             request_timeout: seconds for ordinary HTTP requests (default 30).
         """
         transport = SyncTransport(url, api_key, request_timeout)
         try:
-            body = _create_body(template, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout)
+            body = _create_body(
+                template, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network
+            )
             info = SandboxInfo.from_json(transport.request("POST", "/v1/sandboxes", json=body))
             deadline = time.monotonic() + _START_WAIT_S
             while info.state == "starting" and time.monotonic() < deadline:
@@ -242,6 +251,45 @@ class Sandbox:
         except NotFoundError:
             return False
         return True
+
+    # -- network ---------------------------------------------------------------------------------------------
+
+    def get_host(self, port: int) -> str:
+        """E2B's name: the host of ``port``'s preview URL, ``{port}-{id}.{preview-domain}`` (no request made;
+        the port stays private until :meth:`expose_port`)."""
+        return host_of(self.id, port, self._info.preview_domain, self._transport.url)
+
+    getHost = get_host
+
+    def expose_port(self, port: int, public: bool = False, *, expires_in: Optional[int] = None) -> ExposedPort:
+        """Expose ``port``: its URL and a token for that port only (header ``X-Sandpit-Token``, or
+        :attr:`ExposedPort.browser_url` in a browser). ``public=True`` opens it to anyone with the URL."""
+        d = self._transport.request("POST", _path(self.id, f"/ports/{int(port)}"), json=expose_body(public, expires_in))
+        return ExposedPort.from_json(d)
+
+    def close_port(self, port: int) -> None:
+        """Make ``port`` private again and revoke every token for it."""
+        self._transport.request("DELETE", _path(self.id, f"/ports/{int(port)}"))
+
+    def ports(self) -> List[ExposedPort]:
+        """The exposed ports (tokens are only shown when created)."""
+        return ports_of(self._transport.request("GET", _path(self.id, "/ports")))
+
+    def get_network(self) -> NetworkPolicy:
+        """The outbound network policy in force."""
+        return dict(self._transport.request("GET", _path(self.id, "/network")))
+
+    def set_network(
+        self,
+        policy: Optional[NetworkPolicy] = None,
+        *,
+        egress: Optional[str] = None,
+        allow_out: Optional[List[str]] = None,
+        deny_out: Optional[List[str]] = None,
+    ) -> NetworkPolicy:
+        """Replace the policy while the sandbox runs; open connections it forbids are cut."""
+        body = policy_body(policy, egress=egress, allow_out=allow_out, deny_out=deny_out)
+        return dict(self._transport.request("PUT", _path(self.id, "/network"), json=body))
 
     def close(self) -> None:
         """Close this client's connections (the sandbox keeps running)."""
@@ -424,12 +472,15 @@ class AsyncSandbox:
         envs: Optional[Dict[str, str]] = None,
         metadata: Optional[Dict[str, str]] = None,
         on_timeout: Optional[str] = None,
+        network: Optional[NetworkPolicy] = None,
         url: Optional[str] = None,
         api_key: Optional[str] = None,
         request_timeout: Optional[float] = None,
     ) -> AwaitableContext[AsyncSandbox]:
         """Create a sandbox; see :meth:`Sandbox.create`. Await it, or use it in ``async with``."""
-        body = _create_body(template, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout)
+        body = _create_body(
+            template, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network
+        )
         return AwaitableContext(cls._create(body, url, api_key, request_timeout), _close_and_kill)
 
     @classmethod
@@ -519,6 +570,43 @@ class AsyncSandbox:
         d = await self._transport.request("POST", _path(self.id, "/timeout"), json={"timeout": int(timeout)})
         self._info = SandboxInfo.from_json(d)
         return self._info
+
+    def get_host(self, port: int) -> str:
+        """See :meth:`Sandbox.get_host`."""
+        return host_of(self.id, port, self._info.preview_domain, self._transport.url)
+
+    getHost = get_host
+
+    async def expose_port(self, port: int, public: bool = False, *, expires_in: Optional[int] = None) -> ExposedPort:
+        """See :meth:`Sandbox.expose_port`."""
+        d = await self._transport.request(
+            "POST", _path(self.id, f"/ports/{int(port)}"), json=expose_body(public, expires_in)
+        )
+        return ExposedPort.from_json(d)
+
+    async def close_port(self, port: int) -> None:
+        """See :meth:`Sandbox.close_port`."""
+        await self._transport.request("DELETE", _path(self.id, f"/ports/{int(port)}"))
+
+    async def ports(self) -> List[ExposedPort]:
+        """See :meth:`Sandbox.ports`."""
+        return ports_of(await self._transport.request("GET", _path(self.id, "/ports")))
+
+    async def get_network(self) -> NetworkPolicy:
+        """See :meth:`Sandbox.get_network`."""
+        return dict(await self._transport.request("GET", _path(self.id, "/network")))
+
+    async def set_network(
+        self,
+        policy: Optional[NetworkPolicy] = None,
+        *,
+        egress: Optional[str] = None,
+        allow_out: Optional[List[str]] = None,
+        deny_out: Optional[List[str]] = None,
+    ) -> NetworkPolicy:
+        """See :meth:`Sandbox.set_network`."""
+        body = policy_body(policy, egress=egress, allow_out=allow_out, deny_out=deny_out)
+        return dict(await self._transport.request("PUT", _path(self.id, "/network"), json=body))
 
     async def kill(self) -> bool:
         """Delete the sandbox and everything in it; False if it was already gone."""

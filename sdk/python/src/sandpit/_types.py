@@ -78,6 +78,10 @@ class SandboxInfo:
     created_at: Optional[datetime]
     expires_at: Optional[datetime]
     error: Optional[str] = None
+    #: The outbound network policy in force (``egress`` filled in); None without networking.
+    network: Optional[Dict[str, Any]] = None
+    #: What follows ``{port}-{id}.`` in preview host names, e.g. ``localhost:7070``.
+    preview_domain: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -102,6 +106,8 @@ class SandboxInfo:
             created_at=parse_time(d.get("created_at")),
             expires_at=parse_time(d.get("expires_at")),
             error=d.get("error"),
+            network=d.get("network"),
+            preview_domain=d.get("preview_domain"),
             raw=dict(d),
         )
 

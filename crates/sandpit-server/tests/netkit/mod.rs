@@ -1,0 +1,422 @@
+//! Test hosts for the network suites: network namespaces on this machine, joined to the host by a veth
+//! pair, holding whatever addresses a test needs (a "public" one, private ranges, link-local, an IPv6
+//! ULA), with a small server on each; and a DNS server for test domains. Nothing a test sends leaves
+//! the machine: every address a sandbox is pointed at lives in one of these namespaces (the one
+//! exception, a package-registry request, is made where the issue allows it).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::{RData, Record, rdata};
+use serde_json::{Value, json};
+
+use crate::daemon::{Serve, client, post};
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The server every test host runs: TCP echo on 9 and 7000-7009, an HTTP answer on 80 saying which
+/// address was reached, UDP on 9 logging every datagram (so a test can tell that a spoofed packet never
+/// arrived), and static files from `SERVE_DIR` on 8081.
+const SERVER: &str = r#"
+import os, socket, socketserver, sys, threading, http.server, functools
+log = open(sys.argv[1], "a", buffering=1)
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            d = self.request.recv(65536)
+            if not d: return
+            self.request.sendall(d)
+class Http(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.recv(4096)
+        body = ("hello from %s" % self.request.getsockname()[0]).encode()
+        self.request.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+class Udp(socketserver.BaseRequestHandler):
+    def handle(self):
+        log.write("udp %s %r\n" % (self.client_address[0], self.request[0][:64]))
+class T(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+def run(srv): threading.Thread(target=srv.serve_forever, daemon=True).start()
+for p in [9] + list(range(7000, 7010)):
+    run(T(("0.0.0.0", p), Echo))
+run(T(("0.0.0.0", 80), Http))
+run(socketserver.ThreadingUDPServer(("0.0.0.0", 9), Udp))
+files = functools.partial(http.server.SimpleHTTPRequestHandler, directory=os.environ.get("SERVE_DIR", "/nonexistent"))
+run(T(("0.0.0.0", 8081), files))
+try:
+    s6 = socketserver.ThreadingTCPServer
+    class T6(T): address_family = socket.AF_INET6
+    run(T6(("::", 9), Echo))
+except OSError as e:
+    log.write("no ipv6: %s\n" % e)
+log.write("ready\n")
+threading.Event().wait()
+"#;
+
+/// A network namespace standing for hosts at `addrs`, routed from the host through a veth pair.
+pub struct TestHosts {
+    pub ns: String,
+    host_if: String,
+    server: Child,
+    pub log: std::path::PathBuf,
+    pub files: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestHosts {
+    /// `n` (1-250) makes the link addresses (`10.78.n.0/30`, `fd78:n::/64`) and names unique per test;
+    /// `v4` are the IPv4 addresses the hosts hold, `v6` the IPv6 ones.
+    pub fn start(n: u8, v4: &[&str], v6: &[&str]) -> Self {
+        let pid = std::process::id();
+        let ns = format!("spt{pid}-{n}");
+        let host_if = format!("spt{}x{n}", pid % 100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        sh(&["ip", "netns", "add", &ns]);
+        sh(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        let (h4, p4) = (format!("10.78.{n}.1"), format!("10.78.{n}.2"));
+        let (h6, p6) = (format!("fd78:{n}::1"), format!("fd78:{n}::2"));
+        sh(&["ip", "addr", "add", &format!("{h4}/30"), "dev", &host_if]);
+        sh(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{h6}/64"),
+            "dev",
+            &host_if,
+            "nodad",
+        ]);
+        sh(&["ip", "link", "set", &host_if, "up"]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{p4}/30"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "-6",
+            "addr",
+            "add",
+            &format!("{p6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", &ns, "route", "add", "default", "via", &h4]);
+        sh(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", &h6]);
+        for a in v4 {
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{a}/32"),
+                "dev",
+                "lo",
+            ]);
+            sh(&[
+                "ip",
+                "route",
+                "replace",
+                &format!("{a}/32"),
+                "via",
+                &p4,
+                "dev",
+                &host_if,
+            ]);
+        }
+        for a in v6 {
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "lo",
+            ]);
+            sh(&[
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                &format!("{a}/128"),
+                "via",
+                &p6,
+                "dev",
+                &host_if,
+            ]);
+        }
+        let script = dir.path().join("server.py");
+        std::fs::write(&script, SERVER).unwrap();
+        let log = dir.path().join("server.log");
+        let files = dir.path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        let server = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3"])
+            .arg(&script)
+            .arg(&log)
+            .env("SERVE_DIR", &files)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let hosts = Self {
+            ns,
+            host_if,
+            server,
+            log,
+            files,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if hosts.log_text().contains("ready") {
+                return hosts;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the test hosts' server did not start: {}", hosts.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestHosts {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // Deleting the namespace deletes its veth end, which takes the host end and its routes along.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// A DNS server for test domains on 127.0.0.1 (the daemon's resolver forwards to it): answers the
+/// zone's A records, NXDOMAIN for other `.test` names, and forwards anything else to the host's own
+/// resolvers (only the package-registry checks ask for such names).
+pub struct TestDns {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestDns {
+    pub async fn start(zone: &[(&str, &[&str])]) -> Self {
+        let zone: HashMap<String, Vec<Ipv4Addr>> = zone
+            .iter()
+            .map(|(n, a)| {
+                (
+                    (*n).to_owned(),
+                    a.iter().map(|x| x.parse().unwrap()).collect(),
+                )
+            })
+            .collect();
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let upstream: Option<SocketAddr> = std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .find_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, 53));
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let Some(query) = q.queries().first().cloned() else {
+                    continue;
+                };
+                let name = query
+                    .name()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase();
+                let answer = if let Some(ips) = zone.get(&name) {
+                    let mut m = Message::new();
+                    m.set_id(q.id())
+                        .set_message_type(MessageType::Response)
+                        .set_recursion_available(true)
+                        .add_query(query.clone());
+                    if query.query_type() == hickory_proto::rr::RecordType::A {
+                        for ip in ips {
+                            m.add_answer(Record::from_rdata(
+                                query.name().clone(),
+                                60,
+                                RData::A(rdata::A(*ip)),
+                            ));
+                        }
+                    }
+                    m.to_vec().ok()
+                } else if std::path::Path::new(&name)
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("test"))
+                    || upstream.is_none()
+                {
+                    let mut m = Message::new();
+                    m.set_id(q.id())
+                        .set_message_type(MessageType::Response)
+                        .set_response_code(ResponseCode::NXDomain)
+                        .add_query(query.clone());
+                    m.to_vec().ok()
+                } else {
+                    let up = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+                    let Some(to) = upstream else { continue };
+                    let _ = up.send_to(&buf[..n], to).await;
+                    let mut r = vec![0u8; 4096];
+                    match tokio::time::timeout(Duration::from_secs(3), up.recv(&mut r)).await {
+                        Ok(Ok(k)) => Some(r[..k].to_vec()),
+                        _ => None,
+                    }
+                };
+                if let Some(a) = answer {
+                    let _ = sock.send_to(&a, from).await;
+                }
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs `argv` in sandbox `id` (as `user`) and returns `(exit_code, stdout, stderr)`.
+pub async fn run(serve: &Serve, id: &str, user: &str, argv: &[&str]) -> (i64, String, String) {
+    let (s, r) = post(
+        serve.url(&format!("/v1/sandboxes/{id}/exec")),
+        json!({"argv": argv, "user": user, "timeout_ms": 120_000}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    (
+        r["exit_code"].as_i64().unwrap_or(-1),
+        r["stdout"].as_str().unwrap_or_default().to_owned(),
+        r["stderr"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The probe run inside a sandbox: for each `HOST:PORT`, `ok` when a TCP echo came back, else why not
+/// (`refused` is a reset, as the firewall sends; `nodns`; `timeout`; `err:ERRNO`).
+const PROBE: &str = r#"
+import errno, json, socket, sys
+out = {}
+for t in sys.argv[1:]:
+    host, port = t.rsplit(":", 1)
+    host = host.strip("[]")
+    try:
+        s = socket.create_connection((host, int(port)), timeout=3)
+        s.settimeout(3)
+        s.sendall(b"ping")
+        out[t] = "ok" if s.recv(16) == b"ping" else "noecho"
+        s.close()
+    except socket.gaierror:
+        out[t] = "nodns"
+    except ConnectionRefusedError:
+        out[t] = "refused"
+    except socket.timeout:
+        out[t] = "timeout"
+    except OSError as e:
+        out[t] = "err:" + errno.errorcode.get(e.errno, str(e.errno))
+print(json.dumps(out))
+"#;
+
+/// Probes `targets` from sandbox `id`; returns target → outcome.
+pub async fn probe(serve: &Serve, id: &str, targets: &[String]) -> HashMap<String, String> {
+    let mut argv = vec!["python3", "-c", PROBE];
+    argv.extend(targets.iter().map(String::as_str));
+    let (code, out, err) = run(serve, id, "user", &argv).await;
+    assert_eq!(code, 0, "probe failed: {out} {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("probe said {out}"));
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// The sandbox's own IPv4 address (the source of its outbound packets).
+pub async fn sandbox_addr(serve: &Serve, id: &str) -> String {
+    let (_, out, _) = run(
+        serve,
+        id,
+        "user",
+        &[
+            "python3",
+            "-c",
+            "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('198.51.100.1', 9)); print(s.getsockname()[0])",
+        ],
+    )
+    .await;
+    out.trim().to_owned()
+}
+
+/// Creates a sandbox with `body` and returns its id.
+pub async fn create(serve: &Serve, body: Value) -> String {
+    let (s, sb) = post(serve.url("/v1/sandboxes"), body).await;
+    assert_eq!(s, 201, "{sb}");
+    sb["id"].as_str().unwrap().to_owned()
+}
+
+/// `PUT /v1/sandboxes/{id}/network`.
+pub async fn put_policy(serve: &Serve, id: &str, policy: Value) -> (u16, Value) {
+    crate::daemon::call(
+        client()
+            .put(serve.url(&format!("/v1/sandboxes/{id}/network")))
+            .json(&policy),
+    )
+    .await
+}
+
+/// The host's own IPv4 addresses (but loopback).
+pub fn host_addrs() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|a| a.split('/').next())
+        .filter(|a| !a.starts_with("127.") && !a.starts_with("10.78.") && !a.starts_with("10.212."))
+        .map(str::to_owned)
+        .collect()
+}
