@@ -79,6 +79,15 @@ impl Fixture {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 201);
+        // What the file operations' valid samples act on (see `Spec::samples`).
+        let r = f
+            .http
+            .post(f.root("/exec"))
+            .json(&json!({"cmd": "mkdir -p /tmp/bad-input && touch /tmp/bad-input/from", "user": "root"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
         f
     }
 
@@ -689,9 +698,10 @@ impl Spec<'_> {
                     Some(alts) if alts.len() == 1 => (true, alts[0].clone()),
                     _ => (false, schema),
                 };
+                // Forwarded to the agent, whose body limit applies: processes and files.
                 let proxied = op["tags"]
                     .as_array()
-                    .is_some_and(|t| t.iter().any(|t| t == "processes"));
+                    .is_some_and(|t| t.iter().any(|t| t == "processes" || t == "files"));
                 ops.push(BodyOp {
                     method: method.to_ascii_uppercase(),
                     path: path.clone(),
@@ -1039,6 +1049,7 @@ fn fill_path(f: &Fixture, path: &str) -> String {
     path.replace("{id}", &f.id)
         .replace("{pid}", "victim")
         .replace("{name}", "base")
+        .replace("{port}", "8080")
 }
 
 async fn json_bodies(f: &Fixture, spec: &Spec<'_>, report: &mut Report) {
@@ -1935,6 +1946,16 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
             ("SignalSpec", json!("CONT")),
             ("SetTimeoutRequest", json!({"timeout": 600})),
             ("Rlimit", json!({"resource": "nofile", "soft": 1024})),
+            // File operations on what the fixture made; the move overwrites its own earlier result.
+            ("MkdirRequest", json!({"path": "/tmp/bad-input/dir", "user": "root"})),
+            (
+                "MoveRequest",
+                json!({"from": "/tmp/bad-input/from", "to": "/tmp/bad-input/to",
+                       "overwrite": true, "user": "root"}),
+            ),
+            ("ChmodRequest", json!({"path": "/tmp/bad-input", "mode": "755", "user": "root"})),
+            ("ChownRequest", json!({"path": "/tmp/bad-input", "owner": "root", "user": "root"})),
+            ("CreateWatcherRequest", json!({"path": "/tmp/bad-input", "user": "root"})),
             ("TemplateSource", json!({"dir": dir})),
             (
                 "CreateTemplateRequest",

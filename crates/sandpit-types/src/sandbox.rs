@@ -35,10 +35,6 @@ pub struct CreateSandboxRequest {
     /// Outbound network policy; the daemon's default (`--default-egress`, no lists) when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::NetworkPolicy>,
-    /// Where this sandbox's preview URLs live: `{port}-{id}.{preview_domain}` (with the daemon's port
-    /// when it is not 80/443), e.g. `localhost:7070`. SDKs build `get_host(port)` from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview_domain: Option<String>,
 }
 
 /// The least memory a sandbox may be given: the agent needs about 8 MiB, a shell and a command more.

@@ -44,7 +44,7 @@ def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
     assert set(body) | {"argv"} == props(spec, "StartRequest")
     from sandpit._sandbox import _create_body
 
-    create = _create_body("base", 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill")
+    create = _create_body("base", 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill", {"egress": "deny"})
     assert set(create) == props(spec, "CreateSandboxRequest")
     statuses = spec["components"]["schemas"]["ProcessStatus"]["enum"]
     assert statuses == ["queued", "running", "exited", "failed", "killed", "timed_out"]

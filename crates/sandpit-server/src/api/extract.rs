@@ -23,26 +23,57 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        sandpit_types::check_json_content_type(
-            req.headers()
-                .get(header::CONTENT_TYPE)
-                .map(|v| v.as_bytes()),
-        )
-        .map_err(ApiError::InvalidArgument)?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("request body too large".into())
-            } else {
-                ApiError::InvalidArgument(format!(
-                    "cannot read the request body: {}",
-                    rej.body_text()
-                ))
-            }
-        })?;
+        let bytes = json_bytes(req, state).await?;
         sandpit_types::decode_json_body(&bytes)
             .map(ApiJson)
             .map_err(ApiError::InvalidArgument)
     }
+}
+
+/// A JSON request body that must be there: like [`ApiJson`], but an empty body is a 400 rather than
+/// `{}`. For replacements (`PUT`) whose fields all have defaults, where an empty body would silently
+/// reset everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequiredJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for RequiredJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::InvalidArgument(
+                "this request needs a JSON body: an empty one would reset every field".into(),
+            ));
+        }
+        sandpit_types::decode_json_body(&bytes)
+            .map(RequiredJson)
+            .map_err(ApiError::InvalidArgument)
+    }
+}
+
+/// The body of a JSON request: its content type checked, its size bounded.
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    sandpit_types::check_json_content_type(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes()),
+    )
+    .map_err(ApiError::InvalidArgument)?;
+    Bytes::from_request(req, state).await.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("request body too large".into())
+        } else {
+            ApiError::InvalidArgument(format!(
+                "cannot read the request body: {}",
+                rej.body_text()
+            ))
+        }
+    })
 }
 
 /// Query-string parameters.

@@ -11,7 +11,7 @@ use sandpit_types::network::{ExposePortRequest, ExposedPort, NetworkPolicy, Port
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, RequiredJson};
 use crate::time::rfc3339;
 
 fn no_network() -> ApiError {
@@ -45,14 +45,14 @@ pub async fn get_network(
     params(("id" = String, Path, description = "Sandbox id")),
     request_body = NetworkPolicy,
     responses((status = 200, description = "The policy now in force", body = NetworkPolicy),
-        (status = 400, description = "A malformed entry (named in the message) or over 1,000 entries", body = ErrorBody),
+        (status = 400, description = "An empty body, a malformed entry (named in the message) or over 1,000 entries", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such sandbox", body = ErrorBody),
         (status = 409, description = "No networking on this daemon, or the sandbox is not running", body = ErrorBody)))]
 pub async fn put_network(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    ApiJson(policy): ApiJson<NetworkPolicy>,
+    RequiredJson(policy): RequiredJson<NetworkPolicy>,
 ) -> Result<Json<NetworkPolicy>, ApiError> {
     s.engine.get(&id).await?;
     let n = s.engine.network().ok_or_else(no_network)?;
@@ -71,7 +71,7 @@ fn check_port(port: u16) -> Result<u16, ApiError> {
 /// anyone with the URL.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/ports/{port}", tag = "network",
     params(("id" = String, Path, description = "Sandbox id"), ("port" = u16, Path, description = "TCP port inside the sandbox")),
-    request_body(content = ExposePortRequest, description = "Optional; `{}` when absent"),
+    request_body(content = Option<ExposePortRequest>, description = "Optional: an empty body is `{}` (a private port, no expiry)"),
     responses((status = 200, description = "The URL and a token for this port only", body = ExposedPort),
         (status = 400, description = "Bad port or body", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
