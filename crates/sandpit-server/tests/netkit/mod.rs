@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -106,14 +107,53 @@ log.write("ready\n")
 threading.Event().wait()
 "#;
 
+/// The host-wide objects of one [`TestHosts`]: deleted when dropped, also when setting them up failed
+/// half-way.
+struct Link {
+    ns: String,
+    host_if: String,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its veth end, which takes the host end and its routes along.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// Removes the namespaces of test processes that were killed before their `Drop` ran (`spt<pid>-<n>`
+/// with `pid` gone). Their servers died with them (`PR_SET_PDEATHSIG`), so the namespace goes, and its
+/// veth pair with it.
+fn sweep_stale() {
+    let dead = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((pid, _)) = name.strip_prefix("spt").and_then(|r| r.split_once('-')) {
+            if dead(pid) {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            }
+        }
+    }
+}
+
 /// A network namespace standing for hosts at `addrs`, routed from the host through a veth pair.
 pub struct TestHosts {
     pub ns: String,
-    host_if: String,
     server: Child,
     pub log: std::path::PathBuf,
     pub files: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    _link: Link,
 }
 
 impl TestHosts {
@@ -134,7 +174,12 @@ impl TestHosts {
         // One /30 of 10.78.0.0/16 per (process, n): 16,384 of them.
         let link = (pid.wrapping_mul(251).wrapping_add(u32::from(n))) % 16_384;
         let (l3, l4) = (link / 64, (link % 64) * 4);
+        sweep_stale();
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        let link_guard = Link {
+            ns: ns.clone(),
+            host_if: host_if.clone(),
+        };
         sh(&["ip", "netns", "add", &ns]);
         sh(&[
             "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
@@ -233,7 +278,8 @@ impl TestHosts {
         let log = dir.path().join("server.log");
         let files = dir.path().join("files");
         std::fs::create_dir_all(&files).unwrap();
-        let server = Command::new("ip")
+        let mut server = Command::new("ip");
+        server
             .args(["netns", "exec", &ns, "python3"])
             .arg(&script)
             .arg(&log)
@@ -241,16 +287,26 @@ impl TestHosts {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe; the server (`ip netns exec` execs python3 in place) dies
+        // with the test process even when that is killed and no `Drop` runs.
+        unsafe {
+            server.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let server = server.spawn().unwrap();
         let hosts = Self {
             ns,
-            host_if,
             server,
             log,
             files,
             _dir: dir,
+            _link: link_guard,
         };
         for _ in 0..200 {
             if hosts.log_text().contains("ready") {
@@ -270,11 +326,7 @@ impl Drop for TestHosts {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        // Deleting the namespace deletes its veth end, which takes the host end and its routes along.
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .output();
+        // Then `_link` removes the namespace and the veth.
     }
 }
 
