@@ -39,6 +39,11 @@ pub(crate) fn is_root() -> bool {
 }
 
 pub(crate) fn start_daemon(bin: &Path) -> anyhow::Result<Daemon> {
+    start_daemon_with(bin, &[])
+}
+
+/// [`start_daemon`] with extra `sandpit serve` flags.
+pub(crate) fn start_daemon_with(bin: &Path, extra: &[&str]) -> anyhow::Result<Daemon> {
     // A short path: agent sockets live under the state dir and unix socket paths are limited.
     let state = tempfile::Builder::new().prefix("spb-").tempdir_in("/tmp")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -55,6 +60,7 @@ pub(crate) fn start_daemon(bin: &Path) -> anyhow::Result<Daemon> {
             "--state-dir",
         ])
         .arg(state.path())
+        .args(extra)
         .env("SANDPIT_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -117,7 +123,7 @@ fn unshare_cmd() -> Command {
     c
 }
 
-fn installed(bin: &str) -> bool {
+pub(crate) fn installed(bin: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }

@@ -8,6 +8,7 @@ mod agent;
 mod daemon;
 mod files;
 mod load;
+mod network;
 mod stats;
 
 use std::path::PathBuf;
@@ -74,6 +75,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(files::run(&args.sandpit_bin, args.quick))
                 .context("files benchmarks")?,
+        );
+    }
+    if want("network") {
+        rows.extend(
+            rt.block_on(network::run(&args.sandpit_bin, args.quick))
+                .context("network benchmarks")?,
         );
     }
     let md = stats::markdown(&rows);

@@ -526,7 +526,15 @@ fn user_installs(root: &Path) -> Result<(), TemplateError> {
     replace("usr/etc/npmrc", &npmrc)?;
     replace("etc/npmrc", &npmrc)?;
     replace("etc/pip.conf", &format!("[global]\ncert = {ca}\n"))?;
-    replace("etc/gitconfig", &format!("[http]\n\tsslCAInfo = {ca}\n"))?;
+    let git_ca = format!("[http]\n\tsslCAInfo = {ca}\n");
+    replace("etc/gitconfig", &git_ca)?;
+    // A git built from source (in /usr/local) reads `/usr/local/etc/gitconfig` instead: keep what the
+    // host has there and add the same setting.
+    if root.join("usr/local/bin/git").exists() {
+        let rel = "usr/local/etc/gitconfig";
+        let host = fs::read_to_string(root.join(rel)).unwrap_or_default();
+        replace(rel, &format!("{host}{git_ca}"))?;
+    }
     Ok(())
 }
 

@@ -24,7 +24,8 @@
 //! process and a unique string of its command line), `--daemon-pid=N`, `--daemon-port=P`,
 //! `--listener-port=P`, `--host-ip=IP`, `--abstract=NAME` (a host abstract unix socket),
 //! `--other-pid=N` and `--other-marker=PATH:TOKEN` (another sandbox's init and a file inside it),
-//! `--ipc-key=N` (the key of a host System V shared memory segment).
+//! `--ipc-key=N` (the key of a host System V shared memory segment); `--net-*` (the sandbox's network
+//! and the test hosts around it: see `net.rs`).
 //! `--mode=whoami` and `--mode=child` are the probe re-executing itself (setuid and seccomp checks).
 
 use std::ffi::CString;
@@ -35,6 +36,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::json;
+
+mod net;
 
 /// Host facts handed in by the test.
 #[derive(Debug, Default)]
@@ -50,6 +53,7 @@ struct Ctx {
     other_pid: Option<i32>,
     other_marker: Option<Secret>,
     ipc_key: Option<i32>,
+    net: net::NetCtx,
     root: bool,
 }
 
@@ -112,7 +116,9 @@ fn main() {
             "other-marker" => ctx.other_marker = Secret::parse(v, false),
             "ipc-key" => ctx.ipc_key = v.parse().ok(),
             "mode" => v.clone_into(&mut mode),
-            _ => {}
+            k => {
+                ctx.net.set(k, v);
+            }
         }
     }
     match mode.as_str() {
@@ -334,11 +340,56 @@ fn attempts() -> Vec<Attempt> {
         ),
         ("x32_abi_syscalls", "seccomp bypass", Who::Both, x32_abi),
         ("i386_int80_syscalls", "seccomp bypass", Who::Both, i386_abi),
+        ("network_interfaces", "network", Who::Both, net::interfaces),
         (
-            "network_interfaces",
+            "egress_always_denied_ranges",
             "network",
             Who::Both,
-            network_interfaces,
+            net::always_denied,
+        ),
+        (
+            "raw_socket_forged_source",
+            "network",
+            Who::Both,
+            net::forged_source,
+        ),
+        (
+            "raw_syn_to_denied_hosts",
+            "network",
+            Who::Both,
+            net::raw_syn,
+        ),
+        ("arp_spoof_host_side", "network", Who::Both, net::arp_spoof),
+        (
+            "ipv6_nd_spoof_host_side",
+            "network",
+            Who::Both,
+            net::nd_spoof,
+        ),
+        ("ipv6_egress", "network", Who::Both, net::ipv6_egress),
+        (
+            "change_routes_addresses_firewall",
+            "network",
+            Who::Both,
+            net::change_config,
+        ),
+        (
+            "dns_other_server_and_resolv_conf",
+            "network",
+            Who::Both,
+            net::other_dns_server,
+        ),
+        (
+            "dns_etc_hosts_and_ip_literal",
+            "network",
+            Who::Both,
+            net::hosts_and_literal,
+        ),
+        (
+            "dns_rebinding_domain_rule",
+            "network",
+            Who::Both,
+            net::rebinding,
         ),
         (
             "sysv_ipc_host_segment",
@@ -1630,21 +1681,6 @@ fn i386_abi(_: &Ctx) -> Outcome {
             format!("int 0x80: {e} (killed: SIGSYS = filter, SIGSEGV = no 32-bit ABI)"),
         ),
     }
-}
-
-fn network_interfaces(_: &Ctx) -> Outcome {
-    // The sandbox's network namespace must hold nothing but loopback.
-    let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
-    let ifaces: Vec<&str> = dev
-        .lines()
-        .skip(2)
-        .filter_map(|l| l.split(':').next())
-        .map(str::trim)
-        .collect();
-    (
-        !ifaces.is_empty() && ifaces.iter().all(|i| *i == "lo"),
-        format!("interfaces: {ifaces:?}"),
-    )
 }
 
 fn sysv_ipc(ctx: &Ctx) -> Outcome {

@@ -190,17 +190,26 @@ async fn serve(
             let tls = tls::load_config(cert, key).map_err(ServerError::Tls)?;
             tracing::info!(addr = %local, "sandpit listening (https)");
             let listener = tls::TlsListener::new(listener, tls).map_err(ServerError::Io)?;
+            // `tap_io` (a no-op here) is what gives handlers the peer address as
+            // `ConnectInfo<SocketAddr>` for any listener whose address is one.
             Box::pin(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .into_future(),
+                axum::serve(
+                    listener.tap_io(|_| {}),
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(graceful)
+                .into_future(),
             )
         } else {
             tracing::info!(addr = %local, "sandpit listening (http)");
+            // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (preview URLs' `X-Forwarded-For`).
             Box::pin(
-                axum::serve(listener.tap_io(no_delay), app)
-                    .with_graceful_shutdown(graceful)
-                    .into_future(),
+                axum::serve(
+                    listener.tap_io(no_delay),
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(graceful)
+                .into_future(),
             )
         };
 

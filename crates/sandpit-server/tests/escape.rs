@@ -22,6 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+mod daemon;
+mod netkit;
+
+use netkit::{TestDns, TestHosts, ip_host, sandbox_link};
+
 // Fixed escapes this suite found (regression checks, keep them):
 // - `run_dir_host_write`: `/run/sandpit` used to be a writable host directory (agent socket and logs),
 //   so root inside could fill the host's disk outside the `disk_mb` cap. Now no host directory is
@@ -97,6 +102,8 @@ impl Drop for Cleanup {
                 let _ = iso.destroy(&h);
             }
         }
+        // The killed daemon's firewall tables (kept by design while sandboxes run: they are gone now).
+        sandpit_net::remove_leftovers(Path::new(sandpit_net::DEFAULT_LEASE_DIR), &self.state_dir);
         for f in &self.files {
             let _ = std::fs::remove_file(f);
         }
@@ -158,6 +165,18 @@ impl Api {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// Runs `argv` in a sandbox; the whole `ExecResult`.
     async fn exec(&self, id: &str, mut body: Value) -> Value {
         body["timeout_ms"] = json!(60_000);
@@ -180,13 +199,15 @@ impl Api {
     }
 }
 
-fn start_daemon(bin: &Path, state: &Path, port: u16) -> Child {
+fn start_daemon(bin: &Path, state: &Path, port: u16, dns: &str) -> Child {
     let log = std::fs::File::create(state.with_extension("log")).unwrap();
     Command::new(bin)
         .args(["serve", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .arg("--state-dir")
         .arg(state)
+        // The sandboxes' resolver forwards to the test's DNS server (the test hosts' names).
+        .args(["--dns-upstream", dns])
         // The default backend (isolate as root) is what is under test; the key is the generated one.
         .env_remove("SANDPIT_API_KEY")
         .env_remove("SANDPIT_BACKEND")
@@ -249,6 +270,56 @@ fn host_snapshot() -> BTreeMap<&'static str, String> {
         m.insert(k, std::fs::read_to_string(p).unwrap_or_default());
     }
     m
+}
+
+/// The addresses of the network attempts' test hosts, unique to this process (other test runs on the
+/// machine hold others): "public" ones in 198.18.0.0/15 (the benchmarking range, never routed on the
+/// internet), a private, a shared and a link-local one (never 169.254.169.254), and two IPv6 ones.
+struct NetPlan {
+    /// Allowed by CIDR; runs the "other DNS server".
+    allowed: String,
+    /// The answer for the allowed name.
+    named: String,
+    /// The public answer of the rebinding name.
+    rebind_public: String,
+    /// Public, allowed by nothing.
+    denied: String,
+    private: [String; 3],
+    v6: [String; 2],
+}
+
+impl NetPlan {
+    const NAME: &'static str = "allowed.escape.test";
+    const REBIND: &'static str = "rebind.escape.test";
+
+    fn new() -> Self {
+        let k = std::process::id() % 4000;
+        let public = |i: u32| std::net::Ipv4Addr::from(0xc612_0000 + k * 32 + i).to_string();
+        let (hi, lo) = (k / 64, (k % 64) * 4 + 1);
+        Self {
+            allowed: public(1),
+            named: public(2),
+            rebind_public: public(3),
+            denied: public(4),
+            private: [
+                format!("10.77.{hi}.{lo}"),
+                format!("100.64.{hi}.{lo}"),
+                format!("169.254.{}.{lo}", hi + 100),
+            ],
+            v6: [format!("fd77::{k:x}:1"), format!("2001:db8::{k:x}:1")],
+        }
+    }
+
+    fn v4(&self) -> Vec<&str> {
+        let mut v = vec![
+            self.allowed.as_str(),
+            self.named.as_str(),
+            self.rebind_public.as_str(),
+            self.denied.as_str(),
+        ];
+        v.extend(self.private.iter().map(String::as_str));
+        v
+    }
 }
 
 /// A non-loopback address of the host, when it has a route to one (no packet is sent).
@@ -337,13 +408,32 @@ async fn no_way_out_of_an_isolated_sandbox() {
         }
     });
 
+    // Test hosts for the network attempts, in a network namespace of their own, and the DNS server
+    // the daemon's resolver forwards to: an allowed name, and one that rebinds to a private address.
+    let plan = NetPlan::new();
+    let v6: Vec<&str> = plan.v6.iter().map(String::as_str).collect();
+    let hosts = TestHosts::start_with(
+        21,
+        &plan.v4(),
+        &v6,
+        &[("DNS_ANSWER", &plan.denied), ("DNS_BIND", &plan.allowed)],
+    );
+    let dns = TestDns::start_seq(&[
+        (NetPlan::NAME, &[&[plan.named.as_str()]]),
+        (
+            NetPlan::REBIND,
+            &[&[plan.rebind_public.as_str()], &[plan.private[0].as_str()]],
+        ),
+    ])
+    .await;
+
     // The daemon, as an operator runs it: default backend, generated API key.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    cleanup.daemon = Some(start_daemon(&bin, &state, port));
+    cleanup.daemon = Some(start_daemon(&bin, &state, port, &dns.addr.to_string()));
     let daemon_pid = cleanup.daemon.as_ref().unwrap().id();
     let base = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -394,6 +484,47 @@ async fn no_way_out_of_an_isolated_sandbox() {
     assert_eq!(r["exit_code"], 0, "{r}");
     let h = handle(&state, &id);
     let other_pid = handle(&state, &other)["init_pid"].as_i64().unwrap();
+    // The network: the probed sandbox gets an allow-list (a name, a rebinding name, one test host by
+    // CIDR); the neighbour serves on port 7000, which the daemon reaches (positive control) and the
+    // probed sandbox must not.
+    let (s, p) = api
+        .put(
+            &format!("/v1/sandboxes/{id}/network"),
+            json!({"egress": "deny", "allow_out": [NetPlan::NAME, NetPlan::REBIND, format!("{}/32", plan.allowed)]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{p}");
+    let (s, p) = api
+        .post(
+            &format!("/v1/sandboxes/{other}/processes"),
+            json!({"argv": ["python3", "-m", "http.server", "7000"], "user": "user"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = api
+            .http
+            .get(format!("{}/v1/sandboxes/{other}/ports/7000/", api.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the neighbour's server never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (sandbox_addr, host_if) = sandbox_link(h["init_pid"].as_i64().unwrap());
+    let (other_addr, _) = sandbox_link(other_pid);
+    let gateway = {
+        let a: std::net::Ipv4Addr = sandbox_addr.parse().unwrap();
+        // The block's gateway is its first address (blocks are /22-aligned).
+        std::net::Ipv4Addr::from((u32::from(a) & !0x3ff) + 1).to_string()
+    };
     // Positive controls: the paths handed to the probe are right, seen from the host.
     assert_eq!(
         std::fs::read_to_string(format!("/proc/{other_pid}/root/tmp/other-marker")).unwrap(),
@@ -452,6 +583,18 @@ async fn no_way_out_of_an_isolated_sandbox() {
         format!("--other-marker=/tmp/other-marker:{other_token}"),
     ];
     args.extend(host_ip().map(|ip| format!("--host-ip={ip}")));
+    args.extend([
+        format!("--net-addr={sandbox_addr}"),
+        format!("--net-gateway={gateway}"),
+        format!("--net-other={other_addr}:7000"),
+        format!("--net-allowed={}", plan.allowed),
+        format!("--net-denied={}", plan.denied),
+        format!("--net-name={}", NetPlan::NAME),
+        format!("--net-rebind={}", NetPlan::REBIND),
+        format!("--net-tag={token}"),
+    ]);
+    args.extend(plan.private.iter().map(|a| format!("--net-private={a}")));
+    args.extend(plan.v6.iter().map(|a| format!("--net-v6={a}")));
     if shm_ok {
         args.push(format!(
             "--secret=shm:{}:shm-secret-{token}",
@@ -537,6 +680,56 @@ async fn no_way_out_of_an_isolated_sandbox() {
             if swapped { "done" } else { "refused" }
         ),
     ));
+    // The network, from the host: what reached the test hosts, what the host learnt on the veth.
+    let log = hosts.log_text();
+    host_checks.push((
+        "root's raw control datagram reached the test host (the forged ones had a way)",
+        log.contains(&format!("ctl-{token}")),
+        String::new(),
+    ));
+    let forged: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("spoof-{token}"))
+                || l.contains(&format!("v6-{token}"))
+                || l.contains(&format!("v6frame-{token}"))
+                || l.starts_with(&format!("tcp {other_addr}"))
+                || (l.starts_with("tcp ") && l.contains(':'))
+        })
+        .collect();
+    host_checks.push((
+        "no forged-source or IPv6 packet from the sandbox reached a test host",
+        forged.is_empty(),
+        format!("{forged:?}"),
+    ));
+    let neigh4 = ip_host(&["-4", "neigh", "show", "dev", &host_if]);
+    let neigh6 = ip_host(&["-6", "neigh", "show", "dev", &host_if]);
+    let learnt: Vec<&str> = neigh4
+        .lines()
+        .filter(|l| l.split_whitespace().next() != Some(sandbox_addr.as_str()))
+        .chain(neigh6.lines())
+        .collect();
+    host_checks.push((
+        "the host learnt no spoofed neighbour (ARP, ND) on the sandbox's veth",
+        learnt.is_empty(),
+        format!("{host_if}: {learnt:?}"),
+    ));
+    let v6_state = format!(
+        "{}{}",
+        ip_host(&["-6", "addr", "show", "dev", &host_if]),
+        ip_host(&["-6", "route", "show", "dev", &host_if])
+    );
+    let routes4 = ip_host(&["-4", "route", "show", "dev", &host_if]);
+    host_checks.push((
+        "the host end of the veth has no IPv6 and only the sandbox's own route",
+        v6_state.trim().is_empty()
+            && routes4.lines().count() == 1
+            && routes4.starts_with(&format!("{sandbox_addr} ")),
+        format!("{host_if}: v6 {v6_state:?}; v4 routes {routes4:?}"),
+    ));
+    drop(hosts);
+    drop(dns);
+
     let now = host_snapshot();
     for (k, v) in &snapshot {
         host_checks.push((

@@ -24,6 +24,9 @@ const PRIVATE: &str = "10.77.0.10";
 const CGNAT: &str = "100.64.77.10";
 const LINK_LOCAL: &str = "169.254.77.10";
 const ULA: &str = "fd77::10";
+/// The package test host: a PyPI-style index, an npm registry and a git repository over HTTPS.
+const PKGS: &str = "198.51.100.13";
+const PKGS_NAME: &str = "pkgs.sandpit.test";
 
 fn t(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -45,12 +48,19 @@ async fn egress_policies_hold_on_the_host_side() {
     let Some(fx) = Fixture::new() else {
         return;
     };
-    let hosts = TestHosts::start(
+    let pki = tempfile::tempdir().unwrap();
+    let (ca_pem, cert, key) = test_ca(pki.path());
+    let hosts = TestHosts::start_with(
         11,
-        &[PUBLIC, PUBLIC2, OTHER, PRIVATE, CGNAT, LINK_LOCAL],
+        &[PUBLIC, PUBLIC2, OTHER, PRIVATE, CGNAT, LINK_LOCAL, PKGS],
         &[ULA],
+        &[
+            ("TLS_CERT", cert.to_str().unwrap()),
+            ("TLS_KEY", key.to_str().unwrap()),
+        ],
     );
     let dns = TestDns::start(&[
+        (PKGS_NAME, &[PKGS]),
         ("allowed.sandpit.test", &[PUBLIC]),
         ("other.sandpit.test", &[OTHER]),
         ("rebind.sandpit.test", &[PUBLIC2, PRIVATE]),
@@ -316,6 +326,9 @@ async fn egress_policies_hold_on_the_host_side() {
         t0.elapsed()
     );
 
+    // 7. What a user types first, in `base` with egress allowed.
+    user_installs(&serve, &hosts, &ca_pem).await;
+
     // Deleting sandboxes frees their links; stopping the daemon removes its firewall tables.
     for id in [&a, &b, &c] {
         let (s, _) = call(client().delete(serve.url(&format!("/v1/sandboxes/{id}")))).await;
@@ -389,4 +402,249 @@ async fn wait_output(serve: &Serve, id: &str, _pid: &str, needle: &str) {
         assert!(Instant::now() < deadline, "never echoed {needle:?}: {out}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A test CA and a server certificate for [`PKGS_NAME`] signed by it (openssl, valid one day):
+/// (the CA's PEM, the server's certificate file, its key file).
+fn test_ca(dir: &std::path::Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=sandpit test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &format!("/CN={PKGS_NAME}"),
+        "-keyout",
+        &p("srv.key"),
+        "-out",
+        &p("srv.csr"),
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        format!(
+            "subjectAltName=DNS:{PKGS_NAME}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "1",
+        "-in",
+        &p("srv.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-extfile",
+        &p("ext"),
+        "-out",
+        &p("srv.pem"),
+    ]);
+    (
+        std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+        dir.join("srv.pem"),
+        dir.join("srv.key"),
+    )
+}
+
+/// Builds what the package test host serves into `argv[1]`: a wheel with a console script behind a
+/// PEP 503 index (`/simple/sandpit-hello/`), an npm package with a `bin` as a registry document and
+/// tarball (`/sandpit-left`), and a git repository for the dumb HTTP protocol (`/repo.git`).
+const BUILD_PACKAGES: &str = r##"
+import base64, hashlib, io, json, os, subprocess, sys, tarfile, tempfile, zipfile
+out, host = sys.argv[1], sys.argv[2]
+def b64(d): return base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+files = {
+    "sandpit_hello/__init__.py": "def main():\n    print('hello from sandpit-hello')\n",
+    "sandpit_hello-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: sandpit-hello\nVersion: 1.0\n",
+    "sandpit_hello-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: sandpit-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    "sandpit_hello-1.0.dist-info/entry_points.txt": "[console_scripts]\nsandpit-hello = sandpit_hello:main\n",
+}
+record = "".join("%s,sha256=%s,%d\n" % (n, b64(hashlib.sha256(t.encode()).digest()), len(t)) for n, t in files.items())
+files["sandpit_hello-1.0.dist-info/RECORD"] = record + "sandpit_hello-1.0.dist-info/RECORD,,\n"
+wheel = "sandpit_hello-1.0-py3-none-any.whl"
+os.makedirs(os.path.join(out, "packages"), exist_ok=True)
+with zipfile.ZipFile(os.path.join(out, "packages", wheel), "w") as z:
+    for n, t in files.items(): z.writestr(n, t)
+digest = hashlib.sha256(open(os.path.join(out, "packages", wheel), "rb").read()).hexdigest()
+os.makedirs(os.path.join(out, "simple", "sandpit-hello"), exist_ok=True)
+open(os.path.join(out, "simple", "sandpit-hello", "index.html"), "w").write(
+    '<!DOCTYPE html><html><body><a href="../../packages/%s#sha256=%s">%s</a></body></html>\n' % (wheel, digest, wheel))
+
+pkg = {"name": "sandpit-left", "version": "1.0.0", "main": "index.js", "bin": {"sandpit-left": "cli.js"}}
+members = {
+    "package/package.json": (json.dumps(pkg), 0o644),
+    "package/index.js": ("module.exports = (s, n) => ' '.repeat(Math.max(0, n - s.length)) + s;\n", 0o644),
+    "package/cli.js": ("#!/usr/bin/env node\nconsole.log(require('./index.js')(process.argv[2] || '', 5));\n", 0o755),
+}
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as t:
+    for n, (text, mode) in members.items():
+        data = text.encode(); info = tarfile.TarInfo(n); info.size = len(data); info.mode = mode
+        t.addfile(info, io.BytesIO(data))
+tgz = buf.getvalue()
+os.makedirs(os.path.join(out, "sandpit-left", "-"), exist_ok=True)
+open(os.path.join(out, "sandpit-left", "-", "sandpit-left-1.0.0.tgz"), "wb").write(tgz)
+dist = {"tarball": "https://%s/sandpit-left/-/sandpit-left-1.0.0.tgz" % host,
+        "integrity": "sha512-" + base64.b64encode(hashlib.sha512(tgz).digest()).decode(),
+        "shasum": hashlib.sha1(tgz).hexdigest()}
+doc = {"name": "sandpit-left", "dist-tags": {"latest": "1.0.0"}, "versions": {"1.0.0": dict(pkg, dist=dist)}}
+open(os.path.join(out, "sandpit-left", "index.json"), "w").write(json.dumps(doc))
+
+src = tempfile.mkdtemp()
+git = lambda *a, cwd=src: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@sandpit.test", "-c", "init.defaultBranch=main", *a], cwd=cwd, check=True, capture_output=True)
+git("init", "-q")
+open(os.path.join(src, "README"), "w").write("cloned over https\n")
+git("add", "README"); git("commit", "-q", "-m", "first")
+git("clone", "-q", "--bare", src, os.path.join(out, "repo.git"), cwd=out)
+git("update-server-info", cwd=os.path.join(out, "repo.git"))
+print("built")
+"##;
+
+/// `pip install`, `npm install` (in a project and `-g`) and `git clone` over HTTPS as `user` in `base`
+/// with egress allowed, against the package test host.
+///
+/// The test host's certificate is signed by a test CA. How the sandbox comes to trust it is the point of
+/// the check: nothing tells pip, npm or git about the test CA, and no tool's verification is weakened.
+/// The sandbox's `/etc/ssl/certs/ca-certificates.crt` is first shown to be the host's bundle (same
+/// bytes), the tools are shown to verify against it (a clone fails on the certificate), and then root
+/// inside appends the test CA to that very file, the way an administrator adds a CA to the host's
+/// bundle (`update-ca-certificates`). Every tool then succeeds with its default configuration from
+/// `base`, which can only be because that file is what they trust.
+async fn user_installs(serve: &Serve, hosts: &TestHosts, ca_pem: &str) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", BUILD_PACKAGES])
+        .arg(&hosts.files)
+        .arg(PKGS_NAME)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "building the test packages: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = create(serve, json!({})).await;
+    let sh = |user: &'static str, cmd: String| {
+        let d = d.clone();
+        async move { run(serve, &d, user, &["sh", "-c", &cmd]).await }
+    };
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let host_sum = {
+        use sha2::Digest as _;
+        let b = std::fs::read(bundle).unwrap();
+        format!("{:x}", sha2::Sha256::digest(&b))
+    };
+    let (_, sum, _) = sh("user", format!("sha256sum {bundle}")).await;
+    assert_eq!(
+        sum.split_whitespace().next(),
+        Some(host_sum.as_str()),
+        "the sandbox's CA bundle is not the host's"
+    );
+    let (code, cfg, _) = sh("user", "git config --get http.sslCAInfo".into()).await;
+    assert_eq!((code, cfg.trim()), (0, bundle), "git's CA setting in base");
+    let url = format!("https://{PKGS_NAME}");
+    let (code, _, err) = sh("user", format!("git clone -q {url}/repo.git /tmp/r0")).await;
+    assert_ne!(
+        code, 0,
+        "a clone from a host the bundle does not trust worked"
+    );
+    assert!(err.contains("certificate"), "{err}");
+    let (code, _, err) = run(
+        serve,
+        &d,
+        "root",
+        &[
+            "sh",
+            "-c",
+            &format!("printf '%s\\n' \"$1\" >> {bundle}"),
+            "sh",
+            ca_pem,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = sh(
+        "user",
+        format!("git clone -q {url}/repo.git ~/repo && cat ~/repo/README"),
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "cloned over https\n"), "{err}");
+
+    let (code, out, err) = sh(
+        "user",
+        format!(
+            "python3 -m pip install --disable-pip-version-check --index-url {url}/simple/ \
+             sandpit-hello && sandpit-hello && python3 -c 'import sandpit_hello; \
+             print(sandpit_hello.__file__)'"
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "pip install: {out} {err}");
+    assert!(out.contains("hello from sandpit-hello"), "{out}");
+    assert!(
+        out.contains("/home/user/.local/lib/python3"),
+        "not in the user's site: {out}"
+    );
+
+    let (code, out, err) = sh(
+        "user",
+        format!(
+            "mkdir -p ~/proj && cd ~/proj && npm init -y >/dev/null && npm install --registry \
+             {url}/ sandpit-left && node -e \"console.log('[' + require('sandpit-left')('ab', 4) + ']')\""
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "npm install: {out} {err}");
+    assert!(out.contains("[  ab]"), "{out}");
+    let (code, out, err) = sh(
+        "user",
+        format!(
+            "npm install -g --registry {url}/ sandpit-left && npm prefix -g && \
+             ls ~/.local/lib/node_modules && echo \"[$(sandpit-left hi)]\""
+        ),
+    )
+    .await;
+    assert_eq!(code, 0, "npm install -g: {out} {err}");
+    assert!(
+        out.contains("/home/user/.local\n") && out.contains("sandpit-left\n"),
+        "{out}"
+    );
+    assert!(out.contains("[   hi]"), "{out}");
+    let (s, _) = call(client().delete(serve.url(&format!("/v1/sandboxes/{d}")))).await;
+    assert_eq!(s, 204);
 }

@@ -116,6 +116,28 @@ fn anonymous(names: &[String], port: u16) -> reqwest::Client {
         .unwrap()
 }
 
+/// One `GET` over HTTP/2 with prior knowledge (h2c) to the daemon at `addr`, with a port token:
+/// (status, HTTP version of the answer, body).
+async fn h2c_get(addr: &str, url: &str, token: &str) -> (u16, hyper::Version, String) {
+    use http_body_util::BodyExt as _;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(url)
+        .header("x-sandpit-token", token)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let (status, version) = (resp.status().as_u16(), resp.version());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, version, String::from_utf8_lossy(&body).into_owned())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
     let Some(fx) = Fixture::new() else {
@@ -173,6 +195,7 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
         .header("X-Sandpit-Token", &token)
         .header("Authorization", "Bearer secret-of-the-caller")
         .header("Cookie", "app=1; sandpit_token=zzz")
+        .header("X-Forwarded-For", "203.0.113.9")
         .send()
         .await
         .unwrap();
@@ -202,6 +225,8 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
         format!("8000-{id}.localhost:{}", serve.port)
     );
     assert_eq!(lower["x-forwarded-proto"], "http");
+    // The peer address from the listener, appended to what the client said.
+    assert_eq!(lower["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{seen}");
     assert_eq!(seen["path"], "/headers?x=1");
     let r = anon
         .get(host(8001))
@@ -242,6 +267,36 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
     assert_eq!(r.status(), 200);
     let seen: Value = r.json().await.unwrap();
     assert_eq!(seen["path"], "/headers");
+    let xff = seen["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+        .map(|(_, v)| v.clone());
+    assert_eq!(xff, Some(json!("127.0.0.1")), "{seen}");
+
+    // HTTP/2 from the client (h2c, prior knowledge) by host name: the daemon speaks HTTP/1.1 to the
+    // sandbox's server, the client gets its answer over HTTP/2.
+    let (status, version, body) = h2c_get(
+        &serve.addr(),
+        &format!("http://8000-{id}.localhost:{}/headers?h2=1", serve.port),
+        &token,
+    )
+    .await;
+    assert_eq!((status, version), (200, hyper::Version::HTTP_2), "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["path"], "/headers?h2=1", "{seen}");
+    let host_seen = seen["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        host_seen,
+        Some(json!(format!("8000-{id}.localhost:{}", serve.port))),
+        "{seen}"
+    );
 
     // Streaming: the first chunk arrives before the last is written.
     let t0 = Instant::now();
