@@ -36,7 +36,7 @@ stage() {
 }
 
 stage build cargo build --workspace --all-targets --locked
-stage rust-tests cargo test --workspace --locked -- --test-threads=4
+stage rust-tests cargo test --workspace --locked --no-fail-fast -- --test-threads=4
 stage api-schemathesis bash crates/sandpit-server/tests/schemathesis.sh
 [ -x sdk/python/test.sh ] && stage python-sdk sdk/python/test.sh
 [ -x sdk/typescript/test.sh ] && stage typescript-sdk sdk/typescript/test.sh

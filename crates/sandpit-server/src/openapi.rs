@@ -147,8 +147,10 @@ mod preview_docs {
         security((), ("bearer" = [])),
         responses((status = 200, description = "Whatever the sandbox's server answers"),
             (status = 302, description = "`?sandpit_token=` was accepted: a cookie is set, the token removed from the URL"),
+            (status = 400, description = "A port outside 1-65535", body = ErrorBody),
             (status = 401, description = "A private port without its token", body = ErrorBody),
             (status = 404, description = "No such sandbox", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
             (status = 502, description = "Nothing listens on that port in the sandbox", body = ErrorBody)))]
     #[allow(dead_code)]
     pub fn preview() {}

@@ -90,10 +90,8 @@ async fn files_read_write_list_watch_through_the_sdk() {
     ));
     files.remove("d").await.unwrap();
     assert!(!files.exists("d").await.unwrap());
-    assert!(matches!(
-        files.read("/root/.profile").await,
-        Err(Error::PermissionDenied(_))
-    ));
+    let r = files.read("/root/.profile").await;
+    assert!(matches!(r, Err(Error::PermissionDenied(_))), "{r:?}");
     assert!(matches!(files.read("nope").await, Err(Error::NotFound(_))));
     let e = files.read("proj").await.unwrap_err();
     assert_eq!(e.code(), Some(sandpit::ErrorCode::IsADirectory), "{e}");

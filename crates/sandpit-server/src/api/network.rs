@@ -101,6 +101,7 @@ pub async fn expose_port(
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}/ports/{port}", tag = "network",
     params(("id" = String, Path, description = "Sandbox id"), ("port" = u16, Path, description = "TCP port inside the sandbox")),
     responses((status = 204, description = "Closed"),
+        (status = 400, description = "Bad port", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such sandbox, or the port is not exposed", body = ErrorBody)))]
 pub async fn close_port(
