@@ -35,7 +35,8 @@ fn addr_of(
 
 /// `TCP_NODELAY` of the daemon's end of the connection from `client` to `server`, once it is accepted.
 async fn server_side_nodelay(server: SocketAddr, client: SocketAddr) -> bool {
-    for _ in 0..200 {
+    // Up to 20 s: on a loaded machine the daemon's start-up (before its accept loop runs) can take seconds.
+    for _ in 0..2000 {
         for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
             let Ok(fd) = e.file_name().to_string_lossy().parse::<RawFd>() else {
                 continue;

@@ -180,7 +180,9 @@ impl Serve {
             port,
             log: log_path,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: a daemon restarted under load re-attaches every surviving sandbox (processes,
+        // networks) before it answers.
+        let deadline = Instant::now() + Duration::from_secs(60);
         // A timeout per poll: a port held by something that never answers (it happened: a half-made
         // sandbox's child holding a dead daemon's listening socket) must fail the test, not hang it.
         let poll = reqwest::Client::builder()
