@@ -1947,15 +1947,27 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
             ("SetTimeoutRequest", json!({"timeout": 600})),
             ("Rlimit", json!({"resource": "nofile", "soft": 1024})),
             // File operations on what the fixture made; the move overwrites its own earlier result.
-            ("MkdirRequest", json!({"path": "/tmp/bad-input/dir", "user": "root"})),
+            (
+                "MkdirRequest",
+                json!({"path": "/tmp/bad-input/dir", "user": "root"}),
+            ),
             (
                 "MoveRequest",
                 json!({"from": "/tmp/bad-input/from", "to": "/tmp/bad-input/to",
                        "overwrite": true, "user": "root"}),
             ),
-            ("ChmodRequest", json!({"path": "/tmp/bad-input", "mode": "755", "user": "root"})),
-            ("ChownRequest", json!({"path": "/tmp/bad-input", "owner": "root", "user": "root"})),
-            ("CreateWatcherRequest", json!({"path": "/tmp/bad-input", "user": "root"})),
+            (
+                "ChmodRequest",
+                json!({"path": "/tmp/bad-input", "mode": "755", "user": "root"}),
+            ),
+            (
+                "ChownRequest",
+                json!({"path": "/tmp/bad-input", "owner": "root", "user": "root"}),
+            ),
+            (
+                "CreateWatcherRequest",
+                json!({"path": "/tmp/bad-input", "user": "root"}),
+            ),
             ("TemplateSource", json!({"dir": dir})),
             (
                 "CreateTemplateRequest",

@@ -68,10 +68,7 @@ async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge("request body too large".into())
         } else {
-            ApiError::InvalidArgument(format!(
-                "cannot read the request body: {}",
-                rej.body_text()
-            ))
+            ApiError::InvalidArgument(format!("cannot read the request body: {}", rej.body_text()))
         }
     })
 }
