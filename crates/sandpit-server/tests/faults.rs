@@ -486,7 +486,7 @@ async fn a_sigkilled_agent_marks_its_sandbox_failed_and_releases_it() {
     start_process(&root, "sleep 1000 & sleep 1000").await;
     let handle = isolate_handle(&state, &victim);
     let init = handle["init_pid"].as_i64().unwrap();
-    let ns = pid_ns(init);
+    let (ns, _ns_held) = pid_ns(init);
     let t = Instant::now();
     while processes_in(&ns).len() < 3 {
         assert!(
@@ -773,10 +773,10 @@ async fn a_hundred_create_delete_cycles_leak_nothing() {
             (0, format!("{i}\n"))
         );
         let handle = isolate_handle(&state, &id);
-        let ns = pid_ns(handle["init_pid"].as_i64().unwrap());
+        let (ns, ns_held) = pid_ns(handle["init_pid"].as_i64().unwrap());
         let (s, v) = call(client().delete(&root)).await;
         assert_eq!(s, 204, "{v}");
-        seen.push((id, ns, cgroup_dirs(&handle)));
+        seen.push((id, ns, ns_held, cgroup_dirs(&handle)));
     }
     let elapsed = t.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -784,8 +784,9 @@ async fn a_hundred_create_delete_cycles_leak_nothing() {
     eprintln!("100 cycles in {elapsed:?}; before {before:?}, after {after:?}");
 
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for (id, ns, cgroups) in &seen {
-        assert!(processes_in(ns).is_empty(), "{id}: processes left");
+    for (id, ns, _held, cgroups) in &seen {
+        let left = processes_in(ns);
+        assert!(left.is_empty(), "{id}: processes left: {left:?}");
         assert!(!mountinfo.contains(id.as_str()), "{id}: a mount left");
         for d in cgroups {
             assert!(!d.exists(), "{id}: cgroup {} left", d.display());

@@ -306,11 +306,19 @@ pub fn running(pid: i64) -> bool {
 }
 
 /// The pid namespace of a process (a `/proc/PID/ns/pid` link target).
-pub fn pid_ns(pid: i64) -> String {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+///
+/// The name is `pid:[inode]`, and the kernel reuses a freed namespace's inode number for the next
+/// namespace anyone creates (a parallel test's sandbox, say). So this also returns an open handle
+/// on the namespace: while it is held the number stays taken, and a later [`processes_in`] cannot
+/// count another namespace's processes as leftovers of this one.
+pub fn pid_ns(pid: i64) -> (String, std::fs::File) {
+    let path = format!("/proc/{pid}/ns/pid");
+    let hold = std::fs::File::open(&path).unwrap();
+    let name = std::fs::read_link(&path)
         .unwrap()
         .to_string_lossy()
-        .into_owned()
+        .into_owned();
+    (name, hold)
 }
 
 /// Pids of every host process in the pid namespace `ns`.
