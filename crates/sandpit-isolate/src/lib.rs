@@ -23,7 +23,7 @@ mod template;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, chown};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -637,6 +637,50 @@ impl Isolator {
             && sys::process_state(handle.init_pid).is_some_and(|s| s != 'Z')
     }
 
+    /// A TCP socket (`AF_INET`, or `AF_INET6` when `v6`) made inside the sandbox's network namespace,
+    /// non-blocking and not yet connected: connecting it to `127.0.0.1:PORT` reaches a server inside the
+    /// sandbox, bound to its loopback or to every address, with no process of the sandbox in the way.
+    ///
+    /// A socket belongs to the namespace it was made in, wherever it is used afterwards, so only the
+    /// making happens in there: on a short-lived thread of its own (`setns` moves one thread), which
+    /// exits afterwards — no thread of the caller ever changes namespace, and a failure to return
+    /// cannot leave one behind.
+    pub fn socket_in_netns(&self, handle: &SandboxHandle, v6: bool) -> std::io::Result<OwnedFd> {
+        let ns = fs::File::open(format!("/proc/{}/ns/net", handle.init_pid))?;
+        // The pid checked after opening: the descriptor is the sandbox's, not a reused pid's.
+        if !self.is_alive(handle) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the sandbox's init is gone",
+            ));
+        }
+        std::thread::Builder::new()
+            .name("netns-socket".into())
+            .spawn(move || -> std::io::Result<OwnedFd> {
+                // SAFETY: setns(2) on this thread only, with a namespace descriptor we own; the thread
+                // exits when this closure returns.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+                // SAFETY: socket(2) has no memory-safety preconditions; the result is checked.
+                let fd = unsafe {
+                    libc::socket(
+                        domain,
+                        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        0,
+                    )
+                };
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            })?
+            .join()
+            .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+    }
+
     /// Kills every process, releases the rootfs (it lives only in the sandbox's mount namespace,
     /// so it goes away with the last process), removes the cgroups, the sandbox directory and the
     /// id-range reservation. Idempotent; works on half-created sandboxes and after a restart.
@@ -703,7 +747,6 @@ fn reap(pid: i32) {
 }
 
 fn socketpair() -> Result<(OwnedFd, OwnedFd), IsolateError> {
-    use std::os::fd::FromRawFd;
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for two descriptors.
     let rc = unsafe {

@@ -585,6 +585,22 @@ impl Engine {
         }
     }
 
+    /// A socket inside the sandbox's network namespace to connect to one of its ports, when the backend
+    /// makes one ([`SandboxBackend::port_socket`]); `None` means "use the agent's port tunnel". Call
+    /// [`Self::agent_socket`] first: it resumes a paused sandbox.
+    pub async fn port_socket(
+        &self,
+        id: &str,
+        v6: bool,
+    ) -> Result<Option<std::os::fd::OwnedFd>, EngineError> {
+        let rec = self.load(id).await?;
+        let Some(handle) = rec.handle else {
+            return Ok(None);
+        };
+        self.on_backend(move |b| b.port_socket(&handle, v6).transpose())
+            .await
+    }
+
     /// The socket of a sandbox's agent, ready for a proxied call: a paused sandbox is resumed first.
     pub async fn agent_socket(self: &Arc<Self>, id: &str) -> Result<PathBuf, EngineError> {
         let cached = {

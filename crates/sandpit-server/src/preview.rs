@@ -11,10 +11,13 @@
 //! caller's `Authorization`, its token, its cookie and the API key parameter are removed before the
 //! request reaches the sandbox; `X-Forwarded-For/-Host/-Proto` (and `-Prefix` for the path form) are set.
 //!
-//! The way in is the agent's port tunnel (`/ports/{port}/connect` upgraded to raw TCP over the agent's
-//! unix socket), so a server bound to 127.0.0.1 is reachable and the sandbox needs no network link.
-//! Tunnels carry HTTP/1.1 to the server and are pooled per `(sandbox, port)` by hyper's client, so
-//! a keep-alive connection serves many requests. A paused sandbox is resumed by the first request.
+//! The way in is a TCP connection to `127.0.0.1:{port}` (then `::1`) made from a socket the backend
+//! creates inside the sandbox's network namespace (`isolate`): a server bound to the sandbox's loopback
+//! is reachable, the sandbox needs no network link, and no process of the sandbox relays the bytes.
+//! Backends without such a namespace (`process`) use the agent's port tunnel instead
+//! (`/ports/{port}/connect` upgraded to raw TCP over the agent's unix socket). Either connection
+//! carries HTTP/1.1 to the server and is pooled per `(sandbox, port)` by hyper's client, so a
+//! keep-alive connection serves many requests. A paused sandbox is resumed by the first request.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -253,10 +256,13 @@ async fn serve(
         }
         return resp;
     }
-    match forward(s, id, port, req, prefix.as_deref()).await {
+    let method = req.method().clone();
+    let resp = match forward(s, id, port, req, prefix.as_deref()).await {
         Ok(r) => r,
         Err(e) => e,
-    }
+    };
+    tracing::debug!(sandbox = %id, port, %method, status = resp.status().as_u16(), "preview request");
+    resp
 }
 
 /// Strips the caller's credentials (and only sandpit's own cookie) and adds `X-Forwarded-*`.
@@ -440,9 +446,45 @@ impl tower::Service<Uri> for Tunnels {
                 .agent_socket(&id)
                 .await
                 .map_err(|e| TunnelError(e.to_string()))?;
-            dial(socket, port).await
+            match direct(&engine, &id, port).await? {
+                Some(io) => Ok(io),
+                None => dial(socket, port).await,
+            }
         })
     }
+}
+
+/// Connects straight to the server from inside the sandbox's network namespace, when the backend can
+/// make a socket there (`127.0.0.1`, then `::1`, as the agent's tunnel does): no process of the
+/// sandbox relays the bytes. `None`: the backend cannot; use the agent's tunnel.
+async fn direct(engine: &Engine, id: &str, port: u16) -> Result<Option<TunnelIo>, TunnelError> {
+    let mut first_err = None;
+    for v6 in [false, true] {
+        let fd = match engine.port_socket(id, v6).await {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(TunnelError(e.to_string())),
+        };
+        let socket = tokio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(fd));
+        let addr: std::net::SocketAddr = if v6 {
+            (std::net::Ipv6Addr::LOCALHOST, port).into()
+        } else {
+            (std::net::Ipv4Addr::LOCALHOST, port).into()
+        };
+        match socket.connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(Some(TunnelIo::Direct(TokioIo::new(stream))));
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(TunnelError(format!(
+        "nothing is listening on port {port} in the sandbox ({})",
+        first_err.map(|e| e.to_string()).unwrap_or_default()
+    )))
 }
 
 async fn dial(socket: PathBuf, port: u16) -> Result<TunnelIo, TunnelError> {
@@ -481,11 +523,15 @@ async fn dial(socket: PathBuf, port: u16) -> Result<TunnelIo, TunnelError> {
     let up = hyper::upgrade::on(&mut resp)
         .await
         .map_err(|e| TunnelError(format!("the port tunnel failed: {e}")))?;
-    Ok(TunnelIo(up))
+    Ok(TunnelIo::Agent(up))
 }
 
-/// A tunnel as the pooled client's connection.
-struct TunnelIo(Upgraded);
+/// A connection to a server in a sandbox, as the pooled client's connection: the agent's tunnel, or a
+/// socket made in the sandbox's network namespace.
+enum TunnelIo {
+    Agent(Upgraded),
+    Direct(TokioIo<tokio::net::TcpStream>),
+}
 
 impl Connection for TunnelIo {
     fn connected(&self) -> Connected {
@@ -495,35 +541,50 @@ impl Connection for TunnelIo {
 
 impl hyper::rt::Read for TunnelIo {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        match self.get_mut() {
+            Self::Agent(u) => Pin::new(u).poll_read(cx, buf),
+            Self::Direct(t) => Pin::new(t).poll_read(cx, buf),
+        }
     }
 }
 
 impl hyper::rt::Write for TunnelIo {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match self.get_mut() {
+            Self::Agent(u) => Pin::new(u).poll_write(cx, buf),
+            Self::Direct(t) => Pin::new(t).poll_write(cx, buf),
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Agent(u) => Pin::new(u).poll_flush(cx),
+            Self::Direct(t) => Pin::new(t).poll_flush(cx),
+        }
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Agent(u) => Pin::new(u).poll_shutdown(cx),
+            Self::Direct(t) => Pin::new(t).poll_shutdown(cx),
+        }
     }
 }
 
 impl std::fmt::Debug for TunnelIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TunnelIo")
+        f.write_str(match self {
+            Self::Agent(_) => "TunnelIo::Agent",
+            Self::Direct(_) => "TunnelIo::Direct",
+        })
     }
 }
 

@@ -133,10 +133,15 @@ fn gzipped(headers: &HeaderMap) -> Result<bool> {
 struct BodyReader {
     rx: mpsc::Receiver<std::result::Result<Bytes, String>>,
     current: Bytes,
+    /// A body error met while filling a buffer, reported by the next read.
+    pending: Option<String>,
 }
 
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(e) = self.pending.take() {
+            return Err(std::io::Error::other(BodyError(e)));
+        }
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 None => return Ok(0),
@@ -144,9 +149,27 @@ impl Read for BodyReader {
                 Some(Err(e)) => return Err(std::io::Error::other(BodyError(e))),
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
+        let mut n = 0;
+        // Fill `buf` from every chunk already here (the body arrives in socket-read-sized pieces):
+        // one write per 256 KiB on the other side instead of one per piece.
+        loop {
+            let take = (buf.len() - n).min(self.current.len());
+            buf[n..n + take].copy_from_slice(&self.current[..take]);
+            let _ = self.current.split_to(take);
+            n += take;
+            if n == buf.len() {
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(Ok(b)) => self.current = b,
+                // An error or the end is reported by the next call, after these bytes.
+                Ok(Err(e)) => {
+                    self.pending = Some(e);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
         Ok(n)
     }
 }
@@ -173,6 +196,7 @@ fn pump(body: Body) -> (BodyReader, tokio::task::JoinHandle<()>) {
         BodyReader {
             rx,
             current: Bytes::new(),
+            pending: None,
         },
         handle,
     )

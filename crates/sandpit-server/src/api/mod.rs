@@ -119,11 +119,6 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
         None => app,
     };
     app.layer(DefaultBodyLimit::max(max_body_bytes))
-        // Preview host names never reach the API's routes, its key check or its limits.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            crate::preview::host_dispatch,
-        ))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -133,6 +128,13 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
+        // Outermost: preview host names never reach the API's routes, its key check, its limits, its
+        // metrics or its INFO request log (a public preview's traffic would flood it: a tenth of the
+        // daemon's time per request went to formatting that line; previews log at DEBUG).
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::preview::host_dispatch,
+        ))
         .with_state(state)
 }
 

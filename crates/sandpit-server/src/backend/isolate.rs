@@ -155,6 +155,18 @@ impl SandboxBackend for IsolateBackend {
         Self::handle(handle).is_ok_and(|h| self.iso.is_alive(&h))
     }
 
+    fn port_socket(
+        &self,
+        handle: &BackendHandle,
+        v6: bool,
+    ) -> Option<Result<std::os::fd::OwnedFd, BackendError>> {
+        Some(Self::handle(handle).and_then(|h| {
+            self.iso
+                .socket_in_netns(&h, v6)
+                .map_err(|e| BackendError::io("making a socket in the sandbox's network", e))
+        }))
+    }
+
     fn destroy_unknown(&self, known: &dyn Fn(&str) -> bool) {
         for h in self.iso.sandboxes() {
             if known(&h.id) {

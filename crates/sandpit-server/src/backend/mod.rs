@@ -135,6 +135,17 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Destroys whatever the backend holds for sandboxes whose id `known` rejects: leftovers of a daemon
     /// that died in the middle of a create, before the store learnt the handle. Called once at start-up.
+    /// A TCP socket, not yet connected, inside the sandbox's own network namespace (`AF_INET6` when
+    /// `v6`), so that the daemon reaches a server in the sandbox (also one bound to its loopback)
+    /// directly. `None` when this backend has no such namespace: the agent's port tunnel is the way.
+    fn port_socket(
+        &self,
+        _handle: &BackendHandle,
+        _v6: bool,
+    ) -> Option<Result<std::os::fd::OwnedFd, BackendError>> {
+        None
+    }
+
     fn destroy_unknown(&self, known: &dyn Fn(&str) -> bool) {
         let _ = known;
     }
