@@ -11,6 +11,7 @@ pub mod agent;
 pub mod api;
 pub mod cgroup;
 pub mod files;
+pub mod guard;
 pub mod output;
 pub mod passwd;
 pub mod process;
@@ -38,6 +39,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    if let Some(keep) = guard::protect() {
+        tokio::spawn(guard::watch(keep));
+    }
     let app = api::router(agent.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server_stop = async move {

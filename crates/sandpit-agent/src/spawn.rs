@@ -22,6 +22,9 @@ pub enum StdinSource {
     Pipe,
 }
 
+/// `CAP_SYS_PTRACE` (`linux/capability.h`).
+const CAP_SYS_PTRACE: libc::c_ulong = 19;
+
 /// A fully prepared process, ready to fork.
 #[derive(Debug)]
 pub struct Prepared {
@@ -67,6 +70,7 @@ pub enum Step {
     Cwd = 9,
     Exec = 10,
     Signals = 11,
+    Guard = 12,
 }
 
 impl Step {
@@ -83,6 +87,7 @@ impl Step {
             9 => Self::Cwd,
             10 => Self::Exec,
             11 => Self::Signals,
+            12 => Self::Guard,
             _ => return None,
         })
     }
@@ -114,6 +119,7 @@ fn describe(step: Step, errno: i32, program: &str, cwd: &str) -> String {
         Step::Rlimit => format!("cannot apply rlimits: {err}"),
         Step::Groups | Step::Gid | Step::Uid => format!("cannot switch user: {err}"),
         Step::Signals => format!("cannot reset signal handling: {err}"),
+        Step::Guard => format!("cannot drop CAP_SYS_PTRACE for the process: {err}"),
     }
 }
 
@@ -247,6 +253,8 @@ pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
         err_pipe: err_w.as_raw_fd(),
     };
 
+    // As a sandbox's PID 1, keep the agent out of reach of what it starts (see `child_main`).
+    let guard = std::process::id() == 1;
     // Block every signal across the fork: until the child has reset its dispositions, a signal would
     // run the agent's inherited handlers (tokio's) in the child, which write to fds shared with us.
     let mut all: libc::sigset_t = unsafe_zeroed_sigset();
@@ -268,7 +276,7 @@ pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
     }
     if pid == 0 {
         // SAFETY: we are the freshly forked child; `child_main` never returns.
-        unsafe { child_main(p, &fds, &argv_ptrs, &envp_ptrs, &limits) }
+        unsafe { child_main(p, &fds, &argv_ptrs, &envp_ptrs, &limits, guard) }
     }
 
     drop((child_in, child_out, child_err, err_w));
@@ -340,6 +348,7 @@ unsafe fn child_main(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     limits: &[(libc::__rlimit_resource_t, libc::rlimit)],
+    guard: bool,
 ) -> ! {
     // SAFETY: every call below is async-signal-safe and works only on memory prepared before the
     // fork; this runs in the freshly forked child, which never returns from this function.
@@ -369,6 +378,14 @@ unsafe fn child_main(
         }
         if p.tty.is_some() && libc::ioctl(fds.stdout, libc::TIOCSCTTY, 0) != 0 {
             fail(fds, Step::Terminal);
+        }
+        // The agent is non-dumpable (`crate::guard`): only CAP_SYS_PTRACE in the sandbox's user namespace
+        // would let a process ptrace it, read or write its memory (`/proc/1/mem`, `process_vm_*`), take
+        // its descriptors (`pidfd_getfd`, `/proc/1/fd`). Out of the bounding set, no process started
+        // here — root, setuid programs, their children — can ever hold it. Ptracing one's own
+        // (dumpable, same-user) processes needs no capability: gdb and strace still work.
+        if guard && libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_PTRACE, 0, 0, 0) != 0 {
+            fail(fds, Step::Guard);
         }
         for (src, dst) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
             if libc::dup2(src, dst) < 0 {

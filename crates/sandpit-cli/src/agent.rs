@@ -1,4 +1,5 @@
-//! `sandpit agent`: parse flags, bind the listener, run the agent until SIGTERM/SIGINT.
+//! `sandpit agent`: parse flags, bind the listener, run the agent until SIGTERM/SIGINT (from outside the
+//! sandbox when the agent is its PID 1).
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -75,6 +76,8 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.log_dir {
         config.log_dir = dir;
     }
+    // Before the runtime's threads exist, so that they inherit the mask (see `shutdown_signal`).
+    let signals = ShutdownSignals::new().context("cannot set up the shutdown signals")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,7 +96,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         sandpit_agent::run(
             agent,
             listener,
-            shutdown_signal(),
+            signals.wait(),
             Duration::from_secs(args.shutdown_grace_secs),
         )
         .await
@@ -147,13 +150,64 @@ fn signal_ready(fd: i32) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, read from a `signalfd` so that the sender is known.
+///
+/// As a sandbox's PID 1 the agent receives from inside its pid namespace only the signals it handles
+/// (the kernel drops the rest, SIGKILL and SIGSTOP included), so a plain handler would let any process
+/// in the sandbox, root or not, stop the agent with `kill -TERM 1`. A signal sent from outside the
+/// namespace (the daemon, an operator on the host) carries sender pid 0 there; only those end the agent.
+/// Run as an ordinary process (not PID 1: development, tests), every SIGTERM/SIGINT counts.
+struct ShutdownSignals {
+    fd: nix::sys::signalfd::SignalFd,
+}
+
+impl ShutdownSignals {
+    fn new() -> anyhow::Result<Self> {
+        use nix::sys::signal::{SigSet, Signal};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGTERM);
+        mask.add(Signal::SIGINT);
+        mask.thread_block().context("blocking SIGTERM/SIGINT")?;
+        let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .context("signalfd")?;
+        Ok(Self { fd })
+    }
+
+    async fn wait(self) {
+        let only_from_outside = std::process::id() == 1;
+        // SAFETY: the SignalFd owns its descriptor and moves into the AsyncFd, which owns it from then on:
+        // it stays open and the same for the AsyncFd's whole life.
+        let fd = match unsafe { tokio::io::unix::AsyncFd::register(self.fd) } {
+            Ok(fd) => fd,
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                tracing::error!(error = %e, "cannot watch the shutdown signals: SIGTERM will not stop the agent");
+                return std::future::pending().await;
+            }
+        };
+        loop {
+            let Ok(mut ready) = fd.readable().await else {
+                return std::future::pending().await;
+            };
+            match ready.get_inner().read_signal() {
+                Ok(Some(info)) => {
+                    if !only_from_outside || info.ssi_pid == 0 {
+                        return;
+                    }
+                    tracing::warn!(
+                        signal = info.ssi_signo,
+                        sender_pid = info.ssi_pid,
+                        "ignoring a shutdown signal sent from inside the sandbox"
+                    );
+                }
+                Ok(None) => ready.clear_ready(),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the shutdown signals failed");
+                    ready.clear_ready();
+                }
+            }
+        }
     }
 }
 

@@ -86,7 +86,7 @@ impl Secret {
 type Outcome = (bool, String);
 
 /// Who an attempt is meaningful for: some only make sense for the unprivileged `user` (root inside a
-/// sandbox owns the sandbox by design, e.g. it may ptrace the agent).
+/// sandbox owns the sandbox by design, e.g. it may signal any of its processes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
     Both,
@@ -261,26 +261,52 @@ fn attempts() -> Vec<Attempt> {
         (
             "ptrace_attach_agent",
             "sandbox agent",
-            Who::UserOnly,
+            Who::Both,
             ptrace_agent,
         ),
         ("kill_agent", "sandbox agent", Who::UserOnly, kill_agent),
         (
-            "proc_1_mem_write",
+            "ptrace_seize_agent",
             "sandbox agent",
-            Who::UserOnly,
-            proc_1_mem,
+            Who::Both,
+            ptrace_seize_agent,
         ),
+        (
+            "pidfd_getfd_agent",
+            "sandbox agent",
+            Who::Both,
+            pidfd_getfd_agent,
+        ),
+        ("proc_1_fd_open", "sandbox agent", Who::Both, proc_1_fd),
+        (
+            "stop_or_terminate_agent",
+            "sandbox agent",
+            Who::Both,
+            signal_agent,
+        ),
+        (
+            "oom_score_adj_agent",
+            "sandbox agent",
+            Who::Both,
+            oom_score_adj_agent,
+        ),
+        (
+            "ptrace_own_process_still_works",
+            "sandbox agent",
+            Who::Both,
+            ptrace_own_process,
+        ),
+        ("proc_1_mem_write", "sandbox agent", Who::Both, proc_1_mem),
         (
             "proc_1_environ_read",
             "sandbox agent",
-            Who::UserOnly,
+            Who::Both,
             proc_1_environ,
         ),
         (
             "process_vm_readv_agent",
             "sandbox agent",
-            Who::UserOnly,
+            Who::Both,
             vm_readv_agent,
         ),
         (
@@ -1239,10 +1265,184 @@ fn ptrace_agent(_: &Ctx) -> Outcome {
     if ret == 0 {
         // SAFETY: undo the attach.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, 1, 0, 0) };
-        return (false, "user attached to the agent (PID 1, root)".into());
+        return (false, "attached to the agent (PID 1)".into());
     }
     let e = errno();
     (e == libc::EPERM, format!("PTRACE_ATTACH 1: {}", err_str(e)))
+}
+
+fn ptrace_seize_agent(_: &Ctx) -> Outcome {
+    // SAFETY: PTRACE_SEIZE with null addr/data; detached below if it ever succeeds.
+    let ret = unsafe { libc::ptrace(libc::PTRACE_SEIZE, 1, 0, 0) };
+    if ret == 0 {
+        // SAFETY: undo the seize.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, 1, 0, 0) };
+        return (false, "seized the agent (PID 1)".into());
+    }
+    let e = errno();
+    (e == libc::EPERM, format!("PTRACE_SEIZE 1: {}", err_str(e)))
+}
+
+fn pidfd_getfd_agent(_: &Ctx) -> Outcome {
+    // SAFETY: pidfd_open(2) with integer arguments; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, 1, 0) };
+    if pidfd < 0 {
+        let e = errno();
+        return (denied(e), format!("pidfd_open(1): {}", err_str(e)));
+    }
+    let pidfd = pidfd as libc::c_int;
+    let mut notes = Vec::new();
+    let mut held = true;
+    // The agent's listening socket and connections are among its first descriptors.
+    for target in 0..16 {
+        // SAFETY: pidfd_getfd(2) with integer arguments; a descriptor it returns is closed at once.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, target, 0) };
+        if fd >= 0 {
+            // SAFETY: closing the descriptor just obtained.
+            unsafe { libc::close(fd as libc::c_int) };
+            held = false;
+            notes.push(format!("took the agent's fd {target}"));
+            break;
+        }
+        let e = errno();
+        if e != libc::EBADF && !denied(e) {
+            held = false;
+        }
+        if target < 2 || !denied(e) {
+            notes.push(format!("fd {target}: {}", err_str(e)));
+        }
+    }
+    // SAFETY: closing our pidfd.
+    unsafe { libc::close(pidfd) };
+    (held, notes.join("; "))
+}
+
+fn proc_1_fd(_: &Ctx) -> Outcome {
+    // Listing the numbers is harmless (root may, as the directory's owner); following one — open or
+    // readlink — would hand over the agent's socket or files, and needs ptrace access.
+    let entries: Vec<PathBuf> = match std::fs::read_dir("/proc/1/fd") {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) => {
+            return (
+                e.raw_os_error().is_some_and(denied),
+                format!("readdir /proc/1/fd: {e}"),
+            );
+        }
+    };
+    let mut notes = vec![format!("{} entries listed", entries.len())];
+    for p in &entries {
+        if let Ok(t) = std::fs::read_link(p) {
+            return (false, format!("readlink {}: {}", p.display(), t.display()));
+        }
+        match std::fs::File::open(p) {
+            Ok(_) => return (false, format!("opened {}", p.display())),
+            Err(e) if e.raw_os_error().is_some_and(denied) => {}
+            Err(e) => notes.push(format!("open {}: {e}", p.display())),
+        }
+    }
+    notes.push("none could be followed".into());
+    (true, notes.join("; "))
+}
+
+/// The state letter of PID 1 in `/proc/1/stat`.
+fn agent_state() -> Option<char> {
+    let stat = std::fs::read_to_string("/proc/1/stat").ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+fn signal_agent(_: &Ctx) -> Outcome {
+    // Root may send these (user gets EPERM); what matters is that none of them sticks: the agent must
+    // neither stop nor exit (were it to exit, the whole sandbox and this probe would go with it).
+    let mut notes = Vec::new();
+    for (sig, name) in [
+        (libc::SIGSTOP, "SIGSTOP"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGQUIT, "SIGQUIT"),
+    ] {
+        // SAFETY: kill(2) with integer arguments.
+        let r = unsafe { libc::kill(1, sig) };
+        notes.push(format!(
+            "{name}: {}",
+            if r == 0 {
+                "sent".into()
+            } else {
+                err_str(errno())
+            }
+        ));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    match agent_state() {
+        Some(st) if st != 'T' && st != 't' => {
+            (true, format!("{}; agent state {st}", notes.join(", ")))
+        }
+        other => (
+            false,
+            format!("{}; agent state {other:?}", notes.join(", ")),
+        ),
+    }
+}
+
+fn oom_score_adj_agent(_: &Ctx) -> Outcome {
+    let path = "/proc/1/oom_score_adj";
+    let before = std::fs::read_to_string(path).unwrap_or_default();
+    if let Err(e) = std::fs::write(path, "1000") {
+        return (
+            e.raw_os_error().is_some_and(denied),
+            format!("write 1000 to {path}: {e}"),
+        );
+    }
+    // The agent puts its own value back within a quarter of a second.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let after = std::fs::read_to_string(path).unwrap_or_default();
+    (
+        after.trim() != "1000",
+        format!(
+            "wrote 1000 over {}; 800 ms later: {}",
+            before.trim(),
+            after.trim()
+        ),
+    )
+}
+
+fn ptrace_own_process(_: &Ctx) -> Outcome {
+    // The positive control: what gdb and strace need — tracing one's own process — still works.
+    // SAFETY: the probe is single-threaded; the child only sleeps until killed.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return (false, format!("fork: {}", err_str(errno())));
+    }
+    if child == 0 {
+        loop {
+            // SAFETY: pause(2) has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+    // SAFETY: attach to our own child; waited for and detached below.
+    let ret = unsafe { libc::ptrace(libc::PTRACE_ATTACH, child, 0, 0) };
+    let e = errno();
+    let mut status = 0;
+    if ret == 0 {
+        // SAFETY: waiting for the attach stop of our own child.
+        unsafe { libc::waitpid(child, &raw mut status, 0) };
+        // SAFETY: detaching from our own child.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, child, 0, 0) };
+    }
+    // SAFETY: our own child; reaped at once.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, &raw mut status, 0);
+    }
+    if ret == 0 {
+        (true, "PTRACE_ATTACH of an own child: ok".into())
+    } else {
+        (
+            false,
+            format!("PTRACE_ATTACH of an own child: {}", err_str(e)),
+        )
+    }
 }
 
 fn kill_agent(_: &Ctx) -> Outcome {
@@ -1263,7 +1463,7 @@ fn proc_1_mem(_: &Ctx) -> Outcome {
         .write(true)
         .open("/proc/1/mem")
     {
-        Ok(_) => (false, "/proc/1/mem opened read-write by user".into()),
+        Ok(_) => (false, "/proc/1/mem opened read-write".into()),
         Err(e) => (
             e.raw_os_error().is_some_and(denied),
             format!("open /proc/1/mem rw: {e}"),
@@ -1275,7 +1475,7 @@ fn proc_1_environ(_: &Ctx) -> Outcome {
     match read_small(Path::new("/proc/1/environ")) {
         Ok(b) => (
             false,
-            format!("/proc/1/environ readable by user ({} bytes)", b.len()),
+            format!("/proc/1/environ readable ({} bytes)", b.len()),
         ),
         Err(e) => (
             e.raw_os_error().is_some_and(denied),

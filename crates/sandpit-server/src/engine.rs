@@ -102,6 +102,11 @@ const EXPIRY_RETRY_MS: i64 = 30_000;
 /// How often running sandboxes are checked for a dead agent when no deadline comes sooner.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often every running sandbox's agent is asked `GET /health` ([`Engine::run_health`]).
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an agent has to answer that probe before its sandbox is reported `unhealthy`.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct Engine {
     store: Store,
@@ -116,6 +121,11 @@ pub struct Engine {
     live: std::sync::RwLock<HashMap<String, PathBuf>>,
     /// Sandbox networking, when the daemon runs with it.
     net: std::sync::OnceLock<Arc<crate::network::SandboxNet>>,
+    /// Running sandboxes whose agent failed its last health probe ([`Engine::run_health`]), with why.
+    /// Reported as `unhealthy`; calls to them fail fast; cleared when the agent answers again.
+    unhealthy: std::sync::RwLock<HashMap<String, String>>,
+    /// Bumped whenever a sandbox turns unhealthy, so that calls in flight to it end ([`Engine::until_unhealthy`]).
+    health_events: watch::Sender<u64>,
 }
 
 impl Engine {
@@ -128,6 +138,8 @@ impl Engine {
             wake: Notify::new(),
             live: std::sync::RwLock::new(HashMap::new()),
             net: std::sync::OnceLock::new(),
+            unhealthy: std::sync::RwLock::new(HashMap::new()),
+            health_events: watch::channel(0).0,
         })
     }
 
@@ -361,6 +373,10 @@ impl Engine {
     /// The sandbox as recorded, except that a live-looking sandbox whose agent has died is marked
     /// `failed` first (checking costs a read of `/proc`), so nobody is told "running" about a corpse.
     pub async fn get(&self, id: &str) -> Result<SandboxInfo, EngineError> {
+        self.get_inner(id).await.map(|i| self.with_health(i))
+    }
+
+    async fn get_inner(&self, id: &str) -> Result<SandboxInfo, EngineError> {
         let rec = self.load(id).await?;
         let Some(handle) = rec.handle.clone() else {
             return Ok(info(&rec));
@@ -388,15 +404,115 @@ impl Engine {
             .list()
             .await?
             .iter()
-            .filter(|r| filter.states.is_empty() || filter.states.contains(&r.state))
             .filter(|r| {
                 filter
                     .metadata
                     .iter()
                     .all(|(k, v)| r.metadata.get(k) == Some(v))
             })
-            .map(info)
+            .map(|r| self.with_health(info(r)))
+            .filter(|i| filter.states.is_empty() || filter.states.contains(&i.state))
             .collect())
+    }
+
+    /// A `running` sandbox whose agent failed its health probe is reported `unhealthy`, with why.
+    fn with_health(&self, mut i: SandboxInfo) -> SandboxInfo {
+        if i.state == SandboxState::Running {
+            if let Some(why) = self.unhealthy_reason(&i.id) {
+                i.state = SandboxState::Unhealthy;
+                i.error = Some(why);
+            }
+        }
+        i
+    }
+
+    fn unhealthy_reason(&self, id: &str) -> Option<String> {
+        self.unhealthy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// Resolves, with the reason, once sandbox `id` is found unhealthy: what a proxied call or stream
+    /// waits on beside the agent, so that it ends instead of hanging on a wedged agent.
+    pub async fn until_unhealthy(self: Arc<Self>, id: String) -> String {
+        let mut rx = self.health_events.subscribe();
+        loop {
+            if let Some(why) = self.unhealthy_reason(&id) {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Probes every running sandbox's agent (`GET /health`, [`HEALTH_TIMEOUT`]) every
+    /// [`HEALTH_INTERVAL`] until `shutdown`; marks the ones that do not answer `unhealthy` and clears
+    /// the ones that answer again. A stopped (`SIGSTOP`), ptrace-stopped or deadlocked agent is thus
+    /// found within `HEALTH_INTERVAL + HEALTH_TIMEOUT`.
+    pub async fn run_health(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let live: Vec<(String, PathBuf)> = self
+                .live
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let results =
+                futures_util::future::join_all(live.into_iter().map(|(id, socket)| async move {
+                    let verdict =
+                        match tokio::time::timeout(HEALTH_TIMEOUT, crate::proxy::probe(&socket))
+                            .await
+                        {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(format!("its agent does not answer: {e}")),
+                            Err(_) => Some(format!(
+                                "its agent did not answer a health check within {} ms",
+                                HEALTH_TIMEOUT.as_millis()
+                            )),
+                        };
+                    (id, verdict)
+                }))
+                .await;
+            let mut turned = false;
+            {
+                let mut map = self
+                    .unhealthy
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let still_live = self
+                    .live
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (id, verdict) in results {
+                    match verdict {
+                        Some(why) if still_live.contains_key(&id) => {
+                            if map.insert(id.clone(), why.clone()).is_none() {
+                                tracing::warn!(sandbox = %id, reason = %why, "sandbox unhealthy");
+                                turned = true;
+                            }
+                        }
+                        _ => {
+                            if map.remove(&id).is_some() {
+                                tracing::info!(sandbox = %id, "sandbox healthy again");
+                            }
+                        }
+                    }
+                }
+                // Gone from `live` (paused, deleted): nothing to report.
+                map.retain(|id, _| still_live.contains_key(id));
+            }
+            if turned {
+                self.health_events.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
     }
 
     pub async fn pause(self: &Arc<Self>, id: &str) -> Result<SandboxInfo, EngineError> {
@@ -611,6 +727,13 @@ impl Engine {
             live.get(id).cloned()
         };
         if let Some(socket) = cached {
+            if let Some(why) = self.unhealthy_reason(id) {
+                return Err(EngineError::Unavailable(format!(
+                    "sandbox {id} is unhealthy: {why}; calls fail until it answers again (checked every \
+                     {} s); DELETE works",
+                    HEALTH_INTERVAL.as_secs()
+                )));
+            }
             return Ok(socket);
         }
         let (this, id) = (self.clone(), id.to_owned());
@@ -679,7 +802,8 @@ impl Engine {
                     tracing::info!(sandbox = %rec.id, state = crate::store::state_str(rec.state),
                         "sandbox recovered");
                 }
-                SandboxState::Stopped | SandboxState::Failed => {}
+                // `unhealthy` is only reported, never stored.
+                SandboxState::Stopped | SandboxState::Failed | SandboxState::Unhealthy => {}
             }
         }
         // A daemon killed in the middle of a create leaves a sandbox whose handle never reached the store:

@@ -151,6 +151,7 @@ async fn serve(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let timers = tokio::spawn(engine.clone().run_timers(stop_rx.clone()));
+    let health = tokio::spawn(engine.clone().run_health(stop_rx.clone()));
     let net_services = net.as_ref().map(|n| n.spawn_services(stop_rx.clone()));
     let ports = Arc::new(tokens::PortAccess::load(engine.store().clone()).await?);
     let local = listener.local_addr().map_err(ServerError::Io)?;
@@ -230,6 +231,7 @@ async fn serve(
     };
     let _ = stop_tx.send(true);
     let _ = timers.await;
+    let _ = health.await;
     if let Some(t) = net_services {
         let _ = t.await;
     }

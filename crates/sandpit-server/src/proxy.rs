@@ -146,6 +146,119 @@ pub async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
+/// One health check of the agent at `socket`: `GET /health` answered `200`. The caller bounds it in time.
+pub async fn probe(socket: &Path) -> Result<(), String> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let req = Request::get("/health")
+        .header(header::HOST, "sandpit-agent")
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string());
+    conn.abort();
+    let status = resp?.status();
+    if status == StatusCode::OK {
+        Ok(())
+    } else {
+        Err(format!("GET /health answered {status}"))
+    }
+}
+
+/// A proxied response body that ends when its sandbox turns unhealthy (`cut` resolves with why): an
+/// event stream ends with an `error` event (`{"code": "unavailable", "message"}`), any other body
+/// breaks off with an error, so that no client waits on a wedged agent and none mistakes the cut
+/// for a complete body.
+pub struct Guarded {
+    inner: Body,
+    cut: Option<std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>>,
+    sse: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("sse", &self.sse)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guarded {
+    /// `resp` with its body guarded by `cut`.
+    pub fn wrap(
+        resp: Response<Body>,
+        cut: impl std::future::Future<Output = String> + Send + 'static,
+    ) -> Response<Body> {
+        let sse = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let (parts, inner) = resp.into_parts();
+        Response::from_parts(
+            parts,
+            Body::new(Self {
+                inner,
+                cut: Some(Box::pin(cut)),
+                sse,
+                done: false,
+            }),
+        )
+    }
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Some(cut) = self.cut.as_mut() {
+            if let Poll::Ready(why) = cut.as_mut().poll(cx) {
+                self.done = true;
+                let message = format!("the sandbox's agent stopped answering: {why}");
+                if self.sse {
+                    let body = sandpit_types::ErrorBody::new(
+                        sandpit_types::ErrorCode::Unavailable,
+                        message,
+                    );
+                    let data = serde_json::to_string(&body.error).unwrap_or_default();
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from(
+                        format!("event: error\ndata: {data}\n\n"),
+                    )))));
+                }
+                return Poll::Ready(Some(Err(axum::Error::new(std::io::Error::other(message)))));
+            }
+        }
+        let frame = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) {
+            self.done = true;
+            self.cut = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Copies an upgraded connection both ways until the agent's side has ended.
 ///
 /// Each direction is its own copy, unlike `copy_bidirectional`, which drops both on the first error:

@@ -402,6 +402,7 @@ pub(crate) fn state_str(s: SandboxState) -> &'static str {
         SandboxState::Paused => "paused",
         SandboxState::Stopped => "stopped",
         SandboxState::Failed => "failed",
+        SandboxState::Unhealthy => "unhealthy",
     }
 }
 
@@ -412,6 +413,7 @@ pub(crate) fn parse_state(s: &str) -> Option<SandboxState> {
         "paused" => SandboxState::Paused,
         "stopped" => SandboxState::Stopped,
         "failed" => SandboxState::Failed,
+        "unhealthy" => SandboxState::Unhealthy,
         _ => return None,
     })
 }

@@ -129,6 +129,11 @@ pub enum SandboxState {
     Paused,
     Stopped,
     Failed,
+    /// Running, but its agent has not answered the daemon's health probe (stopped, wedged, overloaded):
+    /// calls fail fast with `503 unavailable` and `error` says why. Back to `running` by itself when the
+    /// agent answers again; DELETE works. Only ever reported, never stored. Added in protocol 1 without a
+    /// version bump: clients treat an unknown state as not running.
+    Unhealthy,
 }
 
 /// A sandbox as the daemon reports it.

@@ -60,6 +60,7 @@ impl EventStream {
 }
 
 /// Reads, decodes and forwards; reconnects from `next_seq` after a cut.
+#[allow(clippy::too_many_lines)] // one reconnect loop; splitting it scatters the retry state
 async fn pump(
     target: SandboxRef,
     pid: String,
@@ -101,7 +102,7 @@ async fn pump(
         };
         let mut body = resp.bytes_stream();
         let mut parser = SseParser::default();
-        loop {
+        'read: loop {
             let chunk = tokio::select! {
                 c = tokio::time::timeout(SILENCE, body.next()) => c,
                 () = tx.closed() => return,
@@ -128,6 +129,11 @@ async fn pump(
                 let ev = match decode(&raw) {
                     Ok(Some(ev)) => ev,
                     Ok(None) => continue,
+                    // An unhealthy agent: a cut like any other, resumed once it answers again.
+                    Err(e) if e.is_transient() => {
+                        last_err = Some(e);
+                        break 'read;
+                    }
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
                         return;
@@ -244,6 +250,11 @@ pub(crate) fn decode(raw: &RawEvent) -> Result<Option<ProcessEvent>> {
             }
         }
         "lost" => ProcessEvent::Lost(serde_json::from_str::<LostEvent>(&raw.data).map_err(bad)?),
+        // The daemon ended the stream on purpose (the sandbox's agent stopped answering): its error.
+        "error" => {
+            let d: sandpit_types::ErrorDetail = serde_json::from_str(&raw.data).map_err(bad)?;
+            return Err(Error::from_api(d.code.http_status(), d.code, d.message));
+        }
         _ => return Ok(None),
     }))
 }
@@ -251,6 +262,7 @@ pub(crate) fn decode(raw: &RawEvent) -> Result<Option<ProcessEvent>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sandpit_types::ErrorCode;
 
     #[test]
     fn parses_split_events_and_skips_keepalives() {
@@ -274,6 +286,19 @@ mod tests {
             decode(&evs[0]).unwrap(),
             Some(ProcessEvent::Lost(LostEvent { to_seq: 3, .. }))
         ));
+    }
+
+    #[test]
+    fn an_error_event_is_the_daemons_error_and_a_transient_one() {
+        let mut p = SseParser::default();
+        let evs = p.push(
+            b"event: error\ndata: {\"code\":\"unavailable\",\"message\":\"agent stopped\"}\n\n",
+        );
+        let e = decode(&evs[0]).unwrap_err();
+        assert!(e.is_transient(), "{e:?}");
+        assert!(
+            matches!(&e, Error::Api(a) if a.code == ErrorCode::Unavailable && a.message == "agent stopped")
+        );
     }
 
     #[test]

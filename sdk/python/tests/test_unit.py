@@ -109,6 +109,17 @@ def test_sse_parser_and_decoding() -> None:
     assert events[4].code == 3
 
 
+def test_an_sse_error_event_raises_the_daemons_error() -> None:
+    # The daemon cuts a stream with an ``error`` event when the sandbox's agent stops answering.
+    parser = SseParser()
+    for line in ["event: error", 'data: {"code": "unavailable", "message": "agent stopped"}']:
+        assert parser.feed(line) is None
+    msg = parser.feed("")
+    assert msg is not None
+    with pytest.raises(sandpit.UnavailableError, match="agent stopped"):
+        decode_sse(msg)
+
+
 def test_ws_decoding() -> None:
     frame = struct.pack(">BQ", 2, 9) + b"oops"
     ev = decode_ws(frame)

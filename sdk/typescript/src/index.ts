@@ -51,7 +51,7 @@ export type { CommandExitInfo } from "./errors.js";
 export { DEFAULT_URL } from "./config.js";
 export type { ConnectionOptions, WebSocketConstructor } from "./config.js";
 export { HttpClient } from "./client.js";
-export { parseSse } from "./sse.js";
+export { decodeSse, parseSse } from "./sse.js";
 export type { SseMessage } from "./sse.js";
 export type {
   SandboxInfo,

@@ -6,7 +6,7 @@
  */
 import type { SandboxScope } from "./client.js";
 import { fromBase64, toBytes } from "./encoding.js";
-import { SandboxError } from "./errors.js";
+import { SandboxError, errorFromCode } from "./errors.js";
 import type { WireProcessInfo } from "./types.js";
 
 /** One dispatched SSE message. */
@@ -197,6 +197,12 @@ export function decodeSse(msg: SseMessage): ProcessStreamEvent | undefined {
     case "lost": {
       const d = JSON.parse(msg.data) as { from_seq: number; to_seq: number; bytes: number };
       return { type: "lost", fromSeq: d.from_seq, toSeq: d.to_seq, bytes: d.bytes };
+    }
+    case "error": {
+      // The daemon ended the stream on purpose (the sandbox's agent stopped answering): thrown as the
+      // matching error; an `unavailable` one is a cut like any other, resumed once the agent answers.
+      const d = JSON.parse(msg.data) as { code?: string; message?: string };
+      throw errorFromCode(String(d.code ?? "unknown"), String(d.message ?? "the stream ended with an error"));
     }
     default:
       return undefined;

@@ -6,7 +6,7 @@
 import { type NetworkPolicy, type WireNetworkPolicy, policyFromWire } from "./network.js";
 
 /** Lifecycle state of a sandbox. */
-export type SandboxState = "starting" | "running" | "paused" | "stopped" | "failed";
+export type SandboxState = "starting" | "running" | "paused" | "stopped" | "failed" | "unhealthy";
 
 /** Lifecycle state of a process. `exited`, `failed`, `killed` and `timed_out` are final. */
 export type ProcessStatus = "queued" | "running" | "exited" | "failed" | "killed" | "timed_out";

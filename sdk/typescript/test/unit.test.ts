@@ -10,6 +10,8 @@ import {
   NotFoundError,
   SandboxError,
   TimeoutError,
+  UnavailableError,
+  decodeSse,
   outputText,
   parseDetachKeys,
   parseSse,
@@ -39,6 +41,13 @@ test("SSE parser: fields, multi-line data, comments, CRLF, split chunks", async 
     { event: "stdout", data: "x\ny", id: "7" },
     { event: "message", data: "tail", id: undefined },
   ]);
+});
+
+test("an SSE error event (the daemon cut a stream: the agent stopped answering) throws its error", () => {
+  assert.throws(
+    () => decodeSse({ event: "error", data: '{"code":"unavailable","message":"agent stopped"}', id: undefined }),
+    (e: unknown) => e instanceof UnavailableError && e.message.includes("agent stopped"),
+  );
 });
 
 test("detach keys parse and match across chunks", () => {

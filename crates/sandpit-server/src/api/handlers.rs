@@ -277,8 +277,21 @@ pub async fn proxy_to_agent(
     };
     let socket = s.engine.agent_socket(&id).await?;
     let unbounded = super::streams_file_content(rest);
-    match proxy::forward(&socket, req, &target, unbounded).await {
-        Ok(resp) => Ok(resp),
+    // Neither the answer nor its body waits on an agent the health probe finds wedged.
+    let cut = s.engine.clone().until_unhealthy(id.clone());
+    let forwarded = tokio::select! {
+        r = proxy::forward(&socket, req, &target, unbounded) => r,
+        why = cut => {
+            return Err(ApiError::Unavailable(format!(
+                "sandbox {id} turned unhealthy while this call waited: {why}"
+            )));
+        }
+    };
+    match forwarded {
+        Ok(resp) => Ok(proxy::Guarded::wrap(
+            resp,
+            s.engine.clone().until_unhealthy(id.clone()),
+        )),
         Err(ProxyError::Build(m)) => Err(ApiError::InvalidArgument(m)),
         Err(e @ ProxyError::TooLarge) => Err(ApiError::PayloadTooLarge(e.to_string())),
         Err(e @ ProxyError::ClientBody(_)) => Err(ApiError::InvalidArgument(e.to_string())),

@@ -105,6 +105,10 @@ def decode_sse(msg: SseMessage) -> Optional[ExecEvent]:
     if msg.event == "lost":
         d = json.loads(msg.data)
         return ExecEvent(kind="lost", lost=LostOutput(int(d["from_seq"]), int(d["to_seq"]), int(d["bytes"])))
+    if msg.event == "error":
+        # The daemon ended the stream on purpose (the sandbox's agent stopped answering): raised as the
+        # matching error; an ``unavailable`` one is a cut like any other, resumed once the agent answers.
+        raise error_from_response(0, json.dumps({"error": json.loads(msg.data)}))
     return None
 
 

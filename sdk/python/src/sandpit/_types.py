@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 #: Lifecycle states of a sandbox.
-SandboxState = Literal["starting", "running", "paused", "stopped", "failed"]
+SandboxState = Literal["starting", "running", "paused", "stopped", "failed", "unhealthy"]
 #: Lifecycle states of a process; the last four are final.
 ProcessStatus = Literal["queued", "running", "exited", "failed", "killed", "timed_out"]
 

@@ -1,0 +1,77 @@
+//! Keeping the agent out of reach of the processes it supervises (issue 13), when it is a sandbox's
+//! PID 1. Everything a process in the sandbox could use against the agent goes through one of:
+//!
+//! * **ptrace access** (`ptrace` attach/seize, `/proc/1/mem`, `process_vm_readv/writev`,
+//!   `pidfd_getfd`, `/proc/1/fd/*`, `/proc/1/environ`): the agent is non-dumpable ([`protect`]), so the
+//!   kernel wants `CAP_SYS_PTRACE` in the sandbox's user namespace even from a process of the same uid,
+//!   and no process the agent starts has that capability in its bounding set ([`crate::spawn`]);
+//! * **signals**: as a pid namespace's init the agent receives from inside only signals it handles
+//!   (SIGKILL and SIGSTOP never), and the shutdown signals it handles are honoured only from outside
+//!   the sandbox (`sandpit agent`'s `ShutdownSignals`);
+//! * **`/proc/1/oom_score_adj`**: root in the sandbox may raise it (no capability needed to raise), which
+//!   would make the agent the OOM killer's first victim. The agent puts its own value back every
+//!   [`WATCH_INTERVAL`] ([`watch`]); lowering back to where it was needs no capability either.
+//!
+//! As an ordinary process (not PID 1: tests, the `process` backend) none of this applies.
+
+use std::time::Duration;
+
+/// How often [`watch`] checks the agent's OOM score adjustment and dumpability.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+/// Whether the agent is a sandbox's init and so guards itself.
+pub fn active() -> bool {
+    std::process::id() == 1
+}
+
+/// Makes the agent non-dumpable. Returns its OOM score adjustment to keep, for [`watch`].
+pub fn protect() -> Option<i32> {
+    if !active() {
+        return None;
+    }
+    set_non_dumpable();
+    read_oom_score_adj()
+}
+
+fn set_non_dumpable() {
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        tracing::error!(
+            error = %std::io::Error::last_os_error(),
+            "cannot make the agent non-dumpable: processes in the sandbox may be able to ptrace it"
+        );
+    }
+}
+
+fn read_oom_score_adj() -> Option<i32> {
+    std::fs::read_to_string(OOM_SCORE_ADJ)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// Puts back the agent's OOM score adjustment (`keep`) whenever something in the sandbox changed it,
+/// and its non-dumpability should a credential change have reset it (`fs.suid_dumpable = 1` hosts).
+/// Runs for ever; spawn it.
+pub async fn watch(keep: i32) {
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(now) = read_oom_score_adj().filter(|v| *v != keep) {
+            match std::fs::write(OOM_SCORE_ADJ, keep.to_string()) {
+                Ok(()) => tracing::warn!(
+                    found = now,
+                    restored = keep,
+                    "something in the sandbox changed the agent's oom_score_adj: restored"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot restore the agent's oom_score_adj"),
+            }
+        }
+        // SAFETY: prctl(PR_GET_DUMPABLE) takes integer arguments only.
+        if unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+            set_non_dumpable();
+        }
+    }
+}
