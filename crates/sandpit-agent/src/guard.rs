@@ -51,27 +51,82 @@ fn read_oom_score_adj() -> Option<i32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
+/// At most one log line per `every` for something a process in the sandbox can repeat at will (the
+/// agent's log is a file on the host).
+#[derive(Debug)]
+pub struct RateLimit {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(how many were suppressed since the last line)` when a line may be written now.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Puts back the agent's OOM score adjustment (`keep`) whenever something in the sandbox changed it,
 /// and its non-dumpability should a credential change have reset it (`fs.suid_dumpable = 1` hosts).
 /// Runs for ever; spawn it.
 pub async fn watch(keep: i32) {
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet = RateLimit::new(Duration::from_secs(60));
     loop {
         tick.tick().await;
         if let Some(now) = read_oom_score_adj().filter(|v| *v != keep) {
-            match std::fs::write(OOM_SCORE_ADJ, keep.to_string()) {
-                Ok(()) => tracing::warn!(
-                    found = now,
-                    restored = keep,
-                    "something in the sandbox changed the agent's oom_score_adj: restored"
-                ),
-                Err(e) => tracing::error!(error = %e, "cannot restore the agent's oom_score_adj"),
+            let restored = std::fs::write(OOM_SCORE_ADJ, keep.to_string());
+            if let Some(suppressed) = quiet.allow() {
+                match restored {
+                    Ok(()) => tracing::warn!(
+                        found = now,
+                        restored = keep,
+                        suppressed,
+                        "something in the sandbox changed the agent's oom_score_adj: restored"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot restore the agent's oom_score_adj")
+                    }
+                }
             }
         }
         // SAFETY: prctl(PR_GET_DUMPABLE) takes integer arguments only.
         if unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) } != 0 {
             set_non_dumpable();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_lets_one_line_through_per_period_and_counts_the_rest() {
+        let mut r = RateLimit::new(Duration::from_secs(3600));
+        assert_eq!(r.allow(), Some(0));
+        assert_eq!(r.allow(), None);
+        assert_eq!(r.allow(), None);
+        r.last = Some(std::time::Instant::now() - Duration::from_secs(3601));
+        assert_eq!(r.allow(), Some(2));
     }
 }

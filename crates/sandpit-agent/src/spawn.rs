@@ -398,6 +398,22 @@ unsafe fn child_main(
             }
         }
         if let Some((uid, gid, groups)) = &p.ids {
+            // The pipes (and a PTY's slave) were made by the agent, as root: hand them to the user, so
+            // that reopening them works (`echo hi > /dev/stderr` opens /proc/self/fd/2 again, which checks
+            // the pipe's owner and mode). Nothing else (e.g. /dev/null for stdin) is touched.
+            for fd in 0..3 {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::fstat(fd, &raw mut st) != 0 {
+                    continue;
+                }
+                let kind = st.st_mode & libc::S_IFMT;
+                let pty_slave =
+                    kind == libc::S_IFCHR && (136..=143).contains(&libc::major(st.st_rdev));
+                if kind == libc::S_IFIFO || kind == libc::S_IFSOCK || pty_slave {
+                    // Best effort: a failure leaves the old owner, as before.
+                    let _ = libc::fchown(fd, *uid, *gid);
+                }
+            }
             if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                 fail(fds, Step::Groups);
             }

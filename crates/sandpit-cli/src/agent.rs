@@ -186,6 +186,8 @@ impl ShutdownSignals {
                 return std::future::pending().await;
             }
         };
+        // The log is the host's: a loop of `kill -TERM 1` inside must not flood it (one line a minute).
+        let mut quiet = sandpit_agent::guard::RateLimit::new(std::time::Duration::from_secs(60));
         loop {
             let Ok(mut ready) = fd.readable().await else {
                 return std::future::pending().await;
@@ -195,11 +197,14 @@ impl ShutdownSignals {
                     if !only_from_outside || info.ssi_pid == 0 {
                         return;
                     }
-                    tracing::warn!(
-                        signal = info.ssi_signo,
-                        sender_pid = info.ssi_pid,
-                        "ignoring a shutdown signal sent from inside the sandbox"
-                    );
+                    if let Some(suppressed) = quiet.allow() {
+                        tracing::warn!(
+                            signal = info.ssi_signo,
+                            sender_pid = info.ssi_pid,
+                            suppressed,
+                            "ignoring a shutdown signal sent from inside the sandbox"
+                        );
+                    }
                 }
                 Ok(None) => ready.clear_ready(),
                 Err(e) => {

@@ -93,6 +93,9 @@ pub struct Config {
     pub agent_start_timeout_secs: u64,
     /// After a shutdown signal, how long open requests (streams included) may run before they are cut.
     pub shutdown_grace_secs: u64,
+    /// How long a client has to send a whole request head (and, on a kept-alive connection, the next
+    /// one); a connection that takes longer is closed (slowloris). HTTP/2: the time to answer a ping.
+    pub header_timeout_secs: u64,
     pub log_format: LogFormat,
     /// Origins whose web pages may call the API (CORS), e.g. `https://app.example.com`; `*` allows every
     /// origin (development only: any page the user visits could then use a key it gets hold of). Empty:
@@ -143,6 +146,7 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             agent_start_timeout_secs: 15,
             shutdown_grace_secs: 10,
+            header_timeout_secs: 30,
             log_format: LogFormat::default(),
             cors_origins: Vec::new(),
             import_roots: Vec::new(),
@@ -207,6 +211,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "default_timeout_secs must be between 1 and max_timeout_secs ({})",
                 self.max_timeout_secs
+            )));
+        }
+        if self.header_timeout_secs == 0 || self.header_timeout_secs > 3600 {
+            return Err(ConfigError::Invalid(format!(
+                "header_timeout_secs must be between 1 and 3600 (got {})",
+                self.header_timeout_secs
             )));
         }
         crate::api::cors::Cors::new(&self.cors_origins)

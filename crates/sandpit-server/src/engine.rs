@@ -104,8 +104,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How often every running sandbox's agent is asked `GET /health` ([`Engine::run_health`]).
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// How long an agent has to answer that probe before its sandbox is reported `unhealthy`.
+/// How long an agent has to answer that probe. One that does not and is stopped (SIGSTOP, a tracer) makes
+/// its sandbox `unhealthy` at once.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an agent that is not stopped may keep failing the probe (a slow one on a host at full load)
+/// before its sandbox is reported `unhealthy`.
+pub const UNRESPONSIVE_GRACE: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
 pub struct Engine {
@@ -453,6 +457,8 @@ impl Engine {
     /// the ones that answer again. A stopped (`SIGSTOP`), ptrace-stopped or deadlocked agent is thus
     /// found within `HEALTH_INTERVAL + HEALTH_TIMEOUT`.
     pub async fn run_health(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        // Since when each sandbox's agent has failed every probe.
+        let mut failing_since: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(HEALTH_INTERVAL) => {}
@@ -467,7 +473,7 @@ impl Engine {
                 .collect();
             let results =
                 futures_util::future::join_all(live.into_iter().map(|(id, socket)| async move {
-                    let verdict =
+                    let failure =
                         match tokio::time::timeout(HEALTH_TIMEOUT, crate::proxy::probe(&socket))
                             .await
                         {
@@ -478,9 +484,40 @@ impl Engine {
                                 HEALTH_TIMEOUT.as_millis()
                             )),
                         };
-                    (id, verdict)
+                    (id, failure)
                 }))
                 .await;
+            let now = tokio::time::Instant::now();
+            let failing: Vec<String> = results
+                .iter()
+                .filter(|(_, f)| f.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            failing_since.retain(|id, _| failing.contains(id));
+            // A stopped agent (SIGSTOP, a tracer) is wedged at once; one that is only slow (a host at full
+            // load answered 100 sandboxes' probes late in the load test) gets UNRESPONSIVE_GRACE first.
+            let stopped = if failing.is_empty() {
+                Vec::new()
+            } else {
+                let handles: Vec<(String, BackendHandle)> = self
+                    .store
+                    .list()
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| failing.contains(&r.id))
+                    .filter_map(|r| Some((r.id, r.handle?)))
+                    .collect();
+                self.on_backend(move |b| {
+                    Ok(handles
+                        .into_iter()
+                        .filter(|(_, h)| b.is_stopped(h))
+                        .map(|(id, _)| id)
+                        .collect::<Vec<_>>())
+                })
+                .await
+                .unwrap_or_default()
+            };
             let mut turned = false;
             {
                 let mut map = self
@@ -491,7 +528,22 @@ impl Engine {
                     .live
                     .read()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (id, verdict) in results {
+                for (id, failure) in results {
+                    let verdict = failure.and_then(|why| {
+                        let since = *failing_since.entry(id.clone()).or_insert(now);
+                        if stopped.contains(&id) {
+                            Some(format!(
+                                "{why}; the agent process is stopped (SIGSTOP or a tracer)"
+                            ))
+                        } else if now.duration_since(since) >= UNRESPONSIVE_GRACE {
+                            Some(format!(
+                                "{why}; no answer for {} s",
+                                now.duration_since(since).as_secs()
+                            ))
+                        } else {
+                            None
+                        }
+                    });
                     match verdict {
                         Some(why) if still_live.contains_key(&id) => {
                             if map.insert(id.clone(), why.clone()).is_none() {
@@ -499,6 +551,8 @@ impl Engine {
                                 turned = true;
                             }
                         }
+                        // Still within its grace: whatever it was reported before stands.
+                        None if failing_since.contains_key(&id) => {}
                         _ => {
                             if map.remove(&id).is_some() {
                                 tracing::info!(sandbox = %id, "sandbox healthy again");

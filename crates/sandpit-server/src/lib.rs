@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod conn;
 pub mod engine;
 pub mod metrics;
 pub mod network;
@@ -25,7 +26,7 @@ mod time;
 mod tls;
 pub mod tokens;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -186,32 +187,24 @@ async fn serve(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    let limits = conn::ConnLimits {
+        header_timeout: Duration::from_secs(config.header_timeout_secs),
+    };
+    // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (preview URLs' `X-Forwarded-For`).
     let mut serve: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
             let tls = tls::load_config(cert, key).map_err(ServerError::Tls)?;
             tracing::info!(addr = %local, "sandpit listening (https)");
             let listener = tls::TlsListener::new(listener, tls).map_err(ServerError::Io)?;
-            // `tap_io` (a no-op here) is what gives handlers the peer address as
-            // `ConnectInfo<SocketAddr>` for any listener whose address is one.
-            Box::pin(
-                axum::serve(
-                    listener.tap_io(|_| {}),
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(graceful)
-                .into_future(),
-            )
+            Box::pin(conn::serve(listener, app, limits, graceful))
         } else {
             tracing::info!(addr = %local, "sandpit listening (http)");
-            // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (preview URLs' `X-Forwarded-For`).
-            Box::pin(
-                axum::serve(
-                    listener.tap_io(no_delay),
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(graceful)
-                .into_future(),
-            )
+            Box::pin(conn::serve(
+                listener.tap_io(no_delay),
+                app,
+                limits,
+                graceful,
+            ))
         };
 
     let shutdown = std::pin::pin!(shutdown);

@@ -134,6 +134,16 @@ async fn identity_and_root_writes(root: &str, id: &str) {
     );
     assert_ne!(sh(root, "echo x > /etc/by-user", None).await.0, 0);
     assert!(!Path::new("/etc/sandpit-test").exists());
+    // Regression: `user` could not reopen its own output (the pipes were the agent's, root's, mode 0600).
+    assert_eq!(
+        sh(
+            root,
+            "echo via-dev-stdout > /dev/stdout && echo e > /dev/stderr",
+            None
+        )
+        .await,
+        (0, "via-dev-stdout\n".into())
+    );
 }
 
 /// Streams come through the proxy from the sandbox's socket as they do from the process backend's.

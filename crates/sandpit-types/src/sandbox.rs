@@ -129,7 +129,8 @@ pub enum SandboxState {
     Paused,
     Stopped,
     Failed,
-    /// Running, but its agent has not answered the daemon's health probe (stopped, wedged, overloaded):
+    /// Running, but its agent does not answer the daemon's health probe (stopped at once; wedged or
+    /// starved after a grace):
     /// calls fail fast with `503 unavailable` and `error` says why. Back to `running` by itself when the
     /// agent answers again; DELETE works. Only ever reported, never stored. Added in protocol 1 without a
     /// version bump: clients treat an unknown state as not running.
