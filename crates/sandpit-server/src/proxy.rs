@@ -54,11 +54,15 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// held to the agent's own limit on the way. Left to the agent alone, an oversized body raced: the
 /// agent answers 413 and hangs up while the daemon is still writing, and whichever the daemon noticed
 /// first decided between the agent's 413 and a 503 "agent not answering".
+///
+/// `cut` ends an upgraded connection (a WebSocket) when it resolves, with a close frame (1011) carrying
+/// its reason to the client: the sandbox turned unhealthy.
 pub async fn forward(
     socket: &Path,
     mut req: Request<Body>,
     path_and_query: &str,
     unbounded: bool,
+    cut: impl std::future::Future<Output = String> + Send + 'static,
 ) -> Result<Response<Body>, ProxyError> {
     let limit = if unbounded {
         usize::MAX
@@ -130,7 +134,9 @@ pub async fn forward(
             let agent_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, agent_upgrade) {
-                    Ok((client, agent)) => splice(TokioIo::new(client), TokioIo::new(agent)).await,
+                    Ok((client, agent)) => {
+                        splice(TokioIo::new(client), TokioIo::new(agent), cut).await;
+                    }
                     Err(e) => tracing::debug!(error = %e, "connection upgrade failed"),
                 }
             });
@@ -266,34 +272,61 @@ impl http_body::Body for Guarded {
 /// and the client, still sending the rest of that frame, makes the client-to-agent copy fail. The
 /// agent-to-client copy must still deliver the close frame. Once the agent's side has ended, the
 /// client gets a few seconds to finish its own, so that a client that never closes holds nothing.
-async fn splice<C, A>(client: C, agent: A)
+async fn splice<C, A>(client: C, agent: A, cut: impl std::future::Future<Output = String> + Send)
 where
     C: AsyncRead + AsyncWrite,
     A: AsyncRead + AsyncWrite,
 {
-    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut client_rx, client_tx) = tokio::io::split(client);
     let (mut agent_rx, mut agent_tx) = tokio::io::split(agent);
+    // Shared by the copy towards the client and the close frame a cut sends instead.
+    let client_tx = tokio::sync::Mutex::new(client_tx);
     let up = async {
         let r = tokio::io::copy(&mut client_rx, &mut agent_tx).await;
         let _ = agent_tx.shutdown().await;
         r
     };
-    let down = async {
-        let r = tokio::io::copy(&mut agent_rx, &mut client_tx).await;
-        let _ = client_tx.shutdown().await;
+    // Boxed so that a cut can drop it, and with it its hold on `client_tx`.
+    let mut down = Box::pin(async {
+        let mut tx = client_tx.lock().await;
+        let r = tokio::io::copy(&mut agent_rx, &mut *tx).await;
+        let _ = tx.shutdown().await;
         r
-    };
-    tokio::pin!(up, down);
+    });
+    tokio::pin!(up, cut);
     let (up, down) = tokio::select! {
         down_r = &mut down => {
             let up_r = tokio::time::timeout(SPLICE_GRACE, &mut up).await;
             (up_r.unwrap_or(Ok(0)), down_r)
         }
         up_r = &mut up => (up_r, down.await),
+        why = &mut cut => {
+            // The agent is wedged: nothing more comes from it. Tell the client why and hang up.
+            drop(down);
+            let mut tx = client_tx.lock().await;
+            let _ = tx.write_all(&close_frame(1011, &format!("unavailable: {why}"))).await;
+            let _ = tx.shutdown().await;
+            (Ok(0), Ok(0))
+        }
     };
     for e in [up.err(), down.err()].into_iter().flatten() {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
+}
+
+/// A WebSocket close frame from the server (unmasked) with `code` and as much of `reason` as fits.
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason.as_bytes()[..end];
+    let mut f = Vec::with_capacity(4 + reason.len());
+    f.push(0x88);
+    f.push(u8::try_from(2 + reason.len()).unwrap_or(2));
+    f.extend_from_slice(&code.to_be_bytes());
+    f.extend_from_slice(reason);
+    f
 }
 
 /// How long a client may keep its side of an upgraded connection open after the agent has hung up.
@@ -353,6 +386,20 @@ pub(crate) fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_frames_fit_a_control_frame() {
+        let f = close_frame(1011, "unavailable: stopped");
+        assert_eq!(&f[..4], &[0x88, 22, 0x03, 0xF3]);
+        assert_eq!(&f[4..], b"unavailable: stopped");
+        let long = close_frame(1011, &"é".repeat(100));
+        assert_eq!(
+            long.len(),
+            2 + 2 + 122,
+            "cut at a char boundary within 123 bytes"
+        );
+        assert!(std::str::from_utf8(&long[4..]).is_ok());
+    }
 
     #[test]
     fn drops_hop_by_hop_headers() {

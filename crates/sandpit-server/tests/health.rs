@@ -1,7 +1,7 @@
 //! Agent health (issue 13), against the real daemon and a real isolated sandbox: the sandbox's agent is
 //! stopped from the host (`kill -STOP`, what a ptrace attach used to do from inside). The sandbox must
 //! report `unhealthy` within 5 s, a call must fail fast with `503 unavailable` instead of hanging, an open
-//! event stream must end with an `error` event, `SIGCONT` must bring it back to `running` (and a command
+//! event stream must end with an `error` event and a WebSocket with a close frame (1011), `SIGCONT` must bring it back to `running` (and a command
 //! must run again), and DELETE must work while it is unhealthy. Needs root (SKIPPED otherwise).
 
 #![allow(clippy::many_single_char_names)]
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use daemon::{Fixture, Serve, call, client, create, isolate_handle, post, sh};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
 async fn state(serve: &Serve, id: &str) -> Value {
     let (s, info) = call(client().get(serve.url(&format!("/v1/sandboxes/{id}")))).await;
@@ -74,6 +76,19 @@ async fn a_stopped_agent_is_reported_unhealthy_fails_calls_fast_and_recovers() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 
+    // And a WebSocket on the same process.
+    let mut ws_req = format!(
+        "ws://127.0.0.1:{}/v1/sandboxes/{id}/processes/{pid}/ws",
+        serve.port
+    )
+    .into_client_request()
+    .unwrap();
+    ws_req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", daemon::KEY).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_req).await.unwrap();
+
     signal(agent, Signal::SIGSTOP);
     let (info, took) = wait_state(&serve, &id, "unhealthy", Duration::from_secs(5)).await;
     assert!(
@@ -99,6 +114,23 @@ async fn a_stopped_agent_is_reported_unhealthy_fails_calls_fast_and_recovers() {
         ended.contains("event: error") && ended.contains("\"code\":\"unavailable\""),
         "the stream ended without an error event: {ended:?}"
     );
+
+    // The WebSocket ends with a close frame that says why.
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = ws.next().await {
+            match m {
+                Ok(Message::Close(c)) => return c,
+                Ok(_) => {}
+                Err(e) => panic!("the WebSocket broke without a close frame: {e}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the WebSocket stayed open while the agent was stopped")
+    .expect("the WebSocket ended without a close frame");
+    assert_eq!(u16::from(close.code), 1011, "{close:?}");
+    assert!(close.reason.starts_with("unavailable"), "{close:?}");
 
     // Calls fail fast with the documented code instead of hanging.
     let t = Instant::now();

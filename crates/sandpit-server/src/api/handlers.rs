@@ -280,7 +280,13 @@ pub async fn proxy_to_agent(
     // Neither the answer nor its body waits on an agent the health probe finds wedged.
     let cut = s.engine.clone().until_unhealthy(id.clone());
     let forwarded = tokio::select! {
-        r = proxy::forward(&socket, req, &target, unbounded) => r,
+        r = proxy::forward(
+            &socket,
+            req,
+            &target,
+            unbounded,
+            s.engine.clone().until_unhealthy(id.clone()),
+        ) => r,
         why = cut => {
             return Err(ApiError::Unavailable(format!(
                 "sandbox {id} turned unhealthy while this call waited: {why}"
