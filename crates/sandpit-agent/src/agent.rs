@@ -41,6 +41,8 @@ pub struct AgentConfig {
     pub shell: String,
     /// A cgroup directory for per-process cgroups.
     pub cgroup: Option<PathBuf>,
+    /// The agent's own log file (`GET /logs`), when it logs to one ([`crate::log`]).
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -56,6 +58,7 @@ impl Default for AgentConfig {
             etc: PathBuf::from("/etc"),
             shell: "/bin/sh".into(),
             cgroup: None,
+            log_file: None,
         }
     }
 }

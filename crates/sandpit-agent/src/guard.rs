@@ -51,8 +51,8 @@ fn read_oom_score_adj() -> Option<i32> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// At most one log line per `every` for something a process in the sandbox can repeat at will (the
-/// agent's log is a file on the host).
+/// At most one log line per `every` for something a process in the sandbox can repeat at will, so that
+/// it cannot push everything else out of the agent's capped log.
 #[derive(Debug)]
 pub struct RateLimit {
     every: Duration,

@@ -12,6 +12,7 @@ pub mod api;
 pub mod cgroup;
 pub mod files;
 pub mod guard;
+pub mod log;
 pub mod output;
 pub mod passwd;
 pub mod process;

@@ -42,13 +42,23 @@ pub struct AgentArgs {
     /// Seconds between SIGTERM and SIGKILL for processes at shutdown.
     #[arg(long, default_value_t = 2)]
     shutdown_grace_secs: u64,
-    /// Log format on stderr.
+    /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Log to this file (rotated to FILE.1 at --log-max-bytes; served at `GET /logs`) instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Size at which --log-file is rotated.
+    #[arg(long, default_value_t = sandpit_agent::log::DEFAULT_MAX_BYTES, value_name = "BYTES")]
+    log_max_bytes: u64,
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    init_tracing(&args.log_format);
+    init_tracing(
+        &args.log_format,
+        args.log_file.as_deref(),
+        args.log_max_bytes,
+    )?;
     let mut env = BTreeMap::new();
     for kv in &args.env {
         let Some((k, v)) = kv.split_once('=') else {
@@ -71,6 +81,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         output_cap: args.output_cap,
         retention: Duration::from_secs(args.retention_secs),
         cgroup: args.cgroup,
+        log_file: args.log_file.clone(),
         ..AgentConfig::default()
     };
     if let Some(dir) = args.log_dir {
@@ -186,7 +197,7 @@ impl ShutdownSignals {
                 return std::future::pending().await;
             }
         };
-        // The log is the host's: a loop of `kill -TERM 1` inside must not flood it (one line a minute).
+        // A loop of `kill -TERM 1` inside must not push everything else out of the capped log.
         let mut quiet = sandpit_agent::guard::RateLimit::new(std::time::Duration::from_secs(60));
         loop {
             let Ok(mut ready) = fd.readable().await else {
@@ -216,15 +227,35 @@ impl ShutdownSignals {
     }
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(
+    format: &str,
+    file: Option<&std::path::Path>,
+    max_bytes: u64,
+) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let f = sandpit_agent::log::RotatingFile::open(path, max_bytes)
+                .with_context(|| format!("--log-file {}", path.display()))?;
+            let builder = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f));
+            if format == "json" {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+        }
+        None => {
+            let builder = builder.with_writer(std::io::stderr);
+            if format == "json" {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+        }
     }
+    Ok(())
 }

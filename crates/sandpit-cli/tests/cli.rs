@@ -158,6 +158,18 @@ fn create_ls_info_pause_resume_rm() {
     );
     assert_eq!(d.json(&["info", &id, "--json"])["state"], "running");
 
+    // Without a PID, `logs` prints the sandbox agent's own log.
+    let log = d.ok(&["logs", &id]);
+    assert!(log.contains("agent listening"), "{log}");
+    assert_eq!(d.ok(&["logs", &id, "--tail-bytes", "10"]).len(), 10);
+    let o = d.run(&["logs", &id, "--tail-bytes", "99999999"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("tail_bytes"),
+        "{}",
+        text(&o.stderr)
+    );
+
     assert!(d.ok(&["pause", &id]).contains("paused"));
     assert_eq!(d.json(&["info", &id, "--json"])["state"], "paused");
     assert_eq!(d.json(&["resume", &id, "--json"])["state"], "running");

@@ -602,6 +602,9 @@ impl Isolator {
             format!("fd:{}", child::LISTEN_FD),
             "--log-dir".into(),
             format!("{RUN_DIR_IN_SANDBOX}/log"),
+            // The agent's own log, inside the sandbox (capped, rotated): `GET /v1/sandboxes/{id}/logs`.
+            "--log-file".into(),
+            format!("{RUN_DIR_IN_SANDBOX}/agent.log"),
             "--default-user".into(),
             "user".into(),
             "--ready-fd".into(),
@@ -800,6 +803,8 @@ mod tests {
                 "fd:4",
                 "--log-dir",
                 "/run/sandpit/log",
+                "--log-file",
+                "/run/sandpit/agent.log",
                 "--default-user",
                 "user",
                 "--ready-fd",

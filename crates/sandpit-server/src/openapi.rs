@@ -86,6 +86,7 @@ impl utoipa::ToSchema for RawBytes {}
         process_docs::signal_process,
         process_docs::resize_process,
         process_docs::wait_process,
+        process_docs::agent_logs,
         network::get_network,
         network::put_network,
         network::list_ports,
@@ -340,6 +341,19 @@ mod process_docs {
             (status = 409, description = "The sandbox is stopped or failed (or the call conflicts with the process state)", body = ErrorBody),
             (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody)))]
     async fn wait_process() {}
+
+    /// The sandbox agent's own log (inside the sandbox, rotated at 1 MiB), the end of it as text.
+    #[utoipa::path(get, path = "/v1/sandboxes/{id}/logs", tag = "sandboxes",
+        params(("id" = String, Path, description = "Sandbox id"),
+            ("tail_bytes" = Option<u64>, Query, description = "How much of the end to return (default 65536, at most 4194304)")),
+        responses(
+            (status = 200, description = "The end of the agent's log", body = String, content_type = "text/plain"),
+            (status = 400, description = "tail_bytes over the limit, or an unknown query parameter", body = ErrorBody),
+            (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+            (status = 404, description = "No such sandbox, or an agent that logs to no file", body = ErrorBody),
+            (status = 409, description = "The sandbox is stopped or failed", body = ErrorBody),
+            (status = 503, description = "The sandbox's agent is not reachable or unhealthy", body = ErrorBody)))]
+    async fn agent_logs() {}
 }
 
 /// Doc-only stubs for the proxied files API (served by the agent; see `docs/api.md`).

@@ -30,9 +30,9 @@ pub use files::{
 };
 pub use frame::{Channel, ClientControl, ClientMessage, Frame, FrameError, ServerControl};
 pub use process::{
-    AgentHealth, ExecResult, KillResponse, ListQuery, MAX_PROCESS_ID_LEN, ProcessInfo, ProcessList,
-    ProcessStatus, Rlimit, RlimitResource, SignalRequest, StartRequest, Stdin, StdinMode,
-    StdinQuery, StreamQuery, TtySize, WaitQuery,
+    AgentHealth, ExecResult, KillResponse, LOGS_DEFAULT_TAIL, LOGS_MAX_TAIL, ListQuery, LogsQuery,
+    MAX_PROCESS_ID_LEN, ProcessInfo, ProcessList, ProcessStatus, Rlimit, RlimitResource,
+    SignalRequest, StartRequest, Stdin, StdinMode, StdinQuery, StreamQuery, TtySize, WaitQuery,
 };
 pub use signal::SignalSpec;
 

@@ -535,6 +535,19 @@ impl StreamQuery {
     }
 }
 
+/// Query of `GET /logs` (the daemon's `GET /v1/sandboxes/{id}/logs`): the agent's own log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// How much of the end of the log to return, in bytes (default 65536, at most 4194304).
+    pub tail_bytes: Option<u64>,
+}
+
+/// Default and largest `tail_bytes` of [`LogsQuery`].
+pub const LOGS_DEFAULT_TAIL: u64 = 64 << 10;
+pub const LOGS_MAX_TAIL: u64 = 4 << 20;
+
 /// Query of `GET /processes/{pid}/wait`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]

@@ -149,6 +149,23 @@ impl Sandbox {
         c.send_json(c.request(Method::GET, &self.path(""))).await
     }
 
+    /// The end of the sandbox agent's own log (at most `tail_bytes`, default 64 KiB; the log lives inside
+    /// the sandbox and is rotated at 1 MiB): what to read when a sandbox misbehaves.
+    ///
+    /// ```no_run
+    /// # async fn demo(sbx: sandpit::Sandbox) -> sandpit::Result<()> {
+    /// println!("{}", sbx.logs(None).await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn logs(&self, tail_bytes: Option<u64>) -> Result<String> {
+        let c = &self.target.client;
+        let mut rb = c.request(Method::GET, &self.path("/logs"));
+        if let Some(n) = tail_bytes {
+            rb = rb.query(&[("tail_bytes", n)]);
+        }
+        Ok(c.send(rb).await?.text().await?)
+    }
+
     async fn post_info(
         &mut self,
         rest: &str,

@@ -93,6 +93,21 @@ async fn lifecycle_create_list_info_pause_resume_timeout_kill() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_own_log_is_readable() {
+    let d = Daemon::start();
+    let sbx = sandbox(&d).await;
+    let log = sbx.logs(None).await.unwrap();
+    assert!(log.contains("agent listening"), "{log}");
+    assert_eq!(sbx.logs(Some(10)).await.unwrap().len(), 10);
+    let e = sbx.logs(Some(1 << 40)).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(a) if a.message.contains("tail_bytes")),
+        "{e:?}"
+    );
+    sbx.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_the_servers_code_and_message() {
     let d = Daemon::start();
     let bad = Client::new(&d.url, "wrong-key").unwrap();

@@ -30,6 +30,8 @@ async def test_lifecycle() -> None:
         assert (await sbx.resume()).state == "running"
         await sbx.pause()
         assert (await sbx.commands.run("echo $V")).stdout == "1\n"  # resumes on its own
+        assert "agent listening" in await sbx.logs()
+        assert len(await sbx.logs(tail_bytes=10)) == 10
         expires = (await sbx.set_timeout(1200)).expires_at
         assert expires is not None
         async with AsyncSandbox.connect(sbx.id) as again:

@@ -71,6 +71,14 @@ def test_connect_pause_resume_set_timeout_and_kill() -> None:
         sbx.close()
 
 
+def test_the_agents_own_log_is_readable() -> None:
+    with Sandbox.create() as sbx:
+        assert "agent listening" in sbx.logs()
+        assert len(sbx.logs(tail_bytes=10)) == 10
+        with pytest.raises(InvalidArgumentError, match="tail_bytes"):
+            sbx.logs(tail_bytes=1 << 40)
+
+
 def test_errors_carry_the_servers_code_and_message(daemon: Daemon) -> None:
     with pytest.raises(AuthenticationError) as auth:
         Sandbox.list(api_key="wrong-key")

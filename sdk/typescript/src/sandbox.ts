@@ -231,6 +231,15 @@ export class Sandbox {
   }
 
   /** The outbound network policy in force. */
+  /**
+   * The end of the sandbox agent's own log (at most `tailBytes`, default 64 KiB; the log lives inside the
+   * sandbox and is rotated at 1 MiB): what to read when a sandbox misbehaves.
+   */
+  async logs(opts: { tailBytes?: number } = {}): Promise<string> {
+    const resp = await this.client.fetch("GET", `${this.scope.base}/logs`, { query: { tail_bytes: opts.tailBytes } });
+    return await resp.text();
+  }
+
   async getNetwork(): Promise<NetworkPolicy> {
     return policyFromWire(await this.client.json<WireNetworkPolicy>("GET", `${this.scope.base}/network`));
   }

@@ -56,6 +56,17 @@ test("create, info, list, pause, resume, setTimeout, connect, kill", async () =>
   assert.equal(await Sandbox.kill(s2.id), true);
 });
 
+test("the agent's own log is readable", async () => {
+  const sandbox = await Sandbox.create();
+  try {
+    assert.match(await sandbox.logs(), /agent listening/);
+    assert.equal((await sandbox.logs({ tailBytes: 10 })).length, 10);
+    await assert.rejects(sandbox.logs({ tailBytes: 2 ** 40 }), (e: unknown) => e instanceof InvalidArgumentError && /tail_bytes/.test(e.message));
+  } finally {
+    await sandbox.kill();
+  }
+});
+
 test("URL and key from options, environment, or the key file", async () => {
   const { SANDPIT_URL, SANDPIT_API_KEY } = process.env;
   try {

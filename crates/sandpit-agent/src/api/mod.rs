@@ -19,8 +19,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use sandpit_types::{
-    AgentHealth, ErrorCode, ExecResult, KillResponse, ListQuery, PROTOCOL_VERSION, ProcessInfo,
-    ProcessList, ProcessStatus, SignalRequest, StartRequest, Stdin, StdinQuery, TtySize, WaitQuery,
+    AgentHealth, ErrorCode, ExecResult, KillResponse, LOGS_DEFAULT_TAIL, LOGS_MAX_TAIL, ListQuery,
+    LogsQuery, PROTOCOL_VERSION, ProcessInfo, ProcessList, ProcessStatus, SignalRequest,
+    StartRequest, Stdin, StdinQuery, TtySize, WaitQuery,
 };
 
 pub use error::ApiError;
@@ -37,6 +38,7 @@ pub const MAX_BODY: usize = sandpit_types::MAX_AGENT_BODY_BYTES;
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/logs", get(logs))
         .route("/exec", post(exec))
         .route("/processes", post(start).get(list))
         .route("/processes/{pid}", get(info).delete(kill))
@@ -198,6 +200,39 @@ async fn resize(
     size.validate().map_err(ApiError::invalid)?;
     agent.get(&pid)?.resize(size)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The agent's own log, the last `tail_bytes` of it, as text.
+async fn logs(State(agent): State<Arc<Agent>>, Query(q): Query<LogsQuery>) -> Result<Response> {
+    let tail = q.tail_bytes.unwrap_or(LOGS_DEFAULT_TAIL);
+    if tail > LOGS_MAX_TAIL {
+        return Err(ApiError::invalid(format!(
+            "tail_bytes {tail} is over the limit of {LOGS_MAX_TAIL}"
+        )));
+    }
+    let Some(path) = agent.config.log_file.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "this agent logs to its standard error, not to a file (started without --log-file)",
+        ));
+    };
+    let text = tokio::task::spawn_blocking(move || crate::log::read_tail(&path, tail))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot read the agent's log: {e}"),
+            )
+        })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn wait(

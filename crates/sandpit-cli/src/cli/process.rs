@@ -269,13 +269,18 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<ExitCode> {
 #[command(after_help = "Examples:\n  \
     sandpit logs 3f2a9c0d11e4b7a8 p3\n  \
     sandpit logs --follow 3f2a9c0d11e4b7a8 p3          # until the process exits\n  \
-    sandpit logs --from-seq 120 --follow 3f2a9c0d11e4b7a8 1234\n\n\
-    Without --follow, prints the output produced so far and returns.")]
+    sandpit logs --from-seq 120 --follow 3f2a9c0d11e4b7a8 1234\n  \
+    sandpit logs 3f2a9c0d11e4b7a8                      # the sandbox agent's own log\n\n\
+    Without --follow, prints the output produced so far and returns. Without a PID, prints the end of \
+    the sandbox agent's own log (--tail-bytes of it).")]
 pub struct LogsArgs {
     /// The sandbox's id.
     id: String,
-    /// The process's id or pid.
-    pid: String,
+    /// The process's id or pid; without one, the sandbox agent's own log.
+    pid: Option<String>,
+    /// With no PID: how much of the end of the agent's log to print [default: 65536].
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["pid", "follow"])]
+    tail_bytes: Option<u64>,
     /// Keep printing output until the process exits.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -288,11 +293,22 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
     let sbx = Sandbox::get(client, &a.id)
         .await
         .with_context(|| format!("cannot use sandbox {}", a.id))?;
-    let handle = sbx.commands().connect(&a.pid);
+    let Some(pid) = a.pid else {
+        if a.follow {
+            anyhow::bail!("--follow needs a PID: the agent's own log is printed once");
+        }
+        let text = sbx
+            .logs(a.tail_bytes)
+            .await
+            .with_context(|| format!("cannot read the agent log of sandbox {}", a.id))?;
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let handle = sbx.commands().connect(&pid);
     let info = handle
         .info()
         .await
-        .with_context(|| format!("cannot read process {}", a.pid))?;
+        .with_context(|| format!("cannot read process {pid}"))?;
     let until = info.last_seq;
     if !a.follow && (until == 0 || a.from_seq > until) {
         return Ok(ExitCode::SUCCESS);

@@ -52,7 +52,8 @@ impl ProcessBackend {
         let logs = spec.dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| BackendError::io(format!("cannot create {}", logs.display()), e))?;
-        let log_path = spec.dir.join("agent.log");
+        // The agent logs to `agent.log` itself (`--log-file`); this catches what it prints before that.
+        let log_path = spec.dir.join("agent.stderr");
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -70,6 +71,8 @@ impl ProcessBackend {
             .arg(listen)
             .arg("--log-dir")
             .arg(&logs)
+            .arg("--log-file")
+            .arg(spec.dir.join("agent.log"))
             .arg("--ready-fd")
             .arg(READY_FD.to_string());
         for (k, v) in &spec.env {
@@ -183,7 +186,14 @@ impl SandboxBackend for ProcessBackend {
         if let Err(why) = self.wait_ready(&mut child, &ready_r, &socket) {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             let _ = child.wait();
-            let tail = log_tail(&spec.dir.join("agent.log"));
+            let tail = [
+                log_tail(&spec.dir.join("agent.stderr")),
+                log_tail(&spec.dir.join("agent.log")),
+            ]
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / ");
             return Err(BackendError::Failed(if tail.is_empty() {
                 why
             } else {

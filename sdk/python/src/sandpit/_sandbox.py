@@ -279,6 +279,14 @@ class Sandbox:
         """The outbound network policy in force."""
         return dict(self._transport.request("GET", _path(self.id, "/network")))
 
+    def logs(self, tail_bytes: Optional[int] = None) -> str:
+        """The end of the sandbox agent's own log (at most ``tail_bytes``, default 64 KiB; the log lives
+        inside the sandbox and is rotated at 1 MiB): what to read when a sandbox misbehaves."""
+        params = {"tail_bytes": tail_bytes} if tail_bytes is not None else None
+        with self._transport.stream(_path(self.id, "/logs"), params=params) as resp:
+            resp.read()
+            return resp.text
+
     def set_network(
         self,
         policy: Optional[NetworkPolicy] = None,
@@ -595,6 +603,13 @@ class AsyncSandbox:
     async def get_network(self) -> NetworkPolicy:
         """See :meth:`Sandbox.get_network`."""
         return dict(await self._transport.request("GET", _path(self.id, "/network")))
+
+    async def logs(self, tail_bytes: Optional[int] = None) -> str:
+        """See :meth:`Sandbox.logs`."""
+        params = {"tail_bytes": tail_bytes} if tail_bytes is not None else None
+        async with self._transport.stream(_path(self.id, "/logs"), params=params) as resp:
+            await resp.aread()
+            return resp.text
 
     async def set_network(
         self,
