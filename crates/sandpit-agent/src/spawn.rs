@@ -254,7 +254,7 @@ pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
     };
 
     // As a sandbox's PID 1, keep the agent out of reach of what it starts (see `child_main`).
-    let guard = std::process::id() == 1;
+    let guard = crate::guard::active();
     // Block every signal across the fork: until the child has reset its dispositions, a signal would
     // run the agent's inherited handlers (tokio's) in the child, which write to fds shared with us.
     let mut all: libc::sigset_t = unsafe_zeroed_sigset();

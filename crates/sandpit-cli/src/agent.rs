@@ -186,7 +186,7 @@ impl ShutdownSignals {
     }
 
     async fn wait(self) {
-        let only_from_outside = std::process::id() == 1;
+        let only_from_outside = sandpit_agent::guard::active();
         // SAFETY: the SignalFd owns its descriptor and moves into the AsyncFd, which owns it from then on:
         // it stays open and the same for the AsyncFd's whole life.
         let fd = match unsafe { tokio::io::unix::AsyncFd::register(self.fd) } {

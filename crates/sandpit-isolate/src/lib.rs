@@ -640,6 +640,13 @@ impl Isolator {
             && sys::process_state(handle.init_pid).is_some_and(|s| s != 'Z')
     }
 
+    /// Whether the sandbox's init (the agent) is stopped: job control or a tracer (`T`/`t`).
+    pub fn is_stopped(&self, handle: &SandboxHandle) -> bool {
+        handle.init_pid > 0
+            && sys::process_start_time(handle.init_pid) == Some(handle.init_start_time)
+            && sys::process_state(handle.init_pid).is_some_and(|s| matches!(s, 'T' | 't'))
+    }
+
     /// A TCP socket (`AF_INET`, or `AF_INET6` when `v6`) made inside the sandbox's network namespace,
     /// non-blocking and not yet connected: connecting it to `127.0.0.1:PORT` reaches a server inside the
     /// sandbox, bound to its loopback or to every address, with no process of the sandbox in the way.

@@ -41,6 +41,9 @@ impl SandboxBackend for WithTemplates {
     fn is_alive(&self, h: &BackendHandle) -> bool {
         self.inner.is_alive(h)
     }
+    fn is_stopped(&self, h: &BackendHandle) -> bool {
+        self.inner.is_stopped(h)
+    }
     fn templates(&self) -> Option<&dyn TemplateStore> {
         Some(self)
     }

@@ -155,6 +155,10 @@ impl SandboxBackend for IsolateBackend {
         Self::handle(handle).is_ok_and(|h| self.iso.is_alive(&h))
     }
 
+    fn is_stopped(&self, handle: &BackendHandle) -> bool {
+        Self::handle(handle).is_ok_and(|h| self.iso.is_stopped(&h))
+    }
+
     fn port_socket(
         &self,
         handle: &BackendHandle,

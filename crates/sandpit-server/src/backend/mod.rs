@@ -135,11 +135,9 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Destroys whatever the backend holds for sandboxes whose id `known` rejects: leftovers of a daemon
     /// that died in the middle of a create, before the store learnt the handle. Called once at start-up.
-    /// Whether the sandbox's agent process is stopped (job control or a tracer: state `T`/`t` in
-    /// `/proc/PID/stat`), so that it cannot answer until something continues it.
-    fn is_stopped(&self, handle: &BackendHandle) -> bool {
-        process_stopped(handle.init_pid)
-    }
+    /// Whether the sandbox's agent process is stopped (job control or a tracer), so that it cannot answer
+    /// until something continues it. `false` when unknown or gone.
+    fn is_stopped(&self, handle: &BackendHandle) -> bool;
 
     /// A TCP socket, not yet connected, inside the sandbox's own network namespace (`AF_INET6` when
     /// `v6`), so that the daemon reaches a server in the sandbox (also one bound to its loopback)
@@ -160,17 +158,6 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
     fn templates(&self) -> Option<&dyn TemplateStore> {
         None
     }
-}
-
-/// Whether host process `pid` is stopped (`T` or `t` in `/proc/PID/stat`). `false` when it is gone.
-pub fn process_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(") ")
-                .map(|(_, rest)| rest.starts_with(['T', 't']))
-        })
-        .unwrap_or(false)
 }
 
 /// A template as a backend reports it.

@@ -257,6 +257,10 @@ impl SandboxBackend for ProcessBackend {
         Ok(())
     }
 
+    fn is_stopped(&self, handle: &BackendHandle) -> bool {
+        proc_stat(handle.init_pid as i32).is_some_and(|s| matches!(s.state, 'T' | 't'))
+    }
+
     fn is_alive(&self, handle: &BackendHandle) -> bool {
         let Some(stat) = proc_stat(handle.init_pid as i32) else {
             return false;

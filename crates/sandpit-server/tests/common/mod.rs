@@ -137,6 +137,10 @@ impl SandboxBackend for FakeBackend {
     fn is_alive(&self, h: &BackendHandle) -> bool {
         self.agents.lock().unwrap().contains_key(&h.init_pid)
     }
+    // The fake's agents are in-process servers: never stopped.
+    fn is_stopped(&self, _: &BackendHandle) -> bool {
+        false
+    }
 }
 
 async fn refuse_when_paused(
