@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly what CI runs (.ci/run calls this script).
 #
-# Stages: Rust unit and integration tests (agent, isolation, daemon, SDK, CLI; with the escape, abuse, fault,
+# Stages: the rustfmt and clippy gates, Rust unit and integration tests (agent, isolation, daemon, SDK, CLI; with the escape, abuse, fault,
 # auth and bad-input suites), schemathesis against the daemon's OpenAPI document, the Python SDK suite, the
 # TypeScript SDK suite, the quick benchmark profile (which checks that the benchmarks still run; it does not
 # judge numbers), and the hardening suite's fuzz targets and load test in their quick profiles. Every stage
@@ -35,6 +35,9 @@ stage() {
   fi
 }
 
+# Gates: an unformatted file or a clippy warning (pedantic included, see Cargo.toml) fails the run.
+stage fmt cargo fmt --all --check
+stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 stage build cargo build --workspace --all-targets --locked
 stage rust-tests cargo test --workspace --locked --no-fail-fast -- --test-threads=4
 stage api-schemathesis bash crates/sandpit-server/tests/schemathesis.sh

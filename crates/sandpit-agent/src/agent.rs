@@ -220,23 +220,20 @@ impl Agent {
         };
         let proc = {
             let mut t = self.table.lock().expect("table lock");
-            let id = match &req.id {
-                Some(id) => {
-                    if let Some(existing) = t.by_id.get(id) {
-                        return reuse(existing, &key);
-                    }
-                    id.clone()
+            let id = if let Some(id) = &req.id {
+                if let Some(existing) = t.by_id.get(id) {
+                    return reuse(existing, &key);
                 }
+                id.clone()
+            } else {
                 // Assigned ids share the namespace with client-chosen ones: never take one in use.
-                None => {
-                    let mut id = format!("p{order}");
-                    let mut n = 1;
-                    while t.by_id.contains_key(&id) {
-                        id = format!("p{order}.{n}");
-                        n += 1;
-                    }
-                    id
+                let mut id = format!("p{order}");
+                let mut n = 1;
+                while t.by_id.contains_key(&id) {
+                    id = format!("p{order}.{n}");
+                    n += 1;
                 }
+                id
             };
             let log = OutputLog::new(
                 log_dir(&self.config.log_dir, &format!("{id}-{order}")),
@@ -357,7 +354,7 @@ impl Agent {
         }
     }
 
-    fn plan(&self, req: &StartRequest) -> Result<Plan, Failure> {
+    fn plan(&self, req: &StartRequest) -> Result<Plan, Box<Failure>> {
         let args: Vec<String> = match (&req.cmd, &req.argv) {
             (Some(cmd), _) => vec![self.config.shell.clone(), "-c".into(), cmd.clone()],
             (None, Some(argv)) => argv.clone(),
@@ -380,13 +377,15 @@ impl Agent {
             env: BTreeMap::new(),
             is_pty: req.tty.is_some(),
         };
-        let fail = |meta: &Meta, error: String, exit_code| Failure {
-            meta: meta.clone(),
-            error,
-            exit_code,
+        let fail = |meta: &Meta, error: String, exit_code| {
+            Box::new(Failure {
+                meta: meta.clone(),
+                error,
+                exit_code,
+            })
         };
         let account: Account = account.map_err(|e| fail(&meta, e.to_string(), 126))?;
-        meta.user = account.name.clone();
+        meta.user.clone_from(&account.name);
 
         let mut env = BTreeMap::new();
         // `~/.local/bin` first: where `pip install` (as a user) and `npm install -g` (with a user prefix)
@@ -427,7 +426,7 @@ impl Agent {
             Some(c) if c.starts_with('/') => c.to_owned(),
             Some(c) => format!("{}/{c}", account.home.trim_end_matches('/')),
         };
-        meta.cwd = cwd.clone();
+        meta.cwd.clone_from(&cwd);
 
         let path = env.get("PATH").map_or("", String::as_str);
         let Some(program) = resolve_program(&args[0], path, &cwd) else {

@@ -104,7 +104,7 @@ pub async fn watch(keep: i32) {
                         "something in the sandbox changed the agent's oom_score_adj: restored"
                     ),
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot restore the agent's oom_score_adj")
+                        tracing::error!(error = %e, "cannot restore the agent's oom_score_adj");
                     }
                 }
             }
@@ -126,7 +126,11 @@ mod tests {
         assert_eq!(r.allow(), Some(0));
         assert_eq!(r.allow(), None);
         assert_eq!(r.allow(), None);
-        r.last = Some(std::time::Instant::now() - Duration::from_secs(3601));
+        r.last = Some(
+            std::time::Instant::now()
+                .checked_sub(Duration::from_secs(3601))
+                .unwrap(),
+        );
         assert_eq!(r.allow(), Some(2));
     }
 }

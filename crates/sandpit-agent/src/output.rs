@@ -166,7 +166,7 @@ impl OutputLog {
             if g.mem_bytes > 64 * 1024 {
                 while let Some(c) = g.mem.pop_front() {
                     g.mem_bytes -= c.data.len();
-                    g.spill(c);
+                    g.spill(&c);
                 }
                 g.enforce();
             }
@@ -267,7 +267,7 @@ impl Inner {
         while self.mem_bytes > self.limits.memory && self.mem.len() > 1 {
             let c = self.mem.pop_front().expect("non-empty");
             self.mem_bytes -= c.data.len();
-            self.spill(c);
+            self.spill(&c);
         }
         let cap = self.limits.cap;
         while self.disk_data() + self.mem_bytes as u64 > cap {
@@ -309,12 +309,12 @@ impl Inner {
         }
     }
 
-    fn spill(&mut self, c: Chunk) {
+    fn spill(&mut self, c: &Chunk) {
         if self.spill_error.is_some() {
             self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
             return;
         }
-        if let Err(e) = self.write_record(&c) {
+        if let Err(e) = self.write_record(c) {
             tracing::warn!(error = %e, dir = %self.dir.display(), "cannot spill output to disk; dropping");
             self.spill_error = Some(e.to_string());
             self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);

@@ -190,16 +190,15 @@ impl Process {
         let signal = Signal::try_from(sig).ok();
         // Real-time signals have no nix `Signal` variant; use libc directly for those.
         let send = |target: i32| -> nix::Result<()> {
-            match signal {
-                Some(s) => killpg(Pid::from_raw(target), s),
-                None => {
-                    // SAFETY: killpg with a plain integer signal touches no memory.
-                    let r = unsafe { libc::killpg(target, sig) };
-                    if r == 0 {
-                        Ok(())
-                    } else {
-                        Err(nix::errno::Errno::last())
-                    }
+            if let Some(s) = signal {
+                killpg(Pid::from_raw(target), s)
+            } else {
+                // SAFETY: killpg with a plain integer signal touches no memory.
+                let r = unsafe { libc::killpg(target, sig) };
+                if r == 0 {
+                    Ok(())
+                } else {
+                    Err(nix::errno::Errno::last())
                 }
             }
         };

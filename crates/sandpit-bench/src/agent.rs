@@ -185,7 +185,7 @@ pub(crate) async fn ws_throughput(
     if got + lost != size {
         bail!("websocket delivered {got} + lost {lost} != {size}");
     }
-    Ok((got as f64 / secs / 1048576.0, lost))
+    Ok((got as f64 / secs / 1_048_576.0, lost))
 }
 
 pub(crate) async fn sse_throughput(
@@ -229,7 +229,7 @@ pub(crate) async fn sse_throughput(
                 "lost" => {
                     lost += serde_json::from_str::<Value>(data)?["bytes"]
                         .as_u64()
-                        .unwrap_or(0)
+                        .unwrap_or(0);
                 }
                 "exited" => break 'outer,
                 _ => {}
@@ -244,7 +244,7 @@ pub(crate) async fn sse_throughput(
     if got + lost != size {
         bail!("sse delivered {got} + lost {lost} != {size}");
     }
-    Ok((got as f64 / secs / 1048576.0, lost))
+    Ok((got as f64 / secs / 1_048_576.0, lost))
 }
 
 pub(crate) fn pipe_throughput(size: u64) -> anyhow::Result<f64> {
@@ -265,5 +265,5 @@ pub(crate) fn pipe_throughput(size: u64) -> anyhow::Result<f64> {
     }
     child.wait()?;
     assert_eq!(got, size);
-    Ok(got as f64 / t.elapsed().as_secs_f64() / 1048576.0)
+    Ok(got as f64 / t.elapsed().as_secs_f64() / 1_048_576.0)
 }

@@ -523,7 +523,7 @@ async fn streams(
 /// the sandbox) and the daemon's must stay bounded, whatever the volume.
 async fn flood(client: &Client, key: &str, group: &str, quick: bool) -> anyhow::Result<Vec<Row>> {
     let gib = if quick { 0.25 } else { 10.0 };
-    let bytes = (gib * 1073741824.0) as u64;
+    let bytes = (gib * 1_073_741_824.0) as u64;
     let sbx = Sandbox::create().client(client).await?;
     // Started in the background and waited for without its output: collecting the kept 64 MiB as a
     // JSON result would measure the result, not the agent.

@@ -1,5 +1,6 @@
 //! Medians and tails of repeated measurements, and the result rows every benchmark reports.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -82,8 +83,9 @@ pub fn markdown(rows: &[Row]) -> String {
         let base = r.baseline.map_or(String::from("–"), |b| {
             format!("{:.3} {}", b.median, r.unit)
         });
-        s.push_str(&format!(
-            "| {} | {} | {:.3} {} | {:.3} {} | {} | {} | {} | {} |\n",
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} {} | {:.3} {} | {} | {} | {} | {} |",
             r.group,
             r.name,
             r.value.median,
@@ -94,7 +96,7 @@ pub fn markdown(rows: &[Row]) -> String {
             base,
             r.ratio.map_or(String::from("–"), |x| format!("{x:.2}×")),
             r.note.as_deref().unwrap_or(""),
-        ));
+        );
     }
     s
 }

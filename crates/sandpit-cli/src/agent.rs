@@ -235,26 +235,23 @@ fn init_tracing(
     let filter = tracing_subscriber::EnvFilter::try_from_env("SANDPIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => {
-            let f = sandpit_agent::log::RotatingFile::open(path, max_bytes)
-                .with_context(|| format!("--log-file {}", path.display()))?;
-            let builder = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f));
-            if format == "json" {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
+    if let Some(path) = file {
+        let f = sandpit_agent::log::RotatingFile::open(path, max_bytes)
+            .with_context(|| format!("--log-file {}", path.display()))?;
+        let builder = builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f));
+        if format == "json" {
+            builder.json().init();
+        } else {
+            builder.init();
         }
-        None => {
-            let builder = builder.with_writer(std::io::stderr);
-            if format == "json" {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
+    } else {
+        let builder = builder.with_writer(std::io::stderr);
+        if format == "json" {
+            builder.json().init();
+        } else {
+            builder.init();
         }
     }
     Ok(())

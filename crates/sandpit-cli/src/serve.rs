@@ -24,7 +24,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPIT_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Where the database, the API key and per-sandbox files live [default: /var/lib/sandpit as root,
-    /// else $XDG_DATA_HOME/sandpit or ~/.local/share/sandpit].
+    /// else $`XDG_DATA_HOME/sandpit` or ~/.local/share/sandpit].
     #[arg(long, env = "SANDPIT_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// A TOML configuration file.
@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDPIT_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
     /// A web origin allowed to call the API from a browser (CORS), e.g. `https://app.example.com`;
-    /// repeatable; `*` allows any origin (development only). SANDPIT_CORS_ORIGINS takes a comma-separated
+    /// repeatable; `*` allows any origin (development only). `SANDPIT_CORS_ORIGINS` takes a comma-separated
     /// list. Replaces the config file's `cors_origins` when given.
     #[arg(
         long = "cors-origin",
@@ -71,7 +71,7 @@ pub struct ServeArgs {
     cors_origins: Vec<String>,
     /// A directory under which template imports (`sandpit template import`, `POST /v1/templates` with a
     /// `dir`, `tar` or `oci` source) may name host paths; repeatable. Without one, host-path imports are
-    /// refused: the daemon reads them with its own privileges. SANDPIT_IMPORT_ROOTS takes a `:`-separated
+    /// refused: the daemon reads them with its own privileges. `SANDPIT_IMPORT_ROOTS` takes a `:`-separated
     /// list. Replaces the config file's `import_roots` when given.
     #[arg(
         long = "import-root",

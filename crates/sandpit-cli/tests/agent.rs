@@ -128,8 +128,8 @@ async fn sse_replays_from_any_seq_after_a_disconnect_with_zero_bytes_lost() {
     let a = AgentProc::start(&[]);
     let id = a.spawn(json!({"cmd": "for i in $(seq 1 60); do echo line $i; echo err $i >&2; sleep 0.005; done"})).await;
     a.wait(&id).await;
-    let expected_out: String = (1..=60).map(|i| format!("line {i}\n")).collect();
-    let expected_err: String = (1..=60).map(|i| format!("err {i}\n")).collect();
+    let expected_out: String = (1..=60).fold(String::new(), |s, i| s + &format!("line {i}\n"));
+    let expected_err: String = (1..=60).fold(String::new(), |s, i| s + &format!("err {i}\n"));
 
     // A first client reads part of the stream over a raw connection and drops it mid-way.
     let mut resp = a
@@ -281,7 +281,7 @@ async fn websocket_session_stdin_eof_signals_and_binary_frames() {
                 }
             }
             Message::Binary(b) => {
-                text.push_str(&String::from_utf8_lossy(&Frame::decode(&b).unwrap().data))
+                text.push_str(&String::from_utf8_lossy(&Frame::decode(&b).unwrap().data));
             }
             Message::Close(_) => break,
             _ => {}
@@ -542,7 +542,7 @@ async fn a_gigabyte_with_no_reader_finishes_and_agent_memory_stays_bounded() {
     assert_eq!(w["stdout_bytes"], 1_073_741_824u64);
     // The cap keeps the newest output (at most 64 MiB, dropped a segment at a time) and reports the rest.
     let kept = 1_073_741_824 - w["lost_bytes"].as_u64().unwrap();
-    assert!(kept <= 64 << 20 && kept >= 32 << 20, "kept {kept}");
+    assert!((32 << 20..=64 << 20).contains(&kept), "kept {kept}");
     let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", a.pid()))
         .unwrap()
         .lines()
@@ -795,19 +795,6 @@ async fn serves_http_on_a_unix_socket() {
 
 #[tokio::test]
 async fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for a pid namespace");
-        return;
-    }
-    let logs = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(env!("CARGO_BIN_EXE_sandpit"))
-        .args(["agent", "--listen", "127.0.0.1:0", "--log-dir"])
-        .arg(logs.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // `unshare` ignores SIGTERM while it waits; if an assertion fails, SIGKILL the agent (PID 1), which
     // ends the whole namespace, so that nothing outlives the test.
     struct KillNamespace(u32);
@@ -823,6 +810,19 @@ async fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
             }
         }
     }
+    if !is_root() {
+        eprintln!("SKIPPED: needs root for a pid namespace");
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_sandpit"))
+        .args(["agent", "--listen", "127.0.0.1:0", "--log-dir"])
+        .arg(logs.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let _guard = KillNamespace(child.id());
     let mut line = String::new();
     std::io::BufRead::read_line(

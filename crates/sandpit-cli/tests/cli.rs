@@ -621,9 +621,10 @@ fn pty_processes(d: &Daemon, id: &str) -> Vec<Value> {
 
 #[test]
 fn attach_types_sees_echo_resizes_detaches_and_reattaches() {
-    if !Path::new("/usr/bin/setsid").exists() && !Path::new("/bin/setsid").exists() {
-        panic!("setsid (util-linux) is needed to give the attach test a controlling terminal");
-    }
+    assert!(
+        !(!Path::new("/usr/bin/setsid").exists() && !Path::new("/bin/setsid").exists()),
+        "setsid (util-linux) is needed to give the attach test a controlling terminal"
+    );
     let d = Daemon::start();
     let id = d.create();
     let mut t = PtyRun::start(&d, &["attach", &id, "--", "sh"]);

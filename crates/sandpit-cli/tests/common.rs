@@ -147,7 +147,7 @@ pub fn parse_sse(text: &str) -> Vec<(String, Option<u64>, Value)> {
         let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
         for line in block.lines() {
             if let Some(v) = line.strip_prefix("event: ") {
-                event = v.to_owned();
+                v.clone_into(&mut event);
             } else if let Some(v) = line.strip_prefix("id: ") {
                 id = v.parse().ok();
             } else if let Some(v) = line.strip_prefix("data: ") {
@@ -181,15 +181,13 @@ pub fn count_procs(marker: &str) -> usize {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false);
+        let zombie = std::fs::read_to_string(entry.path().join("stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
         if cmd.contains(marker) && !zombie {
             n += 1;
         }

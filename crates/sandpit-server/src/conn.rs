@@ -1,5 +1,5 @@
 //! The daemon's accept loop: every connection served with HTTP/1.1 or HTTP/2 (hyper's `auto` builder, with
-//! upgrades for WebSockets and preview tunnels), the peer address as `ConnectInfo<SocketAddr>` for the
+//! upgrades for `WebSockets` and preview tunnels), the peer address as `ConnectInfo<SocketAddr>` for the
 //! handlers, a deadline on the request head, and a graceful shutdown that lets open requests finish.
 //!
 //! Why not `axum::serve`: it has no deadline for a request's head, so a client that trickles its headers a

@@ -139,7 +139,7 @@ mod preview_docs {
     /// A preview URL by path: proxied (HTTP/1.1, streaming, WebSocket upgrades) to `port` inside the
     /// sandbox, with the caller's credentials removed and `X-Forwarded-*` set. The same server is at
     /// `{port}-{id}.{preview-domain}` on this listener. Access: the API key, the port's token
-    /// (`X-Sandpit-Token`, or `?sandpit_token=` once, answered with an HttpOnly cookie and a redirect),
+    /// (`X-Sandpit-Token`, or `?sandpit_token=` once, answered with an `HttpOnly` cookie and a redirect),
     /// or nothing for a public port. Any method; GET shown.
     #[utoipa::path(get, path = "/v1/sandboxes/{id}/ports/{port}/{path}", tag = "network",
         params(("id" = String, Path, description = "Sandbox id"),

@@ -1,7 +1,7 @@
 //! The sandpit wire contract: every JSON body, event and frame that crosses a process boundary.
 //!
 //! This crate is a contract layer, not a runtime. The agent (inside a sandbox), the daemon (`sandpitd`), the
-//! Rust SDK and, by way of the OpenAPI document generated from these types, the Python and TypeScript SDKs
+//! Rust SDK and, by way of the `OpenAPI` document generated from these types, the Python and TypeScript SDKs
 //! all read and write exactly these shapes. It depends on serde (and base64 for byte payloads) only, so that
 //! a client never pulls in the server.
 //!

@@ -8,6 +8,7 @@ mod process;
 mod sandbox;
 mod template;
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -30,10 +31,10 @@ Every verb has --help with examples; --url/--api-key (SANDPIT_URL/SANDPIT_API_KE
 /// Where the daemon is; global flags, accepted before or after the verb.
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
-    /// The daemon's URL, for the client verbs [default: http://127.0.0.1:7070].
+    /// The daemon's URL, for the client verbs [default: <http://127.0.0.1:7070>].
     #[arg(long, global = true, env = "SANDPIT_URL", value_name = "URL")]
     url: Option<String>,
-    /// The API key, for the client verbs (`serve` takes its key from SANDPIT_API_KEY or its config file
+    /// The API key, for the client verbs (`serve` takes its key from `SANDPIT_API_KEY` or its config file
     /// only) [default: the daemon's key file: $SANDPIT_STATE_DIR/api-key, /var/lib/sandpit/api-key or
     /// ~/.local/share/sandpit/api-key].
     #[arg(
@@ -162,7 +163,7 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
             if i + 1 == n {
                 s.push_str(c);
             } else {
-                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                let _ = write!(s, "{c:<w$}  ", w = widths[i]);
             }
         }
         println!("{}", s.trim_end());

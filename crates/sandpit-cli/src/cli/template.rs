@@ -79,9 +79,8 @@ fn guess_source(path: String, format: Option<&str>) -> TemplateSource {
     match format {
         Some("oci") => TemplateSource::Oci(path),
         Some("tar") => TemplateSource::Tar(path),
-        Some(_) => TemplateSource::Dir(path),
         None if tarball => TemplateSource::Tar(path),
-        None => TemplateSource::Dir(path),
+        Some(_) | None => TemplateSource::Dir(path),
     }
 }
 

@@ -61,7 +61,7 @@ async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     sandpit_types::check_json_content_type(
         req.headers()
             .get(header::CONTENT_TYPE)
-            .map(|v| v.as_bytes()),
+            .map(axum::http::HeaderValue::as_bytes),
     )
     .map_err(ApiError::InvalidArgument)?;
     Bytes::from_request(req, state).await.map_err(|rej| {

@@ -107,7 +107,7 @@ impl SandboxBackend for IsolateBackend {
         s.pids = spec.pids;
         s.disk_mb = spec.disk_mb;
         s.hostname = Some(spec.id.clone());
-        s.network = spec.network.clone();
+        s.network.clone_from(&spec.network);
         s.env = spec
             .env
             .iter()
