@@ -729,7 +729,7 @@ fn own_v2_cgroup() -> Option<std::path::PathBuf> {
 #[tokio::test]
 async fn kill_reaches_daemonized_descendants_through_the_process_cgroup() {
     let Some(cg) = own_v2_cgroup() else {
-        eprintln!("SKIPPED: no writable cgroup v2 directory (needs root)");
+        sandpit_testkit::skip(format_args!("no writable cgroup v2 directory (needs root)"));
         return;
     };
     let a = AgentProc::start(&["--cgroup", cg.to_str().unwrap()]);
@@ -811,7 +811,7 @@ async fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
         }
     }
     if !is_root() {
-        eprintln!("SKIPPED: needs root for a pid namespace");
+        sandpit_testkit::skip(format_args!("needs root for a pid namespace"));
         return;
     }
     let logs = tempfile::tempdir().unwrap();

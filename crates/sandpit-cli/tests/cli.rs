@@ -13,7 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_sandpit");
 
 /// A daemon on a free port with its own state directory; its sandboxes are deleted on drop.
 struct Daemon {
-    child: Child,
+    serve: sandpit_testkit::Serve,
     url: String,
     key: String,
     dir: tempfile::TempDir,
@@ -26,37 +26,16 @@ impl Daemon {
 
     fn start_with_backend(backend: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(BIN)
-            .args(["serve", "--backend", backend, "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(dir.path())
+        let serve = sandpit_testkit::Serve::builder(BIN, dir.path())
+            .backend(backend)
             .arg("--import-root")
-            .arg(std::env::temp_dir())
-            .env_remove("SANDPIT_API_KEY")
-            .env_remove("SANDPIT_URL")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let key_file = dir.path().join("api-key");
-        let end = Instant::now() + Duration::from_secs(30);
-        while !(key_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
-            assert!(Instant::now() < end, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let key = std::fs::read_to_string(key_file).unwrap().trim().to_owned();
+            .arg(std::env::temp_dir().display().to_string())
+            .log(dir.path().join("daemon.log"))
+            .start_blocking();
         Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            key,
+            url: serve.base.clone(),
+            key: serve.key.clone(),
+            serve,
             dir,
         }
     }
@@ -105,17 +84,7 @@ impl Drop for Daemon {
                 }
             }
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.serve.stop(Duration::from_secs(5));
     }
 }
 
@@ -483,7 +452,9 @@ fn template_ls_import_rm() {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
     if !root {
-        eprintln!("SKIPPED: templates need the isolate backend, which needs root");
+        sandpit_testkit::skip(format_args!(
+            "templates need the isolate backend, which needs root"
+        ));
         return;
     }
     let d = Daemon::start_with_backend("isolate");

@@ -33,7 +33,9 @@ fn main() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("SKIPPED: sandpit-isolate sandbox tests need root (they run as root in CI)");
+        sandpit_testkit::skip(format_args!(
+            "sandpit-isolate sandbox tests need root (they run as root in CI)"
+        ));
         return;
     }
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));

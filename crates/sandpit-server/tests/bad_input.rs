@@ -51,7 +51,7 @@ struct Fixture {
 impl Fixture {
     async fn start(fx: daemon::Fixture) -> Self {
         let state = fx.state.clone();
-        let serve = Serve::start(&fx.bin, &state).await;
+        let serve = daemon::serve(&fx.bin, &state).await;
         let http = client();
         let r = http
             .post(serve.url("/v1/sandboxes"))

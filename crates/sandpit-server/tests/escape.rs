@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,23 +37,19 @@ use netkit::{TestDns, TestHosts, ip_host, sandbox_link};
 // - agent.sock symlink swap: the daemon connected by a path that root inside could replace with a
 //   symlink to any host socket. The path is no longer reachable from inside at all.
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    )
-}
-
 /// The daemon and probe binaries, or `None` (reason printed) when this host cannot run the suite.
 fn prerequisites() -> Option<(PathBuf, PathBuf)> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("\n*** SKIPPED: the escape suite needs root (CI runs it as root) ***\n");
+        sandpit_testkit::skip(format_args!(
+            "the escape suite needs root (CI runs it as root)"
+        ));
         return None;
     }
-    let bin = std::env::var_os("SANDPIT_BIN")
-        .map_or_else(|| target_dir().join("debug/sandpit"), PathBuf::from);
-    let probe = std::env::var_os("SANDPIT_PROBE_BIN")
-        .map_or_else(|| target_dir().join("debug/sandpit-probe"), PathBuf::from);
+    // A missing binary is a failure, not a skip: the suite must not stop running for lack of a build.
+    let bin = sandpit_testkit::target_dir().join("debug/sandpit");
+    let bin = std::env::var_os("SANDPIT_BIN").map_or(bin, PathBuf::from);
+    let probe = sandpit_testkit::target_dir().join("debug/sandpit-probe");
+    let probe = std::env::var_os("SANDPIT_PROBE_BIN").map_or(probe, PathBuf::from);
     for b in [&bin, &probe] {
         assert!(
             b.exists(),
@@ -69,7 +65,7 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
             | sandpit_isolate::IsolateError::Cgroup(_)
             | sandpit_isolate::IsolateError::Filter(_)),
         ) => {
-            eprintln!("\n*** SKIPPED: this host cannot run isolated sandboxes: {e} ***\n");
+            sandpit_testkit::skip(format_args!("this host cannot run isolated sandboxes: {e}"));
             None
         }
         Err(e) => panic!("the isolator cannot start: {e}"),
@@ -79,7 +75,7 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
 /// Host-side leftovers of a run: the daemon (killed), sandboxes (destroyed: they outlive the daemon by
 /// design), the host sleeper and the secret planted in /root.
 struct Cleanup {
-    daemon: Option<Child>,
+    daemon: Option<sandpit_testkit::Serve>,
     sleeper: Option<Child>,
     state_dir: PathBuf,
     bin: PathBuf,
@@ -89,10 +85,8 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for c in [self.daemon.as_mut(), self.sleeper.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        drop(self.daemon.take());
+        if let Some(c) = self.sleeper.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -197,25 +191,6 @@ impl Api {
         assert_eq!(s, 201, "{sb}");
         sb["id"].as_str().unwrap().to_owned()
     }
-}
-
-fn start_daemon(bin: &Path, state: &Path, port: u16, dns: &str) -> Child {
-    let log = std::fs::File::create(state.with_extension("log")).unwrap();
-    Command::new(bin)
-        .args(["serve", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(state)
-        // The sandboxes' resolver forwards to the test's DNS server (the test hosts' names).
-        .args(["--dns-upstream", dns])
-        // The default backend (isolate as root) is what is under test; the key is the generated one.
-        .env_remove("SANDPIT_API_KEY")
-        .env_remove("SANDPIT_BACKEND")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap()
 }
 
 fn handle(state: &Path, id: &str) -> Value {
@@ -427,36 +402,25 @@ async fn no_way_out_of_an_isolated_sandbox() {
     ])
     .await;
 
-    // The daemon, as an operator runs it: default backend, generated API key.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    cleanup.daemon = Some(start_daemon(&bin, &state, port, &dns.addr.to_string()));
-    let daemon_pid = cleanup.daemon.as_ref().unwrap().id();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{base}/health")).await {
-            let h: Value = r.json().await.unwrap();
-            assert_eq!(h["backend"], "isolate", "{h}");
-            break;
-        }
-        if let Some(st) = cleanup.daemon.as_mut().unwrap().try_wait().unwrap() {
-            panic!(
-                "sandpit serve exited ({st}): {}",
-                std::fs::read_to_string(state.with_extension("log")).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "sandpit serve did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The daemon, as an operator runs it: default backend, generated API key. The sandboxes' resolver
+    // forwards to the test's DNS server (the test hosts' names).
+    let serve = sandpit_testkit::Serve::builder(&bin, &state)
+        .args(["--dns-upstream".to_owned(), dns.addr.to_string()])
+        .start()
+        .await;
+    let daemon_pid = serve.pid();
+    let port = serve.port;
     let key_path = state.join("api-key");
-    let key = std::fs::read_to_string(&key_path)
+    let base = serve.base.clone();
+    let key = serve.key.clone();
+    let h: Value = reqwest::get(format!("{base}/health"))
+        .await
         .unwrap()
-        .trim()
-        .to_owned();
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["backend"], "isolate", "{h}");
+    cleanup.daemon = Some(serve);
     assert!(!key.is_empty());
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
@@ -761,6 +725,7 @@ async fn no_way_out_of_an_isolated_sandbox() {
         .daemon
         .as_mut()
         .unwrap()
+        .child
         .try_wait()
         .unwrap()
         .is_none();

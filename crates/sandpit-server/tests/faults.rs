@@ -296,7 +296,7 @@ async fn a_client_that_drops_its_stream_mid_way_resumes_without_losing_a_byte() 
         return;
     };
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     let id = create(&serve, json!({})).await;
     let root = serve.url(&format!("/v1/sandboxes/{id}"));
 
@@ -333,7 +333,7 @@ async fn a_daemon_sigkilled_under_load_loses_no_sandbox_process_or_byte() {
         return;
     };
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     let port = serve.port;
     let base = serve.base.clone();
 
@@ -414,7 +414,7 @@ async fn a_daemon_sigkilled_under_load_loses_no_sandbox_process_or_byte() {
     let t = Instant::now();
     serve.sigkill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let serve = Serve::start_on(&bin, &state, port).await;
+    let serve = daemon::serve_on(&bin, &state, port).await;
     eprintln!("daemon down for {:?}", t.elapsed());
 
     let mut total = 0;
@@ -479,7 +479,7 @@ async fn a_sigkilled_agent_marks_its_sandbox_failed_and_releases_it() {
         return;
     };
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     let victim = create(&serve, json!({})).await;
     let neighbour = create(&serve, json!({})).await;
     let root = serve.url(&format!("/v1/sandboxes/{victim}"));
@@ -628,7 +628,7 @@ async fn a_full_state_disk_is_a_clear_error_and_corrupts_nothing() {
     };
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
     let _disk = SmallDisk::mount(&fx, 32);
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     // The daemon starts building `base` in the background; on this small disk it fails (the disk fills,
     // the half-made copy is removed). Wait for that, so that it does not free space after `fill`.
     let t = Instant::now();
@@ -706,7 +706,7 @@ async fn a_full_state_disk_is_a_clear_error_and_corrupts_nothing() {
             .unwrap();
         assert_eq!(check, "ok");
     }
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     let (s, list) = call(client().get(serve.url("/v1/sandboxes"))).await;
     assert_eq!(s, 200);
     let items = list
@@ -752,7 +752,7 @@ async fn a_hundred_create_delete_cycles_leak_nothing() {
         return;
     };
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     // One cycle first: the daemon's lazy set-up (template, pools) is not a leak.
     let warm = create(&serve, json!({})).await;
     let (s, _) = call(client().delete(serve.url(&format!("/v1/sandboxes/{warm}")))).await;

@@ -18,7 +18,7 @@ mod daemon;
 
 use std::time::{Duration, Instant};
 
-use daemon::{Fixture, Serve, call, client, create, post, sh};
+use daemon::{Fixture, call, client, create, post, sh};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -116,7 +116,7 @@ async fn files_api_on_real_sandboxes() {
     let Some(fx) = Fixture::new() else {
         return;
     };
-    let serve = Serve::start(&fx.bin, &fx.state).await;
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
     let id = create(&serve, json!({})).await;
     let root = serve.url(&format!("/v1/sandboxes/{id}"));
     let t = Instant::now();

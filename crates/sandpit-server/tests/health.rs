@@ -48,7 +48,7 @@ async fn a_stopped_agent_is_reported_unhealthy_fails_calls_fast_and_recovers() {
     let Some(fx) = Fixture::new() else {
         return;
     };
-    let serve = Serve::start(&fx.bin, &fx.state).await;
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
     let id = create(&serve, json!({})).await;
     let root = serve.url(&format!("/v1/sandboxes/{id}"));
     let agent = isolate_handle(&fx.state, &id)["init_pid"].as_i64().unwrap();

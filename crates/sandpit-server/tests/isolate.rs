@@ -12,8 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon::{
-    Fixture, Serve, call, client, import_busybox_template, isolate_handle, post, processes_in,
-    running, sh,
+    Fixture, call, client, import_busybox_template, isolate_handle, post, processes_in, running, sh,
 };
 use serde_json::{Value, json};
 
@@ -28,7 +27,7 @@ async fn isolated_sandbox_lifecycle_survives_a_daemon_sigkill() {
     };
     let t0 = Instant::now();
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
 
     let (s, sb) = post(
         serve.url("/v1/sandboxes"),
@@ -89,7 +88,7 @@ async fn isolated_sandbox_lifecycle_survives_a_daemon_sigkill() {
     // SIGKILL the daemon: the sandbox lives on and the next daemon manages it.
     serve.sigkill();
     assert!(running(init_pid));
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     let root = serve.url(&format!("/v1/sandboxes/{id}"));
     let (s, r) = call(client().get(&root)).await;
     assert_eq!((s, r["state"].as_str()), (200, Some("running")), "{r}");
@@ -217,7 +216,7 @@ async fn templates_import_list_and_delete() {
         return;
     };
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
 
     // A tiny root filesystem, as a directory and as a tarball.
     let rootfs = fx.dir.path().join("rootfs");
@@ -325,7 +324,7 @@ async fn orphans_are_destroyed_at_start_and_deadlines_kill() {
     .await
     .unwrap();
     assert!(running(orphan.init_pid.into()));
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     assert!(
         !orphan.sandbox_dir.exists(),
         "the daemon kept a sandbox it does not know"
@@ -405,7 +404,7 @@ async fn abuse_in_one_sandbox_leaves_its_neighbour_and_the_daemon_alone() {
         return;
     };
     let (bin, state) = (fx.bin.clone(), fx.state.clone());
-    let serve = Serve::start(&bin, &state).await;
+    let serve = daemon::serve(&bin, &state).await;
     let (s, n) = post(serve.url("/v1/sandboxes"), json!({})).await;
     assert_eq!(s, 201, "{n}");
     let limits = json!({"memory_mb": 128, "pids": 64, "cpu": 0.5, "disk_mb": 64});
@@ -534,7 +533,7 @@ async fn device_nodes_in_a_template_are_inert() {
     let Some(fx) = Fixture::new() else {
         return;
     };
-    let serve = Serve::start(&fx.bin, &fx.state).await;
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
     import_busybox_template(&serve, &fx.bin, &fx.dir.path().join("rootfs"), |root| {
         for (name, kind, major, minor) in [
             ("null-node", libc::S_IFCHR, 1, 3),

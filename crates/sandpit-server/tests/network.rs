@@ -40,7 +40,7 @@ async fn start(fx: &Fixture, dns: &TestDns, extra: &[&str]) -> Serve {
     let upstream = dns.addr.to_string();
     let mut args = vec!["--dns-upstream", upstream.as_str()];
     args.extend_from_slice(extra);
-    Serve::start_with(&fx.bin, &fx.state, free_port(), &args).await
+    daemon::serve_with(&fx.bin, &fx.state, free_port(), &args).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

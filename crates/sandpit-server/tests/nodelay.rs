@@ -109,7 +109,9 @@ async fn tls_client_connections_have_nagle_off() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !made {
-        eprintln!("\n*** SKIPPED: cannot make a test certificate with `openssl` ***\n");
+        sandpit_testkit::skip(format_args!(
+            "cannot make a test certificate with `openssl`"
+        ));
         return;
     }
     let mut config = Daemon::config(&dir.path().join("state"));

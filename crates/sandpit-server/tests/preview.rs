@@ -143,7 +143,7 @@ async fn preview_urls_reach_sandbox_servers_with_port_scoped_access() {
     let Some(fx) = Fixture::new() else {
         return;
     };
-    let serve = Serve::start(&fx.bin, &fx.state).await;
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
     let (s, sb) = post(
         serve.url("/v1/sandboxes"),
         json!({"network": {"egress": "deny"}}),

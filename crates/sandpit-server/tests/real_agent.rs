@@ -25,10 +25,10 @@ fn sandpit_binary(subcommands: &[&str]) -> Option<PathBuf> {
             .output()
             .is_ok_and(|o| o.status.success());
         if !ok {
-            eprintln!(
-                "\n*** SKIPPED: {} has no `{sub}` subcommand; rebuild it ***\n",
+            sandpit_testkit::skip(format_args!(
+                "{} has no `{sub}` subcommand; rebuild it",
                 bin.display()
-            );
+            ));
             return None;
         }
     }
@@ -102,17 +102,17 @@ impl InProcess {
 }
 
 async fn wait_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if reqwest::get(format!("{base}/health"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("daemon at {base} did not become healthy");
+    sandpit_testkit::eventually(
+        "the daemon to answer /health",
+        Duration::from_secs(10),
+        || async {
+            reqwest::get(format!("{base}/health"))
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 fn client() -> reqwest::Client {
@@ -325,38 +325,15 @@ async fn the_deadline_kills_the_sandbox() {
 }
 
 /// A spawned `sandpit serve` child, killed with SIGKILL on drop if still running.
-struct Spawned(std::process::Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_serve(bin: &Path, state_dir: &Path, port: u16) -> Spawned {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.join("serve.log"))
-        .unwrap();
-    Spawned(
-        std::process::Command::new(bin)
-            .args([
-                "serve",
-                "--backend",
-                "process",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .arg("--state-dir")
-            .arg(state_dir)
-            .env("SANDPIT_API_KEY", KEY)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+/// `sandpit serve --backend process` on `port`, its output appended to `STATE/serve.log`.
+async fn serve(bin: &Path, state_dir: &Path, port: u16) -> sandpit_testkit::Serve {
+    sandpit_testkit::Serve::builder(bin, state_dir)
+        .backend("process")
+        .port(port)
+        .key(KEY)
+        .log(state_dir.join("serve.log"))
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -366,15 +343,9 @@ async fn processes_and_their_output_survive_a_daemon_sigkill() {
     };
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = KillAgents(dir.path().to_owned());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-
-    let mut daemon = spawn_serve(&bin, dir.path(), port);
-    wait_healthy(&base).await;
+    let port = sandpit_testkit::free_port();
+    let daemon = serve(&bin, dir.path(), port).await;
+    let base = daemon.base.clone();
     let (s, sb) = post(format!("{base}/v1/sandboxes"), json!({})).await;
     assert_eq!(s, 201, "{sb}");
     let root = format!("{base}/v1/sandboxes/{}", sb["id"].as_str().unwrap());
@@ -385,12 +356,10 @@ async fn processes_and_their_output_survive_a_daemon_sigkill() {
     .await;
     assert!(p["pid"].is_u64(), "{p}");
 
-    daemon.0.kill().unwrap(); // SIGKILL
-    daemon.0.wait().unwrap();
+    daemon.sigkill();
     tokio::time::sleep(Duration::from_millis(2500)).await; // the ticker finishes while no daemon runs
 
-    let _daemon = spawn_serve(&bin, dir.path(), port);
-    wait_healthy(&base).await;
+    let _daemon = serve(&bin, dir.path(), port).await;
     let (_, v) = call(client().get(&root)).await;
     assert_eq!(v["state"], "running", "{v}");
     let events = sse_text(format!("{root}/processes/ticker/events?from_seq=0")).await;

@@ -8,7 +8,7 @@ mod daemon;
 
 use std::time::{Duration, Instant};
 
-use daemon::{Fixture, Serve, call, client, create, free_port, post};
+use daemon::{Fixture, call, client, create, free_port, post};
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -40,7 +40,7 @@ async fn slow_and_silent_clients_are_cut_off_and_streams_are_not() {
     };
     let conf = fx.dir.path().join("sandpit.toml");
     std::fs::write(&conf, "header_timeout_secs = 2\n").unwrap();
-    let serve = Serve::start_with(
+    let serve = daemon::serve_with(
         &fx.bin,
         &fx.state,
         free_port(),

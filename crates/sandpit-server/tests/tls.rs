@@ -78,7 +78,9 @@ async fn https_get(
 async fn serves_https_with_the_given_certificate() {
     let dir = tempfile::tempdir().unwrap();
     if !make_cert(dir.path()) {
-        eprintln!("\n*** SKIPPED: cannot make a test certificate with `openssl` ***\n");
+        sandpit_testkit::skip(format_args!(
+            "cannot make a test certificate with `openssl`"
+        ));
         return;
     }
     let state = dir.path().join("state");

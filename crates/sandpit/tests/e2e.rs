@@ -700,7 +700,9 @@ async fn templates_import_list_get_wait_and_delete() {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
     if !root {
-        eprintln!("SKIPPED: templates need the isolate backend, which needs root");
+        sandpit_testkit::skip(format_args!(
+            "templates need the isolate backend, which needs root"
+        ));
         return;
     }
     let d = Daemon::start_with_backend("isolate");
@@ -777,9 +779,9 @@ async fn network_policy_and_exposed_ports() {
     let d = if root {
         Daemon::start_with_backend("isolate")
     } else {
-        eprintln!(
-            "SKIPPED (policy half): network policies need the isolate backend, which needs root"
-        );
+        sandpit_testkit::skip(format_args!(
+            "policy half: network policies need the isolate backend, which needs root"
+        ));
         Daemon::start()
     };
     let client = d.client();

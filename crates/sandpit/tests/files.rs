@@ -15,9 +15,9 @@ fn root() -> bool {
     if nix::unistd::geteuid().is_root() {
         true
     } else {
-        eprintln!(
-            "\n*** SKIPPED: the files tests need the isolate backend, which needs root ***\n"
-        );
+        sandpit_testkit::skip(format_args!(
+            "the files tests need the isolate backend, which needs root"
+        ));
         false
     }
 }

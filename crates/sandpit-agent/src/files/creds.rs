@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn switching_changes_only_this_thread_and_is_undone() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIPPED: needs root");
+            sandpit_testkit::skip(format_args!("needs root"));
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -7,24 +7,20 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 pub const KEY: &str = "daemon-test-key-0123456789";
 
-/// The binary to test, or `None` (with the reason printed) when these tests cannot run here: they need
-/// root, a host `sandpit_isolate::Isolator` accepts, and the `sandpit` binary built beforehand
-/// (`cargo build -p sandpit-cli`; `$SANDPIT_BIN` overrides the path). CI runs them as root.
+/// The binary to test, or `None` (after [`sandpit_testkit::skip`]: a failure under CI) when these tests
+/// cannot run here: they need root, a host `sandpit_isolate::Isolator` accepts, and the `sandpit` binary
+/// built beforehand (`cargo build -p sandpit-cli`; `$SANDPIT_BIN` overrides the path).
 pub fn prerequisites() -> Option<PathBuf> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!(
-            "\n*** SKIPPED: the isolate backend needs root (CI runs these tests as root) ***\n"
-        );
+    if !sandpit_testkit::require_root("the isolate backend") {
         return None;
     }
-    let bin = built_binary()?;
+    let bin = sandpit_testkit::sandpit_bin()?;
     let probe = tempfile::tempdir().unwrap();
     match sandpit_isolate::Isolator::new(sandpit_isolate::IsolateConfig::new(probe.path(), &bin)) {
         Ok(_) => {}
@@ -35,7 +31,7 @@ pub fn prerequisites() -> Option<PathBuf> {
             | sandpit_isolate::IsolateError::Cgroup(_)
             | sandpit_isolate::IsolateError::Filter(_)),
         ) => {
-            eprintln!("\n*** SKIPPED: this host cannot run isolated sandboxes: {e} ***\n");
+            sandpit_testkit::skip(format_args!("this host cannot run isolated sandboxes: {e}"));
             return None;
         }
         Err(e) => panic!("the isolator cannot start: {e}"),
@@ -43,27 +39,8 @@ pub fn prerequisites() -> Option<PathBuf> {
     Some(bin)
 }
 
-/// `$SANDPIT_BIN`, else `target/debug/sandpit`, when it exists (else `None`, with the reason printed).
-pub fn built_binary() -> Option<PathBuf> {
-    let bin = std::env::var_os("SANDPIT_BIN").map_or_else(
-        || {
-            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-                || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-                PathBuf::from,
-            );
-            target.join("debug/sandpit")
-        },
-        PathBuf::from,
-    );
-    if !bin.exists() {
-        eprintln!(
-            "\n*** SKIPPED: {} not found; run `cargo build -p sandpit-cli` first ***\n",
-            bin.display()
-        );
-        return None;
-    }
-    Some(bin)
-}
+#[allow(unused_imports)] // Each suite uses its own part.
+pub use sandpit_testkit::{Serve, free_port, sandpit_bin as built_binary};
 
 /// Destroys every sandbox left under a state directory when dropped, so that a failing test does not
 /// leave running sandboxes (which outlive their daemon by design) behind. Declare it before the daemon.
@@ -122,114 +99,38 @@ impl Fixture {
     }
 }
 
-/// A free loopback port (there is a small window before the daemon binds it; tests accept that).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// `sandpit serve --backend isolate` on a free port with the test key; template imports come from the
+/// test's own temporary directory (the state directory's parent).
+pub async fn serve(bin: &Path, state_dir: &Path) -> Serve {
+    serve_with(bin, state_dir, free_port(), &[]).await
+}
+
+/// [`serve`] on a given port: a restarted daemon must be where its clients reconnect.
+pub async fn serve_on(bin: &Path, state_dir: &Path, port: u16) -> Serve {
+    serve_with(bin, state_dir, port, &[]).await
+}
+
+/// [`serve_on`] with extra `sandpit serve` flags.
+pub async fn serve_with(bin: &Path, state_dir: &Path, port: u16, extra: &[&str]) -> Serve {
+    let serve = Serve::builder(bin, state_dir)
+        .backend("isolate")
+        .port(port)
+        .key(KEY)
+        .arg("--import-root")
+        .arg(state_dir.parent().unwrap().display().to_string())
+        .args(extra.iter().copied())
+        .start()
+        .await;
+    let health: Value = client()
+        .get(serve.url("/health"))
+        .send()
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A spawned `sandpit serve --backend isolate`, killed (not stopped) when dropped. Its output goes to
-/// `STATE.log` beside the state directory.
-pub struct Serve {
-    pub child: Child,
-    pub base: String,
-    pub port: u16,
-    /// Its stdout and stderr.
-    pub log: PathBuf,
-}
-
-impl Serve {
-    pub async fn start(bin: &Path, state_dir: &Path) -> Self {
-        Self::start_on(bin, state_dir, free_port()).await
-    }
-
-    /// Starts on a given port: a restarted daemon must be where its clients reconnect.
-    pub async fn start_on(bin: &Path, state_dir: &Path, port: u16) -> Self {
-        Self::start_with(bin, state_dir, port, &[]).await
-    }
-
-    /// Starts with extra `sandpit serve` flags.
-    pub async fn start_with(bin: &Path, state_dir: &Path, port: u16, extra: &[&str]) -> Self {
-        let log_path = state_dir.with_extension("log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .unwrap();
-        let child = Command::new(bin)
-            .args(["serve", "--backend", "isolate", "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(state_dir)
-            // Template imports come from the test's own temporary directory.
-            .arg("--import-root")
-            .arg(state_dir.parent().unwrap())
-            .args(extra)
-            .env("SANDPIT_API_KEY", KEY)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut serve = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            log: log_path,
-        };
-        // Generous: a daemon restarted under load re-attaches every surviving sandbox (processes,
-        // networks) before it answers.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // A timeout per poll: a port held by something that never answers (it happened: a half-made
-        // sandbox's child holding a dead daemon's listening socket) must fail the test, not hang it.
-        let poll = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        loop {
-            if let Ok(r) = poll.get(format!("{}/health", serve.base)).send().await {
-                let health: Value = r.json().await.unwrap();
-                assert_eq!(health["backend"], "isolate");
-                return serve;
-            }
-            if let Some(status) = serve.child.try_wait().unwrap() {
-                panic!(
-                    "sandpit serve exited ({status}): {}",
-                    std::fs::read_to_string(state_dir.with_extension("log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "sandpit serve did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// `127.0.0.1:PORT`, for raw TCP clients.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn sigkill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["backend"], "isolate");
+    serve
 }
 
 pub fn client() -> reqwest::Client {

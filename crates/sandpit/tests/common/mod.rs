@@ -2,40 +2,21 @@
 //! directory, stopped (after deleting its sandboxes) on drop; plus a cutting TCP proxy for resume tests.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sandpit::Client;
 
-/// The `sandpit` binary: `$SANDPIT_BIN`, else `<workspace>/target/debug/sandpit`.
+/// The `sandpit` binary: `$SANDPIT_BIN`, else `<workspace>/target/debug/sandpit` (a failure when missing:
+/// these tests only need the process backend, which runs anywhere).
 pub fn sandpit_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("SANDPIT_BIN") {
-        return PathBuf::from(p);
-    }
-    let ws = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target =
-        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| ws.join("target"), PathBuf::from);
-    let bin = target.join("debug/sandpit");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p sandpit-cli` first (or set SANDPIT_BIN)",
-        bin.display()
-    );
-    bin
+    sandpit_testkit::sandpit_bin().expect("the sandpit binary (cargo build -p sandpit-cli)")
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A `sandpit serve` with its own state directory and generated key; its sandboxes are deleted and the
+/// daemon stopped (SIGTERM) on drop.
 pub struct Daemon {
-    child: Child,
+    serve: sandpit_testkit::Serve,
     pub url: String,
     pub key: String,
     pub dir: tempfile::TempDir,
@@ -49,44 +30,16 @@ impl Daemon {
     /// A daemon with the given isolation backend (`isolate` needs root).
     pub fn start_with_backend(backend: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(sandpit_bin())
-            .args(["serve", "--backend", backend, "--listen"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--state-dir")
-            .arg(dir.path())
+        let serve = sandpit_testkit::Serve::builder(sandpit_bin(), dir.path())
+            .backend(backend)
             .arg("--import-root")
-            .arg(std::env::temp_dir())
-            .env_remove("SANDPIT_API_KEY")
-            .env_remove("SANDPIT_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sandpit serve");
-        let key_file = dir.path().join("api-key");
-        let end = Instant::now() + Duration::from_secs(30);
-        loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if up && key_file.exists() {
-                break;
-            }
-            assert!(
-                Instant::now() < end,
-                "daemon did not start: {}",
-                std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let key = std::fs::read_to_string(&key_file)
-            .unwrap()
-            .trim()
-            .to_owned();
+            .arg(std::env::temp_dir().display().to_string())
+            .log(dir.path().join("daemon.log"))
+            .start_blocking();
         Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            key,
+            url: serve.base.clone(),
+            key: serve.key.clone(),
+            serve,
             dir,
         }
     }
@@ -96,7 +49,7 @@ impl Daemon {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        self.serve.log_text()
     }
 }
 
@@ -120,17 +73,7 @@ impl Drop for Daemon {
             });
         })
         .join();
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.serve.stop(Duration::from_secs(5));
     }
 }
 
