@@ -129,7 +129,7 @@ impl Agent {
 
     /// Finds a process by id, or by pid (the running one first, then the newest).
     pub fn get(&self, key: &str) -> Result<Arc<Process>, AgentError> {
-        let t = self.table.lock().expect("table lock");
+        let t = crate::sync::lock(&self.table);
         if let Some(p) = t.by_id.get(key) {
             return Ok(p.clone());
         }
@@ -159,7 +159,7 @@ impl Agent {
 
     /// Processes, newest first, optionally filtered by status.
     pub fn list(&self, status: Option<ProcessStatus>, limit: Option<usize>) -> Vec<Arc<Process>> {
-        let t = self.table.lock().expect("table lock");
+        let t = crate::sync::lock(&self.table);
         let mut v: Vec<_> = t
             .by_id
             .values()
@@ -173,9 +173,7 @@ impl Agent {
 
     /// All processes (for shutdown).
     pub fn all(&self) -> Vec<Arc<Process>> {
-        self.table
-            .lock()
-            .expect("table lock")
+        crate::sync::lock(&self.table)
             .by_id
             .values()
             .cloned()
@@ -198,7 +196,7 @@ impl Agent {
             serde_json::to_string(&r).expect("requests serialize")
         };
         if let Some(id) = &req.id {
-            if let Some(existing) = self.table.lock().expect("table lock").by_id.get(id) {
+            if let Some(existing) = crate::sync::lock(&self.table).by_id.get(id) {
                 return reuse(existing, &key);
             }
         }
@@ -219,7 +217,7 @@ impl Agent {
             memory: self.config.memory_tail,
         };
         let proc = {
-            let mut t = self.table.lock().expect("table lock");
+            let mut t = crate::sync::lock(&self.table);
             let id = if let Some(id) = &req.id {
                 if let Some(existing) = t.by_id.get(id) {
                     return reuse(existing, &key);
@@ -326,7 +324,7 @@ impl Agent {
         let now = SystemTime::now();
         let mut removed = Vec::new();
         {
-            let mut t = self.table.lock().expect("table lock");
+            let mut t = crate::sync::lock(&self.table);
             let mut finished: Vec<(u64, String, Option<SystemTime>)> = t
                 .by_id
                 .values()

@@ -18,6 +18,7 @@ pub mod passwd;
 pub mod process;
 pub mod reaper;
 pub mod spawn;
+pub mod sync;
 
 use std::future::Future;
 use std::sync::Arc;

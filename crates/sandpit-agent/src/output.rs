@@ -7,16 +7,21 @@
 //! its most recent output, and a reader that asks for something deleted gets an explicit [`LostEvent`]
 //! instead of a silent gap.
 //!
+//! Disk I/O never happens under the log's lock: a spill picks the chunks to write under the lock (they
+//! stay in memory, readable, while in flight), writes them with positional writes outside it, and commits
+//! the segment's new size under the lock again. One spill runs at a time (`spiller`); a panic anywhere
+//! cannot poison the log for other threads ([`crate::sync::lock`]).
+//!
 //! Segment record format: `seq u64 LE | offset u64 LE | stream u8 | len u32 LE | data`. Each segment keeps a sparse
 //! in-memory index (one entry per [`INDEX_EVERY`] bytes) so that a replay from an old `seq` seeks instead
 //! of scanning.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, TryLockError};
 
 use bytes::Bytes;
 use sandpit_types::LostEvent;
@@ -54,7 +59,10 @@ const RECORD_HEADER: usize = 21;
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
-    file: File,
+    /// Shared with an in-flight spill, which writes past `size` while readers read below it.
+    file: Arc<File>,
+    /// Its number in the directory (`NNNNNN.log`).
+    number: u64,
     first_seq: u64,
     /// Seq after the last record in this segment.
     end_seq: u64,
@@ -96,12 +104,29 @@ struct Inner {
     closed: bool,
     /// An I/O error writing the spill file; later chunks are then kept or dropped as memory allows.
     spill_error: Option<String>,
+    /// While a spill is in flight: the seq after its last chunk (those chunks are the front of `mem`,
+    /// and stay there until the write is committed). 0 when none is.
+    in_flight_end: u64,
+    /// The files were removed ([`OutputLog::remove_files`]): an in-flight spill must not add any.
+    removed: bool,
+}
+
+/// What a spill writes, chosen under the lock and written outside it.
+struct SpillPlan {
+    chunks: Vec<Chunk>,
+    /// The segment to append to (its number, file, and size so far), or `None` for a new one.
+    target: Option<(u64, Arc<File>, u64)>,
+    /// A new segment's number and path.
+    new: (u64, PathBuf),
+    dir: PathBuf,
 }
 
 /// The log of one process. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct OutputLog {
     inner: Mutex<Inner>,
+    /// Held by the one spill that writes to disk at a time.
+    spiller: Mutex<()>,
     /// Carries `next_seq`, and flips to `u64::MAX` when closed, so readers can await news.
     tick: watch::Sender<u64>,
 }
@@ -127,15 +152,18 @@ impl OutputLog {
                 stderr_bytes: 0,
                 closed: false,
                 spill_error: None,
+                in_flight_end: 0,
+                removed: false,
             }),
+            spiller: Mutex::new(()),
             tick,
         }
     }
 
     /// Appends a chunk and returns its seq. Never blocks on readers.
     pub fn append(&self, stream: Stream, data: Bytes) -> u64 {
-        let seq = {
-            let mut g = self.inner.lock().expect("log lock");
+        let (seq, spill, unlink) = {
+            let mut g = self.lock();
             let seq = g.next_seq;
             let offset = g.stdout_bytes + g.stderr_bytes;
             g.next_seq += 1;
@@ -150,26 +178,49 @@ impl OutputLog {
                 offset,
                 data,
             });
-            g.enforce();
-            seq
+            let unlink = g.enforce();
+            (seq, g.wants_spill(), unlink)
         };
+        unlink_all(unlink);
         self.tick.send_replace(seq + 1);
+        if spill {
+            self.spill(false);
+        }
         seq
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        crate::sync::lock(&self.inner)
+    }
+
+    /// Moves the oldest in-memory chunks to disk until memory is within its limit (all of them when
+    /// `all`). Returns at once when another thread is spilling: that one keeps going until done.
+    fn spill(&self, all: bool) {
+        let _one = match self.spiller.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        loop {
+            let Some(plan) = self.lock().plan_spill(all) else {
+                return;
+            };
+            let written = write_spill(&plan);
+            let unlink = self.lock().commit_spill(&plan, written);
+            unlink_all(unlink);
+        }
     }
 
     /// Marks the log complete: readers that reach the end stop waiting. Large in-memory tails of
     /// finished processes are spilled so that retained processes cost little memory.
     pub fn close(&self) {
-        {
-            let mut g = self.inner.lock().expect("log lock");
+        let big = {
+            let mut g = self.lock();
             g.closed = true;
-            if g.mem_bytes > 64 * 1024 {
-                while let Some(c) = g.mem.pop_front() {
-                    g.mem_bytes -= c.data.len();
-                    g.spill(&c);
-                }
-                g.enforce();
-            }
+            g.mem_bytes > 64 * 1024
+        };
+        if big {
+            self.spill(true);
         }
         self.tick.send_replace(u64::MAX);
     }
@@ -181,12 +232,12 @@ impl OutputLog {
 
     /// Output totals: `(stdout bytes, stderr bytes, lost bytes, last seq)`.
     pub fn totals(&self) -> (u64, u64, u64, u64) {
-        let g = self.inner.lock().expect("log lock");
+        let g = self.lock();
         (g.stdout_bytes, g.stderr_bytes, g.lost_bytes, g.next_seq - 1)
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.lock().expect("log lock").closed
+        self.lock().closed
     }
 
     /// Reads chunks with seq ≥ `from`, up to about `max_bytes` (at least one chunk when any exists).
@@ -195,7 +246,7 @@ impl OutputLog {
     /// read up to there); it makes the size of a `lost` report exact.
     pub fn read(&self, from: u64, from_offset: Option<u64>, max_bytes: usize) -> ReadBatch {
         let from = from.max(1);
-        let g = self.inner.lock().expect("log lock");
+        let g = self.lock();
         let mut batch = ReadBatch {
             next: from,
             ..ReadBatch::default()
@@ -248,40 +299,161 @@ impl OutputLog {
 
     /// Deletes the spill files. Called when a retained process is forgotten.
     pub fn remove_files(&self) {
-        let mut g = self.inner.lock().expect("log lock");
-        for s in g.segments.drain(..) {
-            let _ = std::fs::remove_file(&s.path);
-        }
-        let _ = std::fs::remove_dir(&g.dir);
+        let (paths, dir) = {
+            let mut g = self.lock();
+            g.removed = true;
+            let paths: Vec<PathBuf> = g.segments.drain(..).map(|s| s.path).collect();
+            (paths, g.dir.clone())
+        };
+        unlink_all(paths);
+        let _ = std::fs::remove_dir(&dir);
     }
 
     /// The spill error, if writing to disk ever failed.
     pub fn spill_error(&self) -> Option<String> {
-        self.inner.lock().expect("log lock").spill_error.clone()
+        self.lock().spill_error.clone()
     }
 }
 
 impl Inner {
-    /// Restores the memory and total caps after an append.
-    fn enforce(&mut self) {
-        while self.mem_bytes > self.limits.memory && self.mem.len() > 1 {
-            let c = self.mem.pop_front().expect("non-empty");
-            self.mem_bytes -= c.data.len();
-            self.spill(&c);
+    /// Restores the total cap after an append, and the memory limit when spilling has failed. Returns
+    /// the segment files to delete (after the lock is released).
+    #[must_use]
+    fn enforce(&mut self) -> Vec<PathBuf> {
+        if self.spill_error.is_some() {
+            while self.mem_bytes > self.limits.memory
+                && self.mem.len() > 1
+                && self.in_flight_end == 0
+            {
+                let c = self.mem.pop_front().expect("non-empty");
+                self.mem_bytes -= c.data.len();
+                self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
+            }
         }
+        let mut unlink = Vec::new();
         let cap = self.limits.cap;
         while self.disk_data() + self.mem_bytes as u64 > cap {
-            if let Some(seg) = self.segments.pop_front() {
-                let _ = std::fs::remove_file(&seg.path);
+            // An in-flight spill appends to the last segment and owns the front of `mem`: neither is
+            // dropped until it commits (the cap is then restored).
+            let in_flight = self.in_flight_end != 0;
+            if self.segments.len() > usize::from(in_flight) {
+                let seg = self.segments.pop_front().expect("non-empty");
+                unlink.push(seg.path);
                 self.disk_bytes -= seg.size;
                 self.drop_unit(seg.first_seq, seg.end_seq, seg.data_bytes);
-            } else if let Some(c) = self.mem.pop_front() {
+            } else if !in_flight && let Some(c) = self.mem.pop_front() {
                 self.mem_bytes -= c.data.len();
                 self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
             } else {
                 break;
             }
         }
+        unlink
+    }
+
+    /// Whether memory is over its limit and a spill could help.
+    fn wants_spill(&self) -> bool {
+        self.mem_bytes > self.limits.memory
+            && self.mem.len() > 1
+            && self.spill_error.is_none()
+            && self.in_flight_end == 0
+            && !self.removed
+    }
+
+    /// Picks the oldest chunks to spill (at most about 1 MiB at a time) and marks them in flight.
+    fn plan_spill(&mut self, all: bool) -> Option<SpillPlan> {
+        if self.spill_error.is_some() || self.removed || self.in_flight_end != 0 {
+            return None;
+        }
+        let limit = if all { 0 } else { self.limits.memory };
+        let keep = usize::from(!all);
+        let mut chunks = Vec::new();
+        let mut bytes = 0usize;
+        for c in &self.mem {
+            if self.mem_bytes - bytes <= limit || self.mem.len() - chunks.len() <= keep {
+                break;
+            }
+            bytes += c.data.len();
+            chunks.push(c.clone());
+            if bytes >= 1 << 20 {
+                break;
+            }
+        }
+        let last = chunks.last()?;
+        self.in_flight_end = last.seq + 1;
+        let seg_target = (self.limits.cap / 4).max(64 * 1024);
+        let target = self
+            .segments
+            .back()
+            .filter(|s| s.size < seg_target)
+            .map(|s| (s.number, Arc::clone(&s.file), s.size));
+        let number = self.segment_counter + 1;
+        Some(SpillPlan {
+            chunks,
+            target,
+            new: (number, self.dir.join(format!("{number:06}.log"))),
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Records a spill's outcome: the chunks leave memory for the segment, or spilling stops for good
+    /// (later output is kept or dropped as memory allows). Returns files to delete.
+    #[must_use]
+    fn commit_spill(
+        &mut self,
+        plan: &SpillPlan,
+        written: std::io::Result<Option<Arc<File>>>,
+    ) -> Vec<PathBuf> {
+        self.in_flight_end = 0;
+        let new_file = match written {
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %self.dir.display(), "cannot spill output to disk; dropping");
+                self.spill_error = Some(e.to_string());
+                return self.enforce();
+            }
+            Ok(f) => f,
+        };
+        if self.removed {
+            return if new_file.is_some() {
+                vec![plan.new.1.clone()]
+            } else {
+                Vec::new()
+            };
+        }
+        let first = plan.chunks[0].seq;
+        if let Some(file) = new_file {
+            self.segment_counter = plan.new.0;
+            self.segments.push_back(Segment {
+                path: plan.new.1.clone(),
+                file,
+                number: plan.new.0,
+                first_seq: first,
+                end_seq: first,
+                size: 0,
+                data_bytes: 0,
+                index: vec![(first, 0)],
+                last_indexed: 0,
+            });
+        }
+        let seg = self.segments.back_mut().expect("the spill's segment");
+        debug_assert!(plan.target.as_ref().is_none_or(|t| t.0 == seg.number));
+        for c in &plan.chunks {
+            if seg.size - seg.last_indexed >= INDEX_EVERY {
+                seg.index.push((c.seq, seg.size));
+                seg.last_indexed = seg.size;
+            }
+            let n = (RECORD_HEADER + c.data.len()) as u64;
+            seg.size += n;
+            seg.data_bytes += c.data.len() as u64;
+            seg.end_seq = c.seq + 1;
+            self.disk_bytes += n;
+        }
+        let end = seg.end_seq;
+        while self.mem.front().is_some_and(|c| c.seq < end) {
+            let c = self.mem.pop_front().expect("non-empty");
+            self.mem_bytes -= c.data.len();
+        }
+        self.enforce()
     }
 
     fn disk_data(&self) -> u64 {
@@ -307,67 +479,6 @@ impl Inner {
             0 => 0,
             i => self.drops[i - 1].1,
         }
-    }
-
-    fn spill(&mut self, c: &Chunk) {
-        if self.spill_error.is_some() {
-            self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
-            return;
-        }
-        if let Err(e) = self.write_record(c) {
-            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot spill output to disk; dropping");
-            self.spill_error = Some(e.to_string());
-            self.drop_unit(c.seq, c.seq + 1, c.data.len() as u64);
-        }
-    }
-
-    fn write_record(&mut self, c: &Chunk) -> std::io::Result<()> {
-        let seg_target = (self.limits.cap / 4).max(64 * 1024);
-        if self.segments.back().is_none_or(|s| s.size >= seg_target) {
-            // Output may hold secrets: only the agent's user may read it.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.dir)?;
-            self.segment_counter += 1;
-            let path = self.dir.join(format!("{:06}.log", self.segment_counter));
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .read(true)
-                .write(true)
-                .mode(0o600)
-                .open(&path)?;
-            self.segments.push_back(Segment {
-                path,
-                file,
-                first_seq: c.seq,
-                end_seq: c.seq,
-                size: 0,
-                data_bytes: 0,
-                index: vec![(c.seq, 0)],
-                last_indexed: 0,
-            });
-        }
-        let seg = self.segments.back_mut().expect("segment");
-        let mut header = [0u8; RECORD_HEADER];
-        header[..8].copy_from_slice(&c.seq.to_le_bytes());
-        header[8..16].copy_from_slice(&c.offset.to_le_bytes());
-        header[16] = c.stream as u8;
-        header[17..].copy_from_slice(&(c.data.len() as u32).to_le_bytes());
-        if seg.size - seg.last_indexed >= INDEX_EVERY {
-            seg.index.push((c.seq, seg.size));
-            seg.last_indexed = seg.size;
-        }
-        seg.file.seek(SeekFrom::Start(seg.size))?;
-        seg.file.write_all(&header)?;
-        seg.file.write_all(&c.data)?;
-        let n = (RECORD_HEADER + c.data.len()) as u64;
-        seg.size += n;
-        seg.data_bytes += c.data.len() as u64;
-        seg.end_seq = c.seq + 1;
-        self.disk_bytes += n;
-        Ok(())
     }
 
     fn read_disk(
@@ -422,6 +533,53 @@ impl Inner {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes a spill's records (outside the log's lock): appended to its target segment, or to a new file.
+/// Returns the new file, if one was made.
+fn write_spill(plan: &SpillPlan) -> std::io::Result<Option<Arc<File>>> {
+    let mut buf = Vec::with_capacity(
+        plan.chunks
+            .iter()
+            .map(|c| RECORD_HEADER + c.data.len())
+            .sum(),
+    );
+    for c in &plan.chunks {
+        let mut header = [0u8; RECORD_HEADER];
+        header[..8].copy_from_slice(&c.seq.to_le_bytes());
+        header[8..16].copy_from_slice(&c.offset.to_le_bytes());
+        header[16] = c.stream as u8;
+        header[17..].copy_from_slice(&(c.data.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(&c.data);
+    }
+    if let Some((_, file, at)) = &plan.target {
+        file.write_all_at(&buf, *at)?;
+        return Ok(None);
+    }
+    // Output may hold secrets: only the agent's user may read it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&plan.dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&plan.new.1)?;
+    if let Err(e) = file.write_all_at(&buf, 0) {
+        let _ = std::fs::remove_file(&plan.new.1);
+        return Err(e);
+    }
+    Ok(Some(Arc::new(file)))
+}
+
+fn unlink_all(paths: Vec<PathBuf>) {
+    for p in paths {
+        let _ = std::fs::remove_file(p);
     }
 }
 
@@ -539,6 +697,78 @@ mod tests {
         // Line 249 went to stderr (every third line does), line 250 to stdout.
         assert_eq!(b.chunks[0].stream, Stream::Stderr);
         assert_eq!(b.chunks[1].stream, Stream::Stdout);
+    }
+
+    #[test]
+    fn a_failing_spill_keeps_the_log_answering_and_reports_what_it_dropped() {
+        // The spill directory cannot be made (a regular file is in the way), as on a full disk: the log
+        // keeps what memory allows, says what it dropped, and every call still answers.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("blocker"), b"").unwrap();
+        let l = OutputLog::new(
+            d.path().join("blocker/p"),
+            Limits {
+                cap: 1 << 20,
+                memory: 4096,
+            },
+        );
+        let chunk = Bytes::from(vec![b'z'; 1000]);
+        for _ in 0..100 {
+            l.append(Stream::Stdout, chunk.clone());
+        }
+        assert!(l.spill_error().is_some());
+        let (out, _, lost_total, last) = l.totals();
+        assert_eq!((out, last), (100_000, 100));
+        let (lost, got) = all(&l, 1);
+        let lost = lost.expect("a lost event for what could not be spilled");
+        assert_eq!(lost.bytes, lost_total);
+        assert_eq!(got.len() as u64 + lost_total, 100_000);
+        assert!(
+            got.len() <= 4096 + 1000,
+            "memory stays bounded: {}",
+            got.len()
+        );
+        l.close();
+        assert!(l.is_closed());
+    }
+
+    #[test]
+    fn readers_see_every_chunk_while_spills_run_on_another_thread() {
+        let (_d, l) = log(64 << 20, 8 * 1024);
+        let l = Arc::new(l);
+        let writer = {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    l.append(Stream::Stdout, Bytes::from(format!("{i:08}\n")));
+                }
+                l.close();
+            })
+        };
+        // Follow the log as it grows: every seq, in order, none missing, while spills move chunks to
+        // disk underneath.
+        let mut at = 1;
+        let mut n = 0u32;
+        loop {
+            let b = l.read(at, None, 64 * 1024);
+            assert!(b.lost.is_none(), "{:?}", b.lost);
+            for c in &b.chunks {
+                assert_eq!(c.data, Bytes::from(format!("{n:08}\n")));
+                n += 1;
+            }
+            at = b.next;
+            if b.chunks.is_empty() {
+                if l.is_closed() && l.read(at, None, 1).chunks.is_empty() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(n, 20_000);
+        let g = l.lock();
+        assert!(!g.segments.is_empty(), "nothing was spilled");
+        assert_eq!(g.in_flight_end, 0);
     }
 
     #[test]

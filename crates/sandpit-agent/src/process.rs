@@ -113,7 +113,7 @@ impl Process {
     }
 
     pub fn info(&self) -> ProcessInfo {
-        let s = self.state.lock().expect("state lock");
+        let s = crate::sync::lock(&self.state);
         let (stdout_bytes, stderr_bytes, lost_bytes, last_seq) = self.log.totals();
         ProcessInfo {
             id: self.id.clone(),
@@ -138,15 +138,15 @@ impl Process {
     }
 
     pub fn status(&self) -> ProcessStatus {
-        self.state.lock().expect("state lock").status
+        crate::sync::lock(&self.state).status
     }
 
     pub fn ended_at(&self) -> Option<SystemTime> {
-        self.state.lock().expect("state lock").ended_at
+        crate::sync::lock(&self.state).ended_at
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.state.lock().expect("state lock").pid
+        crate::sync::lock(&self.state).pid
     }
 
     /// A receiver that becomes `true` once the process has finished and all its output is logged.
@@ -157,7 +157,7 @@ impl Process {
     /// Records that the process could not start.
     pub fn fail(&self, error: String, exit_code: i32) {
         {
-            let mut s = self.state.lock().expect("state lock");
+            let mut s = crate::sync::lock(&self.state);
             s.status = ProcessStatus::Failed;
             s.error = Some(error);
             s.exit_code = Some(exit_code);
@@ -170,14 +170,14 @@ impl Process {
     /// Records a successful start and hands the process's fds over.
     pub fn running(&self, pid: i32, stdin: Option<AsyncFd<OwnedFd>>, pty: Option<OwnedFd>) {
         {
-            let mut s = self.state.lock().expect("state lock");
+            let mut s = crate::sync::lock(&self.state);
             s.status = ProcessStatus::Running;
             s.pid = Some(pid as u32);
             s.started_at = Some(SystemTime::now());
         }
         self.pgid.store(pid, Ordering::SeqCst);
         *self.stdin.try_lock().expect("stdin unused before start") = stdin;
-        *self.pty.lock().expect("pty lock") = pty;
+        *crate::sync::lock(&self.pty) = pty;
     }
 
     /// Sends `sig` to the process's group (and, on a terminal, to its foreground job).
@@ -204,7 +204,7 @@ impl Process {
         };
         send(pgid)
             .map_err(|e| ControlError::Os(format!("cannot signal process {}: {e}", self.id)))?;
-        if let Some(pty) = self.pty.lock().expect("pty lock").as_ref() {
+        if let Some(pty) = crate::sync::lock(&self.pty).as_ref() {
             if let Ok(fg) = nix::unistd::tcgetpgrp(pty) {
                 if fg.as_raw() != pgid && fg.as_raw() > 0 {
                     let _ = send(fg.as_raw());
@@ -275,7 +275,7 @@ impl Process {
     }
 
     pub fn resize(&self, size: TtySize) -> Result<(), ControlError> {
-        let pty = self.pty.lock().expect("pty lock");
+        let pty = crate::sync::lock(&self.pty);
         let Some(fd) = pty.as_ref() else {
             return Err(ControlError::NoTty(self.id.clone()));
         };
@@ -367,7 +367,7 @@ pub async fn supervise(
             e = &mut exit_rx => break e.unwrap_or(Exit::Signal(libc::SIGKILL)),
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 let ms = timeouts.total.unwrap_or_default().as_millis();
-                proc.state.lock().expect("state lock").timed_out =
+                crate::sync::lock(&proc.state).timed_out =
                     Some(format!("timed out after {ms} ms (timeout_ms)"));
                 proc.kill_tree();
                 deadline = None;
@@ -375,7 +375,7 @@ pub async fn supervise(
             }
             () = tokio::time::sleep_until(idle_deadline.unwrap_or(far)), if idle_deadline.is_some() => {
                 let ms = timeouts.idle.unwrap_or_default().as_millis();
-                proc.state.lock().expect("state lock").timed_out =
+                crate::sync::lock(&proc.state).timed_out =
                     Some(format!("no output for {ms} ms (idle_timeout_ms)"));
                 proc.kill_tree();
                 deadline = None;
@@ -403,7 +403,7 @@ pub async fn supervise(
     *proc.stdin.lock().await = None;
 
     {
-        let mut s = proc.state.lock().expect("state lock");
+        let mut s = crate::sync::lock(&proc.state);
         s.ended_at = Some(SystemTime::now());
         match exit {
             Exit::Code(c) => {

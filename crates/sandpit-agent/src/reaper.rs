@@ -51,7 +51,7 @@ impl Reaper {
 
     /// Locks the registry; fork and [`register`](Self::register) while holding it.
     pub fn lock(&self) -> RegistrationGuard<'_> {
-        self.waiting.lock().expect("reaper lock")
+        crate::sync::lock(&self.waiting)
     }
 
     /// Registers `pid` under a held guard and returns where its exit will be delivered.
@@ -83,7 +83,7 @@ impl Reaper {
     }
 
     fn deliver(&self, pid: i32, exit: Exit) {
-        if let Some(tx) = self.waiting.lock().expect("reaper lock").remove(&pid) {
+        if let Some(tx) = crate::sync::lock(&self.waiting).remove(&pid) {
             let _ = tx.send(exit);
         } else {
             tracing::debug!(pid, ?exit, "reaped orphan");

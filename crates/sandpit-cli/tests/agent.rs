@@ -867,3 +867,60 @@ async fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
     let status = child.wait().unwrap();
     assert!(status.success(), "the agent exits 0 on SIGTERM: {status:?}");
 }
+
+/// Regression (issue 14): the output spill did its disk I/O under the log's lock with `expect`s, so a
+/// failing disk could poison the lock and break `GET /processes` for the whole sandbox. With the spill
+/// directory on a full 128 KiB tmpfs, 8 MiB of output: the process list keeps answering, the process
+/// finishes normally, and the output it could not keep is reported (`lost_bytes`, `error`).
+#[tokio::test]
+async fn a_full_disk_under_the_output_spill_leaves_the_process_list_answering() {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    if !sandpit_testkit::require_root("mounting a small tmpfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=128k", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    let _unmount = Unmount(dir.path().to_owned());
+    let a = AgentProc::start_with_log_dir(dir, &[]);
+    let id = a
+        .spawn(json!({"cmd": "head -c 8388608 /dev/zero | tr '\\0' x; echo done >&2"}))
+        .await;
+    // The list answers while the spill fails underneath.
+    let (s, list) = a.get("/processes").await;
+    assert_eq!(s, 200, "{list}");
+    let w = a.wait(&id).await;
+    assert_eq!(w["exit_code"], 0, "{w}");
+    let (s, list) = a.get("/processes").await;
+    assert_eq!(s, 200, "{list}");
+    let info = list["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id.as_str())
+        .cloned()
+        .expect("the process is listed");
+    assert_eq!(info["stdout_bytes"], 8 << 20, "{info}");
+    assert!(info["lost_bytes"].as_u64().unwrap() > 0, "{info}");
+    assert!(
+        info["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("could not be written to disk")),
+        "{info}"
+    );
+    // A second process still starts and runs.
+    let r = a.exec(json!({"cmd": "echo still here"})).await;
+    assert_eq!(r["stdout"], "still here\n", "{r}");
+}

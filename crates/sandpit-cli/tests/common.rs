@@ -19,7 +19,11 @@ pub struct AgentProc {
 
 impl AgentProc {
     pub fn start(extra: &[&str]) -> Self {
-        let log_dir = tempfile::tempdir().unwrap();
+        Self::start_with_log_dir(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// [`AgentProc::start`] with output spilled under `log_dir`.
+    pub fn start_with_log_dir(log_dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sandpit"))
             .args(["agent", "--listen", "127.0.0.1:0", "--log-dir"])
             .arg(log_dir.path())

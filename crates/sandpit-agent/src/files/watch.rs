@@ -96,7 +96,7 @@ pub struct Batch {
 
 impl Watch {
     fn push(&self, mut ev: FsEvent) {
-        let mut ring = self.ring.lock().expect("ring lock");
+        let mut ring = crate::sync::lock(&self.ring);
         if ev.kind == FsEventType::Write {
             if let Some(last) = ring.events.back() {
                 if last.kind == FsEventType::Write && last.path == ev.path {
@@ -117,11 +117,7 @@ impl Watch {
     }
 
     fn end(&self, why: String) {
-        self.ring
-            .lock()
-            .expect("ring lock")
-            .ended
-            .get_or_insert(why);
+        crate::sync::lock(&self.ring).ended.get_or_insert(why);
         self.stop.store(true, Ordering::SeqCst);
         self.tick.send_modify(|_| {});
     }
@@ -129,7 +125,7 @@ impl Watch {
     /// Events with seq ≥ `from`, at most `max`. What the ring no longer holds (or what happened before
     /// this watch started, when `resumed`) comes first, as one `lost` event.
     pub fn read(&self, from: u64, max: usize, resumed: bool) -> Batch {
-        let ring = self.ring.lock().expect("ring lock");
+        let ring = crate::sync::lock(&self.ring);
         let mut out = Batch {
             next: from,
             ..Batch::default()
@@ -178,11 +174,11 @@ impl Watch {
     }
 
     pub fn touch(&self) {
-        *self.last_used.lock().expect("lock") = Instant::now();
+        *crate::sync::lock(&self.last_used) = Instant::now();
     }
 
     fn idle_for(&self) -> Duration {
-        self.last_used.lock().expect("lock").elapsed()
+        crate::sync::lock(&self.last_used).elapsed()
     }
 
     fn stopped(&self) -> bool {
@@ -240,7 +236,7 @@ impl Watches {
     ) -> FsResult<Arc<Watch>> {
         self.sweep();
         let key = (path.to_path_buf(), recursive, who.uid);
-        if let Some(w) = self.table.lock().expect("lock").shared.get(&key) {
+        if let Some(w) = crate::sync::lock(&self.table).shared.get(&key) {
             if !w.stopped() {
                 w.touch();
                 return Ok(w.clone());
@@ -248,7 +244,7 @@ impl Watches {
         }
         self.check_room()?;
         let w = start(path, recursive, who, switch)?;
-        let mut t = self.table.lock().expect("lock");
+        let mut t = crate::sync::lock(&self.table);
         // Two first readers may race: keep the first watch, stop the other.
         if let Some(existing) = t.shared.get(&key).filter(|w| !w.stopped()) {
             w.stop.store(true, Ordering::SeqCst);
@@ -269,7 +265,7 @@ impl Watches {
         self.sweep();
         self.check_room()?;
         let w = start(path, recursive, who, switch)?;
-        let mut t = self.table.lock().expect("lock");
+        let mut t = crate::sync::lock(&self.table);
         t.next_poller += 1;
         let id = format!("w{}", t.next_poller);
         t.pollers.insert(
@@ -286,7 +282,7 @@ impl Watches {
     /// The events of poll watcher `id` from `from` (default: after the last poll).
     pub fn poll(&self, id: &str, from: Option<u64>) -> FsResult<Vec<FsEvent>> {
         self.sweep();
-        let mut t = self.table.lock().expect("lock");
+        let mut t = crate::sync::lock(&self.table);
         let p = t.pollers.get_mut(id).ok_or_else(|| not_found(id))?;
         p.last_poll = Instant::now();
         let batch = p
@@ -297,10 +293,7 @@ impl Watches {
     }
 
     pub fn remove_poller(&self, id: &str) -> FsResult<()> {
-        let p = self
-            .table
-            .lock()
-            .expect("lock")
+        let p = crate::sync::lock(&self.table)
             .pollers
             .remove(id)
             .ok_or_else(|| not_found(id))?;
@@ -309,7 +302,7 @@ impl Watches {
     }
 
     fn check_room(&self) -> FsResult<()> {
-        let t = self.table.lock().expect("lock");
+        let t = crate::sync::lock(&self.table);
         if t.shared.len() + t.pollers.len() >= MAX_WATCHES {
             return Err(FsError::new(
                 ErrorCode::ResourceExhausted,
@@ -322,7 +315,7 @@ impl Watches {
     /// Ends watches nobody reads: SSE watches [`LINGER`] after their last reader, pollers unpolled for
     /// [`POLL_IDLE`].
     pub fn sweep(&self) {
-        let mut t = self.table.lock().expect("lock");
+        let mut t = crate::sync::lock(&self.table);
         t.shared.retain(|_, w| {
             let keep =
                 !w.stopped() && (w.readers.load(Ordering::SeqCst) > 0 || w.idle_for() < LINGER);
