@@ -924,3 +924,23 @@ async fn a_full_disk_under_the_output_spill_leaves_the_process_list_answering() 
     let r = a.exec(json!({"cmd": "echo still here"})).await;
     assert_eq!(r["stdout"], "still here\n", "{r}");
 }
+
+/// Regression (issue 14): the agent answered a wrong method with 400 while the daemon answers 405; both
+/// now use `ErrorBody::method_not_allowed`.
+#[tokio::test]
+async fn a_wrong_method_is_405_invalid_argument_like_the_daemons() {
+    let a = AgentProc::start(&[]);
+    let r = a
+        .http
+        .put(format!("{}/processes", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_argument", "{v}");
+    assert_eq!(
+        v["error"]["message"], "method PUT is not allowed on /processes",
+        "{v}"
+    );
+}

@@ -15,6 +15,7 @@ mod cgroup;
 mod child;
 mod hostcheck;
 mod idrange;
+pub mod procfs;
 mod rootfs;
 mod seccomp;
 mod sys;

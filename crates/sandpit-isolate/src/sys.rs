@@ -138,19 +138,15 @@ impl FsContext {
     }
 }
 
-/// Reads `/proc/<pid>/stat` field 22 (start time in clock ticks): with the pid it identifies a
-/// process across pid reuse, which is how a persisted handle recognises its init after a restart.
+/// `/proc/<pid>/stat`'s start time: with the pid it identifies a process across pid reuse, which is
+/// how a persisted handle recognises its init after a restart.
 pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    crate::procfs::ProcStat::read(pid).map(|s| s.starttime)
 }
 
-/// The process state letter from `/proc/<pid>/stat` (`Z` = zombie).
+/// The process state letter (`Z` = zombie).
 pub(crate) fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].chars().next()
+    crate::procfs::ProcStat::read(pid).map(|s| s.state)
 }
 
 /// Creates a pipe whose both ends are close-on-exec.

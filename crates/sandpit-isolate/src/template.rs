@@ -81,14 +81,8 @@ pub struct TemplateStore {
     dir: PathBuf,
 }
 
-pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
+/// The template-name rule is the API's (names become directory names here).
+use sandpit_types::sandbox::valid_template_name as valid_name;
 
 impl TemplateStore {
     pub fn new(dir: PathBuf) -> Result<Self, TemplateError> {

@@ -256,7 +256,7 @@ impl Engine {
                 "cannot {} sandbox {}: it is {}",
                 action.verb(),
                 rec.id,
-                crate::store::state_str(rec.state)
+                rec.state.as_str()
             ))
         })?;
         rec.state = next;
@@ -708,7 +708,7 @@ impl Engine {
                 other => {
                     return Err(EngineError::Conflict(format!(
                         "cannot set the timeout of sandbox {id}: it is {}",
-                        crate::store::state_str(other)
+                        other.as_str()
                     )));
                 }
             }
@@ -806,7 +806,7 @@ impl Engine {
                         .unwrap_or_default();
                     return Err(EngineError::Conflict(format!(
                         "sandbox {id} is {}{why}",
-                        crate::store::state_str(other)
+                        other.as_str()
                     )));
                 }
             }
@@ -853,7 +853,7 @@ impl Engine {
                         continue;
                     }
                     self.note(&rec);
-                    tracing::info!(sandbox = %rec.id, state = crate::store::state_str(rec.state),
+                    tracing::info!(sandbox = %rec.id, state = rec.state.as_str(),
                         "sandbox recovered");
                 }
                 // `unhealthy` is only reported, never stored.

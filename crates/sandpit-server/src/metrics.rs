@@ -79,11 +79,7 @@ impl Metrics {
                 .iter()
                 .find(|(s, _)| *s == state)
                 .map_or(0, |(_, n)| *n);
-            let _ = writeln!(
-                out,
-                "sandpit_sandboxes{{state=\"{}\"}} {n}",
-                crate::store::state_str(state)
-            );
+            let _ = writeln!(out, "sandpit_sandboxes{{state=\"{}\"}} {n}", state.as_str());
         }
         let inner = self
             .inner

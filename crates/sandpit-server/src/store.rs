@@ -154,7 +154,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     rec.id,
-                    state_str(rec.state),
+                    rec.state.as_str(),
                     rec.template,
                     rec.cpu,
                     rec.memory_mb.map(to_i64),
@@ -183,7 +183,7 @@ impl Store {
                      handle = ?6 WHERE id = ?1",
                 params![
                     rec.id,
-                    state_str(rec.state),
+                    rec.state.as_str(),
                     to_i64(rec.timeout_secs),
                     rec.expires_at_ms,
                     rec.error,
@@ -258,7 +258,7 @@ impl Store {
             let mut out = Vec::new();
             for row in rows {
                 let (s, n) = row?;
-                if let Some(state) = parse_state(&s) {
+                if let Ok(state) = s.parse::<SandboxState>() {
                     out.push((state, u64::try_from(n).unwrap_or(0)));
                 }
             }
@@ -395,29 +395,6 @@ fn handle_json(h: Option<&BackendHandle>) -> Option<String> {
     h.and_then(|h| serde_json::to_string(h).ok())
 }
 
-pub(crate) fn state_str(s: SandboxState) -> &'static str {
-    match s {
-        SandboxState::Starting => "starting",
-        SandboxState::Running => "running",
-        SandboxState::Paused => "paused",
-        SandboxState::Stopped => "stopped",
-        SandboxState::Failed => "failed",
-        SandboxState::Unhealthy => "unhealthy",
-    }
-}
-
-pub(crate) fn parse_state(s: &str) -> Option<SandboxState> {
-    Some(match s {
-        "starting" => SandboxState::Starting,
-        "running" => SandboxState::Running,
-        "paused" => SandboxState::Paused,
-        "stopped" => SandboxState::Stopped,
-        "failed" => SandboxState::Failed,
-        "unhealthy" => SandboxState::Unhealthy,
-        _ => return None,
-    })
-}
-
 fn on_timeout_str(o: OnTimeout) -> &'static str {
     match o {
         OnTimeout::Kill => "kill",
@@ -452,8 +429,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
         why,
     };
     let parsed = (|| {
-        let state =
-            parse_state(&state).ok_or_else(|| corrupt(format!("unknown state {state:?}")))?;
+        let state = state.parse::<SandboxState>().map_err(corrupt)?;
         let on_timeout = match on_timeout.as_str() {
             "kill" => OnTimeout::Kill,
             "pause" => OnTimeout::Pause,

@@ -253,7 +253,7 @@ impl Templates {
 
     pub async fn delete(&self, name: &str) -> Result<(), TemplateApiError> {
         self.check_supported()?;
-        if !valid_name(name) {
+        if !sandpit_types::sandbox::valid_template_name(name) {
             return Err(not_found(name));
         }
         let building = {
@@ -299,11 +299,6 @@ fn info(r: TemplateRecord) -> TemplateInfo {
 
 fn not_found(name: &str) -> TemplateApiError {
     TemplateApiError::NotFound(format!("template {name:?} not found"))
-}
-
-/// The names the isolate backend accepts: they become directory names.
-pub fn valid_name(name: &str) -> bool {
-    sandpit_types::sandbox::valid_template_name(name)
 }
 
 /// The request's own checks (`CreateTemplateRequest::validate`, shared with the fuzz targets), then

@@ -130,4 +130,20 @@ impl ErrorBody {
             },
         }
     }
+
+    /// The answer of every sandpit server (daemon and agent) to a known path called with a method it
+    /// does not have: HTTP [`METHOD_NOT_ALLOWED`] with code `invalid_argument`, naming both.
+    pub fn method_not_allowed(method: &str, path: &str) -> (u16, Self) {
+        (
+            METHOD_NOT_ALLOWED,
+            Self::new(
+                ErrorCode::InvalidArgument,
+                format!("method {method} is not allowed on {path}"),
+            ),
+        )
+    }
 }
+
+/// The status of [`ErrorBody::method_not_allowed`]: the one status that is not [`ErrorCode::http_status`]
+/// of its code (a 405 tells HTTP tooling what a 400 would not).
+pub const METHOD_NOT_ALLOWED: u16 = 405;

@@ -137,6 +137,51 @@ pub enum SandboxState {
     Unhealthy,
 }
 
+impl SandboxState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 6] = [
+        Self::Starting,
+        Self::Running,
+        Self::Paused,
+        Self::Stopped,
+        Self::Failed,
+        Self::Unhealthy,
+    ];
+
+    /// The state's wire spelling (also how the daemon's store keeps it and how `?state=` names it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl std::fmt::Display for SandboxState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SandboxState {
+    type Err = String;
+
+    /// The wire spelling back; anything else is an error naming the known states.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+                format!("unknown sandbox state {s:?} (one of: {})", known.join(", "))
+            })
+    }
+}
+
 /// A sandbox as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -325,6 +370,16 @@ pub struct TemplateBuild {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_spellings_are_serdes_and_round_trip() {
+        for s in SandboxState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+            assert_eq!(s.as_str().parse::<SandboxState>(), Ok(s));
+        }
+        let e = "runing".parse::<SandboxState>().unwrap_err();
+        assert!(e.contains("runing") && e.contains("unhealthy"), "{e}");
+    }
 
     fn create(j: &str) -> Result<(), String> {
         serde_json::from_str::<CreateSandboxRequest>(j)

@@ -74,8 +74,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/fs/watchers/{id}", delete(files::delete_watcher))
         .route("/fs/watchers/{id}/events", get(files::watcher_events))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::invalid("method not allowed on this endpoint")
+        .method_not_allowed_fallback(|req: axum::extract::Request| async move {
+            let (status, body) = sandpit_types::ErrorBody::method_not_allowed(
+                req.method().as_str(),
+                req.uri().path(),
+            );
+            (
+                axum::http::StatusCode::from_u16(status).expect("a valid status"),
+                Json(body),
+            )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -110,9 +110,9 @@ pub async fn create(client: &Client, a: CreateArgs) -> anyhow::Result<ExitCode> 
     sandpit ls --state running -m owner=me\n  \
     sandpit ls --json | jq -r '.[].id'")]
 pub struct LsArgs {
-    /// Only sandboxes in this state.
-    #[arg(long, value_parser = ["starting", "running", "paused", "stopped", "failed"])]
-    state: Option<String>,
+    /// Only sandboxes in this state: starting, running, paused, stopped, failed or unhealthy.
+    #[arg(long, value_parser = clap::value_parser!(SandboxState))]
+    state: Option<SandboxState>,
     /// Only sandboxes with this metadata (repeatable: all must match).
     #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = key_value)]
     metadata: Vec<(String, String)>,
@@ -121,27 +121,10 @@ pub struct LsArgs {
     json: bool,
 }
 
-fn parse_state(s: &str) -> SandboxState {
-    match s {
-        "starting" => SandboxState::Starting,
-        "paused" => SandboxState::Paused,
-        "stopped" => SandboxState::Stopped,
-        "failed" => SandboxState::Failed,
-        _ => SandboxState::Running,
-    }
-}
-
-fn state_str(s: SandboxState) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 pub async fn ls(client: &Client, a: LsArgs) -> anyhow::Result<ExitCode> {
     let mut q = client.list_sandboxes();
-    if let Some(s) = &a.state {
-        q = q.state(parse_state(s));
+    if let Some(s) = a.state {
+        q = q.state(s);
     }
     for (k, v) in a.metadata {
         q = q.metadata(k, v);
@@ -155,7 +138,7 @@ pub async fn ls(client: &Client, a: LsArgs) -> anyhow::Result<ExitCode> {
         .map(|s| {
             vec![
                 s.id.clone(),
-                state_str(s.state),
+                s.state.as_str().to_owned(),
                 s.template.clone(),
                 s.created_at.clone(),
                 s.expires_at.clone().unwrap_or_else(|| "-".into()),
@@ -182,7 +165,7 @@ pub struct IdArgs {
 fn print_info(info: &SandboxInfo) {
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     println!("id:          {}", info.id);
-    println!("state:       {}", state_str(info.state));
+    println!("state:       {}", info.state.as_str().to_owned());
     println!("template:    {}", info.template);
     println!("cpu:         {}", opt(info.cpu.map(|c| c.to_string())));
     println!(
@@ -228,7 +211,7 @@ pub async fn pause(client: &Client, a: IdArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         return print_json(&info);
     }
-    println!("{} {}", info.id, state_str(info.state));
+    println!("{} {}", info.id, info.state.as_str().to_owned());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -243,7 +226,7 @@ pub async fn resume(client: &Client, a: IdArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         return print_json(&info);
     }
-    println!("{} {}", info.id, state_str(info.state));
+    println!("{} {}", info.id, info.state.as_str().to_owned());
     Ok(ExitCode::SUCCESS)
 }
 

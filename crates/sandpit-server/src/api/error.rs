@@ -57,7 +57,8 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         if let Self::MethodNotAllowed(_) = self {
-            return StatusCode::METHOD_NOT_ALLOWED;
+            return StatusCode::from_u16(sandpit_types::error::METHOD_NOT_ALLOWED)
+                .expect("a valid status");
         }
         StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }

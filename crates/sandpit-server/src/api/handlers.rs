@@ -16,7 +16,6 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::engine::ListFilter;
 use crate::proxy::{self, ProxyError};
-use crate::store::parse_state;
 
 /// A sandbox's info with its network policy and preview domain filled in (the network layer owns them,
 /// not the store).
@@ -122,11 +121,9 @@ pub async fn list_sandboxes(
         match k.as_str() {
             "state" => {
                 for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    let state = parse_state(part).ok_or_else(|| {
-                        ApiError::InvalidArgument(format!(
-                            "unknown state {part:?}: expected starting, running, paused, stopped or failed"
-                        ))
-                    })?;
+                    let state = part
+                        .parse::<sandpit_types::sandbox::SandboxState>()
+                        .map_err(ApiError::InvalidArgument)?;
                     filter.states.push(state);
                 }
             }

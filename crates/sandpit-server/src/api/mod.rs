@@ -102,11 +102,11 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             ))
         })
         .method_not_allowed_fallback(|req: Request| async move {
-            ApiError::MethodNotAllowed(format!(
-                "method {} is not allowed on {}",
-                req.method(),
-                req.uri().path()
-            ))
+            let (_, body) = sandpit_types::ErrorBody::method_not_allowed(
+                req.method().as_str(),
+                req.uri().path(),
+            );
+            ApiError::MethodNotAllowed(body.error.message)
         })
         .layer(middleware::from_fn_with_state(
             max_body_bytes,

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
+use sandpit_isolate::READY_FD;
+use sandpit_isolate::procfs::ProcStat;
+
 use super::{BackendError, BackendHandle, SandboxBackend, SandboxSpec};
 
-/// The fd number the agent is told to write its readiness on.
-const READY_FD: i32 = 3;
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -292,23 +293,8 @@ fn freeze_tree(root: i32) {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct ProcStat {
-    state: char,
-    ppid: i32,
-    starttime: u64,
-}
-
 fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may itself contain spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(ProcStat {
-        state: fields.first()?.chars().next()?,
-        ppid: fields.get(1)?.parse().ok()?,
-        starttime: fields.get(19)?.parse().ok()?,
-    })
+    ProcStat::read(pid)
 }
 
 /// `root` followed by all its living descendants, parents before children.
