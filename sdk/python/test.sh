@@ -25,11 +25,23 @@ cd "$repo"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e './sdk/python[test,dev]'
 
 cd "$here"
-# Static checks first (types and lint); their failure fails the run, but the tests still run after them.
+# Static checks first (the generated blocking SDK is current, types, lint); their failure fails the run, but the
+# tests still run after them.
 static=0
+# src/sandpit/_sync/ is generated from src/sandpit/_async/ by scripts/unasync.py and checked in: it must be what the
+# script makes of the current sources.
+generated="$(mktemp -d)"
+if "$venv/bin/python" scripts/unasync.py --out "$generated" \
+    && diff -ru -x __pycache__ src/sandpit/_sync "$generated"; then
+    echo "generated blocking SDK (src/sandpit/_sync/): current"
+else
+    echo "src/sandpit/_sync/ is out of date: it is generated from src/sandpit/_async/, run scripts/unasync.py" >&2
+    static=1
+fi
+rm -rf "$generated"
 "$venv/bin/python" -m mypy || static=1
-"$venv/bin/python" -m ruff check src tests || static=1
-[[ $static -eq 0 ]] && echo "static checks (mypy --strict, ruff): ok" || echo "static checks (mypy --strict, ruff): FAILED"
+"$venv/bin/python" -m ruff check src tests scripts || static=1
+[[ $static -eq 0 ]] && echo "static checks (unasync, mypy --strict, ruff): ok" || echo "static checks (unasync, mypy --strict, ruff): FAILED"
 
 # A hung test must not hang CI: SIGINT after 10 minutes still lets pytest print its summary line.
 rc=0

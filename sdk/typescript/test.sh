@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI entry point of the TypeScript SDK: install, build, make sure Chromium is there, run the suite against a
+# CI entry point of the TypeScript SDK: install, build, lint, make sure Chromium is there, run the suite against a
 # real daemon. Expects the Rust binary to be built already (cargo build -p sandpit-cli).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -13,6 +13,9 @@ fi
 
 npm ci --no-audit --no-fund --ignore-scripts
 npm run build
+# Gates before the suite: ESLint over src and test, and the tests type-checked (the build checks src only).
+npm run lint
+npx tsc -p tsconfig.test.json --noEmit
 
 # The browser test needs Chromium, the terminal attach test tmux: install whichever is missing.
 CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"

@@ -151,6 +151,10 @@ impl AttachOptionsBuilder {
 
 /// Parses a detach sequence such as `ctrl-]` or `ctrl-p,ctrl-q` into the bytes a terminal sends.
 ///
+/// Comma-separated keys, each `ctrl-<c>` (`c` a letter in either case or one of `@[\\]^_`) or one ASCII
+/// character; spaces, tabs and line breaks around a key are ignored; an empty key is an error. The
+/// same rules in every SDK (docs/api.md, "Detach keys"; `sdk/testdata/vectors.json`).
+///
 /// ```
 /// assert_eq!(sandpit::parse_detach_keys("ctrl-]").unwrap(), vec![0x1d]);
 /// assert_eq!(sandpit::parse_detach_keys("ctrl-p,ctrl-q").unwrap(), vec![0x10, 0x11]);
@@ -159,13 +163,13 @@ impl AttachOptionsBuilder {
 pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>> {
     let bad = |k: &str| {
         Error::invalid(format!(
-            "detach key {k:?} in {spec:?}: use ctrl-<letter or one of @[\\]^_>, or a single character, \
+            "detach key {k:?} in {spec:?}: use ctrl-<letter or one of @[\\]^_>, or a single ASCII character, \
              comma-separated (e.g. \"ctrl-p,ctrl-q\")"
         ))
     };
     let mut out = Vec::new();
     for key in spec.split(',') {
-        let k = key.trim();
+        let k = key.trim_matches([' ', '\t', '\r', '\n']);
         let lower = k.to_ascii_lowercase();
         if let Some(c) = lower.strip_prefix("ctrl-") {
             let mut chars = c.chars();
@@ -174,7 +178,7 @@ pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>> {
             };
             let b = match ch {
                 'a'..='z' => ch as u8 - b'a' + 1,
-                '@' | ' ' => 0,
+                '@' => 0,
                 '[' => 0x1b,
                 '\\' => 0x1c,
                 ']' => 0x1d,
@@ -184,6 +188,7 @@ pub fn parse_detach_keys(spec: &str) -> Result<Vec<u8>> {
             };
             out.push(b);
         } else if k.len() == 1 {
+            // One byte of UTF-8: an ASCII character.
             out.push(k.as_bytes()[0]);
         } else {
             return Err(bad(k));

@@ -2,7 +2,7 @@
 //! server's machine-readable [`ErrorCode`] and its sentence, so callers match on kinds instead of parsing
 //! strings, and the CLI can print what the server said verbatim.
 
-use sandpit_types::{ErrorBody, ErrorCode};
+use sandpit_types::ErrorCode;
 
 use crate::CommandResult;
 
@@ -30,6 +30,11 @@ impl std::fmt::Display for ApiError {
 ///
 /// The first variants mirror the seed SDKs' exception classes (`TimeoutError`, `NotFoundError`,
 /// `ConflictError`, `SandboxError`, `CommandExitError`, `AuthenticationError`, `InvalidArgumentError`).
+///
+/// A server error's variant follows its code (codes without a variant of their own are [`Error::Api`]);
+/// a code this SDK does not know yet is [`ErrorCode::Unknown`] in the variant its HTTP status stands for,
+/// and an answer without the standard error body is classified by its status alone: the same rules in
+/// every SDK (docs/api.md, "How the SDKs map errors").
 ///
 /// ```
 /// use sandpit::Error;
@@ -146,12 +151,19 @@ impl Error {
 
     /// Builds the variant matching `code`.
     pub fn from_api(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
-        let a = ApiError {
-            status,
+        Self::classified(
             code,
-            message: message.into(),
-        };
-        match code {
+            ApiError {
+                status,
+                code,
+                message: message.into(),
+            },
+        )
+    }
+
+    /// The variant for `class` (a code this SDK knows), holding `a`.
+    fn classified(class: ErrorCode, a: ApiError) -> Self {
+        match class {
             ErrorCode::Timeout => Self::Timeout(a),
             ErrorCode::NotFound => Self::NotFound(a),
             ErrorCode::Conflict
@@ -185,35 +197,50 @@ impl Error {
         }
     }
 
-    /// Decodes an error answer: the standard body when there is one, else the status alone.
-    pub(crate) fn from_response(status: u16, body: &[u8]) -> Self {
-        if let Ok(b) = serde_json::from_slice::<ErrorBody>(body) {
-            return Self::from_api(status, b.error.code, b.error.message);
-        }
-        let code = match status {
-            400 => ErrorCode::InvalidArgument,
-            401 => ErrorCode::Unauthenticated,
-            403 => ErrorCode::PermissionDenied,
-            404 => ErrorCode::NotFound,
-            408 => ErrorCode::Timeout,
-            409 => ErrorCode::Conflict,
-            413 => ErrorCode::PayloadTooLarge,
-            429 => ErrorCode::ResourceExhausted,
-            502..=504 => ErrorCode::Unavailable,
-            507 => ErrorCode::InsufficientStorage,
-            _ => ErrorCode::Internal,
+    /// Decodes an error answer (`status`, `body`) the way every sandpit SDK does (docs/api.md, "How the
+    /// SDKs map errors"; pinned by `sdk/testdata/vectors.json`):
+    ///
+    /// * a body `{"error": {"code": "...", "message": "..."}}` whose code this SDK knows: the code decides
+    ///   the variant, and the message is the server's;
+    /// * a code this SDK does not know (a newer server): [`ErrorCode::Unknown`], in the variant the HTTP
+    ///   status stands for (a 409 is a [`Error::Conflict`]);
+    /// * any other body (none, text, a proxy's HTML page, other JSON): the status decides the code
+    ///   (502-504 are `unavailable`, other 5xx `internal`, an unlisted 4xx [`ErrorCode::Unknown`]), and
+    ///   the message is `HTTP <status>: <the body's first 500 characters>`.
+    #[doc(hidden)]
+    pub fn from_response(status: u16, body: &[u8]) -> Self {
+        let json = serde_json::from_slice::<serde_json::Value>(body).ok();
+        let detail = json.as_ref().and_then(|v| v.get("error"));
+        let code = detail
+            .and_then(|d| d.get("code"))
+            .and_then(serde_json::Value::as_str)
+            .filter(|c| !c.is_empty());
+        let Some(code) = code else {
+            return Self::from_api(
+                status,
+                code_for_status(status),
+                status_message(status, body),
+            );
         };
-        let text = String::from_utf8_lossy(body);
-        let text = text.trim();
-        let message = if text.is_empty() {
-            format!("HTTP {status}")
+        let message = detail
+            .and_then(|d| d.get("message"))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| status_message(status, body), str::to_owned);
+        let code =
+            serde_json::from_value(serde_json::Value::from(code)).unwrap_or(ErrorCode::Unknown);
+        let class = if code == ErrorCode::Unknown {
+            code_for_status(status)
         } else {
-            format!(
-                "HTTP {status}: {}",
-                text.chars().take(500).collect::<String>()
-            )
+            code
         };
-        Self::from_api(status, code, message)
+        Self::classified(
+            class,
+            ApiError {
+                status,
+                code,
+                message,
+            },
+        )
     }
 
     /// Whether retrying the same stream may help (a cut connection, not a refusal).
@@ -224,6 +251,41 @@ impl Error {
             Self::Api(a) => a.code == ErrorCode::Unavailable,
             _ => false,
         }
+    }
+}
+
+/// The code an error answer without the standard body stands for, by its HTTP status.
+fn code_for_status(status: u16) -> ErrorCode {
+    match status {
+        // 405: a method the path does not have (the daemon says invalid_argument too).
+        400 | 405 => ErrorCode::InvalidArgument,
+        401 => ErrorCode::Unauthenticated,
+        403 => ErrorCode::PermissionDenied,
+        404 => ErrorCode::NotFound,
+        408 => ErrorCode::Timeout,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        416 => ErrorCode::RangeNotSatisfiable,
+        429 => ErrorCode::ResourceExhausted,
+        // A gateway in front of the daemon (or of a sandbox's agent) could not reach it.
+        502..=504 => ErrorCode::Unavailable,
+        507 => ErrorCode::InsufficientStorage,
+        500..=599 => ErrorCode::Internal,
+        _ => ErrorCode::Unknown,
+    }
+}
+
+/// `HTTP <status>`, then the body's first 500 characters when it has any.
+fn status_message(status: u16, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!(
+            "HTTP {status}: {}",
+            text.chars().take(500).collect::<String>()
+        )
     }
 }
 

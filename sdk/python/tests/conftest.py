@@ -3,6 +3,7 @@
 The binary is ``$SANDPIT_BIN`` or ``<repo>/target/debug/sandpit``; it must be built first
 (``cargo build -p sandpit-cli``). The daemon listens on a free loopback port with a temporary state dir; the
 tests reach it through ``SANDPIT_URL`` and ``SANDPIT_STATE_DIR`` (so the SDK's key-file lookup is exercised).
+The daemon starts with the first test that asks for it (see :func:`sandpit_env`), so unit tests need none.
 """
 
 from __future__ import annotations
@@ -114,9 +115,13 @@ def daemon() -> Iterator[Daemon]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def sandpit_env(daemon: Daemon) -> Iterator[None]:
-    """Point the SDK at the test daemon through the environment (URL and state dir; the key is found in it)."""
+    """Point the SDK at the test daemon through the environment (URL and state dir; the key is found in it).
+
+    Not autouse, so that pure unit tests (``test_unit.py``) run without a daemon: a test that needs one asks for
+    it, for this fixture, or for ``sbx``/``asbx``; a module of such tests can say
+    ``pytestmark = pytest.mark.usefixtures("sandpit_env")``."""
     saved = {k: os.environ.get(k) for k in ("SANDPIT_URL", "SANDPIT_API_KEY", "SANDPIT_STATE_DIR")}
     os.environ["SANDPIT_URL"] = daemon.url
     os.environ["SANDPIT_STATE_DIR"] = str(daemon.state_dir)

@@ -19,6 +19,9 @@ from sandpit import (
     SandboxTimeoutError,
 )
 
+# Every test here uses the daemon through the environment (SANDPIT_URL, SANDPIT_STATE_DIR).
+pytestmark = pytest.mark.usefixtures("sandpit_env")
+
 
 async def test_lifecycle() -> None:
     async with AsyncSandbox.create(metadata={"case": "async-lifecycle"}, envs={"V": "1"}) as sbx:

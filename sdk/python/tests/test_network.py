@@ -20,6 +20,9 @@ import pytest
 from conftest import Daemon, DaemonProcess
 from sandpit import AsyncSandbox, ConflictError, ExposedPort, InvalidArgumentError, Sandbox
 
+# Every test here uses the daemon through the environment (SANDPIT_URL, SANDPIT_STATE_DIR).
+pytestmark = pytest.mark.usefixtures("sandpit_env")
+
 
 def free_port() -> int:
     with socket.socket() as s:

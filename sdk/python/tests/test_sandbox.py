@@ -17,6 +17,9 @@ from sandpit import (
     UnavailableError,
 )
 
+# Every test here uses the daemon through the environment (SANDPIT_URL, SANDPIT_STATE_DIR).
+pytestmark = pytest.mark.usefixtures("sandpit_env")
+
 
 def test_create_info_list_and_kill_with_context_manager() -> None:
     with Sandbox.create(metadata={"case": "lifecycle"}, env={"SB_VAR": "from-sandbox"}, timeout=120) as sbx:

@@ -224,25 +224,31 @@ export function execRequest(cmd: string, o: ExecOptions): WireStartRequest {
   return req;
 }
 
+/** What `ctrl-X` types, for the X that are not letters. */
+const CTRL_PUNCT: Readonly<Record<string, number>> = { "@": 0x00, "[": 0x1b, "\\": 0x1c, "]": 0x1d, "^": 0x1e, "_": 0x1f };
+
 /**
- * Parses a detach key spec: comma-separated keys, each `ctrl-X` (X a letter or one of `@[\\]^_`) or a
- * single character. `"ctrl-]"` is `[0x1d]`, `"ctrl-p,ctrl-q"` is `[0x10, 0x11]`.
+ * Parses a detach key spec: comma-separated keys, each `ctrl-X` (X a letter in either case or one of
+ * `@[\\]^_`) or one ASCII character; spaces, tabs and line breaks around a key are ignored. `"ctrl-]"` is
+ * `[0x1d]`, `"ctrl-p,ctrl-q"` is `[0x10, 0x11]`. The same rules in every SDK (docs/api.md, "Detach keys";
+ * `sdk/testdata/vectors.json`). Throws an `Error` for anything else.
  */
 export function parseDetachKeys(spec: string): number[] {
   const out: number[] = [];
   for (const raw of spec.split(",")) {
-    const key = raw.trim();
-    const m = /^ctrl-(.)$/i.exec(key);
+    const key = raw.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, "");
+    const m = /^ctrl-(.)$/is.exec(key);
     if (m) {
-      const c = (m[1] ?? "").toUpperCase().charCodeAt(0);
-      if (c < 0x40 || c > 0x5f) throw new Error(`detach keys: cannot press ctrl-${m[1]}`);
-      out.push(c - 0x40);
-    } else if (key.length === 1) {
+      // ASCII only: the Kelvin sign, for one, lowercases to "k".
+      const c = (m[1] ?? "").charCodeAt(0) < 0x80 ? (m[1] ?? "").toLowerCase() : "";
+      if (c >= "a" && c <= "z") out.push(c.charCodeAt(0) - 0x60);
+      else if (Object.hasOwn(CTRL_PUNCT, c)) out.push(CTRL_PUNCT[c] ?? 0);
+      else throw new Error(`detach keys: cannot press ctrl-${m[1] ?? ""} (use a letter or one of @[\\]^_)`);
+    } else if (key.length === 1 && key.charCodeAt(0) < 0x80) {
       out.push(key.charCodeAt(0));
     } else {
-      throw new Error(`detach keys: unknown key ${JSON.stringify(key)} (use ctrl-X or a single character)`);
+      throw new Error(`detach keys: unknown key ${JSON.stringify(key)} (use ctrl-X or a single ASCII character)`);
     }
   }
-  if (out.length === 0) throw new Error("detach keys: empty");
   return out;
 }

@@ -12,7 +12,7 @@ import {
   isNode,
   resolveConfig,
 } from "./config.js";
-import { SandboxError, TimeoutError, codeForStatus, errorFromCode } from "./errors.js";
+import { SandboxError, TimeoutError, codeForStatus, errorFromBody, errorFromCode } from "./errors.js";
 
 /** Options of one HTTP request. */
 export interface RequestOptions {
@@ -211,23 +211,15 @@ function socketOpenError(ev: Event, url: string): SandboxError {
   return new SandboxError(`WebSocket ${url.replace(/\?.*/, "")}: ${msg}`, { code: "network", cause: err });
 }
 
-/** Reads an error body (`{"error": {"code", "message"}}`) into the matching error class. */
+/** Reads an error answer (`{"error": {"code", "message"}}`, or anything else) into the matching error class. */
 export async function errorFromResponse(resp: Response): Promise<SandboxError> {
-  let code = codeForStatus(resp.status);
-  let message = `HTTP ${resp.status} ${resp.statusText}`;
+  let text = "";
   try {
-    const text = await resp.text();
-    try {
-      const body = JSON.parse(text) as { error?: { code?: string; message?: string } };
-      if (body.error?.code) code = body.error.code;
-      if (body.error?.message) message = body.error.message;
-    } catch {
-      if (text) message = `${message}: ${text.slice(0, 200)}`;
-    }
+    text = await resp.text();
   } catch {
-    // body unreadable: keep the status line
+    // body unreadable: the status decides
   }
-  return errorFromCode(code, message, resp.status);
+  return errorFromBody(resp.status, text, resp.statusText);
 }
 
 /** Client and base path of one sandbox's process API. */

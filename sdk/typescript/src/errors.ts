@@ -57,11 +57,20 @@ export class TimeoutError extends SandboxError {
 /** Alias of {@link TimeoutError}, as spelled in the Superserve docs. */
 export const SandboxTimeoutError = TimeoutError;
 
+/** `413 payload_too_large`: the request body is larger than the server accepts. */
+export class PayloadTooLargeError extends SandboxError {}
+
 /** `429 resource_exhausted`: too many sandboxes or processes. */
 export class ResourceExhaustedError extends SandboxError {}
 
-/** `503 unavailable`: the sandbox's agent cannot be reached. */
+/**
+ * `503 unavailable`: what should serve the call cannot be reached: the sandbox's agent, the daemon behind a
+ * proxy (a 502/503/504 without the API's error body), or a server in the sandbox (`502 bad_gateway`).
+ */
 export class UnavailableError extends SandboxError {}
+
+/** `500 internal`: a bug or an unexpected host failure on the server. */
+export class InternalError extends SandboxError {}
 
 /** `507 insufficient_storage`: a disk is full (the daemon's, or a sandbox's `disk_mb` during a file write);
  * nothing half-made was left. Retry once space is freed. */
@@ -115,47 +124,52 @@ export class CommandExitError extends SandboxError implements CommandExitInfo {
   }
 }
 
-/** Builds the error class for a server error code and HTTP status. */
+type ErrorClass = new (message: string, opts?: SandboxErrorOptions) => SandboxError;
+
+/** The class of each server code this SDK knows. */
+const CODE_CLASSES: Readonly<Record<string, ErrorClass>> = {
+  invalid_argument: InvalidArgumentError,
+  unauthenticated: AuthenticationError,
+  permission_denied: PermissionDeniedError,
+  not_found: NotFoundError,
+  timeout: TimeoutError,
+  conflict: ConflictError,
+  already_exists: AlreadyExistsError,
+  not_empty: NotEmptyError,
+  is_a_directory: IsADirError,
+  not_a_directory: NotADirError,
+  payload_too_large: PayloadTooLargeError,
+  range_not_satisfiable: SandboxError,
+  resource_exhausted: ResourceExhaustedError,
+  unavailable: UnavailableError,
+  bad_gateway: UnavailableError,
+  insufficient_storage: InsufficientStorageError,
+  internal: InternalError,
+};
+
+function classOf(code: string): ErrorClass | undefined {
+  return Object.hasOwn(CODE_CLASSES, code) ? CODE_CLASSES[code] : undefined;
+}
+
+/**
+ * Builds the error class for a server error code and HTTP status. A code this SDK does not know (a newer
+ * server) keeps its `code` and gets the class its status stands for (a 409 is a {@link ConflictError}).
+ */
 export function errorFromCode(code: string, message: string, status?: number): SandboxError {
   const opts: SandboxErrorOptions = { code };
   if (status !== undefined) opts.status = status;
-  switch (code) {
-    case "unauthenticated":
-      return new AuthenticationError(message, opts);
-    case "invalid_argument":
-    case "payload_too_large":
-      return new InvalidArgumentError(message, opts);
-    case "not_found":
-      return new NotFoundError(message, opts);
-    case "conflict":
-      return new ConflictError(message, opts);
-    case "timeout":
-      return new TimeoutError(message, opts);
-    case "resource_exhausted":
-      return new ResourceExhaustedError(message, opts);
-    case "unavailable":
-      return new UnavailableError(message, opts);
-    case "insufficient_storage":
-      return new InsufficientStorageError(message, opts);
-    case "permission_denied":
-      return new PermissionDeniedError(message, opts);
-    case "already_exists":
-      return new AlreadyExistsError(message, opts);
-    case "not_empty":
-      return new NotEmptyError(message, opts);
-    case "is_a_directory":
-      return new IsADirError(message, opts);
-    case "not_a_directory":
-      return new NotADirError(message, opts);
-    default:
-      return new SandboxError(message, opts);
-  }
+  const Class = classOf(code) ?? (status === undefined ? undefined : classOf(codeForStatus(status))) ?? SandboxError;
+  return new Class(message, opts);
 }
 
-/** The code the server would use for an HTTP status whose body carried no error object. */
+/**
+ * The code an error answer without the API's error body stands for, by its HTTP status: 502-504 (a gateway
+ * in front of the daemon could not reach it) are `unavailable`, other 5xx `internal`, an unlisted status `unknown`.
+ */
 export function codeForStatus(status: number): string {
   switch (status) {
     case 400:
+    case 405: // a method the path does not have (the daemon says invalid_argument too)
       return "invalid_argument";
     case 401:
       return "unauthenticated";
@@ -169,13 +183,46 @@ export function codeForStatus(status: number): string {
       return "conflict";
     case 413:
       return "payload_too_large";
+    case 416:
+      return "range_not_satisfiable";
     case 429:
       return "resource_exhausted";
+    case 502:
     case 503:
+    case 504:
       return "unavailable";
     case 507:
       return "insufficient_storage";
     default:
-      return "internal";
+      return status >= 500 && status <= 599 ? "internal" : "unknown";
   }
+}
+
+/**
+ * Turns an HTTP error answer (its status and body text) into the matching error class, as every sandpit SDK
+ * does (docs/api.md, "How the SDKs map errors"; pinned by `sdk/testdata/vectors.json`). A body
+ * `{"error": {"code", "message"}}` with a non-empty string code: the code decides the class (see
+ * {@link errorFromCode}) and the message is the server's. Any other body (none, text, a proxy's page, other
+ * JSON): the status decides ({@link codeForStatus}), and the message is `HTTP <status>: <the body's start>`.
+ */
+export function errorFromBody(status: number, body: string, statusText = ""): SandboxError {
+  let code: string | undefined;
+  let message: string | undefined;
+  try {
+    const detail: unknown = (JSON.parse(body) as { error?: unknown } | null)?.error;
+    if (typeof detail === "object" && detail !== null) {
+      const d = detail as { code?: unknown; message?: unknown };
+      if (typeof d.code === "string" && d.code !== "") {
+        code = d.code;
+        if (typeof d.message === "string") message = d.message;
+      }
+    }
+  } catch {
+    // not JSON: classified by the status
+  }
+  if (message === undefined) {
+    const shown = body.trim().slice(0, 500);
+    message = `HTTP ${status}${statusText ? ` ${statusText}` : ""}${shown ? `: ${shown}` : ""}`;
+  }
+  return errorFromCode(code ?? codeForStatus(status), message, status);
 }

@@ -12,7 +12,7 @@
  */
 import type { SandboxScope } from "./client.js";
 import { isNode } from "./config.js";
-import { SandboxError, errorFromCode, codeForStatus } from "./errors.js";
+import { SandboxError, errorFromBody } from "./errors.js";
 import { parseSse } from "./sse.js";
 
 /** One file, directory or link. */
@@ -277,7 +277,7 @@ export class WatchHandle {
           const resp = await this.scope.client.config.fetch(this.url, { headers, signal: this.abort.signal });
           if (!resp.ok) {
             const text = await resp.text();
-            throw errorOf(resp.status, text);
+            throw errorFromBody(resp.status, text, resp.statusText);
           }
           let ended = false;
           for await (const msg of parseSse(resp.body as ReadableStream<Uint8Array>)) {
@@ -339,16 +339,6 @@ export class WatchHandle {
   }
 }
 
-function errorOf(status: number, text: string): SandboxError {
-  try {
-    const b = JSON.parse(text) as { error?: { code?: string; message?: string } };
-    if (b.error?.code) return errorFromCode(b.error.code, b.error.message ?? "", status);
-  } catch {
-    // not the API's error body
-  }
-  return errorFromCode(codeForStatus(status), text || `HTTP ${status}`, status);
-}
-
 /** The files of one sandbox. */
 export class Files {
   /** @internal */
@@ -370,7 +360,7 @@ export class Files {
     } catch (e) {
       throw this.scope.client.transportError(e, method, path, undefined, undefined);
     }
-    if (!resp.ok) throw errorOf(resp.status, await resp.text());
+    if (!resp.ok) throw errorFromBody(resp.status, await resp.text(), resp.statusText);
     return resp;
   }
 

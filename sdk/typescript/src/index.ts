@@ -37,6 +37,7 @@ export {
   ConflictError,
   TimeoutError,
   SandboxTimeoutError,
+  PayloadTooLargeError,
   ResourceExhaustedError,
   InsufficientStorageError,
   PermissionDeniedError,
@@ -45,7 +46,9 @@ export {
   IsADirError,
   NotADirError,
   UnavailableError,
+  InternalError,
   CommandExitError,
+  errorFromBody,
 } from "./errors.js";
 export type { CommandExitInfo } from "./errors.js";
 export { DEFAULT_URL } from "./config.js";

@@ -18,7 +18,7 @@ import {
 } from "./types.js";
 
 /** Options of `processes.start()`: `cwd`, `env`, `timeoutMs`, `runAs` (and the other spellings). */
-export interface ProcessStartOpts extends StartOptions {}
+export type ProcessStartOpts = StartOptions;
 
 /** Options of `processes.list()`. */
 export interface ProcessListOpts {

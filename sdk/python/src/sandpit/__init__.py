@@ -5,10 +5,15 @@ hosted products sandpit reproduces is here in Python spelling: ``commands.run`` 
 Declaw), ``exec`` / ``exec_with`` / ``exec_stream`` / ``shell`` (microsandbox) and ``processes`` (Hyperbrowser).
 """
 
+from ._async.commands import AsyncCommandHandle, AsyncCommands
+from ._async.files import AsyncFiles
+from ._async.process import AsyncExecHandle, AsyncExecSink, AsyncProcesses, AsyncProcessHandle
+from ._async.sandbox import AsyncSandbox
+from ._async.watch import AsyncWatchHandle
 from ._attach import AttachOptions, AttachOptionsBuilder
 from ._awaitable import AwaitableContext
 from ._client import DEFAULT_URL, error_from_response, resolve_api_key, resolve_url
-from ._commands import AsyncCommandHandle, AsyncCommands, CommandHandle, Commands, CommandSession, SessionStdin
+from ._commands import CommandSession, SessionStdin
 from ._errors import (
     AlreadyExistsError,
     AuthenticationError,
@@ -29,20 +34,14 @@ from ._errors import (
     StreamError,
     UnavailableError,
 )
+from ._files import EntryInfo, FilesystemEvent, WriteEntry
 from ._network import ExposedPort
-from ._files import AsyncFiles, AsyncWatchHandle, EntryInfo, Files, FilesystemEvent, WatchHandle, WriteEntry
 from ._options import ExecOptions, ExecOptionsBuilder
-from ._process import (
-    AsyncExecHandle,
-    AsyncExecSink,
-    AsyncProcesses,
-    AsyncProcessHandle,
-    ExecHandle,
-    ExecSink,
-    ProcessHandle,
-    Processes,
-)
-from ._sandbox import AsyncSandbox, Sandbox
+from ._sync.commands import CommandHandle, Commands
+from ._sync.files import Files
+from ._sync.process import ExecHandle, ExecSink, Processes, ProcessHandle
+from ._sync.sandbox import Sandbox
+from ._sync.watch import WatchHandle
 from ._types import (
     CommandResult,
     ExecEvent,

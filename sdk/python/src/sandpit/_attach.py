@@ -15,12 +15,22 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
+from ._async.process import AsyncProcessApi
+from ._async.transport import AsyncTransport
+from ._client import _BaseTransport
 from ._options import EnvLike, _env_dict, build_start_request
-from ._process import AsyncProcessApi
 from ._stream import WsEventStream
 from ._types import Rlimit
 
-__all__ = ["AttachOptions", "AttachOptionsBuilder", "attach", "parse_detach_keys"]
+__all__ = [
+    "AttachOptions",
+    "AttachOptionsBuilder",
+    "attach",
+    "attach_blocking",
+    "attach_command",
+    "attach_options",
+    "parse_detach_keys",
+]
 
 #: The default detach sequence.
 DEFAULT_DETACH_KEYS = "ctrl-]"
@@ -28,23 +38,29 @@ DEFAULT_DETACH_KEYS = "ctrl-]"
 DEFAULT_SHELL = 'exec "${SHELL:-/bin/sh}"'
 
 
+#: What ``ctrl-X`` types, for the X that are not letters.
+_CTRL_PUNCT = {"@": 0x00, "[": 0x1B, "\\": 0x1C, "]": 0x1D, "^": 0x1E, "_": 0x1F}
+
+
 def parse_detach_keys(spec: str) -> bytes:
-    """The bytes of a detach key spec: comma-separated keys, each ``ctrl-X`` or one character
-    (``"ctrl-]"`` → ``b"\\x1d"``, ``"ctrl-p,ctrl-q"`` → ``b"\\x10\\x11"``)."""
+    """The bytes of a detach key spec: comma-separated keys, each ``ctrl-X`` (X a letter in either case or one of
+    ``@[\\]^_``) or one ASCII character; spaces, tabs and line breaks around a key are ignored
+    (``"ctrl-]"`` → ``b"\\x1d"``, ``"ctrl-p,ctrl-q"`` → ``b"\\x10\\x11"``). The same rules in every SDK (docs/api.md,
+    "Detach keys"; ``sdk/testdata/vectors.json``). Raises :class:`ValueError` for anything else."""
     out = bytearray()
-    for key in (k.strip() for k in spec.split(",")):
-        lower = key.lower()
-        if lower.startswith("ctrl-") and len(key) == 6:
-            char = key[5].upper()
-            if not ("@" <= char <= "_" or char == "?"):
-                raise ValueError(f"cannot type ctrl-{key[5]} in a terminal")
-            out.append(0x7F if char == "?" else ord(char) & 0x1F)
-        elif len(key) == 1:
+    for key in (k.strip(" \t\r\n") for k in spec.split(",")):
+        if key[:5].lower() == "ctrl-" and len(key) == 6 and key[5].isascii():
+            char = key[5].lower()
+            if "a" <= char <= "z":
+                out.append(ord(char) - ord("a") + 1)
+            elif char in _CTRL_PUNCT:
+                out.append(_CTRL_PUNCT[char])
+            else:
+                raise ValueError(f"cannot type ctrl-{key[5]} in a terminal: use a letter or one of @[\\]^_")
+        elif len(key) == 1 and key.isascii():
             out += key.encode()
         else:
             raise ValueError(f"bad detach key {key!r}: use e.g. 'ctrl-]' or 'ctrl-p,ctrl-q'")
-    if not out:
-        raise ValueError("the detach key sequence is empty")
     return bytes(out)
 
 
@@ -279,3 +295,29 @@ async def attach(
             task.cancel()
         await asyncio.gather(input_task, output_task, detach_task, return_exceptions=True)
         await ws.close()
+
+
+async def attach_command(
+    api: AsyncProcessApi, cmd: str, args: Optional[List[str]], options: AttachOptions
+) -> Optional[int]:
+    """:func:`attach` as ``AsyncSandbox.attach_with`` spells it: with ``args`` (given here or in ``options``)
+    ``cmd`` is a program, else a shell string."""
+    all_args = [*(args or []), *options.args]
+    if args is None and not options.args:
+        return await attach(api, cmd, None, options)
+    return await attach(api, None, [cmd, *all_args], options)
+
+
+def attach_blocking(
+    transport: _BaseTransport, sandbox_id: str, cmd: str, args: Optional[List[str]], options: AttachOptions
+) -> Optional[int]:
+    """:func:`attach_command` for ``Sandbox.attach_with``: on an event loop and a connection pool of its own."""
+
+    async def run() -> Optional[int]:
+        t = AsyncTransport(transport.url, transport.api_key, transport.request_timeout)
+        try:
+            return await attach_command(AsyncProcessApi(t, sandbox_id), cmd, args, options)
+        finally:
+            await t.aclose()
+
+    return asyncio.run(run())

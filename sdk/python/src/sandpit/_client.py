@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import httpx
 
-from ._errors import (
-    AlreadyExistsError,
-    AuthenticationError,
-    IsADirError,
-    NotADirError,
-    NotEmptyError,
-    PermissionDeniedError,
-    ConflictError,
-    InternalError,
-    InvalidArgumentError,
-    NotFoundError,
-    PayloadTooLargeError,
-    ResourceExhaustedError,
-    InsufficientStorageError,
-    SandboxError,
-    SandboxTimeoutError,
-    UnavailableError,
-)
+from ._errors import AuthenticationError, SandboxError, SandboxTimeoutError, UnavailableError, error_from_response
 
-__all__ = ["AsyncTransport", "DEFAULT_URL", "SyncTransport", "error_from_response", "resolve_api_key", "resolve_url"]
+__all__ = ["DEFAULT_URL", "error_from_response", "resolve_api_key", "resolve_url"]
 
 #: Where ``sandpit serve`` listens by default.
 DEFAULT_URL = "http://127.0.0.1:7070"
@@ -39,60 +20,6 @@ DEFAULT_REQUEST_TIMEOUT = 30.0
 STREAM_READ_TIMEOUT = 60.0
 
 QueryParams = Union[Mapping[str, Any], List[Tuple[str, str]]]
-
-_CODE_TO_ERROR: Dict[str, Type[SandboxError]] = {
-    "invalid_argument": InvalidArgumentError,
-    "unauthenticated": AuthenticationError,
-    "not_found": NotFoundError,
-    "timeout": SandboxTimeoutError,
-    "conflict": ConflictError,
-    "payload_too_large": PayloadTooLargeError,
-    "resource_exhausted": ResourceExhaustedError,
-    "unavailable": UnavailableError,
-    "insufficient_storage": InsufficientStorageError,
-    "permission_denied": PermissionDeniedError,
-    "already_exists": AlreadyExistsError,
-    "not_empty": NotEmptyError,
-    "is_a_directory": IsADirError,
-    "not_a_directory": NotADirError,
-    "internal": InternalError,
-}
-_STATUS_TO_CODE: Dict[int, str] = {
-    400: "invalid_argument",
-    401: "unauthenticated",
-    403: "permission_denied",
-    404: "not_found",
-    408: "timeout",
-    409: "conflict",
-    413: "payload_too_large",
-    429: "resource_exhausted",
-    503: "unavailable",
-    507: "insufficient_storage",
-}
-
-
-def error_from_response(status_code: int, body: Union[bytes, str, None]) -> SandboxError:
-    """Turn an HTTP error answer into the matching :class:`SandboxError` subclass.
-
-    The body is the API's ``{"error": {"code": ..., "message": ...}}``; the code decides the class. A body that
-    is not that shape (a proxy's error page, say) is classified by the HTTP status instead.
-    """
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
-    code: Optional[str] = None
-    message = ""
-    try:
-        detail = json.loads(text)["error"]
-        code = str(detail["code"])
-        message = str(detail.get("message", ""))
-    except (ValueError, KeyError, TypeError):
-        message = text.strip()[:500] or f"HTTP {status_code}"
-    if code is None:
-        code = _STATUS_TO_CODE.get(status_code, "internal" if status_code >= 500 else "unknown")
-    cls = _CODE_TO_ERROR.get(code)
-    if cls is None:
-        cls = InternalError if status_code >= 500 else SandboxError
-    return cls(message, code=code, status_code=status_code)
-
 
 def _transport_error(exc: httpx.HTTPError, url: str) -> SandboxError:
     if isinstance(exc, httpx.TimeoutException):
@@ -140,7 +67,8 @@ def _timeout(seconds: Optional[float]) -> httpx.Timeout:
 
 
 class _BaseTransport:
-    """What both transports share: the base URL, the headers and how answers are decoded."""
+    """What both transports (``_async/transport.py``, ``_sync/transport.py``) share: the base URL, the headers
+    and how answers are decoded."""
 
     def __init__(self, url: Optional[str], api_key: Optional[str], request_timeout: Optional[float]) -> None:
         self.url = resolve_url(url)
@@ -194,97 +122,3 @@ class _BaseTransport:
         if headers:
             kw.setdefault("headers", {}).update(headers)
         return kw
-
-
-class SyncTransport(_BaseTransport):
-    """Blocking transport on :class:`httpx.Client`."""
-
-    def __init__(
-        self, url: Optional[str] = None, api_key: Optional[str] = None, request_timeout: Optional[float] = None
-    ) -> None:
-        super().__init__(url, api_key, request_timeout)
-        self._client = httpx.Client(base_url=self.url, headers=self.headers)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Optional[QueryParams] = None,
-        content: Optional[bytes] = None,
-        timeout: Optional[float] = None,
-        wait: bool = False,
-    ) -> Any:
-        """Send one request and return its decoded JSON (``None`` for 204). ``wait=True`` lifts the read timeout
-        (or sets it to ``timeout``) for calls that block until a process ends."""
-        kw = self._build_kwargs(json, params, content, timeout, wait, None)
-        try:
-            resp = self._client.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, self.url + path) from exc
-        return self._decode(resp)
-
-    @contextmanager
-    def stream(
-        self, path: str, *, params: Optional[QueryParams] = None, headers: Optional[Mapping[str, str]] = None
-    ) -> Iterator[httpx.Response]:
-        """Open a ``GET`` whose body is read incrementally (SSE). Raises the mapped error for an error status;
-        transport failures propagate as :class:`httpx.HTTPError` so that the caller can resume."""
-        kw = self._build_kwargs(None, params, None, None, True, headers)
-        kw["timeout"] = httpx.Timeout(STREAM_READ_TIMEOUT, connect=10.0)
-        with self._client.stream("GET", path, **kw) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                raise error_from_response(resp.status_code, resp.content)
-            yield resp
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._client.close()
-
-
-class AsyncTransport(_BaseTransport):
-    """Asyncio transport on :class:`httpx.AsyncClient`."""
-
-    def __init__(
-        self, url: Optional[str] = None, api_key: Optional[str] = None, request_timeout: Optional[float] = None
-    ) -> None:
-        super().__init__(url, api_key, request_timeout)
-        self._client = httpx.AsyncClient(base_url=self.url, headers=self.headers)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Optional[QueryParams] = None,
-        content: Optional[bytes] = None,
-        timeout: Optional[float] = None,
-        wait: bool = False,
-    ) -> Any:
-        """Send one request and return its decoded JSON (``None`` for 204); see :meth:`SyncTransport.request`."""
-        kw = self._build_kwargs(json, params, content, timeout, wait, None)
-        try:
-            resp = await self._client.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc, self.url + path) from exc
-        return self._decode(resp)
-
-    @asynccontextmanager
-    async def stream(
-        self, path: str, *, params: Optional[QueryParams] = None, headers: Optional[Mapping[str, str]] = None
-    ) -> AsyncIterator[httpx.Response]:
-        """Open a ``GET`` whose body is read incrementally (SSE); see :meth:`SyncTransport.stream`."""
-        kw = self._build_kwargs(None, params, None, None, True, headers)
-        kw["timeout"] = httpx.Timeout(STREAM_READ_TIMEOUT, connect=10.0)
-        async with self._client.stream("GET", path, **kw) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise error_from_response(resp.status_code, resp.content)
-            yield resp
-
-    async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()

@@ -1,13 +1,14 @@
 """Exceptions raised by the sandpit SDK.
 
 Every error the daemon reports carries a stable machine-readable ``code`` and a human ``message``; the SDK
-raises the subclass of :class:`SandboxError` that matches the code (see :func:`sandpit._client.error_from_response`).
+raises the subclass of :class:`SandboxError` that matches the code (see :func:`error_from_response`).
 """
 
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Optional
+import json
+from typing import TYPE_CHECKING, Dict, Optional, Type, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._types import CommandResult
@@ -31,6 +32,7 @@ __all__ = [
     "SandboxTimeoutError",
     "StreamError",
     "UnavailableError",
+    "error_from_response",
 ]
 
 
@@ -153,7 +155,9 @@ class ResourceExhaustedError(SandboxError):
 
 
 class UnavailableError(SandboxError):
-    """The daemon or the sandbox's agent cannot be reached (HTTP 503, or a connection failure)."""
+    """What should serve the call cannot be reached (HTTP 503, or a connection failure): the sandbox's agent, the
+    daemon behind a proxy (a 502/503/504 without the API's error body), or a server in the sandbox (HTTP 502
+    ``bad_gateway``)."""
 
     default_code = "unavailable"
 
@@ -216,3 +220,75 @@ class CommandExitError(SandboxError):
     def error(self) -> Optional[str]:
         """The agent's sentence when the command failed to start or timed out."""
         return self.result.error
+
+
+_CODE_TO_ERROR: Dict[str, Type[SandboxError]] = {
+    "invalid_argument": InvalidArgumentError,
+    "unauthenticated": AuthenticationError,
+    "not_found": NotFoundError,
+    "timeout": SandboxTimeoutError,
+    "conflict": ConflictError,
+    "payload_too_large": PayloadTooLargeError,
+    "range_not_satisfiable": SandboxError,
+    "resource_exhausted": ResourceExhaustedError,
+    "unavailable": UnavailableError,
+    "bad_gateway": UnavailableError,
+    "insufficient_storage": InsufficientStorageError,
+    "permission_denied": PermissionDeniedError,
+    "already_exists": AlreadyExistsError,
+    "not_empty": NotEmptyError,
+    "is_a_directory": IsADirError,
+    "not_a_directory": NotADirError,
+    "internal": InternalError,
+}
+_STATUS_TO_CODE: Dict[int, str] = {
+    400: "invalid_argument",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "invalid_argument",  # a method the path does not have (the daemon says invalid_argument too)
+    408: "timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    416: "range_not_satisfiable",
+    429: "resource_exhausted",
+    # A gateway in front of the daemon (or of a sandbox's agent) could not reach it.
+    502: "unavailable",
+    503: "unavailable",
+    504: "unavailable",
+    507: "insufficient_storage",
+}
+
+
+def _code_for_status(status_code: int) -> str:
+    return _STATUS_TO_CODE.get(status_code, "internal" if 500 <= status_code <= 599 else "unknown")
+
+
+def error_from_response(status_code: int, body: Union[bytes, str, None]) -> SandboxError:
+    """Turn an HTTP error answer into the matching :class:`SandboxError` subclass, as every sandpit SDK does
+    (docs/api.md, "How the SDKs map errors"; pinned by ``sdk/testdata/vectors.json``).
+
+    A body ``{"error": {"code": ..., "message": ...}}`` with a code this SDK knows: the code decides the class and the
+    message is the server's. A code it does not know (a newer server) keeps its ``code`` and gets the class its HTTP
+    status stands for (a 409 is a :class:`ConflictError`). Any other body (none, text, a proxy's page, other JSON) is
+    classified by the status (502-504 are ``unavailable``, other 5xx ``internal``, an unlisted status ``unknown``), and
+    the message is ``HTTP <status>: <the body's first 500 characters>``.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    code: Optional[str] = None
+    message: Optional[str] = None
+    try:
+        detail = json.loads(text)["error"]
+        if isinstance(detail["code"], str) and detail["code"]:
+            code = detail["code"]
+            if isinstance(detail.get("message"), str):
+                message = detail["message"]
+    except (ValueError, LookupError, TypeError, AttributeError):
+        pass
+    if message is None:
+        shown = text.strip()[:500]
+        message = f"HTTP {status_code}: {shown}" if shown else f"HTTP {status_code}"
+    if code is None:
+        code = _code_for_status(status_code)
+    cls = _CODE_TO_ERROR.get(code) or _CODE_TO_ERROR.get(_code_for_status(status_code), SandboxError)
+    return cls(message, code=code, status_code=status_code)

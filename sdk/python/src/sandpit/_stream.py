@@ -1,4 +1,5 @@
-"""Output streams with resume: SSE (``/events``, sync and async) and the WebSocket session (``/ws``, async).
+"""Output streams with resume: SSE (``/events``; the loop reading them is in ``_async/process.py``) and the
+WebSocket session (``/ws``, async).
 
 Both transports deliver the same :class:`~sandpit.ExecEvent` values. Every output chunk has a ``seq``; when a
 stream is cut before the final ``exited`` event, it is reopened from the last ``seq`` seen (SSE
@@ -12,13 +13,11 @@ import asyncio
 import base64
 import json
 import struct
-import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncGenerator, Callable, Dict, Generator, Generic, List, Optional, TypeVar, Union
 
-import httpx
-
-from ._client import AsyncTransport, SyncTransport, error_from_response
+from ._async.transport import AsyncTransport
+from ._client import error_from_response
 from ._errors import InternalError, SandboxError, StreamError, UnavailableError
 from ._types import ExecEvent, LostOutput, ProcessInfo
 
@@ -28,8 +27,8 @@ __all__ = [
     "SseMessage",
     "SseParser",
     "WsEventStream",
-    "aiter_events",
-    "iter_events",
+    "closing_iter",
+    "resume_delay",
 ]
 
 #: How many times in a row a cut stream is reopened before :class:`StreamError` is raised. With the backoff
@@ -176,32 +175,12 @@ def _give_up(path: str, cur: _Cursor, cause: BaseException) -> StreamError:
     )
 
 
-def iter_events(transport: SyncTransport, path: str, from_seq: int = 1) -> Generator[ExecEvent, None, None]:
-    """Stream the SSE events of ``path`` (``.../processes/{pid}/events``) until ``exited``, resuming cut
-    connections. Raises :class:`StreamError` when resuming keeps failing; other API errors propagate."""
-    cur = _Cursor(from_seq)
-    failures = 0
-    while True:
-        cause: BaseException
-        try:
-            with transport.stream(path, **cur.sse_request()) as resp:
-                parser = SseParser()
-                for line in resp.iter_lines():
-                    msg = parser.feed(line)
-                    ev = decode_sse(msg) if msg is not None else None
-                    if ev is None or not cur.accept(ev):
-                        continue
-                    failures = 0
-                    yield ev
-                    if ev.kind == "exited":
-                        return
-            cause = EOFError("the stream ended before the exited event")
-        except (httpx.HTTPError, *_RETRYABLE) as exc:
-            cause = exc
-        failures += 1
-        if failures > MAX_RESUME_ATTEMPTS:
-            raise _give_up(path, cur, cause)
-        time.sleep(_backoff(failures))
+def resume_delay(path: str, cur: _Cursor, failures: int, cause: BaseException) -> float:
+    """The pause before reopening a stream cut ``failures`` times in a row (the last time by ``cause``); raises
+    :class:`StreamError` once that is more than :data:`MAX_RESUME_ATTEMPTS`."""
+    if failures > MAX_RESUME_ATTEMPTS:
+        raise _give_up(path, cur, cause)
+    return _backoff(failures)
 
 
 class ClosingAsyncIterator(Generic[T]):
@@ -226,35 +205,10 @@ class ClosingAsyncIterator(Generic[T]):
         await self._agen.aclose()
 
 
-def aiter_events(transport: AsyncTransport, path: str, from_seq: int = 1) -> ClosingAsyncIterator[ExecEvent]:
-    """Async :func:`iter_events`."""
-    return ClosingAsyncIterator(_aiter_events(transport, path, from_seq), lambda ev: ev.kind == "exited")
-
-
-async def _aiter_events(transport: AsyncTransport, path: str, from_seq: int) -> AsyncGenerator[ExecEvent, None]:
-    cur = _Cursor(from_seq)
-    failures = 0
-    while True:
-        cause: BaseException
-        try:
-            async with transport.stream(path, **cur.sse_request()) as resp:
-                parser = SseParser()
-                async for line in resp.aiter_lines():
-                    msg = parser.feed(line)
-                    ev = decode_sse(msg) if msg is not None else None
-                    if ev is None or not cur.accept(ev):
-                        continue
-                    failures = 0
-                    yield ev
-                    if ev.kind == "exited":
-                        return
-            cause = EOFError("the stream ended before the exited event")
-        except (httpx.HTTPError, *_RETRYABLE) as exc:
-            cause = exc
-        failures += 1
-        if failures > MAX_RESUME_ATTEMPTS:
-            raise _give_up(path, cur, cause)
-        await asyncio.sleep(_backoff(failures))
+def closing_iter(gen: Generator[T, None, None], is_last: Callable[[T], bool]) -> Generator[T, None, None]:
+    """The blocking counterpart of :class:`ClosingAsyncIterator`: ``gen`` itself, since dropping a generator
+    closes it at once."""
+    return gen
 
 
 class WsEventStream:
@@ -317,9 +271,7 @@ class WsEventStream:
                 break
             self._ws = None
             failures += 1
-            if failures > MAX_RESUME_ATTEMPTS:
-                raise _give_up(self._path, self._cur, cause)
-            await asyncio.sleep(_backoff(failures))
+            await asyncio.sleep(resume_delay(self._path, self._cur, failures, cause))
         raise StopAsyncIteration
 
     async def close(self) -> None:

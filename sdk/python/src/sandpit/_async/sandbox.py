@@ -1,0 +1,393 @@
+# unasync: sync
+# """``Sandbox``: the sandbox lifecycle plus every way to run commands, with blocking calls."""
+# unasync: async
+"""``AsyncSandbox``: the sandbox lifecycle plus every way to run commands, with asyncio."""
+# unasync: end
+
+from __future__ import annotations
+
+# unasync: sync
+# import time
+# unasync: async
+import asyncio
+import time
+# unasync: end
+from typing import Any, Dict, List, Optional
+
+# unasync: sync
+# from .._attach import DEFAULT_SHELL, AttachConfigure, attach_blocking, attach_options
+# unasync: async
+from .._attach import DEFAULT_SHELL, AttachConfigure, attach_command, attach_options
+from .._awaitable import AwaitableContext
+# unasync: end
+from .._errors import NotFoundError, SandboxError
+from .._network import ExposedPort, NetworkPolicy, expose_body, host_of, policy_body, ports_of
+from .._options import Stdin
+from .._process import ProcessRef, start_body
+from .._sandbox import _START_WAIT_S, Configure, _create_body, _list_params, _options, _path
+from .._types import CommandResult, SandboxInfo
+from .commands import AsyncCommands
+from .files import AsyncFiles
+from .process import AsyncExecHandle, AsyncProcessApi, AsyncProcesses, AsyncProcessHandle
+from .transport import AsyncTransport
+
+__all__ = ["AsyncSandbox"]
+
+# unasync: async
+
+
+async def _close_and_kill(sbx: AsyncSandbox) -> None:
+    await sbx.__aexit__(None, None, None)
+# unasync: end
+
+
+class AsyncSandbox:
+    # unasync: sync
+    # """A sandbox, driven with blocking calls.
+    #
+    # Create one with :meth:`create` (``with Sandbox.create() as sbx:`` kills it when the block ends) or attach
+    # to an existing one with :meth:`connect`. The daemon's URL and key come from the ``url``/``api_key``
+    # arguments, else ``SANDPIT_URL``/``SANDPIT_API_KEY``, else the local daemon and its key file.
+    #
+    # Attributes:
+    #     commands: Superserve's and Declaw's command API (:class:`~sandpit.Commands`).
+    #     processes: Hyperbrowser's process API (:class:`~sandpit.Processes`).
+    #     files: the files API with E2B's names (:class:`~sandpit.Files`).
+    # """
+    # unasync: async
+    """A sandbox driven with asyncio; the same surface as :class:`Sandbox` with ``await``, plus
+    ``commands.spawn`` (interactive WebSocket sessions).
+
+    ``sbx = await AsyncSandbox.create()`` or ``async with AsyncSandbox.create() as sbx:`` (which kills the
+    sandbox when the block ends); the same with :meth:`connect`.
+    """
+    # unasync: end
+
+    def __init__(self, info: SandboxInfo, transport: AsyncTransport) -> None:
+        self._info = info
+        self._transport = transport
+        self._api = AsyncProcessApi(transport, info.id)
+        self.commands = AsyncCommands(self._api)
+        self.processes = AsyncProcesses(self._api)
+        self.files = AsyncFiles(transport, info.id)
+
+    def __repr__(self) -> str:
+        return f"AsyncSandbox(id={self.id!r}, state={self._info.state!r})"
+
+    @property
+    def id(self) -> str:
+        """The sandbox's id."""
+        return self._info.id
+
+    @property
+    def sandbox_id(self) -> str:
+        """Alias of :attr:`id`."""
+        return self._info.id
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        template: Optional[str] = None,
+        *,
+        timeout: Optional[int] = None,
+        cpu: Optional[float] = None,
+        memory_mb: Optional[int] = None,
+        pids: Optional[int] = None,
+        disk_mb: Optional[int] = None,
+        env: Optional[Dict[str, str]] = None,
+        envs: Optional[Dict[str, str]] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        on_timeout: Optional[str] = None,
+        network: Optional[NetworkPolicy] = None,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> AwaitableContext[AsyncSandbox]:
+        """Create a sandbox and return it once it runs.
+
+        Args:
+            template: template name (default ``base``).
+            timeout: seconds until the sandbox's deadline (server default 300); see :meth:`set_timeout`.
+            cpu, memory_mb, pids, disk_mb: resource limits.
+            env / envs: environment variables of every process in the sandbox.
+            metadata: free-form labels (filter on them with :meth:`list`).
+            on_timeout: ``"kill"`` (default) or ``"pause"`` at the deadline.
+            network: outbound policy, ``{"egress": "allow"|"deny", "allow_out": [...], "deny_out": [...]}``
+                (CIDRs, addresses, domains, ``*.domain``); the daemon's default when absent.
+            url, api_key: the daemon; default from the environment (see the class docs).
+            request_timeout: seconds for ordinary HTTP requests (default 30).
+        """
+        body = _create_body(template, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network)
+        # unasync: sync
+        # return cls._create(body, url, api_key, request_timeout)
+        # unasync: async
+        return AwaitableContext(cls._create(body, url, api_key, request_timeout), _close_and_kill)
+        # unasync: end
+
+    @classmethod
+    async def _create(
+        cls, body: Dict[str, Any], url: Optional[str], api_key: Optional[str], request_timeout: Optional[float]
+    ) -> AsyncSandbox:
+        transport = AsyncTransport(url, api_key, request_timeout)
+        try:
+            info = SandboxInfo.from_json(await transport.request("POST", "/v1/sandboxes", json=body))
+            deadline = time.monotonic() + _START_WAIT_S
+            while info.state == "starting" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                info = SandboxInfo.from_json(await transport.request("GET", _path(info.id)))
+        except BaseException:
+            await transport.aclose()
+            raise
+        return cls(info, transport)
+
+    @classmethod
+    def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> AwaitableContext[AsyncSandbox]:
+        """Attach to an existing sandbox, resuming it if it is paused. :class:`NotFoundError` if it is gone."""
+        # unasync: sync
+        # return cls._connect(sandbox_id, url, api_key, request_timeout)
+        # unasync: async
+        return AwaitableContext(cls._connect(sandbox_id, url, api_key, request_timeout), _close_and_kill)
+        # unasync: end
+
+    @classmethod
+    async def _connect(
+        cls, sandbox_id: str, url: Optional[str], api_key: Optional[str], request_timeout: Optional[float]
+    ) -> AsyncSandbox:
+        transport = AsyncTransport(url, api_key, request_timeout)
+        try:
+            info = SandboxInfo.from_json(await transport.request("POST", _path(sandbox_id, "/connect")))
+        except BaseException:
+            await transport.aclose()
+            raise
+        return cls(info, transport)
+
+    @classmethod
+    async def list(
+        cls,
+        *,
+        state: Optional[str] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+    ) -> List[SandboxInfo]:
+        """The daemon's sandboxes, optionally only those in ``state`` and whose metadata has every given pair."""
+        transport = AsyncTransport(url, api_key)
+        try:
+            d = await transport.request("GET", "/v1/sandboxes", params=_list_params(state, metadata))
+        finally:
+            await transport.aclose()
+        return [SandboxInfo.from_json(x) for x in d.get("sandboxes", [])]
+
+    async def info(self) -> SandboxInfo:
+        """The sandbox's current state, limits, metadata and deadline."""
+        self._info = SandboxInfo.from_json(await self._transport.request("GET", _path(self.id)))
+        return self._info
+
+    get_info = info
+
+    async def is_running(self) -> bool:
+        """True while the sandbox exists and is ``running``."""
+        try:
+            return (await self.info()).state == "running"
+        except NotFoundError:
+            return False
+
+    async def pause(self) -> SandboxInfo:
+        """Freeze every process of the sandbox. Any later call on it resumes it first."""
+        self._info = SandboxInfo.from_json(await self._transport.request("POST", _path(self.id, "/pause")))
+        return self._info
+
+    async def resume(self) -> SandboxInfo:
+        """Thaw a paused sandbox."""
+        self._info = SandboxInfo.from_json(await self._transport.request("POST", _path(self.id, "/resume")))
+        return self._info
+
+    async def set_timeout(self, timeout: int) -> SandboxInfo:
+        """Move the sandbox's deadline to ``timeout`` seconds from now."""
+        d = await self._transport.request("POST", _path(self.id, "/timeout"), json={"timeout": int(timeout)})
+        self._info = SandboxInfo.from_json(d)
+        return self._info
+
+    async def kill(self) -> bool:
+        """Delete the sandbox and everything in it; False if it was already gone."""
+        try:
+            await self._transport.request("DELETE", _path(self.id))
+        except NotFoundError:
+            return False
+        return True
+
+    # -- network ---------------------------------------------------------------------------------------------
+
+    def get_host(self, port: int) -> str:
+        """E2B's name: the host of ``port``'s preview URL, ``{port}-{id}.{preview-domain}`` (no request made;
+        the port stays private until :meth:`expose_port`)."""
+        return host_of(self.id, port, self._info.preview_domain, self._transport.url)
+
+    getHost = get_host
+
+    async def expose_port(self, port: int, public: bool = False, *, expires_in: Optional[int] = None) -> ExposedPort:
+        """Expose ``port``: its URL and a token for that port only (header ``X-Sandpit-Token``, or
+        :attr:`ExposedPort.browser_url` in a browser). ``public=True`` opens it to anyone with the URL."""
+        path = _path(self.id, f"/ports/{int(port)}")
+        return ExposedPort.from_json(await self._transport.request("POST", path, json=expose_body(public, expires_in)))
+
+    async def close_port(self, port: int) -> None:
+        """Make ``port`` private again and revoke every token for it."""
+        await self._transport.request("DELETE", _path(self.id, f"/ports/{int(port)}"))
+
+    async def ports(self) -> List[ExposedPort]:
+        """The exposed ports (tokens are only shown when created)."""
+        return ports_of(await self._transport.request("GET", _path(self.id, "/ports")))
+
+    async def get_network(self) -> NetworkPolicy:
+        """The outbound network policy in force."""
+        return dict(await self._transport.request("GET", _path(self.id, "/network")))
+
+    async def logs(self, tail_bytes: Optional[int] = None) -> str:
+        """The end of the sandbox agent's own log (at most ``tail_bytes``, default 64 KiB; the log lives
+        inside the sandbox and is rotated at 1 MiB): what to read when a sandbox misbehaves."""
+        params = {"tail_bytes": tail_bytes} if tail_bytes is not None else None
+        async with self._transport.stream(_path(self.id, "/logs"), params=params) as resp:
+            await resp.aread()
+            return resp.text
+
+    async def set_network(
+        self,
+        policy: Optional[NetworkPolicy] = None,
+        *,
+        egress: Optional[str] = None,
+        allow_out: Optional[List[str]] = None,
+        deny_out: Optional[List[str]] = None,
+    ) -> NetworkPolicy:
+        """Replace the policy while the sandbox runs; open connections it forbids are cut."""
+        body = policy_body(policy, egress=egress, allow_out=allow_out, deny_out=deny_out)
+        return dict(await self._transport.request("PUT", _path(self.id, "/network"), json=body))
+
+    async def close(self) -> None:
+        """Close this client's connections (the sandbox keeps running)."""
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self.kill()
+        except SandboxError:
+            if exc_type is None:
+                raise  # otherwise the block's own exception is the one that matters
+        finally:
+            await self.close()
+
+    # -- microsandbox / Hyperbrowser spellings --------------------------------------------------------------
+
+    async def exec(
+        self,
+        cmd: str,
+        args: Optional[List[str]] = None,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None,
+        envs: Optional[Dict[str, str]] = None,
+        user: Optional[str] = None,
+        run_as: Optional[str] = None,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[float] = None,
+        stdin: Stdin = None,
+    ) -> CommandResult:
+        """Run a command and wait for it: ``exec("python3", ["-c", "print(1)"])`` runs a program with
+        arguments (no shell); ``exec("pwd && echo $FOO", cwd="/tmp", env={"FOO": "bar"})`` runs a shell string.
+
+        ``timeout`` is in seconds, ``timeout_ms`` in milliseconds (the process ends as ``timed_out``);
+        ``run_as`` is an alias of ``user``; ``stdin`` bytes are given to the process, then EOF. A non-zero exit
+        is a result, not an error.
+        """
+        body = start_body(
+            cmd, args, cwd=cwd, env=env, envs=envs, user=user, run_as=run_as, timeout=timeout,
+            timeout_in_ms=timeout_ms, stdin=stdin,
+        )
+        return await self._api.exec(body)
+
+    async def exec_with(self, cmd: str, configure: Configure = None) -> CommandResult:
+        """Run program ``cmd`` with options from a builder callback and wait::
+
+            sbx.exec_with("python3", lambda e: e.args(["-c", "print(1)"]).cwd("/tmp").timeout(30_000))
+        """
+        options = _options(configure)
+        if options.stdin == "pipe":
+            raise ValueError("stdin_pipe() needs a streaming exec: use exec_stream_with()")
+        return await self._api.exec(options.start_request(cmd))
+
+    async def shell(self, script: str, **options: Any) -> CommandResult:
+        """Run ``script`` with the sandbox's shell (``/bin/sh -c``) and wait; takes :meth:`exec`'s options."""
+        return await self.exec(script, **options)
+
+    async def exec_stream(
+        self,
+        cmd: str,
+        args: Optional[List[str]] = None,
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Dict[str, str]] = None,
+        envs: Optional[Dict[str, str]] = None,
+        user: Optional[str] = None,
+        timeout: Optional[float] = None,
+        timeout_ms: Optional[float] = None,
+        stdin: Stdin = None,
+        tty: Any = None,
+    ) -> AsyncExecHandle:
+        """Start a command and return an :class:`AsyncExecHandle` streaming its events. As :meth:`exec`, ``args``
+        given means program and arguments, else a shell string; ``stdin="pipe"`` enables ``take_stdin()``."""
+        body = start_body(
+            cmd, args, cwd=cwd, env=env, envs=envs, user=user, timeout=timeout, timeout_in_ms=timeout_ms,
+            stdin=stdin, tty=tty,
+        )
+        return AsyncExecHandle(self._api, await self._api.start(body), stdin_pipe=stdin == "pipe")
+
+    async def exec_stream_with(self, cmd: str, configure: Configure = None) -> AsyncExecHandle:
+        """Streaming :meth:`exec_with`: program ``cmd`` with builder options, returning an :class:`AsyncExecHandle`."""
+        options = _options(configure)
+        info = await self._api.start(options.start_request(cmd))
+        return AsyncExecHandle(self._api, info, stdin_pipe=options.stdin == "pipe")
+
+    async def shell_stream(self, script: str, **options: Any) -> AsyncExecHandle:
+        """Streaming :meth:`shell`: returns an :class:`AsyncExecHandle`."""
+        return await self.exec_stream(script, **options)
+
+    async def get_process(self, id: ProcessRef) -> AsyncProcessHandle:
+        """The :class:`AsyncProcessHandle` of process ``id`` (string id or numeric pid)."""
+        return await self.processes.get(id)
+
+    # -- attach: a PTY bridged to the local terminal -----------------------------------------------------------
+
+    async def attach(self, cmd: str, args: Optional[List[str]] = None) -> Optional[int]:
+        """Run ``cmd`` on a PTY and bridge it to this terminal (raw mode, window resizes forwarded) until it
+        exits; press ``ctrl-]`` to detach and leave it running. Returns the exit code, or ``None`` when
+        detached. As with :meth:`exec`, ``args`` given means program and arguments, else a shell string."""
+        return await self.attach_with(cmd, None, args=args)
+
+    async def attach_shell(self) -> Optional[int]:
+        """:meth:`attach` to the sandbox user's shell (``$SHELL``, else ``/bin/sh``)."""
+        return await self.attach_with(DEFAULT_SHELL)
+
+    async def attach_with(
+        self, cmd: str, configure: AttachConfigure = None, *, args: Optional[List[str]] = None
+    ) -> Optional[int]:
+        """:meth:`attach` with options from a builder callback::
+
+            sbx.attach_with("bash", lambda a: a.cwd("/app").env("EDITOR", "vim").detach_keys("ctrl-]"))
+        """
+        # unasync: sync
+        # return attach_blocking(self._transport, self.id, cmd, args, attach_options(configure))
+        # unasync: async
+        return await attach_command(self._api, cmd, args, attach_options(configure))
+        # unasync: end
