@@ -197,8 +197,8 @@ def test_url_and_key_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("SANDPIT_STATE_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    if Path("/var/lib/sandpit/api-key").is_file():  # pragma: no cover - a system daemon on this machine
-        pytest.skip("a system-wide key file exists and takes precedence")
+    # A system daemon on this machine must not decide the test (it used to skip it).
+    monkeypatch.setattr("sandpit._client.SYSTEM_KEY_FILE", tmp_path / "no-system-key")
     assert resolve_api_key() is None
     home_key = tmp_path / "home" / ".local" / "share" / "sandpit" / "api-key"
     home_key.parent.mkdir(parents=True)

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { pathToFileURL } from "node:url";
 import { Sandbox } from "sandpit";
-import { type Daemon, eventually, startDaemon } from "./helpers.js";
+import { type Daemon, eventually, skipUnlessCi, startDaemon } from "./helpers.js";
 
 let daemon: Daemon;
 let sandbox: Sandbox;
@@ -70,7 +70,7 @@ function runInTmux(mode: string): void {
 }
 
 test("attachShell on a real TTY: raw keys, SIGWINCH resize, ctrl-] detaches and the shell lives on", async (t) => {
-  if (!hasTmux()) return t.skip("tmux is not installed");
+  if (!hasTmux()) return skipUnlessCi(t, "tmux is not installed");
   runInTmux("shell");
   try {
     await eventually(async () => (await sandbox.commands.list()).some((p) => p.isPty), 10_000, "the PTY shell");
@@ -92,7 +92,7 @@ test("attachShell on a real TTY: raw keys, SIGWINCH resize, ctrl-] detaches and 
 });
 
 test("attach(cmd, args) resolves with the exit code", async (t) => {
-  if (!hasTmux()) return t.skip("tmux is not installed");
+  if (!hasTmux()) return skipUnlessCi(t, "tmux is not installed");
   runInTmux("cmd");
   try {
     await eventually(() => screen().includes("ATTACH-RESULT 5"), 10_000, "exit code");
@@ -102,7 +102,7 @@ test("attach(cmd, args) resolves with the exit code", async (t) => {
 });
 
 test("seed: attachWith(bash, cwd/env/detachKeys) on a real TTY", async (t) => {
-  if (!hasTmux()) return t.skip("tmux is not installed");
+  if (!hasTmux()) return skipUnlessCi(t, "tmux is not installed");
   runInTmux("with");
   try {
     await eventually(async () => (await sandbox.commands.list()).some((p) => p.isPty), 10_000, "the PTY bash");

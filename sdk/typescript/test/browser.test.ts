@@ -11,7 +11,7 @@ import { extname, join, normalize, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser } from "playwright-core";
-import { type Daemon, freePort, startDaemon } from "./helpers.js";
+import { type Daemon, freePort, skipUnlessCi, startDaemon } from "./helpers.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 const ARGS = [
@@ -90,7 +90,7 @@ after(async () => {
 });
 
 test("browser: a localhost page creates a sandbox and runs, streams and spawns commands", async (t) => {
-  if (!existsSync(CHROMIUM)) return t.skip(`no Chromium at ${CHROMIUM} (test.sh installs Debian's chromium)`);
+  if (!existsSync(CHROMIUM)) return skipUnlessCi(t, `no Chromium at ${CHROMIUM} (test.sh installs Debian's chromium)`);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   const page = await browser.newPage();
   const errors: string[] = [];

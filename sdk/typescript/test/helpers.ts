@@ -149,3 +149,20 @@ export function seedIO(): {
     text: () => out,
   };
 }
+
+/** Whether this is a CI run: `CI` set to anything but empty, `false` or `0` (as in the Rust test kit). */
+export function underCi(): boolean {
+  const v = (process.env.CI ?? "").trim();
+  return v !== "" && v !== "false" && v !== "0";
+}
+
+/**
+ * Skips a test that cannot run here, except under CI, where a skip is a failure: CI runs as root with
+ * every tool installed, so a skip there means part of the suite silently stopped running.
+ */
+export function skipUnlessCi(t: { skip(message?: string): void }, reason: string): void {
+  if (underCi()) {
+    throw new Error(`a test would be skipped under CI (CI=${process.env.CI}): ${reason}`);
+  }
+  t.skip(reason);
+}

@@ -6,7 +6,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { Sandbox } from "sandpit";
-import { type Daemon, eventually, freePort, startDaemon } from "./helpers.js";
+import { type Daemon, eventually, freePort, skipUnlessCi, startDaemon } from "./helpers.js";
 
 let daemon: Daemon;
 before(async () => {
@@ -61,7 +61,7 @@ test("exposePort, getHost, ports and closePort", async () => {
 
 test("network policy on create, getNetwork and setNetwork (isolate backend)", async (t) => {
   if (process.getuid?.() !== 0) {
-    t.skip("network policies need the isolate backend, which needs root");
+    skipUnlessCi(t, "network policies need the isolate backend, which needs root");
     return;
   }
   const iso = await startDaemon(["--backend", "isolate"]);

@@ -32,11 +32,15 @@ def resolve_url(url: Optional[str] = None) -> str:
     return (url or os.environ.get("SANDPIT_URL") or DEFAULT_URL).rstrip("/")
 
 
+#: Where a system-wide daemon (``sandpit serve`` as root with the default state directory) keeps its key.
+SYSTEM_KEY_FILE = Path("/var/lib/sandpit/api-key")
+
+
 def _key_files() -> Iterator[Path]:
     state_dir = os.environ.get("SANDPIT_STATE_DIR")
     if state_dir:
         yield Path(state_dir) / "api-key"
-    yield Path("/var/lib/sandpit/api-key")
+    yield SYSTEM_KEY_FILE
     xdg = os.environ.get("XDG_DATA_HOME")
     if xdg:
         yield Path(xdg) / "sandpit" / "api-key"
