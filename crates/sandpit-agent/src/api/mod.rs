@@ -1,6 +1,6 @@
 //! The agent's HTTP API: thin handlers that translate requests into [`Agent`] calls.
 //!
-//! Paths are those of DESIGN.md's per-sandbox API without the `/v1/sandboxes/{id}` prefix, which the
+//! Paths are those of docs/api.md's per-sandbox API without the `/v1/sandboxes/{id}` prefix, which the
 //! daemon strips when it proxies. `{pid}` accepts a process's string id or its numeric pid.
 
 mod error;
