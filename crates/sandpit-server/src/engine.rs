@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::backend::{BackendError, BackendHandle, SandboxBackend, SandboxSpec};
 use crate::store::{SandboxRecord, Store, StoreError};
-use crate::time::{now_ms, rfc3339};
+use crate::time::rfc3339;
 
 /// Everything that can happen to a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +86,8 @@ pub struct EngineConfig {
     pub state_dir: PathBuf,
     pub default_timeout_secs: u64,
     pub max_timeout_secs: u64,
+    /// The clock deadlines are read from ([`crate::time::SystemClock`] but in tests).
+    pub clock: Arc<dyn crate::time::Clock>,
 }
 
 /// `GET /v1/sandboxes` filters: a sandbox matches when its state is one of `states` (any, if empty) and it
@@ -305,7 +307,7 @@ impl Engine {
             metadata: req.metadata,
             on_timeout: req.on_timeout.unwrap_or_default(),
             timeout_secs,
-            created_at_ms: now_ms(),
+            created_at_ms: self.now_ms(),
             expires_at_ms: None,
             error: None,
             handle: None,
@@ -347,7 +349,7 @@ impl Engine {
                 Ok(handle) => {
                     Self::apply(&mut rec, Action::Ready)?;
                     rec.handle = Some(handle);
-                    rec.expires_at_ms = Some(deadline(rec.timeout_secs));
+                    rec.expires_at_ms = Some(this.deadline(rec.timeout_secs));
                     this.save(&rec).await?;
                     this.wake.notify_one();
                     tracing::info!(sandbox = %rec.id, backend = this.backend.name(), "sandbox started");
@@ -619,7 +621,7 @@ impl Engine {
             rec.state = before;
             return Err(self.after_backend_error(rec, err).await);
         }
-        rec.expires_at_ms = Some(deadline(rec.timeout_secs));
+        rec.expires_at_ms = Some(self.deadline(rec.timeout_secs));
         self.save(rec).await?;
         self.wake.notify_one();
         tracing::info!(sandbox = %rec.id, "sandbox resumed");
@@ -703,7 +705,7 @@ impl Engine {
             let _guard = lock.lock().await;
             let mut rec = this.load(&id).await?;
             match rec.state {
-                SandboxState::Running => rec.expires_at_ms = Some(deadline(secs)),
+                SandboxState::Running => rec.expires_at_ms = Some(this.deadline(secs)),
                 SandboxState::Paused => {}
                 other => {
                     return Err(EngineError::Conflict(format!(
@@ -880,7 +882,7 @@ impl Engine {
 
     /// Applies `on_timeout` to every sandbox whose deadline has passed.
     pub async fn expire_due(self: &Arc<Self>) -> Result<(), EngineError> {
-        for id in self.store.expired(now_ms()).await? {
+        for id in self.store.expired(self.now_ms()).await? {
             let this = self.clone();
             let result = Self::detached(async move {
                 let lock = this.lock_for(&id);
@@ -888,7 +890,7 @@ impl Engine {
                 let Some(mut rec) = this.store.get(&id).await? else {
                     return Ok(());
                 };
-                if rec.expires_at_ms.is_none_or(|t| t > now_ms()) {
+                if rec.expires_at_ms.is_none_or(|t| t > this.now_ms()) {
                     return Ok(());
                 }
                 let result = this.expire_locked(&mut rec).await;
@@ -896,8 +898,8 @@ impl Engine {
                     // Retry later rather than spin on a deadline that cannot be enforced right now,
                     // unless the failure already settled the record (an agent found dead, say).
                     if let Some(mut rec) = this.store.get(&id).await? {
-                        if rec.expires_at_ms.is_some_and(|t| t <= now_ms()) {
-                            rec.expires_at_ms = Some(now_ms() + EXPIRY_RETRY_MS);
+                        if rec.expires_at_ms.is_some_and(|t| t <= this.now_ms()) {
+                            rec.expires_at_ms = Some(this.now_ms() + EXPIRY_RETRY_MS);
                             this.save(&rec).await?;
                         }
                     }
@@ -977,6 +979,16 @@ impl Engine {
         Ok(())
     }
 
+    fn now_ms(&self) -> i64 {
+        self.cfg.clock.now_ms()
+    }
+
+    /// The deadline `secs` from now.
+    fn deadline(&self, secs: u64) -> i64 {
+        self.now_ms()
+            .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+    }
+
     /// Enforces deadlines until `shutdown` turns true. Sleeps until the next deadline, or until a
     /// lifecycle call moves one.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -993,11 +1005,13 @@ impl Engine {
             }
             let next = self.store.next_deadline().await.ok().flatten();
             let wait = next.map_or(SWEEP_INTERVAL, |t| {
-                Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)).min(SWEEP_INTERVAL)
+                Duration::from_millis(u64::try_from(t - self.now_ms()).unwrap_or(0))
+                    .min(SWEEP_INTERVAL)
             });
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.wake.notified() => {}
+                () = self.cfg.clock.moved() => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
         }
@@ -1006,10 +1020,6 @@ impl Engine {
 
 fn no_handle(rec: &SandboxRecord) -> EngineError {
     EngineError::Internal(format!("sandbox {} has no backend handle", rec.id))
-}
-
-fn deadline(secs: u64) -> i64 {
-    now_ms().saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {

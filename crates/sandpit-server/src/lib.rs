@@ -22,7 +22,7 @@ pub mod preview;
 pub mod proxy;
 pub mod store;
 pub mod templates;
-mod time;
+pub mod time;
 mod tls;
 pub mod tokens;
 
@@ -85,7 +85,15 @@ pub async fn run(
     // The lock comes first: a second daemon must not touch the backend's state (templates, id ranges).
     let lock = lock_state_dir(&config.state_dir)?;
     let backend = backend::from_config(&config)?;
-    serve(config, backend, listener, shutdown, lock).await
+    serve(
+        config,
+        backend,
+        Arc::new(time::SystemClock),
+        listener,
+        shutdown,
+        lock,
+    )
+    .await
 }
 
 /// [`run`] with a backend supplied by the caller (another isolation layer, or a test double).
@@ -95,16 +103,35 @@ pub async fn run_with_backend(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run_with_clock(
+        config,
+        backend,
+        Arc::new(time::SystemClock),
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// [`run_with_backend`] with the clock deadlines are read from (tests pass a [`time::ManualClock`]).
+pub async fn run_with_clock(
+    config: Config,
+    backend: Arc<dyn SandboxBackend>,
+    clock: Arc<dyn time::Clock>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     config.validate()?;
     prepare_state_dir(&config.state_dir)?;
     let lock = lock_state_dir(&config.state_dir)?;
-    serve(config, backend, listener, shutdown, lock).await
+    serve(config, backend, clock, listener, shutdown, lock).await
 }
 
 #[allow(clippy::too_many_lines)] // the daemon's start-up and shutdown, in order
 async fn serve(
     config: Config,
     backend: Arc<dyn SandboxBackend>,
+    clock: Arc<dyn time::Clock>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     _lock: nix::fcntl::Flock<std::fs::File>,
@@ -140,6 +167,7 @@ async fn serve(
             state_dir: state_dir.clone(),
             default_timeout_secs: config.default_timeout_secs,
             max_timeout_secs: config.max_timeout_secs,
+            clock,
         },
     );
     let net = network::SandboxNet::start(&config, engine.store())

@@ -17,6 +17,62 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The wall clock the engine reads for deadlines (`expires_at`, timeouts, retries). Injectable so that
+/// deadline tests move time by hand instead of sleeping real seconds.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+    /// Resolves when the clock is moved by hand ([`ManualClock::advance`]); the real clock never is.
+    fn moved(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        now_ms()
+    }
+}
+
+/// A clock that only moves when told to (tests). It starts at the real time.
+#[derive(Debug)]
+pub struct ManualClock {
+    ms: std::sync::atomic::AtomicI64,
+    moved: tokio::sync::Notify,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self {
+            ms: std::sync::atomic::AtomicI64::new(now_ms()),
+            moved: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl ManualClock {
+    /// Moves the clock forward and wakes whoever waits on it (the engine's deadline timer).
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+        self.moved.notify_waiters();
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.ms.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn moved(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.moved.notified())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::rfc3339;

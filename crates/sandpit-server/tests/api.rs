@@ -4,11 +4,13 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, FakeBackend, KEY, call, client};
 use futures_util::{SinkExt, StreamExt};
+use sandpit_server::time::ManualClock;
 use serde_json::{Value, json};
 
 async fn create(d: &Daemon, body: Value) -> Value {
@@ -528,7 +530,9 @@ async fn wait_state(d: &Daemon, id: &str, state: &str) -> Value {
 async fn deadlines_kill_or_pause() {
     let dir = tempfile::tempdir().unwrap();
     let backend = FakeBackend::new();
-    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let clock = Arc::new(ManualClock::default());
+    let d =
+        Daemon::start_with_clock(Daemon::config(dir.path()), backend.clone(), clock.clone()).await;
     let killed = create(&d, json!({"timeout": 1})).await["id"]
         .as_str()
         .unwrap()
@@ -549,13 +553,18 @@ async fn deadlines_kill_or_pause() {
     .await;
     assert_eq!(s, 200);
 
+    // Time moves by hand: nothing expires until it does.
+    let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{killed}")))).await;
+    assert_eq!(v["state"], "running", "{v}");
+    clock.advance(Duration::from_millis(1_500));
     let v = wait_state(&d, &killed, "stopped").await;
     assert!(v["error"].as_str().unwrap().contains("deadline"), "{v}");
     let v = wait_state(&d, &paused, "paused").await;
     assert_eq!(v["expires_at"], Value::Null);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{extended}")))).await;
     assert_eq!(v["state"], "running");
+    clock.advance(Duration::from_secs(60));
+    wait_state(&d, &extended, "stopped").await;
 
     // A stopped sandbox cannot serve processes or be resumed; a paused one can, after an automatic resume.
     let (s, v) = call(
@@ -843,17 +852,35 @@ async fn a_deadline_that_cannot_be_enforced_is_retried_later_not_spun_on() {
     let dir = tempfile::tempdir().unwrap();
     let backend = FakeBackend::new();
     backend.fail_destroy.store(true, Ordering::SeqCst);
-    let d = Daemon::start(dir.path(), backend.clone()).await;
+    let clock = Arc::new(ManualClock::default());
+    let d =
+        Daemon::start_with_clock(Daemon::config(dir.path()), backend.clone(), clock.clone()).await;
     let id = create(&d, json!({"timeout": 1})).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let attempts = backend.destroys.load(Ordering::SeqCst);
-    assert_eq!(attempts, 1, "the timer must back off after a failure");
+    clock.advance(Duration::from_millis(1_500));
+    sandpit_testkit::eventually(
+        "the first expiry attempt",
+        Duration::from_secs(10),
+        || async { (backend.destroys.load(Ordering::SeqCst) >= 1).then_some(()) },
+    )
+    .await;
+    // Within the retry delay (30 s) nothing is tried again, however often the timer wakes (a negative
+    // check: give the woken timer a moment).
+    clock.advance(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, v) = call(client().get(d.url(&format!("/v1/sandboxes/{id}")))).await;
     assert_eq!(v["state"], "running", "{v}");
     assert!(v["expires_at"].is_string(), "{v}");
+    assert_eq!(
+        backend.destroys.load(Ordering::SeqCst),
+        1,
+        "the timer must back off after a failure"
+    );
+    // After it, the deadline is enforced again.
     backend.fail_destroy.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(25));
+    wait_state(&d, &id, "stopped").await;
     d.stop().await.unwrap();
 }

@@ -250,13 +250,23 @@ impl Daemon {
     }
 
     pub async fn start_with(config: Config, backend: Arc<dyn SandboxBackend>) -> Self {
+        Self::start_with_clock(config, backend, Arc::new(sandpit_server::time::SystemClock)).await
+    }
+
+    /// A daemon whose deadlines follow `clock` (a `ManualClock` lets a test move time by hand).
+    pub async fn start_with_clock(
+        config: Config,
+        backend: Arc<dyn SandboxBackend>,
+        clock: Arc<dyn sandpit_server::time::Clock>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let state_dir = config.state_dir.clone();
-        let task = tokio::spawn(sandpit_server::run_with_backend(
+        let task = tokio::spawn(sandpit_server::run_with_clock(
             config,
             backend,
+            clock,
             listener,
             async {
                 let _ = rx.await;
