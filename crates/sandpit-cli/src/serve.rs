@@ -16,7 +16,8 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     Every option can also come from SANDPIT_<OPTION> (e.g. SANDPIT_LISTEN) or from the TOML file given \
     with --config (keys: listen, state_dir, api_key, backend, agent_binary, tls_cert, tls_key, \
     default_timeout_secs, max_timeout_secs, max_body_bytes, agent_start_timeout_secs, \
-    shutdown_grace_secs, header_timeout_secs, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
+    shutdown_grace_secs, header_timeout_secs, body_idle_timeout_secs, health_interval_ms, health_timeout_ms, \
+    unhealthy_grace_secs, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
     egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {

@@ -96,6 +96,16 @@ pub struct Config {
     /// How long a client has to send a whole request head (and, on a kept-alive connection, the next
     /// one); a connection that takes longer is closed (slowloris). HTTP/2: the time to answer a ping.
     pub header_timeout_secs: u64,
+    /// How long a request body may go without a byte arriving before the request is cut (a body that
+    /// trickles or never finishes cannot hold a handler, a proxied agent connection or a file write).
+    pub body_idle_timeout_secs: u64,
+    /// How often the daemon asks every running sandbox's agent `GET /health`.
+    pub health_interval_ms: u64,
+    /// How long an agent has to answer that probe.
+    pub health_timeout_ms: u64,
+    /// How long an agent that is not stopped (a slow one on a loaded host) may keep failing the probe
+    /// before its sandbox is reported `unhealthy`; a stopped agent is reported at once.
+    pub unhealthy_grace_secs: u64,
     pub log_format: LogFormat,
     /// Origins whose web pages may call the API (CORS), e.g. `https://app.example.com`; `*` allows every
     /// origin (development only: any page the user visits could then use a key it gets hold of). Empty:
@@ -147,6 +157,10 @@ impl Default for Config {
             agent_start_timeout_secs: 15,
             shutdown_grace_secs: 10,
             header_timeout_secs: 30,
+            body_idle_timeout_secs: 60,
+            health_interval_ms: 1000,
+            health_timeout_ms: 2000,
+            unhealthy_grace_secs: 20,
             log_format: LogFormat::default(),
             cors_origins: Vec::new(),
             import_roots: Vec::new(),
@@ -218,6 +232,23 @@ impl Config {
                 "header_timeout_secs must be between 1 and 3600 (got {})",
                 self.header_timeout_secs
             )));
+        }
+        for (name, v, lo, hi) in [
+            (
+                "body_idle_timeout_secs",
+                self.body_idle_timeout_secs,
+                1,
+                3600,
+            ),
+            ("health_interval_ms", self.health_interval_ms, 100, 60_000),
+            ("health_timeout_ms", self.health_timeout_ms, 100, 60_000),
+            ("unhealthy_grace_secs", self.unhealthy_grace_secs, 0, 3600),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between {lo} and {hi} (got {v})"
+                )));
+            }
         }
         crate::api::cors::Cors::new(&self.cors_origins)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -88,6 +88,28 @@ pub struct EngineConfig {
     pub max_timeout_secs: u64,
     /// The clock deadlines are read from ([`crate::time::SystemClock`] but in tests).
     pub clock: Arc<dyn crate::time::Clock>,
+    /// How agents are probed ([`Engine::run_health`]).
+    pub health: HealthSettings,
+}
+
+/// How often every running sandbox's agent is asked `GET /health`, how long it has to answer, and how
+/// long one that is not stopped may keep failing before its sandbox is `unhealthy` (config keys
+/// `health_interval_ms`, `health_timeout_ms`, `unhealthy_grace_secs`).
+#[derive(Debug, Clone, Copy)]
+pub struct HealthSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub grace: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            interval: HEALTH_INTERVAL,
+            timeout: HEALTH_TIMEOUT,
+            grace: UNRESPONSIVE_GRACE,
+        }
+    }
 }
 
 /// `GET /v1/sandboxes` filters: a sandbox matches when its state is one of `states` (any, if empty) and it
@@ -104,7 +126,7 @@ const EXPIRY_RETRY_MS: i64 = 30_000;
 /// How often running sandboxes are checked for a dead agent when no deadline comes sooner.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 
-/// How often every running sandbox's agent is asked `GET /health` ([`Engine::run_health`]).
+/// The default of how often every running sandbox's agent is asked `GET /health` ([`Engine::run_health`]).
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an agent has to answer that probe. One that does not and is stopped (SIGSTOP, a tracer) makes
 /// its sandbox `unhealthy` at once.
@@ -454,16 +476,17 @@ impl Engine {
         }
     }
 
-    /// Probes every running sandbox's agent (`GET /health`, [`HEALTH_TIMEOUT`]) every
-    /// [`HEALTH_INTERVAL`] until `shutdown`; marks the ones that do not answer `unhealthy` and clears
+    /// Probes every running sandbox's agent (`GET /health`, within [`HealthSettings::timeout`]) every
+    /// [`HealthSettings::interval`] until `shutdown`; marks the ones that do not answer `unhealthy` and clears
     /// the ones that answer again. A stopped (`SIGSTOP`), ptrace-stopped or deadlocked agent is thus
-    /// found within `HEALTH_INTERVAL + HEALTH_TIMEOUT`.
+    /// found within `interval + timeout`.
     pub async fn run_health(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         // Since when each sandbox's agent has failed every probe.
         let mut failing_since: HashMap<String, tokio::time::Instant> = HashMap::new();
+        let health = self.cfg.health;
         loop {
             tokio::select! {
-                () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+                () = tokio::time::sleep(self.cfg.health.interval) => {}
                 _ = shutdown.wait_for(|stop| *stop) => return,
             }
             let live: Vec<(String, PathBuf)> = self
@@ -476,14 +499,14 @@ impl Engine {
             let results =
                 futures_util::future::join_all(live.into_iter().map(|(id, socket)| async move {
                     let failure =
-                        match tokio::time::timeout(HEALTH_TIMEOUT, crate::proxy::probe(&socket))
+                        match tokio::time::timeout(health.timeout, crate::proxy::probe(&socket))
                             .await
                         {
                             Ok(Ok(())) => None,
                             Ok(Err(e)) => Some(format!("its agent does not answer: {e}")),
                             Err(_) => Some(format!(
                                 "its agent did not answer a health check within {} ms",
-                                HEALTH_TIMEOUT.as_millis()
+                                health.timeout.as_millis()
                             )),
                         };
                     (id, failure)
@@ -537,7 +560,7 @@ impl Engine {
                             Some(format!(
                                 "{why}; the agent process is stopped (SIGSTOP or a tracer)"
                             ))
-                        } else if now.duration_since(since) >= UNRESPONSIVE_GRACE {
+                        } else if now.duration_since(since) >= self.cfg.health.grace {
                             Some(format!(
                                 "{why}; no answer for {} s",
                                 now.duration_since(since).as_secs()
@@ -786,8 +809,8 @@ impl Engine {
             if let Some(why) = self.unhealthy_reason(id) {
                 return Err(EngineError::Unavailable(format!(
                     "sandbox {id} is unhealthy: {why}; calls fail until it answers again (checked every \
-                     {} s); DELETE works",
-                    HEALTH_INTERVAL.as_secs()
+                     {} ms); DELETE works",
+                    self.cfg.health.interval.as_millis()
                 )));
             }
             return Ok(socket);

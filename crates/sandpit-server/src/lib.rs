@@ -168,6 +168,11 @@ async fn serve(
             default_timeout_secs: config.default_timeout_secs,
             max_timeout_secs: config.max_timeout_secs,
             clock,
+            health: engine::HealthSettings {
+                interval: Duration::from_millis(config.health_interval_ms),
+                timeout: Duration::from_millis(config.health_timeout_ms),
+                grace: Duration::from_secs(config.unhealthy_grace_secs),
+            },
         },
     );
     let net = network::SandboxNet::start(&config, engine.store())
@@ -217,6 +222,7 @@ async fn serve(
     };
     let limits = conn::ConnLimits {
         header_timeout: Duration::from_secs(config.header_timeout_secs),
+        body_idle_timeout: Duration::from_secs(config.body_idle_timeout_secs),
     };
     // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (preview URLs' `X-Forwarded-For`).
     let mut serve: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =

@@ -884,3 +884,82 @@ async fn a_deadline_that_cannot_be_enforced_is_retried_later_not_spun_on() {
     wait_state(&d, &id, "stopped").await;
     d.stop().await.unwrap();
 }
+
+/// A request body that stops arriving is cut after `body_idle_timeout_secs`: the request ends with an
+/// answer and the connection closes, instead of the handler waiting for ever (issue 13: "a body that
+/// never finishes").
+#[tokio::test]
+async fn a_request_body_that_never_finishes_is_cut_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Daemon::config(dir.path());
+    config.body_idle_timeout_secs = 1;
+    let d = Daemon::start_with(config, FakeBackend::new()).await;
+    let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"memory_mb\""
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the daemon kept waiting for the rest of the body"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 4"), "{text}");
+    assert!(text.contains("\"code\""), "a JSON error body: {text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A sandbox was not half-made from the cut request.
+    let (_, v) = call(client().get(d.url("/v1/sandboxes"))).await;
+    assert_eq!(v["sandboxes"].as_array().map(Vec::len), Some(0), "{v}");
+    d.stop().await.unwrap();
+}
+
+/// hyper refuses an oversized request head (431) or URI (414) by itself, before any handler: those
+/// answers now carry the same JSON error body as every other (they had none).
+#[tokio::test]
+async fn hypers_own_431_and_414_carry_the_json_error_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let big_header = format!("X-Big: {}\r\n", "a".repeat(600 * 1024));
+    let long_uri = format!("/v1/sandboxes?x={}", "b".repeat(70 * 1024));
+    for (request, status) in [
+        (
+            format!("GET /v1/sandboxes HTTP/1.1\r\nHost: x\r\n{big_header}\r\n"),
+            "431",
+        ),
+        (format!("GET {long_uri} HTTP/1.1\r\nHost: x\r\n\r\n"), "414"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(d.addr).await.unwrap();
+        // The daemon may answer and close before it has read everything: a failed write is fine.
+        let _ = s.write_all(request.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["error"]["code"], "invalid_argument", "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{text}"
+        );
+    }
+    // The daemon still serves.
+    let (s, _) = call(client().get(d.url("/v1/sandboxes"))).await;
+    assert_eq!(s, 200);
+    d.stop().await.unwrap();
+}
