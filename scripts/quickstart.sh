@@ -38,6 +38,15 @@ fi
 
 export SANDPIT_URL="$url"
 export SANDPIT_API_KEY="$(cat "$state/api-key")"
+# On a new state directory the daemon first links the host's /usr into the `base` template (10-20 s,
+# once): say so instead of waiting in silence.
+if curl -fsS -H "Authorization: Bearer $SANDPIT_API_KEY" "$url/v1/templates/base/build" 2>/dev/null | grep -q '"state":"building"'; then
+  echo "==> preparing the base template from this host's /usr (once, 10-20 s)"
+  for _ in $(seq 1 600); do
+    curl -fsS -H "Authorization: Bearer $SANDPIT_API_KEY" "$url/v1/templates/base/build" 2>/dev/null | grep -q '"state":"building"' || break
+    sleep 0.5
+  done
+fi
 echo "==> sandpit run -- sh -c 'echo hello; id; hostname; uname -sr'"
 "$bin" run -- sh -c 'echo "hello from a sandpit sandbox"; id; hostname; uname -sr'
 

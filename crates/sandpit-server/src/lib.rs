@@ -160,6 +160,7 @@ async fn serve(
         backend.clone(),
         &config.import_roots,
     ));
+    templates.warm_base();
     let engine = engine::Engine::new(
         store,
         backend,

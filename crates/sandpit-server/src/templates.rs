@@ -196,6 +196,69 @@ impl Templates {
             );
         }
         tracing::info!(template = %name, source = ?req.source, "template build started");
+        let source = req.source.clone();
+        self.run_build(status.clone(), move |store, progress| {
+            store.build(&name, &source, progress)
+        });
+        Ok(status)
+    }
+
+    /// Makes the backend's `base` template in the background when it is missing, so that the first
+    /// create does not pay for it in silence: it is a build like any other (`GET
+    /// /v1/templates/base/build`, progress in its log and the daemon's), and a create that needs it
+    /// meanwhile waits for it.
+    pub fn warm_base(&self) {
+        let Some(store) = self.backend.templates() else {
+            return;
+        };
+        let Some(name) = store.base() else {
+            return;
+        };
+        match store.list() {
+            Ok(list) if list.iter().any(|t| t.name == name) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list templates; not preparing `{name}` ahead of time");
+                return;
+            }
+        }
+        let status = TemplateBuild {
+            name: name.to_owned(),
+            // It is made from the host's own tree.
+            source: TemplateSource::Dir("/".into()),
+            state: TemplateBuildState::Building,
+            started_at: rfc3339(now_ms()),
+            finished_at: None,
+            error: None,
+            log: Vec::new(),
+            template: None,
+        };
+        self.builds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                name.to_owned(),
+                Build {
+                    status: status.clone(),
+                    finished_ms: None,
+                },
+            );
+        tracing::info!(template = %name, "preparing the `{name}` template from the host (once; creates wait for it)");
+        self.run_build(status, |store, progress| store.build_base(progress));
+    }
+
+    /// Runs `job` on the blocking pool as the build `status` names (already registered as building):
+    /// progress lines go to its log (and the daemon's), the outcome to its state.
+    fn run_build<F>(&self, status: TemplateBuild, job: F)
+    where
+        F: FnOnce(
+                &dyn crate::backend::TemplateStore,
+                &mut dyn FnMut(&str),
+            ) -> Result<TemplateRecord, BackendError>
+            + Send
+            + 'static,
+    {
+        let name = status.name;
         let backend = self.backend.clone();
         let builds = self.builds.clone();
         // Detached on purpose: the build outlives the request that started it.
@@ -203,6 +266,7 @@ impl Templates {
             let log_to = builds.clone();
             let log_name = name.clone();
             let mut progress = move |line: &str| {
+                tracing::info!(template = %log_name, "{line}");
                 let mut builds = log_to.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(b) = builds.get_mut(&log_name) {
                     if b.status.log.len() >= LOG_LINES {
@@ -212,7 +276,7 @@ impl Templates {
                 }
             };
             let result = match backend.templates() {
-                Some(store) => store.build(&name, &req.source, &mut progress),
+                Some(store) => job(store, &mut progress),
                 None => Err(BackendError::Unavailable(
                     TemplateApiError::Unsupported(backend.name()).to_string(),
                 )),
@@ -237,7 +301,6 @@ impl Templates {
                 }
             }
         });
-        Ok(status)
     }
 
     /// The latest build of `name` since the daemon started.

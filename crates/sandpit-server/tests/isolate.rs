@@ -580,3 +580,41 @@ async fn device_nodes_in_a_template_are_inert() {
     let (s, _) = call(client().delete(&root)).await;
     assert_eq!(s, 204);
 }
+
+/// Issue 13: on a new state directory the `base` template is prepared as soon as the daemon starts,
+/// reported like any build (`GET /v1/templates/base/build`: building, then ready, with its log), and a
+/// create sent meanwhile waits for it and succeeds: never a 500, never silence.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_base_template_is_prepared_at_start_and_reported_as_a_build() {
+    let Some(fx) = Fixture::new() else {
+        return;
+    };
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
+    let (s, b) = call(client().get(serve.url("/v1/templates/base/build"))).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["state"] == "building" || b["state"] == "ready", "{b}");
+    // A create now waits for the build rather than failing.
+    let (s, sb) = post(serve.url("/v1/sandboxes"), json!({})).await;
+    assert_eq!(s, 201, "{sb}");
+    let b = sandpit_testkit::eventually(
+        "the base build to finish",
+        Duration::from_secs(120),
+        || async {
+            let (_, b) = call(client().get(serve.url("/v1/templates/base/build"))).await;
+            (b["state"] != "building").then_some(b)
+        },
+    )
+    .await;
+    assert_eq!(b["state"], "ready", "{b}");
+    assert!(
+        b["log"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|x| x.as_str().is_some_and(|x| x.contains("hard links")))),
+        "{b}"
+    );
+    assert_eq!(b["template"]["name"], "base", "{b}");
+    let (s, _) =
+        call(client().delete(serve.url(&format!("/v1/sandboxes/{}", sb["id"].as_str().unwrap()))))
+            .await;
+    assert_eq!(s, 204);
+}

@@ -64,6 +64,9 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` on every `503 unavailable`, in seconds.
+pub const RETRY_AFTER_SECS: &str = "2";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -75,6 +78,14 @@ impl IntoResponse for ApiError {
         if let Self::Unauthenticated = self {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        // Every 503 is worth retrying (an agent not answering yet, a busy host, a template still being
+        // built): say when.
+        if let Self::Unavailable(_) = self {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         resp
     }

@@ -49,40 +49,12 @@ impl IsolateBackend {
                  WITHOUT ANY ISOLATION on a trusted machine instead, start with `--backend process`"
             ))
         })?;
-        let backend = Self { iso: Arc::new(iso) };
-        backend.warm_base_template();
-        Ok(backend)
+        Ok(Self { iso: Arc::new(iso) })
     }
 
     /// The isolator, for embedders and tests.
     pub fn isolator(&self) -> &Isolator {
         &self.iso
-    }
-
-    /// Builds the `base` template in the background if it is missing, so that the first create does not
-    /// pay for it. A create that comes sooner waits on the isolator's build lock, so nothing races.
-    fn warm_base_template(&self) {
-        if self
-            .iso
-            .templates()
-            .iter()
-            .any(|t| t.name == sandpit_isolate::BASE_TEMPLATE)
-        {
-            return;
-        }
-        let iso = self.iso.clone();
-        let spawned = std::thread::Builder::new()
-            .name("sandpit-base-template".into())
-            .spawn(move || {
-                tracing::info!("building the `base` template from the host (once)");
-                match iso.ensure_template(sandpit_isolate::BASE_TEMPLATE) {
-                    Ok(_) => tracing::info!("the `base` template is ready"),
-                    Err(e) => tracing::warn!(error = %e, "cannot build the `base` template"),
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start building the `base` template ahead of time");
-        }
     }
 
     fn handle(h: &BackendHandle) -> Result<SandboxHandle, BackendError> {
@@ -201,6 +173,23 @@ impl TemplateStore for IsolateBackend {
         Ok(self.iso.templates().into_iter().map(record).collect())
     }
 
+    fn base(&self) -> Option<&'static str> {
+        Some(sandpit_isolate::BASE_TEMPLATE)
+    }
+
+    fn build_base(&self, progress: &mut dyn FnMut(&str)) -> Result<TemplateRecord, BackendError> {
+        progress(
+            "linking the host's /usr, /etc and friends into the `base` template (hard links, once)",
+        );
+        let started = std::time::Instant::now();
+        let info = self
+            .iso
+            .ensure_template(sandpit_isolate::BASE_TEMPLATE)
+            .map_err(classify)?;
+        progress(&format!("done in {:.1} s", started.elapsed().as_secs_f64()));
+        Ok(record(info))
+    }
+
     fn build(
         &self,
         name: &str,
@@ -274,6 +263,15 @@ fn classify(e: IsolateError) -> BackendError {
             BackendError::Exhausted(r.to_string())
         }
         IsolateError::Host(h) => BackendError::Unavailable(h.to_string()),
+        // The init was alive but too slow (a host at full load): nothing is wrong with the request or
+        // the sandbox, and nothing was left behind. A 503 to retry, never a 500.
+        IsolateError::NotReady {
+            reason: "timeout" | "init setup hung",
+            ..
+        } => BackendError::Unavailable(format!(
+            "{e}; the host is too busy to start a sandbox in time: retry (agent_start_timeout_secs \
+             sets the limit)"
+        )),
         other => BackendError::Failed(other.to_string()),
     }
 }
@@ -294,5 +292,26 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::EIO),
         };
         assert!(matches!(classify(other), BackendError::Failed(_)));
+    }
+
+    #[test]
+    fn an_init_too_slow_to_get_ready_is_a_503_to_retry_but_one_that_exited_is_a_failure() {
+        let slow = |reason| IsolateError::NotReady {
+            fd: 3,
+            timeout: Duration::from_secs(15),
+            reason,
+            log: String::new(),
+        };
+        assert!(
+            matches!(classify(slow("timeout")), BackendError::Unavailable(m) if m.contains("retry"))
+        );
+        assert!(matches!(
+            classify(slow("init setup hung")),
+            BackendError::Unavailable(_)
+        ));
+        assert!(matches!(
+            classify(slow("init closed the ready fd or exited")),
+            BackendError::Failed(_)
+        ));
     }
 }

@@ -186,6 +186,20 @@ pub trait TemplateStore: Send + Sync {
 
     /// Deletes a template; sandboxes already created from it keep working.
     fn remove(&self, name: &str) -> Result<(), BackendError>;
+
+    /// The template this backend makes by itself (from the host) for creates that name none, if any.
+    fn base(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Makes [`TemplateStore::base`] (a no-op when it exists), passing progress lines to `progress`. A
+    /// create that needs it meanwhile waits for it.
+    fn build_base(&self, progress: &mut dyn FnMut(&str)) -> Result<TemplateRecord, BackendError> {
+        let _ = progress;
+        Err(BackendError::Unavailable(
+            "this backend makes no base template".into(),
+        ))
+    }
 }
 
 /// The backend the configuration names. Never falls back to another one: the choice of isolation is the
