@@ -41,6 +41,10 @@ pub struct AgentConfig {
     pub shell: String,
     /// A cgroup directory for per-process cgroups.
     pub cgroup: Option<PathBuf>,
+    /// An inherited `cgroup.procs` descriptor, opened by the host, through which a new process enters
+    /// the subtree `cgroup` is in (inside a sandbox the agent's own cgroup is not in it, and only the
+    /// host may move processes across). Marked close-on-exec at start.
+    pub cgroup_entry_fd: Option<std::os::fd::RawFd>,
     /// The agent's own log file (`GET /logs`), when it logs to one ([`crate::log`]).
     pub log_file: Option<PathBuf>,
 }
@@ -58,6 +62,7 @@ impl Default for AgentConfig {
             etc: PathBuf::from("/etc"),
             shell: "/bin/sh".into(),
             cgroup: None,
+            cgroup_entry_fd: None,
             log_file: None,
         }
     }
@@ -106,6 +111,12 @@ impl Agent {
             Some(dir) => Some(crate::cgroup::ProcessCgroups::new(dir)?),
             None => None,
         };
+        if let Some(fd) = config.cgroup_entry_fd {
+            // SAFETY: fcntl on a descriptor number; a bad one fails with EBADF, which is reported.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
         let agent = Arc::new(Self {
             reaper: Reaper::start()?,
             table: Mutex::new(Table::default()),
@@ -258,6 +269,9 @@ impl Agent {
         plan.prepared.cgroup_procs = cgroup.as_ref().and_then(|d| {
             CString::new(d.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok()
         });
+        if cgroup.is_some() {
+            plan.prepared.cgroup_entry = self.config.cgroup_entry_fd;
+        }
 
         let reaper = self.reaper.clone();
         let stdin_bytes = match &req.stdin {
@@ -460,6 +474,7 @@ impl Agent {
             },
             tty: req.tty,
             cgroup_procs: None,
+            cgroup_entry: None,
         };
         Ok(Plan { prepared, meta })
     }

@@ -99,6 +99,58 @@ impl CgroupSet {
     }
 }
 
+/// Inside a sandbox's v2 cgroup: the agent's own cgroup (owned by the host: nothing in the sandbox can
+/// move processes in or out of it, nor freeze it) …
+pub const AGENT_CGROUP: &str = "agent";
+/// … and the subtree delegated to the sandbox (owned by its root): the agent makes one child cgroup per
+/// process there, so that a kill reaches every descendant, `setsid` escapers included. A process enters
+/// it through a `cgroup.procs` descriptor the host opened ([`open_work_entry`]): migrating from `agent`
+/// to `work` needs write access to their common ancestor, which only the host has.
+pub const WORK_CGROUP: &str = "work";
+
+/// Splits the v2 directory of a new sandbox into [`AGENT_CGROUP`] and a [`WORK_CGROUP`] delegated to the
+/// sandbox's root (`uid`/`gid` on the host): the directory and its `cgroup.procs`, `cgroup.threads` and
+/// `cgroup.subtree_control`, as cgroup v2 delegation prescribes. The sandbox's own directory stays the
+/// host's, so its processes cannot be moved across the two.
+pub fn delegate_work(unified: &Path, uid: u32, gid: u32) -> Result<(), CgroupError> {
+    mkdir_all(&unified.join(AGENT_CGROUP))?;
+    let work = unified.join(WORK_CGROUP);
+    mkdir_all(&work)?;
+    for p in [
+        work.clone(),
+        work.join("cgroup.procs"),
+        work.join("cgroup.threads"),
+        work.join("cgroup.subtree_control"),
+    ] {
+        if p.exists() {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(io_err(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]. Done once it is ready: it must have
+/// made the sandbox's own directory the root of its cgroup namespace first (so that the sandbox sees
+/// `agent` and `work` side by side), and it starts no process before it is ready.
+pub fn enter_agent(set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
+    let Some(u) = &set.unified else {
+        return Ok(());
+    };
+    let p = u.join(AGENT_CGROUP).join("cgroup.procs");
+    if !p.exists() {
+        return Ok(());
+    }
+    fs::write(&p, pid.to_string()).map_err(io_err(&p))
+}
+
+/// Opens the `cgroup.procs` of a sandbox's [`WORK_CGROUP`] for writing, with the host's credentials (the
+/// kernel checks a migration against the opener's): handed to the agent, it is how its processes leave
+/// the agent's cgroup. `None` when the set has no delegated subtree.
+pub fn open_work_entry(set: &CgroupSet) -> Option<fs::File> {
+    let p = set.unified.as_ref()?.join(WORK_CGROUP).join("cgroup.procs");
+    fs::OpenOptions::new().write(true).open(p).ok()
+}
+
 /// The operations the isolator needs from a cgroup implementation.
 pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     /// A short description of what was detected, for diagnostics.
@@ -132,15 +184,44 @@ pub trait CgroupDriver: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Members of the cgroup at `dir` and of every cgroup below it.
 fn read_procs(dir: &Path) -> Vec<i32> {
-    fs::read_to_string(dir.join("cgroup.procs"))
+    let mut pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs"))
         .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    for sub in child_dirs(dir) {
+        pids.extend(read_procs(&sub));
+    }
+    pids
+}
+
+fn child_dirs(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
         .unwrap_or_default()
+}
+
+/// `dir` and every cgroup below it, deepest first (the order `rmdir` needs).
+fn depth_first(dir: &Path, out: &mut Vec<PathBuf>) {
+    for sub in child_dirs(dir) {
+        depth_first(&sub, out);
+    }
+    out.push(dir.to_path_buf());
 }
 
 fn remove_dirs(set: &CgroupSet, timeout: Duration) -> Result<(), CgroupError> {
     let deadline = Instant::now() + timeout;
+    let mut all = Vec::new();
     for d in set.dirs() {
+        depth_first(d, &mut all);
+    }
+    for d in &all {
+        let d = d.as_path();
         loop {
             match fs::remove_dir(d) {
                 Ok(()) => break,

@@ -94,6 +94,9 @@ pub(crate) struct Plan {
     pub log_fd: RawFd,
     /// The agent's listening socket, bound by the host; becomes fd [`LISTEN_FD`] in the init.
     pub listen_fd: RawFd,
+    /// The host-opened `cgroup.procs` of the sandbox's delegated cgroup subtree; becomes fd
+    /// [`CGROUP_FD`] in the init (-1: none).
+    pub cgroup_fd: RawFd,
     /// `eth0`'s addresses when the sandbox has a network link (the host created the veth before
     /// sending the rootfs): the sandbox's own /32 and its gateway, in network byte order.
     pub net: Option<ChildNet>,
@@ -112,6 +115,10 @@ pub const LISTEN_FD: RawFd = 4;
 
 /// The descriptor number on which the init signals readiness (one byte, then close).
 pub const READY_FD: RawFd = 3;
+
+/// The descriptor number on which the init finds the `cgroup.procs` its processes enter the delegated
+/// cgroup subtree through (`sandpit agent --cgroup-entry-fd 5`).
+pub const CGROUP_FD: RawFd = 5;
 
 impl Plan {
     #[allow(clippy::too_many_arguments)]
@@ -145,6 +152,7 @@ impl Plan {
             ready_w: fds[2],
             log_fd: fds[3],
             listen_fd: fds[4],
+            cgroup_fd: -1,
             net: None,
         };
         // The CStrings' heap buffers do not move when the Vec<CString> is moved into the struct,
@@ -619,6 +627,13 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         let err = libc::fcntl(plan.err_w, libc::F_DUPFD_CLOEXEC, 64);
         let listen = libc::fcntl(plan.listen_fd, libc::F_DUPFD_CLOEXEC, 64);
         check(14, libc::c_long::from(log.min(ready).min(err).min(listen)))?;
+        let cgroup = if plan.cgroup_fd >= 0 {
+            let fd = libc::fcntl(plan.cgroup_fd, libc::F_DUPFD_CLOEXEC, 64);
+            check(14, libc::c_long::from(fd))?;
+            fd
+        } else {
+            -1
+        };
         for (from, to) in [
             (null, 0),
             (log, 1),
@@ -628,13 +643,19 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         ] {
             check(14, libc::c_long::from(libc::dup2(from, to)))?;
         }
+        let keep_up_to = if cgroup >= 0 {
+            check(14, libc::c_long::from(libc::dup2(cgroup, CGROUP_FD)))?;
+            CGROUP_FD
+        } else {
+            LISTEN_FD
+        };
         // Everything else (including descriptors other daemon threads opened without
         // O_CLOEXEC) closes on exec; the error pipe stays usable until then.
         check(
             14,
             libc::syscall(
                 libc::SYS_close_range,
-                LISTEN_FD + 1,
+                keep_up_to + 1,
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             ),

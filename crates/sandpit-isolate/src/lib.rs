@@ -424,8 +424,17 @@ impl Isolator {
             pids: spec.pids,
             cpu: spec.cpu,
         };
-        handle.cgroups = Some(self.cgroups.create(&spec.id, &limits)?);
+        let cgroups = self.cgroups.create(&spec.id, &limits)?;
+        handle.cgroups = Some(cgroups.clone());
         Self::persist(handle)?;
+        // The v2 subtree the sandbox's processes live in, delegated to its root (per-process cgroups).
+        let cgroup_entry = match &cgroups.unified {
+            Some(u) => {
+                cgroup::delegate_work(u, range.base, range.base)?;
+                cgroup::open_work_entry(&cgroups)
+            }
+            None => None,
+        };
 
         let rootfs_dir = handle.sandbox_dir.join("rootfs");
         fs::create_dir(&rootfs_dir).map_err(ioe("creating rootfs mount point"))?;
@@ -470,7 +479,7 @@ impl Isolator {
         let tmp_mb = disk_mb.clamp(16, 4096);
         let shared_run = share.then_some(handle.run_dir.as_path());
         let (steps, early_steps) = rootfs::steps(shared_run, &self.cfg.agent_binary, tmp_mb);
-        let (exec_path, argv, envp) = Self::init_command(spec);
+        let (exec_path, argv, envp) = Self::init_command(spec, cgroup_entry.is_some());
         let keep_caps = child::DEFAULT_CAPS.iter().fold(0u64, |m, &c| m | (1 << c));
         let mut plan = child::Plan::new(
             sys::path_cstr(&rootfs_dir).map_err(ioe("rootfs path"))?,
@@ -492,6 +501,7 @@ impl Isolator {
         );
 
         plan.parent_sock = parent_sock.as_raw_fd();
+        plan.cgroup_fd = cgroup_entry.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         plan.net = spec.network.as_ref().map(|n| child::ChildNet {
             addr: n.addr.octets(),
             gateway: n.gateway.octets(),
@@ -509,7 +519,7 @@ impl Isolator {
         })?;
         handle.init_pid = pid;
         handle.init_start_time = sys::process_start_time(pid).unwrap_or(0);
-        drop((child_sock, err_w, ready_w, log, listener));
+        drop((child_sock, err_w, ready_w, log, listener, cgroup_entry));
         Self::persist(handle)?;
 
         let map = format!("0 {} {}\n", range.base, range.count);
@@ -553,6 +563,9 @@ impl Isolator {
         if !matches!((&ready).read(&mut byte), Ok(1)) {
             return Err(self.not_ready(handle, "init closed the ready fd or exited"));
         }
+        if let Some(cg) = &handle.cgroups {
+            cgroup::enter_agent(cg, pid)?;
+        }
         Self::persist(handle)?;
         Ok(())
     }
@@ -575,7 +588,7 @@ impl Isolator {
         }
     }
 
-    fn init_command(spec: &SandboxSpec) -> (CString, Vec<CString>, Vec<CString>) {
+    fn init_command(spec: &SandboxSpec, delegated: bool) -> (CString, Vec<CString>, Vec<CString>) {
         let mut envp: Vec<CString> = [
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root",
@@ -611,6 +624,15 @@ impl Isolator {
             "--ready-fd".into(),
             READY_FD.to_string(),
         ];
+        if delegated {
+            // One cgroup per process in the delegated subtree, entered through the host-opened fd.
+            argv.extend([
+                "--cgroup".into(),
+                format!("/sys/fs/cgroup/{}", cgroup::WORK_CGROUP),
+                "--cgroup-entry-fd".into(),
+                child::CGROUP_FD.to_string(),
+            ]);
+        }
         for (k, v) in &spec.env {
             argv.push("--env".into());
             argv.push(format!("{k}={v}"));
@@ -799,7 +821,7 @@ mod tests {
     fn agent_command_line_follows_the_contract() {
         let mut spec = SandboxSpec::new("a", "base");
         spec.env = vec![("K".into(), "V".into())];
-        let (path, argv, _) = Isolator::init_command(&spec);
+        let (path, argv, _) = Isolator::init_command(&spec, true);
         assert_eq!(path.to_str().unwrap(), AGENT_PATH_IN_SANDBOX);
         let argv: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
@@ -817,6 +839,10 @@ mod tests {
                 "user",
                 "--ready-fd",
                 "3",
+                "--cgroup",
+                "/sys/fs/cgroup/work",
+                "--cgroup-entry-fd",
+                "5",
                 "--env",
                 "K=V"
             ]

@@ -277,6 +277,30 @@ pub(crate) fn steps(run_src: Option<&Path>, agent_src: &Path, tmp_mb: u64) -> (V
             nosuid_nodev,
             Some(&format!("mode=1777,size={tmp_mb}m")),
         ),
+        // /sys holds only the sandbox's own cgroup view: a read-only tmpfs (nothing of the host's
+        // sysfs), with the cgroup2 hierarchy mounted at /sys/fs/cgroup, rooted at the sandbox's cgroup
+        // by its cgroup namespace. The agent makes its per-process cgroups in `work` there.
+        mkdir("sys", 0o555),
+        mount(
+            Some("sysfs-view"),
+            "sys",
+            Some("tmpfs"),
+            nosuid_nodev | libc::MS_NOEXEC,
+            Some("mode=755,size=64k"),
+        ),
+        mkdir("sys/fs", 0o755),
+        mkdir("sys/fs/cgroup", 0o755),
+        Step::SetAttr {
+            path: cstring("sys"),
+            attrs: libc::MOUNT_ATTR_RDONLY,
+        },
+        mount(
+            Some("cgroup2"),
+            "sys/fs/cgroup",
+            Some("cgroup2"),
+            nosuid_nodev | libc::MS_NOEXEC,
+            None,
+        ),
     ]);
     (v, early)
 }
