@@ -436,6 +436,30 @@ fn attempts() -> Vec<Attempt> {
             Who::Both,
             write_cgroup_limits,
         ),
+        (
+            "move_agent_into_delegated_cgroup",
+            "sandbox agent",
+            Who::Both,
+            move_agent_into_work,
+        ),
+        (
+            "freeze_or_kill_the_sandbox_cgroup",
+            "sandbox agent",
+            Who::Both,
+            freeze_sandbox_cgroup,
+        ),
+        (
+            "join_the_agents_cgroup",
+            "sandbox agent",
+            Who::Both,
+            join_agent_cgroup,
+        ),
+        (
+            "leave_own_process_cgroup",
+            "cgroups",
+            Who::UserOnly,
+            leave_process_cgroup,
+        ),
         ("init_module", "kernel", Who::Both, init_module),
         ("finit_module", "kernel", Who::Both, finit_module),
         ("delete_module", "kernel", Who::Both, delete_module),
@@ -1977,6 +2001,68 @@ fn write_cgroup_limits(_: &Ctx) -> Outcome {
         notes.push(d);
     }
     (true, notes.join("; "))
+}
+
+/// Writes `value` to each cgroup file; blocked when no write gets through.
+fn cgroup_writes(writes: &[(&str, String)]) -> Outcome {
+    let mut notes = Vec::new();
+    for (path, value) in writes {
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Err(e) => notes.push(format!("open {path}: {e}")),
+            Ok(mut f) => match f.write_all(value.as_bytes()) {
+                Ok(()) => return (false, format!("wrote {value:?} to {path}")),
+                Err(e) => notes.push(format!("write {value:?} to {path}: {e}")),
+            },
+        }
+    }
+    (true, notes.join("; "))
+}
+
+/// Moving the agent (PID 1) into the subtree delegated to the sandbox, where a child cgroup could then
+/// be frozen with it inside.
+fn move_agent_into_work(_: &Ctx) -> Outcome {
+    let trap = "/sys/fs/cgroup/work/probe-trap";
+    let _ = std::fs::create_dir(trap);
+    let r = cgroup_writes(&[
+        ("/sys/fs/cgroup/work/cgroup.procs", "1".into()),
+        (&format!("{trap}/cgroup.procs"), "1".into()),
+        ("/sys/fs/cgroup/cgroup.procs", "1".into()),
+    ]);
+    let _ = std::fs::remove_dir(trap);
+    r
+}
+
+/// Freezing (or killing) the sandbox's own cgroup or the agent's.
+fn freeze_sandbox_cgroup(_: &Ctx) -> Outcome {
+    let r = cgroup_writes(&[
+        ("/sys/fs/cgroup/cgroup.freeze", "1".into()),
+        ("/sys/fs/cgroup/agent/cgroup.freeze", "1".into()),
+        ("/sys/fs/cgroup/cgroup.kill", "1".into()),
+        ("/sys/fs/cgroup/agent/cgroup.kill", "1".into()),
+    ]);
+    if !r.0 {
+        // Undo what got through, so that the rest of the run still has an agent to talk to.
+        let _ = std::fs::write("/sys/fs/cgroup/cgroup.freeze", "0");
+        let _ = std::fs::write("/sys/fs/cgroup/agent/cgroup.freeze", "0");
+    }
+    r
+}
+
+/// Hiding in the agent's cgroup (or the sandbox's own), out of any per-process cgroup a kill empties.
+fn join_agent_cgroup(_: &Ctx) -> Outcome {
+    let me = std::process::id().to_string();
+    cgroup_writes(&[
+        ("/sys/fs/cgroup/agent/cgroup.procs", me.clone()),
+        ("/sys/fs/cgroup/cgroup.procs", me),
+    ])
+}
+
+/// `user` leaving the cgroup its process was started in, so that killing that process would miss it.
+/// (Root of the sandbox may move its own processes within the delegated subtree: delegation gives it
+/// that, as it gives it `kill` of any pid.)
+fn leave_process_cgroup(_: &Ctx) -> Outcome {
+    let me = std::process::id().to_string();
+    cgroup_writes(&[("/sys/fs/cgroup/work/cgroup.procs", me)])
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -631,17 +631,15 @@ async fn a_full_state_disk_is_a_clear_error_and_corrupts_nothing() {
     let serve = daemon::serve(&bin, &state).await;
     // The daemon starts building `base` in the background; on this small disk it fails (the disk fills,
     // the half-made copy is removed). Wait for that, so that it does not free space after `fill`.
-    let t = Instant::now();
-    while !std::fs::read_to_string(state.with_extension("log"))
-        .unwrap_or_default()
-        .contains("cannot build the `base` template")
-    {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the base build did not end"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // It is reported as a build (`GET /v1/templates/base/build`), which must end `failed` with why.
+    let build =
+        sandpit_testkit::eventually("the base build to end", Duration::from_secs(60), || async {
+            let (_, b) = call(client().get(serve.url("/v1/templates/base/build"))).await;
+            (b["state"] != "building").then_some(b)
+        })
+        .await;
+    assert_eq!(build["state"], "failed", "{build}");
+    assert!(build["error"].is_string(), "{build}");
     // The `base` template is a copy of the host's /usr on a different filesystem (gigabytes): a busybox
     // root filesystem fits the small disk.
     import_busybox_template(&serve, &bin, &fx.dir.path().join("rootfs"), |_| {}).await;
@@ -806,4 +804,42 @@ async fn a_hundred_create_delete_cycles_leak_nothing() {
         0
     );
     assert!(running(i64::from(serve.pid())));
+}
+
+/// Issue 13: on a new state directory the `base` template is prepared as soon as the daemon starts,
+/// reported like any build (`GET /v1/templates/base/build`: building, then ready, with its log), and a
+/// create sent meanwhile waits for it and succeeds: never a 500, never silence.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_base_template_is_prepared_at_start_and_reported_as_a_build() {
+    let Some(fx) = Fixture::new() else {
+        return;
+    };
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
+    let (s, b) = call(client().get(serve.url("/v1/templates/base/build"))).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["state"] == "building" || b["state"] == "ready", "{b}");
+    // A create now waits for the build rather than failing.
+    let (s, sb) = post(serve.url("/v1/sandboxes"), json!({})).await;
+    assert_eq!(s, 201, "{sb}");
+    let b = sandpit_testkit::eventually(
+        "the base build to finish",
+        Duration::from_secs(120),
+        || async {
+            let (_, b) = call(client().get(serve.url("/v1/templates/base/build"))).await;
+            (b["state"] != "building").then_some(b)
+        },
+    )
+    .await;
+    assert_eq!(b["state"], "ready", "{b}");
+    assert!(
+        b["log"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|x| x.as_str().is_some_and(|x| x.contains("hard links")))),
+        "{b}"
+    );
+    assert_eq!(b["template"]["name"], "base", "{b}");
+    let (s, _) =
+        call(client().delete(serve.url(&format!("/v1/sandboxes/{}", sb["id"].as_str().unwrap()))))
+            .await;
+    assert_eq!(s, 204);
 }
