@@ -41,10 +41,11 @@ pub struct AgentConfig {
     pub shell: String,
     /// A cgroup directory for per-process cgroups.
     pub cgroup: Option<PathBuf>,
-    /// An inherited `cgroup.procs` descriptor, opened by the host, through which a new process enters
-    /// the subtree `cgroup` is in (inside a sandbox the agent's own cgroup is not in it, and only the
-    /// host may move processes across). Marked close-on-exec at start.
-    pub cgroup_entry_fd: Option<std::os::fd::RawFd>,
+    /// Inherited `cgroup.procs` descriptors, opened by the host, through which a new process enters the
+    /// subtree `cgroup` is in (and, on cgroup v1 controllers, the sandbox's `work` cgroup): inside a
+    /// sandbox the agent's own cgroups are not in them, and only the host may move processes across.
+    /// Marked close-on-exec at start.
+    pub cgroup_entry_fds: Vec<std::os::fd::RawFd>,
     /// The agent's own log file (`GET /logs`), when it logs to one ([`crate::log`]).
     pub log_file: Option<PathBuf>,
 }
@@ -62,7 +63,7 @@ impl Default for AgentConfig {
             etc: PathBuf::from("/etc"),
             shell: "/bin/sh".into(),
             cgroup: None,
-            cgroup_entry_fd: None,
+            cgroup_entry_fds: Vec::new(),
             log_file: None,
         }
     }
@@ -111,7 +112,7 @@ impl Agent {
             Some(dir) => Some(crate::cgroup::ProcessCgroups::new(dir)?),
             None => None,
         };
-        if let Some(fd) = config.cgroup_entry_fd {
+        for &fd in &config.cgroup_entry_fds {
             // SAFETY: fcntl on a descriptor number; a bad one fails with EBADF, which is reported.
             if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
                 return Err(std::io::Error::last_os_error());
@@ -270,7 +271,9 @@ impl Agent {
             CString::new(d.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok()
         });
         if cgroup.is_some() {
-            plan.prepared.cgroup_entry = self.config.cgroup_entry_fd;
+            plan.prepared
+                .cgroup_entry
+                .clone_from(&self.config.cgroup_entry_fds);
         }
 
         let reaper = self.reaper.clone();
@@ -474,7 +477,7 @@ impl Agent {
             },
             tty: req.tty,
             cgroup_procs: None,
-            cgroup_entry: None,
+            cgroup_entry: Vec::new(),
         };
         Ok(Plan { prepared, meta })
     }

@@ -41,7 +41,7 @@ pub struct Prepared {
     pub cgroup_procs: Option<CString>,
     /// An inherited, host-opened `cgroup.procs` descriptor the child writes itself into first: how it
     /// leaves the agent's cgroup for the delegated subtree `cgroup_procs` is in (see `--cgroup-entry-fd`).
-    pub cgroup_entry: Option<std::os::fd::RawFd>,
+    pub cgroup_entry: Vec<std::os::fd::RawFd>,
 }
 
 /// The parent's ends of a started child.
@@ -356,7 +356,7 @@ unsafe fn child_main(
     // SAFETY: every call below is async-signal-safe and works only on memory prepared before the
     // fork; this runs in the freshly forked child, which never returns from this function.
     unsafe {
-        if let Some(entry) = p.cgroup_entry {
+        for &entry in &p.cgroup_entry {
             if libc::write(entry, b"0".as_ptr().cast(), 1) != 1 {
                 fail(fds, Step::Cgroup);
             }

@@ -39,10 +39,10 @@ pub struct AgentArgs {
     /// A cgroup directory in which to create one child cgroup per process.
     #[arg(long)]
     cgroup: Option<PathBuf>,
-    /// An inherited `cgroup.procs` descriptor (opened by the host) through which each process first
-    /// enters the subtree `--cgroup` is in.
+    /// An inherited `cgroup.procs` descriptor (opened by the host) each process writes itself into
+    /// first (repeatable): how it enters the subtree `--cgroup` is in.
     #[arg(long, value_name = "FD", requires = "cgroup")]
-    cgroup_entry_fd: Option<i32>,
+    cgroup_entry_fd: Vec<i32>,
     /// Seconds between SIGTERM and SIGKILL for processes at shutdown.
     #[arg(long, default_value_t = 2)]
     shutdown_grace_secs: u64,
@@ -85,7 +85,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         output_cap: args.output_cap,
         retention: Duration::from_secs(args.retention_secs),
         cgroup: args.cgroup,
-        cgroup_entry_fd: args.cgroup_entry_fd,
+        cgroup_entry_fds: args.cgroup_entry_fd,
         log_file: args.log_file.clone(),
         ..AgentConfig::default()
     };

@@ -108,47 +108,105 @@ pub const AGENT_CGROUP: &str = "agent";
 /// to `work` needs write access to their common ancestor, which only the host has.
 pub const WORK_CGROUP: &str = "work";
 
-/// Splits the v2 directory of a new sandbox into [`AGENT_CGROUP`] and a [`WORK_CGROUP`] delegated to the
-/// sandbox's root (`uid`/`gid` on the host): the directory and its `cgroup.procs`, `cgroup.threads` and
-/// `cgroup.subtree_control`, as cgroup v2 delegation prescribes. The sandbox's own directory stays the
-/// host's, so its processes cannot be moved across the two.
-pub fn delegate_work(unified: &Path, uid: u32, gid: u32) -> Result<(), CgroupError> {
-    mkdir_all(&unified.join(AGENT_CGROUP))?;
-    let work = unified.join(WORK_CGROUP);
-    mkdir_all(&work)?;
-    for p in [
-        work.clone(),
-        work.join("cgroup.procs"),
-        work.join("cgroup.threads"),
-        work.join("cgroup.subtree_control"),
-    ] {
-        if p.exists() {
-            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(io_err(&p))?;
+/// The v1 controllers split into [`AGENT_CGROUP`] and [`WORK_CGROUP`] too, so that the agent keeps a
+/// reserve of them: a fork bomb or a memory hog in the sandbox fills `work`'s limit, not the agent's.
+const SPLIT_V1: [&str; 2] = ["pids", "memory"];
+
+/// Pids the agent keeps for itself out of a sandbox's `pids` limit (at most half of it).
+pub const AGENT_PIDS_RESERVE: u64 = 16;
+/// Memory the agent keeps for itself out of a sandbox's memory limit (at most a quarter of it).
+pub const AGENT_MEMORY_RESERVE: u64 = 16 << 20;
+
+/// Splits a new sandbox's cgroups into [`AGENT_CGROUP`] and [`WORK_CGROUP`].
+///
+/// On v2 the `work` subtree is delegated to the sandbox's root (`uid`/`gid` on the host): the directory
+/// and its `cgroup.procs`, `cgroup.threads` and `cgroup.subtree_control`, as cgroup v2 delegation
+/// prescribes. On the v1 `pids` and `memory` controllers `work` gets the sandbox's limits minus the
+/// agent's reserve ([`AGENT_PIDS_RESERVE`], [`AGENT_MEMORY_RESERVE`]); the sandbox's own directories
+/// keep the whole limits and stay the host's, so no process can be moved across the two.
+pub fn split_for_agent(
+    set: &CgroupSet,
+    limits: &Limits,
+    uid: u32,
+    gid: u32,
+) -> Result<(), CgroupError> {
+    if let Some(unified) = &set.unified {
+        mkdir_all(&unified.join(AGENT_CGROUP))?;
+        let work = unified.join(WORK_CGROUP);
+        mkdir_all(&work)?;
+        for p in [
+            work.clone(),
+            work.join("cgroup.procs"),
+            work.join("cgroup.threads"),
+            work.join("cgroup.subtree_control"),
+        ] {
+            if p.exists() {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(io_err(&p))?;
+            }
+        }
+    }
+    for ctrl in SPLIT_V1 {
+        let Some(dir) = set.controllers.get(ctrl) else {
+            continue;
+        };
+        mkdir_all(&dir.join(AGENT_CGROUP))?;
+        let work = dir.join(WORK_CGROUP);
+        mkdir_all(&work)?;
+        match ctrl {
+            "pids" => {
+                if let Some(n) = limits.pids {
+                    let reserve = AGENT_PIDS_RESERVE.min(n / 2);
+                    write(&work.join("pids.max"), &(n - reserve).to_string())?;
+                }
+            }
+            _ => {
+                if let Some(bytes) = limits.memory_bytes {
+                    let keep = (bytes - AGENT_MEMORY_RESERVE.min(bytes / 4)).to_string();
+                    write(&work.join("memory.limit_in_bytes"), &keep)?;
+                    let memsw = work.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(&memsw, &keep)?;
+                    }
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]. Done once it is ready: it must have
-/// made the sandbox's own directory the root of its cgroup namespace first (so that the sandbox sees
+/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]s. Done once it is ready: it must have
+/// made the sandbox's own v2 directory the root of its cgroup namespace first (so that the sandbox sees
 /// `agent` and `work` side by side), and it starts no process before it is ready.
 pub fn enter_agent(set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
-    let Some(u) = &set.unified else {
-        return Ok(());
-    };
-    let p = u.join(AGENT_CGROUP).join("cgroup.procs");
-    if !p.exists() {
-        return Ok(());
+    let dirs = set
+        .unified
+        .iter()
+        .chain(SPLIT_V1.iter().filter_map(|c| set.controllers.get(*c)));
+    for d in dirs {
+        let p = d.join(AGENT_CGROUP).join("cgroup.procs");
+        if p.exists() {
+            fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
+        }
     }
-    fs::write(&p, pid.to_string()).map_err(io_err(&p))
+    Ok(())
 }
 
-/// Opens the `cgroup.procs` of a sandbox's [`WORK_CGROUP`] for writing, with the host's credentials (the
-/// kernel checks a migration against the opener's): handed to the agent, it is how its processes leave
-/// the agent's cgroup. `None` when the set has no delegated subtree.
-pub fn open_work_entry(set: &CgroupSet) -> Option<fs::File> {
-    let p = set.unified.as_ref()?.join(WORK_CGROUP).join("cgroup.procs");
-    fs::OpenOptions::new().write(true).open(p).ok()
+/// Opens the `cgroup.procs` of each [`WORK_CGROUP`] of a sandbox for writing, with the host's
+/// credentials (the kernel checks a migration against the opener's): handed to the agent, they are how
+/// its processes leave the agent's cgroups. The v2 one comes last (the agent then moves the process
+/// on, into its own cgroup below it). Empty when the set was not split.
+pub fn open_work_entries(set: &CgroupSet) -> Vec<fs::File> {
+    SPLIT_V1
+        .iter()
+        .filter_map(|c| set.controllers.get(*c))
+        .chain(set.unified.iter())
+        .filter_map(|d| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(d.join(WORK_CGROUP).join("cgroup.procs"))
+                .ok()
+        })
+        .collect()
 }
 
 /// The operations the isolator needs from a cgroup implementation.

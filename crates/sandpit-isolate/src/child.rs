@@ -94,9 +94,9 @@ pub(crate) struct Plan {
     pub log_fd: RawFd,
     /// The agent's listening socket, bound by the host; becomes fd [`LISTEN_FD`] in the init.
     pub listen_fd: RawFd,
-    /// The host-opened `cgroup.procs` of the sandbox's delegated cgroup subtree; becomes fd
-    /// [`CGROUP_FD`] in the init (-1: none).
-    pub cgroup_fd: RawFd,
+    /// The host-opened `cgroup.procs` of the sandbox's `work` cgroups; they become fds [`CGROUP_FD`],
+    /// [`CGROUP_FD`] + 1, … in the init.
+    pub cgroup_fds: Vec<RawFd>,
     /// `eth0`'s addresses when the sandbox has a network link (the host created the veth before
     /// sending the rootfs): the sandbox's own /32 and its gateway, in network byte order.
     pub net: Option<ChildNet>,
@@ -119,6 +119,9 @@ pub const READY_FD: RawFd = 3;
 /// The descriptor number on which the init finds the `cgroup.procs` its processes enter the delegated
 /// cgroup subtree through (`sandpit agent --cgroup-entry-fd 5`).
 pub const CGROUP_FD: RawFd = 5;
+
+/// Most `cgroup.procs` descriptors an init is given.
+pub const MAX_CGROUP_FDS: usize = 4;
 
 impl Plan {
     #[allow(clippy::too_many_arguments)]
@@ -152,7 +155,7 @@ impl Plan {
             ready_w: fds[2],
             log_fd: fds[3],
             listen_fd: fds[4],
-            cgroup_fd: -1,
+            cgroup_fds: Vec::new(),
             net: None,
         };
         // The CStrings' heap buffers do not move when the Vec<CString> is moved into the struct,
@@ -627,13 +630,12 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         let err = libc::fcntl(plan.err_w, libc::F_DUPFD_CLOEXEC, 64);
         let listen = libc::fcntl(plan.listen_fd, libc::F_DUPFD_CLOEXEC, 64);
         check(14, libc::c_long::from(log.min(ready).min(err).min(listen)))?;
-        let cgroup = if plan.cgroup_fd >= 0 {
-            let fd = libc::fcntl(plan.cgroup_fd, libc::F_DUPFD_CLOEXEC, 64);
-            check(14, libc::c_long::from(fd))?;
-            fd
-        } else {
-            -1
-        };
+        // At most a handful (v2 plus the split v1 controllers); moved above the targets like the rest.
+        let mut cgroup = [-1 as RawFd; MAX_CGROUP_FDS];
+        for (slot, &fd) in cgroup.iter_mut().zip(plan.cgroup_fds.iter()) {
+            *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+            check(14, libc::c_long::from(*slot))?;
+        }
         for (from, to) in [
             (null, 0),
             (log, 1),
@@ -643,12 +645,14 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         ] {
             check(14, libc::c_long::from(libc::dup2(from, to)))?;
         }
-        let keep_up_to = if cgroup >= 0 {
-            check(14, libc::c_long::from(libc::dup2(cgroup, CGROUP_FD)))?;
-            CGROUP_FD
-        } else {
-            LISTEN_FD
-        };
+        let mut keep_up_to = LISTEN_FD;
+        for (i, &fd) in cgroup.iter().enumerate() {
+            if fd >= 0 {
+                let to = CGROUP_FD + i as RawFd;
+                check(14, libc::c_long::from(libc::dup2(fd, to)))?;
+                keep_up_to = to;
+            }
+        }
         // Everything else (including descriptors other daemon threads opened without
         // O_CLOEXEC) closes on exec; the error pipe stays usable until then.
         check(

@@ -428,12 +428,12 @@ impl Isolator {
         handle.cgroups = Some(cgroups.clone());
         Self::persist(handle)?;
         // The v2 subtree the sandbox's processes live in, delegated to its root (per-process cgroups).
-        let cgroup_entry = match &cgroups.unified {
-            Some(u) => {
-                cgroup::delegate_work(u, range.base, range.base)?;
-                cgroup::open_work_entry(&cgroups)
-            }
-            None => None,
+        cgroup::split_for_agent(&cgroups, &limits, range.base, range.base)?;
+        // Only with a v2 subtree can the agent give processes cgroups of their own.
+        let cgroup_entries = if cgroups.unified.is_some() {
+            cgroup::open_work_entries(&cgroups)
+        } else {
+            Vec::new()
         };
 
         let rootfs_dir = handle.sandbox_dir.join("rootfs");
@@ -479,7 +479,7 @@ impl Isolator {
         let tmp_mb = disk_mb.clamp(16, 4096);
         let shared_run = share.then_some(handle.run_dir.as_path());
         let (steps, early_steps) = rootfs::steps(shared_run, &self.cfg.agent_binary, tmp_mb);
-        let (exec_path, argv, envp) = Self::init_command(spec, cgroup_entry.is_some());
+        let (exec_path, argv, envp) = Self::init_command(spec, cgroup_entries.len());
         let keep_caps = child::DEFAULT_CAPS.iter().fold(0u64, |m, &c| m | (1 << c));
         let mut plan = child::Plan::new(
             sys::path_cstr(&rootfs_dir).map_err(ioe("rootfs path"))?,
@@ -501,7 +501,7 @@ impl Isolator {
         );
 
         plan.parent_sock = parent_sock.as_raw_fd();
-        plan.cgroup_fd = cgroup_entry.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        plan.cgroup_fds = cgroup_entries.iter().map(AsRawFd::as_raw_fd).collect();
         plan.net = spec.network.as_ref().map(|n| child::ChildNet {
             addr: n.addr.octets(),
             gateway: n.gateway.octets(),
@@ -519,7 +519,7 @@ impl Isolator {
         })?;
         handle.init_pid = pid;
         handle.init_start_time = sys::process_start_time(pid).unwrap_or(0);
-        drop((child_sock, err_w, ready_w, log, listener, cgroup_entry));
+        drop((child_sock, err_w, ready_w, log, listener, cgroup_entries));
         Self::persist(handle)?;
 
         let map = format!("0 {} {}\n", range.base, range.count);
@@ -588,7 +588,10 @@ impl Isolator {
         }
     }
 
-    fn init_command(spec: &SandboxSpec, delegated: bool) -> (CString, Vec<CString>, Vec<CString>) {
+    fn init_command(
+        spec: &SandboxSpec,
+        cgroup_fds: usize,
+    ) -> (CString, Vec<CString>, Vec<CString>) {
         let mut envp: Vec<CString> = [
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root",
@@ -624,14 +627,16 @@ impl Isolator {
             "--ready-fd".into(),
             READY_FD.to_string(),
         ];
-        if delegated {
-            // One cgroup per process in the delegated subtree, entered through the host-opened fd.
+        if cgroup_fds > 0 {
+            // One cgroup per process in the delegated subtree, entered through the host-opened fds.
             argv.extend([
                 "--cgroup".into(),
                 format!("/sys/fs/cgroup/{}", cgroup::WORK_CGROUP),
-                "--cgroup-entry-fd".into(),
-                child::CGROUP_FD.to_string(),
             ]);
+            for i in 0..cgroup_fds {
+                argv.push("--cgroup-entry-fd".into());
+                argv.push((child::CGROUP_FD + i as i32).to_string());
+            }
         }
         for (k, v) in &spec.env {
             argv.push("--env".into());
@@ -821,7 +826,7 @@ mod tests {
     fn agent_command_line_follows_the_contract() {
         let mut spec = SandboxSpec::new("a", "base");
         spec.env = vec![("K".into(), "V".into())];
-        let (path, argv, _) = Isolator::init_command(&spec, true);
+        let (path, argv, _) = Isolator::init_command(&spec, 2);
         assert_eq!(path.to_str().unwrap(), AGENT_PATH_IN_SANDBOX);
         let argv: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
@@ -843,6 +848,8 @@ mod tests {
                 "/sys/fs/cgroup/work",
                 "--cgroup-entry-fd",
                 "5",
+                "--cgroup-entry-fd",
+                "6",
                 "--env",
                 "K=V"
             ]
