@@ -193,7 +193,9 @@ pub struct ConnLimits {
 struct IdleBody<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    /// Made the first time the reader has to wait (most bodies never make it wait), reset each time it
+    /// starts waiting again.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The reader is waiting on the client (the timer runs).
     waiting: bool,
 }
@@ -203,7 +205,7 @@ impl<B> IdleBody<B> {
         Self {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
             waiting: false,
         }
     }
@@ -228,14 +230,15 @@ where
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if !this.waiting {
                     this.waiting = true;
-                    let idle = this.idle;
-                    this.timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + idle);
+                    timer.as_mut().reset(deadline);
                 }
-                match this.timer.as_mut().poll(cx) {
+                match timer.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(format!(
                         "the request body sent nothing for {} s (body_idle_timeout_secs)",
                         this.idle.as_secs()
@@ -291,7 +294,14 @@ where
             let app = app.clone();
             async move {
                 let resp = app
-                    .oneshot(req.map(|b| axum::body::Body::new(IdleBody::new(b, idle))))
+                    .oneshot(req.map(|b| {
+                        // A request without a body (most calls) has nothing to wait for.
+                        if http_body::Body::is_end_stream(&b) {
+                            axum::body::Body::new(b)
+                        } else {
+                            axum::body::Body::new(IdleBody::new(b, idle))
+                        }
+                    }))
                     .await
                     .unwrap_or_else(|e: Infallible| match e {});
                 Ok::<_, Infallible>(resp)

@@ -166,35 +166,7 @@ impl Templates {
                 "template {name:?} already exists; templates are immutable: delete it first"
             )));
         }
-        let status = TemplateBuild {
-            name: name.clone(),
-            source: req.source.clone(),
-            state: TemplateBuildState::Building,
-            started_at: rfc3339(now_ms()),
-            finished_at: None,
-            error: None,
-            log: Vec::new(),
-            template: None,
-        };
-        {
-            let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-            if builds
-                .get(&name)
-                .is_some_and(|b| b.status.state == TemplateBuildState::Building)
-            {
-                return Err(TemplateApiError::Conflict(format!(
-                    "template {name:?} is being built already; poll GET /v1/templates/{name}/build"
-                )));
-            }
-            prune(&mut builds);
-            builds.insert(
-                name.clone(),
-                Build {
-                    status: status.clone(),
-                    finished_ms: None,
-                },
-            );
-        }
+        let status = self.register(&name, req.source.clone())?;
         tracing::info!(template = %name, source = ?req.source, "template build started");
         let source = req.source.clone();
         self.run_build(status.clone(), move |store, progress| {
@@ -222,10 +194,23 @@ impl Templates {
                 return;
             }
         }
+        // It is made from the host's own tree. Nothing else can be building at start-up.
+        let Ok(status) = self.register(name, TemplateSource::Dir("/".into())) else {
+            return;
+        };
+        tracing::info!(template = %name, "preparing the `{name}` template from the host (once; creates wait for it)");
+        self.run_build(status, |store, progress| store.build_base(progress));
+    }
+
+    /// Records a build of `name` as started (state `building`), unless one is in progress already.
+    fn register(
+        &self,
+        name: &str,
+        source: TemplateSource,
+    ) -> Result<TemplateBuild, TemplateApiError> {
         let status = TemplateBuild {
             name: name.to_owned(),
-            // It is made from the host's own tree.
-            source: TemplateSource::Dir("/".into()),
+            source,
             state: TemplateBuildState::Building,
             started_at: rfc3339(now_ms()),
             finished_at: None,
@@ -233,18 +218,24 @@ impl Templates {
             log: Vec::new(),
             template: None,
         };
-        self.builds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                name.to_owned(),
-                Build {
-                    status: status.clone(),
-                    finished_ms: None,
-                },
-            );
-        tracing::info!(template = %name, "preparing the `{name}` template from the host (once; creates wait for it)");
-        self.run_build(status, |store, progress| store.build_base(progress));
+        let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+        if builds
+            .get(name)
+            .is_some_and(|b| b.status.state == TemplateBuildState::Building)
+        {
+            return Err(TemplateApiError::Conflict(format!(
+                "template {name:?} is being built already; poll GET /v1/templates/{name}/build"
+            )));
+        }
+        prune(&mut builds);
+        builds.insert(
+            name.to_owned(),
+            Build {
+                status: status.clone(),
+                finished_ms: None,
+            },
+        );
+        Ok(status)
     }
 
     /// Runs `job` on the blocking pool as the build `status` names (already registered as building):
