@@ -40,6 +40,7 @@ part() {
 }
 
 part build cargo build --workspace --all-targets --locked
+part build-agent scripts/build-agent.sh debug
 # The tables in docs/reliability.md come from these tests' stderr (--nocapture).
 part escapes cargo test -p sandpit-server --locked --test escape -- --nocapture
 part abuse cargo test -p sandpit-server --locked --test isolate -- --nocapture abuse

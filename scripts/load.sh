@@ -31,10 +31,12 @@ if [ "$profile" = quick ]; then
   build=debug
   duration=10s
   cargo build --locked -p sandpit-cli -p sandpit-bench
+  scripts/build-agent.sh debug
 else
   build=release
   duration=60s
   cargo build --release --locked -p sandpit-cli -p sandpit-bench
+  scripts/build-agent.sh release
 fi
 mkdir -p bench/results
 exec "target/$build/sandpit-bench" load --profile "$profile" \

@@ -12,6 +12,8 @@ cd "$root"
 
 echo "==> building (release)"
 cargo build --release --locked -p sandpit-cli
+# The agent alone, linked statically, beside the daemon (it then runs in any template, libc or not).
+./scripts/build-agent.sh release
 bin="$root/target/release/sandpit"
 
 listen=${SANDPIT_LISTEN:-127.0.0.1:7070}

@@ -39,6 +39,8 @@ stage() {
 stage fmt cargo fmt --all --check
 stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 stage build cargo build --workspace --all-targets --locked
+# The static agent beside target/debug/sandpit (sandpit-agent-static): templates without libc need it.
+stage build-agent scripts/build-agent.sh debug
 stage rust-tests cargo test --workspace --locked --no-fail-fast -- --test-threads=4
 stage api-schemathesis bash crates/sandpit-server/tests/schemathesis.sh
 [ -x sdk/python/test.sh ] && stage python-sdk sdk/python/test.sh

@@ -3,7 +3,6 @@
 //! Each subcommand lives in its own module and turns its arguments into a library call; errors are
 //! printed once, with their chain, and turned into a non-zero exit code here.
 
-mod agent;
 mod cli;
 mod serve;
 
@@ -28,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the in-sandbox process agent (normally started by the daemon as a sandbox's PID 1).
-    Agent(agent::AgentArgs),
+    Agent(sandpit_agent_cli::AgentArgs),
     /// Run the sandpit daemon: the authenticated HTTP API for sandboxes (default 127.0.0.1:7070).
     Serve(serve::ServeArgs),
     #[command(flatten)]
@@ -38,7 +37,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Agent(args) => agent::run(args),
+        Command::Agent(args) => sandpit_agent_cli::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Client(cmd) => cli::run(cmd, &cli.conn),
     };

@@ -35,7 +35,8 @@ pub struct ServeArgs {
     /// sandbox's processes run as this user on this host; for development only).
     #[arg(long, env = "SANDPIT_BACKEND", value_name = "NAME")]
     backend: Option<BackendKind>,
-    /// The `sandpit` binary to start as each sandbox's agent [default: this executable].
+    /// The agent binary started in each sandbox (`sandpit-agent` or `sandpit`) [default:
+    /// sandpit-agent-static beside this executable (static: runs in any template), else this executable].
     #[arg(long, env = "SANDPIT_AGENT_BINARY", value_name = "PATH")]
     agent_binary: Option<PathBuf>,
     /// PEM certificate chain; serve HTTPS (with --tls-key).

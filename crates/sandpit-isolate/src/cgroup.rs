@@ -112,18 +112,19 @@ pub const WORK_CGROUP: &str = "work";
 /// reserve of them: a fork bomb or a memory hog in the sandbox fills `work`'s limit, not the agent's.
 const SPLIT_V1: [&str; 2] = ["pids", "memory"];
 
-/// Pids the agent keeps for itself out of a sandbox's `pids` limit (at most half of it).
+/// Pids the agent keeps for itself, on top of a sandbox's `pids` limit.
 pub const AGENT_PIDS_RESERVE: u64 = 16;
-/// Memory the agent keeps for itself out of a sandbox's memory limit (at most a quarter of it).
+/// Memory the agent keeps for itself, on top of a sandbox's memory limit.
 pub const AGENT_MEMORY_RESERVE: u64 = 16 << 20;
 
 /// Splits a new sandbox's cgroups into [`AGENT_CGROUP`] and [`WORK_CGROUP`].
 ///
 /// On v2 the `work` subtree is delegated to the sandbox's root (`uid`/`gid` on the host): the directory
 /// and its `cgroup.procs`, `cgroup.threads` and `cgroup.subtree_control`, as cgroup v2 delegation
-/// prescribes. On the v1 `pids` and `memory` controllers `work` gets the sandbox's limits minus the
-/// agent's reserve ([`AGENT_PIDS_RESERVE`], [`AGENT_MEMORY_RESERVE`]); the sandbox's own directories
-/// keep the whole limits and stay the host's, so no process can be moved across the two.
+/// prescribes. On the v1 `pids` and `memory` controllers `work` gets exactly the sandbox's limits, which
+/// is what its processes (and runtimes sizing themselves from the cgroup, like the JVM) see, while the
+/// sandbox's own directory gets the limits plus the agent's reserve ([`AGENT_PIDS_RESERVE`],
+/// [`AGENT_MEMORY_RESERVE`]); both stay the host's, so no process can be moved across the two.
 pub fn split_for_agent(
     set: &CgroupSet,
     limits: &Limits,
@@ -155,13 +156,23 @@ pub fn split_for_agent(
         match ctrl {
             "pids" => {
                 if let Some(n) = limits.pids {
-                    let reserve = AGENT_PIDS_RESERVE.min(n / 2);
-                    write(&work.join("pids.max"), &(n - reserve).to_string())?;
+                    write(
+                        &dir.join("pids.max"),
+                        &n.saturating_add(AGENT_PIDS_RESERVE).to_string(),
+                    )?;
+                    write(&work.join("pids.max"), &n.to_string())?;
                 }
             }
             _ => {
                 if let Some(bytes) = limits.memory_bytes {
-                    let keep = (bytes - AGENT_MEMORY_RESERVE.min(bytes / 4)).to_string();
+                    let whole = bytes.saturating_add(AGENT_MEMORY_RESERVE).to_string();
+                    // memsw may never be below the memory limit: raise it first, lower it last.
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(&memsw, &whole)?;
+                    }
+                    write(&dir.join("memory.limit_in_bytes"), &whole)?;
+                    let keep = bytes.to_string();
                     write(&work.join("memory.limit_in_bytes"), &keep)?;
                     let memsw = work.join("memory.memsw.limit_in_bytes");
                     if memsw.exists() {
@@ -172,6 +183,54 @@ pub fn split_for_agent(
         }
     }
     Ok(())
+}
+
+/// How a sandbox sees its own cgroups under `/sys/fs/cgroup`, laid out as container runtimes and
+/// systemd lay them out, so that runtimes that size themselves from the cgroup (the JVM, Go, Node)
+/// find the sandbox's limits: on a hybrid host one read-only v1 mount per hierarchy the sandbox has a
+/// directory in (`memory`, `cpu`, `cpuacct`, `cpuset`, `pids`; combined ones as `cpu,cpuacct` with a
+/// symlink per controller) and the v2 hierarchy at `unified`; on a pure v2 host the v2 hierarchy at
+/// `/sys/fs/cgroup` itself. Each mount is rooted at the sandbox's own directory by its cgroup namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CgroupView {
+    /// v1 hierarchies to mount, each named by its controllers (the mount options): `"memory"`,
+    /// `"cpu,cpuacct"`.
+    pub v1: Vec<String>,
+    /// Where the v2 hierarchy is mounted, relative to `/sys/fs/cgroup` (`""` for there itself).
+    pub v2: Option<&'static str>,
+}
+
+/// v1 controllers a sandbox sees (the freezer is the host's business).
+const VIEW_V1: [&str; 5] = ["cpu", "cpuacct", "cpuset", "memory", "pids"];
+
+impl CgroupView {
+    /// The view of a sandbox with cgroups `set`.
+    pub fn of(set: &CgroupSet) -> Self {
+        // Controllers sharing a hierarchy share a directory.
+        let mut by_dir: BTreeMap<&Path, Vec<&str>> = BTreeMap::new();
+        for (c, d) in &set.controllers {
+            if VIEW_V1.contains(&c.as_str()) {
+                by_dir.entry(d).or_default().push(c);
+            }
+        }
+        let mut v1: Vec<String> = by_dir.into_values().map(|cs| cs.join(",")).collect();
+        v1.sort();
+        let v2 = set.unified.as_ref().map(|_| match set.version {
+            CgroupVersion::V1 => "unified",
+            CgroupVersion::V2 => "",
+        });
+        Self { v1, v2 }
+    }
+
+    /// The agent's `--cgroup` directory inside the sandbox: [`WORK_CGROUP`] in the v2 hierarchy.
+    pub fn work_dir(&self) -> Option<String> {
+        let v2 = self.v2?;
+        Some(if v2.is_empty() {
+            format!("/sys/fs/cgroup/{WORK_CGROUP}")
+        } else {
+            format!("/sys/fs/cgroup/{v2}/{WORK_CGROUP}")
+        })
+    }
 }
 
 /// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]s. Done once it is ready: it must have
@@ -318,6 +377,28 @@ fn mkdir_all(path: &Path) -> Result<(), CgroupError> {
     fs::create_dir_all(path).map_err(io_err(path))
 }
 
+/// A new v1 `cpuset` directory has no cpus and no memory nodes, and takes no process until it has:
+/// give it (and any new ancestor) its parent's.
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let p = dir.join(file);
+        let Ok(current) = fs::read_to_string(&p) else {
+            return Ok(()); // not a cpuset directory (or above its mount): nothing to fill.
+        };
+        if !current.trim().is_empty() {
+            continue;
+        }
+        let Some(parent) = dir.parent() else {
+            return Ok(());
+        };
+        inherit_cpuset(parent)?;
+        let from = parent.join(file);
+        let value = fs::read_to_string(&from).map_err(io_err(&from))?;
+        write(&p, value.trim())?;
+    }
+    Ok(())
+}
+
 fn wait_for(
     timeout: Duration,
     dir: &Path,
@@ -424,6 +505,9 @@ impl CgroupDriver for V1Driver {
         for (ctrl, parent) in &self.parents {
             let dir = parent.join(id);
             mkdir_all(&dir)?;
+            if ctrl == "cpuset" {
+                inherit_cpuset(&dir)?;
+            }
             set.controllers.insert(ctrl.clone(), dir);
         }
         if let Some(u) = &self.unified_parent {
@@ -464,8 +548,21 @@ impl CgroupDriver for V1Driver {
             .ok_or(CgroupError::NoFreezer)?;
         let state = dir.join("freezer.state");
         write(&state, "FROZEN")?;
+        // The v1 freezer asks each task to freeze once, when FROZEN is written. A task that was
+        // running at that moment and then went to sleep in a freezable wait (a `vfork` parent
+        // waiting for its frozen child: dash runs commands that way) is never asked again and
+        // the cgroup stays FREEZING for ever. Writing FROZEN again asks again: do it while
+        // waiting (seen in `v1_freezer_fallback_without_cgroup_kill`, sandbox.rs).
+        let mut polls = 0u32;
         wait_for(Duration::from_secs(5), dir, "freeze", || {
-            fs::read_to_string(&state).is_ok_and(|s| s.trim() == "FROZEN")
+            if fs::read_to_string(&state).is_ok_and(|s| s.trim() == "FROZEN") {
+                return true;
+            }
+            polls += 1;
+            if polls % 25 == 0 {
+                let _ = fs::write(&state, "FROZEN");
+            }
+            false
         })
     }
 
@@ -596,7 +693,10 @@ impl Layout {
                 }
                 "cgroup" => {
                     for opt in super_opts.split(',') {
-                        if matches!(opt, "memory" | "pids" | "cpu" | "freezer") {
+                        if matches!(
+                            opt,
+                            "memory" | "pids" | "cpu" | "freezer" | "cpuacct" | "cpuset"
+                        ) {
                             l.v1_mounts
                                 .entry(opt.to_string())
                                 .or_insert_with(|| PathBuf::from(unescape(mount_point)));
@@ -663,7 +763,13 @@ pub fn detect(layout: &Layout, subdir: &str) -> Result<Box<dyn CgroupDriver>, Cg
         .all(|c| layout.v1_mounts.contains_key(*c));
     if v1_complete {
         let mut parents = BTreeMap::new();
-        for c in REQUIRED_CONTROLLERS.iter().copied().chain(["freezer"]) {
+        // cpuacct and cpuset are optional: with them a sandbox's view of its cgroups is complete
+        // (the JVM wants all four of cpu, cpuacct, cpuset and memory before it trusts a v1 cgroup).
+        for c in REQUIRED_CONTROLLERS
+            .iter()
+            .copied()
+            .chain(["freezer", "cpuacct", "cpuset"])
+        {
             let Some(mount) = layout.v1_mounts.get(c) else {
                 continue;
             };
@@ -682,6 +788,9 @@ pub fn detect(layout: &Layout, subdir: &str) -> Result<Box<dyn CgroupDriver>, Cg
         }
         for dir in parents.values().chain(unified_parent.iter()) {
             mkdir_all(dir)?;
+        }
+        if let Some(dir) = parents.get("cpuset") {
+            inherit_cpuset(dir)?;
         }
         return Ok(Box::new(V1Driver::new(parents, unified_parent)));
     }
@@ -866,5 +975,88 @@ mod tests {
         };
         let e = detect(&l, "sandpit").unwrap_err();
         assert!(e.to_string().contains("`pids`"), "{e}");
+    }
+
+    #[test]
+    fn the_view_mounts_each_v1_hierarchy_once_and_v2_beside_them() {
+        let mut set = CgroupSet {
+            version: CgroupVersion::V1,
+            controllers: BTreeMap::new(),
+            unified: Some("/u/sandpit/x".into()),
+        };
+        for (c, d) in [
+            ("cpu", "/c/sandpit/x"),
+            ("cpuacct", "/c/sandpit/x"),
+            ("cpuset", "/s/sandpit/x"),
+            ("memory", "/m/sandpit/x"),
+            ("pids", "/p/sandpit/x"),
+            ("freezer", "/f/sandpit/x"),
+        ] {
+            set.controllers.insert(c.into(), d.into());
+        }
+        let view = CgroupView::of(&set);
+        assert_eq!(view.v1, ["cpu,cpuacct", "cpuset", "memory", "pids"]);
+        assert_eq!(view.v2, Some("unified"));
+        assert_eq!(
+            view.work_dir().as_deref(),
+            Some("/sys/fs/cgroup/unified/work")
+        );
+        let v2 = CgroupView::of(&CgroupSet {
+            version: CgroupVersion::V2,
+            controllers: BTreeMap::new(),
+            unified: Some("/u/sandpit/x".into()),
+        });
+        assert!(v2.v1.is_empty());
+        assert_eq!(v2.work_dir().as_deref(), Some("/sys/fs/cgroup/work"));
+    }
+
+    #[test]
+    fn a_new_cpuset_inherits_cpus_and_mems_from_the_nearest_filled_ancestor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path();
+        let mid = top.join("sandpit");
+        let leaf = mid.join("x");
+        fs::create_dir_all(&leaf).unwrap();
+        fs::write(top.join("cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(top.join("cpuset.mems"), "0\n").unwrap();
+        for d in [&mid, &leaf] {
+            fs::write(d.join("cpuset.cpus"), "\n").unwrap();
+            fs::write(d.join("cpuset.mems"), "").unwrap();
+        }
+        inherit_cpuset(&leaf).unwrap();
+        for d in [&mid, &leaf] {
+            assert_eq!(fs::read_to_string(d.join("cpuset.cpus")).unwrap(), "0-1");
+            assert_eq!(fs::read_to_string(d.join("cpuset.mems")).unwrap(), "0");
+        }
+    }
+
+    #[test]
+    fn the_agents_reserve_comes_on_top_of_the_limits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut set = CgroupSet {
+            version: CgroupVersion::V1,
+            controllers: BTreeMap::new(),
+            unified: None,
+        };
+        for c in ["memory", "pids"] {
+            set.controllers.insert(c.into(), tmp.path().join(c));
+        }
+        let limits = Limits {
+            memory_bytes: Some(512 << 20),
+            pids: Some(100),
+            cpu: None,
+        };
+        split_for_agent(&set, &limits, 0, 0).unwrap();
+        let read = |p: &str| fs::read_to_string(tmp.path().join(p)).unwrap();
+        assert_eq!(read("pids/pids.max"), "116");
+        assert_eq!(read("pids/work/pids.max"), "100");
+        assert_eq!(
+            read("memory/memory.limit_in_bytes"),
+            (528u64 << 20).to_string()
+        );
+        assert_eq!(
+            read("memory/work/memory.limit_in_bytes"),
+            (512u64 << 20).to_string()
+        );
     }
 }

@@ -88,3 +88,59 @@ pub(crate) fn check(agent: &Path) -> Result<(), HostError> {
     }
     Ok(())
 }
+
+/// Whether the ELF executable at `path` names a program interpreter (`PT_INTERP`): a dynamically linked
+/// binary, which runs only where its loader and libraries are, so not in a template without them.
+///
+/// # Errors
+/// The file cannot be read, or is not a 64-bit little-endian ELF file.
+pub fn needs_interpreter(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Error, ErrorKind, Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            "not a 64-bit little-endian ELF executable",
+        )
+    };
+    let mut f = fs::File::open(path)?;
+    let mut ehdr = [0u8; 64];
+    f.read_exact(&mut ehdr)?;
+    if &ehdr[..4] != b"\x7fELF" || ehdr[4] != 2 || ehdr[5] != 1 {
+        return Err(bad());
+    }
+    let phoff = u64::from_le_bytes(ehdr[32..40].try_into().map_err(|_| bad())?);
+    let phentsize = u64::from(u16::from_le_bytes([ehdr[54], ehdr[55]]));
+    let phnum = u16::from_le_bytes([ehdr[56], ehdr[57]]);
+    if phentsize < 4 {
+        return Err(bad());
+    }
+    for i in 0..u64::from(phnum) {
+        f.seek(SeekFrom::Start(phoff + i * phentsize))?;
+        let mut p_type = [0u8; 4];
+        f.read_exact(&mut p_type)?;
+        if u32::from_le_bytes(p_type) == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_binary_needs_an_interpreter_and_a_text_file_is_no_elf() {
+        // The test binary itself is linked dynamically (a plain `cargo test`).
+        let me = std::env::current_exe().unwrap();
+        assert!(needs_interpreter(&me).unwrap());
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        fs::write(
+            tmp.path(),
+            "#!/bin/sh\necho not elf, but long enough to hold an ELF header........\n",
+        )
+        .unwrap();
+        assert!(needs_interpreter(tmp.path()).is_err());
+    }
+}

@@ -35,7 +35,7 @@ pub use cgroup::{
     CgroupDriver, CgroupError, CgroupSet, CgroupVersion, Layout, Limits, V1Driver, V2Driver, detect,
 };
 pub use child::READY_FD;
-pub use hostcheck::HostError;
+pub use hostcheck::{HostError, needs_interpreter};
 pub use idrange::{IdRange, RANGE_SIZE, RangeError};
 pub use rootfs::RootfsError;
 pub use seccomp::{DENIED as DENIED_SYSCALLS, FilterError};
@@ -478,8 +478,12 @@ impl Isolator {
 
         let tmp_mb = disk_mb.clamp(16, 4096);
         let shared_run = share.then_some(handle.run_dir.as_path());
-        let (steps, early_steps) = rootfs::steps(shared_run, &self.cfg.agent_binary, tmp_mb);
-        let (exec_path, argv, envp) = Self::init_command(spec, cgroup_entries.len());
+        let view = cgroup::CgroupView::of(&cgroups);
+        let (steps, early_steps) = rootfs::steps(shared_run, &self.cfg.agent_binary, tmp_mb, &view);
+        let work_dir = (!cgroup_entries.is_empty())
+            .then(|| view.work_dir())
+            .flatten();
+        let (exec_path, argv, envp) = Self::init_command(spec, work_dir, cgroup_entries.len());
         let keep_caps = child::DEFAULT_CAPS.iter().fold(0u64, |m, &c| m | (1 << c));
         let mut plan = child::Plan::new(
             sys::path_cstr(&rootfs_dir).map_err(ioe("rootfs path"))?,
@@ -590,6 +594,7 @@ impl Isolator {
 
     fn init_command(
         spec: &SandboxSpec,
+        cgroup_dir: Option<String>,
         cgroup_fds: usize,
     ) -> (CString, Vec<CString>, Vec<CString>) {
         let mut envp: Vec<CString> = [
@@ -627,12 +632,9 @@ impl Isolator {
             "--ready-fd".into(),
             READY_FD.to_string(),
         ];
-        if cgroup_fds > 0 {
+        if let Some(dir) = cgroup_dir {
             // One cgroup per process in the delegated subtree, entered through the host-opened fds.
-            argv.extend([
-                "--cgroup".into(),
-                format!("/sys/fs/cgroup/{}", cgroup::WORK_CGROUP),
-            ]);
+            argv.extend(["--cgroup".into(), dir]);
             for i in 0..cgroup_fds {
                 argv.push("--cgroup-entry-fd".into());
                 argv.push((child::CGROUP_FD + i as i32).to_string());
@@ -826,7 +828,8 @@ mod tests {
     fn agent_command_line_follows_the_contract() {
         let mut spec = SandboxSpec::new("a", "base");
         spec.env = vec![("K".into(), "V".into())];
-        let (path, argv, _) = Isolator::init_command(&spec, 2);
+        let (path, argv, _) =
+            Isolator::init_command(&spec, Some("/sys/fs/cgroup/unified/work".into()), 2);
         assert_eq!(path.to_str().unwrap(), AGENT_PATH_IN_SANDBOX);
         let argv: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap()).collect();
         assert_eq!(
@@ -845,7 +848,7 @@ mod tests {
                 "--ready-fd",
                 "3",
                 "--cgroup",
-                "/sys/fs/cgroup/work",
+                "/sys/fs/cgroup/unified/work",
                 "--cgroup-entry-fd",
                 "5",
                 "--cgroup-entry-fd",

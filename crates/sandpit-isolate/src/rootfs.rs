@@ -164,7 +164,12 @@ pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tt
 /// sandbox's uid.
 // A declarative list: splitting it would only scatter the mount table.
 #[allow(clippy::too_many_lines)]
-pub(crate) fn steps(run_src: Option<&Path>, agent_src: &Path, tmp_mb: u64) -> (Vec<Step>, usize) {
+pub(crate) fn steps(
+    run_src: Option<&Path>,
+    agent_src: &Path,
+    tmp_mb: u64,
+    view: &crate::cgroup::CgroupView,
+) -> (Vec<Step>, usize) {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
     let agent_src = crate::sys::path_cstr(agent_src).unwrap_or_default();
     let mut v = Vec::new();
@@ -278,8 +283,9 @@ pub(crate) fn steps(run_src: Option<&Path>, agent_src: &Path, tmp_mb: u64) -> (V
             Some(&format!("mode=1777,size={tmp_mb}m")),
         ),
         // /sys holds only the sandbox's own cgroup view: a read-only tmpfs (nothing of the host's
-        // sysfs), with the cgroup2 hierarchy mounted at /sys/fs/cgroup, rooted at the sandbox's cgroup
-        // by its cgroup namespace. The agent makes its per-process cgroups in `work` there.
+        // sysfs), with the sandbox's cgroups mounted under /sys/fs/cgroup as `view` says, each rooted at
+        // the sandbox's own directory by its cgroup namespace. The agent makes its per-process cgroups
+        // in the v2 hierarchy's `work` there.
         mkdir("sys", 0o555),
         mount(
             Some("sysfs-view"),
@@ -290,17 +296,160 @@ pub(crate) fn steps(run_src: Option<&Path>, agent_src: &Path, tmp_mb: u64) -> (V
         ),
         mkdir("sys/fs", 0o755),
         mkdir("sys/fs/cgroup", 0o755),
-        Step::SetAttr {
-            path: cstring("sys"),
-            attrs: libc::MOUNT_ATTR_RDONLY,
-        },
-        mount(
-            Some("cgroup2"),
+    ]);
+    let on_tmpfs = view.v2 != Some("");
+    if on_tmpfs {
+        // A tmpfs of its own, so that its directories and links stay read-only for the sandbox.
+        v.push(mount(
+            Some("cgroup-view"),
             "sys/fs/cgroup",
+            Some("tmpfs"),
+            nosuid_nodev | libc::MS_NOEXEC,
+            Some("mode=755,size=16k"),
+        ));
+        for h in &view.v1 {
+            v.push(mkdir(&format!("sys/fs/cgroup/{h}"), 0o755));
+            if h.contains(',') {
+                for c in h.split(',') {
+                    v.push(Step::Symlink {
+                        target: cstring(h),
+                        link: cstring(&format!("sys/fs/cgroup/{c}")),
+                    });
+                }
+            }
+        }
+        if let Some(v2) = view.v2 {
+            v.push(mkdir(&format!("sys/fs/cgroup/{v2}"), 0o755));
+        }
+    }
+    v.push(Step::SetAttr {
+        path: cstring("sys"),
+        attrs: libc::MOUNT_ATTR_RDONLY,
+    });
+    if on_tmpfs {
+        v.push(Step::SetAttr {
+            path: cstring("sys/fs/cgroup"),
+            attrs: libc::MOUNT_ATTR_RDONLY,
+        });
+    }
+    for h in &view.v1 {
+        // Read-only: the limits are the host's (its files are owned by the host's root anyway).
+        v.push(mount(
+            Some("cgroup"),
+            &format!("sys/fs/cgroup/{h}"),
+            Some("cgroup"),
+            nosuid_nodev | libc::MS_NOEXEC | libc::MS_RDONLY,
+            Some(h),
+        ));
+    }
+    if let Some(v2) = view.v2 {
+        let target = if v2.is_empty() {
+            "sys/fs/cgroup".to_string()
+        } else {
+            format!("sys/fs/cgroup/{v2}")
+        };
+        v.push(mount(
+            Some("cgroup2"),
+            &target,
             Some("cgroup2"),
             nosuid_nodev | libc::MS_NOEXEC,
             None,
-        ),
-    ]);
+        ));
+    }
     (v, early)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::CgroupView;
+
+    fn described(view: &CgroupView) -> Vec<String> {
+        let (steps, _) = steps(None, Path::new("/agent"), 64, view);
+        steps
+            .iter()
+            .map(Step::describe)
+            .filter(|d| d.contains("sys/fs/cgroup") || d.contains("sys"))
+            .collect()
+    }
+
+    #[test]
+    fn a_hybrid_view_mounts_each_v1_hierarchy_and_v2_at_unified() {
+        let view = CgroupView {
+            v1: vec!["cpu,cpuacct".into(), "memory".into()],
+            v2: Some("unified"),
+        };
+        let (steps, _) = steps(None, Path::new("/agent"), 64, &view);
+        let mounts: Vec<(String, String, u64)> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount {
+                    target,
+                    fstype: Some(t),
+                    flags,
+                    data,
+                    ..
+                } if target.to_bytes().starts_with(b"sys/fs/cgroup") => Some((
+                    target.to_string_lossy().into_owned(),
+                    format!(
+                        "{}:{}",
+                        t.to_string_lossy(),
+                        data.as_ref()
+                            .map(|d| d.to_string_lossy())
+                            .unwrap_or_default()
+                    ),
+                    *flags & libc::MS_RDONLY,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                ("sys/fs/cgroup".into(), "tmpfs:mode=755,size=16k".into(), 0),
+                (
+                    "sys/fs/cgroup/cpu,cpuacct".into(),
+                    "cgroup:cpu,cpuacct".into(),
+                    libc::MS_RDONLY
+                ),
+                (
+                    "sys/fs/cgroup/memory".into(),
+                    "cgroup:memory".into(),
+                    libc::MS_RDONLY
+                ),
+                ("sys/fs/cgroup/unified".into(), "cgroup2:".into(), 0),
+            ]
+        );
+        let d = described(&view);
+        assert!(d.iter().any(|s| s == "symlink sys/fs/cgroup/cpu"), "{d:?}");
+        assert!(
+            d.iter().any(|s| s == "symlink sys/fs/cgroup/cpuacct"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_pure_v2_view_mounts_cgroup2_at_sys_fs_cgroup() {
+        let view = CgroupView {
+            v1: Vec::new(),
+            v2: Some(""),
+        };
+        let (steps, _) = steps(None, Path::new("/agent"), 64, &view);
+        let cg: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount {
+                    target,
+                    fstype: Some(t),
+                    ..
+                } if target.to_bytes().starts_with(b"sys/fs/cgroup") => Some(format!(
+                    "{} {}",
+                    target.to_string_lossy(),
+                    t.to_string_lossy()
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cg, ["sys/fs/cgroup cgroup2"]);
+    }
 }

@@ -341,28 +341,39 @@ fn finalize(root: &Path) -> Result<(), TemplateError> {
         fs::set_permissions(&agent, fs::Permissions::from_mode(0o755))
             .map_err(ioe("chmod agent placeholder"))?;
     }
-    // The default user: uid/gid 1000 named `user` unless the image already has a `user`.
-    let passwd = root.join("etc/passwd");
-    let text = fs::read_to_string(&passwd).unwrap_or_default();
-    if !text.lines().any(|l| l.starts_with("user:")) {
-        let mut t = text;
-        if !t.is_empty() && !t.ends_with('\n') {
-            t.push('\n');
-        }
-        t.push_str("user:x:1000:1000:sandpit user:/home/user:/bin/sh\n");
-        fs::write(&passwd, t).map_err(ioe("writing /etc/passwd"))?;
-    }
-    let group = root.join("etc/group");
-    let text = fs::read_to_string(&group).unwrap_or_default();
-    if !text.lines().any(|l| l.starts_with("user:")) {
-        let mut t = text;
-        if !t.is_empty() && !t.ends_with('\n') {
-            t.push('\n');
-        }
-        t.push_str("user:x:1000:\n");
-        fs::write(&group, t).map_err(ioe("writing /etc/group"))?;
-    }
+    // `root` and the default user (uid/gid 1000 named `user`) unless the image already has them: an
+    // image with no /etc/passwd at all (a directory holding only a static busybox) gets both.
+    add_missing_lines(
+        &root.join("etc/passwd"),
+        &[
+            ("root:", "root:x:0:0:root:/root:/bin/sh"),
+            ("user:", "user:x:1000:1000:sandpit user:/home/user:/bin/sh"),
+        ],
+    )?;
+    add_missing_lines(
+        &root.join("etc/group"),
+        &[("root:", "root:x:0:"), ("user:", "user:x:1000:")],
+    )?;
     mkdir_mode(&root.join("home/user"), 0o755, Some((1000, 1000)))
+}
+
+/// Appends each `line` whose `prefix` starts no line of the file yet (a missing file counts as empty).
+fn add_missing_lines(path: &Path, lines: &[(&str, &str)]) -> Result<(), TemplateError> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut t = text.clone();
+    for (prefix, line) in lines {
+        if !text.lines().any(|l| l.starts_with(prefix)) {
+            if !t.is_empty() && !t.ends_with('\n') {
+                t.push('\n');
+            }
+            t.push_str(line);
+            t.push('\n');
+        }
+    }
+    if t != text {
+        fs::write(path, t).map_err(ioe("writing the template's users"))?;
+    }
+    Ok(())
 }
 
 /// Top-level entries of the host that `base` reproduces (merged-/usr symlinks or real dirs).

@@ -954,10 +954,14 @@ fn v1_freezer_fallback(_: &Isolator) {
         .unwrap();
     let pid = child.id() as i32;
     driver.add_process(&set, pid).unwrap();
-    driver.freeze(&set).unwrap();
-    let state = fs::read_to_string(set.controllers["freezer"].join("freezer.state")).unwrap();
-    assert_eq!(state.trim(), "FROZEN");
-    driver.thaw(&set).unwrap();
+    // Many rounds: a freeze that lands while the shell is between `vfork` and `exec` must
+    // complete too (it stayed FREEZING for ever once: regression for the v1 freeze re-ask).
+    for _ in 0..200 {
+        driver.freeze(&set).unwrap();
+        let state = fs::read_to_string(set.controllers["freezer"].join("freezer.state")).unwrap();
+        assert_eq!(state.trim(), "FROZEN");
+        driver.thaw(&set).unwrap();
+    }
     driver.kill_all(&set).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(

@@ -1981,19 +1981,33 @@ fn mount_cgroup_v1(_: &Ctx) -> Outcome {
     (a && b, format!("{d1}; {d2}"))
 }
 
+/// Where the sandbox's v2 cgroup hierarchy is: `/sys/fs/cgroup/unified` on hybrid hosts (beside the v1
+/// hierarchies), `/sys/fs/cgroup` on pure v2 ones.
+fn v2_root() -> &'static str {
+    if std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        "/sys/fs/cgroup/unified"
+    } else {
+        "/sys/fs/cgroup"
+    }
+}
+
 fn write_cgroup_limits(_: &Ctx) -> Outcome {
+    let v2 = v2_root();
     let candidates = [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/pids.max",
-        "/sys/fs/cgroup/cpu.max",
-        "/sys/fs/cgroup/cgroup.procs",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-        "/sys/fs/cgroup/pids/pids.max",
-        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
-        "/sys/fs/cgroup/memory/release_agent",
+        format!("{v2}/memory.max"),
+        format!("{v2}/pids.max"),
+        format!("{v2}/cpu.max"),
+        format!("{v2}/cgroup.procs"),
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes".into(),
+        "/sys/fs/cgroup/memory/work/memory.limit_in_bytes".into(),
+        "/sys/fs/cgroup/pids/pids.max".into(),
+        "/sys/fs/cgroup/pids/work/pids.max".into(),
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us".into(),
+        "/sys/fs/cgroup/cpuset/cpuset.cpus".into(),
+        "/sys/fs/cgroup/memory/release_agent".into(),
     ];
     let mut notes = Vec::new();
-    for c in candidates {
+    for c in &candidates {
         let (ok, d) = write_back(c);
         if !ok {
             return (false, d);
@@ -2021,12 +2035,12 @@ fn cgroup_writes(writes: &[(&str, String)]) -> Outcome {
 /// Moving the agent (PID 1) into the subtree delegated to the sandbox, where a child cgroup could then
 /// be frozen with it inside.
 fn move_agent_into_work(_: &Ctx) -> Outcome {
-    let trap = "/sys/fs/cgroup/work/probe-trap";
+    let trap = &format!("{}/work/probe-trap", v2_root());
     let _ = std::fs::create_dir(trap);
     let r = cgroup_writes(&[
-        ("/sys/fs/cgroup/work/cgroup.procs", "1".into()),
+        (&format!("{}/work/cgroup.procs", v2_root()), "1".into()),
         (&format!("{trap}/cgroup.procs"), "1".into()),
-        ("/sys/fs/cgroup/cgroup.procs", "1".into()),
+        (&format!("{}/cgroup.procs", v2_root()), "1".into()),
     ]);
     let _ = std::fs::remove_dir(trap);
     r
@@ -2035,15 +2049,15 @@ fn move_agent_into_work(_: &Ctx) -> Outcome {
 /// Freezing (or killing) the sandbox's own cgroup or the agent's.
 fn freeze_sandbox_cgroup(_: &Ctx) -> Outcome {
     let r = cgroup_writes(&[
-        ("/sys/fs/cgroup/cgroup.freeze", "1".into()),
-        ("/sys/fs/cgroup/agent/cgroup.freeze", "1".into()),
-        ("/sys/fs/cgroup/cgroup.kill", "1".into()),
-        ("/sys/fs/cgroup/agent/cgroup.kill", "1".into()),
+        (&format!("{}/cgroup.freeze", v2_root()), "1".into()),
+        (&format!("{}/agent/cgroup.freeze", v2_root()), "1".into()),
+        (&format!("{}/cgroup.kill", v2_root()), "1".into()),
+        (&format!("{}/agent/cgroup.kill", v2_root()), "1".into()),
     ]);
     if !r.0 {
         // Undo what got through, so that the rest of the run still has an agent to talk to.
-        let _ = std::fs::write("/sys/fs/cgroup/cgroup.freeze", "0");
-        let _ = std::fs::write("/sys/fs/cgroup/agent/cgroup.freeze", "0");
+        let _ = std::fs::write(format!("{}/cgroup.freeze", v2_root()), "0");
+        let _ = std::fs::write(format!("{}/agent/cgroup.freeze", v2_root()), "0");
     }
     r
 }
@@ -2052,8 +2066,8 @@ fn freeze_sandbox_cgroup(_: &Ctx) -> Outcome {
 fn join_agent_cgroup(_: &Ctx) -> Outcome {
     let me = std::process::id().to_string();
     cgroup_writes(&[
-        ("/sys/fs/cgroup/agent/cgroup.procs", me.clone()),
-        ("/sys/fs/cgroup/cgroup.procs", me),
+        (&format!("{}/agent/cgroup.procs", v2_root()), me.clone()),
+        (&format!("{}/cgroup.procs", v2_root()), me),
     ])
 }
 
@@ -2062,7 +2076,7 @@ fn join_agent_cgroup(_: &Ctx) -> Outcome {
 /// that, as it gives it `kill` of any pid.)
 fn leave_process_cgroup(_: &Ctx) -> Outcome {
     let me = std::process::id().to_string();
-    cgroup_writes(&[("/sys/fs/cgroup/work/cgroup.procs", me)])
+    cgroup_writes(&[(&format!("{}/work/cgroup.procs", v2_root()), me)])
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ pub struct Config {
     /// The API key. When unset, the key in `STATE_DIR/api-key` is used, generated on first start.
     pub api_key: Option<String>,
     pub backend: BackendKind,
-    /// The `sandpit` binary started as each sandbox's agent; the running executable when unset.
+    /// The binary started as each sandbox's agent (`sandpit-agent` or `sandpit`); when unset,
+    /// [`STATIC_AGENT_NAME`] beside the running executable if it is there, else the running executable.
     pub agent_binary: Option<PathBuf>,
     /// PEM certificate chain; TLS is served when both this and `tls_key` are set.
     pub tls_cert: Option<PathBuf>,
@@ -267,14 +268,22 @@ impl Config {
         Ok(())
     }
 
-    /// The agent binary to start, falling back to the running executable (the `sandpit` binary itself).
+    /// The agent binary to start: the configured one; else the static agent beside the running
+    /// executable ([`STATIC_AGENT_NAME`]); else the running executable (the `sandpit` binary itself, which
+    /// runs only in templates that hold the glibc it was linked against).
     pub fn resolved_agent_binary(&self) -> std::io::Result<PathBuf> {
-        match &self.agent_binary {
-            Some(p) => Ok(p.clone()),
-            None => std::env::current_exe(),
+        if let Some(p) = &self.agent_binary {
+            return Ok(p.clone());
         }
+        let exe = std::env::current_exe()?;
+        let beside = exe.with_file_name(STATIC_AGENT_NAME);
+        Ok(if beside.is_file() { beside } else { exe })
     }
 }
+
+/// The file name of the statically linked agent (`sandpit-agent`, built by `scripts/build-agent.sh`)
+/// the daemon looks for beside its own binary: with it, a template needs no libc for the agent.
+pub const STATIC_AGENT_NAME: &str = "sandpit-agent-static";
 
 /// `/var/lib/sandpit` for root; otherwise `$XDG_DATA_HOME/sandpit`, `~/.local/share/sandpit`, or
 /// `./sandpit-state` as a last resort.

@@ -215,7 +215,8 @@ fn cgroup_limits(h: &Value) -> BTreeMap<String, String> {
         .flat_map(|o| o.values())
         .chain(cg.get("unified"))
         .filter_map(Value::as_str)
-        .map(PathBuf::from);
+        // The sandbox's own directories and `work`, where its processes' limits are.
+        .flat_map(|d| [PathBuf::from(d), Path::new(d).join("work")]);
     let mut out = BTreeMap::new();
     for d in dirs {
         for f in [

@@ -12,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use daemon::{
-    Fixture, call, client, import_busybox_template, isolate_handle, post, processes_in, running, sh,
+    Fixture, call, client, get_text, import_busybox_template, isolate_handle, post, processes_in,
+    running, sh,
 };
 use serde_json::{Value, json};
 
@@ -49,8 +50,11 @@ async fn isolated_sandbox_lifecycle_survives_a_daemon_sigkill() {
         .as_str()
         .map(PathBuf::from);
     if let Some(mem) = mem_dir.filter(|d| d.join("memory.limit_in_bytes").exists()) {
-        let limit = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+        // The sandbox's processes (in `work`) get exactly the limit; the agent's reserve comes on top.
+        let limit = std::fs::read_to_string(mem.join("work/memory.limit_in_bytes")).unwrap();
         assert_eq!(limit.trim(), (256u64 << 20).to_string());
+        let whole = std::fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap();
+        assert_eq!(whole.trim(), ((256u64 + 16) << 20).to_string());
     } else if let Some(unified) = handle["cgroups"]["unified"].as_str() {
         let max =
             std::fs::read_to_string(Path::new(unified).join("memory.max")).unwrap_or_default();
@@ -577,6 +581,81 @@ async fn device_nodes_in_a_template_are_inert() {
         sh(&root, "echo x > /dev/null && echo fine", None).await,
         (0, "fine\n".into())
     );
+    let (s, _) = call(client().delete(&root)).await;
+    assert_eq!(s, 204);
+}
+
+/// Issue 13: the agent needs nothing from the template. A template that is a directory holding only a
+/// static busybox (no libc, no loader, no /etc: the import adds the users) runs one-shot commands as
+/// `user` and root, a streamed process and a PTY: the agent bound into it is the static one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_of_only_a_static_busybox_runs_commands_streams_and_ptys() {
+    let Some(fx) = Fixture::new() else {
+        return;
+    };
+    let Some(agent) = sandpit_testkit::static_agent(&fx.bin) else {
+        return;
+    };
+    assert!(
+        !sandpit_isolate::needs_interpreter(&agent).unwrap(),
+        "{} is linked dynamically",
+        agent.display()
+    );
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
+    let rootfs = fx.dir.path().join("bare");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox (scripts/setup.sh installs busybox-static)");
+    std::fs::copy(busybox, rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    daemon::import_dir_template(&serve, "bare", &rootfs).await;
+    let id = daemon::create(&serve, json!({"template": "bare"})).await;
+    let root = serve.url(&format!("/v1/sandboxes/{id}"));
+
+    let bb = "/bin/busybox";
+    for (user, uid) in [("user", "1000"), ("root", "0")] {
+        let (code, out) = sh(
+            &root,
+            &format!("{bb} id -u; {bb} ls /lib /lib64 /usr 2>&1 | {bb} wc -l; echo done"),
+            Some(user),
+        )
+        .await;
+        assert_eq!(code, 0, "{user}: {out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], uid, "{out}");
+        // Three "No such file or directory" lines: there is no libc anywhere in the template.
+        assert_eq!(lines[1].trim(), "3", "{out}");
+        assert_eq!(lines[2], "done", "{out}");
+    }
+
+    // A streamed process: its output arrives as SSE events, then `exited`.
+    let (s, p) = post(
+        format!("{root}/processes"),
+        json!({"argv": [bb, "sh", "-c", "for i in 1 2 3; do echo line$i; /bin/busybox sleep 0.1; done"],
+               "id": "stream"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let events = get_text(format!("{root}/processes/stream/events")).await;
+    for want in ["line1", "line2", "line3", "event: exited"] {
+        assert!(events.contains(want), "{want} missing: {events}");
+    }
+
+    // A PTY.
+    let (s, p) = post(
+        format!("{root}/processes"),
+        json!({"argv": [bb, "sh", "-c", "/bin/busybox tty; echo pty-ok"],
+               "tty": {"cols": 80, "rows": 24}, "id": "pty"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{p}");
+    let events = get_text(format!("{root}/processes/pty/events")).await;
+    assert!(events.contains("/dev/pts/"), "{events}");
+    assert!(events.contains("pty-ok"), "{events}");
+    assert!(events.contains("event: exited"), "{events}");
+
     let (s, _) = call(client().delete(&root)).await;
     assert_eq!(s, 204);
 }

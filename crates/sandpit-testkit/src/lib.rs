@@ -88,9 +88,41 @@ pub fn binary(name: &str, env_var: &str) -> Option<PathBuf> {
 }
 
 /// The `sandpit` binary (`$SANDPIT_BIN`, else `target/debug/sandpit`), or `None` after [`skip`].
+///
+/// # Panics
+/// When the static agent the daemon would pick up beside it (`sandpit-agent-static`) is older than it:
+/// the sandboxes would run an agent built from older code (run `scripts/build-agent.sh`).
 #[must_use]
 pub fn sandpit_bin() -> Option<PathBuf> {
-    binary("sandpit", "SANDPIT_BIN")
+    let bin = binary("sandpit", "SANDPIT_BIN")?;
+    let agent = bin.with_file_name("sandpit-agent-static");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(a), Some(b)) = (modified(&agent), modified(&bin)) {
+        assert!(
+            a >= b,
+            "{} is older than {}: sandboxes would run a stale agent; rebuild it with \
+             scripts/build-agent.sh (or remove it to use the sandpit binary as the agent)",
+            agent.display(),
+            bin.display()
+        );
+    }
+    Some(bin)
+}
+
+/// The static agent beside the `sandpit` binary (`scripts/build-agent.sh` builds it), which templates
+/// without a libc need; `None` after [`skip`] when it is missing.
+#[must_use]
+pub fn static_agent(sandpit_bin: &Path) -> Option<PathBuf> {
+    let agent = sandpit_bin.with_file_name("sandpit-agent-static");
+    if agent.is_file() {
+        Some(agent)
+    } else {
+        skip(format!(
+            "{} not found: build it with scripts/build-agent.sh",
+            agent.display()
+        ));
+        None
+    }
 }
 
 /// A free loopback port. There is a small window before the daemon binds it; tests accept that.

@@ -41,6 +41,21 @@ impl IsolateBackend {
         let agent = config
             .resolved_agent_binary()
             .map_err(|e| BackendError::io("cannot locate the sandpit binary for the agent", e))?;
+        match sandpit_isolate::needs_interpreter(&agent) {
+            Ok(false) => {
+                tracing::info!(agent = %agent.display(), "agent binary (static: runs in any template)");
+            }
+            Ok(true) => tracing::warn!(
+                agent = %agent.display(),
+                "the agent binary is linked dynamically: only templates holding the glibc it needs can \
+                 start sandboxes; build the static agent (scripts/build-agent.sh puts it beside the sandpit \
+                 binary as {})",
+                crate::config::STATIC_AGENT_NAME
+            ),
+            Err(e) => {
+                tracing::warn!(agent = %agent.display(), error = %e, "cannot tell how the agent binary is linked");
+            }
+        }
         let mut cfg = IsolateConfig::new(config.state_dir.join("isolate"), agent);
         cfg.ready_timeout = Duration::from_secs(config.agent_start_timeout_secs);
         let iso = Isolator::new(cfg).map_err(|e| {

@@ -153,6 +153,18 @@ pub async fn call(rb: reqwest::RequestBuilder) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// GETs `url` and returns the whole body as text (an SSE stream: until it ends).
+pub async fn get_text(url: String) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn post(url: String, body: Value) -> (u16, Value) {
     call(client().post(url).json(&body)).await
 }
@@ -240,8 +252,8 @@ pub fn count_entries(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, Iterator::count)
 }
 
-/// Imports a root filesystem of the host's static busybox (plus the agent's libraries, plus what `extra`
-/// puts in it) as template `tiny` and waits until it is ready.
+/// Imports a root filesystem of the host's static busybox (no libc: the agent is the static one; plus
+/// what `extra` puts in it) as template `tiny` and waits until it is ready.
 pub async fn import_busybox_template(
     serve: &Serve,
     bin: &Path,
@@ -259,16 +271,11 @@ pub async fn import_busybox_template(
     for applet in ["sh", "echo", "cat", "sleep", "seq", "id", "true"] {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
-    // The agent (bound in from the host) is linked dynamically: its libraries must be in the template.
-    let ldd = std::process::Command::new("ldd").arg(bin).output().unwrap();
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let dst = rootfs.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(lib, dst).unwrap();
-    }
+    // No libc and no loader: the agent bound in from the host is the static one.
+    assert!(
+        sandpit_testkit::static_agent(bin).is_some(),
+        "a busybox template needs the static agent (scripts/build-agent.sh)"
+    );
     std::fs::write(
         rootfs.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
@@ -276,15 +283,20 @@ pub async fn import_busybox_template(
     .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
     extra(rootfs);
+    import_dir_template(serve, "tiny", rootfs).await;
+}
+
+/// Imports directory `rootfs` as template `name` and waits until it is ready.
+pub async fn import_dir_template(serve: &Serve, name: &str, rootfs: &Path) {
     let (s, v) = post(
         serve.url("/v1/templates"),
-        json!({"name": "tiny", "source": {"dir": rootfs.display().to_string()}}),
+        json!({"name": name, "source": {"dir": rootfs.display().to_string()}}),
     )
     .await;
     assert_eq!(s, 202, "{v}");
     let t = Instant::now();
     loop {
-        let (s, b) = call(client().get(serve.url("/v1/templates/tiny/build"))).await;
+        let (s, b) = call(client().get(serve.url(&format!("/v1/templates/{name}/build")))).await;
         assert_eq!(s, 200, "{b}");
         if b["state"] != "building" {
             assert_eq!(b["state"], "ready", "{b}");

@@ -1,5 +1,9 @@
-//! `sandpit agent`: parse flags, bind the listener, run the agent until SIGTERM/SIGINT (from outside the
-//! sandbox when the agent is its PID 1).
+//! The agent's command line: parse `sandpit agent`'s flags, bind the listener, run the agent until
+//! SIGTERM/SIGINT (from outside the sandbox when the agent is its PID 1).
+//!
+//! Shared by the `sandpit` binary (`sandpit agent`) and the `sandpit-agent` binary, which holds only the
+//! agent and is built statically (`scripts/build-agent.sh`): the daemon binds it into every sandbox, where
+//! it must run whatever the template holds, a template with no libc at all included.
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -57,6 +61,10 @@ pub struct AgentArgs {
     log_max_bytes: u64,
 }
 
+/// Runs the agent with `args` until it is told to stop.
+///
+/// # Errors
+/// Bad flags, a listener that cannot be bound, or a failed start.
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     init_tracing(
         &args.log_format,
