@@ -792,3 +792,68 @@ fn cp_and_fs_move_files_and_directories() {
     let o = d.run(&["cp", "a", "b"]);
     assert!(text(&o.stderr).contains("ID:PATH"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn keys_create_ls_revoke_and_scopes_hold() {
+    let d = Daemon::start();
+    let key = d.ok(&["keys", "create", "--name", "reader", "--scope", "read"]);
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("sp_k_"), "{key}");
+    let made = d.json(&[
+        "keys",
+        "create",
+        "--name",
+        "bot",
+        "--scope",
+        "sandboxes",
+        "--tenant",
+        "team-a",
+        "--expires-in",
+        "3600",
+        "--json",
+    ]);
+    assert_eq!(made["tenant"], "team-a");
+    let listed = d.json(&["keys", "ls", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    assert!(
+        !listed.to_string().contains(&key),
+        "ls must not print secrets"
+    );
+    let table = d.ok(&["keys", "ls"]);
+    assert!(
+        table.contains("reader") && table.contains("team-a"),
+        "{table}"
+    );
+
+    // The read key can list but not create; the message names the scope.
+    let as_reader = |args: &[&str]| {
+        let mut c = d.cmd(args);
+        c.env("SANDPIT_API_KEY", &key);
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    assert!(as_reader(&["ls"]).status.success());
+    let o = as_reader(&["create"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("`sandboxes` scope"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // Revoke: the key stops working; an unknown id is named in the error.
+    let id = listed[0]["id"].as_str().unwrap();
+    assert_eq!(d.ok(&["keys", "revoke", id]).trim(), id);
+    let o = as_reader(&["ls"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("API key"), "{}", text(&o.stderr));
+    let o = d.run(&["keys", "revoke", "k_nope"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("k_nope"), "{}", text(&o.stderr));
+    let o = d.run(&["keys", "create", "--name", "x", "--scope", "root"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("unknown scope"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -181,12 +181,15 @@ pub enum IsolateError {
         source: io::Error,
     },
     #[error(
-        "sandbox init did not signal readiness on fd {fd} within {timeout:?} ({reason}); init output: {log}"
+        "sandbox init did not signal readiness on fd {fd} within {timeout:?} ({reason}); init: {init}; init output: {log}"
     )]
     NotReady {
         fd: i32,
         timeout: Duration,
         reason: &'static str,
+        /// Where the init was when the wait gave up ([`procfs::describe`]): which binary, and what
+        /// each thread waited for in the kernel — so that a rare timeout tells where the time went.
+        init: String,
         log: String,
     },
 }
@@ -588,6 +591,7 @@ impl Isolator {
             fd: READY_FD,
             timeout: self.cfg.ready_timeout,
             reason,
+            init: procfs::describe(handle.init_pid),
             log: tail,
         }
     }

@@ -36,8 +36,55 @@ impl ProcStat {
     }
 }
 
+/// A one-line account of where a process is, for an error message about a process that did not do
+/// what it should in time: its name, and each thread's state letter and kernel wait channel
+/// (`comm=sandpit-agent threads=[S ep_poll, S futex_wait_queue, …]`). Says `gone` when the process
+/// does not exist.
+pub fn describe(pid: i32) -> String {
+    let Some(stat) = ProcStat::read(pid) else {
+        return format!("pid {pid} gone");
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let mut threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| {
+            let tid: i32 = t.file_name().to_str()?.parse().ok()?;
+            let st = ProcStat::parse(
+                &std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?,
+            )?;
+            let wchan = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+                .unwrap_or_default();
+            Some(format!("{} {}", st.state, wchan.trim()))
+        })
+        .collect();
+    threads.truncate(8);
+    format!(
+        "pid {pid} comm={} state={} threads=[{}]",
+        comm.trim(),
+        stat.state,
+        threads.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn describe_names_the_process_and_its_threads() {
+        let me = super::describe(std::process::id() as i32);
+        assert!(
+            me.starts_with(&format!("pid {} comm=", std::process::id())),
+            "{me}"
+        );
+        // This thread is running: its own state letter is R.
+        assert!(
+            me.contains("state=") && me.contains("threads=[") && me.contains('R'),
+            "{me}"
+        );
+        assert!(super::describe(i32::MAX).ends_with("gone"));
+    }
+
     use super::*;
 
     #[test]

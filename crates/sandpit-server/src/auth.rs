@@ -1,14 +1,27 @@
-//! API-key authentication: loading or creating the key, and checking a request's `Authorization` header.
+//! Authentication: the keys a request may carry and what each may do.
 //!
-//! There is exactly one key per daemon. When the operator configures none, a random one is generated on
-//! first start and kept (mode 0600) in `STATE_DIR/api-key`, so that a fresh install is never open. Keys are
-//! compared in constant time so that response timing does not leak how much of a guess was right.
+//! The key file: when the operator configures no key, a random one is generated on first start and kept
+//! (mode 0600) in `STATE_DIR/api-key`, so that a fresh install is never open. It is an `admin` key of
+//! tenant `default`, not listed and not revocable (it is how an operator gets in).
+//!
+//! More keys ([`Keys`], `/v1/keys`): each has an id, a name, a tenant and scopes. A key reads
+//! `sp_<id>_<secret>`; only the SHA-256 of the whole key is kept (in memory for the request path, in the
+//! store's `api_keys` table across restarts), so a leaked database opens nothing. The id in the key finds
+//! the record in O(1); the digests are compared in constant time. A revoked or expired key fails on the
+//! very next request, because every request is checked against the in-memory table.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use sandpit_types::keys::{CreateKeyRequest, CreatedKey, DEFAULT_TENANT, KeyInfo, Scope};
 use subtle::ConstantTimeEq;
+
+use crate::store::{KeyRow, Store, StoreError};
+use crate::tokens::{digest, hex, unhex};
 
 /// Where the key came from, for the start-up log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,20 +107,224 @@ impl ApiKey {
 
     /// Whether an `Authorization` header value carries this key (`Bearer <key>`, scheme case-insensitive).
     pub fn verify_header(&self, value: Option<&[u8]>) -> bool {
-        let Some(value) = value else { return false };
-        let Some(scheme) = value.get(..7) else {
-            return false;
-        };
-        if !scheme.eq_ignore_ascii_case(b"bearer ") {
-            return false;
-        }
-        self.verify(value[7..].trim_ascii())
+        bearer_token(value).is_some_and(|t| self.verify(t))
     }
 
     pub fn verify(&self, candidate: &[u8]) -> bool {
         // ct_eq on slices of different lengths is false without comparing contents; only the length, which
         // is not secret, can leak.
         bool::from(self.key.as_slice().ct_eq(candidate))
+    }
+}
+
+/// The credential in an `Authorization` header value (`Bearer <key>`, scheme case-insensitive).
+pub fn bearer_token(value: Option<&[u8]>) -> Option<&[u8]> {
+    let value = value?;
+    if !value.get(..7)?.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    Some(value[7..].trim_ascii())
+}
+
+/// Who a request is: the key it carried, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// `file` for the key file's key.
+    pub key_id: String,
+    pub tenant: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// The id the key file's key goes by in logs and principals.
+pub const FILE_KEY_ID: &str = "file";
+/// The prefix of every key made by `/v1/keys` (easy to spot in logs and secret scanners).
+pub const KEY_PREFIX: &str = "sp_";
+
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    hash: [u8; 32],
+    info: KeyInfo,
+    expires_at_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no key with id {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every key the daemon accepts: the key file's and those made by `/v1/keys`.
+#[derive(Debug)]
+pub struct Keys {
+    file_key: ApiKey,
+    store: Store,
+    by_id: RwLock<HashMap<String, KeyEntry>>,
+}
+
+fn scopes_text(scopes: &[Scope]) -> String {
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Keys {
+    /// The key file's key plus what the store holds (rows it cannot read are skipped with a warning:
+    /// a key that cannot be checked opens nothing).
+    pub async fn load(file_key: ApiKey, store: Store) -> Result<Self, StoreError> {
+        let mut by_id = HashMap::new();
+        for row in store.keys_all().await? {
+            let scopes: Result<Vec<Scope>, _> =
+                row.scopes.split(',').map(str::parse::<Scope>).collect();
+            let (Some(hash), Ok(scopes)) = (unhex(&row.hash), scopes) else {
+                tracing::warn!(key = %row.id, "unreadable API key record: ignored");
+                continue;
+            };
+            by_id.insert(
+                row.id.clone(),
+                KeyEntry {
+                    hash,
+                    expires_at_ms: row.expires_at_ms,
+                    info: KeyInfo {
+                        id: row.id,
+                        name: row.name,
+                        tenant: row.tenant,
+                        scopes,
+                        created_at: crate::time::rfc3339(row.created_at_ms),
+                        expires_at: row.expires_at_ms.map(crate::time::rfc3339),
+                    },
+                },
+            );
+        }
+        Ok(Self {
+            file_key,
+            store,
+            by_id: RwLock::new(by_id),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, KeyEntry>> {
+        self.by_id
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, KeyEntry>> {
+        self.by_id
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The principal a presented key stands for, if it is a valid, unrevoked, unexpired key.
+    pub fn resolve(&self, presented: &[u8]) -> Option<Principal> {
+        if self.file_key.verify(presented) {
+            return Some(Principal {
+                key_id: FILE_KEY_ID.into(),
+                tenant: DEFAULT_TENANT.into(),
+                scopes: vec![Scope::Admin],
+            });
+        }
+        let text = std::str::from_utf8(presented).ok()?;
+        let (id, _secret) = text.strip_prefix(KEY_PREFIX)?.rsplit_once('_')?;
+        let map = self.read();
+        let entry = map.get(id)?;
+        if !bool::from(entry.hash.ct_eq(&digest(text))) {
+            return None;
+        }
+        if entry
+            .expires_at_ms
+            .is_some_and(|exp| crate::time::now_ms() >= exp)
+        {
+            return None;
+        }
+        Some(Principal {
+            key_id: entry.info.id.clone(),
+            tenant: entry.info.tenant.clone(),
+            scopes: entry.info.scopes.clone(),
+        })
+    }
+
+    /// Makes a key; its secret is in the answer and nowhere else.
+    pub async fn create(&self, req: CreateKeyRequest) -> Result<CreatedKey, KeyError> {
+        req.validate().map_err(KeyError::Invalid)?;
+        let mut scopes = req.scopes;
+        scopes.sort();
+        scopes.dedup();
+        let id = format!("k_{}", random_hex(8));
+        let key = format!("{KEY_PREFIX}{id}_{}", random_hex(24));
+        let hash = digest(&key);
+        let now = crate::time::now_ms();
+        let expires_at_ms = req
+            .expires_in
+            .map(|s| now.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)));
+        let tenant = req.tenant.unwrap_or_else(|| DEFAULT_TENANT.into());
+        self.store
+            .key_put(KeyRow {
+                id: id.clone(),
+                hash: hex(&hash),
+                name: req.name.clone(),
+                tenant: tenant.clone(),
+                scopes: scopes_text(&scopes),
+                created_at_ms: now,
+                expires_at_ms,
+            })
+            .await?;
+        let info = KeyInfo {
+            id: id.clone(),
+            name: req.name,
+            tenant,
+            scopes,
+            created_at: crate::time::rfc3339(now),
+            expires_at: expires_at_ms.map(crate::time::rfc3339),
+        };
+        self.write().insert(
+            id,
+            KeyEntry {
+                hash,
+                info: info.clone(),
+                expires_at_ms,
+            },
+        );
+        tracing::info!(key = %info.id, name = %info.name, tenant = %info.tenant, "API key created");
+        Ok(CreatedKey { key, info })
+    }
+
+    /// Every key made by `/v1/keys`, oldest first; never a secret.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        let mut keys: Vec<KeyInfo> = self.read().values().map(|e| e.info.clone()).collect();
+        keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        keys
+    }
+
+    /// Revokes a key: from the next request on, it opens nothing.
+    pub async fn revoke(&self, id: &str) -> Result<(), KeyError> {
+        // Out of the request path's table first, so that no request is let in while the row goes.
+        let removed = self.write().remove(id);
+        let existed = match self.store.key_delete(id).await {
+            Ok(existed) => existed,
+            Err(e) => {
+                if let Some(entry) = removed {
+                    self.write().insert(id.to_owned(), entry);
+                }
+                return Err(e.into());
+            }
+        };
+        if removed.is_none() && !existed {
+            return Err(KeyError::NotFound(id.to_owned()));
+        }
+        tracing::info!(key = %id, "API key revoked");
+        Ok(())
     }
 }
 

@@ -118,6 +118,8 @@ impl Default for HealthSettings {
 pub struct ListFilter {
     pub states: Vec<SandboxState>,
     pub metadata: Vec<(String, String)>,
+    /// Only this tenant's sandboxes (a non-admin key); every tenant's when `None`.
+    pub tenant: Option<String>,
 }
 
 /// How long to wait before trying again to enforce a deadline whose enforcement failed.
@@ -147,6 +149,9 @@ pub struct Engine {
     /// per-sandbox lock nor the store. Kept in step by [`Engine::save`]; an entry is removed *before* a
     /// pause or destroy starts, so a call never picks up a sandbox that is going away.
     live: std::sync::RwLock<HashMap<String, PathBuf>>,
+    /// The tenant of every recorded sandbox, for the per-request tenant check ([`Engine::tenant_of`]):
+    /// filled at create and at start, emptied when a record is forgotten.
+    owners: std::sync::RwLock<HashMap<String, String>>,
     /// Sandbox networking, when the daemon runs with it.
     net: std::sync::OnceLock<Arc<crate::network::SandboxNet>>,
     /// Running sandboxes whose agent failed its last health probe ([`Engine::run_health`]), with why.
@@ -165,6 +170,7 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             live: std::sync::RwLock::new(HashMap::new()),
+            owners: std::sync::RwLock::new(HashMap::new()),
             net: std::sync::OnceLock::new(),
             unhealthy: std::sync::RwLock::new(HashMap::new()),
             health_events: watch::channel(0).0,
@@ -236,7 +242,29 @@ impl Engine {
         live.remove(id);
     }
 
+    /// The tenant sandbox `id` belongs to, if it is recorded. O(1), no store access: checked on every
+    /// request a non-admin key makes to a sandbox.
+    pub fn tenant_of(&self, id: &str) -> Option<String> {
+        self.owners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    fn own(&self, id: &str, tenant: &str) {
+        self.owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), tenant.to_owned());
+    }
+
+    /// Forgets a sandbox whose record is gone: its lock and its owner.
     fn forget_lock(&self, id: &str) {
+        self.owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         let mut locks = self
             .locks
             .lock()
@@ -297,9 +325,11 @@ impl Engine {
         Ok(secs)
     }
 
+    /// Creates a sandbox owned by `tenant`.
     pub async fn create(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
+        tenant: &str,
     ) -> Result<SandboxInfo, EngineError> {
         validate_create(&req)?;
         let timeout_secs =
@@ -333,7 +363,9 @@ impl Engine {
             expires_at_ms: None,
             error: None,
             handle: None,
+            tenant: tenant.to_owned(),
         };
+        self.own(&id, tenant);
         let mut spec = SandboxSpec {
             id: id.clone(),
             template: rec.template.clone(),
@@ -432,6 +464,7 @@ impl Engine {
             .list()
             .await?
             .iter()
+            .filter(|r| filter.tenant.as_ref().is_none_or(|t| *t == r.tenant))
             .filter(|r| {
                 filter
                     .metadata
@@ -867,6 +900,7 @@ impl Engine {
     /// failure, and a sandbox whose agent is gone (host reboot) is marked `failed` with what was lost.
     pub async fn reconcile(&self) -> Result<(), EngineError> {
         for mut rec in self.store.list().await? {
+            self.own(&rec.id, &rec.tenant);
             match rec.state {
                 SandboxState::Starting => {
                     Self::apply(&mut rec, Action::StartFailed)?;
@@ -1071,6 +1105,7 @@ pub fn info(rec: &SandboxRecord) -> SandboxInfo {
         error: rec.error.clone(),
         network: None,
         preview_domain: None,
+        tenant: rec.tenant.clone(),
     }
 }
 

@@ -189,6 +189,7 @@ async fn serve(
     let health = tokio::spawn(engine.clone().run_health(stop_rx.clone()));
     let net_services = net.as_ref().map(|n| n.spawn_services(stop_rx.clone()));
     let ports = Arc::new(tokens::PortAccess::load(engine.store().clone()).await?);
+    let keys = Arc::new(auth::Keys::load(api_key, engine.store().clone()).await?);
     let local = listener.local_addr().map_err(ServerError::Io)?;
     let preview = Arc::new(preview::Preview::new(
         engine.clone(),
@@ -199,7 +200,7 @@ async fn serve(
     ));
     let state = api::AppState {
         engine,
-        api_key: Arc::new(api_key),
+        keys,
         metrics: Arc::new(metrics::Metrics::default()),
         templates,
         openapi: Arc::new(openapi::spec_json()),

@@ -23,7 +23,8 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{handlers, network};
+use crate::api::{handlers, keys, network};
+use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 use sandpit_types::network::{Egress, ExposePortRequest, ExposedPort, NetworkPolicy, PortList};
 
 /// Body of `POST /v1/sandboxes/{id}/processes/{pid}/signal`.
@@ -75,6 +76,9 @@ impl utoipa::ToSchema for RawBytes {}
         handlers::get_template,
         handlers::template_build,
         handlers::delete_template,
+        keys::create_key,
+        keys::list_keys,
+        keys::revoke_key,
         process_docs::exec,
         process_docs::start_process,
         process_docs::list_processes,
@@ -118,6 +122,7 @@ impl utoipa::ToSchema for RawBytes {}
         FileMode, FsEvent, FsEventType, MkdirRequest, MoveRequest, ChmodRequest, ChownRequest,
         CreateWatcherRequest, WatcherInfo, WatchEventList, TarResult, SkippedMember,
         NetworkPolicy, Egress, ExposePortRequest, ExposedPort, PortList,
+        CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
@@ -127,6 +132,7 @@ impl utoipa::ToSchema for RawBytes {}
         (name = "templates", description = "Root filesystems sandboxes start from (isolate backend; admin-only imports)"),
         (name = "processes", description = "Processes inside a sandbox (served by its agent; a paused sandbox is resumed first)"),
         (name = "network", description = "Egress policy and exposed ports (preview URLs)"),
+        (name = "keys", description = "API keys with scopes (`admin`, `sandboxes`, `read`); admin only"),
         (name = "files", description = "Files inside a sandbox, as the requesting user (served by its agent; a paused sandbox is resumed first). `path` query values are percent-encoded bytes; relative paths start at the user's home"),
     )
 )]

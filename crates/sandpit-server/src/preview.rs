@@ -220,7 +220,7 @@ async fn serve(
 ) -> Response {
     let (token, from_query) = token_of(&req);
     let grant = s.ports.check(id, port, token.as_deref());
-    let key_ok = crate::api::is_authorized(&s.api_key, &req);
+    let key_ok = crate::api::key_may_use(s, &req, id);
     if grant == Grant::Denied && !key_ok {
         return error(
             ErrorCode::Unauthenticated,

@@ -52,6 +52,18 @@ const MIGRATIONS: &[&str] = &[
         port          INTEGER NOT NULL,
         expires_at_ms INTEGER
     );",
+    // API keys (issue 17): SHA-256 of the secret, never the secret; scopes as a comma list.
+    "CREATE TABLE api_keys (
+        id            TEXT PRIMARY KEY NOT NULL,
+        hash          TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        tenant        TEXT NOT NULL,
+        scopes        TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        expires_at_ms INTEGER
+    );",
+    // Tenants (issue 17): the tenant of the key that made a sandbox; older rows belong to `default`.
+    "ALTER TABLE sandboxes ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +116,20 @@ pub struct SandboxRecord {
     pub error: Option<String>,
     /// Set once the backend created the sandbox.
     pub handle: Option<BackendHandle>,
+    /// The tenant of the key that created it.
+    pub tenant: String,
+}
+
+/// One API key as persisted (`hash`: hex SHA-256 of the secret; `scopes`: comma separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: String,
+    pub hash: String,
+    pub name: String,
+    pub tenant: String,
+    pub scopes: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
 }
 
 /// A cheaply clonable handle on the database. Every call runs on the blocking pool.
@@ -150,8 +176,8 @@ impl Store {
             let handle = handle_json(rec.handle.as_ref());
             c.execute(
                 "INSERT INTO sandboxes (id, state, template, cpu, memory_mb, pids, disk_mb, env, metadata,
-                     on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle, tenant)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     rec.id,
                     rec.state.as_str(),
@@ -168,6 +194,7 @@ impl Store {
                     rec.expires_at_ms,
                     rec.error,
                     handle,
+                    rec.tenant,
                 ],
             )?;
             Ok(())
@@ -348,6 +375,57 @@ impl Store {
         .await
     }
 
+    /// Every API key row.
+    pub async fn keys_all(&self) -> Result<Vec<KeyRow>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, hash, name, tenant, scopes, created_at_ms, expires_at_ms FROM api_keys",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(KeyRow {
+                        id: r.get(0)?,
+                        hash: r.get(1)?,
+                        name: r.get(2)?,
+                        tenant: r.get(3)?,
+                        scopes: r.get(4)?,
+                        created_at_ms: r.get(5)?,
+                        expires_at_ms: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn key_put(&self, row: KeyRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (id, hash, name, tenant, scopes, created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    row.id,
+                    row.hash,
+                    row.name,
+                    row.tenant,
+                    row.scopes,
+                    row.created_at_ms,
+                    row.expires_at_ms
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether a key with this id existed.
+    pub async fn key_delete(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| Ok(c.execute("DELETE FROM api_keys WHERE id = ?1", [&id])? > 0))
+            .await
+    }
+
     /// Closes a port: its access record and every token for it.
     pub async fn port_delete(&self, id: &str, port: u16) -> Result<(), StoreError> {
         let id = id.to_owned();
@@ -423,6 +501,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
     let created_at_ms: i64 = r.get("created_at_ms")?;
     let expires_at_ms: Option<i64> = r.get("expires_at_ms")?;
     let error: Option<String> = r.get("error")?;
+    let tenant: String = r.get("tenant")?;
 
     let corrupt = |why: String| StoreError::Corrupt {
         id: id.clone(),
@@ -458,6 +537,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
             expires_at_ms,
             error,
             handle,
+            tenant: tenant.clone(),
         })
     })();
     Ok(parsed)
@@ -488,6 +568,7 @@ mod tests {
                 init_pid: 42,
                 data: serde_json::json!({"starttime": 7}),
             }),
+            tenant: "default".into(),
         }
     }
 

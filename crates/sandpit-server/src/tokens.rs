@@ -2,9 +2,10 @@
 //!
 //! A token opens exactly one `(sandbox, port)`: a token for port 3000 never opens 8080 (Daytona #3032).
 //! Only its SHA-256 is kept (in memory for the request path, in the store's `port_tokens` table across
-//! restarts); the token itself is returned once, by `POST /v1/sandboxes/{id}/ports/{port}`. Tenant keys
-//! and per-sandbox access tokens (issue 17) belong in this module too, so that every credential a
-//! browser may hold is checked in one place.
+//! restarts); the token itself is returned once, by `POST /v1/sandboxes/{id}/ports/{port}`. API keys
+//! (`crate::auth::Keys`) are kept the same way, with [`digest`] from here; per-sandbox access tokens
+//! (issue 17, not built yet) belong here, so that every credential a browser may hold is checked in one
+//! place.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -41,14 +42,15 @@ pub struct PortAccess {
 /// The prefix of every port token (so that leaked ones are easy to recognise in logs and scanners).
 pub const TOKEN_PREFIX: &str = "spt_";
 
-fn digest(token: &str) -> [u8; 32] {
+/// SHA-256 of a credential: what is kept of port tokens and API keys.
+pub(crate) fn digest(token: &str) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     use std::fmt::Write as _;
     b.iter().fold(String::new(), |mut s, x| {
         let _ = write!(s, "{x:02x}");
@@ -56,7 +58,7 @@ fn hex(b: &[u8]) -> String {
     })
 }
 
-fn unhex(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn unhex(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     if s.len() != 64 {
         return None;

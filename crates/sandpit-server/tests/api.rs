@@ -963,3 +963,341 @@ async fn hypers_own_431_and_414_carry_the_json_error_body() {
     assert_eq!(s, 200);
     d.stop().await.unwrap();
 }
+
+async fn make_key(d: &Daemon, body: Value) -> (String, String) {
+    let (s, v) = call(client().post(d.url("/v1/keys")).json(&body)).await;
+    assert_eq!(s, 201, "{v}");
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// What each scope may do, over every route and method the `OpenAPI` document lists (plus the agent's
+/// routes and a WebSocket upgrade): `read` only reads, `sandboxes` everything but keys, `/metrics` and
+/// template imports, `admin` everything. A refusal is a 403 `permission_denied` naming the scope.
+#[tokio::test]
+async fn every_documented_route_obeys_the_keys_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let id = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, read) = make_key(&d, json!({"name": "reader", "scopes": ["read"]})).await;
+    let (_, user) = make_key(&d, json!({"name": "bot", "scopes": ["sandboxes"]})).await;
+    let (_, doc) = call(client().get(d.url("/openapi.json"))).await;
+    let anon = reqwest::Client::new();
+    let (mut allowed, mut refused) = (0, 0);
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if path == "/health" || path.contains("{port}") {
+            continue; // open, and preview URLs have their own rules (tests/preview.rs)
+        }
+        let concrete = path
+            .replace("{id}", &id)
+            .replace("{pid}", "p1")
+            .replace("{name}", "t1");
+        for method in item.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let admin_only = path == "/metrics"
+                || path.starts_with("/v1/keys")
+                || (path == "/v1/templates" && method == "post")
+                || (path == "/v1/templates/{name}" && method == "delete");
+            // A GET without `Upgrade` is a read even on a WebSocket route (checked below with one).
+            let reading = method == "get";
+            for (who, key, may) in [
+                ("read", &read, reading && !admin_only),
+                ("sandboxes", &user, !admin_only),
+            ] {
+                let resp = anon
+                    .request(m.clone(), d.url(&concrete))
+                    .bearer_auth(key)
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                if may {
+                    assert!(
+                        status != 401 && status != 403,
+                        "{method} {path} as {who}: {status} {v}"
+                    );
+                    allowed += 1;
+                } else {
+                    assert_eq!(
+                        (status, v["error"]["code"].as_str()),
+                        (403, Some("permission_denied")),
+                        "{method} {path} as {who}: {v}"
+                    );
+                    assert!(
+                        v["error"]["message"].as_str().unwrap().contains("scope"),
+                        "{v}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    // A read key cannot open a process's WebSocket (it could type into a PTY).
+    let ws = format!(
+        "{}?access_token={read}",
+        d.url(&format!("/v1/sandboxes/{id}/processes/p1/ws"))
+            .replacen("http://", "ws://", 1)
+    );
+    match tokio_tungstenite::connect_async(ws).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("websocket with a read key: {other:?}"),
+    }
+    eprintln!("{allowed} calls allowed, {refused} refused by scope");
+    assert!(
+        allowed > 50 && refused > 25,
+        "{allowed} / {refused}: the document lists too few routes"
+    );
+    d.stop().await.unwrap();
+}
+
+/// Keys are made, listed without secrets, revoked (effective on the next request, including for an
+/// open stream's next request), expire, and survive a restart; bad requests get their codes.
+#[tokio::test]
+async fn keys_are_listed_revoked_expire_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (id, key) = make_key(
+        &d,
+        json!({"name": "ci-bot", "tenant": "team-a", "scopes": ["sandboxes", "read"]}),
+    )
+    .await;
+    assert!(key.starts_with(&format!("sp_{id}_")), "{key}");
+    let (_, short) = make_key(
+        &d,
+        json!({"name": "short", "scopes": ["read"], "expires_in": 1}),
+    )
+    .await;
+    let (s, list) = call(client().get(d.url("/v1/keys"))).await;
+    assert_eq!(s, 200);
+    let keys = list["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{list}");
+    assert_eq!(keys[0]["name"], "ci-bot");
+    assert_eq!(keys[0]["tenant"], "team-a");
+    assert_eq!(keys[0]["scopes"], json!(["sandboxes", "read"]));
+    assert!(keys[0]["expires_at"].is_null());
+    assert!(keys[1]["expires_at"].is_string());
+    assert!(
+        !list.to_string().contains(&key) && !list.to_string().contains("\"key\""),
+        "a list must never carry a secret: {list}"
+    );
+    let anon = reqwest::Client::new();
+    let (s, _) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&key)).await;
+    assert_eq!(s, 200);
+    // The secret is checked, not only the id in it.
+    let forged = format!("{}0", &key[..key.len() - 1]);
+    let forged = if forged == key {
+        format!("{}1", &key[..key.len() - 1])
+    } else {
+        forged
+    };
+    let (s, _) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&forged)).await;
+    assert_eq!(s, 401);
+    // Expiry: the one-second key stops working.
+    sandpit_testkit::eventually(
+        "the short-lived key to expire",
+        Duration::from_secs(10),
+        || {
+            let anon = anon.clone();
+            let url = d.url("/v1/sandboxes");
+            let short = short.clone();
+            async move { (call(anon.get(url).bearer_auth(short)).await.0 == 401).then_some(()) }
+        },
+    )
+    .await;
+    // Bad input.
+    for (body, code) in [
+        (json!({"name": "x", "scopes": ["root"]}), "invalid_argument"),
+        (json!({"name": "x", "scopes": []}), "invalid_argument"),
+        (
+            json!({"name": "a b", "scopes": ["read"]}),
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "x", "scopes": ["read"], "expires_in": 0}),
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "x", "scopes": ["read"], "extra": 1}),
+            "invalid_argument",
+        ),
+        (
+            json!({"name": "x", "tenant": "../t", "scopes": ["read"]}),
+            "invalid_argument",
+        ),
+    ] {
+        let (s, v) = call(client().post(d.url("/v1/keys")).json(&body)).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = call(client().delete(d.url("/v1/keys/k_nope"))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    // Keys survive a restart; revocation is immediate and survives one too.
+    d.stop().await.unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (s, _) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&key)).await;
+    assert_eq!(s, 200, "a key must survive a restart");
+    let (s, _) = call(client().delete(d.url(&format!("/v1/keys/{id}")))).await;
+    assert_eq!(s, 204);
+    let (s, v) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&key)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+    d.stop().await.unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (s, _) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&key)).await;
+    assert_eq!(s, 401, "a revoked key must stay revoked across a restart");
+    let (_, list) = call(client().get(d.url("/v1/keys"))).await;
+    assert_eq!(list["keys"].as_array().unwrap().len(), 1, "{list}");
+    // The secret is nowhere in the state directory.
+    for f in ["sandpit.db", "sandpit.db-wal"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap_or_default();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "{f}"
+        );
+    }
+    d.stop().await.unwrap();
+}
+
+/// Two tenants: each key sees and reaches only its own tenant's sandboxes — another tenant's sandbox
+/// answers every documented route exactly as a sandbox that does not exist — and an admin key sees all.
+#[tokio::test]
+async fn a_tenant_cannot_see_or_touch_another_tenants_sandboxes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (_, a) = make_key(
+        &d,
+        json!({"name": "a", "tenant": "a", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    let (_, b) = make_key(
+        &d,
+        json!({"name": "b", "tenant": "b", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    let (_, a_reader) =
+        make_key(&d, json!({"name": "ar", "tenant": "a", "scopes": ["read"]})).await;
+    let anon = reqwest::Client::new();
+    let made = |key: String| {
+        let anon = anon.clone();
+        let url = d.url("/v1/sandboxes");
+        async move {
+            let (s, v) = call(anon.post(url).bearer_auth(key).json(&json!({}))).await;
+            assert_eq!(s, 201, "{v}");
+            v
+        }
+    };
+    let sa = made(a.clone()).await;
+    assert_eq!(sa["tenant"], "a");
+    let sb = made(b.clone()).await;
+    assert_eq!(sb["tenant"], "b");
+    let mine = create(&d, json!({})).await;
+    assert_eq!(mine["tenant"], "default");
+    let a_id = sa["id"].as_str().unwrap().to_owned();
+    let ids = |v: &Value| -> Vec<String> {
+        v["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, la) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&a)).await;
+    assert_eq!(ids(&la), [a_id.as_str()]);
+    let (_, lr) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&a_reader)).await;
+    assert_eq!(
+        ids(&lr),
+        [a_id.as_str()],
+        "a read key of tenant a sees tenant a's"
+    );
+    let (_, lb) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&b)).await;
+    assert_eq!(ids(&lb), [sb["id"].as_str().unwrap()]);
+    let (_, all) = call(client().get(d.url("/v1/sandboxes"))).await;
+    assert_eq!(ids(&all).len(), 3, "the admin sees every tenant's");
+
+    // Every documented per-sandbox route, with b's key on a's sandbox and on an id that does not exist.
+    let (_, doc) = call(client().get(d.url("/openapi.json"))).await;
+    let ghost = "0123456789abcdef";
+    let mut tried = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/sandboxes/{id}") || path.contains("{port}") {
+            continue;
+        }
+        for method in item.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut answers = Vec::new();
+            for id in [a_id.as_str(), ghost] {
+                let url = d.url(&path.replace("{id}", id).replace("{pid}", "p1"));
+                let resp = anon
+                    .request(m.clone(), url)
+                    .bearer_auth(&b)
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap().replace(id, "ID");
+                answers.push((status, text));
+            }
+            assert_eq!(answers[0].0, 404, "{method} {path}: {:?}", answers[0]);
+            assert_eq!(
+                answers[0], answers[1],
+                "{method} {path}: b on a's sandbox vs a ghost"
+            );
+            tried += 1;
+        }
+    }
+    assert!(tried > 25, "only {tried} routes tried");
+    // A preview URL by path with b's key is refused too.
+    let (s, _) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{a_id}/ports/8000/")))
+            .bearer_auth(&b),
+    )
+    .await;
+    assert!(
+        s == 401 || s == 404,
+        "preview with another tenant's key: {s}"
+    );
+    // a's sandbox is untouched: a still reaches it (the sweep above included DELETE).
+    let (s, v) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{a_id}")))
+            .bearer_auth(&a),
+    )
+    .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("running")), "{v}");
+    // Ownership survives a restart.
+    d.stop().await.unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (_, lb) = call(anon.get(d.url("/v1/sandboxes")).bearer_auth(&b)).await;
+    assert!(!ids(&lb).contains(&a_id), "{lb}");
+    let (s, _) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{a_id}")))
+            .bearer_auth(&b),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{a_id}")))
+            .bearer_auth(&a),
+    )
+    .await;
+    assert_eq!(s, 200);
+    d.stop().await.unwrap();
+}

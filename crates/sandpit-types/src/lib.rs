@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod files;
 pub mod frame;
+pub mod keys;
 pub mod network;
 pub mod process;
 pub mod sandbox;
@@ -29,6 +30,7 @@ pub use files::{
     WatcherInfo,
 };
 pub use frame::{Channel, ClientControl, ClientMessage, Frame, FrameError, ServerControl};
+pub use keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 pub use process::{
     AgentHealth, ExecResult, KillResponse, LOGS_DEFAULT_TAIL, LOGS_MAX_TAIL, ListQuery, LogsQuery,
     MAX_PROCESS_ID_LEN, ProcessInfo, ProcessList, ProcessStatus, Rlimit, RlimitResource,

@@ -210,6 +210,10 @@ pub struct SandboxInfo {
     /// when it is not 80/443), e.g. `localhost:7070`. SDKs build `get_host(port)` from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_domain: Option<String>,
+    /// The tenant of the key that created it (`default` for the key file's key). Keys of other tenants
+    /// do not see it. Added in protocol 1 without a version bump.
+    #[serde(default)]
+    pub tenant: String,
 }
 
 /// Body of `POST /v1/sandboxes/{id}/timeout`.

@@ -38,6 +38,7 @@ mod commands;
 mod error;
 mod exec;
 mod files;
+mod keys;
 mod network;
 mod options;
 mod processes;
@@ -59,6 +60,7 @@ pub use exec::{
     Exec, ExecEvent, ExecHandle, ExecOptionsBuilder, ExecOutput, ExecSink, ExitStatus, NO_ARGS,
 };
 pub use files::{FileReader, Files, WatchHandle, WriteData, WriteEntry};
+pub use keys::{CreateKeyRequest, CreatedKey, KeyInfo, Keys, Scope};
 pub use options::Signal;
 pub use processes::{ListProcesses, Process, ProcessStreamEvent, Processes, StartProcess};
 pub use sandbox::{BoxFuture, ListSandboxes, Sandbox, SandboxBuilder};

@@ -869,3 +869,60 @@ async fn network_policy_and_exposed_ports() {
     assert_eq!(r.status(), 401);
     sbx.kill().await.unwrap();
 }
+
+// ---------------------------------------------------------------- keys
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_made_scoped_listed_and_revoked() {
+    use sandpit::{CreateKeyRequest, Scope};
+    let d = Daemon::start();
+    let admin = d.client();
+    let req = |name: &str, scopes: Vec<Scope>| CreateKeyRequest {
+        name: name.into(),
+        scopes,
+        tenant: None,
+        expires_in: None,
+    };
+    let reader = admin
+        .keys()
+        .create(&req("reader", vec![Scope::Read]))
+        .await
+        .unwrap();
+    let bot = admin
+        .keys()
+        .create(&req("bot", vec![Scope::Sandboxes]))
+        .await
+        .unwrap();
+    assert!(bot.key.starts_with("sp_"), "{}", bot.key);
+    assert_eq!(bot.info.tenant, "default");
+    let listed = admin.keys().list().await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["reader", "bot"]);
+
+    // The read key lists but cannot create; the sandboxes key creates and runs but cannot manage keys.
+    let as_reader = Client::new(&d.url, &reader.key).unwrap();
+    as_reader.list_sandboxes().await.unwrap();
+    let e = Sandbox::create().client(&as_reader).await.unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+    let as_bot = Client::new(&d.url, &bot.key).unwrap();
+    let sbx = Sandbox::create().client(&as_bot).await.unwrap();
+    let out = sbx.commands().run("echo hi").await.unwrap();
+    assert_eq!(out.stdout, "hi\n");
+    let e = as_bot.keys().list().await.unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+
+    // Revocation: the very next call is refused.
+    admin.keys().revoke(&bot.info.id).await.unwrap();
+    let e = as_bot.list_sandboxes().await.unwrap_err();
+    assert!(matches!(e, Error::Authentication(_)), "{e:?}");
+    let e = admin.keys().revoke("k_nope").await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NotFound), "{e:?}");
+    let e = admin
+        .keys()
+        .create(&req("bad name", vec![Scope::Read]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e:?}");
+    // The sandbox outlives its maker's key: an admin still reaches it.
+    admin.connect(sbx.id()).await.unwrap().kill().await.unwrap();
+}

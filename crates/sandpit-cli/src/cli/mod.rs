@@ -3,6 +3,7 @@
 //! group of verbs has its own module; this one holds the global connection flags and the dispatch.
 
 mod files;
+mod keys;
 mod net;
 mod process;
 mod sandbox;
@@ -101,6 +102,9 @@ pub enum ClientCommand {
     Port(net::PortArgs),
     /// Show or replace a sandbox's outbound network policy.
     Network(net::NetworkArgs),
+    /// Manage API keys: create (with scopes and a tenant), ls, revoke. Needs an admin key.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Runs a client verb on a fresh tokio runtime.
@@ -130,6 +134,7 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Network(a) => net::network(&client, a).await,
             ClientCommand::Cp(a) => files::cp(&client, a).await,
             ClientCommand::Fs(c) => files::fs(&client, c).await,
+            ClientCommand::Keys(c) => keys::run(&client, c).await,
         }
     })
 }

@@ -19,6 +19,9 @@ pub enum ApiError {
     InvalidArgument(String),
     #[error("missing or wrong API key: send `Authorization: Bearer <key>`")]
     Unauthenticated,
+    /// A valid key whose scopes do not allow this (403, code `permission_denied`).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// A known path with a method it does not have (405, code `invalid_argument`).
@@ -46,6 +49,7 @@ impl ApiError {
             Self::InvalidArgument(_) | Self::MethodNotAllowed(_) => ErrorCode::InvalidArgument,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Forbidden(_) => ErrorCode::PermissionDenied,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,

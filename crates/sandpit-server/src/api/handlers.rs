@@ -92,11 +92,12 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         (status = 503, description = "The backend is unavailable", body = ErrorBody)))]
 pub async fn create_sandbox(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(with_net(&s, s.engine.create(req).await?)),
+        Json(with_net(&s, s.engine.create(req, &who.tenant).await?)),
     ))
 }
 
@@ -114,9 +115,13 @@ pub async fn create_sandbox(
         (status = 401, description = "Missing or wrong API key", body = ErrorBody)))]
 pub async fn list_sandboxes(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<SandboxList>, ApiError> {
-    let mut filter = ListFilter::default();
+    let mut filter = ListFilter {
+        tenant: (!who.has(sandpit_types::keys::Scope::Admin)).then(|| who.tenant.clone()),
+        ..ListFilter::default()
+    };
     for (k, v) in query {
         match k.as_str() {
             "state" => {

@@ -5,6 +5,7 @@ pub mod cors;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod keys;
 pub mod network;
 
 use std::sync::Arc;
@@ -18,17 +19,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::auth::ApiKey;
+use crate::auth::{Keys, Principal};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::templates::Templates;
 use error::ApiError;
+use sandpit_types::keys::Scope;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
-    pub api_key: Arc<ApiKey>,
+    /// Every key the daemon accepts.
+    pub keys: Arc<Keys>,
     pub metrics: Arc<Metrics>,
     pub templates: Arc<Templates>,
     /// The `OpenAPI` document, rendered once.
@@ -94,6 +97,8 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             get(handlers::get_template).delete(handlers::delete_template),
         )
         .route("/v1/templates/{name}/build", get(handlers::template_build))
+        .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
+        .route("/v1/keys/{id}", axum::routing::delete(keys::revoke_key))
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!(
                 "no route for {} {}",
@@ -142,28 +147,111 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
 /// `EventSource`). Removed before a request is proxied to an agent.
 pub const ACCESS_TOKEN_PARAM: &str = "access_token";
 
-/// Rejects every request but `/health` that lacks the API key.
-async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    // Preview paths check their own access (a port token, a public port, or this same key).
+/// Rejects every request but `/health` that lacks a valid key, and every request the key's scopes do
+/// not allow (403 `permission_denied`); the principal goes into the request's extensions.
+async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    // Preview paths check their own access (a port token, a public port, or a key).
     let path = req.uri().path();
-    if path == "/health" || crate::preview::is_preview_path(path) || is_authorized(&s.api_key, &req)
-    {
-        next.run(req).await
-    } else {
-        ApiError::Unauthenticated.into_response()
+    if path == "/health" || crate::preview::is_preview_path(path) {
+        return next.run(req).await;
     }
+    let Some(who) = principal_of(&s.keys, &req) else {
+        return ApiError::Unauthenticated.into_response();
+    };
+    if let Err(e) = check_scope(&who, &req) {
+        return e.into_response();
+    }
+    if let Some(id) = sandbox_in_path(req.uri().path()) {
+        if !may_reach(&s.engine, &who, id) {
+            // Exactly what a sandbox that does not exist answers: another tenant's ids are not an oracle.
+            return ApiError::from(crate::engine::EngineError::NotFound(id.to_owned()))
+                .into_response();
+        }
+    }
+    req.extensions_mut().insert(who);
+    next.run(req).await
 }
 
-pub(crate) fn is_authorized(key: &ApiKey, req: &Request) -> bool {
+/// The sandbox id of a `/v1/sandboxes/{id}…` path.
+fn sandbox_in_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/v1/sandboxes/")?;
+    let id = rest.split('/').next().unwrap_or_default();
+    (!id.is_empty()).then_some(id)
+}
+
+/// Whether `who` may reach sandbox `id` at all: an admin key reaches every sandbox, any other key only
+/// its own tenant's (a sandbox that is not recorded is nobody's).
+pub(crate) fn may_reach(engine: &crate::engine::Engine, who: &Principal, id: &str) -> bool {
+    who.has(Scope::Admin) || engine.tenant_of(id).is_some_and(|t| t == who.tenant)
+}
+
+/// Whether the key `req` carries may use sandbox `id` for this request (preview URLs ask this).
+pub(crate) fn key_may_use(s: &AppState, req: &Request, id: &str) -> bool {
+    principal_of(&s.keys, req)
+        .is_some_and(|who| check_scope(&who, req).is_ok() && may_reach(&s.engine, &who, id))
+}
+
+/// The one place that says what each scope may do (see [`Scope`]).
+fn check_scope(who: &Principal, req: &Request) -> Result<(), ApiError> {
+    if who.has(Scope::Admin) {
+        return Ok(());
+    }
+    let path = req.uri().path();
+    let method = req.method();
+    // Template imports read host paths with the daemon's privileges; deleting one affects everyone.
+    let template_admin = (path == "/v1/templates" && method == axum::http::Method::POST)
+        || (path.starts_with("/v1/templates/") && method == axum::http::Method::DELETE);
+    let admin_only =
+        path == "/metrics" || path == "/v1/keys" || path.starts_with("/v1/keys/") || template_admin;
+    if admin_only {
+        return Err(ApiError::Forbidden(format!(
+            "{} {path} needs a key with the `admin` scope; this key ({}) has {}",
+            req.method(),
+            who.key_id,
+            scope_list(who)
+        )));
+    }
+    if who.has(Scope::Sandboxes) {
+        return Ok(());
+    }
+    let reading = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && !req.headers().contains_key(header::UPGRADE);
+    if who.has(Scope::Read) && reading {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "{} {path} needs a key with the `sandboxes` scope; this key ({}) has {} (reads only: GET, no \
+         WebSocket)",
+        req.method(),
+        who.key_id,
+        scope_list(who)
+    )))
+}
+
+fn scope_list(who: &Principal) -> String {
+    who.scopes
+        .iter()
+        .map(|s| format!("`{}`", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The principal of the key a request carries (`Authorization: Bearer`, or `?access_token=` where a
+/// browser cannot set headers), if it is valid.
+pub(crate) fn principal_of(keys: &Keys, req: &Request) -> Option<Principal> {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(axum::http::HeaderValue::as_bytes);
-    key.verify_header(header)
-        || axum::extract::Query::<Vec<(String, String)>>::try_from_uri(req.uri()).is_ok_and(|q| {
-            q.0.iter()
-                .any(|(k, v)| k == ACCESS_TOKEN_PARAM && key.verify(v.as_bytes()))
-        })
+    if let Some(who) = crate::auth::bearer_token(header).and_then(|t| keys.resolve(t)) {
+        return Some(who);
+    }
+    let q = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(req.uri()).ok()?;
+    q.0.iter()
+        .filter(|(k, _)| k == ACCESS_TOKEN_PARAM)
+        .find_map(|(_, v)| keys.resolve(v.as_bytes()))
 }
 
 /// Answers 413 at once when a body's declared `Content-Length` is over the limit, instead of reading

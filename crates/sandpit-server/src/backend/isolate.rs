@@ -315,6 +315,7 @@ mod tests {
             fd: 3,
             timeout: Duration::from_secs(15),
             reason,
+            init: String::new(),
             log: String::new(),
         };
         assert!(
