@@ -1945,6 +1945,10 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
             ("TtySize", json!({"cols": 80, "rows": 24})),
             ("SignalSpec", json!("CONT")),
             ("SetTimeoutRequest", json!({"timeout": 600})),
+            (
+                "CreateKeyRequest",
+                json!({"name": "bad-input", "scopes": ["read"]}),
+            ),
             ("Rlimit", json!({"resource": "nofile", "soft": 1024})),
             // File operations on what the fixture made; the move overwrites its own earlier result.
             (
