@@ -15,6 +15,8 @@
  * @packageDocumentation
  */
 export { Sandbox } from "./sandbox.js";
+export { Keys } from "./keys.js";
+export type { Scope, KeyInfo, CreatedKey, CreateKeyOpts } from "./keys.js";
 export type { NetworkPolicy, ExposedPort, ExposePortOpts } from "./network.js";
 export type { SandboxOpts, SandboxListOpts, ExecOpts } from "./sandbox.js";
 export { Commands, CommandHandle, CommandSession } from "./commands.js";

@@ -58,6 +58,7 @@ export interface WireSandboxInfo {
   error?: string | null;
   network?: WireNetworkPolicy | null;
   preview_domain?: string | null;
+  tenant?: string;
 }
 
 /** `ProcessInfo` as the agent sends it. */
@@ -130,6 +131,8 @@ export interface SandboxInfo {
   network: NetworkPolicy | null;
   /** What follows `{port}-{id}.` in preview host names, e.g. `localhost:7070`. */
   previewDomain: string | null;
+  /** The tenant of the key that created it (`default` for the daemon's key file). */
+  tenant: string;
 }
 
 /** Converts the daemon's `SandboxInfo`. */
@@ -151,6 +154,7 @@ export function sandboxInfoFromWire(w: WireSandboxInfo): SandboxInfo {
     error: w.error ?? null,
     network: w.network ? policyFromWire(w.network) : null,
     previewDomain: w.preview_domain ?? null,
+    tenant: w.tenant ?? "default",
   };
 }
 

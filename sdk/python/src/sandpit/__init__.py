@@ -7,6 +7,7 @@ Declaw), ``exec`` / ``exec_with`` / ``exec_stream`` / ``shell`` (microsandbox) a
 
 from ._async.commands import AsyncCommandHandle, AsyncCommands
 from ._async.files import AsyncFiles
+from ._async.keys import AsyncKeys
 from ._async.process import AsyncExecHandle, AsyncExecSink, AsyncProcesses, AsyncProcessHandle
 from ._async.sandbox import AsyncSandbox
 from ._async.watch import AsyncWatchHandle
@@ -39,15 +40,18 @@ from ._network import ExposedPort
 from ._options import ExecOptions, ExecOptionsBuilder
 from ._sync.commands import CommandHandle, Commands
 from ._sync.files import Files
+from ._sync.keys import Keys
 from ._sync.process import ExecHandle, ExecSink, Processes, ProcessHandle
 from ._sync.sandbox import Sandbox
 from ._sync.watch import WatchHandle
 from ._types import (
     CommandResult,
+    CreatedKey,
     ExecEvent,
     ExecOutput,
     ExecResult,
     ExitStatus,
+    KeyInfo,
     LostOutput,
     ProcessInfo,
     ProcessList,
@@ -63,6 +67,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "AsyncKeys",
+    "CreatedKey",
+    "KeyInfo",
+    "Keys",
     "AlreadyExistsError",
     "AsyncFiles",
     "AsyncWatchHandle",

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Literal, Mapping, Optional
 
 __all__ = [
     "CommandResult",
+    "CreatedKey",
+    "KeyInfo",
     "ExecEvent",
     "ExecOutput",
     "ExecResult",
@@ -82,6 +84,8 @@ class SandboxInfo:
     network: Optional[Dict[str, Any]] = None
     #: What follows ``{port}-{id}.`` in preview host names, e.g. ``localhost:7070``.
     preview_domain: Optional[str] = None
+    #: The tenant of the key that created it (``default`` for the daemon's key file).
+    tenant: str = "default"
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -108,6 +112,7 @@ class SandboxInfo:
             error=d.get("error"),
             network=d.get("network"),
             preview_domain=d.get("preview_domain"),
+            tenant=str(d.get("tenant") or "default"),
             raw=dict(d),
         )
 
@@ -348,3 +353,50 @@ class Rlimit:
         if self.hard is not None:
             d["hard"] = self.hard
         return d
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as listed (``GET /v1/keys``): never its secret."""
+
+    id: str
+    name: str
+    tenant: str
+    #: Any of ``admin``, ``sandboxes``, ``read``.
+    scopes: List[str]
+    created_at: Optional[datetime]
+    #: None for a key that does not expire.
+    expires_at: Optional[datetime]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> KeyInfo:
+        """Decode a ``KeyInfo`` JSON object."""
+        return cls(
+            id=str(d["id"]),
+            name=str(d.get("name", "")),
+            tenant=str(d.get("tenant", "")),
+            scopes=[str(x) for x in d.get("scopes") or []],
+            created_at=parse_time(d.get("created_at")),
+            expires_at=parse_time(d.get("expires_at")),
+        )
+
+
+@dataclass(frozen=True)
+class CreatedKey(KeyInfo):
+    """The answer to ``POST /v1/keys``: the key's record and, this once, its secret (``key``)."""
+
+    key: str = field(default="", repr=False)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> CreatedKey:
+        """Decode a ``CreatedKey`` JSON object."""
+        info = KeyInfo.from_json(d)
+        return cls(
+            id=info.id,
+            name=info.name,
+            tenant=info.tenant,
+            scopes=info.scopes,
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            key=str(d["key"]),
+        )
