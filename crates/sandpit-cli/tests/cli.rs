@@ -849,6 +849,22 @@ fn keys_create_ls_revoke_and_scopes_hold() {
     let o = d.run(&["keys", "revoke", "k_nope"]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("k_nope"), "{}", text(&o.stderr));
+    // A sandbox's access token: `create --json` shows it; `access-token` rotates it.
+    let made = d.json(&["create", "--json"]);
+    let sid = made["id"].as_str().unwrap().to_owned();
+    let first = made["access_token"].as_str().unwrap().to_owned();
+    let as_token = |tok: &str, args: &[&str]| {
+        let mut c = d.cmd(args);
+        c.env("SANDPIT_API_KEY", tok);
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let o = as_token(&first, &["exec", &sid, "--", "echo", "via-token"]);
+    assert_eq!(text(&o.stdout), "via-token\n", "{}", text(&o.stderr));
+    assert!(!as_token(&first, &["ls"]).status.success());
+    let fresh = d.ok(&["access-token", &sid]).trim().to_owned();
+    assert!(fresh.starts_with(&format!("spa_{sid}_")), "{fresh}");
+    assert!(!as_token(&first, &["info", &sid]).status.success());
+    assert!(as_token(&fresh, &["info", &sid]).status.success());
     let o = d.run(&["keys", "create", "--name", "x", "--scope", "root"]);
     assert!(!o.status.success());
     assert!(

@@ -129,10 +129,12 @@ pub fn bearer_token(value: Option<&[u8]>) -> Option<&[u8]> {
 /// Who a request is: the key it carried, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// `file` for the key file's key.
+    /// `file` for the key file's key, `access-token:<sandbox id>` for a sandbox's access token.
     pub key_id: String,
     pub tenant: String,
     pub scopes: Vec<Scope>,
+    /// Set for a sandbox's access token: the one sandbox it reaches.
+    pub sandbox: Option<String>,
 }
 
 impl Principal {
@@ -145,6 +147,8 @@ impl Principal {
 pub const FILE_KEY_ID: &str = "file";
 /// The prefix of every key made by `/v1/keys` (easy to spot in logs and secret scanners).
 pub const KEY_PREFIX: &str = "sp_";
+/// The prefix of every sandbox access token: `spa_<sandbox id>_<secret>`.
+pub const SANDBOX_TOKEN_PREFIX: &str = "spa_";
 
 #[derive(Debug, Clone)]
 struct KeyEntry {
@@ -169,6 +173,8 @@ pub struct Keys {
     file_key: ApiKey,
     store: Store,
     by_id: RwLock<HashMap<String, KeyEntry>>,
+    /// Sandbox id → SHA-256 of its access token.
+    sandbox_tokens: RwLock<HashMap<String, [u8; 32]>>,
 }
 
 fn scopes_text(scopes: &[Scope]) -> String {
@@ -207,10 +213,17 @@ impl Keys {
                 },
             );
         }
+        let sandbox_tokens = store
+            .sandbox_tokens_all()
+            .await?
+            .into_iter()
+            .filter_map(|(id, hash)| Some((id, unhex(&hash)?)))
+            .collect();
         Ok(Self {
             file_key,
             store,
             by_id: RwLock::new(by_id),
+            sandbox_tokens: RwLock::new(sandbox_tokens),
         })
     }
 
@@ -233,9 +246,26 @@ impl Keys {
                 key_id: FILE_KEY_ID.into(),
                 tenant: DEFAULT_TENANT.into(),
                 scopes: vec![Scope::Admin],
+                sandbox: None,
             });
         }
         let text = std::str::from_utf8(presented).ok()?;
+        if let Some(rest) = text.strip_prefix(SANDBOX_TOKEN_PREFIX) {
+            let (id, _secret) = rest.rsplit_once('_')?;
+            let tokens = self
+                .sandbox_tokens
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !bool::from(tokens.get(id)?.ct_eq(&digest(text))) {
+                return None;
+            }
+            return Some(Principal {
+                key_id: format!("access-token:{id}"),
+                tenant: String::new(),
+                scopes: vec![Scope::Sandboxes],
+                sandbox: Some(id.to_owned()),
+            });
+        }
         let (id, _secret) = text.strip_prefix(KEY_PREFIX)?.rsplit_once('_')?;
         let map = self.read();
         let entry = map.get(id)?;
@@ -252,6 +282,7 @@ impl Keys {
             key_id: entry.info.id.clone(),
             tenant: entry.info.tenant.clone(),
             scopes: entry.info.scopes.clone(),
+            sandbox: None,
         })
     }
 
@@ -305,6 +336,27 @@ impl Keys {
         let mut keys: Vec<KeyInfo> = self.read().values().map(|e| e.info.clone()).collect();
         keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         keys
+    }
+
+    /// Issues a new access token for sandbox `id`, replacing (and so revoking) any earlier one.
+    pub async fn issue_sandbox_token(&self, id: &str) -> Result<String, KeyError> {
+        let token = format!("{SANDBOX_TOKEN_PREFIX}{id}_{}", random_hex(24));
+        let hash = digest(&token);
+        self.store.sandbox_token_put(id, hex(&hash)).await?;
+        self.sandbox_tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), hash);
+        Ok(token)
+    }
+
+    /// Forgets sandbox `id`'s access token (the sandbox is gone).
+    pub async fn forget_sandbox(&self, id: &str) -> Result<(), KeyError> {
+        self.sandbox_tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+        Ok(self.store.sandbox_token_delete(id).await?)
     }
 
     /// Revokes a key: from the next request on, it opens nothing.

@@ -1106,6 +1106,7 @@ pub fn info(rec: &SandboxRecord) -> SandboxInfo {
         network: None,
         preview_domain: None,
         tenant: rec.tenant.clone(),
+        access_token: None,
     }
 }
 

@@ -6,9 +6,9 @@
 //! the agent uses, so that SDKs can be generated against one document.
 
 use sandpit_types::sandbox::{
-    CreateSandboxRequest, CreateTemplateRequest, DebianSource, OnTimeout, SandboxInfo, SandboxList,
-    SandboxState, SetTimeoutRequest, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateList,
-    TemplateSource,
+    AccessToken, CreateSandboxRequest, CreateTemplateRequest, DebianSource, OnTimeout, SandboxInfo,
+    SandboxList, SandboxState, SetTimeoutRequest, TemplateBuild, TemplateBuildState, TemplateInfo,
+    TemplateList, TemplateSource,
 };
 use sandpit_types::{
     ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
@@ -71,6 +71,7 @@ impl utoipa::ToSchema for RawBytes {}
         handlers::resume_sandbox,
         handlers::connect_sandbox,
         handlers::set_sandbox_timeout,
+        handlers::rotate_access_token,
         handlers::list_templates,
         handlers::create_template,
         handlers::get_template,
@@ -114,7 +115,7 @@ impl utoipa::ToSchema for RawBytes {}
         file_docs::delete_watcher,
     ),
     components(schemas(
-        CreateSandboxRequest, SandboxInfo, SandboxList, SandboxState, OnTimeout, SetTimeoutRequest,
+        AccessToken, CreateSandboxRequest, SandboxInfo, SandboxList, SandboxState, OnTimeout, SetTimeoutRequest,
         ErrorBody, ErrorDetail, ErrorCode, StartRequest, ExecResult, ProcessInfo, ProcessList,
         ProcessStatus, KillResponse, TtySize, Rlimit, RlimitResource, SignalSpec, SignalRequest,
         OutputEvent, LostEvent, handlers::Health, TemplateInfo, TemplateList, CreateTemplateRequest,

@@ -64,6 +64,11 @@ const MIGRATIONS: &[&str] = &[
     );",
     // Tenants (issue 17): the tenant of the key that made a sandbox; older rows belong to `default`.
     "ALTER TABLE sandboxes ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';",
+    // Per-sandbox access tokens (issue 17): one per sandbox, SHA-256 only.
+    "CREATE TABLE sandbox_tokens (
+        id   TEXT PRIMARY KEY NOT NULL,
+        hash TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -370,6 +375,41 @@ impl Store {
                 )?;
             }
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every sandbox access token: `(sandbox id, hex SHA-256)`.
+    pub async fn sandbox_tokens_all(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT id, hash FROM sandbox_tokens")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Sets (or replaces) a sandbox's access token hash.
+    pub async fn sandbox_token_put(&self, id: &str, hash: String) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO sandbox_tokens (id, hash) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET hash = excluded.hash",
+                params![id, hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn sandbox_token_delete(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.execute("DELETE FROM sandbox_tokens WHERE id = ?1", [&id])?;
             Ok(())
         })
         .await

@@ -1301,3 +1301,120 @@ async fn a_tenant_cannot_see_or_touch_another_tenants_sandboxes() {
     assert_eq!(s, 200);
     d.stop().await.unwrap();
 }
+
+/// A sandbox's access token (returned by create) reaches that sandbox's processes, files, ports, info
+/// and pause/resume, and nothing else: not its deletion, deadline, network policy or token, not another
+/// sandbox (404, as if missing), not the list; rotating it ends the old one at once, across a restart.
+#[tokio::test]
+async fn an_access_token_opens_one_sandbox_and_rotation_ends_it() {
+    use reqwest::Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let made = create(&d, json!({})).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    let token = made["access_token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with(&format!("spa_{id}_")), "{token}");
+    let other = create(&d, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Not shown again.
+    let (_, info) = call(client().get(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert!(info.get("access_token").is_none(), "{info}");
+
+    let anon = reqwest::Client::new();
+    let as_token = |m: reqwest::Method, path: String, tok: &str| {
+        anon.request(m, d.url(&path))
+            .bearer_auth(tok)
+            .header("content-type", "application/json")
+            .body("{}")
+    };
+    for (m, path) in [
+        (M::GET, format!("/v1/sandboxes/{id}")),
+        (M::GET, format!("/v1/sandboxes/{id}/processes")),
+        (M::POST, format!("/v1/sandboxes/{id}/exec")),
+        (
+            M::GET,
+            format!("/v1/sandboxes/{id}/files?path=/etc/hostname"),
+        ),
+        (M::GET, format!("/v1/sandboxes/{id}/network")),
+        (M::POST, format!("/v1/sandboxes/{id}/pause")),
+        (M::POST, format!("/v1/sandboxes/{id}/resume")),
+    ] {
+        let resp = as_token(m.clone(), path.clone(), &token)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert!(
+            status != 401 && status != 403 && status != 404,
+            "{m} {path}: {status}"
+        );
+    }
+    for (m, path) in [
+        (M::DELETE, format!("/v1/sandboxes/{id}")),
+        (M::POST, format!("/v1/sandboxes/{id}/timeout")),
+        (M::PUT, format!("/v1/sandboxes/{id}/network")),
+        (M::POST, format!("/v1/sandboxes/{id}/access-token")),
+        (M::GET, "/v1/sandboxes".to_owned()),
+        (M::POST, "/v1/sandboxes".to_owned()),
+        (M::GET, "/v1/templates".to_owned()),
+        (M::GET, "/v1/keys".to_owned()),
+        (M::GET, "/metrics".to_owned()),
+    ] {
+        let (s, v) = call(as_token(m.clone(), path.clone(), &token)).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (403, Some("permission_denied")),
+            "{m} {path}: {v}"
+        );
+    }
+    // Another sandbox is as good as missing.
+    let (s, v) = call(as_token(M::GET, format!("/v1/sandboxes/{other}"), &token)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    // Browsers send it as `access_token`.
+    let (s, _) = call(anon.get(d.url(&format!("/v1/sandboxes/{id}?access_token={token}")))).await;
+    assert_eq!(s, 200);
+
+    // Rotation: the old token fails at once, the new one works, also after a restart.
+    let (s, v) = call(client().post(d.url(&format!("/v1/sandboxes/{id}/access-token")))).await;
+    assert_eq!(s, 200, "{v}");
+    let fresh = v["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, token);
+    let (s, _) = call(as_token(M::GET, format!("/v1/sandboxes/{id}"), &token)).await;
+    assert_eq!(s, 401);
+    d.stop().await.unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (s, _) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{id}")))
+            .bearer_auth(&fresh),
+    )
+    .await;
+    assert_eq!(s, 200, "a token must survive a restart");
+    let (s, _) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{id}")))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(s, 401);
+    // Deleting the sandbox ends its token.
+    let (s, _) = call(client().delete(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert_eq!(s, 204);
+    let (s, _) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{id}")))
+            .bearer_auth(&fresh),
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, v) = call(client().post(d.url("/v1/sandboxes/0123456789abcdef/access-token"))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    d.stop().await.unwrap();
+}

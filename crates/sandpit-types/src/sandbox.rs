@@ -214,6 +214,18 @@ pub struct SandboxInfo {
     /// do not see it. Added in protocol 1 without a version bump.
     #[serde(default)]
     pub tenant: String,
+    /// A credential for this one sandbox (processes, files, ports, pause/resume, info; not delete, not
+    /// other sandboxes): in the answer to create only. Hand it to a page instead of an API key; rotate it
+    /// with `POST /v1/sandboxes/{id}/access-token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+}
+
+/// Body of the answer to `POST /v1/sandboxes/{id}/access-token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AccessToken {
+    pub access_token: String,
 }
 
 /// Body of `POST /v1/sandboxes/{id}/timeout`.

@@ -181,6 +181,24 @@ impl Sandbox {
         Ok(info)
     }
 
+    /// A new access token for this sandbox (`POST /v1/sandboxes/{id}/access-token`); the one from
+    /// create, or from an earlier rotation, stops working at once. The token opens this sandbox only
+    /// (processes, files, ports, pause/resume, info): give it to a page or a helper, never the API key.
+    ///
+    /// ```no_run
+    /// # async fn demo(sbx: sandpit::Sandbox) -> sandpit::Result<()> {
+    /// let token = sbx.rotate_access_token().await?;
+    /// let scoped = sandpit::Client::new("http://127.0.0.1:7070", token)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn rotate_access_token(&self) -> Result<String> {
+        let c = &self.target.client;
+        let t: sandpit_types::sandbox::AccessToken = c
+            .send_json(c.request(Method::POST, &self.path("/access-token")))
+            .await?;
+        Ok(t.access_token)
+    }
+
     /// Freezes every process of the sandbox. Any process call resumes it.
     ///
     /// ```no_run

@@ -924,5 +924,26 @@ async fn keys_are_made_scoped_listed_and_revoked() {
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::InvalidArgument), "{e:?}");
     // The sandbox outlives its maker's key: an admin still reaches it.
+    // Its access token (from create) opens it and nothing else; rotation ends the old one.
+    let token = sbx
+        .cached_info()
+        .access_token
+        .clone()
+        .expect("create returns an access token");
+    let scoped = Client::new(&d.url, &token).unwrap();
+    let mine = scoped.connect(sbx.id()).await.unwrap();
+    assert_eq!(
+        mine.commands().run("echo scoped").await.unwrap().stdout,
+        "scoped\n"
+    );
+    let e = scoped.list_sandboxes().await.unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+    let owned = admin.connect(sbx.id()).await.unwrap();
+    let fresh = owned.rotate_access_token().await.unwrap();
+    assert_ne!(fresh, token);
+    let e = mine.commands().run("true").await.unwrap_err();
+    assert!(matches!(e, Error::Authentication(_)), "{e:?}");
+    let renewed = Client::new(&d.url, &fresh).unwrap();
+    renewed.connect(sbx.id()).await.unwrap();
     admin.connect(sbx.id()).await.unwrap().kill().await.unwrap();
 }

@@ -48,6 +48,23 @@ def test_keys_are_made_scoped_listed_and_revoked(daemon) -> None:
         finally:
             sbx.kill()
 
+        # A sandbox's access token opens that sandbox only; rotation ends the old one.
+        own = Sandbox.create()
+        try:
+            token = own.access_token
+            assert token is not None and token.startswith(f"spa_{own.id}_")
+            scoped = Sandbox.connect(own.id, api_key=token)
+            assert scoped.commands.run("echo scoped").stdout == "scoped\n"
+            with pytest.raises(PermissionDeniedError):
+                Sandbox.list(api_key=token)
+            fresh = own.rotate_access_token()
+            assert fresh != token and own.access_token == fresh
+            with pytest.raises(AuthenticationError):
+                scoped.info()
+            assert Sandbox.connect(own.id, api_key=fresh).info().id == own.id
+        finally:
+            own.kill()
+
         # Revocation: the very next call is refused.
         keys.revoke(bot.id)
         with pytest.raises(AuthenticationError):

@@ -98,16 +98,27 @@ export class Sandbox {
   lastInfo: SandboxInfo;
   /** The HTTP client (URL, key). */
   readonly client: HttpClient;
+  /** This sandbox's access token (from create or {@link Sandbox.rotateAccessToken}); `null` when connected.
+   * It opens this sandbox only: hand it to a page instead of the API key. */
+  accessToken: string | null;
   private readonly scope: SandboxScope;
 
   private constructor(client: HttpClient, info: WireSandboxInfo) {
     this.client = client;
     this.id = info.id;
     this.lastInfo = sandboxInfoFromWire(info);
+    this.accessToken = info.access_token ?? null;
     this.scope = { client, base: `/v1/sandboxes/${encodeURIComponent(info.id)}` };
     this.commands = new Commands(this.scope);
     this.processes = new Processes(this.scope);
     this.files = new Files(this.scope);
+  }
+
+  /** A new access token for this sandbox; the previous one stops working at once. */
+  async rotateAccessToken(): Promise<string> {
+    const r = await this.client.json<{ access_token: string }>("POST", `${this.scope.base}/access-token`);
+    this.accessToken = r.access_token;
+    return r.access_token;
   }
 
   /** Same as {@link Sandbox.id} (E2B spelling). */

@@ -59,6 +59,7 @@ export interface WireSandboxInfo {
   network?: WireNetworkPolicy | null;
   preview_domain?: string | null;
   tenant?: string;
+  access_token?: string;
 }
 
 /** `ProcessInfo` as the agent sends it. */

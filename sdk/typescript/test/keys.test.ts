@@ -47,6 +47,23 @@ test("keys are made, scoped, listed and revoked; tenants see only their own", as
     await sandbox.kill();
   }
 
+  // A sandbox's access token opens that sandbox only; rotation ends the old one.
+  const own = await Sandbox.create();
+  try {
+    const token = own.accessToken;
+    assert.ok(token?.startsWith(`spa_${own.id}_`), String(token));
+    const scoped = await Sandbox.connect(own.id, { apiKey: token! });
+    assert.equal((await scoped.commands.run("echo scoped")).stdout, "scoped\n");
+    await assert.rejects(Sandbox.list({ apiKey: token! }), PermissionDeniedError);
+    const fresh = await own.rotateAccessToken();
+    assert.notEqual(fresh, token);
+    assert.equal(own.accessToken, fresh);
+    await assert.rejects(scoped.info(), AuthenticationError);
+    assert.equal((await (await Sandbox.connect(own.id, { apiKey: fresh })).info()).id, own.id);
+  } finally {
+    await own.kill();
+  }
+
   // Revocation: the very next call is refused.
   await Keys.revoke(bot.id);
   await assert.rejects(Sandbox.list({ apiKey: bot.key }), AuthenticationError);

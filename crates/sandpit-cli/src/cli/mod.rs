@@ -102,6 +102,12 @@ pub enum ClientCommand {
     Port(net::PortArgs),
     /// Show or replace a sandbox's outbound network policy.
     Network(net::NetworkArgs),
+    /// Print a new access token for one sandbox (it opens that sandbox only; the old token stops working).
+    #[command(
+        name = "access-token",
+        after_help = "Example:\n  sandpit access-token 3f9a0c1d2e4b5a69"
+    )]
+    AccessToken(sandbox::IdArgs),
     /// Manage API keys: create (with scopes and a tenant), ls, revoke. Needs an admin key.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -135,6 +141,7 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Cp(a) => files::cp(&client, a).await,
             ClientCommand::Fs(c) => files::fs(&client, c).await,
             ClientCommand::Keys(c) => keys::run(&client, c).await,
+            ClientCommand::AccessToken(a) => sandbox::access_token(&client, a).await,
         }
     })
 }

@@ -316,3 +316,19 @@ pub async fn run(client: &Client, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     result
 }
+
+/// `sandpit access-token ID`: a new access token for one sandbox (the old one stops working).
+pub async fn access_token(client: &Client, a: IdArgs) -> anyhow::Result<ExitCode> {
+    let sbx = Sandbox::get(client, &a.id)
+        .await
+        .with_context(|| format!("cannot find sandbox {}", a.id))?;
+    let token = sbx
+        .rotate_access_token()
+        .await
+        .with_context(|| format!("cannot issue an access token for sandbox {}", a.id))?;
+    if a.json {
+        return print_json(&serde_json::json!({ "access_token": token }));
+    }
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -7,8 +7,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sandpit_types::ErrorBody;
 use sandpit_types::sandbox::{
-    CreateSandboxRequest, CreateTemplateRequest, SandboxInfo, SandboxList, SetTimeoutRequest,
-    TemplateBuild, TemplateInfo, TemplateList,
+    AccessToken, CreateSandboxRequest, CreateTemplateRequest, SandboxInfo, SandboxList,
+    SetTimeoutRequest, TemplateBuild, TemplateInfo, TemplateList,
 };
 
 use super::AppState;
@@ -95,10 +95,16 @@ pub async fn create_sandbox(
     axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
-    Ok((
-        StatusCode::CREATED,
-        Json(with_net(&s, s.engine.create(req, &who.tenant).await?)),
-    ))
+    let mut info = s.engine.create(req, &who.tenant).await?;
+    match s.keys.issue_sandbox_token(&info.id).await {
+        Ok(token) => info.access_token = Some(token),
+        Err(e) => {
+            // A sandbox whose creator never learns it must not linger.
+            let _ = s.engine.delete(&info.id).await;
+            return Err(e.into());
+        }
+    }
+    Ok((StatusCode::CREATED, Json(with_net(&s, info))))
 }
 
 /// Lists sandboxes, optionally filtered by state and metadata.
@@ -184,7 +190,29 @@ pub async fn delete_sandbox(
 ) -> Result<StatusCode, ApiError> {
     s.engine.delete(&id).await?;
     s.ports.forget(&id);
+    if let Err(e) = s.keys.forget_sandbox(&id).await {
+        tracing::warn!(sandbox = %id, error = %e, "cannot forget the access token of a deleted sandbox");
+    }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issues a new access token for the sandbox; the old one stops working at once. Not callable with an
+/// access token (rotation is the back end's job).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/access-token", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "The new token", body = AccessToken),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = "A read key or an access token", body = ErrorBody),
+        (status = 404, description = "No such sandbox", body = ErrorBody)))]
+pub async fn rotate_access_token(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<AccessToken>, ApiError> {
+    s.engine.get(&id).await?;
+    Ok(Json(AccessToken {
+        access_token: s.keys.issue_sandbox_token(&id).await?,
+    }))
 }
 
 /// Freezes every process of a running sandbox. Its deadline is suspended until it is resumed.

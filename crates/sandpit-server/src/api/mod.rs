@@ -65,6 +65,10 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             get(handlers::get_sandbox).delete(handlers::delete_sandbox),
         )
         .route("/v1/sandboxes/{id}/pause", post(handlers::pause_sandbox))
+        .route(
+            "/v1/sandboxes/{id}/access-token",
+            post(handlers::rotate_access_token),
+        )
         .route("/v1/sandboxes/{id}/resume", post(handlers::resume_sandbox))
         .route(
             "/v1/sandboxes/{id}/connect",
@@ -182,7 +186,34 @@ fn sandbox_in_path(path: &str) -> Option<&str> {
 /// Whether `who` may reach sandbox `id` at all: an admin key reaches every sandbox, any other key only
 /// its own tenant's (a sandbox that is not recorded is nobody's).
 pub(crate) fn may_reach(engine: &crate::engine::Engine, who: &Principal, id: &str) -> bool {
+    if let Some(own) = &who.sandbox {
+        return own == id;
+    }
     who.has(Scope::Admin) || engine.tenant_of(id).is_some_and(|t| t == who.tenant)
+}
+
+/// What a sandbox's access token may do: use its sandbox (processes, files, ports, pause/resume, info),
+/// not delete it, rotate its token, change its deadline or network policy, nor reach anything else.
+fn check_sandbox_token(req: &Request) -> Result<(), ApiError> {
+    use axum::http::Method;
+    let path = req.uri().path();
+    let method = req.method();
+    let refuse = |what: &str| {
+        Err(ApiError::Forbidden(format!(
+            "{method} {path}: a sandbox access token {what}; use an API key"
+        )))
+    };
+    let Some(id) = sandbox_in_path(path) else {
+        return refuse("reaches only its own sandbox");
+    };
+    let rest = &path["/v1/sandboxes/".len() + id.len()..];
+    match (rest, method) {
+        ("" | "/", &Method::GET) => Ok(()),
+        ("" | "/", _) => refuse("cannot delete its sandbox"),
+        ("/access-token" | "/timeout", _) => refuse("cannot rotate itself or change the deadline"),
+        ("/network", m) if m != Method::GET => refuse("cannot change the network policy"),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the key `req` carries may use sandbox `id` for this request (preview URLs ask this).
@@ -193,6 +224,9 @@ pub(crate) fn key_may_use(s: &AppState, req: &Request, id: &str) -> bool {
 
 /// The one place that says what each scope may do (see [`Scope`]).
 fn check_scope(who: &Principal, req: &Request) -> Result<(), ApiError> {
+    if who.sandbox.is_some() {
+        return check_sandbox_token(req);
+    }
     if who.has(Scope::Admin) {
         return Ok(());
     }

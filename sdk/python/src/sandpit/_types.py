@@ -86,6 +86,8 @@ class SandboxInfo:
     preview_domain: Optional[str] = None
     #: The tenant of the key that created it (``default`` for the daemon's key file).
     tenant: str = "default"
+    #: A credential for this sandbox only; in the answer to create (see ``rotate_access_token``).
+    access_token: Optional[str] = field(default=None, repr=False)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -113,6 +115,7 @@ class SandboxInfo:
             network=d.get("network"),
             preview_domain=d.get("preview_domain"),
             tenant=str(d.get("tenant") or "default"),
+            access_token=d.get("access_token"),
             raw=dict(d),
         )
 

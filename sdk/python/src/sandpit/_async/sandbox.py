@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 # unasync: sync
 # import time
 # unasync: async
@@ -66,6 +68,8 @@ class AsyncSandbox:
     def __init__(self, info: SandboxInfo, transport: AsyncTransport) -> None:
         self._info = info
         self._transport = transport
+        #: This sandbox's access token (from create or :meth:`rotate_access_token`); ``None`` when connected.
+        self.access_token: Optional[str] = info.access_token
         self._api = AsyncProcessApi(transport, info.id)
         self.commands = AsyncCommands(self._api)
         self.processes = AsyncProcesses(self._api)
@@ -133,10 +137,13 @@ class AsyncSandbox:
         transport = AsyncTransport(url, api_key, request_timeout)
         try:
             info = SandboxInfo.from_json(await transport.request("POST", "/v1/sandboxes", json=body))
+            token = info.access_token
             deadline = time.monotonic() + _START_WAIT_S
             while info.state == "starting" and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
                 info = SandboxInfo.from_json(await transport.request("GET", _path(info.id)))
+            if token is not None and info.access_token is None:
+                info = dataclasses.replace(info, access_token=token)
         except BaseException:
             await transport.aclose()
             raise
@@ -216,6 +223,13 @@ class AsyncSandbox:
         d = await self._transport.request("POST", _path(self.id, "/timeout"), json={"timeout": int(timeout)})
         self._info = SandboxInfo.from_json(d)
         return self._info
+
+    async def rotate_access_token(self) -> str:
+        """A new access token for this sandbox: it opens this sandbox only (processes, files, ports, pause/resume,
+        info), so hand it to a page or a helper instead of the API key. The previous token stops working."""
+        d = await self._transport.request("POST", _path(self.id, "/access-token"))
+        self.access_token = str(d["access_token"])
+        return self.access_token
 
     async def kill(self) -> bool:
         """Delete the sandbox and everything in it; False if it was already gone."""

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from typing import Any, Dict, List, Optional
 
@@ -37,6 +39,8 @@ class Sandbox:
     def __init__(self, info: SandboxInfo, transport: SyncTransport) -> None:
         self._info = info
         self._transport = transport
+        #: This sandbox's access token (from create or :meth:`rotate_access_token`); ``None`` when connected.
+        self.access_token: Optional[str] = info.access_token
         self._api = ProcessApi(transport, info.id)
         self.commands = Commands(self._api)
         self.processes = Processes(self._api)
@@ -100,10 +104,13 @@ class Sandbox:
         transport = SyncTransport(url, api_key, request_timeout)
         try:
             info = SandboxInfo.from_json(transport.request("POST", "/v1/sandboxes", json=body))
+            token = info.access_token
             deadline = time.monotonic() + _START_WAIT_S
             while info.state == "starting" and time.monotonic() < deadline:
                 time.sleep(0.1)
                 info = SandboxInfo.from_json(transport.request("GET", _path(info.id)))
+            if token is not None and info.access_token is None:
+                info = dataclasses.replace(info, access_token=token)
         except BaseException:
             transport.close()
             raise
@@ -179,6 +186,13 @@ class Sandbox:
         d = self._transport.request("POST", _path(self.id, "/timeout"), json={"timeout": int(timeout)})
         self._info = SandboxInfo.from_json(d)
         return self._info
+
+    def rotate_access_token(self) -> str:
+        """A new access token for this sandbox: it opens this sandbox only (processes, files, ports, pause/resume,
+        info), so hand it to a page or a helper instead of the API key. The previous token stops working."""
+        d = self._transport.request("POST", _path(self.id, "/access-token"))
+        self.access_token = str(d["access_token"])
+        return self.access_token
 
     def kill(self) -> bool:
         """Delete the sandbox and everything in it; False if it was already gone."""
