@@ -135,6 +135,11 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// Set for a sandbox's access token: the one sandbox it reaches.
     pub sandbox: Option<String>,
+    /// SHA-256 of the credential presented (zero for the key file's key): what
+    /// [`Keys::still_valid`] compares with the current one.
+    pub credential: [u8; 32],
+    /// When the credential expires (ms since the epoch).
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Principal {
@@ -175,6 +180,9 @@ pub struct Keys {
     by_id: RwLock<HashMap<String, KeyEntry>>,
     /// Sandbox id → SHA-256 of its access token.
     sandbox_tokens: RwLock<HashMap<String, [u8; 32]>>,
+    /// Bumped whenever a credential stops working (a key revoked, a token rotated or forgotten), so that
+    /// responses still streaming to it can end ([`Keys::revocations`]).
+    revoked: tokio::sync::watch::Sender<u64>,
 }
 
 fn scopes_text(scopes: &[Scope]) -> String {
@@ -224,6 +232,7 @@ impl Keys {
             store,
             by_id: RwLock::new(by_id),
             sandbox_tokens: RwLock::new(sandbox_tokens),
+            revoked: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -247,6 +256,8 @@ impl Keys {
                 tenant: DEFAULT_TENANT.into(),
                 scopes: vec![Scope::Admin],
                 sandbox: None,
+                credential: [0; 32],
+                expires_at_ms: None,
             });
         }
         let text = std::str::from_utf8(presented).ok()?;
@@ -256,7 +267,8 @@ impl Keys {
                 .sandbox_tokens
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !bool::from(tokens.get(id)?.ct_eq(&digest(text))) {
+            let hash = digest(text);
+            if !bool::from(tokens.get(id)?.ct_eq(&hash)) {
                 return None;
             }
             return Some(Principal {
@@ -264,12 +276,15 @@ impl Keys {
                 tenant: String::new(),
                 scopes: vec![Scope::Sandboxes],
                 sandbox: Some(id.to_owned()),
+                credential: hash,
+                expires_at_ms: None,
             });
         }
         let (id, _secret) = text.strip_prefix(KEY_PREFIX)?.rsplit_once('_')?;
         let map = self.read();
         let entry = map.get(id)?;
-        if !bool::from(entry.hash.ct_eq(&digest(text))) {
+        let hash = digest(text);
+        if !bool::from(entry.hash.ct_eq(&hash)) {
             return None;
         }
         if entry
@@ -283,7 +298,41 @@ impl Keys {
             tenant: entry.info.tenant.clone(),
             scopes: entry.info.scopes.clone(),
             sandbox: None,
+            credential: hash,
+            expires_at_ms: entry.expires_at_ms,
         })
+    }
+
+    /// Changes whenever a credential stops working; see [`Keys::still_valid`].
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revoked.subscribe()
+    }
+
+    fn bump(&self) {
+        self.revoked.send_modify(|n| *n += 1);
+    }
+
+    /// Whether the credential `who` was resolved from still works (not revoked, rotated or expired).
+    pub fn still_valid(&self, who: &Principal) -> bool {
+        if who
+            .expires_at_ms
+            .is_some_and(|exp| crate::time::now_ms() >= exp)
+        {
+            return false;
+        }
+        if who.key_id == FILE_KEY_ID {
+            return true;
+        }
+        let same = |h: &[u8; 32]| bool::from(h.ct_eq(&who.credential));
+        match &who.sandbox {
+            Some(id) => self
+                .sandbox_tokens
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(id)
+                .is_some_and(same),
+            None => self.read().get(&who.key_id).is_some_and(|e| same(&e.hash)),
+        }
     }
 
     /// Makes a key; its secret is in the answer and nowhere else.
@@ -347,6 +396,7 @@ impl Keys {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_owned(), hash);
+        self.bump();
         Ok(token)
     }
 
@@ -356,6 +406,7 @@ impl Keys {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(id);
+        self.bump();
         Ok(self.store.sandbox_token_delete(id).await?)
     }
 
@@ -375,6 +426,7 @@ impl Keys {
         if removed.is_none() && !existed {
             return Err(KeyError::NotFound(id.to_owned()));
         }
+        self.bump();
         tracing::info!(key = %id, "API key revoked");
         Ok(())
     }

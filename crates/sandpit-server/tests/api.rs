@@ -1418,3 +1418,62 @@ async fn an_access_token_opens_one_sandbox_and_rotation_ends_it() {
     );
     d.stop().await.unwrap();
 }
+
+/// A stream opened with a key ends with an `error` event as soon as the key is revoked (and one opened
+/// with a sandbox token when the token is rotated), instead of running on.
+#[tokio::test]
+async fn an_open_stream_ends_when_its_key_is_revoked_or_its_token_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let made = create(&d, json!({})).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    let token = made["access_token"].as_str().unwrap().to_owned();
+    let (key_id, key) = make_key(&d, json!({"name": "streamer", "scopes": ["read"]})).await;
+    let anon = reqwest::Client::new();
+    for (who, cred) in [("key", key.as_str()), ("token", token.as_str())] {
+        let start = Instant::now();
+        let resp = anon
+            .get(d.url(&format!("/v1/sandboxes/{id}/processes/1/events")))
+            .bearer_auth(cred)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{who}");
+        let mut body = resp.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(
+            String::from_utf8_lossy(&first).contains("data: first"),
+            "{who}"
+        );
+        // The fake process ends after 3 s: revoke long before that.
+        if who == "key" {
+            let (s, _) = call(client().delete(d.url(&format!("/v1/keys/{key_id}")))).await;
+            assert_eq!(s, 204);
+        } else {
+            let (s, _) =
+                call(client().post(d.url(&format!("/v1/sandboxes/{id}/access-token")))).await;
+            assert_eq!(s, 200);
+        }
+        let mut rest = String::new();
+        while let Some(chunk) = body.next().await {
+            rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        assert!(
+            rest.contains("event: error") && rest.contains("unauthenticated"),
+            "{who}: {rest:?}"
+        );
+        assert!(
+            !rest.contains("event: exited"),
+            "{who}: the stream ran on: {rest:?}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{who}: {:?}",
+            start.elapsed()
+        );
+    }
+    // The admin key's streams are untouched by all this.
+    let (s, _) = call(client().get(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert_eq!(s, 200);
+    d.stop().await.unwrap();
+}

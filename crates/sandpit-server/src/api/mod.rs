@@ -7,6 +7,7 @@ pub mod extract;
 pub mod handlers;
 pub mod keys;
 pub mod network;
+pub mod revoke;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -172,8 +173,8 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
                 .into_response();
         }
     }
-    req.extensions_mut().insert(who);
-    next.run(req).await
+    req.extensions_mut().insert(who.clone());
+    revoke::revocable(next.run(req).await, s.keys.clone(), who)
 }
 
 /// The sandbox id of a `/v1/sandboxes/{id}…` path.
