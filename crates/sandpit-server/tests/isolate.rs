@@ -659,3 +659,73 @@ async fn a_template_of_only_a_static_busybox_runs_commands_streams_and_ptys() {
     let (s, _) = call(client().delete(&root)).await;
     assert_eq!(s, 204);
 }
+
+/// Nothing secret enters a sandbox: neither the admin key, nor the key that created the sandbox, nor the
+/// sandbox's own access token is in any process's environment or command line inside it, nor in its
+/// `/etc`, `/run`, `/tmp`, home directories or `/var` — while a control string written there on purpose
+/// is found by the same search (so the search itself works).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_key_or_token_is_visible_inside_a_sandbox() {
+    let Some(fx) = Fixture::new() else {
+        return;
+    };
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
+    let (s, made) = post(
+        serve.url("/v1/keys"),
+        json!({"name": "maker", "tenant": "t1", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    let (s, sb) = call(
+        reqwest::Client::new()
+            .post(serve.url("/v1/sandboxes"))
+            .bearer_auth(&key)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 201, "{sb}");
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let token = sb["access_token"].as_str().unwrap().to_owned();
+    let control = format!("control-{}", id.chars().rev().collect::<String>());
+    let admin = daemon::KEY.to_owned();
+    // Each secret reaches the script in two halves, so that no whole one is in its own environment or
+    // argv; the script joins them only in grep's patterns (after the /proc dump is written).
+    let mut env = serde_json::Map::new();
+    for (name, secret) in [("A", &admin), ("B", &key), ("C", &token), ("D", &control)] {
+        let mid = secret.len() / 2;
+        env.insert(format!("{name}1"), json!(&secret[..mid]));
+        env.insert(format!("{name}2"), json!(&secret[mid..]));
+    }
+    let script = r#"
+        for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do
+            tr '\0' '\n' < "$f" 2>/dev/null; echo
+        done > /tmp/.procdump
+        printf '%s\n' "$D1$D2" > /tmp/.control
+        grep -rlF -e "$A1$A2" -e "$B1$B2" -e "$C1$C2" -e "$D1$D2" \
+            /etc /run /tmp /home /root /var 2>/dev/null | sort
+        wc -l < /tmp/.procdump
+    "#;
+    // As the sandbox's root, through its own access token (the way a page would).
+    let (s, r) = call(
+        reqwest::Client::new()
+            .post(serve.url(&format!("/v1/sandboxes/{id}/exec")))
+            .bearer_auth(&token)
+            .json(&json!({"cmd": script, "user": "root", "env": env, "timeout_ms": 60_000})),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let out = r["stdout"].as_str().unwrap_or_default();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("/tmp/.control"),
+        "the control must be found and nothing else: {r}"
+    );
+    let found_next = lines.next().unwrap_or_default();
+    assert!(
+        found_next.trim().parse::<u32>().is_ok_and(|n| n > 3),
+        "a secret was found inside the sandbox, or the /proc dump is empty: {r}"
+    );
+    assert_eq!(lines.next(), None, "{r}");
+}
