@@ -459,10 +459,64 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     );
     sbx.kill().await?;
 
+    rows.push(noisy_neighbour(&client, &group, quick).await?);
     rows.extend(streams(&client, &d, &group, quick).await?);
     rows.extend(flood(&client, &d.key, &group, quick).await?);
     rows.extend(scale(&client, &group, d.child.id(), quick).await?);
     Ok(rows)
+}
+
+/// A warm `exec("true")` in one sandbox while its neighbour (128 MiB, 64 pids, half a core, 64 MiB of
+/// disk) runs a memory bomb, a disk fill, an output flood, a CPU spin and a fork bomb at once,
+/// beside the same call with the neighbour idle (measured before and after the abuse, in the same run).
+async fn noisy_neighbour(client: &Client, group: &str, quick: bool) -> anyhow::Result<Row> {
+    let n = if quick { 10 } else { 100 };
+    let quiet = Sandbox::create().client(client).await?;
+    let mut idle = Vec::new();
+    let sample = async |into: &mut Vec<f64>| -> anyhow::Result<()> {
+        for _ in 0..n {
+            let t = Instant::now();
+            if !quiet.exec("true", NO_ARGS).await?.success() {
+                bail!("true failed in the quiet sandbox");
+            }
+            into.push(ms(t.elapsed()));
+        }
+        Ok(())
+    };
+    sample(&mut idle).await?;
+    let noisy = Sandbox::create()
+        .client(client)
+        .memory_mb(128)
+        .pids(64)
+        .cpu(0.5)
+        .disk_mb(64)
+        .await?;
+    // The fork bomb last: once it holds every pid the limit allows, nothing else starts.
+    for script in [
+        "python3 -c 'x = []\nwhile True: x.append(bytearray(1 << 20))'",
+        "dd if=/dev/zero of=$HOME/fill bs=1M count=1000 2>&1",
+        "yes flood",
+        "while :; do :; done",
+        "f(){ f | f & }; f; sleep 600",
+    ] {
+        // Started and left running: the sandbox's deletion ends them.
+        drop(noisy.shell_stream(script).await?);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut busy = Vec::new();
+    sample(&mut busy).await?;
+    noisy.kill().await?;
+    sample(&mut idle).await?;
+    quiet.kill().await?;
+    Ok(Row::new(
+        group,
+        "warm exec(\"true\") beside a sandbox abusing its limits",
+        "ms",
+        summarize(&busy),
+    )
+    .against("the same, neighbour idle", summarize(&idle))
+    .note("neighbour: memory bomb, disk fill, output flood, CPU spin, fork bomb at once (128 MiB, 64 pids, 0.5 CPU, 64 MiB disk)"))
 }
 
 /// `head -c SIZE /dev/zero` in a sandbox, read through the daemon's proxy over WebSocket and SSE,
