@@ -873,3 +873,96 @@ fn keys_create_ls_revoke_and_scopes_hold() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn tenants_set_get_ls_and_a_quota_refuses_a_create() {
+    let d = Daemon::start();
+    let t = d.json(&[
+        "tenants",
+        "set",
+        "team-q",
+        "--max-sandboxes",
+        "1",
+        "--max-creates-per-second",
+        "5",
+        "--json",
+    ]);
+    assert_eq!(t["quotas"]["max_sandboxes"], 1, "{t}");
+    // Quotas not named keep their value; `none` lifts one.
+    let t = d.json(&[
+        "tenants",
+        "set",
+        "team-q",
+        "--max-disk-mb",
+        "4096",
+        "--json",
+    ]);
+    assert_eq!(
+        (
+            t["quotas"]["max_sandboxes"].as_u64(),
+            t["quotas"]["max_disk_mb"].as_u64()
+        ),
+        (Some(1), Some(4096)),
+        "{t}"
+    );
+    let key = d.ok(&[
+        "keys",
+        "create",
+        "--name",
+        "q",
+        "--scope",
+        "sandboxes",
+        "--tenant",
+        "team-q",
+    ]);
+    let as_q = |args: &[&str]| {
+        let mut c = d.cmd(args);
+        c.env("SANDPIT_API_KEY", key.trim());
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let o = as_q(&["create"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = as_q(&["create"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("max_sandboxes quota (1)"),
+        "{}",
+        text(&o.stderr)
+    );
+    // Its own tenant reads; the table shows usage against the quota.
+    let o = as_q(&["tenants", "get", "team-q"]);
+    assert!(text(&o.stdout).contains("1/1"), "{}", text(&o.stdout));
+    let o = as_q(&["tenants", "ls"]);
+    assert!(
+        text(&o.stderr).contains("`admin` scope"),
+        "{}",
+        text(&o.stderr)
+    );
+    let t = d.json(&[
+        "tenants",
+        "set",
+        "team-q",
+        "--max-sandboxes",
+        "none",
+        "--json",
+    ]);
+    assert!(t["quotas"]["max_sandboxes"].is_null(), "{t}");
+    assert!(as_q(&["create"]).status.success());
+    let table = d.ok(&["tenants", "ls"]);
+    assert!(
+        table.contains("team-q") && table.contains("default"),
+        "{table}"
+    );
+    let o = d.run(&["tenants", "set", "team-q", "--max-sandboxes", "many"]);
+    assert!(
+        text(&o.stderr).contains("\"many\" is not a whole number"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = d.run(&["tenants", "set", "team-q", "--max-creates-per-second", "0"]);
+    assert!(
+        text(&o.stderr).contains("max_creates_per_second must be"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -77,7 +77,7 @@ impl IsolateConfig {
             agent_binary: agent_binary.into(),
             id_range_base: 1 << 30,
             id_range_slots: 4096,
-            default_disk_mb: 1024,
+            default_disk_mb: sandpit_types::tenants::DEFAULT_DISK_MB,
             ready_timeout: Duration::from_secs(10),
             cgroup_subdir: "sandpit".into(),
             share_run_dir_for_tests: false,

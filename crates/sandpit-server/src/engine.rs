@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandpit_types::sandbox::{CreateSandboxRequest, OnTimeout, SandboxInfo, SandboxState};
+use sandpit_types::tenants::TenantUsage;
 use tokio::sync::{Notify, watch};
 
 use crate::backend::{BackendError, BackendHandle, SandboxBackend, SandboxSpec};
@@ -76,8 +77,41 @@ pub enum EngineError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A tenant quota refused a create.
+    #[error(transparent)]
+    Quota(#[from] crate::quotas::QuotaError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Who owns a recorded sandbox and what it counts against its tenant's quotas.
+#[derive(Debug, Clone)]
+struct Owner {
+    tenant: String,
+    ask: crate::quotas::Ask,
+}
+
+impl Owner {
+    fn of(rec: &SandboxRecord) -> Self {
+        Self {
+            tenant: rec.tenant.clone(),
+            ask: crate::quotas::Ask {
+                memory_mb: rec.memory_mb,
+                disk_mb: rec.disk_mb,
+            },
+        }
+    }
+}
+
+/// What `tenant` holds among `owners`.
+fn usage_of(owners: &HashMap<String, Owner>, tenant: &str) -> TenantUsage {
+    let mut u = TenantUsage::default();
+    for o in owners.values().filter(|o| o.tenant == tenant) {
+        u.sandboxes += 1;
+        u.memory_mb += o.ask.memory_mb.unwrap_or(0);
+        u.disk_mb += o.ask.disk();
+    }
+    u
 }
 
 /// The engine's share of the configuration.
@@ -151,7 +185,9 @@ pub struct Engine {
     live: std::sync::RwLock<HashMap<String, PathBuf>>,
     /// The tenant of every recorded sandbox, for the per-request tenant check ([`Engine::tenant_of`]):
     /// filled at create and at start, emptied when a record is forgotten.
-    owners: std::sync::RwLock<HashMap<String, String>>,
+    owners: std::sync::RwLock<HashMap<String, Owner>>,
+    /// Tenant quotas, checked under the `owners` lock at create ([`Engine::set_quotas`]).
+    quotas: std::sync::OnceLock<Arc<crate::quotas::Quotas>>,
     /// Sandbox networking, when the daemon runs with it.
     net: std::sync::OnceLock<Arc<crate::network::SandboxNet>>,
     /// Running sandboxes whose agent failed its last health probe ([`Engine::run_health`]), with why.
@@ -171,6 +207,7 @@ impl Engine {
             wake: Notify::new(),
             live: std::sync::RwLock::new(HashMap::new()),
             owners: std::sync::RwLock::new(HashMap::new()),
+            quotas: std::sync::OnceLock::new(),
             net: std::sync::OnceLock::new(),
             unhealthy: std::sync::RwLock::new(HashMap::new()),
             health_events: watch::channel(0).0,
@@ -180,6 +217,39 @@ impl Engine {
     /// Turns networking on for sandboxes created from now on (once, at start).
     pub fn set_network(&self, net: Arc<crate::network::SandboxNet>) {
         let _ = self.net.set(net);
+    }
+
+    /// Turns tenant quotas on (once, at start).
+    pub fn set_quotas(&self, quotas: Arc<crate::quotas::Quotas>) {
+        let _ = self.quotas.set(quotas);
+    }
+
+    /// The tenant quotas, when they are on.
+    pub fn quotas(&self) -> Option<&Arc<crate::quotas::Quotas>> {
+        self.quotas.get()
+    }
+
+    /// What `tenant` holds now, counted the way quotas count it.
+    pub fn tenant_usage(&self, tenant: &str) -> TenantUsage {
+        usage_of(
+            &self
+                .owners
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            tenant,
+        )
+    }
+
+    /// Every tenant that holds a sandbox.
+    pub fn tenants(&self) -> Vec<String> {
+        let owners = self
+            .owners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut t: Vec<String> = owners.values().map(|o| o.tenant.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
     }
 
     /// The daemon's sandbox network, if it has one.
@@ -249,18 +319,33 @@ impl Engine {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(id)
-            .cloned()
+            .map(|o| o.tenant.clone())
     }
 
-    fn own(&self, id: &str, tenant: &str) {
+    /// Records a sandbox's owner (at start-up: what the store holds, quotas or not).
+    fn own(&self, id: &str, owner: Owner) {
         self.owners
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id.to_owned(), tenant.to_owned());
+            .insert(id.to_owned(), owner);
+    }
+
+    /// Records a new sandbox's owner if the tenant's quotas leave room for it: the check and the record
+    /// under one lock, so that racing creates cannot both take the last slot.
+    fn admit(&self, id: &str, owner: Owner) -> Result<(), EngineError> {
+        let mut owners = self
+            .owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(q) = self.quotas.get() {
+            q.admit(&owner.tenant, &usage_of(&owners, &owner.tenant), owner.ask)?;
+        }
+        owners.insert(id.to_owned(), owner);
+        Ok(())
     }
 
     /// Forgets a sandbox whose record is gone: its lock and its owner.
-    fn forget_lock(&self, id: &str) {
+    fn forget_record(&self, id: &str) {
         self.owners
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -365,7 +450,7 @@ impl Engine {
             handle: None,
             tenant: tenant.to_owned(),
         };
-        self.own(&id, tenant);
+        self.admit(&id, Owner::of(&rec))?;
         let mut spec = SandboxSpec {
             id: id.clone(),
             template: rec.template.clone(),
@@ -381,10 +466,13 @@ impl Engine {
         Self::detached(async move {
             let lock = this.lock_for(&id);
             let _guard = lock.lock().await;
-            create_private_dir(&dir)
-                .map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
+            if let Err(e) = create_private_dir(&dir) {
+                this.forget_record(&id);
+                return Err(BackendError::io(format!("cannot create {}", dir.display()), e).into());
+            }
             if let Err(e) = this.store.insert(rec.clone()).await {
                 this.remove_dir(&id);
+                this.forget_record(&id);
                 return Err(e.into());
             }
             let mut rec = rec;
@@ -394,7 +482,7 @@ impl Engine {
                     Err(e) => {
                         let _ = this.store.delete(&id).await;
                         this.remove_dir(&id);
-                        this.forget_lock(&id);
+                        this.forget_record(&id);
                         return Err(e);
                     }
                 }
@@ -422,7 +510,7 @@ impl Engine {
                         let _ = this.save(&rec).await;
                     }
                     this.remove_dir(&rec.id);
-                    this.forget_lock(&rec.id);
+                    this.forget_record(&rec.id);
                     Err(err)
                 }
             }
@@ -795,7 +883,7 @@ impl Engine {
             this.release_network(&id).await;
             this.remove_dir(&id);
             this.store.delete(&id).await?;
-            this.forget_lock(&id);
+            this.forget_record(&id);
             this.wake.notify_one();
             tracing::info!(sandbox = %id, "sandbox deleted");
             Ok(())
@@ -900,7 +988,7 @@ impl Engine {
     /// failure, and a sandbox whose agent is gone (host reboot) is marked `failed` with what was lost.
     pub async fn reconcile(&self) -> Result<(), EngineError> {
         for mut rec in self.store.list().await? {
-            self.own(&rec.id, &rec.tenant);
+            self.own(&rec.id, Owner::of(&rec));
             match rec.state {
                 SandboxState::Starting => {
                     Self::apply(&mut rec, Action::StartFailed)?;

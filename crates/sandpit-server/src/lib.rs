@@ -20,6 +20,7 @@ pub mod network;
 pub mod openapi;
 pub mod preview;
 pub mod proxy;
+pub mod quotas;
 pub mod store;
 pub mod templates;
 pub mod time;
@@ -182,6 +183,9 @@ async fn serve(
     if let Some(n) = &net {
         engine.set_network(n.clone());
     }
+    engine.set_quotas(Arc::new(
+        quotas::Quotas::load(engine.store().clone()).await?,
+    ));
     engine.reconcile().await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);

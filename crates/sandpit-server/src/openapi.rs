@@ -23,9 +23,10 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{handlers, keys, network};
+use crate::api::{handlers, keys, network, tenants};
 use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 use sandpit_types::network::{Egress, ExposePortRequest, ExposedPort, NetworkPolicy, PortList};
+use sandpit_types::tenants::{TenantInfo, TenantList, TenantQuotas, TenantUsage};
 
 /// Body of `POST /v1/sandboxes/{id}/processes/{pid}/signal`.
 #[derive(Debug, utoipa::ToSchema)]
@@ -80,6 +81,9 @@ impl utoipa::ToSchema for RawBytes {}
         keys::create_key,
         keys::list_keys,
         keys::revoke_key,
+        tenants::list_tenants,
+        tenants::get_tenant,
+        tenants::put_tenant,
         process_docs::exec,
         process_docs::start_process,
         process_docs::list_processes,
@@ -124,6 +128,7 @@ impl utoipa::ToSchema for RawBytes {}
         CreateWatcherRequest, WatcherInfo, WatchEventList, TarResult, SkippedMember,
         NetworkPolicy, Egress, ExposePortRequest, ExposedPort, PortList,
         CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope,
+        TenantQuotas, TenantUsage, TenantInfo, TenantList,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
@@ -134,6 +139,7 @@ impl utoipa::ToSchema for RawBytes {}
         (name = "processes", description = "Processes inside a sandbox (served by its agent; a paused sandbox is resumed first)"),
         (name = "network", description = "Egress policy and exposed ports (preview URLs)"),
         (name = "keys", description = "API keys with scopes (`admin`, `sandboxes`, `read`); admin only"),
+        (name = "tenants", description = "Tenant quotas (set by an admin; a key reads its own tenant)"),
         (name = "files", description = "Files inside a sandbox, as the requesting user (served by its agent; a paused sandbox is resumed first). `path` query values are percent-encoded bytes; relative paths start at the user's home"),
     )
 )]

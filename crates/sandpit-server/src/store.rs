@@ -69,6 +69,11 @@ const MIGRATIONS: &[&str] = &[
         id   TEXT PRIMARY KEY NOT NULL,
         hash TEXT NOT NULL
     );",
+    // Tenant quotas (issue 17): the `TenantQuotas` JSON of each tenant that has any.
+    "CREATE TABLE tenant_quotas (
+        tenant TEXT PRIMARY KEY NOT NULL,
+        quotas TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -410,6 +415,35 @@ impl Store {
         let id = id.to_owned();
         self.call(move |c| {
             c.execute("DELETE FROM sandbox_tokens WHERE id = ?1", [&id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every tenant's quotas, as stored (JSON).
+    pub async fn quotas_all(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT tenant, quotas FROM tenant_quotas")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Sets a tenant's quotas (JSON), or forgets them when `quotas` is `None`.
+    pub async fn quotas_put(&self, tenant: &str, quotas: Option<String>) -> Result<(), StoreError> {
+        let tenant = tenant.to_owned();
+        self.call(move |c| {
+            match quotas {
+                Some(q) => c.execute(
+                    "INSERT INTO tenant_quotas (tenant, quotas) VALUES (?1, ?2)
+                     ON CONFLICT (tenant) DO UPDATE SET quotas = excluded.quotas",
+                    params![tenant, q],
+                )?,
+                None => c.execute("DELETE FROM tenant_quotas WHERE tenant = ?1", [&tenant])?,
+            };
             Ok(())
         })
         .await

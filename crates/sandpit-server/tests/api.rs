@@ -1001,6 +1001,8 @@ async fn every_documented_route_obeys_the_keys_scopes() {
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let admin_only = path == "/metrics"
                 || path.starts_with("/v1/keys")
+                || path == "/v1/tenants"
+                || (path == "/v1/tenants/{name}" && method != "get")
                 || (path == "/v1/templates" && method == "post")
                 || (path == "/v1/templates/{name}" && method == "delete");
             // A GET without `Upgrade` is a read even on a WebSocket route (checked below with one).
@@ -1475,5 +1477,238 @@ async fn an_open_stream_ends_when_its_key_is_revoked_or_its_token_rotated() {
     // The admin key's streams are untouched by all this.
     let (s, _) = call(client().get(d.url(&format!("/v1/sandboxes/{id}")))).await;
     assert_eq!(s, 200);
+    d.stop().await.unwrap();
+}
+
+/// Tenant quotas: over `max_sandboxes`, `max_memory_mb` or `max_disk_mb` a create is 429
+/// `quota_exceeded` with `Retry-After` and the limit named, and works again once room is made; over
+/// `max_creates_per_second` it is 429 `rate_limited` with `Retry-After` and `X-RateLimit-*` (which every
+/// create of a rate-limited tenant carries), and works again after that many seconds. Quotas survive a
+/// restart; a tenant's key reads its own tenant only; only an admin sets them; bad quotas are 400.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, told in order
+async fn quotas_answer_429_with_retry_after_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let anon = reqwest::Client::new();
+    let put = |name: &str, body: Value| {
+        let url = d.url(&format!("/v1/tenants/{name}"));
+        async move { call(client().put(url).json(&body)).await }
+    };
+    let (s, v) = put("q", json!({"max_sandboxes": 2, "max_memory_mb": 300})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["quotas"]["max_sandboxes"], 2);
+    assert_eq!(v["usage"]["sandboxes"], 0);
+    let (_, q) = make_key(
+        &d,
+        json!({"name": "q", "tenant": "q", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    let create_as = |key: &str, body: Value| {
+        let req = anon
+            .post(d.url("/v1/sandboxes"))
+            .bearer_auth(key)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let headers = r.headers().clone();
+            let v: Value = r.json().await.unwrap();
+            (status, headers, v)
+        }
+    };
+    let header = |h: &reqwest::header::HeaderMap, name: &str| {
+        h.get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (s, _, first) = create_as(&q, json!({"memory_mb": 100})).await;
+    assert_eq!(s, 201, "{first}");
+    let (s, _, v) = create_as(&q, json!({"memory_mb": 100})).await;
+    assert_eq!(s, 201, "{v}");
+    // The count.
+    let (s, h, v) = create_as(&q, json!({"memory_mb": 100})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{v}"
+    );
+    assert_eq!(header(&h, "retry-after"), "5");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("max_sandboxes quota (2)") && msg.contains("has 2"),
+        "{msg}"
+    );
+    // The memory: 100 + 100 + 200 > 300.
+    let (s, v) = put("q", json!({"max_sandboxes": 3, "max_memory_mb": 300})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["usage"],
+        json!({"sandboxes": 2, "memory_mb": 200, "disk_mb": 2048})
+    );
+    let (s, _, v) = create_as(&q, json!({"memory_mb": 200})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_memory_mb quota (300 MiB)"),
+        "{v}"
+    );
+    // Under a memory quota a create names its memory.
+    let (s, _, v) = create_as(&q, json!({})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory_mb"),
+        "{v}"
+    );
+    // The disk: two default layers (2048 MiB) and 100 more > 2100.
+    let (s, _) = put(
+        "q",
+        json!({"max_sandboxes": 3, "max_memory_mb": 300, "max_disk_mb": 2100}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, v) = create_as(&q, json!({"memory_mb": 16, "disk_mb": 100})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_disk_mb quota (2100 MiB)"),
+        "{v}"
+    );
+    // Recovers once room is made.
+    let first_id = first["id"].as_str().unwrap();
+    let (s, _) = call(client().delete(d.url(&format!("/v1/sandboxes/{first_id}")))).await;
+    assert_eq!(s, 204);
+    let (s, h, v) = create_as(&q, json!({"memory_mb": 150, "disk_mb": 50})).await;
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        h.get("x-ratelimit-limit").is_none(),
+        "no rate quota, no rate headers"
+    );
+
+    // The rate: one create per second.
+    let (s, _) = put("r", json!({"max_creates_per_second": 1.0})).await;
+    assert_eq!(s, 200);
+    let (_, r) = make_key(
+        &d,
+        json!({"name": "r", "tenant": "r", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    let (s, h, v) = create_as(&r, json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(
+        (
+            header(&h, "x-ratelimit-limit"),
+            header(&h, "x-ratelimit-remaining")
+        ),
+        ("1".into(), "0".into())
+    );
+    let (s, h, v) = create_as(&r, json!({})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{v}"
+    );
+    assert_eq!(header(&h, "retry-after"), "1");
+    assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_creates_per_second"),
+        "{v}"
+    );
+    // Another tenant is not slowed by it.
+    let (s, _, v) = create_as(&q, json!({"memory_mb": 16, "disk_mb": 16})).await;
+    assert_eq!(s, 201, "{v}");
+    // Recovers after Retry-After.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, _, v) = create_as(&r, json!({})).await;
+    assert_eq!(s, 201, "{v}");
+
+    // Reading: a tenant's key reads its own tenant, not another's, and sets nothing.
+    let (s, v) = call(anon.get(d.url("/v1/tenants/q")).bearer_auth(&q)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["usage"]["sandboxes"], 3);
+    let (s, v) = call(anon.get(d.url("/v1/tenants/r")).bearer_auth(&q)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    let (s, v) = call(
+        anon.put(d.url("/v1/tenants/q"))
+            .bearer_auth(&q)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{v}"
+    );
+    let (s, v) = call(client().get(d.url("/v1/tenants"))).await;
+    assert_eq!(s, 200);
+    let names: Vec<&str> = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", "q", "r"]);
+
+    // Bad quotas and names.
+    for (name, body, what) in [
+        (
+            "q",
+            json!({"max_creates_per_second": 0}),
+            "max_creates_per_second",
+        ),
+        ("q", json!({"max_sandboxes": -1}), "-1"),
+        ("q", json!({"max_sandbox": 1}), "max_sandbox"),
+        ("a%20b", json!({}), "tenant"),
+    ] {
+        let (s, v) = put(name, body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(what),
+            "{what}: {v}"
+        );
+    }
+
+    // Quotas survive a restart; clearing them lifts them.
+    d.stop().await.unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (s, v) = call(client().get(d.url("/v1/tenants/q"))).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["quotas"]["max_disk_mb"], 2100, "{v}");
+    let (s, v) = call(client().put(d.url("/v1/tenants/q")).json(&json!({}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v["quotas"],
+        json!({"max_sandboxes": null, "max_creates_per_second": null, "max_memory_mb": null, "max_disk_mb": null})
+    );
     d.stop().await.unwrap();
 }

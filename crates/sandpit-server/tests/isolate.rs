@@ -525,7 +525,10 @@ async fn abuse_in_one_sandbox_leaves_its_neighbour_and_the_daemon_alone() {
     assert_eq!(health_failures, 0, "/health failed during the abuse");
     let after = exec_true_median(&nroot, 40).await;
     let idle = idle.max(after);
-    eprintln!("neighbour idle median after the abuse {after:.2} ms: ratio {:.2}", busy / idle);
+    eprintln!(
+        "neighbour idle median after the abuse {after:.2} ms: ratio {:.2}",
+        busy / idle
+    );
     assert!(
         busy <= 5.0 * idle,
         "neighbour starved: median {busy:.2} ms under abuse > 5x idle {idle:.2} ms"

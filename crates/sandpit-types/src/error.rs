@@ -45,6 +45,11 @@ pub enum ErrorCode {
     /// A preview request reached the sandbox but nothing answered on that port (nothing listening, or the
     /// server broke the connection). Added in protocol 1 without a version bump.
     BadGateway,
+    /// A tenant's quota (`max_sandboxes`, `max_memory_mb`, `max_disk_mb`) does not leave room for this
+    /// create: the message names the limit. 429 with `Retry-After`. Added in protocol 1 without a bump.
+    QuotaExceeded,
+    /// The tenant's `max_creates_per_second` is used up: retry after `Retry-After` seconds. 429.
+    RateLimited,
     /// A code this client does not know yet (newer server).
     #[serde(other)]
     Unknown,
@@ -66,7 +71,7 @@ impl ErrorCode {
             | Self::NotADirectory => 409,
             Self::RangeNotSatisfiable => 416,
             Self::PayloadTooLarge => 413,
-            Self::ResourceExhausted => 429,
+            Self::ResourceExhausted | Self::QuotaExceeded | Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::InsufficientStorage => 507,
             Self::BadGateway => 502,
@@ -94,6 +99,8 @@ impl ErrorCode {
             Self::RangeNotSatisfiable => "range_not_satisfiable",
             Self::Internal => "internal",
             Self::BadGateway => "bad_gateway",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::RateLimited => "rate_limited",
             Self::Unknown => "unknown",
         }
     }

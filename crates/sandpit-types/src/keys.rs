@@ -47,11 +47,16 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Longest key name or tenant name.
 pub const MAX_KEY_NAME_LEN: usize = 64;
 
-/// The rule for key names and tenant names: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+/// The rule for key names and tenant names: 1–64 characters of `A-Z a-z 0-9 . _ -`, not only dots.
 pub fn validate_key_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_KEY_NAME_LEN {
         return Err(format!(
             "{what} {name:?} must be 1 to {MAX_KEY_NAME_LEN} characters long"
+        ));
+    }
+    if name.chars().all(|c| c == '.') {
+        return Err(format!(
+            "{what} {name:?} is only dots: it would read as a path step"
         ));
     }
     if let Some(c) = name
@@ -133,6 +138,16 @@ pub struct KeyList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_of_only_dots_are_refused() {
+        for bad in [".", "..", "...", ""] {
+            assert!(validate_key_name("tenant", bad).is_err(), "{bad:?}");
+        }
+        for ok in ["a.b", ".hidden", "team-a", "x..y"] {
+            assert!(validate_key_name("tenant", ok).is_ok(), "{ok:?}");
+        }
+    }
 
     #[test]
     fn requests_are_strict_and_checked() {

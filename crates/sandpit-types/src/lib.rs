@@ -21,6 +21,7 @@ pub mod network;
 pub mod process;
 pub mod sandbox;
 pub mod signal;
+pub mod tenants;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{LostEvent, OutputEvent, ProcessEvent};

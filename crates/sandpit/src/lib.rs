@@ -45,6 +45,7 @@ mod processes;
 mod sandbox;
 mod sse;
 mod templates;
+mod tenants;
 mod ws;
 
 pub use attach::{
@@ -68,6 +69,7 @@ pub use sse::EventStream;
 pub use templates::{
     DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource, Templates,
 };
+pub use tenants::{TenantInfo, TenantQuotas, TenantUsage, Tenants};
 
 /// The wire types, for calls this SDK does not wrap.
 pub use sandpit_types as types;

@@ -947,3 +947,89 @@ async fn keys_are_made_scoped_listed_and_revoked() {
     renewed.connect(sbx.id()).await.unwrap();
     admin.connect(sbx.id()).await.unwrap().kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_quotas_are_set_read_and_refuse_a_create() {
+    use sandpit::{CreateKeyRequest, ErrorCode, Scope, TenantQuotas};
+    let d = Daemon::start();
+    let admin = d.client();
+    let t = admin
+        .tenants()
+        .set_quotas(
+            "rs-quota",
+            &TenantQuotas {
+                max_sandboxes: Some(1),
+                max_memory_mb: Some(256),
+                ..TenantQuotas::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.quotas.max_sandboxes, Some(1));
+    assert_eq!(t.usage.sandboxes, 0);
+    let bot = admin
+        .keys()
+        .create(&CreateKeyRequest {
+            name: "rs-quota-bot".into(),
+            scopes: vec![Scope::Sandboxes],
+            tenant: Some("rs-quota".into()),
+            expires_in: None,
+        })
+        .await
+        .unwrap();
+    let as_bot = Client::new(&d.url, &bot.key).unwrap();
+    let sbx = Sandbox::create()
+        .client(&as_bot)
+        .memory_mb(128)
+        .await
+        .unwrap();
+    let e = Sandbox::create()
+        .client(&as_bot)
+        .memory_mb(64)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::QuotaExceeded), "{e:?}");
+    assert!(e.to_string().contains("max_sandboxes quota (1)"), "{e}");
+    let own = as_bot.tenants().get("rs-quota").await.unwrap();
+    assert_eq!((own.usage.sandboxes, own.usage.memory_mb), (1, 128));
+    let e = as_bot.tenants().get("default").await.unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    let e = as_bot
+        .tenants()
+        .set_quotas("rs-quota", &TenantQuotas::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PermissionDenied(_)), "{e:?}");
+    sbx.kill().await.unwrap();
+    // The rate: one create per 10 s.
+    admin
+        .tenants()
+        .set_quotas(
+            "rs-quota",
+            &TenantQuotas {
+                max_creates_per_second: Some(0.1),
+                ..TenantQuotas::default()
+            },
+        )
+        .await
+        .unwrap();
+    let first = Sandbox::create().client(&as_bot).await.unwrap();
+    let e = Sandbox::create().client(&as_bot).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::RateLimited), "{e:?}");
+    first.kill().await.unwrap();
+    let names: Vec<String> = admin
+        .tenants()
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert!(names.contains(&"rs-quota".to_owned()), "{names:?}");
+    let cleared = admin
+        .tenants()
+        .set_quotas("rs-quota", &TenantQuotas::default())
+        .await
+        .unwrap();
+    assert!(cleared.quotas.is_unlimited());
+}

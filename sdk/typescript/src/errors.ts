@@ -60,7 +60,10 @@ export const SandboxTimeoutError = TimeoutError;
 /** `413 payload_too_large`: the request body is larger than the server accepts. */
 export class PayloadTooLargeError extends SandboxError {}
 
-/** `429 resource_exhausted`: too many sandboxes or processes. */
+/**
+ * `429`: too many sandboxes or processes (`resource_exhausted`), or over a tenant quota (`code`
+ * `quota_exceeded` or `rate_limited`).
+ */
 export class ResourceExhaustedError extends SandboxError {}
 
 /**
@@ -141,6 +144,8 @@ const CODE_CLASSES: Readonly<Record<string, ErrorClass>> = {
   payload_too_large: PayloadTooLargeError,
   range_not_satisfiable: SandboxError,
   resource_exhausted: ResourceExhaustedError,
+  quota_exceeded: ResourceExhaustedError,
+  rate_limited: ResourceExhaustedError,
   unavailable: UnavailableError,
   bad_gateway: UnavailableError,
   insufficient_storage: InsufficientStorageError,

@@ -8,6 +8,7 @@ mod net;
 mod process;
 mod sandbox;
 mod template;
+mod tenants;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -111,6 +112,9 @@ pub enum ClientCommand {
     /// Manage API keys: create (with scopes and a tenant), ls, revoke. Needs an admin key.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Tenant quotas: ls, get, set (max sandboxes, creates per second, memory, disk).
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
 }
 
 /// Runs a client verb on a fresh tokio runtime.
@@ -141,6 +145,7 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Cp(a) => files::cp(&client, a).await,
             ClientCommand::Fs(c) => files::fs(&client, c).await,
             ClientCommand::Keys(c) => keys::run(&client, c).await,
+            ClientCommand::Tenants(c) => tenants::run(&client, c).await,
             ClientCommand::AccessToken(a) => sandbox::access_token(&client, a).await,
         }
     })

@@ -35,6 +35,16 @@ pub enum ApiError {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A tenant quota has no room for this (429 `quota_exceeded`, `Retry-After`).
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A tenant's create rate is used up (429 `rate_limited`, `Retry-After`, `X-RateLimit-*`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+        state: crate::quotas::RateState,
+    },
     /// The daemon's disk is full (507): not the caller's mistake, not a bug either.
     #[error("{0}")]
     InsufficientStorage(String),
@@ -55,6 +65,8 @@ impl ApiError {
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::InsufficientStorage(_) => ErrorCode::InsufficientStorage,
+            Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -71,6 +83,21 @@ impl ApiError {
 /// `Retry-After` on every `503 unavailable`, in seconds.
 pub const RETRY_AFTER_SECS: &str = "2";
 
+/// `Retry-After` on `429 quota_exceeded`, in seconds: room appears when one of the tenant's sandboxes
+/// goes, which the daemon cannot foresee; this is how often asking again is reasonable.
+pub const QUOTA_RETRY_AFTER_SECS: &str = "5";
+
+/// The `X-RateLimit-*` headers of a tenant's create rate.
+pub fn rate_limit_headers(headers: &mut axum::http::HeaderMap, state: crate::quotas::RateState) {
+    for (name, v) in [
+        ("x-ratelimit-limit", state.limit),
+        ("x-ratelimit-remaining", state.remaining),
+        ("x-ratelimit-reset", state.reset_secs),
+    ] {
+        headers.insert(name, HeaderValue::from(v));
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -85,11 +112,29 @@ impl IntoResponse for ApiError {
         }
         // Every 503 is worth retrying (an agent not answering yet, a busy host, a template still being
         // built): say when.
-        if let Self::Unavailable(_) = self {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        match &self {
+            Self::Unavailable(_) => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            Self::QuotaExceeded(_) => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(QUOTA_RETRY_AFTER_SECS),
+                );
+            }
+            Self::RateLimited {
+                retry_after_secs,
+                state,
+                ..
+            } => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                rate_limit_headers(resp.headers_mut(), *state);
+            }
+            _ => {}
         }
         resp
     }
@@ -122,11 +167,39 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidArgument(m) => Self::InvalidArgument(m),
             EngineError::Unavailable(m) => Self::Unavailable(m),
             EngineError::Backend(b) => b.into(),
-            EngineError::Store(s) if s.is_disk_full() => Self::InsufficientStorage(format!(
-                "the daemon's state directory is full (No space left on device): {s}"
-            )),
-            EngineError::Store(s) => Self::Internal(s.to_string()),
+            EngineError::Store(s) => s.into(),
+            EngineError::Quota(q) => q.into(),
             EngineError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(s: crate::store::StoreError) -> Self {
+        if s.is_disk_full() {
+            return Self::InsufficientStorage(format!(
+                "the daemon's state directory is full (No space left on device): {s}"
+            ));
+        }
+        Self::Internal(s.to_string())
+    }
+}
+
+impl From<crate::quotas::QuotaError> for ApiError {
+    fn from(q: crate::quotas::QuotaError) -> Self {
+        use crate::quotas::QuotaError;
+        match q {
+            QuotaError::Exceeded(m) => Self::QuotaExceeded(m),
+            QuotaError::RateLimited {
+                message,
+                retry_after_secs,
+                state,
+            } => Self::RateLimited {
+                message,
+                retry_after_secs,
+                state,
+            },
+            QuotaError::Invalid(m) => Self::InvalidArgument(m),
         }
     }
 }

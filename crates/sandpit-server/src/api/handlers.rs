@@ -83,18 +83,22 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
 /// Creates a sandbox and waits until its agent is ready.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", request_body(content = Option<CreateSandboxRequest>, description = "Every field is optional; an empty body is `{}`"),
     responses(
-        (status = 201, description = "The sandbox is running", body = SandboxInfo),
+        (status = 201, description = "The sandbox is running. When the tenant has a \
+            `max_creates_per_second` quota: `X-RateLimit-Limit` (the burst), `X-RateLimit-Remaining`, \
+            `X-RateLimit-Reset` (seconds until the burst is whole again)", body = SandboxInfo),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "Unknown template", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Over a tenant quota (`quota_exceeded`) or its create rate \
+            (`rate_limited`); `Retry-After` says when to ask again", body = ErrorBody),
         (status = 500, description = "The sandbox failed to start", body = ErrorBody),
         (status = 503, description = "The backend is unavailable", body = ErrorBody)))]
 pub async fn create_sandbox(
     State(s): State<AppState>,
     axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
-) -> Result<(StatusCode, Json<SandboxInfo>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let mut info = s.engine.create(req, &who.tenant).await?;
     match s.keys.issue_sandbox_token(&info.id).await {
         Ok(token) => info.access_token = Some(token),
@@ -104,7 +108,11 @@ pub async fn create_sandbox(
             return Err(e.into());
         }
     }
-    Ok((StatusCode::CREATED, Json(with_net(&s, info))))
+    let mut resp = (StatusCode::CREATED, Json(with_net(&s, info))).into_response();
+    if let Some(rate) = s.engine.quotas().and_then(|q| q.rate_state(&who.tenant)) {
+        super::error::rate_limit_headers(resp.headers_mut(), rate);
+    }
+    Ok(resp)
 }
 
 /// Lists sandboxes, optionally filtered by state and metadata.

@@ -16,10 +16,7 @@ impl From<KeyError> for ApiError {
         match e {
             KeyError::Invalid(m) => Self::InvalidArgument(m),
             KeyError::NotFound(_) => Self::NotFound(e.to_string()),
-            KeyError::Store(s) if s.is_disk_full() => Self::InsufficientStorage(format!(
-                "the daemon's state directory is full (No space left on device): {s}"
-            )),
-            KeyError::Store(s) => Self::Internal(s.to_string()),
+            KeyError::Store(s) => s.into(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod handlers;
 pub mod keys;
 pub mod network;
 pub mod revoke;
+pub mod tenants;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,6 +105,11 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
         .route("/v1/templates/{name}/build", get(handlers::template_build))
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route("/v1/tenants", get(tenants::list_tenants))
+        .route(
+            "/v1/tenants/{name}",
+            get(tenants::get_tenant).put(tenants::put_tenant),
+        )
         .fallback(|req: Request| async move {
             ApiError::NotFound(format!(
                 "no route for {} {}",
@@ -236,8 +242,14 @@ fn check_scope(who: &Principal, req: &Request) -> Result<(), ApiError> {
     // Template imports read host paths with the daemon's privileges; deleting one affects everyone.
     let template_admin = (path == "/v1/templates" && method == axum::http::Method::POST)
         || (path.starts_with("/v1/templates/") && method == axum::http::Method::DELETE);
-    let admin_only =
-        path == "/metrics" || path == "/v1/keys" || path.starts_with("/v1/keys/") || template_admin;
+    // Quotas are set by an admin; a tenant may read its own (`GET /v1/tenants/{name}`).
+    let tenant_admin = path == "/v1/tenants"
+        || (path.starts_with("/v1/tenants/") && method != axum::http::Method::GET);
+    let admin_only = path == "/metrics"
+        || path == "/v1/keys"
+        || path.starts_with("/v1/keys/")
+        || template_admin
+        || tenant_admin;
     if admin_only {
         return Err(ApiError::Forbidden(format!(
             "{} {path} needs a key with the `admin` scope; this key ({}) has {}",

@@ -8,6 +8,7 @@ Declaw), ``exec`` / ``exec_with`` / ``exec_stream`` / ``shell`` (microsandbox) a
 from ._async.commands import AsyncCommandHandle, AsyncCommands
 from ._async.files import AsyncFiles
 from ._async.keys import AsyncKeys
+from ._async.tenants import AsyncTenants
 from ._async.process import AsyncExecHandle, AsyncExecSink, AsyncProcesses, AsyncProcessHandle
 from ._async.sandbox import AsyncSandbox
 from ._async.watch import AsyncWatchHandle
@@ -41,6 +42,7 @@ from ._options import ExecOptions, ExecOptionsBuilder
 from ._sync.commands import CommandHandle, Commands
 from ._sync.files import Files
 from ._sync.keys import Keys
+from ._sync.tenants import Tenants
 from ._sync.process import ExecHandle, ExecSink, Processes, ProcessHandle
 from ._sync.sandbox import Sandbox
 from ._sync.watch import WatchHandle
@@ -58,6 +60,9 @@ from ._types import (
     Rlimit,
     SandboxInfo,
     StreamEvent,
+    TenantInfo,
+    TenantQuotas,
+    TenantUsage,
 )
 
 #: ``sandpit.TimeoutError`` is :class:`SandboxTimeoutError` (also a subclass of the built-in ``TimeoutError``).
@@ -68,6 +73,11 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_URL",
     "AsyncKeys",
+    "AsyncTenants",
+    "Tenants",
+    "TenantInfo",
+    "TenantQuotas",
+    "TenantUsage",
     "CreatedKey",
     "KeyInfo",
     "Keys",

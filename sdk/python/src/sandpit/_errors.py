@@ -149,7 +149,8 @@ class PayloadTooLargeError(SandboxError):
 
 
 class ResourceExhaustedError(SandboxError):
-    """Too many sandboxes or processes (HTTP 429)."""
+    """Too many sandboxes or processes, or over a tenant quota (HTTP 429; ``code`` says which:
+    ``resource_exhausted``, ``quota_exceeded`` or ``rate_limited``)."""
 
     default_code = "resource_exhausted"
 
@@ -231,6 +232,8 @@ _CODE_TO_ERROR: Dict[str, Type[SandboxError]] = {
     "payload_too_large": PayloadTooLargeError,
     "range_not_satisfiable": SandboxError,
     "resource_exhausted": ResourceExhaustedError,
+    "quota_exceeded": ResourceExhaustedError,
+    "rate_limited": ResourceExhaustedError,
     "unavailable": UnavailableError,
     "bad_gateway": UnavailableError,
     "insufficient_storage": InsufficientStorageError,

@@ -403,3 +403,77 @@ class CreatedKey(KeyInfo):
             expires_at=info.expires_at,
             key=str(d["key"]),
         )
+
+
+@dataclass(frozen=True)
+class TenantQuotas:
+    """A tenant's quotas (``PUT /v1/tenants/{name}``); ``None`` is no limit."""
+
+    #: Sandboxes that may exist at once (``0`` stops the tenant creating any).
+    max_sandboxes: Optional[int] = None
+    #: Creates per second (a burst of ``max(1, floor(rate))``), may be fractional.
+    max_creates_per_second: Optional[float] = None
+    #: The sum of the tenant's sandboxes' ``memory_mb`` (under it, every create names ``memory_mb``).
+    max_memory_mb: Optional[int] = None
+    #: The sum of the tenant's sandboxes' ``disk_mb`` (1024 for one without).
+    max_disk_mb: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TenantQuotas:
+        """Decode a ``TenantQuotas`` JSON object."""
+        rate = d.get("max_creates_per_second")
+        return cls(
+            max_sandboxes=_opt_int(d.get("max_sandboxes")),
+            max_creates_per_second=None if rate is None else float(rate),
+            max_memory_mb=_opt_int(d.get("max_memory_mb")),
+            max_disk_mb=_opt_int(d.get("max_disk_mb")),
+        )
+
+    def to_json(self) -> Dict[str, Any]:
+        """The ``PUT`` body."""
+        return {
+            "max_sandboxes": self.max_sandboxes,
+            "max_creates_per_second": self.max_creates_per_second,
+            "max_memory_mb": self.max_memory_mb,
+            "max_disk_mb": self.max_disk_mb,
+        }
+
+
+def _opt_int(v: Any) -> Optional[int]:
+    return None if v is None else int(v)
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """What a tenant holds now, counted the way its quotas are."""
+
+    sandboxes: int
+    memory_mb: int
+    disk_mb: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TenantUsage:
+        """Decode a ``TenantUsage`` JSON object."""
+        return cls(
+            sandboxes=int(d.get("sandboxes", 0)),
+            memory_mb=int(d.get("memory_mb", 0)),
+            disk_mb=int(d.get("disk_mb", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """A tenant: its quotas and usage (``GET``/``PUT /v1/tenants/{name}``)."""
+
+    name: str
+    quotas: TenantQuotas
+    usage: TenantUsage
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TenantInfo:
+        """Decode a ``TenantInfo`` JSON object."""
+        return cls(
+            name=str(d["name"]),
+            quotas=TenantQuotas.from_json(d.get("quotas") or {}),
+            usage=TenantUsage.from_json(d.get("usage") or {}),
+        )
