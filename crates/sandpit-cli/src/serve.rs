@@ -17,7 +17,7 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     with --config (keys: listen, state_dir, api_key, backend, agent_binary, tls_cert, tls_key, \
     default_timeout_secs, max_timeout_secs, max_body_bytes, agent_start_timeout_secs, \
     shutdown_grace_secs, header_timeout_secs, body_idle_timeout_secs, health_interval_ms, health_timeout_ms, \
-    unhealthy_grace_secs, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
+    unhealthy_grace_secs, audit_retention_days, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
     egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {
@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// Most concurrent outbound connections per sandbox [default: 2500].
     #[arg(long, env = "SANDPIT_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<u32>,
+    /// How many days the audit log (`GET /v1/audit`) keeps a row [default: 30].
+    #[arg(long, env = "SANDPIT_AUDIT_RETENTION_DAYS", value_name = "DAYS")]
+    audit_retention_days: Option<u64>,
     /// A DNS server (`IP` or `IP:PORT`) the sandboxes' resolver forwards to; repeatable [default: the
     /// host's /etc/resolv.conf].
     #[arg(
@@ -238,6 +241,9 @@ fn overlay(config: &mut Config, args: ServeArgs) {
     }
     if let Some(v) = args.max_connections {
         config.max_connections = v;
+    }
+    if let Some(v) = args.audit_retention_days {
+        config.audit_retention_days = v;
     }
     let dns: Vec<String> = args
         .dns_upstream

@@ -966,3 +966,33 @@ fn tenants_set_get_ls_and_a_quota_refuses_a_create() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn audit_lists_who_ran_what() {
+    let d = Daemon::start();
+    let made = d.json(&["create", "--json"]);
+    let sid = made["id"].as_str().unwrap().to_owned();
+    d.ok(&["exec", &sid, "--", "echo", "audited words"]);
+    // Written off the request path: poll.
+    let mut page = Value::Null;
+    for _ in 0..100 {
+        page = d.json(&["audit", "--sandbox", &sid, "--json"]);
+        if page.to_string().contains("audited words") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["action"], "sandbox.create", "{page}");
+    assert!(
+        entries.iter().any(|e| e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("echo 'audited words'"))),
+        "{page}"
+    );
+    let table = d.ok(&["audit", "--limit", "1"]);
+    assert!(table.contains("sandbox.create"), "{table}");
+    let o = d.run(&["audit", "--since", "yesterday"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("since"), "{}", text(&o.stderr));
+}

@@ -107,6 +107,8 @@ pub struct Config {
     /// How long an agent that is not stopped (a slow one on a loaded host) may keep failing the probe
     /// before its sandbox is reported `unhealthy`; a stopped agent is reported at once.
     pub unhealthy_grace_secs: u64,
+    /// How long the audit log (`GET /v1/audit`) keeps a row, in days.
+    pub audit_retention_days: u64,
     pub log_format: LogFormat,
     /// Origins whose web pages may call the API (CORS), e.g. `https://app.example.com`; `*` allows every
     /// origin (development only: any page the user visits could then use a key it gets hold of). Empty:
@@ -162,6 +164,7 @@ impl Default for Config {
             health_interval_ms: 1000,
             health_timeout_ms: 2000,
             unhealthy_grace_secs: 20,
+            audit_retention_days: 30,
             log_format: LogFormat::default(),
             cors_origins: Vec::new(),
             import_roots: Vec::new(),
@@ -244,6 +247,7 @@ impl Config {
             ("health_interval_ms", self.health_interval_ms, 100, 60_000),
             ("health_timeout_ms", self.health_timeout_ms, 100, 60_000),
             ("unhealthy_grace_secs", self.unhealthy_grace_secs, 0, 3600),
+            ("audit_retention_days", self.audit_retention_days, 1, 36_500),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(ConfigError::Invalid(format!(

@@ -10,6 +10,7 @@
 //! agent), [`auth`], [`metrics`], [`openapi`].
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod config;
@@ -194,6 +195,14 @@ async fn serve(
     let net_services = net.as_ref().map(|n| n.spawn_services(stop_rx.clone()));
     let ports = Arc::new(tokens::PortAccess::load(engine.store().clone()).await?);
     let keys = Arc::new(auth::Keys::load(api_key, engine.store().clone()).await?);
+    // The audit writer stops after the last request, not with the other services: calls finishing in
+    // the shutdown grace are recorded too.
+    let (audit_stop, audit_stop_rx) = watch::channel(false);
+    let (audit, audit_task) = audit::Audit::start(
+        engine.store().clone(),
+        Duration::from_secs(config.audit_retention_days.saturating_mul(86_400)),
+        audit_stop_rx,
+    );
     let local = listener.local_addr().map_err(ServerError::Io)?;
     let preview = Arc::new(preview::Preview::new(
         engine.clone(),
@@ -205,6 +214,7 @@ async fn serve(
     let state = api::AppState {
         engine,
         keys,
+        audit,
         metrics: Arc::new(metrics::Metrics::default()),
         templates,
         openapi: Arc::new(openapi::spec_json()),
@@ -263,6 +273,8 @@ async fn serve(
         }
     };
     let _ = stop_tx.send(true);
+    let _ = audit_stop.send(true);
+    let _ = audit_task.await;
     let _ = timers.await;
     let _ = health.await;
     if let Some(t) = net_services {

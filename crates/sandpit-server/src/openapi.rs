@@ -23,7 +23,8 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{handlers, keys, network, tenants};
+use crate::api::{audit, handlers, keys, network, tenants};
+use sandpit_types::audit::{AuditEntry, AuditList};
 use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 use sandpit_types::network::{Egress, ExposePortRequest, ExposedPort, NetworkPolicy, PortList};
 use sandpit_types::tenants::{TenantInfo, TenantList, TenantQuotas, TenantUsage};
@@ -82,6 +83,7 @@ impl utoipa::ToSchema for RawBytes {}
         keys::list_keys,
         keys::revoke_key,
         tenants::list_tenants,
+        audit::read_audit,
         tenants::get_tenant,
         tenants::put_tenant,
         process_docs::exec,
@@ -128,7 +130,7 @@ impl utoipa::ToSchema for RawBytes {}
         CreateWatcherRequest, WatcherInfo, WatchEventList, TarResult, SkippedMember,
         NetworkPolicy, Egress, ExposePortRequest, ExposedPort, PortList,
         CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope,
-        TenantQuotas, TenantUsage, TenantInfo, TenantList,
+        TenantQuotas, TenantUsage, TenantInfo, TenantList, AuditEntry, AuditList,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
@@ -140,6 +142,7 @@ impl utoipa::ToSchema for RawBytes {}
         (name = "network", description = "Egress policy and exposed ports (preview URLs)"),
         (name = "keys", description = "API keys with scopes (`admin`, `sandboxes`, `read`); admin only"),
         (name = "tenants", description = "Tenant quotas (set by an admin; a key reads its own tenant)"),
+        (name = "audit", description = "Who did what, when, with what outcome (admin only)"),
         (name = "files", description = "Files inside a sandbox, as the requesting user (served by its agent; a paused sandbox is resumed first). `path` query values are percent-encoded bytes; relative paths start at the user's home"),
     )
 )]

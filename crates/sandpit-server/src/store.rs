@@ -74,7 +74,42 @@ const MIGRATIONS: &[&str] = &[
         tenant TEXT PRIMARY KEY NOT NULL,
         quotas TEXT NOT NULL
     );",
+    // The audit log (issue 17): who did what, when, with what outcome. Never a secret.
+    "CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms   INTEGER NOT NULL,
+        key_id  TEXT NOT NULL,
+        tenant  TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        sandbox TEXT,
+        detail  TEXT,
+        status  INTEGER NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at_ms);",
 ];
+
+/// One audit row (`crate::audit`); `id` is assigned on insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub key_id: String,
+    pub tenant: String,
+    pub action: String,
+    pub sandbox: Option<String>,
+    pub detail: Option<String>,
+    pub status: u16,
+}
+
+/// Which audit rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since_ms: Option<i64>,
+    pub after_id: Option<i64>,
+    pub tenant: Option<String>,
+    pub sandbox: Option<String>,
+    pub limit: usize,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -418,6 +453,71 @@ impl Store {
             Ok(())
         })
         .await
+    }
+
+    /// Appends audit rows in one transaction.
+    pub async fn audit_append(&self, rows: Vec<AuditRow>) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO audit (at_ms, key_id, tenant, action, sandbox, detail, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for r in rows {
+                    stmt.execute(params![
+                        r.at_ms, r.key_id, r.tenant, r.action, r.sandbox, r.detail, r.status
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Audit rows matching `q`, oldest first, at most `q.limit + 1` (so the caller knows whether there
+    /// are more).
+    pub async fn audit_read(&self, q: AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, at_ms, key_id, tenant, action, sandbox, detail, status FROM audit
+                 WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR id > ?2)
+                   AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR sandbox = ?4)
+                 ORDER BY id LIMIT ?5",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.since_ms,
+                        q.after_id,
+                        q.tenant,
+                        q.sandbox,
+                        to_i64(q.limit as u64 + 1)
+                    ],
+                    |r| {
+                        Ok(AuditRow {
+                            id: r.get(0)?,
+                            at_ms: r.get(1)?,
+                            key_id: r.get(2)?,
+                            tenant: r.get(3)?,
+                            action: r.get(4)?,
+                            sandbox: r.get(5)?,
+                            detail: r.get(6)?,
+                            status: r.get(7)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Forgets audit rows older than `before_ms`; how many went.
+    pub async fn audit_prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.call(move |c| Ok(c.execute("DELETE FROM audit WHERE at_ms < ?1", [before_ms])?))
+            .await
     }
 
     /// Every tenant's quotas, as stored (JSON).

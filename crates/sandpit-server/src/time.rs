@@ -17,6 +17,13 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// Parses an RFC 3339 time (`2026-12-04T10:00:00Z`, fractions allowed) as Unix milliseconds.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    let d = t.duration_since(UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
 /// The wall clock the engine reads for deadlines (`expires_at`, timeouts, retries). Injectable so that
 /// deadline tests move time by hand instead of sleeping real seconds.
 pub trait Clock: Send + Sync + std::fmt::Debug {

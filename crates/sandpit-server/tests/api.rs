@@ -1002,6 +1002,7 @@ async fn every_documented_route_obeys_the_keys_scopes() {
             let admin_only = path == "/metrics"
                 || path.starts_with("/v1/keys")
                 || path == "/v1/tenants"
+                || path == "/v1/audit"
                 || (path == "/v1/tenants/{name}" && method != "get")
                 || (path == "/v1/templates" && method == "post")
                 || (path == "/v1/templates/{name}" && method == "delete");
@@ -1710,5 +1711,275 @@ async fn quotas_answer_429_with_retry_after_and_recover() {
         v["quotas"],
         json!({"max_sandboxes": null, "max_creates_per_second": null, "max_memory_mb": null, "max_disk_mb": null})
     );
+    d.stop().await.unwrap();
+}
+
+/// key id, tenant, action, sandbox, detail, status, outcome.
+type AuditRowView = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    u64,
+    String,
+);
+
+/// The audit log: every change is recorded with the key's id (never a secret), its tenant, the sandbox,
+/// the command line of an exec or the path of a file write, and the status — refusals included; reads
+/// are not recorded; filters and pages work; bad parameters are 400; only an admin reads it; the rows
+/// survive a restart.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, told in order
+async fn the_audit_log_records_who_did_what_and_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let anon = reqwest::Client::new();
+    let (a_id, a) = make_key(
+        &d,
+        json!({"name": "a", "tenant": "a", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    let (_, b) = make_key(
+        &d,
+        json!({"name": "b", "tenant": "b", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    let (r_id, r) = make_key(&d, json!({"name": "r", "tenant": "a", "scopes": ["read"]})).await;
+    let (s, sb) = call(
+        anon.post(d.url("/v1/sandboxes"))
+            .bearer_auth(&a)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 201, "{sb}");
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let token = sb["access_token"].as_str().unwrap().to_owned();
+    // An exec: the command line is recorded, and the body still reaches the agent whole.
+    let (s, v) = call(
+        anon.post(d.url(&format!("/v1/sandboxes/{id}/exec")))
+            .bearer_auth(&a)
+            .json(&json!({"argv": ["echo", "hi there"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["body"].as_str().unwrap().contains("hi there"), "{v}");
+    // A file write through the sandbox's token, with a (wrong) token in the query too: only the path
+    // is recorded.
+    let (s, _) = call(
+        anon.put(d.url(&format!(
+            "/v1/sandboxes/{id}/files?path=%2Ftmp%2Fnotes.txt&access_token=spa_{id}_querysecret"
+        )))
+        .bearer_auth(&token)
+        .body("text"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Reads are not recorded.
+    let (s, _) = call(
+        anon.get(d.url(&format!("/v1/sandboxes/{id}")))
+            .bearer_auth(&a),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Refusals are: a read key's create (403), another tenant's exec (404).
+    let (s, _) = call(
+        anon.post(d.url("/v1/sandboxes"))
+            .bearer_auth(&r)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let (s, _) = call(
+        anon.post(d.url(&format!("/v1/sandboxes/{id}/exec")))
+            .bearer_auth(&b)
+            .json(&json!({"cmd": "id"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = call(
+        client()
+            .put(d.url("/v1/tenants/a"))
+            .json(&json!({"max_sandboxes": 5})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(client().delete(d.url(&format!("/v1/sandboxes/{id}")))).await;
+    assert_eq!(s, 204);
+
+    // The writer is off the request path: poll until the last row is there.
+    let mut all = Value::Null;
+    for _ in 0..100 {
+        let (s, v) = call(client().get(d.url("/v1/audit"))).await;
+        assert_eq!(s, 200, "{v}");
+        if v["entries"]
+            .as_array()
+            .unwrap()
+            .last()
+            .is_some_and(|e| e["action"] == "sandbox.delete")
+        {
+            all = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows: Vec<AuditRowView> = all["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the audit log never got the delete: {all}"))
+        .iter()
+        .map(|e| {
+            (
+                e["key_id"].as_str().unwrap().to_owned(),
+                e["tenant"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["sandbox"].as_str().map(str::to_owned),
+                e["detail"].as_str().map(str::to_owned),
+                e["status"].as_u64().unwrap(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let s = |x: &str| x.to_owned();
+    let sid = Some(id.clone());
+    assert_eq!(rows[0].2, "key.create");
+    assert_eq!(rows[0].0, "file");
+    assert_eq!(
+        rows[0].4.as_deref(),
+        Some(format!("id={a_id} name=a tenant=a scopes=sandboxes").as_str())
+    );
+    assert_eq!(
+        rows[3..],
+        [
+            (
+                s(&a_id),
+                s("a"),
+                s("sandbox.create"),
+                sid.clone(),
+                Some(s("template=base")),
+                201,
+                s("ok")
+            ),
+            (
+                s(&a_id),
+                s("a"),
+                s("process.exec"),
+                sid.clone(),
+                Some(s("echo 'hi there'")),
+                200,
+                s("ok")
+            ),
+            (
+                format!("access-token:{id}"),
+                s("a"),
+                s("file.write"),
+                sid.clone(),
+                Some(s("path=/tmp/notes.txt")),
+                200,
+                s("ok")
+            ),
+            (
+                s(&r_id),
+                s("a"),
+                s("sandbox.create"),
+                None,
+                None,
+                403,
+                s("denied")
+            ),
+            (
+                rows[7].0.clone(),
+                s("b"),
+                s("process.exec"),
+                sid.clone(),
+                None,
+                404,
+                s("failed")
+            ),
+            (
+                s("file"),
+                s("default"),
+                s("tenant.quotas"),
+                None,
+                Some(s(
+                    r#"tenant=a quotas={"max_sandboxes":5,"max_creates_per_second":null,"max_memory_mb":null,"max_disk_mb":null}"#
+                )),
+                200,
+                s("ok")
+            ),
+            (
+                s("file"),
+                s("default"),
+                s("sandbox.delete"),
+                sid.clone(),
+                None,
+                204,
+                s("ok")
+            ),
+        ]
+    );
+    let text = all.to_string();
+    for secret in [
+        &a,
+        &b,
+        &r,
+        &token,
+        &format!("spa_{id}_querysecret"),
+        &KEY.to_owned(),
+    ] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret in the audit log: {text}"
+        );
+    }
+
+    // Filters, pages, bad parameters, scope.
+    let get = |q: &str| {
+        let url = d.url(&format!("/v1/audit{q}"));
+        async move { call(client().get(url)).await }
+    };
+    let (_, v) = get("?tenant=b").await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = get(&format!("?sandbox={id}")).await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 5, "{v}");
+    let (_, p1) = get("?limit=4").await;
+    assert_eq!(p1["entries"].as_array().unwrap().len(), 4);
+    let next = p1["next_after"].as_u64().unwrap();
+    let (_, p2) = get(&format!("?limit=100&after={next}")).await;
+    assert_eq!(p2["entries"].as_array().unwrap().len(), rows.len() - 4);
+    assert!(p2["next_after"].is_null(), "{p2}");
+    let (_, v) = get("?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(v["entries"], json!([]));
+    let (_, v) = get(&format!("?since={}", 0)).await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), rows.len());
+    for (q, what) in [
+        ("?since=yesterday", "since"),
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?after=-1", "after"),
+        ("?tenant_id=a", "unknown query parameter"),
+    ] {
+        let (st, v) = get(q).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{q}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(what),
+            "{q}: {v}"
+        );
+    }
+    let (st, v) = call(anon.get(d.url("/v1/audit")).bearer_auth(&a)).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{v}"
+    );
+
+    // Kept across a restart.
+    d.stop().await.unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let (_, v) = call(client().get(d.url("/v1/audit?limit=1000"))).await;
+    assert!(v["entries"].as_array().unwrap().len() >= rows.len(), "{v}");
     d.stop().await.unwrap();
 }

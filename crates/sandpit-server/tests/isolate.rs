@@ -737,4 +737,49 @@ async fn no_key_or_token_is_visible_inside_a_sandbox() {
         "a secret was found inside the sandbox, or the /proc dump is empty: {r}"
     );
     assert_eq!(lines.next(), None, "{r}");
+
+    // Nor in the daemon's log or its audit table. Controls: the log names the sandbox, and the audit
+    // table holds the exec's command line (so the search reads what was written).
+    let mut audit = Value::Null;
+    for _ in 0..200 {
+        let (s, v) = call(client().get(serve.url(&format!("/v1/audit?sandbox={id}")))).await;
+        assert_eq!(s, 200, "{v}");
+        if v.to_string().contains("process.exec") {
+            audit = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        audit.to_string().contains("grep -rlF"),
+        "the exec is not in the audit log: {audit}"
+    );
+    let log = serve.log_text();
+    assert!(
+        log.contains(&id),
+        "the daemon's log does not name the sandbox"
+    );
+    let mut db = Vec::new();
+    for f in ["sandpit.db", "sandpit.db-wal"] {
+        db.extend(std::fs::read(fx.state.join(f)).unwrap_or_default());
+    }
+    let db = String::from_utf8_lossy(&db);
+    assert!(
+        db.contains("grep -rlF"),
+        "the audit rows are not in the database files"
+    );
+    for (what, secret) in [("admin key", &admin), ("key", &key), ("token", &token)] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "the {what} is in the daemon's log"
+        );
+        assert!(
+            !db.contains(secret.as_str()),
+            "the {what} is in the database"
+        );
+        assert!(
+            !audit.to_string().contains(secret.as_str()),
+            "the {what} is in the audit log"
+        );
+    }
 }

@@ -12,6 +12,7 @@
 //! know. Request bodies are strict (`deny_unknown_fields`) so that a typo is a 400, not a silent default.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod error;
 pub mod event;
 pub mod files;

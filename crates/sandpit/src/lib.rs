@@ -33,6 +33,7 @@
 
 mod api;
 mod attach;
+mod audit;
 mod client;
 mod commands;
 mod error;
@@ -51,6 +52,7 @@ mod ws;
 pub use attach::{
     AttachOptions, AttachOptionsBuilder, AttachOutcome, DEFAULT_DETACH_KEYS, parse_detach_keys,
 };
+pub use audit::{Audit, AuditEntry, AuditList, AuditQuery};
 pub use client::{Client, ClientBuilder, DEFAULT_URL};
 pub use commands::{
     Background, CommandHandle, CommandInfo, CommandResult, CommandSession, Commands,

@@ -1033,3 +1033,63 @@ async fn tenant_quotas_are_set_read_and_refuse_a_create() {
         .unwrap();
     assert!(cleared.quotas.is_unlimited());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_names_who_ran_what() {
+    use sandpit::AuditQuery;
+    let d = Daemon::start();
+    let admin = d.client();
+    let sbx = Sandbox::create().client(&admin).await.unwrap();
+    sbx.commands().run("echo audited").await.unwrap();
+    let q = AuditQuery {
+        sandbox: Some(sbx.id().to_owned()),
+        ..AuditQuery::default()
+    };
+    // Written off the request path: poll.
+    let mut page = admin.audit().list(&q).await.unwrap();
+    for _ in 0..100 {
+        if page
+            .entries
+            .iter()
+            .any(|e| e.action == "process.start" || e.action == "process.exec")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        page = admin.audit().list(&q).await.unwrap();
+    }
+    let ran = page
+        .entries
+        .iter()
+        .find(|e| e.action == "process.start" || e.action == "process.exec")
+        .unwrap_or_else(|| panic!("no exec in {page:?}"));
+    assert!(
+        ran.detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("echo audited"),
+        "{ran:?}"
+    );
+    assert_eq!((ran.key_id.as_str(), ran.outcome.as_str()), ("file", "ok"));
+    assert_eq!(page.entries[0].action, "sandbox.create");
+    let one = admin
+        .audit()
+        .list(&AuditQuery {
+            limit: Some(1),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.entries.len(), 1);
+    assert!(one.next_after.is_some());
+    let e = admin
+        .audit()
+        .list(&AuditQuery {
+            since: Some("yesterday".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    sbx.kill().await.unwrap();
+}

@@ -18,6 +18,8 @@ export { Sandbox } from "./sandbox.js";
 export { Keys } from "./keys.js";
 export type { Scope, KeyInfo, CreatedKey, CreateKeyOpts } from "./keys.js";
 export { Tenants } from "./tenants.js";
+export { Audit } from "./audit.js";
+export type { AuditEntry, AuditPage, AuditQuery } from "./audit.js";
 export type { TenantInfo, TenantQuotas, TenantUsage } from "./tenants.js";
 export type { NetworkPolicy, ExposedPort, ExposePortOpts } from "./network.js";
 export type { SandboxOpts, SandboxListOpts, ExecOpts } from "./sandbox.js";

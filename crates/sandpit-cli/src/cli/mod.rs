@@ -2,6 +2,7 @@
 //! output formatting over the `sandpit` SDK, so the CLI and library users see the same behaviour. Each
 //! group of verbs has its own module; this one holds the global connection flags and the dispatch.
 
+mod audit;
 mod files;
 mod keys;
 mod net;
@@ -115,6 +116,8 @@ pub enum ClientCommand {
     /// Tenant quotas: ls, get, set (max sandboxes, creates per second, memory, disk).
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
+    /// Read the audit log: who did what to which sandbox, when (needs an admin key).
+    Audit(audit::AuditArgs),
 }
 
 /// Runs a client verb on a fresh tokio runtime.
@@ -146,6 +149,7 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Fs(c) => files::fs(&client, c).await,
             ClientCommand::Keys(c) => keys::run(&client, c).await,
             ClientCommand::Tenants(c) => tenants::run(&client, c).await,
+            ClientCommand::Audit(a) => audit::run(&client, a).await,
             ClientCommand::AccessToken(a) => sandbox::access_token(&client, a).await,
         }
     })

@@ -108,7 +108,16 @@ pub async fn create_sandbox(
             return Err(e.into());
         }
     }
-    let mut resp = (StatusCode::CREATED, Json(with_net(&s, info))).into_response();
+    let note = crate::audit::Note {
+        sandbox: Some(info.id.clone()),
+        detail: Some(format!("template={}", info.template)),
+    };
+    let mut resp = (
+        StatusCode::CREATED,
+        axum::Extension(note),
+        Json(with_net(&s, info)),
+    )
+        .into_response();
     if let Some(rate) = s.engine.quotas().and_then(|q| q.rate_state(&who.tenant)) {
         super::error::rate_limit_headers(resp.headers_mut(), rate);
     }
@@ -373,9 +382,14 @@ pub async fn create_template(
 ) -> Result<Response, ApiError> {
     let build = s.templates.create(req).await?;
     let location = format!("/v1/templates/{}/build", build.name);
+    let note = crate::audit::Note {
+        sandbox: None,
+        detail: Some(format!("name={}", build.name)),
+    };
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
+        axum::Extension(note),
         Json(build),
     )
         .into_response())

@@ -32,8 +32,31 @@ impl From<KeyError> for ApiError {
 pub async fn create_key(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<CreateKeyRequest>,
-) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.keys.create(req).await?)))
+) -> Result<
+    (
+        StatusCode,
+        axum::Extension<crate::audit::Note>,
+        Json<CreatedKey>,
+    ),
+    ApiError,
+> {
+    let made = s.keys.create(req).await?;
+    let i = &made.info;
+    let note = crate::audit::Note {
+        sandbox: None,
+        detail: Some(format!(
+            "id={} name={} tenant={} scopes={}",
+            i.id,
+            i.name,
+            i.tenant,
+            i.scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+    };
+    Ok((StatusCode::CREATED, axum::Extension(note), Json(made)))
 }
 
 /// Lists the keys made by `POST /v1/keys` (not the key file's), without their secrets.

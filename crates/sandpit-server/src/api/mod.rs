@@ -1,6 +1,7 @@
 //! The HTTP surface of the daemon: the router, its middleware (CORS, auth, metrics, a tracing span per
 //! request, body limits) and the handlers. Handlers only translate; decisions live in the [`Engine`].
 
+pub mod audit;
 pub mod cors;
 pub mod error;
 pub mod extract;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Every key the daemon accepts.
     pub keys: Arc<Keys>,
+    /// The audit log.
+    pub audit: Arc<crate::audit::Audit>,
     pub metrics: Arc<Metrics>,
     pub templates: Arc<Templates>,
     /// The `OpenAPI` document, rendered once.
@@ -105,6 +108,7 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
         .route("/v1/templates/{name}/build", get(handlers::template_build))
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route("/v1/audit", get(audit::read_audit))
         .route("/v1/tenants", get(tenants::list_tenants))
         .route(
             "/v1/tenants/{name}",
@@ -124,6 +128,10 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             );
             ApiError::MethodNotAllowed(body.error.message)
         })
+        .layer(middleware::from_fn_with_state(
+            state.audit.clone(),
+            crate::audit::record,
+        ))
         .layer(middleware::from_fn_with_state(
             max_body_bytes,
             refuse_declared_oversize,
@@ -166,14 +174,20 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     if path == "/health" || crate::preview::is_preview_path(path) {
         return next.run(req).await;
     }
-    let Some(who) = principal_of(&s.keys, &req) else {
+    let Some(mut who) = principal_of(&s.keys, &req) else {
         return ApiError::Unauthenticated.into_response();
     };
+    // A sandbox's token acts for that sandbox's tenant.
+    if let Some(t) = who.sandbox.as_deref().and_then(|id| s.engine.tenant_of(id)) {
+        who.tenant = t;
+    }
     if let Err(e) = check_scope(&who, &req) {
+        crate::audit::denied(&s.audit, &who, &req, 403);
         return e.into_response();
     }
     if let Some(id) = sandbox_in_path(req.uri().path()) {
         if !may_reach(&s.engine, &who, id) {
+            crate::audit::denied(&s.audit, &who, &req, 404);
             // Exactly what a sandbox that does not exist answers: another tenant's ids are not an oracle.
             return ApiError::from(crate::engine::EngineError::NotFound(id.to_owned()))
                 .into_response();
@@ -246,6 +260,7 @@ fn check_scope(who: &Principal, req: &Request) -> Result<(), ApiError> {
     let tenant_admin = path == "/v1/tenants"
         || (path.starts_with("/v1/tenants/") && method != axum::http::Method::GET);
     let admin_only = path == "/metrics"
+        || path == "/v1/audit"
         || path == "/v1/keys"
         || path.starts_with("/v1/keys/")
         || template_admin

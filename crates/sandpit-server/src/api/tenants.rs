@@ -79,14 +79,22 @@ pub async fn put_tenant(
     State(s): State<AppState>,
     ApiPath(name): ApiPath<String>,
     RequiredJson(quotas): RequiredJson<TenantQuotas>,
-) -> Result<Json<TenantInfo>, ApiError> {
+) -> Result<(axum::Extension<crate::audit::Note>, Json<TenantInfo>), ApiError> {
     check_name(&name)?;
     quotas.validate().map_err(ApiError::InvalidArgument)?;
     let q = s
         .engine
         .quotas()
         .ok_or_else(|| ApiError::Internal("tenant quotas are not loaded".into()))?;
+    let detail = format!(
+        "tenant={name} quotas={}",
+        serde_json::to_string(&quotas).unwrap_or_default()
+    );
     q.set(&name, quotas).await?;
     tracing::info!(tenant = %name, "tenant quotas set");
-    Ok(Json(info(&s, &name)))
+    let note = crate::audit::Note {
+        sandbox: None,
+        detail: Some(detail),
+    };
+    Ok((axum::Extension(note), Json(info(&s, &name))))
 }

@@ -7,6 +7,7 @@ Declaw), ``exec`` / ``exec_with`` / ``exec_stream`` / ``shell`` (microsandbox) a
 
 from ._async.commands import AsyncCommandHandle, AsyncCommands
 from ._async.files import AsyncFiles
+from ._async.audit import AsyncAudit
 from ._async.keys import AsyncKeys
 from ._async.tenants import AsyncTenants
 from ._async.process import AsyncExecHandle, AsyncExecSink, AsyncProcesses, AsyncProcessHandle
@@ -41,12 +42,15 @@ from ._network import ExposedPort
 from ._options import ExecOptions, ExecOptionsBuilder
 from ._sync.commands import CommandHandle, Commands
 from ._sync.files import Files
+from ._sync.audit import Audit
 from ._sync.keys import Keys
 from ._sync.tenants import Tenants
 from ._sync.process import ExecHandle, ExecSink, Processes, ProcessHandle
 from ._sync.sandbox import Sandbox
 from ._sync.watch import WatchHandle
 from ._types import (
+    AuditEntry,
+    AuditPage,
     CommandResult,
     CreatedKey,
     ExecEvent,
@@ -73,6 +77,10 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_URL",
     "AsyncKeys",
+    "AsyncAudit",
+    "Audit",
+    "AuditEntry",
+    "AuditPage",
     "AsyncTenants",
     "Tenants",
     "TenantInfo",

@@ -477,3 +477,54 @@ class TenantInfo:
             quotas=TenantQuotas.from_json(d.get("quotas") or {}),
             usage=TenantUsage.from_json(d.get("usage") or {}),
         )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One recorded call of the audit log (``GET /v1/audit``): never a secret."""
+
+    id: int
+    at: Optional[datetime]
+    #: ``k_…``, ``file`` (the key file's key) or ``access-token:<sandbox id>``.
+    key_id: str
+    tenant: str
+    #: ``sandbox.create``, ``process.exec``, ``file.write``, ``key.create``, ``tenant.quotas``, …
+    action: str
+    sandbox: Optional[str]
+    #: The command line of an exec, the path of a file call, a key's id and scopes, a tenant's quotas.
+    detail: Optional[str]
+    status: int
+    #: ``ok``, ``denied`` or ``failed``.
+    outcome: str
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AuditEntry:
+        """Decode an ``AuditEntry`` JSON object."""
+        return cls(
+            id=int(d["id"]),
+            at=parse_time(d.get("at")),
+            key_id=str(d.get("key_id", "")),
+            tenant=str(d.get("tenant", "")),
+            action=str(d.get("action", "")),
+            sandbox=d.get("sandbox"),
+            detail=d.get("detail"),
+            status=int(d.get("status", 0)),
+            outcome=str(d.get("outcome", "")),
+        )
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """A page of the audit log, oldest first; ``next_after`` reads the next one when there are more."""
+
+    entries: List[AuditEntry]
+    next_after: Optional[int]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AuditPage:
+        """Decode an ``AuditList`` JSON object."""
+        nxt = d.get("next_after")
+        return cls(
+            entries=[AuditEntry.from_json(x) for x in d.get("entries") or []],
+            next_after=None if nxt is None else int(nxt),
+        )
