@@ -996,3 +996,35 @@ fn audit_lists_who_ran_what() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("since"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn fs_url_prints_a_url_that_needs_no_key() {
+    let d = Daemon::start();
+    let id = d.create();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("report.txt");
+    std::fs::write(&file, "the report").unwrap();
+    let target = format!("{id}:{}", file.display());
+    let url = d.ok(&["fs", "url", &target]).trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plain = reqwest::Client::new();
+    let body = rt.block_on(async { plain.get(&url).send().await.unwrap().text().await.unwrap() });
+    assert_eq!(body, "the report");
+    let up = d
+        .ok(&["fs", "url", "--write", "--expires-in", "60", &target])
+        .trim()
+        .to_owned();
+    let status = rt.block_on(async { plain.put(&up).body("new").send().await.unwrap().status() });
+    assert_eq!(status, 200);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "new");
+    let o = d.run(&["fs", "url", "--expires-in", "0", &target]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("expires_in"),
+        "{}",
+        text(&o.stderr)
+    );
+}

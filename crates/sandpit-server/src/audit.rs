@@ -267,6 +267,9 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Option<Clas
         (Method::PUT, ["v1", "sandboxes", id, "files"]) => {
             c("file.write", Some(id), query_path(), None)
         }
+        (Method::POST, ["v1", "sandboxes", id, "files", "signed-url"]) => {
+            c("file.sign", Some(id), None, None)
+        }
         (Method::POST, ["v1", "sandboxes", id, "files", "tar"]) => {
             c("file.extract", Some(id), query_path(), None)
         }

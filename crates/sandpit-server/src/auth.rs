@@ -152,6 +152,8 @@ impl Principal {
 pub const FILE_KEY_ID: &str = "file";
 /// The prefix of every key made by `/v1/keys` (easy to spot in logs and secret scanners).
 pub const KEY_PREFIX: &str = "sp_";
+/// The key id a signed URL's principal goes by: `signed-url:<signer key id>`.
+pub const SIGNED_URL_PREFIX: &str = "signed-url:";
 /// The prefix of every sandbox access token: `spa_<sandbox id>_<secret>`.
 pub const SANDBOX_TOKEN_PREFIX: &str = "spa_";
 
@@ -323,6 +325,9 @@ impl Keys {
         if who.key_id == FILE_KEY_ID {
             return true;
         }
+        if let Some(signer) = who.key_id.strip_prefix(SIGNED_URL_PREFIX) {
+            return self.signer_valid(signer);
+        }
         let same = |h: &[u8; 32]| bool::from(h.ct_eq(&who.credential));
         match &who.sandbox {
             Some(id) => self
@@ -333,6 +338,26 @@ impl Keys {
                 .is_some_and(same),
             None => self.read().get(&who.key_id).is_some_and(|e| same(&e.hash)),
         }
+    }
+
+    /// Whether the credential that signed a URL (by its key id) still works: the key file's always, a
+    /// key while it is neither revoked nor expired, a sandbox's access token while its sandbox has one.
+    /// (A rotated token's URLs keep working until they expire: the id does not say which token signed.)
+    pub fn signer_valid(&self, signer: &str) -> bool {
+        if signer == FILE_KEY_ID {
+            return true;
+        }
+        if let Some(id) = signer.strip_prefix("access-token:") {
+            return self
+                .sandbox_tokens
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(id);
+        }
+        let now = crate::time::now_ms();
+        self.read()
+            .get(signer)
+            .is_some_and(|e| e.expires_at_ms.is_none_or(|exp| now < exp))
     }
 
     /// Makes a key; its secret is in the answer and nowhere else.

@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod preview;
 pub mod proxy;
 pub mod quotas;
+pub mod signing;
 pub mod store;
 pub mod templates;
 pub mod time;
@@ -211,10 +212,12 @@ async fn serve(
         config.tls_cert.is_some(),
         local.port(),
     ));
+    let signer = Arc::new(signing::Signer::load_or_create(&state_dir)?);
     let state = api::AppState {
         engine,
         keys,
         audit,
+        signer,
         metrics: Arc::new(metrics::Metrics::default()),
         templates,
         openapi: Arc::new(openapi::spec_json()),

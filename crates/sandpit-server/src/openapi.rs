@@ -23,8 +23,9 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, handlers, keys, network, tenants};
+use crate::api::{audit, handlers, keys, network, signed, tenants};
 use sandpit_types::audit::{AuditEntry, AuditList};
+use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
 use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 use sandpit_types::network::{Egress, ExposePortRequest, ExposedPort, NetworkPolicy, PortList};
 use sandpit_types::tenants::{TenantInfo, TenantList, TenantQuotas, TenantUsage};
@@ -105,6 +106,7 @@ impl utoipa::ToSchema for RawBytes {}
         network::close_port,
         preview_docs::preview,
         file_docs::read_file,
+        signed::signed_url,
         file_docs::write_file,
         file_docs::extract_tar,
         file_docs::archive_tar,
@@ -131,6 +133,7 @@ impl utoipa::ToSchema for RawBytes {}
         NetworkPolicy, Egress, ExposePortRequest, ExposedPort, PortList,
         CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope,
         TenantQuotas, TenantUsage, TenantInfo, TenantList, AuditEntry, AuditList,
+        SignedUrlRequest, SignedUrl, SignedUrlOp,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),

@@ -81,6 +81,11 @@ impl Preview {
         }
     }
 
+    /// `http` or `https`: what this listener speaks.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// `{domain}[:port]`: what follows `{port}-{id}.` in a preview host.
     pub fn host_suffix(&self) -> String {
         let default = (self.scheme == "http" && self.listen_port == 80)

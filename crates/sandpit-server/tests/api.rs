@@ -1983,3 +1983,199 @@ async fn the_audit_log_records_who_did_what_and_never_a_secret() {
     assert!(v["entries"].as_array().unwrap().len() >= rows.len(), "{v}");
     d.stop().await.unwrap();
 }
+
+/// Signed file URLs: made by any key that may use the sandbox (its access token too), they read (GET,
+/// HEAD) or write (PUT) one file as one user with no other credential, and the agent never sees the
+/// signature; another method, an altered or added parameter, another sandbox, an expired URL or a
+/// revoked signer is a 403 naming why; bad requests are 400; a read key cannot sign.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scenario, told in order
+async fn signed_urls_open_one_file_until_they_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let anon = reqwest::Client::new();
+    let (a_id, a) = make_key(
+        &d,
+        json!({"name": "a", "tenant": "a", "scopes": ["sandboxes"]}),
+    )
+    .await;
+    let (_, r) = make_key(&d, json!({"name": "r", "tenant": "a", "scopes": ["read"]})).await;
+    let (_, sb) = call(
+        anon.post(d.url("/v1/sandboxes"))
+            .bearer_auth(&a)
+            .json(&json!({})),
+    )
+    .await;
+    let id = sb["id"].as_str().unwrap().to_owned();
+    let token = sb["access_token"].as_str().unwrap().to_owned();
+    let (_, other) = call(
+        anon.post(d.url("/v1/sandboxes"))
+            .bearer_auth(&a)
+            .json(&json!({})),
+    )
+    .await;
+    let other = other["id"].as_str().unwrap().to_owned();
+    let sign = |key: &str, body: Value| {
+        let req = anon
+            .post(d.url(&format!("/v1/sandboxes/{id}/files/signed-url")))
+            .bearer_auth(key)
+            .json(&body);
+        async move { call(req).await }
+    };
+    let (s, v) = sign(
+        &a,
+        json!({"path": "/tmp/a b.txt", "op": "read", "user": "root"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["method"], "GET");
+    let url = v["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!(
+            "http://{}/v1/sandboxes/{id}/files?path=/tmp/a%20b.txt&user=root&expires=",
+            d.addr
+        )),
+        "{url}"
+    );
+    assert_eq!(
+        v["path"].as_str().unwrap(),
+        &url[url.find("/v1/").unwrap()..]
+    );
+    assert!(!url.contains(&a), "the signer's secret is in the URL");
+    // No other credential; the agent sees the call without the signature.
+    let (s, got) = call(anon.get(&url)).await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["uri"], "/files?path=/tmp/a%20b.txt&user=root", "{got}");
+    let (s, _) = call(anon.head(&url)).await;
+    assert_eq!(s, 200);
+    let refused = |resp: (u16, Value), why: &str| {
+        assert_eq!(
+            (resp.0, resp.1["error"]["code"].as_str()),
+            (403, Some("permission_denied")),
+            "{why}: {}",
+            resp.1
+        );
+        assert!(
+            resp.1["error"]["message"].as_str().unwrap().contains(why),
+            "{why}: {}",
+            resp.1
+        );
+    };
+    refused(call(anon.put(&url).body("x")).await, "does not match");
+    refused(
+        call(anon.get(url.replace("a%20b", "c"))).await,
+        "does not match",
+    );
+    refused(
+        call(anon.get(url.replace("user=root", "user=user"))).await,
+        "does not match",
+    );
+    refused(
+        call(anon.get(url.replace(&id, &other))).await,
+        "does not match",
+    );
+    refused(
+        call(anon.get(format!("{url}&mode=0777"))).await,
+        "not \"mode\"",
+    );
+    refused(
+        call(anon.get(url.replace("/files?", "/files/tar?"))).await,
+        "/files only",
+    );
+    // A write URL writes, and does not read.
+    let (s, v) = sign(&token, json!({"path": "up.bin", "op": "write"})).await;
+    assert_eq!(s, 200, "a sandbox's token signs for its sandbox: {v}");
+    assert_eq!(v["method"], "PUT");
+    let put_url = v["url"].as_str().unwrap().to_owned();
+    let (s, got) = call(anon.put(&put_url).body("payload")).await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(
+        (got["uri"].as_str(), got["body"].as_str()),
+        (Some("/files?path=up.bin"), Some("payload")),
+        "{got}"
+    );
+    refused(call(anon.get(&put_url)).await, "does not match");
+    // Expiry.
+    let (s, v) = sign(
+        &a,
+        json!({"path": "/tmp/soon", "op": "read", "expires_in": 1}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let soon = v["url"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (s, v) = call(anon.get(&soon)).await;
+        if s == 403 {
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains("expired"),
+                "{v}"
+            );
+            break;
+        }
+        assert_eq!(s, 200, "{v}");
+        assert!(Instant::now() < deadline, "the URL never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bad requests; a read key; an unknown sandbox.
+    for (body, what) in [
+        (json!({"path": "/x", "op": "exec"}), "`read` or `write`"),
+        (
+            json!({"path": "/x", "op": "read", "expires_in": 0}),
+            "expires_in",
+        ),
+        (
+            json!({"path": "/x", "op": "read", "expires_in": 604_801}),
+            "expires_in",
+        ),
+        (json!({"path": "", "op": "read"}), "path"),
+        (
+            json!({"path": "/x", "op": "read", "method": "GET"}),
+            "method",
+        ),
+    ] {
+        let (s, v) = sign(&a, body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (400, Some("invalid_argument")),
+            "{what}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(what),
+            "{what}: {v}"
+        );
+    }
+    let (s, v) = sign(&r, json!({"path": "/x", "op": "read"})).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{v}"
+    );
+    let (s, _) = call(
+        client()
+            .post(d.url("/v1/sandboxes/nope/files/signed-url"))
+            .json(&json!({"path": "/x", "op": "read"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    // Revoking the signer ends its URLs.
+    let (s, _) = call(client().delete(d.url(&format!("/v1/keys/{a_id}")))).await;
+    assert_eq!(s, 204);
+    refused(call(anon.get(&url)).await, "no longer valid");
+    // Audited: the signing, and a write through the URL, by the signer's id (reads are not recorded).
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (_, v) = call(client().get(d.url(&format!("/v1/audit?sandbox={id}&limit=1000")))).await;
+        text = v.to_string();
+        if text.contains(&format!("signed-url:access-token:{id}")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        text.contains("\"file.sign\"") && text.contains("op=read path=/tmp/a b.txt"),
+        "{text}"
+    );
+    assert!(!text.contains("signature="), "{text}");
+    d.stop().await.unwrap();
+}

@@ -1955,6 +1955,10 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
                 json!({"max_sandboxes": 1000, "max_creates_per_second": 1000.0,
                        "max_memory_mb": 1_000_000, "max_disk_mb": 1_000_000}),
             ),
+            (
+                "SignedUrlRequest",
+                json!({"path": "/tmp/bad-input", "op": "read"}),
+            ),
             ("Rlimit", json!({"resource": "nofile", "soft": 1024})),
             // File operations on what the fixture made; the move overwrites its own earlier result.
             (

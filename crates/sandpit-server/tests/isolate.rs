@@ -698,10 +698,21 @@ async fn no_key_or_token_is_visible_inside_a_sandbox() {
     let token = sb["access_token"].as_str().unwrap().to_owned();
     let control = format!("control-{}", id.chars().rev().collect::<String>());
     let admin = daemon::KEY.to_owned();
+    let signing = std::fs::read_to_string(fx.state.join("signing-key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(signing.len() >= 32, "the signing secret is missing");
     // Each secret reaches the script in two halves, so that no whole one is in its own environment or
     // argv; the script joins them only in grep's patterns (after the /proc dump is written).
     let mut env = serde_json::Map::new();
-    for (name, secret) in [("A", &admin), ("B", &key), ("C", &token), ("D", &control)] {
+    for (name, secret) in [
+        ("A", &admin),
+        ("B", &key),
+        ("C", &token),
+        ("D", &control),
+        ("E", &signing),
+    ] {
         let mid = secret.len() / 2;
         env.insert(format!("{name}1"), json!(&secret[..mid]));
         env.insert(format!("{name}2"), json!(&secret[mid..]));
@@ -711,7 +722,7 @@ async fn no_key_or_token_is_visible_inside_a_sandbox() {
             tr '\0' '\n' < "$f" 2>/dev/null; echo
         done > /tmp/.procdump
         printf '%s\n' "$D1$D2" > /tmp/.control
-        grep -rlF -e "$A1$A2" -e "$B1$B2" -e "$C1$C2" -e "$D1$D2" \
+        grep -rlF -e "$A1$A2" -e "$B1$B2" -e "$C1$C2" -e "$D1$D2" -e "$E1$E2" \
             /etc /run /tmp /home /root /var 2>/dev/null | sort
         wc -l < /tmp/.procdump
     "#;
@@ -768,7 +779,12 @@ async fn no_key_or_token_is_visible_inside_a_sandbox() {
         db.contains("grep -rlF"),
         "the audit rows are not in the database files"
     );
-    for (what, secret) in [("admin key", &admin), ("key", &key), ("token", &token)] {
+    for (what, secret) in [
+        ("admin key", &admin),
+        ("key", &key),
+        ("token", &token),
+        ("signing secret", &signing),
+    ] {
         assert!(
             !log.contains(secret.as_str()),
             "the {what} is in the daemon's log"

@@ -19,7 +19,7 @@ pub struct AuditEntry {
     /// What was done: `sandbox.create`, `sandbox.delete`, `sandbox.pause`, `sandbox.resume`,
     /// `sandbox.connect`, `sandbox.timeout`, `sandbox.access_token`, `sandbox.network`, `port.expose`,
     /// `port.close`, `process.exec`, `process.start`, `process.signal`, `process.kill`, `process.stdin`,
-    /// `file.write`, `file.extract`, `file.mkdir`, `file.move`, `file.remove`, `file.chmod`,
+    /// `file.write`, `file.extract`, `file.sign` (a signed URL made), `file.mkdir`, `file.move`, `file.remove`, `file.chmod`,
     /// `file.chown`, `key.create`, `key.revoke`, `tenant.quotas`, `template.create`, `template.delete`,
     /// or `audit.dropped` (entries the daemon could not keep: `detail` says how many).
     pub action: String,

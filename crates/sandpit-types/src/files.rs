@@ -339,3 +339,75 @@ mod tests {
         assert_eq!(e.kind, FsEventType::Unknown);
     }
 }
+
+/// What a signed URL may do: `read` (GET) or `write` (PUT) one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SignedUrlOp {
+    Read,
+    Write,
+}
+
+/// Longest life of a signed URL, in seconds (7 days).
+pub const MAX_SIGNED_URL_SECS: u64 = 7 * 24 * 3600;
+/// Life of a signed URL when the request names none, in seconds.
+pub const DEFAULT_SIGNED_URL_SECS: u64 = 3600;
+
+/// Body of `POST /v1/sandboxes/{id}/files/signed-url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SignedUrlRequest {
+    /// The file (absolute, or relative to the user's home).
+    pub path: String,
+    pub op: SignedUrlOp,
+    /// Seconds the URL works (1 to 604800; default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u64>,
+    /// The sandbox user the file is read or written as (default: the sandbox's default user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl SignedUrlRequest {
+    /// Checks what serde cannot: a path, a lifetime in range.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.path.is_empty() || self.path.contains('\0') {
+            return Err("path must be a non-empty path without NUL bytes".into());
+        }
+        if let Some(s) = self.expires_in {
+            if s == 0 || s > MAX_SIGNED_URL_SECS {
+                return Err(format!(
+                    "expires_in must be 1 to {MAX_SIGNED_URL_SECS} seconds (got {s})"
+                ));
+            }
+        }
+        if self
+            .user
+            .as_deref()
+            .is_some_and(|u| u.is_empty() || u.chars().any(char::is_control))
+        {
+            return Err(
+                "user must be a user name or uid without control characters (leave it out for the \
+                 default user)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The answer to `POST /v1/sandboxes/{id}/files/signed-url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignedUrl {
+    /// Absolute, built from the request's `Host`: needs no other credential.
+    pub url: String,
+    /// The same, from `/v1/…` on, for a client that reaches the daemon under another name.
+    pub path: String,
+    /// `GET` (read; `HEAD` works too) or `PUT` (write).
+    pub method: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}

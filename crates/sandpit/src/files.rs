@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use reqwest::Method;
+use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
 use sandpit_types::{
     ChmodRequest, ChownRequest, Entry, EntryList, FileMode, FsEvent, MkdirRequest, MoveRequest,
     TarResult,
@@ -461,6 +462,53 @@ impl Files {
             .json(&req);
         let resp = self.target.client.send(rb).await?;
         Ok(resp.status() == reqwest::StatusCode::CREATED)
+    }
+
+    /// A URL that reads (`op` `Read`: GET) or writes (`Write`: PUT) `path` as this handle's user with no
+    /// other credential, until `expires_in` has passed (default one hour, at most 7 days): for a page's
+    /// `<a href download>` or upload. It stops working when the key that signed it is revoked.
+    pub async fn signed_url(
+        &self,
+        path: impl AsRef<Path>,
+        op: SignedUrlOp,
+        expires_in: Option<std::time::Duration>,
+    ) -> Result<SignedUrl> {
+        let req = SignedUrlRequest {
+            path: text(path.as_ref())?,
+            op,
+            expires_in: expires_in.map(|d| d.as_secs()),
+            user: self.user.clone(),
+        };
+        let rb = self
+            .target
+            .client
+            .request(Method::POST, &self.target.path("/files/signed-url"))
+            .json(&req);
+        self.target.client.send_json(rb).await
+    }
+
+    /// [`signed_url`](Self::signed_url) for reading: the URL a browser downloads `path` from.
+    pub async fn download_url(
+        &self,
+        path: impl AsRef<Path>,
+        expires_in: Option<std::time::Duration>,
+    ) -> Result<String> {
+        Ok(self
+            .signed_url(path, SignedUrlOp::Read, expires_in)
+            .await?
+            .url)
+    }
+
+    /// [`signed_url`](Self::signed_url) for writing: the URL a client `PUT`s `path`'s new content to.
+    pub async fn upload_url(
+        &self,
+        path: impl AsRef<Path>,
+        expires_in: Option<std::time::Duration>,
+    ) -> Result<String> {
+        Ok(self
+            .signed_url(path, SignedUrlOp::Write, expires_in)
+            .await?
+            .url)
     }
 
     /// Moves `from` to `to` (fails if `to` exists).

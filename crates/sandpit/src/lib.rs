@@ -75,6 +75,7 @@ pub use tenants::{TenantInfo, TenantQuotas, TenantUsage, Tenants};
 
 /// The wire types, for calls this SDK does not wrap.
 pub use sandpit_types as types;
+pub use sandpit_types::files::{SignedUrl, SignedUrlOp};
 pub use sandpit_types::sandbox::{OnTimeout, SandboxInfo, SandboxState};
 pub use sandpit_types::{
     Entry, EntryType, ErrorCode, FsEvent, FsEventType, LostEvent, ProcessEvent, ProcessInfo,

@@ -134,3 +134,61 @@ async fn files_read_write_list_watch_through_the_sdk() {
 }
 
 use std::os::unix::ffi::OsStrExt as _;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_urls_download_and_upload_with_no_other_credential() {
+    if !root() {
+        return;
+    }
+    let d = Daemon::start_with_backend("isolate");
+    let sbx = Sandbox::create().client(&d.client()).await.unwrap();
+    let files = sbx.files();
+    files.write("report.txt", "the report").await.unwrap();
+    let plain = reqwest::Client::new();
+    // Download: a plain GET, no key.
+    let url = files.download_url("report.txt", None).await.unwrap();
+    let r = plain.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "the report");
+    // Upload, as root (the handle's user), then read back as root.
+    let up = files
+        .clone()
+        .user("root")
+        .upload_url("/root/uploaded.bin", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let r = plain.put(&up).body("from a page").send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let back = files
+        .clone()
+        .user("root")
+        .read_to_string("/root/uploaded.bin")
+        .await
+        .unwrap();
+    assert_eq!(back, "from a page");
+    let e = files
+        .clone()
+        .user("root")
+        .get_info("/root/uploaded.bin")
+        .await
+        .unwrap();
+    assert_eq!(e.owner, "root");
+    // Altered: 403.
+    let r = plain
+        .get(url.replace("report", "secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Bad lifetime: a clear error.
+    let e = files
+        .signed_url(
+            "x",
+            sandpit::SignedUrlOp::Read,
+            Some(Duration::from_secs(30 * 24 * 3600)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+    sbx.kill().await.unwrap();
+}

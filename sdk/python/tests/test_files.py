@@ -119,3 +119,32 @@ async def test_async_files_and_watch(asbx: AsyncSandbox, tmp_path: Path) -> None
     assert await f.exists(f"{d}/renamed.txt")
     await f.remove(f"{d}/w")
     assert not await f.exists(f"{d}/w")
+
+
+def test_signed_urls_need_no_other_credential(sbx: Sandbox, tmp_path: Path) -> None:
+    import httpx
+
+    from sandpit import InvalidArgumentError
+
+    report = tmp_path / "report.txt"
+    sbx.files.write(str(report), "the report")
+    url = sbx.files.download_url(str(report))
+    r = httpx.get(url)
+    assert (r.status_code, r.text) == (200, "the report")
+    up = sbx.files.upload_url(str(tmp_path / "up.bin"), expires_in=60)
+    assert httpx.put(up, content=b"from a page").status_code == 200
+    assert (tmp_path / "up.bin").read_bytes() == b"from a page"
+    signed = sbx.files.signed_url(str(report), "read", expires_in=120)
+    assert signed.method == "GET" and signed.expires_at is not None and signed.url.endswith(signed.path)
+    assert httpx.get(url.replace("report", "other")).status_code == 403
+    with pytest.raises(InvalidArgumentError):
+        sbx.files.signed_url(str(report), "read", expires_in=0)
+
+
+async def test_async_signed_url(asbx: AsyncSandbox, tmp_path: Path) -> None:
+    import httpx
+
+    await asbx.files.write(str(tmp_path / "a.txt"), "async")
+    url = await asbx.files.download_url(str(tmp_path / "a.txt"))
+    async with httpx.AsyncClient() as c:
+        assert (await c.get(url)).text == "async"

@@ -56,6 +56,17 @@ export interface FilesystemEvent {
 export type FileData = string | Uint8Array | ArrayBuffer | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /** One file for {@link Files.writeFiles}. */
+/** A signed file URL: needs no other credential. */
+export interface SignedUrl {
+  /** Absolute, built from the `Host` the daemon was reached by. */
+  url: string;
+  /** The same from `/v1/` on, for a client that reaches the daemon under another name. */
+  path: string;
+  /** `GET` (read; `HEAD` works too) or `PUT` (write). */
+  method: string;
+  expiresAt: Date;
+}
+
 export interface WriteEntry {
   path: string;
   data: string | Uint8Array | ArrayBuffer | Blob;
@@ -475,6 +486,38 @@ export class Files {
     const json: Record<string, unknown> = { from: oldPath, to: newPath, overwrite: opts.overwrite ?? false };
     if (opts.user) json.user = opts.user;
     return entry((await (await this.post("/fs/move", json)).json()) as WireEntry);
+  }
+
+  /**
+   * A URL that reads (`op: "read"`: GET) or writes (`"write"`: PUT) `path` as `user` with no other
+   * credential, for `expiresIn` seconds (default 3600, at most 604800): for a page's `<a href download>` or
+   * upload. It stops working when the key that signed it is revoked.
+   */
+  async signedUrl(
+    path: string,
+    op: "read" | "write" = "read",
+    opts: FileOpts & { expiresIn?: number } = {},
+  ): Promise<SignedUrl> {
+    const json: Record<string, unknown> = { path, op };
+    if (opts.expiresIn !== undefined) json.expires_in = opts.expiresIn;
+    if (opts.user) json.user = opts.user;
+    const w = (await (await this.post("/files/signed-url", json)).json()) as {
+      url: string;
+      path: string;
+      method: string;
+      expires_at: string;
+    };
+    return { url: w.url, path: w.path, method: w.method, expiresAt: new Date(w.expires_at) };
+  }
+
+  /** The signed URL a browser downloads `path` from (see {@link signedUrl}). */
+  async downloadUrl(path: string, opts: FileOpts & { expiresIn?: number } = {}): Promise<string> {
+    return (await this.signedUrl(path, "read", opts)).url;
+  }
+
+  /** The signed URL a client `PUT`s `path`'s new content to (see {@link signedUrl}). */
+  async uploadUrl(path: string, opts: FileOpts & { expiresIn?: number } = {}): Promise<string> {
+    return (await this.signedUrl(path, "write", opts)).url;
   }
 
   /** Removes a file, link or directory (with its contents unless `recursive: false`). */

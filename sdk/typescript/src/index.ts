@@ -29,7 +29,7 @@ export { ExecHandle, ExecSink } from "./exec.js";
 export type { ExecEvent } from "./exec.js";
 export { Processes, ProcessHandle } from "./processes.js";
 export { Files, WatchHandle, tarStream } from "./files.js";
-export type { EntryInfo, FilesystemEvent, FileData, FileOpts, WriteEntry } from "./files.js";
+export type { EntryInfo, FilesystemEvent, FileData, FileOpts, WriteEntry, SignedUrl } from "./files.js";
 export type { ProcessStartOpts, ProcessListOpts, ProcessList, WriteStdinOpts, ProcessEvent, StreamOpts } from "./processes.js";
 export { ExecOutput, ExitStatus, outputText } from "./output.js";
 export type { CommandResult, ProcessResult, OutputText } from "./output.js";

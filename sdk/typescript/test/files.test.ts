@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { after, before, test } from "node:test";
-import { AlreadyExistsError, type FilesystemEvent, IsADirError, NotEmptyError, NotFoundError, Sandbox } from "sandpit";
+import { AlreadyExistsError, type FilesystemEvent, InvalidArgumentError, IsADirError, NotEmptyError, NotFoundError, Sandbox } from "sandpit";
 import { type Daemon, startDaemon } from "./helpers.js";
 
 let daemon: Daemon;
@@ -80,4 +80,29 @@ test("watchDir sees writes and renames in order", async () => {
   assert.equal(rename.to, `${dir}/renamed.txt`);
   assert.deepEqual(events.map((e) => e.seq), [...events.map((e) => e.seq)].sort((a, b) => a - b));
   await sbx.kill();
+});
+
+test("signed URLs download and upload with no other credential", async () => {
+  const sbx = await Sandbox.create();
+  try {
+    const f = sbx.files;
+    await f.write(`${dir}/report.txt`, "the report");
+    const url = await f.downloadUrl(`${dir}/report.txt`);
+    const r = await fetch(url);
+    assert.equal(r.status, 200);
+    assert.equal(await r.text(), "the report");
+    const up = await f.uploadUrl(`${dir}/up.bin`, { expiresIn: 60 });
+    const put = await fetch(up, { method: "PUT", body: "from a page" });
+    assert.equal(put.status, 200, await put.text());
+    assert.equal(readFileSync(`${dir}/up.bin`, "utf8"), "from a page");
+    const signed = await f.signedUrl(`${dir}/report.txt`, "read", { expiresIn: 120 });
+    assert.equal(signed.method, "GET");
+    assert.ok(signed.expiresAt instanceof Date && signed.url.endsWith(signed.path));
+    const altered = await fetch(url.replace("report", "other"));
+    assert.equal(altered.status, 403);
+    await altered.body?.cancel();
+    await assert.rejects(f.signedUrl(`${dir}/report.txt`, "read", { expiresIn: 0 }), InvalidArgumentError);
+  } finally {
+    await sbx.kill();
+  }
 });

@@ -66,6 +66,8 @@ pub enum FsCommand {
     Rm(FsRmArgs),
     /// Create a directory (and its parents).
     Mkdir(FsTarget),
+    /// Print a signed URL that downloads (or, with --write, uploads) one file with no other credential.
+    Url(FsUrlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +92,21 @@ pub struct FsLsArgs {
     /// Print the entries as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    sandpit fs url 3f2a9c0d:/home/user/report.pdf          # GET it from anywhere for an hour\n  \
+    sandpit fs url --write --expires-in 600 3f2a9c0d:upload.bin   # PUT the new content to it")]
+pub struct FsUrlArgs {
+    #[command(flatten)]
+    t: FsTarget,
+    /// A URL that writes the file (PUT) instead of reading it (GET).
+    #[arg(long)]
+    write: bool,
+    /// Seconds the URL works (1 to 604800) [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    expires_in: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +171,22 @@ pub async fn fs(client: &Client, cmd: FsCommand) -> anyhow::Result<ExitCode> {
                 .await?
                 .remove_with(&path, a.recursive)
                 .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        FsCommand::Url(a) => {
+            let (id, path) = target(&a.t)?;
+            let op = if a.write {
+                sandpit::SignedUrlOp::Write
+            } else {
+                sandpit::SignedUrlOp::Read
+            };
+            let signed = files_of(client, &id, a.t.user.as_ref())
+                .await?
+                .signed_url(&path, op, a.expires_in.map(std::time::Duration::from_secs))
+                .await
+                .context("cannot sign the URL")?;
+            eprintln!("{} until {}", signed.method, signed.expires_at);
+            println!("{}", signed.url);
             Ok(ExitCode::SUCCESS)
         }
         FsCommand::Mkdir(t) => {

@@ -309,13 +309,23 @@ pub async fn proxy_to_agent(
     let raw = req.uri().path();
     // "/v1/sandboxes/{id}/{rest}" → ["", "v1", "sandboxes", id, rest]
     let rest = raw.splitn(5, '/').nth(4).unwrap_or_default();
-    // The daemon's credentials stay with the daemon: drop a query-string key, keep every other byte.
+    // The daemon's credentials stay with the daemon: drop a query-string key (and a signed URL's
+    // signature), keep every other byte.
+    let signed = req
+        .extensions()
+        .get::<crate::auth::Principal>()
+        .is_some_and(|p| p.key_id.starts_with(crate::auth::SIGNED_URL_PREFIX));
     let query: Vec<&str> = req
         .uri()
         .query()
         .unwrap_or_default()
         .split('&')
-        .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some(super::ACCESS_TOKEN_PARAM))
+        .filter(|kv| {
+            let k = kv.split('=').next().unwrap_or_default();
+            !kv.is_empty()
+                && k != super::ACCESS_TOKEN_PARAM
+                && !(signed && crate::signing::SIGNED_PARAMS.contains(&k))
+        })
         .collect();
     let target = if query.is_empty() {
         format!("/{rest}")

@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod keys;
 pub mod network;
 pub mod revoke;
+pub mod signed;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// The audit log.
     pub audit: Arc<crate::audit::Audit>,
+    /// Signs and checks signed file URLs.
+    pub signer: Arc<crate::signing::Signer>,
     pub metrics: Arc<Metrics>,
     pub templates: Arc<Templates>,
     /// The `OpenAPI` document, rendered once.
@@ -93,6 +96,10 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             post(network::expose_port)
                 .delete(network::close_port)
                 .get(network::port_slash),
+        )
+        .route(
+            "/v1/sandboxes/{id}/files/signed-url",
+            post(signed::signed_url),
         )
         .route(PREVIEW_ROUTE, any(crate::preview::path_handler))
         .route(PREVIEW_ROOT_ROUTE, any(crate::preview::path_handler))
@@ -174,8 +181,11 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     if path == "/health" || crate::preview::is_preview_path(path) {
         return next.run(req).await;
     }
-    let Some(mut who) = principal_of(&s.keys, &req) else {
-        return ApiError::Unauthenticated.into_response();
+    let Some(mut who) = principal_of(&s.keys, &req).or_else(|| signed_principal(&s, &req)) else {
+        return match signed_url_refusal(&s, &req) {
+            Some(why) => ApiError::Forbidden(why).into_response(),
+            None => ApiError::Unauthenticated.into_response(),
+        };
     };
     // A sandbox's token acts for that sandbox's tenant.
     if let Some(t) = who.sandbox.as_deref().and_then(|id| s.engine.tenant_of(id)) {
@@ -195,6 +205,34 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     }
     req.extensions_mut().insert(who.clone());
     revoke::revocable(next.run(req).await, s.keys.clone(), who)
+}
+
+/// The principal a valid signed file URL acts as (`crate::signing`), when the request has no key.
+fn signed_principal(s: &AppState, req: &Request) -> Option<Principal> {
+    verify_signed(s, req)?.ok()
+}
+
+/// Why a request that carries a signature is refused (403), when it is.
+fn signed_url_refusal(s: &AppState, req: &Request) -> Option<String> {
+    verify_signed(s, req)?.err().map(|e| e.to_string())
+}
+
+fn verify_signed(
+    s: &AppState,
+    req: &Request,
+) -> Option<Result<Principal, crate::signing::SignedUrlError>> {
+    let query = req.uri().query()?;
+    if !query.split('&').any(|kv| kv.starts_with("signature=")) {
+        return None;
+    }
+    Some(s.signer.verify(
+        req.method(),
+        req.uri().path(),
+        query,
+        crate::time::now_ms(),
+        |id| s.engine.tenant_of(id),
+        |signer| s.keys.signer_valid(signer),
+    ))
 }
 
 /// The sandbox id of a `/v1/sandboxes/{id}…` path.

@@ -528,3 +528,26 @@ class AuditPage:
             entries=[AuditEntry.from_json(x) for x in d.get("entries") or []],
             next_after=None if nxt is None else int(nxt),
         )
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    """A signed file URL (``POST /v1/sandboxes/{id}/files/signed-url``): needs no other credential."""
+
+    #: Absolute, built from the ``Host`` the daemon was reached by.
+    url: str
+    #: The same from ``/v1/`` on, for a client that reaches the daemon under another name.
+    path: str
+    #: ``GET`` (read; ``HEAD`` works too) or ``PUT`` (write).
+    method: str
+    expires_at: Optional[datetime]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SignedUrl:
+        """Decode a ``SignedUrl`` JSON object."""
+        return cls(
+            url=str(d["url"]),
+            path=str(d.get("path", "")),
+            method=str(d.get("method", "")),
+            expires_at=parse_time(d.get("expires_at")),
+        )

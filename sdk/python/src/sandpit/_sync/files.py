@@ -10,6 +10,7 @@ import httpx
 
 from .._client import error_from_response
 from .._errors import NotFoundError, SandboxError
+from .._types import SignedUrl
 from .._files import (
     CHUNK,
     Data,
@@ -162,6 +163,34 @@ class Files:
         if user:
             body["user"] = user
         return EntryInfo.from_json(self._send("POST", f"{self._base}/fs/move", json=body).json())
+
+    def signed_url(
+        self,
+        path: PathArg,
+        op: Literal["read", "write"] = "read",
+        *,
+        expires_in: Optional[int] = None,
+        user: Optional[str] = None,
+    ) -> SignedUrl:
+        """A URL that reads (``op="read"``: GET) or writes (``"write"``: PUT) ``path`` as ``user`` with no other
+        credential, for ``expires_in`` seconds (default 3600, at most 604800): for a page's ``<a href download>``
+        or upload. It stops working when the key that signed it is revoked."""
+        body: Dict[str, Any] = {"path": _text_path(path), "op": op}
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        if user:
+            body["user"] = user
+        return SignedUrl.from_json(self._send("POST", f"{self._base}/files/signed-url", json=body).json())
+
+    def download_url(
+        self, path: PathArg, *, expires_in: Optional[int] = None, user: Optional[str] = None
+    ) -> str:
+        """The signed URL a browser downloads ``path`` from (see :meth:`signed_url`)."""
+        return self.signed_url(path, "read", expires_in=expires_in, user=user).url
+
+    def upload_url(self, path: PathArg, *, expires_in: Optional[int] = None, user: Optional[str] = None) -> str:
+        """The signed URL a client ``PUT``s ``path``'s new content to (see :meth:`signed_url`)."""
+        return self.signed_url(path, "write", expires_in=expires_in, user=user).url
 
     def remove(self, path: PathArg, *, user: Optional[str] = None, recursive: bool = True) -> None:
         """Removes a file, link or directory (with everything in it unless ``recursive=False``)."""
