@@ -55,14 +55,15 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// agent answers 413 and hangs up while the daemon is still writing, and whichever the daemon noticed
 /// first decided between the agent's 413 and a 503 "agent not answering".
 ///
-/// `cut` ends an upgraded connection (a WebSocket) when it resolves, with a close frame (1011) carrying
-/// its reason to the client: the sandbox turned unhealthy.
+/// `cut` ends an upgraded connection (a WebSocket) when it resolves, with a close frame carrying its
+/// code and reason to the client: the sandbox turned unhealthy (1011), the credential stopped working
+/// (1008).
 pub async fn forward(
     socket: &Path,
     mut req: Request<Body>,
     path_and_query: &str,
     unbounded: bool,
-    cut: impl std::future::Future<Output = String> + Send + 'static,
+    cut: impl std::future::Future<Output = Cut> + Send + 'static,
 ) -> Result<Response<Body>, ProxyError> {
     let limit = if unbounded {
         usize::MAX
@@ -272,7 +273,7 @@ impl http_body::Body for Guarded {
 /// and the client, still sending the rest of that frame, makes the client-to-agent copy fail. The
 /// agent-to-client copy must still deliver the close frame. Once the agent's side has ended, the
 /// client gets a few seconds to finish its own, so that a client that never closes holds nothing.
-async fn splice<C, A>(client: C, agent: A, cut: impl std::future::Future<Output = String> + Send)
+async fn splice<C, A>(client: C, agent: A, cut: impl std::future::Future<Output = Cut> + Send)
 where
     C: AsyncRead + AsyncWrite,
     A: AsyncRead + AsyncWrite,
@@ -301,16 +302,42 @@ where
         }
         up_r = &mut up => (up_r, down.await),
         why = &mut cut => {
-            // The agent is wedged: nothing more comes from it. Tell the client why and hang up.
+            // The agent is wedged, or the credential ended: nothing more goes either way. Tell the
+            // client why and hang up.
             drop(down);
             let mut tx = client_tx.lock().await;
-            let _ = tx.write_all(&close_frame(1011, &format!("unavailable: {why}"))).await;
+            let _ = tx.write_all(&close_frame(why.code, &why.reason)).await;
             let _ = tx.shutdown().await;
             (Ok(0), Ok(0))
         }
     };
     for e in [up.err(), down.err()].into_iter().flatten() {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// Why an upgraded connection is cut: the WebSocket close code and reason its client gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Cut {
+    /// The sandbox's agent stopped answering (1011, `unavailable: …`).
+    pub fn unavailable(why: &str) -> Self {
+        Self {
+            code: 1011,
+            reason: format!("unavailable: {why}"),
+        }
+    }
+
+    /// The credential the session was opened with stopped working (1008, `unauthenticated: …`).
+    pub fn unauthenticated(why: &str) -> Self {
+        Self {
+            code: 1008,
+            reason: format!("unauthenticated: {why}"),
+        }
     }
 }
 

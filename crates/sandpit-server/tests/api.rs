@@ -2179,3 +2179,71 @@ async fn signed_urls_open_one_file_until_they_expire() {
     assert!(!text.contains("signature="), "{text}");
     d.stop().await.unwrap();
 }
+
+/// An open WebSocket session ends when its credential does: a key revoked, a sandbox token rotated. The
+/// client gets a close frame 1008 whose reason starts `unauthenticated:`, within moments; a session of
+/// another credential runs on.
+#[tokio::test]
+async fn an_open_websocket_ends_when_its_key_is_revoked_or_its_token_rotated() {
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let made = create(&d, json!({})).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    let token = made["access_token"].as_str().unwrap().to_owned();
+    let (key_id, key) = make_key(&d, json!({"name": "typist", "scopes": ["sandboxes"]})).await;
+    let (_, other) = make_key(&d, json!({"name": "bystander", "scopes": ["sandboxes"]})).await;
+    let open = |cred: String| {
+        let url = format!(
+            "{}?access_token={cred}",
+            d.url(&format!("/v1/sandboxes/{id}/processes/p1/ws"))
+                .replacen("http://", "ws://", 1)
+        );
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            ws.send(Message::text("hi")).await.unwrap();
+            let echo = ws.next().await.unwrap().unwrap();
+            assert_eq!(echo, Message::text("echo:hi"));
+            ws
+        }
+    };
+    let bystander = open(other.clone()).await;
+    for (who, cred) in [("key", key.clone()), ("token", token.clone())] {
+        let mut ws = open(cred).await;
+        let start = Instant::now();
+        if who == "key" {
+            let (s, _) = call(client().delete(d.url(&format!("/v1/keys/{key_id}")))).await;
+            assert_eq!(s, 204);
+        } else {
+            let (s, _) =
+                call(client().post(d.url(&format!("/v1/sandboxes/{id}/access-token")))).await;
+            assert_eq!(s, 200);
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(Some(f)))) => return Some(f),
+                    Some(Ok(_)) => {}
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{who}: the session ran on after the revocation"));
+        let f = ended.unwrap_or_else(|| panic!("{who}: no close frame"));
+        assert_eq!(u16::from(f.code), 1008, "{who}: {f:?}");
+        assert!(f.reason.starts_with("unauthenticated:"), "{who}: {f:?}");
+        eprintln!(
+            "{who}: session closed {:?} after the revocation",
+            start.elapsed()
+        );
+    }
+    // The other key's session is untouched.
+    let mut bystander = bystander;
+    bystander.send(Message::text("still")).await.unwrap();
+    assert_eq!(
+        bystander.next().await.unwrap().unwrap(),
+        Message::text("echo:still")
+    );
+    d.stop().await.unwrap();
+}

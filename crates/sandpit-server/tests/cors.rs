@@ -55,11 +55,11 @@ async fn allowed_origin_preflight_and_responses() {
         assert_eq!(h["access-control-allow-origin"], PAGE);
         assert_eq!(
             h["access-control-allow-methods"],
-            "GET, POST, DELETE, OPTIONS"
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS"
         );
         assert_eq!(
             h["access-control-allow-headers"],
-            "authorization, content-type, last-event-id"
+            "authorization, content-type, last-event-id, range, content-encoding"
         );
         assert!(varies_on_origin(h));
     }
@@ -87,7 +87,11 @@ async fn allowed_origin_preflight_and_responses() {
     );
     assert_eq!(
         r.headers()["access-control-expose-headers"],
-        "location, www-authenticate"
+        sandpit_server::api::cors::EXPOSE_HEADERS
+    );
+    assert!(
+        sandpit_server::api::cors::EXPOSE_HEADERS.contains("retry-after"),
+        "a page must be able to read when to retry a 429"
     );
 
     // Proxied calls and SSE streams carry it too.

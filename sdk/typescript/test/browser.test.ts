@@ -5,12 +5,14 @@
  * `access_token` query parameter, since browsers cannot set headers on them.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
 import { extname, join, normalize, resolve } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { chromium, type Browser } from "playwright-core";
+import { Sandbox } from "sandpit";
 import { type Daemon, freePort, skipUnlessCi, startDaemon } from "./helpers.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
@@ -51,6 +53,32 @@ const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>sandpit br
     } finally {
       await sandbox.kill();
     }
+  };
+  // A page that holds only one sandbox's access token (its back end created the sandbox with a key).
+  window.runWithToken = async (url, id, token, downloadUrl, dir) => {
+    const { Sandbox, PermissionDeniedError } = sdk;
+    const sandbox = await Sandbox.connect(id, { url, apiKey: token });
+    const out = {};
+    out.run = (await sandbox.commands.run("echo token-only")).stdout;
+    const session = await sandbox.commands.spawn("cat");
+    session.stdin.write("typed in a page\\n");
+    session.stdin.close();
+    out.spawn = (await session.wait()).stdout;
+    await sandbox.files.write(dir + "/from-page.txt", "written by the page");
+    out.readBack = await sandbox.files.read(dir + "/from-page.txt");
+    out.download = await (await fetch(downloadUrl)).text();
+    const refused = async (p) => {
+      try {
+        await p;
+        return "allowed";
+      } catch (e) {
+        return e instanceof PermissionDeniedError ? "permission_denied" : String(e);
+      }
+    };
+    out.list = await refused(Sandbox.list({ url, apiKey: token }));
+    out.kill = await refused(sandbox.kill());
+    out.create = await refused(Sandbox.create({ url, apiKey: token }));
+    return out;
   };
 </script></body></html>`;
 
@@ -107,6 +135,53 @@ test("browser: a localhost page creates a sandbox and runs, streams and spawns c
   assert.equal(out.exec, "42\n");
   assert.equal(out.spawn, "via websocket\n", "spawn over the browser's own WebSocket");
   assert.equal(out.isNode, false);
+});
+
+test("browser: a page holding only a sandbox's access token uses that sandbox and nothing else", async (t) => {
+  if (!existsSync(CHROMIUM)) return skipUnlessCi(t, `no Chromium at ${CHROMIUM} (test.sh installs Debian's chromium)`);
+  // The back end: creates the sandbox with its key, prepares a file and a signed download URL, and hands
+  // the page the sandbox id, its access token and that URL — never the key.
+  const sandbox = await Sandbox.create({ url: daemon.url, apiKey: daemon.apiKey });
+  // The process backend's files are the host's: keep them in a temporary directory.
+  const dir = mkdtempSync(join(tmpdir(), "sandpit-ts-browser-"));
+  try {
+    const token = sandbox.accessToken;
+    assert.ok(token?.startsWith(`spa_${sandbox.sandboxId}_`), String(token));
+    await sandbox.files.write(`${dir}/report.txt`, "made by the back end");
+    const downloadUrl = await sandbox.files.downloadUrl(`${dir}/report.txt`);
+    browser ??= await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(pageUrl);
+    await page.waitForFunction(() => (window as unknown as { sdkLoaded?: boolean }).sdkLoaded === true, null, {
+      timeout: 10_000,
+    });
+    const out = (await page.evaluate(
+      ([url, id, tok, dl, d]) =>
+        (
+          window as unknown as {
+            runWithToken: (u: string, i: string, t: string, dl: string, d: string) => Promise<unknown>;
+          }
+        ).runWithToken(url, id, tok, dl, d),
+      [daemon.url, sandbox.sandboxId, token ?? "", downloadUrl, dir] as [string, string, string, string, string],
+    )) as Record<string, unknown>;
+    assert.deepEqual(errors, []);
+    assert.deepEqual(out, {
+      run: "token-only\n",
+      spawn: "typed in a page\n",
+      readBack: "written by the page",
+      download: "made by the back end",
+      list: "permission_denied",
+      kill: "permission_denied",
+      create: "permission_denied",
+    });
+    // The sandbox is still there: the page could not delete it.
+    assert.equal((await sandbox.getInfo()).state, "running");
+  } finally {
+    await sandbox.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("browser: another origin is refused by CORS", async () => {

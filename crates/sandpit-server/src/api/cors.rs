@@ -18,13 +18,19 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-/// Methods a cross-origin page may use: everything the API has.
-pub const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
-/// Request headers a cross-origin page may send: the key, JSON bodies, and SSE resumption.
-pub const ALLOW_HEADERS: &str = "authorization, content-type, last-event-id";
+/// Methods a cross-origin page may use: everything the API has (`PUT` writes files, network policies
+/// and quotas; `HEAD` reads a file's size).
+pub const ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+/// Request headers a cross-origin page may send: the key, JSON bodies, SSE resumption, a byte range of a
+/// file, a gzipped upload.
+pub const ALLOW_HEADERS: &str =
+    "authorization, content-type, last-event-id, range, content-encoding";
 /// Response headers a cross-origin page may read beyond the safelisted ones: where to poll a template
-/// build, and how to authenticate.
-pub const EXPOSE_HEADERS: &str = "location, www-authenticate";
+/// build, how to authenticate, when to retry and the create rate left, and a file's range, name and
+/// modification time.
+pub const EXPOSE_HEADERS: &str = "location, www-authenticate, retry-after, x-ratelimit-limit, \
+     x-ratelimit-remaining, x-ratelimit-reset, content-range, content-disposition, last-modified, \
+     accept-ranges";
 /// How long a browser may cache a preflight answer, in seconds.
 const MAX_AGE_SECS: &str = "600";
 

@@ -336,14 +336,26 @@ pub async fn proxy_to_agent(
     let unbounded = super::streams_file_content(rest);
     // Neither the answer nor its body waits on an agent the health probe finds wedged.
     let cut = s.engine.clone().until_unhealthy(id.clone());
+    // A WebSocket session ends when the sandbox turns unhealthy or its credential stops working.
+    let session_cut = {
+        let unhealthy = s.engine.clone().until_unhealthy(id.clone());
+        let who = req.extensions().get::<crate::auth::Principal>().cloned();
+        let keys = s.keys.clone();
+        async move {
+            let revoked = async {
+                match who {
+                    Some(who) => super::revoke::until_invalid(keys, who).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                why = unhealthy => proxy::Cut::unavailable(&why),
+                why = revoked => proxy::Cut::unauthenticated(&why),
+            }
+        }
+    };
     let forwarded = tokio::select! {
-        r = proxy::forward(
-            &socket,
-            req,
-            &target,
-            unbounded,
-            s.engine.clone().until_unhealthy(id.clone()),
-        ) => r,
+        r = proxy::forward(&socket, req, &target, unbounded, session_cut) => r,
         why = cut => {
             return Err(ApiError::Unavailable(format!(
                 "sandbox {id} turned unhealthy while this call waited: {why}"

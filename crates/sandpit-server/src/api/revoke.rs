@@ -24,6 +24,44 @@ fn sse_error(message: &str) -> Bytes {
     Bytes::from(format!("event: error\ndata: {json}\n\n"))
 }
 
+/// Resolves, with why, when `who`'s credential stops working (revoked, rotated, expired): what ends an
+/// open WebSocket session. Never for the key file's key.
+pub async fn until_invalid(keys: Arc<Keys>, who: Principal) -> String {
+    if who.key_id == FILE_KEY_ID {
+        return std::future::pending().await;
+    }
+    let mut rx = keys.revocations();
+    let expiry = async {
+        match who.expires_at_ms {
+            Some(exp) => {
+                let left = u64::try_from(exp - crate::time::now_ms()).unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(left)).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The daemon is going away; its shutdown ends the session.
+                    return std::future::pending().await;
+                }
+                if !keys.still_valid(&who) {
+                    break;
+                }
+            }
+            () = &mut expiry => break,
+        }
+    }
+    tracing::info!(key = %who.key_id, "ending a session: its credential stopped working");
+    format!(
+        "the credential of this session ({}) was revoked or expired",
+        who.key_id
+    )
+}
+
 /// Wraps `resp`'s body so that it ends when `who`'s credential stops working.
 pub fn revocable(resp: Response, keys: Arc<Keys>, who: Principal) -> Response {
     use http_body::Body as _;
