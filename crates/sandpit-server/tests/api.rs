@@ -1605,8 +1605,9 @@ async fn quotas_answer_429_with_retry_after_and_recover() {
         "no rate quota, no rate headers"
     );
 
-    // The rate: one create per second.
-    let (s, _) = put("r", json!({"max_creates_per_second": 1.0})).await;
+    // The rate: one create every 4 s (slow enough that a loaded machine cannot refill the bucket between
+    // the two calls).
+    let (s, _) = put("r", json!({"max_creates_per_second": 0.25})).await;
     assert_eq!(s, 200);
     let (_, r) = make_key(
         &d,
@@ -1628,7 +1629,8 @@ async fn quotas_answer_429_with_retry_after_and_recover() {
         (429, Some("rate_limited")),
         "{v}"
     );
-    assert_eq!(header(&h, "retry-after"), "1");
+    let retry: u64 = header(&h, "retry-after").parse().unwrap();
+    assert!((1..=4).contains(&retry), "Retry-After {retry}");
     assert_eq!(header(&h, "x-ratelimit-remaining"), "0");
     assert!(
         v["error"]["message"]
@@ -1641,9 +1643,17 @@ async fn quotas_answer_429_with_retry_after_and_recover() {
     let (s, _, v) = create_as(&q, json!({"memory_mb": 16, "disk_mb": 16})).await;
     assert_eq!(s, 201, "{v}");
     // Recovers after Retry-After.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (s, _, v) = create_as(&r, json!({})).await;
-    assert_eq!(s, 201, "{v}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (s, _, v) = create_as(&r, json!({})).await;
+        if s == 201 {
+            break;
+        }
+        assert_eq!(s, 429, "{v}");
+        assert!(Instant::now() < deadline, "the rate never recovered: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Reading: a tenant's key reads its own tenant, not another's, and sets nothing.
     let (s, v) = call(anon.get(d.url("/v1/tenants/q")).bearer_auth(&q)).await;

@@ -291,7 +291,28 @@ fn freeze_tree(root: i32) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
         }
     }
+    // SIGSTOP is delivered asynchronously: a sleeping process is woken to take it and is briefly
+    // running. Return once the whole tree is stopped (or gone), so that "paused" means frozen.
+    // Regression: `real_agent::pause_freezes_processes_and_a_call_resumes_them` read `R` after pause.
+    let deadline = Instant::now() + STOP_WAIT;
+    while Instant::now() < deadline {
+        let running = process_tree(root)
+            .into_iter()
+            .filter_map(proc_stat)
+            .any(|st| !matches!(st.state, 'T' | 't' | 'Z' | 'X'));
+        if !running {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    tracing::warn!(
+        pid = root,
+        "some processes were not stopped {STOP_WAIT:?} after SIGSTOP"
+    );
 }
+
+/// How long [`freeze_tree`] waits for every process to report stopped.
+const STOP_WAIT: Duration = Duration::from_secs(2);
 
 fn proc_stat(pid: i32) -> Option<ProcStat> {
     ProcStat::read(pid)
