@@ -233,8 +233,17 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let body = resp.bytes().await.unwrap_or_default();
-        Err(self.refine(Error::from_response(status.as_u16(), &body)))
+        let mut err = Error::from_response(status.as_u16(), &body);
+        if let Some(a) = err.api_mut() {
+            a.retry_after = retry_after;
+        }
+        Err(self.refine(err))
     }
 
     /// Adds where the key came from to an authentication error.

@@ -74,6 +74,7 @@ impl CommandResult {
         if self.status == ProcessStatus::TimedOut {
             return Err(Error::Timeout(ApiError {
                 status: 0,
+                retry_after: None,
                 code: ErrorCode::Timeout,
                 message: self
                     .error
@@ -599,6 +600,7 @@ impl Wait {
                 Some(t) => tokio::time::timeout(t, collect).await.map_err(|_| {
                     Error::Timeout(ApiError {
                         status: 0,
+                        retry_after: None,
                         code: ErrorCode::Timeout,
                         message: format!(
                             "process {} still running after {} ms",

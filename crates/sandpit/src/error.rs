@@ -18,6 +18,9 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// A sentence for a person.
     pub message: String,
+    /// The server's `Retry-After`, in seconds, when it sent one (a 429 over a tenant quota or rate, a
+    /// 503): when asking again may succeed.
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -157,6 +160,7 @@ impl Error {
                 status,
                 code,
                 message: message.into(),
+                retry_after: None,
             },
         )
     }
@@ -239,8 +243,25 @@ impl Error {
                 status,
                 code,
                 message,
+                retry_after: None,
             },
         )
+    }
+
+    /// The server's error details, to amend (the transport adds `Retry-After`).
+    pub(crate) fn api_mut(&mut self) -> Option<&mut ApiError> {
+        match self {
+            Self::Timeout(a)
+            | Self::NotFound(a)
+            | Self::Conflict(a)
+            | Self::PermissionDenied(a)
+            | Self::AlreadyExists(a)
+            | Self::InsufficientStorage(a)
+            | Self::Authentication(a)
+            | Self::InvalidArgument(a)
+            | Self::Api(a) => Some(a),
+            _ => None,
+        }
     }
 
     /// Whether retrying the same stream may help (a cut connection, not a refusal).

@@ -989,6 +989,7 @@ async fn tenant_quotas_are_set_read_and_refuse_a_create() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::QuotaExceeded), "{e:?}");
+    assert_eq!(e.api().and_then(|a| a.retry_after), Some(5), "{e:?}");
     assert!(e.to_string().contains("max_sandboxes quota (1)"), "{e}");
     let own = as_bot.tenants().get("rs-quota").await.unwrap();
     assert_eq!((own.usage.sandboxes, own.usage.memory_mb), (1, 128));
@@ -1016,6 +1017,12 @@ async fn tenant_quotas_are_set_read_and_refuse_a_create() {
     let first = Sandbox::create().client(&as_bot).await.unwrap();
     let e = Sandbox::create().client(&as_bot).await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::RateLimited), "{e:?}");
+    assert!(
+        e.api()
+            .and_then(|a| a.retry_after)
+            .is_some_and(|s| (1..=10).contains(&s)),
+        "{e:?}"
+    );
     first.kill().await.unwrap();
     let names: Vec<String> = admin
         .tenants()

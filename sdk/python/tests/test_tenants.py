@@ -31,6 +31,7 @@ def test_quotas_are_set_read_and_refuse_a_create(daemon) -> None:
             with pytest.raises(ResourceExhaustedError) as e:
                 Sandbox.create(api_key=bot.key, memory_mb=64)
             assert e.value.code == "quota_exceeded" and "max_sandboxes quota (1)" in str(e.value)
+            assert e.value.retry_after == 5
             # Under a memory quota a create names its memory.
             tenants.set_quotas("py-quota", TenantQuotas(max_sandboxes=5, max_memory_mb=256))
             with pytest.raises(InvalidArgumentError):
@@ -52,7 +53,7 @@ def test_quotas_are_set_read_and_refuse_a_create(daemon) -> None:
         try:
             with pytest.raises(ResourceExhaustedError) as e:
                 Sandbox.create(api_key=bot.key)
-            assert e.value.code == "rate_limited"
+            assert e.value.code == "rate_limited" and e.value.retry_after is not None and 1 <= e.value.retry_after <= 10
         finally:
             first.kill()
         with pytest.raises(InvalidArgumentError):

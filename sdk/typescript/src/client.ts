@@ -219,7 +219,10 @@ export async function errorFromResponse(resp: Response): Promise<SandboxError> {
   } catch {
     // body unreadable: the status decides
   }
-  return errorFromBody(resp.status, text, resp.statusText);
+  const err = errorFromBody(resp.status, text, resp.statusText);
+  const retry = resp.headers.get("retry-after")?.trim() ?? "";
+  if (/^\d+$/.test(retry)) err.retryAfter = Number(retry);
+  return err;
 }
 
 /** Client and base path of one sandbox's process API. */

@@ -24,12 +24,15 @@ export class SandboxError extends Error {
   readonly code: string;
   /** HTTP status of the failed response, if any. */
   readonly status: number | undefined;
+  /** The server's `Retry-After` in seconds, when it sent one (a 429 over a tenant quota or rate, a 503). */
+  retryAfter: number | undefined;
 
   constructor(message: string, opts: SandboxErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
     this.code = opts.code ?? "unknown";
     this.status = opts.status;
+    this.retryAfter = undefined;
   }
 }
 

@@ -31,6 +31,7 @@ test("quotas are set, read, and refuse a create over them with 429", async () =>
     await assert.rejects(Sandbox.create({ apiKey: bot.key, memoryMb: 64 }), (e: unknown) => {
       assert.ok(e instanceof ResourceExhaustedError, String(e));
       assert.equal(e.code, "quota_exceeded");
+      assert.equal(e.retryAfter, 5);
       assert.match(e.message, /max_sandboxes quota \(1\)/);
       return true;
     });
@@ -50,6 +51,7 @@ test("quotas are set, read, and refuse a create over them with 429", async () =>
     await assert.rejects(Sandbox.create({ apiKey: bot.key }), (e: unknown) => {
       assert.ok(e instanceof ResourceExhaustedError, String(e));
       assert.equal(e.code, "rate_limited");
+      assert.ok(e.retryAfter !== undefined && e.retryAfter >= 1 && e.retryAfter <= 10, String(e.retryAfter));
       return true;
     });
   } finally {

@@ -92,7 +92,7 @@ class _BaseTransport:
 
     def _decode(self, resp: httpx.Response) -> Any:
         if resp.status_code >= 400:
-            err = error_from_response(resp.status_code, resp.content)
+            err = error_from_response(resp.status_code, resp.content, resp.headers)
             if isinstance(err, AuthenticationError) and not self.api_key:
                 err.message += (
                     " (this client found no API key: pass api_key=, set SANDPIT_API_KEY, or make the daemon's"

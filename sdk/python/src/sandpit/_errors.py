@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from typing import TYPE_CHECKING, Dict, Optional, Type, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Type, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from ._types import CommandResult
@@ -44,6 +44,7 @@ class SandboxError(Exception):
             ``"stream_cut"`` or ``"command_exit"``.
         message: the server's sentence for a person.
         status_code: the HTTP status, when the error came from an HTTP answer.
+        retry_after: the server's ``Retry-After`` in seconds, when it sent one.
     """
 
     default_code = "unknown"
@@ -53,6 +54,8 @@ class SandboxError(Exception):
         self.message = message
         self.code = code or self.default_code
         self.status_code = status_code
+        #: The server's ``Retry-After`` in seconds, when it sent one (a 429 over a tenant quota or rate, a 503).
+        self.retry_after: Optional[int] = None
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -267,7 +270,9 @@ def _code_for_status(status_code: int) -> str:
     return _STATUS_TO_CODE.get(status_code, "internal" if 500 <= status_code <= 599 else "unknown")
 
 
-def error_from_response(status_code: int, body: Union[bytes, str, None]) -> SandboxError:
+def error_from_response(
+    status_code: int, body: Union[bytes, str, None], headers: Optional[Mapping[str, str]] = None
+) -> SandboxError:
     """Turn an HTTP error answer into the matching :class:`SandboxError` subclass, as every sandpit SDK does
     (docs/api.md, "How the SDKs map errors"; pinned by ``sdk/testdata/vectors.json``).
 
@@ -275,7 +280,8 @@ def error_from_response(status_code: int, body: Union[bytes, str, None]) -> Sand
     message is the server's. A code it does not know (a newer server) keeps its ``code`` and gets the class its HTTP
     status stands for (a 409 is a :class:`ConflictError`). Any other body (none, text, a proxy's page, other JSON) is
     classified by the status (502-504 are ``unavailable``, other 5xx ``internal``, an unlisted status ``unknown``), and
-    the message is ``HTTP <status>: <the body's first 500 characters>``.
+    the message is ``HTTP <status>: <the body's first 500 characters>``. ``headers`` (the answer's) give
+    ``retry_after`` from ``Retry-After``.
     """
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
     code: Optional[str] = None
@@ -294,4 +300,8 @@ def error_from_response(status_code: int, body: Union[bytes, str, None]) -> Sand
     if code is None:
         code = _code_for_status(status_code)
     cls = _CODE_TO_ERROR.get(code) or _CODE_TO_ERROR.get(_code_for_status(status_code), SandboxError)
-    return cls(message, code=code, status_code=status_code)
+    err = cls(message, code=code, status_code=status_code)
+    retry = (headers or {}).get("retry-after", "").strip()
+    if retry.isdigit():
+        err.retry_after = int(retry)
+    return err

@@ -76,7 +76,7 @@ class AsyncFiles:
         except httpx.HTTPError as exc:
             raise SandboxError(f"cannot reach sandpit at {self._t.url}: {exc}", code="unavailable") from exc
         if resp.status_code >= 400:
-            raise error_from_response(resp.status_code, resp.content)
+            raise error_from_response(resp.status_code, resp.content, resp.headers)
         return resp
 
     @overload
