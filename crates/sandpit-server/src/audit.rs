@@ -202,6 +202,10 @@ pub enum BodyDetail {
 
 /// The one rule for what is recorded: `None` for calls that only read (and for preview traffic).
 pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Option<Classified> {
+    // Reads (most requests, streams included) are never recorded: no parsing for them.
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let c = |action, sandbox: Option<&str>, detail: Option<String>, body| {
         Some(Classified {

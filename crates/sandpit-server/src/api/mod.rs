@@ -181,11 +181,14 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     if path == "/health" || crate::preview::is_preview_path(path) {
         return next.run(req).await;
     }
-    let Some(mut who) = principal_of(&s.keys, &req).or_else(|| signed_principal(&s, &req)) else {
-        return match signed_url_refusal(&s, &req) {
-            Some(why) => ApiError::Forbidden(why).into_response(),
-            None => ApiError::Unauthenticated.into_response(),
-        };
+    let mut who = match principal_of(&s.keys, &req)
+        .map(Ok)
+        .or_else(|| verify_signed(&s, &req))
+    {
+        Some(Ok(who)) => who,
+        // A signed URL that does not open anything says why.
+        Some(Err(why)) => return ApiError::Forbidden(why.to_string()).into_response(),
+        None => return ApiError::Unauthenticated.into_response(),
     };
     // A sandbox's token acts for that sandbox's tenant.
     if let Some(t) = who.sandbox.as_deref().and_then(|id| s.engine.tenant_of(id)) {
@@ -207,16 +210,8 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     revoke::revocable(next.run(req).await, s.keys.clone(), who)
 }
 
-/// The principal a valid signed file URL acts as (`crate::signing`), when the request has no key.
-fn signed_principal(s: &AppState, req: &Request) -> Option<Principal> {
-    verify_signed(s, req)?.ok()
-}
-
-/// Why a request that carries a signature is refused (403), when it is.
-fn signed_url_refusal(s: &AppState, req: &Request) -> Option<String> {
-    verify_signed(s, req)?.err().map(|e| e.to_string())
-}
-
+/// For a request that carries a signature (and no key): the principal its signed file URL acts as
+/// (`crate::signing`), or why the URL opens nothing.
 fn verify_signed(
     s: &AppState,
     req: &Request,
