@@ -47,6 +47,10 @@ pub struct AgentArgs {
     /// first (repeatable): how it enters the subtree `--cgroup` is in.
     #[arg(long, value_name = "FD", requires = "cgroup")]
     cgroup_entry_fd: Vec<i32>,
+    /// An inherited descriptor to hold open, untouched, for the agent's whole life (repeatable): the host
+    /// takes it back with `pidfd_getfd` (the isolate backend keeps the sandbox's writable layer here).
+    #[arg(long, value_name = "FD")]
+    keep_fd: Vec<i32>,
     /// Seconds between SIGTERM and SIGKILL for processes at shutdown.
     #[arg(long, default_value_t = 2)]
     shutdown_grace_secs: u64,
@@ -94,6 +98,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         retention: Duration::from_secs(args.retention_secs),
         cgroup: args.cgroup,
         cgroup_entry_fds: args.cgroup_entry_fd,
+        kept_fds: args.keep_fd,
         log_file: args.log_file.clone(),
         ..AgentConfig::default()
     };

@@ -46,6 +46,10 @@ pub struct AgentConfig {
     /// sandbox the agent's own cgroups are not in them, and only the host may move processes across.
     /// Marked close-on-exec at start.
     pub cgroup_entry_fds: Vec<std::os::fd::RawFd>,
+    /// Inherited descriptors the host asks the init to hold open for the sandbox's whole life and takes
+    /// back with `pidfd_getfd` when it needs them (the isolate backend's writable layer, for snapshots).
+    /// The agent never reads them; it marks them close-on-exec at start so no process inherits them.
+    pub kept_fds: Vec<std::os::fd::RawFd>,
     /// The agent's own log file (`GET /logs`), when it logs to one ([`crate::log`]).
     pub log_file: Option<PathBuf>,
 }
@@ -64,6 +68,7 @@ impl Default for AgentConfig {
             shell: "/bin/sh".into(),
             cgroup: None,
             cgroup_entry_fds: Vec::new(),
+            kept_fds: Vec::new(),
             log_file: None,
         }
     }
@@ -112,7 +117,7 @@ impl Agent {
             Some(dir) => Some(crate::cgroup::ProcessCgroups::new(dir)?),
             None => None,
         };
-        for &fd in &config.cgroup_entry_fds {
+        for &fd in config.cgroup_entry_fds.iter().chain(&config.kept_fds) {
             // SAFETY: fcntl on a descriptor number; a bad one fails with EBADF, which is reported.
             if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
                 return Err(std::io::Error::last_os_error());

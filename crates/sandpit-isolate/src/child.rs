@@ -97,6 +97,9 @@ pub(crate) struct Plan {
     /// The host-opened `cgroup.procs` of the sandbox's `work` cgroups; they become fds [`CGROUP_FD`],
     /// [`CGROUP_FD`] + 1, … in the init.
     pub cgroup_fds: Vec<RawFd>,
+    /// The sandbox's writable layer (its tmpfs mount fd); becomes fd [`UPPER_FD`] in the init, which
+    /// holds it for the sandbox's life so that the host can take it back (snapshots). -1: none.
+    pub upper_fd: RawFd,
     /// `eth0`'s addresses when the sandbox has a network link (the host created the veth before
     /// sending the rootfs): the sandbox's own /32 and its gateway, in network byte order.
     pub net: Option<ChildNet>,
@@ -122,6 +125,10 @@ pub const CGROUP_FD: RawFd = 5;
 
 /// Most `cgroup.procs` descriptors an init is given.
 pub const MAX_CGROUP_FDS: usize = 4;
+
+/// The descriptor number on which the init holds the sandbox's writable layer (`sandpit agent
+/// --keep-fd 9`), right after the `cgroup.procs` range.
+pub const UPPER_FD: RawFd = CGROUP_FD + MAX_CGROUP_FDS as RawFd;
 
 impl Plan {
     #[allow(clippy::too_many_arguments)]
@@ -156,6 +163,7 @@ impl Plan {
             log_fd: fds[3],
             listen_fd: fds[4],
             cgroup_fds: Vec::new(),
+            upper_fd: -1,
             net: None,
         };
         // The CStrings' heap buffers do not move when the Vec<CString> is moved into the struct,
@@ -645,6 +653,13 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         ] {
             check(14, libc::c_long::from(libc::dup2(from, to)))?;
         }
+        let upper = if plan.upper_fd >= 0 {
+            let fd = libc::fcntl(plan.upper_fd, libc::F_DUPFD_CLOEXEC, 64);
+            check(14, libc::c_long::from(fd))?;
+            fd
+        } else {
+            -1
+        };
         let mut keep_up_to = LISTEN_FD;
         for (i, &fd) in cgroup.iter().enumerate() {
             if fd >= 0 {
@@ -664,6 +679,10 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
                 libc::CLOSE_RANGE_CLOEXEC,
             ),
         )?;
+        // The writable layer last, above the cleared range (dup2 leaves the copy inheritable).
+        if upper >= 0 {
+            check(14, libc::c_long::from(libc::dup2(upper, UPPER_FD)))?;
+        }
         libc::execve(
             plan.exec_path.as_ptr(),
             plan.argv_ptrs.as_ptr(),

@@ -18,6 +18,7 @@ mod idrange;
 pub mod procfs;
 mod rootfs;
 mod seccomp;
+pub mod snapshot;
 mod sys;
 mod template;
 
@@ -39,7 +40,8 @@ pub use hostcheck::{HostError, needs_interpreter};
 pub use idrange::{IdRange, RANGE_SIZE, RangeError};
 pub use rootfs::RootfsError;
 pub use seccomp::{DENIED as DENIED_SYSCALLS, FilterError};
-pub use template::{BASE as BASE_TEMPLATE, ImportSource, TemplateError, TemplateInfo};
+pub use snapshot::SyncStats;
+pub use template::{BASE as BASE_TEMPLATE, ImportSource, LayerMeta, TemplateError, TemplateInfo};
 
 /// Where the agent binary appears inside every sandbox (read-only bind mount of the host file).
 pub const AGENT_PATH_IN_SANDBOX: &str = "/.sandpit/sandpit";
@@ -143,6 +145,22 @@ pub struct SandboxHandle {
     pub ids: Option<IdRange>,
     pub cgroups: Option<CgroupSet>,
     pub template: String,
+    /// The descriptor number at which the init holds the writable layer ([`child::UPPER_FD`]);
+    /// `None` for sandboxes made by a sandpit that did not keep it (they cannot be snapshotted).
+    #[serde(default)]
+    pub upper_fd: Option<i32>,
+}
+
+/// What [`Isolator::snapshot`] did.
+#[derive(Debug, Clone)]
+pub struct SnapshotReport {
+    pub template: TemplateInfo,
+    /// The first pass, while the sandbox ran: everything in its writable layer.
+    pub copied: SyncStats,
+    /// The second pass, with the sandbox frozen: what changed meanwhile.
+    pub settled: SyncStats,
+    /// How long the sandbox was frozen (zero when it was paused already or `freeze` was off).
+    pub frozen: Duration,
 }
 
 /// Errors of the isolator.
@@ -341,6 +359,7 @@ impl Isolator {
             ids: self.ids.owned_by(id),
             cgroups: cgroups.dirs().iter().any(|d| d.exists()).then_some(cgroups),
             template: String::new(),
+            upper_fd: None,
         }
     }
 
@@ -394,6 +413,7 @@ impl Isolator {
             ids: None,
             cgroups: None,
             template: template.name.clone(),
+            upper_fd: None,
         };
         match self.start(spec, &template, &hostname, &mut handle) {
             Ok(()) => Ok(handle),
@@ -464,6 +484,7 @@ impl Isolator {
         }
         .map_err(ioe("opening the init's stdout"))?;
 
+        let layers = self.templates.layers(template)?;
         let disk_mb = spec.disk_mb.unwrap_or(self.cfg.default_disk_mb);
         let upper = rootfs::writable_layer(disk_mb, range.base)?;
         if let Some(net) = &spec.network {
@@ -509,6 +530,11 @@ impl Isolator {
 
         plan.parent_sock = parent_sock.as_raw_fd();
         plan.cgroup_fds = cgroup_entries.iter().map(AsRawFd::as_raw_fd).collect();
+        // The agent holds the writable layer for snapshots; a custom init need not.
+        if spec.init_argv.is_none() {
+            plan.upper_fd = upper.as_raw_fd();
+            handle.upper_fd = Some(child::UPPER_FD);
+        }
         plan.net = spec.network.as_ref().map(|n| child::ChildNet {
             addr: n.addr.octets(),
             gateway: n.gateway.octets(),
@@ -545,7 +571,7 @@ impl Isolator {
         let userns = fs::File::open(format!("/proc/{pid}/ns/user"))
             .map(OwnedFd::from)
             .map_err(ioe("opening the sandbox user namespace"))?;
-        let overlay = rootfs::overlay(&template.rootfs, &userns, &upper)?;
+        let overlay = rootfs::overlay(&layers, &userns, &upper)?;
         sys::send_fd(&parent_sock, overlay.as_raw_fd()).map_err(ioe("passing the rootfs"))?;
         drop((overlay, upper, userns));
 
@@ -635,6 +661,8 @@ impl Isolator {
             "user".into(),
             "--ready-fd".into(),
             READY_FD.to_string(),
+            "--keep-fd".into(),
+            child::UPPER_FD.to_string(),
         ];
         if let Some(dir) = cgroup_dir {
             // One cgroup per process in the delegated subtree, entered through the host-opened fds.
@@ -653,6 +681,70 @@ impl Isolator {
             argv.iter().map(|a| child::cstring(a)).collect(),
             envp,
         )
+    }
+
+    /// Makes template `name` from the sandbox's filesystem as it is now: a layer over the sandbox's
+    /// own template holding what the sandbox wrote (see [`snapshot`]). With `freeze`, the sandbox is
+    /// frozen for the second, short pass so that the layer is one instant's state; pass `false` when
+    /// it is paused already.
+    pub fn snapshot(
+        &self,
+        handle: &SandboxHandle,
+        name: &str,
+        meta: &LayerMeta,
+        freeze: bool,
+    ) -> Result<SnapshotReport, IsolateError> {
+        let Some(fd) = handle.upper_fd else {
+            return Err(IsolateError::InvalidSpec(format!(
+                "sandbox {:?} was created by an earlier sandpit, which did not keep its writable layer                  reachable; only sandboxes created since can be snapshotted",
+                handle.id
+            )));
+        };
+        let ids = handle
+            .ids
+            .map(|r| (r.base, r.count))
+            .ok_or_else(|| IsolateError::NotCreated(handle.id.clone()))?;
+        let layer = snapshot::writable_layer(handle.init_pid, handle.init_start_time, fd)
+            .map_err(ioe(format!("reaching the writable layer of sandbox {:?}", handle.id)))?;
+        let src = PathBuf::from(format!("/proc/self/fd/{}/upper", layer.as_raw_fd()));
+        let mut meta = meta.clone();
+        meta.parent.clone_from(&handle.template);
+        let (mut copied, mut settled, mut frozen) = Default::default();
+        let freeze_err = |what: &str, e: IsolateError| TemplateError::Io {
+            what: format!("{what} sandbox {:?}", handle.id),
+            source: io::Error::other(e.to_string()),
+        };
+        let template = self.templates.build_layer(name, &meta, |root| {
+            let mut sync = snapshot::Sync::new(ids);
+            copied = sync.run(&src, root)?;
+            if freeze {
+                self.pause(handle).map_err(|e| freeze_err("freezing", e))?;
+            }
+            let t = std::time::Instant::now();
+            let last = sync.run(&src, root);
+            if freeze {
+                frozen = t.elapsed();
+                self.resume(handle).map_err(|e| freeze_err("thawing", e))?;
+            }
+            settled = last?;
+            Ok(())
+        })?;
+        Ok(SnapshotReport {
+            template,
+            copied,
+            settled,
+            frozen,
+        })
+    }
+
+    /// Writes template `name`, its layers merged, as a zstd-compressed tar stream to `out`.
+    pub fn export_template(&self, name: &str, out: impl io::Write) -> Result<(), IsolateError> {
+        Ok(self.templates.export(name, out)?)
+    }
+
+    /// A template's metadata.
+    pub fn template(&self, name: &str) -> Option<TemplateInfo> {
+        self.templates.get(name)
     }
 
     /// Freezes every process of the sandbox.

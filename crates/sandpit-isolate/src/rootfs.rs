@@ -102,23 +102,27 @@ pub(crate) fn seed_file(
     chown(&file, Some(owner), Some(owner)).map_err(err)
 }
 
-/// The overlay of the idmapped template under `upper`, as a detached mount fd.
+/// The overlay of the idmapped template layers (`layers[0]` on top: a snapshot over its parents)
+/// under `upper`, as a detached mount fd.
 pub(crate) fn overlay(
-    template: &Path,
+    layers: &[std::path::PathBuf],
     userns: &OwnedFd,
     upper: &OwnedFd,
 ) -> Result<OwnedFd, RootfsError> {
-    let idmap_err = |source| RootfsError::Idmap {
-        path: template.display().to_string(),
-        source,
-    };
-    let lower = sys::open_tree_clone(template).map_err(idmap_err)?;
-    sys::mount_setattr(&lower, libc::MOUNT_ATTR_RDONLY, Some(userns)).map_err(idmap_err)?;
+    let mut lowers = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let idmap_err = |source| RootfsError::Idmap {
+            path: layer.display().to_string(),
+            source,
+        };
+        let lower = sys::open_tree_clone(layer).map_err(idmap_err)?;
+        sys::mount_setattr(&lower, libc::MOUNT_ATTR_RDONLY, Some(userns)).map_err(idmap_err)?;
+        lowers.push(lower);
+    }
     let err = |source| RootfsError::Overlay { source };
     let ctx = FsContext::open(c"overlay").map_err(err)?;
     let up = format!("/proc/self/fd/{}", upper.as_raw_fd());
-    ctx.set("lowerdir", &format!("/proc/self/fd/{}", lower.as_raw_fd()))
-        .map_err(err)?;
+    ctx.set("lowerdir", &lowerdir(&lowers)).map_err(err)?;
     ctx.set("upperdir", &format!("{up}/upper")).map_err(err)?;
     ctx.set("workdir", &format!("{up}/work")).map_err(err)?;
     // No inode index / metacopy: plain copy-up semantics, nothing that ties the upper layer to
@@ -131,6 +135,32 @@ pub(crate) fn overlay(
     // inside. The sandbox's /dev is separate mounts of the few harmless nodes. Not `nosuid`: setuid
     // binaries of the template only reach the sandbox's own root.
     ctx.mount(libc::MOUNT_ATTR_NODEV).map_err(err)
+}
+
+/// The merged, read-only view of template layers (`layers[0]` on top) as a detached mount fd, with
+/// the layers' whiteouts applied: what a sandbox made from the template starts with. For export.
+pub(crate) fn merged_view(layers: &[std::path::PathBuf]) -> Result<OwnedFd, RootfsError> {
+    let err = |source| RootfsError::Overlay { source };
+    if let [only] = layers {
+        return sys::open_tree_clone(only).map_err(err);
+    }
+    let mut lowers = Vec::with_capacity(layers.len());
+    for layer in layers {
+        lowers.push(sys::open_tree_clone(layer).map_err(err)?);
+    }
+    let ctx = FsContext::open(c"overlay").map_err(err)?;
+    ctx.set("lowerdir", &lowerdir(&lowers)).map_err(err)?;
+    ctx.mount(libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV)
+        .map_err(err)
+}
+
+/// overlayfs's `lowerdir=` value for mount fds, top layer first.
+fn lowerdir(lowers: &[OwnedFd]) -> String {
+    lowers
+        .iter()
+        .map(|l| format!("/proc/self/fd/{}", l.as_raw_fd()))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn mount(

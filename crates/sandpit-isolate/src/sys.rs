@@ -217,3 +217,101 @@ pub(crate) fn send_fd(sock: &OwnedFd, fd: RawFd) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// `pidfd_getfd`: a copy of descriptor `fd` of process `pid` (host root may take any process's).
+/// `start_time` guards against a reused pid: the copy is only returned while `pid` is still the
+/// process that started then.
+pub(crate) fn take_fd(pid: i32, start_time: u64, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain integer arguments.
+    let pidfd = fd_result(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    if process_start_time(pid) != Some(start_time) {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: plain integer arguments on a pidfd we own.
+    fd_result(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })
+}
+
+/// The filesystem type (`f_type`) of the filesystem holding `fd`.
+pub(crate) fn fs_type(fd: &impl AsRawFd) -> io::Result<i64> {
+    // SAFETY: `st` is a properly sized out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and out-pointer.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &raw mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion)]
+    Ok(i64::from(st.f_type))
+}
+
+/// The extended attribute names of `path` (not following a symlink).
+pub(crate) fn xattr_names(path: &Path) -> io::Result<Vec<CString>> {
+    let p = path_cstr(path)?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: `buf` is writable for its length; `p` is a valid C string.
+        let n = unsafe { libc::llistxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ERANGE) && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if e.raw_os_error() == Some(libc::ENOTSUP) {
+            return Ok(Vec::new());
+        }
+        return Err(e);
+    }
+    Ok(buf
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .filter_map(|n| CString::new(n).ok())
+        .collect())
+}
+
+/// Copies extended attribute `name` of `src` to `dst` (neither followed if a symlink).
+pub(crate) fn copy_xattr(src: &Path, dst: &Path, name: &CStr) -> io::Result<()> {
+    let (s, d) = (path_cstr(src)?, path_cstr(dst)?);
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `buf` is writable for its length; the strings are valid.
+    let n = unsafe { libc::lgetxattr(s.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `buf` holds `n` valid bytes; the strings are valid.
+    let rc = unsafe { libc::lsetxattr(d.as_ptr(), name.as_ptr(), buf.as_ptr().cast(), n as usize, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets the access and modification times of `path` (not following a symlink).
+pub(crate) fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let p = path_cstr(path)?;
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    // SAFETY: valid C string and a two-element timespec array.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -31,6 +31,10 @@ pub enum TemplateError {
     NotFound(String),
     #[error("template {0:?} already exists; templates are immutable, remove it first")]
     Exists(String),
+    #[error("template {name:?} is the parent layer of snapshot {child:?}; delete that first")]
+    HasChildren { name: String, child: String },
+    #[error("template {0:?} is a layer chain more than 64 deep, or a loop")]
+    TooDeep(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -60,9 +64,31 @@ pub struct TemplateInfo {
     pub source: String,
     /// Unix time of the build.
     pub created: u64,
-    /// The rootfs directory (lower layer of sandboxes).
+    /// The rootfs directory (lower layer of sandboxes). For a snapshot, only what changed over
+    /// `parent`, with overlayfs whiteouts for what was removed.
     pub rootfs: PathBuf,
+    /// The template this one is a layer over (snapshots), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Who made it (a tenant, opaque here), for templates made from a sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Made for a fork: the daemon removes it once no sandbox uses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
 }
+
+/// What a layer built over another template is (see [`TemplateStore::build_layer`]).
+#[derive(Debug, Clone, Default)]
+pub struct LayerMeta {
+    pub source: String,
+    pub parent: String,
+    pub owner: Option<String>,
+    pub auto_remove: bool,
+}
+
+/// How deep a chain of snapshot layers may be (overlayfs stacks at most 500; mount options are one page).
+const MAX_LAYERS: usize = 64;
 
 /// What to import.
 #[derive(Debug, Clone)]
@@ -156,10 +182,83 @@ impl TemplateStore {
         if !dir.exists() {
             return Err(TemplateError::NotFound(name.to_string()));
         }
+        if let Some(child) = self
+            .list()
+            .into_iter()
+            .find(|t| t.parent.as_deref() == Some(name))
+        {
+            return Err(TemplateError::HasChildren {
+                name: name.to_string(),
+                child: child.name,
+            });
+        }
         // Rename first so a half-deleted template is never visible under its name.
         let trash = self.dir.join(format!(".trash-{name}-{}", unique()));
         fs::rename(&dir, &trash).map_err(ioe(format!("removing template {name}")))?;
         fs::remove_dir_all(&trash).map_err(ioe(format!("removing {}", trash.display())))
+    }
+
+    /// The layers a sandbox made from `t` stacks, top first: `t`'s own rootfs, then its parent's, ….
+    pub fn layers(&self, t: &TemplateInfo) -> Result<Vec<PathBuf>, TemplateError> {
+        let mut layers = vec![t.rootfs.clone()];
+        let mut next = t.parent.clone();
+        while let Some(name) = next {
+            if layers.len() >= MAX_LAYERS {
+                return Err(TemplateError::TooDeep(t.name.clone()));
+            }
+            let p = self
+                .get(&name)
+                .ok_or_else(|| TemplateError::NotFound(name.clone()))?;
+            layers.push(p.rootfs);
+            next = p.parent;
+        }
+        Ok(layers)
+    }
+
+    /// Builds template `name` as a layer over `meta.parent`: `fill` writes only the differences, as
+    /// overlayfs records them (the template gets no `/etc` or mount points of its own).
+    pub fn build_layer(
+        &self,
+        name: &str,
+        meta: &LayerMeta,
+        fill: impl FnOnce(&Path) -> Result<(), TemplateError>,
+    ) -> Result<TemplateInfo, TemplateError> {
+        let parent = self.resolve(&meta.parent)?;
+        let depth = self.layers(&parent)?.len();
+        if depth >= MAX_LAYERS {
+            return Err(TemplateError::TooDeep(name.to_string()));
+        }
+        self.build_with(name, &meta.source, fill, |info| {
+            info.parent = Some(parent.name.clone());
+            info.owner.clone_from(&meta.owner);
+            info.auto_remove = meta.auto_remove;
+        })
+    }
+
+    /// Writes template `name` as one tar stream (zstd-compressed) to `out`: the root filesystem a
+    /// sandbox made from it starts with, its layers merged, so that it imports on any host
+    /// ([`ImportSource::Tarball`] reads it back).
+    pub fn export(&self, name: &str, out: impl io::Write) -> Result<(), TemplateError> {
+        let t = self.resolve(name)?;
+        let layers = self.layers(&t)?;
+        let view = crate::rootfs::merged_view(&layers).map_err(|e| TemplateError::Io {
+            what: format!("mounting the layers of template {name}"),
+            source: io::Error::other(e),
+        })?;
+        let root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&view)));
+        let mut enc = zstd::Encoder::new(out, 3).map_err(ioe("starting zstd"))?;
+        // Both cores: an export of a whole root filesystem is compression-bound.
+        let _ = enc.multithread(2);
+        let mut tar = tar::Builder::new(enc);
+        tar.follow_symlinks(false);
+        tar.mode(tar::HeaderMode::Complete);
+        tar.append_dir_all(".", &root)
+            .map_err(ioe(format!("writing template {name}")))?;
+        let enc = tar
+            .into_inner()
+            .map_err(ioe(format!("writing template {name}")))?;
+        enc.finish().map_err(ioe(format!("writing template {name}")))?;
+        Ok(())
     }
 
     /// Imports a template from `source`.
@@ -234,6 +333,26 @@ impl TemplateStore {
         source: &str,
         fill: impl FnOnce(&Path) -> Result<(), TemplateError>,
     ) -> Result<TemplateInfo, TemplateError> {
+        self.build_with(
+            name,
+            source,
+            |root| {
+                fill(root)?;
+                finalize(root)
+            },
+            |_| {},
+        )
+    }
+
+    /// Builds `name` in a temporary directory that `fill` writes the rootfs of, then renames it into
+    /// place; `describe` adds to the metadata.
+    fn build_with(
+        &self,
+        name: &str,
+        source: &str,
+        fill: impl FnOnce(&Path) -> Result<(), TemplateError>,
+        describe: impl FnOnce(&mut TemplateInfo),
+    ) -> Result<TemplateInfo, TemplateError> {
         if !valid_name(name) {
             return Err(TemplateError::InvalidName(name.to_string()));
         }
@@ -253,15 +372,18 @@ impl TemplateStore {
             fs::set_permissions(&root, fs::Permissions::from_mode(0o755))
                 .map_err(ioe("chmod rootfs"))?;
             fill(&root)?;
-            finalize(&root)?;
-            let info = TemplateInfo {
+            let mut info = TemplateInfo {
                 name: name.to_string(),
                 source: source.to_string(),
                 created: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
                 rootfs: self.dir.join(name).join("rootfs"),
+                parent: None,
+                owner: None,
+                auto_remove: false,
             };
+            describe(&mut info);
             let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
             fs::write(tmp.join("template.json"), json).map_err(ioe("writing template.json"))?;
             fs::rename(&tmp, self.dir.join(name))
@@ -654,7 +776,9 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, TemplateError> {
         [0x1f, 0x8b, ..] => Ok(Box::new(flate2::read::GzDecoder::new(io::BufReader::new(
             f,
         )))),
-        [0x28, 0xb5, 0x2f, 0xfd] => Err(bad("zstd-compressed; decompress it first (zstd -d)")),
+        [0x28, 0xb5, 0x2f, 0xfd] => Ok(Box::new(
+            zstd::Decoder::new(f).map_err(ioe(format!("reading {}", path.display())))?,
+        )),
         [0xfd, b'7', b'z', b'X'] => Err(bad("xz-compressed; decompress it first (xz -d)")),
         _ => Ok(Box::new(io::BufReader::new(f))),
     }

@@ -13,11 +13,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sandpit_types::sandbox::{CreateSandboxRequest, OnTimeout, SandboxInfo, SandboxState};
+use sandpit_types::sandbox::{
+    CreateSandboxRequest, ForkInfo, ForkRequest, OnTimeout, SandboxInfo, SandboxState, SnapshotInfo,
+};
 use sandpit_types::tenants::TenantUsage;
 use tokio::sync::{Notify, watch};
 
-use crate::backend::{BackendError, BackendHandle, SandboxBackend, SandboxSpec};
+use crate::backend::{BackendError, BackendHandle, SandboxBackend, SandboxSpec, SnapshotSpec};
 use crate::store::{SandboxRecord, Store, StoreError};
 use crate::time::rfc3339;
 
@@ -866,6 +868,166 @@ impl Engine {
         .await
     }
 
+    /// Makes template `name` from sandbox `id`'s filesystem as it is now ([`SandboxBackend::snapshot`]):
+    /// a running sandbox is frozen for the last, short pass; a paused one stays paused. The template
+    /// belongs to the sandbox's tenant.
+    pub async fn snapshot(
+        self: &Arc<Self>,
+        id: &str,
+        name: &str,
+        auto_remove: bool,
+    ) -> Result<SnapshotInfo, EngineError> {
+        let (this, id, name) = (self.clone(), id.to_owned(), name.to_owned());
+        Self::detached(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let mut rec = this.load(&id).await?;
+            let freeze = match rec.state {
+                SandboxState::Running => true,
+                SandboxState::Paused => false,
+                other => {
+                    return Err(EngineError::Conflict(format!(
+                        "cannot snapshot sandbox {id}: it is {}",
+                        other.as_str()
+                    )));
+                }
+            };
+            let handle = rec.handle.clone().ok_or_else(|| no_handle(&rec))?;
+            let spec = SnapshotSpec {
+                name,
+                sandbox: id.clone(),
+                tenant: Some(rec.tenant.clone()),
+                auto_remove,
+            };
+            let out = match this
+                .on_backend(move |b| b.snapshot(&handle, &spec, freeze))
+                .await
+            {
+                Ok(out) => out,
+                Err(err) => return Err(this.after_backend_error(&mut rec, err).await),
+            };
+            tracing::info!(
+                sandbox = %id,
+                template = %out.template.name,
+                bytes = out.bytes,
+                frozen_ms = out.frozen.as_secs_f64() * 1e3,
+                "snapshot made"
+            );
+            Ok(SnapshotInfo {
+                template: crate::templates::info(out.template),
+                frozen_ms: out.frozen.as_secs_f64() * 1e3,
+                bytes: out.bytes,
+                entries: out.entries,
+            })
+        })
+        .await
+    }
+
+    /// `req.count` new sandboxes whose filesystems start as sandbox `id`'s is now: a snapshot of it
+    /// (removed with the last sandbox that uses it), then creates from that, side by side. All or
+    /// nothing: when one create fails, those made are deleted and the error returned.
+    pub async fn fork(
+        self: &Arc<Self>,
+        id: &str,
+        req: ForkRequest,
+        tenant: &str,
+    ) -> Result<ForkInfo, EngineError> {
+        req.validate().map_err(EngineError::InvalidArgument)?;
+        let name = format!("fork-{}", crate::auth::random_hex(6));
+        let snapshot = self.snapshot(id, &name, true).await?;
+        let creates = (0..req.count).map(|_| {
+            let mut options = req.options.clone();
+            options.template = Some(name.clone());
+            self.create(options, tenant)
+        });
+        let results = futures_util::future::join_all(creates).await;
+        let mut made = Vec::new();
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(info) => made.push(info),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        if let Some(err) = failure {
+            for s in &made {
+                let _ = self.delete(&s.id).await;
+            }
+            self.remove_if_unused(&name).await;
+            return Err(err);
+        }
+        Ok(ForkInfo {
+            snapshot,
+            sandboxes: made,
+        })
+    }
+
+    /// Ids of the sandboxes recorded with template `name` (which must not be deleted meanwhile).
+    pub async fn template_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.template == name)
+            .map(|r| r.id)
+            .collect())
+    }
+
+    /// Removes template `name` if it is a fork's (`auto_remove`) and no sandbox uses it any more; then
+    /// its parent, if that is a fork's left unused too (a fork of a forked sandbox).
+    async fn remove_if_unused(&self, name: &str) {
+        let Some(store) = self.backend.templates() else {
+            return;
+        };
+        let mut next = Some(name.to_owned());
+        while let Some(name) = next.take() {
+            let Some(t) = store
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|t| t.name == name && t.auto_remove)
+            else {
+                return;
+            };
+            if !self.template_users(&name).await.is_ok_and(|u| u.is_empty()) {
+                return;
+            }
+            let owned = name.clone();
+            match self
+                .on_backend(move |b| match b.templates() {
+                    Some(t) => t.remove(&owned),
+                    None => Ok(()),
+                })
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(template = %name, "fork snapshot removed with its last sandbox");
+                    next = t.parent;
+                }
+                // A snapshot stacked on it, say: it stays until that one goes.
+                Err(e) => tracing::debug!(template = %name, error = %e, "fork snapshot kept"),
+            }
+        }
+    }
+
+    /// Removes every fork snapshot no sandbox uses (those a daemon killed mid-delete left). At start-up.
+    pub async fn sweep_fork_snapshots(&self) {
+        let Some(store) = self.backend.templates() else {
+            return;
+        };
+        let forks: Vec<String> = store
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| t.auto_remove)
+            .map(|t| t.name)
+            .collect();
+        for name in forks {
+            self.remove_if_unused(&name).await;
+        }
+    }
+
     /// Kills everything in the sandbox and forgets it: afterwards its id is unknown (404).
     pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), EngineError> {
         let (this, id) = (self.clone(), id.to_owned());
@@ -886,6 +1048,7 @@ impl Engine {
             this.forget_record(&id);
             this.wake.notify_one();
             tracing::info!(sandbox = %id, "sandbox deleted");
+            this.remove_if_unused(&rec.template).await;
             Ok(())
         })
         .await

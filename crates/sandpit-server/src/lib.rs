@@ -162,6 +162,7 @@ async fn serve(
     let templates = Arc::new(templates::Templates::new(
         backend.clone(),
         &config.import_roots,
+        state_dir.join("uploads"),
     ));
     templates.warm_base();
     let engine = engine::Engine::new(
@@ -189,6 +190,7 @@ async fn serve(
         quotas::Quotas::load(engine.store().clone()).await?,
     ));
     engine.reconcile().await?;
+    engine.sweep_fork_snapshots().await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let timers = tokio::spawn(engine.clone().run_timers(stop_rx.clone()));

@@ -8,7 +8,7 @@
 use sandpit_types::sandbox::{
     AccessToken, CreateSandboxRequest, CreateTemplateRequest, DebianSource, OnTimeout, SandboxInfo,
     SandboxList, SandboxState, SetTimeoutRequest, TemplateBuild, TemplateBuildState, TemplateInfo,
-    TemplateList, TemplateSource,
+    TemplateList, TemplateSource, CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo,
 };
 use sandpit_types::{
     ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
@@ -23,7 +23,7 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, handlers, keys, network, signed, tenants};
+use crate::api::{audit, handlers, keys, network, signed, snapshots, tenants};
 use sandpit_types::audit::{AuditEntry, AuditList};
 use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
 use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
@@ -80,6 +80,9 @@ impl utoipa::ToSchema for RawBytes {}
         handlers::get_template,
         handlers::template_build,
         handlers::delete_template,
+        snapshots::export_template,
+        snapshots::create_snapshot,
+        snapshots::fork_sandbox,
         keys::create_key,
         keys::list_keys,
         keys::revoke_key,
@@ -134,13 +137,15 @@ impl utoipa::ToSchema for RawBytes {}
         CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope,
         TenantQuotas, TenantUsage, TenantInfo, TenantList, AuditEntry, AuditList,
         SignedUrlRequest, SignedUrl, SignedUrlOp,
+        CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
     tags(
         (name = "daemon", description = "Health, metrics and this document"),
         (name = "sandboxes", description = "Sandbox lifecycle"),
-        (name = "templates", description = "Root filesystems sandboxes start from (isolate backend; admin-only imports)"),
+        (name = "templates", description = "Root filesystems sandboxes start from (isolate backend; admin-only imports; a tenant sees its own snapshots)"),
+        (name = "snapshots", description = "Templates made from a sandbox's filesystem, and forks (isolate backend)"),
         (name = "processes", description = "Processes inside a sandbox (served by its agent; a paused sandbox is resumed first)"),
         (name = "network", description = "Egress policy and exposed ports (preview URLs)"),
         (name = "keys", description = "API keys with scopes (`admin`, `sandboxes`, `read`); admin only"),

@@ -39,6 +39,8 @@ pub enum TemplateApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("internal error: {0}")]
@@ -58,12 +60,49 @@ pub struct Templates {
     builds: Arc<Mutex<HashMap<String, Build>>>,
     /// Where host-path sources may be (canonical); empty: nowhere.
     import_roots: Vec<PathBuf>,
+    /// Where uploaded archives wait while they are imported (`STATE_DIR/uploads`).
+    uploads: PathBuf,
+}
+
+/// Whether a key of tenant `viewer` (`None`: an admin key, which sees everything) may see and use `t`:
+/// every template not made from a sandbox, and the snapshots of its own tenant's sandboxes.
+fn visible(t: &TemplateRecord, viewer: Option<&str>) -> bool {
+    viewer.is_none() || t.tenant.is_none() || t.tenant.as_deref() == viewer
+}
+
+/// Streams what a blocking writer writes as a response body, in chunks.
+struct BodyWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+const BODY_CHUNK: usize = 256 << 10;
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BODY_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client left"))
+    }
 }
 
 impl Templates {
-    pub fn new(backend: Arc<dyn SandboxBackend>, import_roots: &[PathBuf]) -> Self {
+    pub fn new(backend: Arc<dyn SandboxBackend>, import_roots: &[PathBuf], uploads: PathBuf) -> Self {
         Self {
             backend,
+            uploads,
             builds: Arc::default(),
             // A root that does not exist (yet) admits nothing until it does; kept as given.
             import_roots: import_roots
@@ -134,17 +173,140 @@ impl Templates {
         .map_err(|e| TemplateApiError::Internal(format!("template task failed: {e}")))?
     }
 
-    pub async fn list(&self) -> Result<Vec<TemplateInfo>, TemplateApiError> {
+    /// The templates a key of tenant `viewer` (`None`: admin) may see.
+    pub async fn list(&self, viewer: Option<&str>) -> Result<Vec<TemplateInfo>, TemplateApiError> {
         let records = self.on_store(|s| s.list()).await?;
-        Ok(records.into_iter().map(info).collect())
+        Ok(records
+            .into_iter()
+            .filter(|t| visible(t, viewer))
+            .map(info)
+            .collect())
     }
 
-    pub async fn get(&self, name: &str) -> Result<TemplateInfo, TemplateApiError> {
-        self.list()
-            .await?
+    async fn record(&self, name: &str, viewer: Option<&str>) -> Result<TemplateRecord, TemplateApiError> {
+        let records = self.on_store(|s| s.list()).await?;
+        records
             .into_iter()
-            .find(|t| t.name == name)
+            .find(|t| t.name == name && visible(t, viewer))
             .ok_or_else(|| not_found(name))
+    }
+
+    pub async fn get(&self, name: &str, viewer: Option<&str>) -> Result<TemplateInfo, TemplateApiError> {
+        self.record(name, viewer).await.map(info)
+    }
+
+    /// A create from `name` by a key of tenant `viewer`: another tenant's snapshot is not found, as if it
+    /// did not exist. Anything else is the backend's to judge (the `process` backend has no templates).
+    pub async fn check_usable(&self, name: &str, viewer: Option<&str>) -> Result<(), TemplateApiError> {
+        if viewer.is_none() || self.backend.templates().is_none() {
+            return Ok(());
+        }
+        let records = self.on_store(|s| s.list()).await?;
+        match records.iter().find(|t| t.name == name) {
+            Some(t) if !visible(t, viewer) => Err(not_found(name)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Template `name`, its layers merged, as a zstd-compressed tar stream (`GET
+    /// /v1/templates/{name}/export`). The archive is written on the blocking pool as the client reads.
+    pub async fn export(
+        &self,
+        name: &str,
+        viewer: Option<&str>,
+    ) -> Result<axum::body::Body, TemplateApiError> {
+        self.record(name, viewer).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let backend = self.backend.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let Some(store) = backend.templates() else {
+                return;
+            };
+            let mut out = BodyWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(BODY_CHUNK),
+            };
+            let result = store
+                .export(&owned, &mut out)
+                .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| BackendError::io("sending", e)));
+            if let Err(e) = result {
+                tracing::warn!(template = %owned, error = %e, "template export failed");
+                // Ends the body with an error: the client sees a cut-off transfer, never a short archive
+                // that looks whole.
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        });
+        Ok(axum::body::Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+    }
+
+    /// Imports an uploaded archive (an export, or any root filesystem tar, plain, gzip or zstd) as template
+    /// `name`: the body is stored under `STATE_DIR/uploads`, unpacked, and removed.
+    pub async fn import_upload(
+        &self,
+        name: &str,
+        body: axum::body::Body,
+    ) -> Result<TemplateInfo, TemplateApiError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        self.check_supported()?;
+        CreateTemplateRequest {
+            name: name.to_owned(),
+            source: TemplateSource::Tar("/upload".into()),
+        }
+        .validate()
+        .map_err(TemplateApiError::InvalidArgument)?;
+        if self.list(None).await?.iter().any(|t| t.name == name) {
+            return Err(TemplateApiError::Conflict(format!(
+                "template {name:?} already exists; templates are immutable: delete it first"
+            )));
+        }
+        let internal = |what: &str, e: std::io::Error| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                TemplateApiError::Backend(BackendError::NoSpace(format!("{what}: {e}")))
+            } else {
+                TemplateApiError::Internal(format!("{what}: {e}"))
+            }
+        };
+        tokio::fs::create_dir_all(&self.uploads)
+            .await
+            .map_err(|e| internal("creating the upload directory", e))?;
+        let path = self
+            .uploads
+            .join(format!("{name}-{}.tar", crate::auth::random_hex(6)));
+        let result = async {
+            let mut file = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| internal("storing the upload", e))?;
+            let mut stream = body.into_data_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| {
+                    TemplateApiError::InvalidArgument(format!("reading the upload: {e}"))
+                })?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| internal("storing the upload", e))?;
+            }
+            file.flush()
+                .await
+                .map_err(|e| internal("storing the upload", e))?;
+            let (owned, source) = (name.to_owned(), TemplateSource::Tar(path.display().to_string()));
+            self.on_store(move |s| s.build(&owned, &source, &mut |_| {}))
+                .await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&path).await;
+        let record = result.map_err(|e| match e {
+            // An archive that does not unpack is the uploader's mistake.
+            TemplateApiError::Backend(BackendError::Failed(m)) => {
+                TemplateApiError::InvalidArgument(format!("the upload is not a usable root filesystem archive: {m}"))
+            }
+            other => other,
+        })?;
+        tracing::info!(template = %name, "template imported from an upload");
+        Ok(info(record))
     }
 
     /// Starts building a template and returns its build status (state `building`).
@@ -305,10 +467,32 @@ impl Templates {
         })
     }
 
-    pub async fn delete(&self, name: &str) -> Result<(), TemplateApiError> {
+    /// Deletes `name` for a key of tenant `viewer` (`None`: admin), which may delete its own tenant's
+    /// snapshots only; `users` are the sandboxes made from it (any: 409).
+    pub async fn delete(
+        &self,
+        name: &str,
+        viewer: Option<&str>,
+        users: &[String],
+    ) -> Result<(), TemplateApiError> {
         self.check_supported()?;
         if !sandpit_types::sandbox::valid_template_name(name) {
             return Err(not_found(name));
+        }
+        let record = self.record(name, viewer).await?;
+        if viewer.is_some() && record.tenant.as_deref() != viewer {
+            return Err(TemplateApiError::Forbidden(format!(
+                "template {name:?} is every tenant's: deleting it needs a key with the `admin` scope"
+            )));
+        }
+        if !users.is_empty() {
+            let shown: Vec<&str> = users.iter().take(5).map(String::as_str).collect();
+            return Err(TemplateApiError::Conflict(format!(
+                "template {name:?} is in use by {} sandbox(es) ({}{}); delete them first",
+                users.len(),
+                shown.join(", "),
+                if users.len() > 5 { ", …" } else { "" }
+            )));
         }
         let building = {
             let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
@@ -343,11 +527,15 @@ fn prune(builds: &mut HashMap<String, Build>) {
     }
 }
 
-fn info(r: TemplateRecord) -> TemplateInfo {
+/// The API's view of a backend's template.
+pub(crate) fn info(r: TemplateRecord) -> TemplateInfo {
     TemplateInfo {
         name: r.name,
         source: r.source,
         created_at: rfc3339(r.created_at_ms),
+        parent: r.parent,
+        tenant: r.tenant,
+        auto_remove: r.auto_remove,
     }
 }
 

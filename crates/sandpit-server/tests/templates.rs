@@ -76,6 +76,7 @@ impl TemplateStore for WithTemplates {
             name: name.into(),
             source: format!("fake {path}"),
             created_at_ms: 1_700_000_000_000,
+            ..Default::default()
         };
         self.templates.lock().unwrap().push(record.clone());
         Ok(record)

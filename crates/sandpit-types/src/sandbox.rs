@@ -249,10 +249,113 @@ pub struct SandboxList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TemplateInfo {
     pub name: String,
-    /// Where it came from, e.g. `host /usr + generated /etc`, `tarball /srv/img.tar`, `debootstrap bookworm`.
+    /// Where it came from, e.g. `host /usr + generated /etc`, `tarball /srv/img.tar`, `debootstrap bookworm`,
+    /// `snapshot of sandbox 3f2a…`.
     pub source: String,
     /// RFC 3339.
     pub created_at: String,
+    /// The template a snapshot is a layer over (it stores only its own changes); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The tenant whose sandbox a snapshot was made from: only that tenant (and admin keys) see and use
+    /// it. Absent for templates every tenant may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Made by a fork: the daemon deletes it once no sandbox uses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
+}
+
+/// Body of `POST /v1/sandboxes/{id}/snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshotRequest {
+    /// The new template's name: 1-64 characters from `a-z 0-9 . _ -`, not starting with `.`.
+    pub name: String,
+}
+
+impl CreateSnapshotRequest {
+    pub fn validate(&self) -> Result<(), String> {
+        if valid_template_name(&self.name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "snapshot name {:?}: use 1-64 characters from a-z 0-9 . _ -, not starting with `.`",
+                self.name
+            ))
+        }
+    }
+}
+
+/// What a snapshot made and cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SnapshotInfo {
+    /// The new template: create sandboxes from it by name.
+    pub template: TemplateInfo,
+    /// How long the sandbox's processes were frozen while the last changes were copied (0 when it was
+    /// paused already).
+    pub frozen_ms: f64,
+    /// Bytes of file content the snapshot holds (what the sandbox wrote over its template).
+    pub bytes: u64,
+    /// Files, directories and links it holds.
+    pub entries: u64,
+}
+
+/// Most sandboxes one fork makes.
+pub const MAX_FORK_COUNT: u32 = 100;
+
+/// Body of `POST /v1/sandboxes/{id}/fork`: `count` (default 1) and any option of `POST /v1/sandboxes`
+/// except `template` (a fork starts from the source's filesystem).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForkRequest {
+    /// How many sandboxes to make, 1-100.
+    pub count: u32,
+    #[serde(flatten)]
+    pub options: CreateSandboxRequest,
+}
+
+impl<'de> Deserialize<'de> for ForkRequest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut map = serde_json::Map::deserialize(d)?;
+        let count = match map.remove("count") {
+            None => 1,
+            Some(v) => u32::deserialize(v).map_err(|e| D::Error::custom(format!("count: {e}")))?,
+        };
+        if map.contains_key("template") {
+            return Err(D::Error::custom(
+                "`template` cannot be set: a fork starts from the source sandbox's filesystem",
+            ));
+        }
+        let options = CreateSandboxRequest::deserialize(serde_json::Value::Object(map))
+            .map_err(D::Error::custom)?;
+        Ok(Self { count, options })
+    }
+}
+
+impl ForkRequest {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_FORK_COUNT).contains(&self.count) {
+            return Err(format!(
+                "count {}: a fork makes 1 to {MAX_FORK_COUNT} sandboxes",
+                self.count
+            ));
+        }
+        self.options.validate()
+    }
+}
+
+/// What `POST /v1/sandboxes/{id}/fork` made. Running processes and memory are not copied: each new
+/// sandbox starts its own agent on a copy of the source's files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ForkInfo {
+    /// The snapshot the new sandboxes start from (`auto_remove`: deleted with the last of them).
+    pub snapshot: SnapshotInfo,
+    pub sandboxes: Vec<SandboxInfo>,
 }
 
 /// Body of `GET /v1/templates`.

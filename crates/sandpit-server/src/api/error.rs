@@ -212,6 +212,7 @@ impl From<TemplateApiError> for ApiError {
             TemplateApiError::InvalidArgument(m) => Self::InvalidArgument(m),
             TemplateApiError::NotFound(m) => Self::NotFound(m),
             TemplateApiError::Conflict(m) => Self::Conflict(m),
+            TemplateApiError::Forbidden(m) => Self::Forbidden(m),
             TemplateApiError::Backend(b) => b.into(),
             TemplateApiError::Internal(m) => Self::Internal(m),
         }

@@ -19,7 +19,7 @@ use crate::proxy::{self, ProxyError};
 
 /// A sandbox's info with its network policy and preview domain filled in (the network layer owns them,
 /// not the store).
-fn with_net(s: &AppState, mut info: SandboxInfo) -> SandboxInfo {
+pub(crate) fn with_net(s: &AppState, mut info: SandboxInfo) -> SandboxInfo {
     if let Some(n) = s.engine.network() {
         info.network = n.policy(&info.id);
     }
@@ -99,6 +99,11 @@ pub async fn create_sandbox(
     axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiJson(req): ApiJson<CreateSandboxRequest>,
 ) -> Result<axum::response::Response, ApiError> {
+    if let Some(t) = &req.template {
+        s.templates
+            .check_usable(t, super::snapshots::viewer(&who))
+            .await?;
+    }
     let mut info = s.engine.create(req, &who.tenant).await?;
     match s.keys.issue_sandbox_token(&info.id).await {
         Ok(token) => info.access_token = Some(token),
@@ -380,18 +385,51 @@ pub async fn proxy_to_agent(
         (status = 200, description = "Built templates, by name", body = TemplateList),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 409, description = "The backend has no templates (`process`)", body = ErrorBody)))]
-pub async fn list_templates(State(s): State<AppState>) -> Result<Json<TemplateList>, ApiError> {
+pub async fn list_templates(
+    State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+) -> Result<Json<TemplateList>, ApiError> {
     Ok(Json(TemplateList {
-        templates: s.templates.list().await?,
+        templates: s.templates.list(super::snapshots::viewer(&who)).await?,
     }))
 }
 
+/// Content types of an uploaded template archive (`POST /v1/templates?name=…`).
+const ARCHIVE_TYPES: &[&str] = &[
+    "application/zstd",
+    "application/x-tar",
+    "application/gzip",
+    "application/octet-stream",
+];
+
+/// Whether a `POST /v1/templates` carries an archive (its content type says so) rather than JSON.
+pub(crate) fn is_archive_upload(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ARCHIVE_TYPES.iter().any(|a| ct.starts_with(a)))
+}
+
+/// The query of `POST /v1/templates` with an uploaded archive.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// The new template's name (uploads only; a JSON body names it itself).
+    pub name: Option<String>,
+}
+
 /// Starts building a template from a directory, tarball or OCI image on the daemon's host, or with
-/// debootstrap. Admin-only: the paths are read with the daemon's privileges. Answers at once; poll
+/// debootstrap; or imports an uploaded archive (a template export, or any root filesystem tar: plain,
+/// gzip or zstd) sent as the body with `Content-Type: application/zstd` (or `x-tar`, `gzip`,
+/// `octet-stream`) and `?name=`, answering when it is imported. Admin-only: the paths are read with the daemon's privileges. Answers at once; poll
 /// `GET /v1/templates/{name}/build` (the `Location` header) until `state` is `ready` or `failed`.
 #[utoipa::path(post, path = "/v1/templates", tag = "templates",
-    request_body = CreateTemplateRequest,
+    params(ImportQuery),
+    request_body(content(
+        (CreateTemplateRequest = "application/json"),
+        (Vec<u8> = "application/zstd"))),
     responses(
+        (status = 201, description = "An uploaded archive was imported", body = TemplateInfo),
         (status = 202, description = "Build started", body = TemplateBuild,
             headers(("Location" = String, description = "Where to poll the build"))),
         (status = 400, description = "Invalid name or source", body = ErrorBody),
@@ -400,8 +438,23 @@ pub async fn list_templates(State(s): State<AppState>) -> Result<Json<TemplateLi
         (status = 413, description = "Body too large", body = ErrorBody)))]
 pub async fn create_template(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<CreateTemplateRequest>,
+    ApiQuery(q): ApiQuery<ImportQuery>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    if is_archive_upload(req.headers()) {
+        let Some(name) = q.name else {
+            return Err(ApiError::InvalidArgument(
+                "an uploaded archive needs the template's name: POST /v1/templates?name=NAME".into(),
+            ));
+        };
+        let t = s.templates.import_upload(&name, req.into_body()).await?;
+        let note = crate::audit::Note {
+            sandbox: None,
+            detail: Some(format!("name={name} upload")),
+        };
+        return Ok((StatusCode::CREATED, axum::Extension(note), Json(t)).into_response());
+    }
+    let ApiJson(req) = <ApiJson<CreateTemplateRequest> as axum::extract::FromRequest<AppState>>::from_request(req, &s).await?;
     let build = s.templates.create(req).await?;
     let location = format!("/v1/templates/{}/build", build.name);
     let note = crate::audit::Note {
@@ -427,9 +480,14 @@ pub async fn create_template(
         (status = 409, description = "The backend has no templates (`process`)", body = ErrorBody)))]
 pub async fn get_template(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<TemplateInfo>, ApiError> {
-    Ok(Json(s.templates.get(&name).await?))
+    Ok(Json(
+        s.templates
+            .get(&name, super::snapshots::viewer(&who))
+            .await?,
+    ))
 }
 
 /// The latest build of a template since the daemon started: its state, last progress lines and outcome.
@@ -447,18 +505,24 @@ pub async fn template_build(
     Ok(Json(s.templates.build_status(&name)?))
 }
 
-/// Deletes a template. Sandboxes created from it keep running; new ones cannot use it.
+/// Deletes a template no sandbox uses. Admin keys may delete any; a tenant's key its own snapshots.
 #[utoipa::path(delete, path = "/v1/templates/{name}", tag = "templates",
     params(("name" = String, Path, description = "Template name")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 403, description = "A tenant's key may delete only its own tenant's snapshots", body = ErrorBody),
         (status = 404, description = "No such template", body = ErrorBody),
-        (status = 409, description = "The template is being built, or the backend has no templates", body = ErrorBody)))]
+        (status = 409, description = "The template is being built, sandboxes use it, a snapshot is layered \
+            over it, or the backend has no templates", body = ErrorBody)))]
 pub async fn delete_template(
     State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.templates.delete(&name).await?;
+    let users = s.engine.template_users(&name).await?;
+    s.templates
+        .delete(&name, super::snapshots::viewer(&who), &users)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod network;
 pub mod revoke;
 pub mod signed;
+pub mod snapshots;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -101,6 +102,11 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             "/v1/sandboxes/{id}/files/signed-url",
             post(signed::signed_url),
         )
+        .route(
+            "/v1/sandboxes/{id}/snapshots",
+            post(snapshots::create_snapshot),
+        )
+        .route("/v1/sandboxes/{id}/fork", post(snapshots::fork_sandbox))
         .route(PREVIEW_ROUTE, any(crate::preview::path_handler))
         .route(PREVIEW_ROOT_ROUTE, any(crate::preview::path_handler))
         .route(PROXY_ROUTE, any(handlers::proxy_to_agent))
@@ -113,6 +119,10 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
             get(handlers::get_template).delete(handlers::delete_template),
         )
         .route("/v1/templates/{name}/build", get(handlers::template_build))
+        .route(
+            "/v1/templates/{name}/export",
+            get(snapshots::export_template),
+        )
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke_key))
         .route("/v1/audit", get(audit::read_audit))
@@ -266,6 +276,7 @@ fn check_sandbox_token(req: &Request) -> Result<(), ApiError> {
         ("" | "/", _) => refuse("cannot delete its sandbox"),
         ("/access-token" | "/timeout", _) => refuse("cannot rotate itself or change the deadline"),
         ("/network", m) if m != Method::GET => refuse("cannot change the network policy"),
+        ("/snapshots" | "/fork", _) => refuse("cannot snapshot or fork its sandbox"),
         _ => Ok(()),
     }
 }
@@ -286,9 +297,9 @@ fn check_scope(who: &Principal, req: &Request) -> Result<(), ApiError> {
     }
     let path = req.uri().path();
     let method = req.method();
-    // Template imports read host paths with the daemon's privileges; deleting one affects everyone.
-    let template_admin = (path == "/v1/templates" && method == axum::http::Method::POST)
-        || (path.starts_with("/v1/templates/") && method == axum::http::Method::DELETE);
+    // Template imports read host paths with the daemon's privileges. (Deletes are the handler's to
+    // judge: a tenant may delete its own snapshots.)
+    let template_admin = path == "/v1/templates" && method == axum::http::Method::POST;
     // Quotas are set by an admin; a tenant may read its own (`GET /v1/tenants/{name}`).
     let tenant_admin = path == "/v1/tenants"
         || (path.starts_with("/v1/tenants/") && method != axum::http::Method::GET);
@@ -362,7 +373,9 @@ async fn refuse_declared_oversize(State(max): State<usize>, req: Request, next: 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if !proxied && declared.is_some_and(|n| n > max as u64) {
+    // A template archive upload is streamed to disk, never parsed in memory: any size.
+    let upload = req.uri().path() == "/v1/templates" && handlers::is_archive_upload(req.headers());
+    if !proxied && !upload && declared.is_some_and(|n| n > max as u64) {
         return ApiError::PayloadTooLarge(format!("request body larger than {max} bytes"))
             .into_response();
     }

@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandpit_isolate::{
-    ImportSource, IsolateConfig, IsolateError, Isolator, RangeError, SandboxHandle, TemplateError,
-    TemplateInfo,
+    ImportSource, IsolateConfig, IsolateError, Isolator, LayerMeta, RangeError, SandboxHandle,
+    TemplateError, TemplateInfo,
 };
 use sandpit_types::sandbox::TemplateSource;
 
 use super::{
-    BackendError, BackendHandle, SandboxBackend, SandboxSpec, TemplateRecord, TemplateStore,
+    BackendError, BackendHandle, SandboxBackend, SandboxSpec, SnapshotOutcome, SnapshotSpec,
+    TemplateRecord, TemplateStore,
 };
 use crate::config::Config;
 
@@ -181,6 +182,35 @@ impl SandboxBackend for IsolateBackend {
     fn templates(&self) -> Option<&dyn TemplateStore> {
         Some(self)
     }
+
+    fn snapshot(
+        &self,
+        handle: &BackendHandle,
+        spec: &SnapshotSpec,
+        freeze: bool,
+    ) -> Result<SnapshotOutcome, BackendError> {
+        let h = Self::handle(handle)?;
+        let meta = LayerMeta {
+            source: if spec.auto_remove {
+                format!("fork of sandbox {}", spec.sandbox)
+            } else {
+                format!("snapshot of sandbox {}", spec.sandbox)
+            },
+            parent: h.template.clone(),
+            owner: spec.tenant.clone(),
+            auto_remove: spec.auto_remove,
+        };
+        let r = self
+            .iso
+            .snapshot(&h, &spec.name, &meta, freeze)
+            .map_err(classify)?;
+        Ok(SnapshotOutcome {
+            template: record(r.template),
+            frozen: r.frozen,
+            bytes: r.copied.bytes + r.settled.bytes,
+            entries: r.copied.entries,
+        })
+    }
 }
 
 impl TemplateStore for IsolateBackend {
@@ -246,6 +276,10 @@ impl TemplateStore for IsolateBackend {
     fn remove(&self, name: &str) -> Result<(), BackendError> {
         self.iso.remove_template(name).map_err(classify)
     }
+
+    fn export(&self, name: &str, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
+        self.iso.export_template(name, out).map_err(classify)
+    }
 }
 
 fn record(t: TemplateInfo) -> TemplateRecord {
@@ -255,6 +289,9 @@ fn record(t: TemplateInfo) -> TemplateRecord {
         created_at_ms: i64::try_from(t.created)
             .unwrap_or(i64::MAX / 1000)
             .saturating_mul(1000),
+        parent: t.parent,
+        tenant: t.owner,
+        auto_remove: t.auto_remove,
     }
 }
 
@@ -270,7 +307,9 @@ fn classify(e: IsolateError) -> BackendError {
         IsolateError::Template(t) => match t {
             TemplateError::InvalidName(_) => BackendError::InvalidSpec(t.to_string()),
             TemplateError::NotFound(_) => BackendError::NotFound(t.to_string()),
-            TemplateError::Exists(_) => BackendError::Conflict(t.to_string()),
+            TemplateError::Exists(_) | TemplateError::HasChildren { .. } => {
+                BackendError::Conflict(t.to_string())
+            }
             TemplateError::NoDebootstrap => BackendError::Unavailable(t.to_string()),
             other => BackendError::Failed(other.to_string()),
         },

@@ -158,15 +158,59 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
     fn templates(&self) -> Option<&dyn TemplateStore> {
         None
     }
+
+    /// Makes template `spec.name` from the sandbox's filesystem as it is now (its template plus what it
+    /// wrote), freezing the sandbox briefly when `freeze` (it is not paused already). Backends without
+    /// templates cannot.
+    fn snapshot(
+        &self,
+        handle: &BackendHandle,
+        spec: &SnapshotSpec,
+        freeze: bool,
+    ) -> Result<SnapshotOutcome, BackendError> {
+        let _ = (handle, spec, freeze);
+        Err(BackendError::Unavailable(format!(
+            "snapshots need the `isolate` backend; this daemon runs the `{}` backend, whose sandboxes \
+             run on the host's own filesystem",
+            self.name()
+        )))
+    }
+}
+
+/// What [`SandboxBackend::snapshot`] makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSpec {
+    pub name: String,
+    /// The sandbox's id, for the template's `source`.
+    pub sandbox: String,
+    /// The tenant the template belongs to.
+    pub tenant: Option<String>,
+    /// Remove the template once no sandbox uses it (forks).
+    pub auto_remove: bool,
+}
+
+/// What a snapshot made and cost.
+#[derive(Debug, Clone)]
+pub struct SnapshotOutcome {
+    pub template: TemplateRecord,
+    pub frozen: std::time::Duration,
+    pub bytes: u64,
+    pub entries: u64,
 }
 
 /// A template as a backend reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TemplateRecord {
     pub name: String,
     pub source: String,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// The template a snapshot is a layer over.
+    pub parent: Option<String>,
+    /// The tenant a snapshot belongs to; `None`: every tenant's.
+    pub tenant: Option<String>,
+    /// Made by a fork: removed once no sandbox uses it.
+    pub auto_remove: bool,
 }
 
 /// Template management of a backend that has templates. Synchronous like [`SandboxBackend`]: building a
@@ -184,8 +228,18 @@ pub trait TemplateStore: Send + Sync {
         progress: &mut dyn FnMut(&str),
     ) -> Result<TemplateRecord, BackendError>;
 
-    /// Deletes a template; sandboxes already created from it keep working.
+    /// Deletes a template. The caller has checked that no sandbox uses it; a template another one is a
+    /// layer over is a [`BackendError::Conflict`].
     fn remove(&self, name: &str) -> Result<(), BackendError>;
+
+    /// Writes template `name`, its layers merged, as one zstd-compressed tar stream that
+    /// [`TemplateStore::build`] with [`TemplateSource::Tar`] reads back on any host.
+    fn export(&self, name: &str, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
+        let _ = (name, out);
+        Err(BackendError::Unavailable(
+            "this backend cannot export templates".into(),
+        ))
+    }
 
     /// The template this backend makes by itself (from the host) for creates that name none, if any.
     fn base(&self) -> Option<&'static str> {
