@@ -428,6 +428,10 @@ fn help_everywhere_has_examples() {
         vec!["template", "ls"],
         vec!["template", "import"],
         vec!["template", "build"],
+        vec!["template", "export"],
+        vec!["template", "upload"],
+        vec!["snapshot"],
+        vec!["fork"],
     ] {
         let mut args = verb.clone();
         args.push("--help");
@@ -476,6 +480,69 @@ fn template_ls_import_rm() {
         !list.as_array().unwrap().iter().any(|t| t["name"] == "mini"),
         "{list}"
     );
+}
+
+#[test]
+fn snapshot_fork_export_upload() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        sandpit_testkit::skip(format_args!(
+            "snapshots need the isolate backend, which needs root"
+        ));
+        return;
+    }
+    let d = Daemon::start_with_backend("isolate");
+    // A busybox-only template: small enough to export.
+    let rootfs = d.dir.path().join("rootfs");
+    for dir in ["bin", "etc", "tmp", "home/user"] {
+        std::fs::create_dir_all(rootfs.join(dir)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    d.ok(&["template", "import", "bb", rootfs.to_str().unwrap()]);
+    let id = d.ok(&["create", "--template", "bb"]).trim().to_owned();
+    d.ok(&["exec", &id, "--", "sh", "-c", "echo kept > /home/user/f"]);
+
+    assert_eq!(d.ok(&["snapshot", &id, "snap"]).trim(), "snap");
+    let snap = d.json(&["snapshot", &id, "snap2", "--json"]);
+    assert_eq!(snap["template"]["parent"], "bb", "{snap}");
+    let table = d.ok(&["template", "ls"]);
+    assert!(table.contains("PARENT") && table.contains("snap2"), "{table}");
+
+    let forks = d.ok(&["fork", &id, "--count", "2", "-m", "k=v"]);
+    let forks: Vec<&str> = forks.lines().collect();
+    assert_eq!(forks.len(), 2, "{forks:?}");
+    for f in &forks {
+        assert_eq!(d.ok(&["exec", f, "--", "cat", "/home/user/f"]), "kept\n");
+        assert_eq!(d.json(&["info", f, "--json"])["metadata"]["k"], "v");
+    }
+    let o = d.run(&["fork", &id, "--template", "bb"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--template"), "{}", text(&o.stderr));
+
+    let file = d.dir.path().join("snap.tar.zst");
+    d.ok(&["template", "export", "snap", "-o", file.to_str().unwrap()]);
+    assert!(std::fs::metadata(&file).unwrap().len() > 0);
+    assert_eq!(
+        d.ok(&["template", "upload", "moved", file.to_str().unwrap()]).trim(),
+        "moved"
+    );
+    let moved = d.ok(&["create", "--template", "moved"]).trim().to_owned();
+    assert_eq!(d.ok(&["exec", &moved, "--", "cat", "/home/user/f"]), "kept\n");
+    // A template in use is not deleted, and the error says why.
+    let o = d.run(&["template", "rm", "bb"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("in use"), "{}", text(&o.stderr));
 }
 
 // ---------------------------------------------------------------- attach through a real PTY

@@ -1983,6 +1983,8 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
                 json!({"path": "/tmp/bad-input", "user": "root"}),
             ),
             ("TemplateSource", json!({"dir": dir})),
+            ("CreateSnapshotRequest", json!({"name": "bad-input-snap"})),
+            ("ForkRequest", json!({"count": 1})),
             (
                 "CreateTemplateRequest",
                 json!({"name": "bad-input", "source": {"dir": dir}}),

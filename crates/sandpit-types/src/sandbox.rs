@@ -306,12 +306,18 @@ pub struct SnapshotInfo {
 /// Most sandboxes one fork makes.
 pub const MAX_FORK_COUNT: u32 = 100;
 
+fn one() -> u32 {
+    1
+}
+
 /// Body of `POST /v1/sandboxes/{id}/fork`: `count` (default 1) and any option of `POST /v1/sandboxes`
 /// except `template` (a fork starts from the source's filesystem).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ForkRequest {
-    /// How many sandboxes to make, 1-100.
+    /// How many sandboxes to make, 1-100 (default 1).
+    #[serde(default = "one")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100, default = 1))]
     pub count: u32,
     #[serde(flatten)]
     pub options: CreateSandboxRequest,
@@ -319,10 +325,28 @@ pub struct ForkRequest {
 
 impl<'de> Deserialize<'de> for ForkRequest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut map = serde_json::Map::deserialize(d)?;
+        use serde::de::{Error, MapAccess, Visitor};
+        /// The body's members, refusing a member given twice (as derived structs do).
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = serde_json::Map<String, serde_json::Value>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut m = serde_json::Map::new();
+                while let Some((k, v)) = a.next_entry::<String, serde_json::Value>()? {
+                    if m.contains_key(&k) {
+                        return Err(A::Error::custom(format!("duplicate field `{k}`")));
+                    }
+                    m.insert(k, v);
+                }
+                Ok(m)
+            }
+        }
+        let mut map = d.deserialize_map(Members)?;
         let count = match map.remove("count") {
-            None => 1,
+            None => one(),
             Some(v) => u32::deserialize(v).map_err(|e| D::Error::custom(format!("count: {e}")))?,
         };
         if map.contains_key("template") {
@@ -488,6 +512,30 @@ pub struct TemplateBuild {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_fork_request_is_count_plus_create_options_and_nothing_else() {
+        let f: ForkRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(f.count, 1);
+        let f: ForkRequest =
+            serde_json::from_str(r#"{"count": 3, "memory_mb": 256, "metadata": {"k": "v"}}"#).unwrap();
+        assert_eq!((f.count, f.options.memory_mb), (3, Some(256)));
+        assert!(f.validate().is_ok());
+        for (bad, why) in [
+            (r#"{"template": "base"}"#, "template"),
+            (r#"{"count": 1, "count": 2}"#, "duplicate"),
+            (r#"{"nope": 1}"#, "nope"),
+            (r#"{"count": -1}"#, "count"),
+            ("[]", "object"),
+        ] {
+            let e = serde_json::from_str::<ForkRequest>(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        for count in [0, 101] {
+            let f: ForkRequest = serde_json::from_str(&format!(r#"{{"count": {count}}}"#)).unwrap();
+            assert!(f.validate().unwrap_err().contains("count"));
+        }
+    }
+
     use super::*;
 
     #[test]

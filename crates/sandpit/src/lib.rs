@@ -66,7 +66,7 @@ pub use files::{FileReader, Files, WatchHandle, WriteData, WriteEntry};
 pub use keys::{CreateKeyRequest, CreatedKey, KeyInfo, Keys, Scope};
 pub use options::Signal;
 pub use processes::{ListProcesses, Process, ProcessStreamEvent, Processes, StartProcess};
-pub use sandbox::{BoxFuture, ListSandboxes, Sandbox, SandboxBuilder};
+pub use sandbox::{BoxFuture, Fork, ListSandboxes, Sandbox, SandboxBuilder};
 pub use sse::EventStream;
 pub use templates::{
     DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource, Templates,
@@ -76,7 +76,7 @@ pub use tenants::{TenantInfo, TenantQuotas, TenantUsage, Tenants};
 /// The wire types, for calls this SDK does not wrap.
 pub use sandpit_types as types;
 pub use sandpit_types::files::{SignedUrl, SignedUrlOp};
-pub use sandpit_types::sandbox::{OnTimeout, SandboxInfo, SandboxState};
+pub use sandpit_types::sandbox::{OnTimeout, SandboxInfo, SandboxState, SnapshotInfo};
 pub use sandpit_types::{
     Entry, EntryType, ErrorCode, FsEvent, FsEventType, LostEvent, ProcessEvent, ProcessInfo,
     ProcessStatus, RlimitResource, StartRequest, TarResult,

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 use sandpit_types::sandbox::{
-    CreateSandboxRequest, OnTimeout, SandboxInfo, SandboxList, SandboxState, SetTimeoutRequest,
+    CreateSandboxRequest, CreateSnapshotRequest, ForkInfo, ForkRequest, OnTimeout, SandboxInfo,
+    SandboxList, SandboxState, SetTimeoutRequest, SnapshotInfo,
 };
 
 use crate::api::SandboxRef;
@@ -238,6 +239,57 @@ impl Sandbox {
         self.post_info("/timeout", Some(body)).await
     }
 
+    /// Makes template `name` from the sandbox's filesystem as it is now (`POST
+    /// /v1/sandboxes/{id}/snapshots`): its template plus everything written since. The sandbox keeps
+    /// running (frozen for [`SnapshotInfo::frozen_ms`]); create sandboxes from the snapshot by name.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: &sandpit::Client, sbx: sandpit::Sandbox) -> sandpit::Result<()> {
+    /// sbx.exec("git clone https://example.com/repo /home/user/repo").await?;
+    /// let snap = sbx.snapshot("repo-ready").await?;
+    /// let copy = sandpit::Sandbox::create().client(client).template("repo-ready").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn snapshot(&self, name: &str) -> Result<SnapshotInfo> {
+        let c = &self.target.client;
+        let rb = c
+            .request(Method::POST, &self.path("/snapshots"))
+            .json(&CreateSnapshotRequest {
+                name: name.to_owned(),
+            });
+        c.send_json(rb).await
+    }
+
+    /// Makes `count` sandboxes whose filesystems start as this one's is now (`POST
+    /// /v1/sandboxes/{id}/fork`), each with the options of `options` (a [`Sandbox::create`] builder,
+    /// without a template). Files are copied; running processes and memory are not. All or nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(sbx: sandpit::Sandbox) -> sandpit::Result<()> {
+    /// let fork = sbx.fork(3, sandpit::Sandbox::create().metadata("try", "fix")).await?;
+    /// for s in &fork.sandboxes {
+    ///     s.exec("make test").await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn fork(&self, count: u32, options: SandboxBuilder) -> Result<Fork> {
+        let c = &self.target.client;
+        let body = ForkRequest {
+            count,
+            options: options.req,
+        };
+        let rb = c.request(Method::POST, &self.path("/fork")).json(&body);
+        let info: ForkInfo = c.send_json(rb).await?;
+        Ok(Fork {
+            snapshot: info.snapshot,
+            sandboxes: info
+                .sandboxes
+                .into_iter()
+                .map(|i| Self::from_info(c.clone(), i))
+                .collect(),
+        })
+    }
+
     /// Deletes the sandbox: kills every process and removes its files.
     ///
     /// ```no_run
@@ -250,6 +302,14 @@ impl Sandbox {
         c.send_empty(c.request(Method::DELETE, &self.path("")))
             .await
     }
+}
+
+/// What [`Sandbox::fork`] made.
+#[derive(Debug, Clone)]
+pub struct Fork {
+    /// The snapshot the new sandboxes start from (removed by the daemon with the last of them).
+    pub snapshot: SnapshotInfo,
+    pub sandboxes: Vec<Sandbox>,
 }
 
 /// Builds a `POST /v1/sandboxes` request; `.await` it to create the sandbox. See [`Sandbox::create`].

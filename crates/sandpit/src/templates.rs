@@ -12,7 +12,14 @@ pub use sandpit_types::sandbox::{
     DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource,
 };
 
-use crate::client::Client;
+use std::path::Path;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+
+use crate::client::{Client, enc};
 use crate::error::{Error, Result};
 
 /// `client.templates()`.
@@ -163,7 +170,81 @@ impl Templates {
         self.wait(name, |_| {}).await
     }
 
-    /// `DELETE /v1/templates/{name}`. Sandboxes already using it keep running.
+    /// `GET /v1/templates/{name}/export`: the template as one file, a zstd-compressed tar of the root
+    /// filesystem a sandbox made from it starts with (a snapshot's layers merged), streamed.
+    /// [`import_archive`](Self::import_archive) reads it back, on this daemon or another.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// use futures_util::StreamExt;
+    /// let mut archive = client.templates().export("mine").await?;
+    /// while let Some(chunk) = archive.next().await {
+    ///     let chunk = chunk?;
+    ///     // write it somewhere
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn export(
+        &self,
+        name: &str,
+    ) -> Result<Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>> {
+        let path = format!("/v1/templates/{}/export", enc(name));
+        let resp = self
+            .client
+            .send(self.client.request(Method::GET, &path))
+            .await?;
+        Ok(Box::pin(resp.bytes_stream().map_err(Error::from)))
+    }
+
+    /// [`export`](Self::export) into the local file `local` (created or truncated); returns its size.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// let bytes = client.templates().export_to_file("mine", "mine.tar.zst").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn export_to_file(&self, name: &str, local: impl AsRef<Path>) -> Result<u64> {
+        let local = local.as_ref();
+        let write_err = |e| Error::io(format!("cannot write {}", local.display()), e);
+        let mut stream = self.export(name).await?;
+        let mut file = tokio::fs::File::create(local).await.map_err(write_err)?;
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk).await.map_err(write_err)?;
+            n += chunk.len() as u64;
+        }
+        file.flush().await.map_err(write_err)?;
+        Ok(n)
+    }
+
+    /// `POST /v1/templates?name=…` with the local archive `local` as the body (streamed): imports a
+    /// template [`export`](Self::export)ed here or elsewhere, or any root filesystem tar (plain, gzip or
+    /// zstd). Admin keys only. Returns when the template is ready.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// let t = client.templates().import_archive("moved", "mine.tar.zst").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn import_archive(&self, name: &str, local: impl AsRef<Path>) -> Result<TemplateInfo> {
+        let file = tokio::fs::File::open(local.as_ref())
+            .await
+            .map_err(|e| Error::io(format!("cannot open {}", local.as_ref().display()), e))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 << 10,
+        ));
+        let rb = self
+            .client
+            .request(Method::POST, &format!("/v1/templates?name={}", enc(name)))
+            .header("content-type", "application/zstd")
+            .body(body);
+        self.client.send_json(rb).await
+    }
+
+    /// `DELETE /v1/templates/{name}`: refused (409) while a sandbox uses it or a snapshot is layered
+    /// over it. A tenant's key may delete its own snapshots; other templates need an admin key.
     ///
     /// ```no_run
     /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {

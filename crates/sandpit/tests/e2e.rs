@@ -746,6 +746,128 @@ async fn templates_import_list_get_wait_and_delete() {
     ));
 }
 
+/// A template holding only a static busybox and a `user`: small enough to export in a test.
+fn busybox_rootfs(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("busybox-rootfs");
+    for d in ["bin", "etc", "tmp", "home/user"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo", "test"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_fork_export_and_import_archive() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        sandpit_testkit::skip(format_args!(
+            "snapshots need the isolate backend, which needs root"
+        ));
+        return;
+    }
+    let d = Daemon::start_with_backend("isolate");
+    let client = d.client();
+    let t = client.templates();
+    let rootfs = busybox_rootfs(d.dir.path());
+    t.import("bb", TemplateSource::Dir(rootfs.to_str().unwrap().into()))
+        .await
+        .unwrap();
+    let sbx = Sandbox::create()
+        .client(&client)
+        .template("bb")
+        .await
+        .unwrap();
+    let run = |s: &Sandbox, cmd: &str| {
+        let (s, cmd) = (s.clone(), cmd.to_owned());
+        async move {
+            let out = s.exec(&cmd, NO_ARGS).await.unwrap();
+            assert_eq!(out.code(), 0, "{cmd}: {}", out.stderr());
+            out.stdout()
+        }
+    };
+    run(&sbx, "echo before > /home/user/f").await;
+    let snap = sbx.snapshot("snap").await.unwrap();
+    assert_eq!(snap.template.name, "snap");
+    assert_eq!(snap.template.parent.as_deref(), Some("bb"));
+    run(&sbx, "echo after > /home/user/g").await;
+
+    let from_snap = Sandbox::create()
+        .client(&client)
+        .template("snap")
+        .await
+        .unwrap();
+    assert_eq!(run(&from_snap, "cat /home/user/f").await, "before\n");
+    assert_eq!(
+        run(&from_snap, "test -e /home/user/g || echo absent").await,
+        "absent\n"
+    );
+    // In use: not deleted.
+    assert!(matches!(t.delete("snap").await, Err(Error::Conflict(_))));
+
+    let fork = sbx
+        .fork(2, Sandbox::create().metadata("branch", "b"))
+        .await
+        .unwrap();
+    assert_eq!(fork.sandboxes.len(), 2);
+    assert!(fork.snapshot.template.auto_remove);
+    for (i, f) in fork.sandboxes.iter().enumerate() {
+        assert_eq!(f.cached_info().metadata["branch"], "b");
+        assert_eq!(run(f, "cat /home/user/g").await, "after\n");
+        run(f, &format!("echo {i} > /home/user/mine")).await;
+    }
+    assert_eq!(run(&fork.sandboxes[1], "cat /home/user/mine").await, "1\n");
+    assert!(matches!(
+        sbx.fork(0, Sandbox::create()).await,
+        Err(Error::InvalidArgument(_))
+    ));
+
+    // Export to a file, import it under another name: same files.
+    let file = d.dir.path().join("snap.tar.zst");
+    let size = t.export_to_file("snap", &file).await.unwrap();
+    assert_eq!(size, std::fs::metadata(&file).unwrap().len());
+    assert!(size > 0);
+    let moved = t.import_archive("moved", &file).await.unwrap();
+    assert_eq!(moved.name, "moved");
+    assert_eq!(moved.parent, None);
+    let from_file = Sandbox::create()
+        .client(&client)
+        .template("moved")
+        .await
+        .unwrap();
+    assert_eq!(run(&from_file, "cat /home/user/f").await, "before\n");
+
+    for s in fork
+        .sandboxes
+        .iter()
+        .chain([&sbx, &from_snap, &from_file])
+    {
+        s.kill().await.unwrap();
+    }
+    for name in ["moved", "snap", "bb"] {
+        t.delete(name).await.unwrap();
+    }
+    // The fork's snapshot went with its last sandbox.
+    assert!(
+        !t.list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|x| x.name == fork.snapshot.template.name)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_with_a_stdin_pipe_streams_instead_of_failing() {
     let d = Daemon::start();

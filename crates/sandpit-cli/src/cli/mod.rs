@@ -8,6 +8,7 @@ mod keys;
 mod net;
 mod process;
 mod sandbox;
+mod snapshot;
 mod template;
 mod tenants;
 
@@ -100,6 +101,10 @@ pub enum ClientCommand {
     /// Manage templates (the root filesystems sandboxes start from).
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Make a template from a sandbox's filesystem as it is now and print its name.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Make sandboxes that start from a sandbox's filesystem as it is now; prints their ids.
+    Fork(snapshot::ForkArgs),
     /// Expose a port of a sandbox and print its preview URL.
     Port(net::PortArgs),
     /// Show or replace a sandbox's outbound network policy.
@@ -143,6 +148,8 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Resume(a) => sandbox::resume(&client, a).await,
             ClientCommand::Rm(a) => sandbox::rm(&client, a).await,
             ClientCommand::Template(c) => template::run(&client, c).await,
+            ClientCommand::Snapshot(a) => snapshot::snapshot(&client, a).await,
+            ClientCommand::Fork(a) => snapshot::fork(&client, a).await,
             ClientCommand::Port(a) => net::port(&client, a).await,
             ClientCommand::Network(a) => net::network(&client, a).await,
             ClientCommand::Cp(a) => files::cp(&client, a).await,

@@ -46,6 +46,18 @@ pub struct SandboxOpts {
 
 impl SandboxOpts {
     async fn create(self, client: &Client) -> anyhow::Result<Sandbox> {
+        self.builder(client)
+            .await
+            .context("cannot create the sandbox")
+    }
+
+    /// Whether a template was named (a fork refuses one).
+    pub(super) fn names_template(&self) -> bool {
+        self.template.is_some()
+    }
+
+    /// The create request these options make.
+    pub(super) fn builder(self, client: &Client) -> sandpit::SandboxBuilder {
         let mut b = Sandbox::create().client(client).envs(self.env);
         if let Some(p) = self.network.policy() {
             b = b.network(p);
@@ -78,7 +90,7 @@ impl SandboxOpts {
                 OnTimeout::Kill
             });
         }
-        b.await.context("cannot create the sandbox")
+        b
     }
 }
 

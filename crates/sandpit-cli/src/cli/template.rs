@@ -1,4 +1,4 @@
-//! `sandpit template ls|import|build|rm`: the daemon's template calls (`/v1/templates`).
+//! `sandpit template ls|import|build|export|upload|rm`: the daemon's template calls (`/v1/templates`).
 //!
 //! Imports and builds run in the daemon; these verbs start one and follow its progress until it is
 //! ready, printing each progress line (debootstrap's included) so a long build shows it is alive.
@@ -64,7 +64,33 @@ pub enum TemplateCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a template (sandboxes using it keep running).
+    /// Write a template to a file: a zstd-compressed tar of the root filesystem a sandbox made from it
+    /// starts with (a snapshot's layers merged), for `sandpit template upload` on this host or another.
+    #[command(after_help = "Examples:\n  \
+        sandpit template export deps-installed\n  \
+        sandpit template export deps-installed -o /backups/deps.tar.zst")]
+    Export {
+        /// The template's name.
+        name: String,
+        /// The file to write [default: NAME.tar.zst].
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Import a template from a file on this machine (an export, or any root filesystem tar: plain,
+    /// gzip or zstd), sent to the daemon. Needs an admin key.
+    #[command(after_help = "Examples:\n  \
+        sandpit template upload deps-installed deps-installed.tar.zst\n  \
+        sandpit template upload alpine alpine-minirootfs.tar.gz")]
+    Upload {
+        /// The new template's name (a-z 0-9 . _ -).
+        name: String,
+        /// The archive on this machine.
+        file: std::path::PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a template no sandbox uses.
     #[command(after_help = "Example:\n  sandpit template rm alpine")]
     Rm {
         /// The template's name.
@@ -141,9 +167,16 @@ pub async fn run(client: &Client, cmd: TemplateCommand) -> anyhow::Result<ExitCo
             }
             let rows: Vec<Vec<String>> = list
                 .iter()
-                .map(|t| vec![t.name.clone(), t.created_at.clone(), t.source.clone()])
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.created_at.clone(),
+                        t.parent.clone().unwrap_or_else(|| "-".into()),
+                        t.source.clone(),
+                    ]
+                })
                 .collect();
-            print_table(&["NAME", "CREATED", "SOURCE"], &rows);
+            print_table(&["NAME", "CREATED", "PARENT", "SOURCE"], &rows);
             Ok(ExitCode::SUCCESS)
         }
         TemplateCommand::Import {
@@ -165,6 +198,33 @@ pub async fn run(client: &Client, cmd: TemplateCommand) -> anyhow::Result<ExitCo
         } => {
             let src = TemplateSource::Debian(DebianSource { suite, mirror });
             follow(client, &name, src, no_wait, json).await
+        }
+        TemplateCommand::Export { name, output } => {
+            let out = output.unwrap_or_else(|| format!("{name}.tar.zst").into());
+            let started = std::time::Instant::now();
+            let bytes = client
+                .templates()
+                .export_to_file(&name, &out)
+                .await
+                .with_context(|| format!("cannot export template {name}"))?;
+            eprintln!(
+                "exported {name}: {bytes} bytes in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            println!("{}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        TemplateCommand::Upload { name, file, json } => {
+            let info = client
+                .templates()
+                .import_archive(&name, &file)
+                .await
+                .with_context(|| format!("cannot import {} as template {name}", file.display()))?;
+            if json {
+                return print_json(&info);
+            }
+            println!("{}", info.name);
+            Ok(ExitCode::SUCCESS)
         }
         TemplateCommand::Rm { name } => {
             client

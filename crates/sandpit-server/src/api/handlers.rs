@@ -412,6 +412,7 @@ pub(crate) fn is_archive_upload(headers: &axum::http::HeaderMap) -> bool {
 
 /// The query of `POST /v1/templates` with an uploaded archive.
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
     /// The new template's name (uploads only; a JSON body names it itself).
@@ -427,7 +428,7 @@ pub struct ImportQuery {
     params(ImportQuery),
     request_body(content(
         (CreateTemplateRequest = "application/json"),
-        (Vec<u8> = "application/zstd"))),
+        (inline(crate::openapi::RawBytes) = "application/zstd"))),
     responses(
         (status = 201, description = "An uploaded archive was imported", body = TemplateInfo),
         (status = 202, description = "Build started", body = TemplateBuild,

@@ -55,8 +55,8 @@ pub async fn create_snapshot(
 /// Makes `count` sandboxes whose filesystems start as this one's is now.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/fork", tag = "snapshots",
     params(("id" = String, Path, description = "Sandbox id")),
-    request_body(content = ForkRequest, description = "`count` (1-100, default 1) and any option of \
-        `POST /v1/sandboxes` but `template`"),
+    request_body(content = Option<ForkRequest>, description = "`count` (1-100, default 1) and any option \
+        of `POST /v1/sandboxes` but `template`; an empty body is `{}` (one sandbox)"),
     responses(
         (status = 201, description = "The new sandboxes, running, each with its own access token. Files \
             are copied; running processes and memory are not (each starts its own agent)", body = ForkInfo),
@@ -108,7 +108,7 @@ pub async fn fork_sandbox(
     params(("name" = String, Path, description = "Template name")),
     responses(
         (status = 200, description = "The archive, streamed (`application/zstd`). A failure midway cuts \
-            the transfer off rather than ending it cleanly", content_type = "application/zstd", body = Vec<u8>),
+            the transfer off rather than ending it cleanly", content_type = "application/zstd", body = inline(crate::openapi::RawBytes)),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such template (or another tenant's snapshot)", body = ErrorBody),
         (status = 409, description = "The backend has no templates (`process`)", body = ErrorBody)))]

@@ -169,7 +169,8 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
         freeze: bool,
     ) -> Result<SnapshotOutcome, BackendError> {
         let _ = (handle, spec, freeze);
-        Err(BackendError::Unavailable(format!(
+        // 409 like every template call on such a backend: the request is fine, the daemon cannot.
+        Err(BackendError::Conflict(format!(
             "snapshots need the `isolate` backend; this daemon runs the `{}` backend, whose sandboxes \
              run on the host's own filesystem",
             self.name()
