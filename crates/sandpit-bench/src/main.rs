@@ -9,6 +9,7 @@ mod daemon;
 mod files;
 mod load;
 mod network;
+mod snapshots;
 mod stats;
 
 use std::path::PathBuf;
@@ -75,6 +76,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(files::run(&args.sandpit_bin, args.quick))
                 .context("files benchmarks")?,
+        );
+    }
+    if want("snapshots") {
+        rows.extend(
+            rt.block_on(snapshots::run(&args.sandpit_bin, args.quick))
+                .context("snapshot benchmarks")?,
         );
     }
     if want("network") {

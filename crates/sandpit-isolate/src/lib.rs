@@ -717,14 +717,16 @@ impl Isolator {
         let template = self.templates.build_layer(name, &meta, |root| {
             let mut sync = snapshot::Sync::new(ids);
             copied = sync.run(&src, root)?;
+            // From the freeze request to the thaw's completion: how long the sandbox stood still.
+            let t = std::time::Instant::now();
             if freeze {
                 self.pause(handle).map_err(|e| freeze_err("freezing", e))?;
             }
-            let t = std::time::Instant::now();
             let last = sync.run(&src, root);
             if freeze {
+                let thawed = self.resume(handle);
                 frozen = t.elapsed();
-                self.resume(handle).map_err(|e| freeze_err("thawing", e))?;
+                thawed.map_err(|e| freeze_err("thawing", e))?;
             }
             settled = last?;
             Ok(())
