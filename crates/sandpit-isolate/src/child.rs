@@ -100,10 +100,23 @@ pub(crate) struct Plan {
     /// The sandbox's writable layer (its tmpfs mount fd); becomes fd [`UPPER_FD`] in the init, which
     /// holds it for the sandbox's life so that the host can take it back (snapshots). -1: none.
     pub upper_fd: RawFd,
+    /// Volumes to mount once inside the new root: their mount fds arrive after the rootfs's, in
+    /// this order.
+    pub volumes: Vec<VolumePlan>,
     /// `eth0`'s addresses when the sandbox has a network link (the host created the veth before
     /// sending the rootfs): the sandbox's own /32 and its gateway, in network byte order.
     pub net: Option<ChildNet>,
 }
+
+/// Where one volume goes: the directories to make on the way (each an absolute path in the new
+/// root, outermost first; they may exist) and the mount point (the last of them).
+#[derive(Debug, Clone)]
+pub(crate) struct VolumePlan {
+    pub dirs: Vec<CString>,
+}
+
+/// Most volumes a sandbox mounts (as `sandpit_types::volumes::MAX_MOUNTS`).
+pub(crate) const MAX_VOLUMES: usize = 16;
 
 /// What the child configures on `eth0`: its address (a /32), a host route to the gateway on the link
 /// and the default route through it.
@@ -164,6 +177,7 @@ impl Plan {
             listen_fd: fds[4],
             cgroup_fds: Vec::new(),
             upper_fd: -1,
+            volumes: Vec::new(),
             net: None,
         };
         // The CStrings' heap buffers do not move when the Vec<CString> is moved into the struct,
@@ -202,6 +216,14 @@ impl Plan {
             13 => "installing the seccomp filter".into(),
             14 => "setting up stdio and the ready fd".into(),
             15 => format!("executing {}", self.exec_path.to_string_lossy()),
+            s if (VOLUME_BASE..VOLUME_BASE + MAX_VOLUMES as u32).contains(&s) => {
+                let target = self
+                    .volumes
+                    .get((s - VOLUME_BASE) as usize)
+                    .and_then(|v| v.dirs.last())
+                    .map_or_else(String::new, |t| t.to_string_lossy().into_owned());
+                format!("mounting a volume at {target}")
+            }
             s if s >= STEP_BASE => self
                 .steps
                 .get((s - STEP_BASE) as usize)
@@ -212,6 +234,8 @@ impl Plan {
 }
 
 const STEP_BASE: u32 = 100;
+/// Stage numbers of the volume mounts: `VOLUME_BASE + i` for `plan.volumes[i]`.
+pub(crate) const VOLUME_BASE: u32 = 300;
 
 /// Clones the child with `flags` (namespace flags) and runs the plan in it. Returns the child's
 /// pid in the caller's pid namespace.
@@ -411,28 +435,12 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             libc::close(plan.parent_sock);
         }
         // Wait for the parent: it writes our uid/gid maps, moves us into the cgroups and builds
-        // the idmapped overlay, then sends the overlay's mount fd.
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let mut cbuf = [0u64; 4];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
-        let n = libc::recvmsg(plan.sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n <= 0 {
-            // The parent gave up (it closed the socket): leave quietly.
-            libc::_exit(126);
+        // the idmapped overlay, then sends the overlay's mount fd, and one per volume after it.
+        let ovl_fd = recv_fd(plan.sock)?;
+        let mut volume_fds = [-1 as RawFd; MAX_VOLUMES];
+        for slot in volume_fds.iter_mut().take(plan.volumes.len()) {
+            *slot = recv_fd(plan.sock)?;
         }
-        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
-        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-            return Err(Fail(1, libc::EPROTO));
-        }
-        let ovl_fd: RawFd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
 
         // Now that we are inside the sandbox cgroups, make them the root of our cgroup view.
         check(3, libc::syscall(libc::SYS_unshare, libc::CLONE_NEWCGROUP))?;
@@ -585,6 +593,33 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         )?;
         check(10, libc::syscall(libc::SYS_chdir, root.as_ptr()))?;
 
+        // Volumes, now that paths resolve inside the sandbox (a symlink in the rootfs cannot point
+        // a mount outside it). Directories on the way are made as the sandbox's root.
+        for (i, v) in plan.volumes.iter().enumerate() {
+            let stage = VOLUME_BASE + i as u32;
+            for d in &v.dirs {
+                check_exists_ok(
+                    stage,
+                    libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, d.as_ptr(), 0o755),
+                )?;
+            }
+            let Some(target) = v.dirs.last() else {
+                continue;
+            };
+            check(
+                stage,
+                libc::syscall(
+                    libc::SYS_move_mount,
+                    volume_fds[i],
+                    empty.as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    libc::MOVE_MOUNT_F_EMPTY_PATH,
+                ),
+            )?;
+            libc::close(volume_fds[i]);
+        }
+
         for cap in 0..64u64 {
             if plan.keep_caps & (1 << cap) == 0
                 && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
@@ -719,6 +754,38 @@ pub(crate) const DEFAULT_CAPS: &[u32] = &[
     29, // CAP_AUDIT_WRITE
     31, // CAP_SETFCAP
 ];
+
+/// Receives one descriptor (`SCM_RIGHTS`) from the parent; `Fail(1, …)` if none comes. Runs in the
+/// child: no allocation.
+///
+/// # Safety
+/// Only the raw syscalls below, on the plan's socket and a stack buffer.
+unsafe fn recv_fd(sock: RawFd) -> Result<RawFd, Fail> {
+    // SAFETY: all-zero msghdr/iovec are valid; the buffers live on this stack frame.
+    unsafe {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut cbuf = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        let n = libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n <= 0 {
+            // The parent gave up (it closed the socket): leave quietly.
+            libc::_exit(126);
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(Fail(1, libc::EPROTO));
+        }
+        Ok(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()))
+    }
+}
 
 /// Converts a child failure report into a message.
 pub(crate) fn decode_failure(plan: &Plan, buf: &[u8]) -> (String, io::Error) {

@@ -21,6 +21,7 @@ mod seccomp;
 pub mod snapshot;
 mod sys;
 mod template;
+pub mod volume;
 
 use std::ffi::CString;
 use std::fs;
@@ -112,6 +113,9 @@ pub struct SandboxSpec {
     /// namespace and the sandbox's first process addresses its end.
     #[serde(default)]
     pub network: Option<sandpit_net::Attachment>,
+    /// Volumes of the [`volume::VolumeStore`] to mount, idmapped like the template.
+    #[serde(default)]
+    pub volumes: Vec<sandpit_types::volumes::VolumeMount>,
 }
 
 impl SandboxSpec {
@@ -178,6 +182,8 @@ pub enum IsolateError {
     Filter(#[from] FilterError),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Volume(#[from] volume::VolumeError),
     #[error("invalid sandbox spec: {0}")]
     InvalidSpec(String),
     #[error(
@@ -224,7 +230,21 @@ pub struct Isolator {
     cgroups: Box<dyn CgroupDriver>,
     ids: idrange::IdAllocator,
     templates: template::TemplateStore,
+    volumes: volume::VolumeStore,
     filters: Vec<seccompiler::BpfProgram>,
+}
+
+/// The directories the child makes for a volume at `path` (absolute, validated by the API), outermost
+/// first; the last is the mount point.
+fn volume_plan(path: &str) -> child::VolumePlan {
+    let mut dirs = Vec::new();
+    let mut at = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        at.push('/');
+        at.push_str(part);
+        dirs.push(child::cstring(&at));
+    }
+    child::VolumePlan { dirs }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -262,12 +282,14 @@ impl Isolator {
             cfg.id_range_slots,
         )?;
         let templates = template::TemplateStore::new(cfg.state_dir.join("templates"))?;
+        let volumes = volume::VolumeStore::new(cfg.state_dir.join("volumes"))?;
         let filters = seccomp::build()?;
         Ok(Self {
             cfg,
             cgroups,
             ids,
             templates,
+            volumes,
             filters,
         })
     }
@@ -284,6 +306,11 @@ impl Isolator {
 
     fn sandbox_dir(&self, id: &str) -> PathBuf {
         self.cfg.state_dir.join("sandboxes").join(id)
+    }
+
+    /// The volumes.
+    pub fn volumes(&self) -> &volume::VolumeStore {
+        &self.volumes
     }
 
     /// Built templates.
@@ -485,6 +512,11 @@ impl Isolator {
         .map_err(ioe("opening the init's stdout"))?;
 
         let layers = self.templates.layers(template)?;
+        let volume_paths = spec
+            .volumes
+            .iter()
+            .map(|m| self.volumes.mounted(&m.name))
+            .collect::<Result<Vec<_>, _>>()?;
         let disk_mb = spec.disk_mb.unwrap_or(self.cfg.default_disk_mb);
         let upper = rootfs::writable_layer(disk_mb, range.base)?;
         if let Some(net) = &spec.network {
@@ -530,6 +562,7 @@ impl Isolator {
 
         plan.parent_sock = parent_sock.as_raw_fd();
         plan.cgroup_fds = cgroup_entries.iter().map(AsRawFd::as_raw_fd).collect();
+        plan.volumes = spec.volumes.iter().map(|m| volume_plan(&m.path)).collect();
         // The agent holds the writable layer for snapshots; a custom init need not.
         if spec.init_argv.is_none() {
             plan.upper_fd = upper.as_raw_fd();
@@ -572,8 +605,15 @@ impl Isolator {
             .map(OwnedFd::from)
             .map_err(ioe("opening the sandbox user namespace"))?;
         let overlay = rootfs::overlay(&layers, &userns, &upper)?;
+        let mut volume_fds = Vec::with_capacity(volume_paths.len());
+        for (m, host) in spec.volumes.iter().zip(&volume_paths) {
+            volume_fds.push(rootfs::volume(host, &userns, m.read_only)?);
+        }
         sys::send_fd(&parent_sock, overlay.as_raw_fd()).map_err(ioe("passing the rootfs"))?;
-        drop((overlay, upper, userns));
+        for fd in &volume_fds {
+            sys::send_fd(&parent_sock, fd.as_raw_fd()).map_err(ioe("passing a volume"))?;
+        }
+        drop((overlay, upper, userns, volume_fds));
 
         // EOF on the error pipe = execve succeeded; data = a failure report.
         let mut report = Vec::new();

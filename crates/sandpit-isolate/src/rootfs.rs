@@ -154,6 +154,27 @@ pub(crate) fn merged_view(layers: &[std::path::PathBuf]) -> Result<OwnedFd, Root
         .map_err(err)
 }
 
+/// A volume's filesystem (mounted on the host at `host`) as a detached mount idmapped into the
+/// sandbox's user namespace, like the template: uid 1000 on disk is `user` inside. `nosuid`/`nodev`:
+/// a volume holds data, and outlives the sandbox that could have planted something in it.
+pub(crate) fn volume(
+    host: &Path,
+    userns: &OwnedFd,
+    read_only: bool,
+) -> Result<OwnedFd, RootfsError> {
+    let err = |source| RootfsError::Idmap {
+        path: host.display().to_string(),
+        source,
+    };
+    let fd = sys::open_tree_clone(host).map_err(err)?;
+    let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
+    if read_only {
+        attrs |= libc::MOUNT_ATTR_RDONLY;
+    }
+    sys::mount_setattr(&fd, attrs, Some(userns)).map_err(err)?;
+    Ok(fd)
+}
+
 /// overlayfs's `lowerdir=` value for mount fds, top layer first.
 fn lowerdir(lowers: &[OwnedFd]) -> String {
     lowers

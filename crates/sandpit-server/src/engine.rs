@@ -451,6 +451,7 @@ impl Engine {
             error: None,
             handle: None,
             tenant: tenant.to_owned(),
+            volumes: req.volumes,
         };
         self.admit(&id, Owner::of(&rec))?;
         let mut spec = SandboxSpec {
@@ -463,6 +464,7 @@ impl Engine {
             env: rec.env.clone(),
             dir: dir.clone(),
             network: None,
+            volumes: rec.volumes.clone(),
         };
         let this = self.clone();
         Self::detached(async move {
@@ -974,6 +976,19 @@ impl Engine {
             .collect())
     }
 
+    /// Which recorded sandboxes mount each volume: volume name → sandbox ids.
+    pub async fn volume_users(
+        &self,
+    ) -> Result<HashMap<String, Vec<String>>, EngineError> {
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for r in self.store.list().await? {
+            for v in &r.volumes {
+                users.entry(v.name.clone()).or_default().push(r.id.clone());
+            }
+        }
+        Ok(users)
+    }
+
     /// Removes template `name` if it is a fork's (`auto_remove`) and no sandbox uses it any more; then
     /// its parent, if that is a fork's left unused too (a fork of a forked sandbox).
     async fn remove_if_unused(&self, name: &str) {
@@ -1358,6 +1373,7 @@ pub fn info(rec: &SandboxRecord) -> SandboxInfo {
         preview_domain: None,
         tenant: rec.tenant.clone(),
         access_token: None,
+        volumes: rec.volumes.clone(),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod templates;
 pub mod time;
 mod tls;
 pub mod tokens;
+pub mod volumes;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -165,6 +166,7 @@ async fn serve(
         state_dir.join("uploads"),
     ));
     templates.warm_base();
+    let volumes = Arc::new(volumes::Volumes::new(backend.clone()));
     let engine = engine::Engine::new(
         store,
         backend,
@@ -222,6 +224,7 @@ async fn serve(
         signer,
         metrics: Arc::new(metrics::Metrics::default()),
         templates,
+        volumes,
         openapi: Arc::new(openapi::spec_json()),
         ports,
         preview,

@@ -23,7 +23,8 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, handlers, keys, network, signed, snapshots, tenants};
+use crate::api::{audit, handlers, keys, network, signed, snapshots, tenants, volumes};
+use sandpit_types::volumes::{CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount};
 use sandpit_types::audit::{AuditEntry, AuditList};
 use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
 use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
@@ -83,6 +84,10 @@ impl utoipa::ToSchema for RawBytes {}
         snapshots::export_template,
         snapshots::create_snapshot,
         snapshots::fork_sandbox,
+        volumes::create_volume,
+        volumes::list_volumes,
+        volumes::get_volume,
+        volumes::delete_volume,
         keys::create_key,
         keys::list_keys,
         keys::revoke_key,
@@ -138,6 +143,7 @@ impl utoipa::ToSchema for RawBytes {}
         TenantQuotas, TenantUsage, TenantInfo, TenantList, AuditEntry, AuditList,
         SignedUrlRequest, SignedUrl, SignedUrlOp,
         CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo,
+        CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
@@ -146,6 +152,7 @@ impl utoipa::ToSchema for RawBytes {}
         (name = "sandboxes", description = "Sandbox lifecycle"),
         (name = "templates", description = "Root filesystems sandboxes start from (isolate backend; admin-only imports; a tenant sees its own snapshots)"),
         (name = "snapshots", description = "Templates made from a sandbox's filesystem, and forks (isolate backend)"),
+        (name = "volumes", description = "Named, size-capped filesystems that outlive sandboxes (isolate backend; a tenant's own)"),
         (name = "processes", description = "Processes inside a sandbox (served by its agent; a paused sandbox is resumed first)"),
         (name = "network", description = "Egress policy and exposed ports (preview URLs)"),
         (name = "keys", description = "API keys with scopes (`admin`, `sandboxes`, `read`); admin only"),

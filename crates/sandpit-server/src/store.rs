@@ -86,6 +86,8 @@ const MIGRATIONS: &[&str] = &[
         status  INTEGER NOT NULL
     );
     CREATE INDEX audit_at ON audit (at_ms);",
+    // Volumes (issue 18): the volumes a sandbox mounts (a JSON list of `VolumeMount`).
+    "ALTER TABLE sandboxes ADD COLUMN volumes TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// One audit row (`crate::audit`); `id` is assigned on insert.
@@ -163,6 +165,8 @@ pub struct SandboxRecord {
     pub handle: Option<BackendHandle>,
     /// The tenant of the key that created it.
     pub tenant: String,
+    /// The volumes mounted in it.
+    pub volumes: Vec<sandpit_types::volumes::VolumeMount>,
 }
 
 /// One API key as persisted (`hash`: hex SHA-256 of the secret; `scopes`: comma separated).
@@ -221,8 +225,8 @@ impl Store {
             let handle = handle_json(rec.handle.as_ref());
             c.execute(
                 "INSERT INTO sandboxes (id, state, template, cpu, memory_mb, pids, disk_mb, env, metadata,
-                     on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle, tenant)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle, tenant, volumes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     rec.id,
                     rec.state.as_str(),
@@ -240,6 +244,7 @@ impl Store {
                     rec.error,
                     handle,
                     rec.tenant,
+                    serde_json::to_string(&rec.volumes).unwrap_or_else(|_| "[]".into()),
                 ],
             )?;
             Ok(())
@@ -676,6 +681,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
     let expires_at_ms: Option<i64> = r.get("expires_at_ms")?;
     let error: Option<String> = r.get("error")?;
     let tenant: String = r.get("tenant")?;
+    let volumes: String = r.get("volumes")?;
 
     let corrupt = |why: String| StoreError::Corrupt {
         id: id.clone(),
@@ -695,6 +701,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
             .map(|h| serde_json::from_str(&h))
             .transpose()
             .map_err(|e| corrupt(format!("handle: {e}")))?;
+        let volumes =
+            serde_json::from_str(&volumes).map_err(|e| corrupt(format!("volumes: {e}")))?;
         Ok(SandboxRecord {
             id: id.clone(),
             state,
@@ -712,6 +720,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
             error,
             handle,
             tenant: tenant.clone(),
+            volumes,
         })
     })();
     Ok(parsed)
@@ -743,6 +752,7 @@ mod tests {
                 data: serde_json::json!({"starttime": 7}),
             }),
             tenant: "default".into(),
+            volumes: Vec::new(),
         }
     }
 

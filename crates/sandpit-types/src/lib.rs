@@ -23,6 +23,7 @@ pub mod process;
 pub mod sandbox;
 pub mod signal;
 pub mod tenants;
+pub mod volumes;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use event::{LostEvent, OutputEvent, ProcessEvent};

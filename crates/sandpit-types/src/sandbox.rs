@@ -35,6 +35,9 @@ pub struct CreateSandboxRequest {
     /// Outbound network policy; the daemon's default (`--default-egress`, no lists) when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::network::NetworkPolicy>,
+    /// Volumes to mount (`POST /v1/volumes` makes them), at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 /// The least memory a sandbox may be given: the agent needs about 8 MiB, a shell and a command more.
@@ -66,6 +69,7 @@ impl CreateSandboxRequest {
                 "template {t:?}: use 1-64 characters from a-z 0-9 . _ -, not starting with `.`"
             ));
         }
+        crate::volumes::validate_mounts(&self.volumes)?;
         if self
             .cpu
             .is_some_and(|cpu| !(cpu.is_finite() && cpu > 0.0 && cpu <= 1024.0))
@@ -219,6 +223,9 @@ pub struct SandboxInfo {
     /// with `POST /v1/sandboxes/{id}/access-token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
+    /// The volumes mounted in it. Added without a version bump (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 /// Body of the answer to `POST /v1/sandboxes/{id}/access-token`.

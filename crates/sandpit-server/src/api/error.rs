@@ -204,6 +204,21 @@ impl From<crate::quotas::QuotaError> for ApiError {
     }
 }
 
+impl From<crate::volumes::VolumeApiError> for ApiError {
+    fn from(e: crate::volumes::VolumeApiError) -> Self {
+        use crate::volumes::VolumeApiError as V;
+        match e {
+            // 409, not 400: the request is fine, the daemon's configuration cannot serve it.
+            V::Unsupported(_) => Self::Conflict(e.to_string()),
+            V::InvalidArgument(m) => Self::InvalidArgument(m),
+            V::NotFound(m) => Self::NotFound(m),
+            V::Conflict(m) => Self::Conflict(m),
+            V::Backend(b) => b.into(),
+            V::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
 impl From<TemplateApiError> for ApiError {
     fn from(e: TemplateApiError) -> Self {
         match e {

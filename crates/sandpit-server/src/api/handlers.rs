@@ -104,6 +104,9 @@ pub async fn create_sandbox(
             .check_usable(t, super::snapshots::viewer(&who))
             .await?;
     }
+    s.volumes
+        .check_usable(&req.volumes, super::snapshots::viewer(&who))
+        .await?;
     let mut info = s.engine.create(req, &who.tenant).await?;
     match s.keys.issue_sandbox_token(&info.id).await {
         Ok(token) => info.access_token = Some(token),

@@ -12,6 +12,7 @@ pub mod revoke;
 pub mod signed;
 pub mod snapshots;
 pub mod tenants;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub signer: Arc<crate::signing::Signer>,
     pub metrics: Arc<Metrics>,
     pub templates: Arc<Templates>,
+    pub volumes: Arc<crate::volumes::Volumes>,
     /// The `OpenAPI` document, rendered once.
     pub openapi: Arc<String>,
     /// Exposed ports and their tokens.
@@ -122,6 +124,14 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
         .route(
             "/v1/templates/{name}/export",
             get(snapshots::export_template),
+        )
+        .route(
+            "/v1/volumes",
+            get(volumes::list_volumes).post(volumes::create_volume),
+        )
+        .route(
+            "/v1/volumes/{name}",
+            get(volumes::get_volume).delete(volumes::delete_volume),
         )
         .route("/v1/keys", post(keys::create_key).get(keys::list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(keys::revoke_key))

@@ -73,6 +73,9 @@ pub async fn fork_sandbox(
     ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<ForkRequest>,
 ) -> Result<Response, ApiError> {
+    s.volumes
+        .check_usable(&req.options.volumes, viewer(&who))
+        .await?;
     let mut fork = s.engine.fork(&id, req, &who.tenant).await?;
     for i in 0..fork.sandboxes.len() {
         match s.keys.issue_sandbox_token(&fork.sandboxes[i].id).await {

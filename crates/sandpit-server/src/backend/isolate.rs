@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sandpit_isolate::volume::{VolumeError, VolumeMeta};
 use sandpit_isolate::{
     ImportSource, IsolateConfig, IsolateError, Isolator, LayerMeta, RangeError, SandboxHandle,
     TemplateError, TemplateInfo,
@@ -22,7 +23,7 @@ use sandpit_types::sandbox::TemplateSource;
 
 use super::{
     BackendError, BackendHandle, SandboxBackend, SandboxSpec, SnapshotOutcome, SnapshotSpec,
-    TemplateRecord, TemplateStore,
+    TemplateRecord, TemplateStore, VolumeRecord, VolumeStore,
 };
 use crate::config::Config;
 
@@ -96,6 +97,7 @@ impl SandboxBackend for IsolateBackend {
         s.disk_mb = spec.disk_mb;
         s.hostname = Some(spec.id.clone());
         s.network.clone_from(&spec.network);
+        s.volumes.clone_from(&spec.volumes);
         s.env = spec
             .env
             .iter()
@@ -180,6 +182,10 @@ impl SandboxBackend for IsolateBackend {
     }
 
     fn templates(&self) -> Option<&dyn TemplateStore> {
+        Some(self)
+    }
+
+    fn volumes(&self) -> Option<&dyn VolumeStore> {
         Some(self)
     }
 
@@ -282,6 +288,55 @@ impl TemplateStore for IsolateBackend {
     }
 }
 
+impl VolumeStore for IsolateBackend {
+    fn list(&self) -> Vec<VolumeRecord> {
+        self.iso
+            .volumes()
+            .list()
+            .into_iter()
+            .map(volume_record)
+            .collect()
+    }
+
+    fn create(
+        &self,
+        name: &str,
+        size_mb: u64,
+        tenant: &str,
+    ) -> Result<VolumeRecord, BackendError> {
+        self.iso
+            .volumes()
+            .create(name, size_mb, tenant)
+            .map(volume_record)
+            .map_err(|e| classify(e.into()))
+    }
+
+    fn used_bytes(&self, name: &str) -> Result<u64, BackendError> {
+        self.iso
+            .volumes()
+            .used_bytes(name)
+            .map_err(|e| classify(e.into()))
+    }
+
+    fn remove(&self, name: &str) -> Result<(), BackendError> {
+        self.iso
+            .volumes()
+            .remove(name)
+            .map_err(|e| classify(e.into()))
+    }
+}
+
+fn volume_record(v: VolumeMeta) -> VolumeRecord {
+    VolumeRecord {
+        name: v.name,
+        size_mb: v.size_mb,
+        tenant: v.owner,
+        created_at_ms: i64::try_from(v.created)
+            .unwrap_or(i64::MAX / 1000)
+            .saturating_mul(1000),
+    }
+}
+
 fn record(t: TemplateInfo) -> TemplateRecord {
     TemplateRecord {
         name: t.name,
@@ -317,6 +372,12 @@ fn classify(e: IsolateError) -> BackendError {
             BackendError::Exhausted(r.to_string())
         }
         IsolateError::Host(h) => BackendError::Unavailable(h.to_string()),
+        IsolateError::Volume(VolumeError::NotFound(_)) => BackendError::NotFound(e.to_string()),
+        IsolateError::Volume(VolumeError::Exists(_)) => BackendError::Conflict(e.to_string()),
+        // A mount point the rootfs cannot have (a file there, say): the request's problem.
+        IsolateError::Child { ref stage, .. } if stage.starts_with("mounting a volume") => {
+            BackendError::InvalidSpec(e.to_string())
+        }
         // The init was alive but too slow (a host at full load): nothing is wrong with the request or
         // the sandbox, and nothing was left behind. A 503 to retry, never a 500.
         IsolateError::NotReady {

@@ -39,6 +39,8 @@ pub struct SandboxSpec {
     pub dir: PathBuf,
     /// The sandbox's network link, when the daemon runs with networking (only `isolate` uses it).
     pub network: Option<sandpit_net::Attachment>,
+    /// Volumes to mount (the API checked that they exist and the tenant may use them).
+    pub volumes: Vec<sandpit_types::volumes::VolumeMount>,
 }
 
 /// How to reach a created sandbox again, persisted in the store across daemon restarts.
@@ -159,6 +161,11 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// The backend's volumes, if it has any.
+    fn volumes(&self) -> Option<&dyn VolumeStore> {
+        None
+    }
+
     /// Makes template `spec.name` from the sandbox's filesystem as it is now (its template plus what it
     /// wrote), freezing the sandbox briefly when `freeze` (it is not paused already). Backends without
     /// templates cannot.
@@ -255,6 +262,32 @@ pub trait TemplateStore: Send + Sync {
             "this backend makes no base template".into(),
         ))
     }
+}
+
+/// A volume as a backend reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub size_mb: u64,
+    pub tenant: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// Volume management of a backend that has volumes. Synchronous like [`SandboxBackend`] (mkfs, mount).
+pub trait VolumeStore: Send + Sync {
+    /// Every volume, by name.
+    fn list(&self) -> Vec<VolumeRecord>;
+
+    /// Makes volume `name` of `size_mb` MiB for `tenant`; a name in use is a [`BackendError::Conflict`].
+    fn create(&self, name: &str, size_mb: u64, tenant: &str)
+    -> Result<VolumeRecord, BackendError>;
+
+    /// Bytes in use on volume `name`.
+    fn used_bytes(&self, name: &str) -> Result<u64, BackendError>;
+
+    /// Removes volume `name` and its data; the caller has made sure no sandbox mounts it.
+    fn remove(&self, name: &str) -> Result<(), BackendError>;
 }
 
 /// The backend the configuration names. Never falls back to another one: the choice of isolation is the

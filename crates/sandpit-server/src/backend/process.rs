@@ -166,6 +166,11 @@ impl SandboxBackend for ProcessBackend {
     }
 
     fn create(&self, spec: &SandboxSpec) -> Result<BackendHandle, BackendError> {
+        if !spec.volumes.is_empty() {
+            return Err(BackendError::Conflict(
+                "volumes need the `isolate` backend; this daemon runs the `process` backend".into(),
+            ));
+        }
         if spec.template != "base" {
             return Err(BackendError::NotFound(format!(
                 "template {:?} not found (the process backend only has \"base\", the host itself)",
@@ -394,6 +399,7 @@ mod tests {
             env: std::collections::BTreeMap::new(),
             dir: dir.path().to_owned(),
             network: None,
+            volumes: Vec::new(),
         };
         let err = b.create(&spec).unwrap_err();
         assert!(err.to_string().contains("cannot start the agent"), "{err}");

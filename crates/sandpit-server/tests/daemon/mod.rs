@@ -57,6 +57,19 @@ impl DestroyLeftovers {
                 let _ = iso.destroy(&h);
             }
         }
+        // Volumes stay mounted on the host (by design: they outlive the daemon); a test that failed
+        // before deleting its volumes must not leave loop mounts under a removed directory.
+        for e in std::fs::read_dir(self.state_dir.join("isolate/volumes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(e.path().join("mnt"))
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         // A killed daemon leaves its firewall tables (by design: sandboxes stay confined): remove them.
         sandpit_net::remove_leftovers(
             std::path::Path::new(sandpit_net::DEFAULT_LEASE_DIR),
