@@ -432,6 +432,10 @@ fn help_everywhere_has_examples() {
         vec!["template", "upload"],
         vec!["snapshot"],
         vec!["fork"],
+        vec!["volume", "create"],
+        vec!["volume", "ls"],
+        vec!["volume", "info"],
+        vec!["volume", "rm"],
     ] {
         let mut args = verb.clone();
         args.push("--help");
@@ -543,6 +547,26 @@ fn snapshot_fork_export_upload() {
     let o = d.run(&["template", "rm", "bb"]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("in use"), "{}", text(&o.stderr));
+
+    // Volumes: made, mounted by two sandboxes (one read-only), listed, kept while mounted.
+    assert_eq!(d.ok(&["volume", "create", "vol", "--size-mb", "16"]).trim(), "vol");
+    let w = d.ok(&["create", "--template", "bb", "--volume", "vol:/data"]).trim().to_owned();
+    let r = d.ok(&["create", "--template", "bb", "-v", "vol:/ro:ro"]).trim().to_owned();
+    d.ok(&["exec", &w, "--", "sh", "-c", "echo v > /data/x"]);
+    assert_eq!(d.ok(&["exec", &r, "--", "cat", "/ro/x"]), "v\n");
+    let o = d.run(&["exec", &r, "--", "sh", "-c", "echo no > /ro/y"]);
+    assert!(!o.status.success(), "a read-only volume took a write");
+    let table = d.ok(&["volume", "ls"]);
+    assert!(table.contains("MOUNTED BY") && table.contains(&w), "{table}");
+    assert_eq!(d.json(&["volume", "info", "vol", "--json"])["size_mb"], 16);
+    let o = d.run(&["volume", "rm", "vol"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("mounted"), "{}", text(&o.stderr));
+    let o = d.run(&["create", "--template", "bb", "--volume", "nocolon"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("NAME:PATH"), "{}", text(&o.stderr));
+    d.ok(&["rm", &w, &r]);
+    assert_eq!(d.ok(&["volume", "rm", "vol"]).trim(), "vol");
 }
 
 // ---------------------------------------------------------------- attach through a real PTY

@@ -26,6 +26,11 @@ use crate::template::TemplateError;
 /// `TMPFS_MAGIC` from `linux/magic.h`.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
+/// What the host and the agent keep in a sandbox's writable layer for that sandbox alone: the agent's
+/// logs and process output (`/run/sandpit`), the agent's mount point (`/.sandpit`), the network's
+/// `resolv.conf`. Never part of a snapshot: each sandbox made from it gets its own.
+const HOST_MANAGED: &[&str] = &["run/sandpit", ".sandpit", "etc/resolv.conf"];
+
 /// The owner a file gets when its host id is outside the sandbox's range (the kernel's overflow id).
 const NOBODY: u32 = 65534;
 
@@ -137,6 +142,9 @@ impl Sync {
             let entry = entry.map_err(ioe(format!("reading {}", src.display())))?;
             let name = entry.file_name();
             let (s, d, r) = (src.join(&name), dst.join(&name), rel.join(&name));
+            if HOST_MANAGED.iter().any(|h| r == Path::new(h)) {
+                continue;
+            }
             // The entry may vanish between the listing and the stat (the sandbox runs during the
             // first pass): the second, frozen pass settles it.
             let Ok(m) = fs::symlink_metadata(&s) else {
@@ -305,6 +313,26 @@ mod tests {
         fs::write(src.path().join("x/y"), b"in").unwrap();
         sync.run(src.path(), dst.path()).unwrap();
         assert_eq!(fs::read(dst.path().join("x/y")).unwrap(), b"in");
+    }
+
+    #[test]
+    fn what_the_host_and_agent_keep_for_one_sandbox_is_left_out() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        for d in ["run/sandpit/log", ".sandpit", "etc", "home"] {
+            fs::create_dir_all(src.path().join(d)).unwrap();
+        }
+        fs::write(src.path().join("run/sandpit/agent.log"), b"old").unwrap();
+        fs::write(src.path().join("run/other"), b"kept").unwrap();
+        fs::write(src.path().join(".sandpit/sandpit"), b"").unwrap();
+        fs::write(src.path().join("etc/resolv.conf"), b"nameserver 10.0.0.1").unwrap();
+        fs::write(src.path().join("etc/hosts"), b"kept").unwrap();
+        Sync::new(ids()).run(src.path(), dst.path()).unwrap();
+        assert!(dst.path().join("run/other").exists());
+        assert!(dst.path().join("etc/hosts").exists());
+        for gone in ["run/sandpit", ".sandpit", "etc/resolv.conf"] {
+            assert!(!dst.path().join(gone).exists(), "{gone}");
+        }
     }
 
     #[test]

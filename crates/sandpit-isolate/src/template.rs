@@ -99,6 +99,9 @@ pub enum ImportSource {
     Tarball(PathBuf),
     /// An OCI image layout directory, or a tar of one / a `docker save` archive.
     OciImage(PathBuf),
+    /// An archive someone uploaded (a template export, or any root filesystem tar), stored at the path
+    /// only while it is imported.
+    Upload(PathBuf),
 }
 
 /// The template directory.
@@ -267,11 +270,12 @@ impl TemplateStore {
             ImportSource::Directory(p) => format!("directory {}", p.display()),
             ImportSource::Tarball(p) => format!("tarball {}", p.display()),
             ImportSource::OciImage(p) => format!("OCI image {}", p.display()),
+            ImportSource::Upload(_) => "uploaded archive".to_owned(),
         };
         let source = source.clone();
         self.build(name, &desc, move |root| match &source {
             ImportSource::Directory(p) => copy_tree(p, root),
-            ImportSource::Tarball(p) => unpack_tarball(p, root),
+            ImportSource::Tarball(p) | ImportSource::Upload(p) => unpack_tarball(p, root),
             ImportSource::OciImage(p) => import_oci(p, root),
         })
     }

@@ -251,17 +251,28 @@ impl Templates {
     ) -> Result<TemplateInfo, TemplateApiError> {
         use futures_util::StreamExt;
         use tokio::io::AsyncWriteExt;
-        self.check_supported()?;
-        CreateTemplateRequest {
-            name: name.to_owned(),
-            source: TemplateSource::Tar("/upload".into()),
+        let refusal = async {
+            self.check_supported()?;
+            CreateTemplateRequest {
+                name: name.to_owned(),
+                source: TemplateSource::Tar("/upload".into()),
+            }
+            .validate()
+            .map_err(TemplateApiError::InvalidArgument)?;
+            if self.list(None).await?.iter().any(|t| t.name == name) {
+                return Err(TemplateApiError::Conflict(format!(
+                    "template {name:?} already exists; templates are immutable: delete it first"
+                )));
+            }
+            Ok(())
         }
-        .validate()
-        .map_err(TemplateApiError::InvalidArgument)?;
-        if self.list(None).await?.iter().any(|t| t.name == name) {
-            return Err(TemplateApiError::Conflict(format!(
-                "template {name:?} already exists; templates are immutable: delete it first"
-            )));
+        .await;
+        if let Err(e) = refusal {
+            // Read what the client sends before answering: a client still writing its body when the
+            // connection closes never sees the answer (it gets EPIPE instead of the reason).
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(_)) = stream.next().await {}
+            return Err(e);
         }
         let internal = |what: &str, e: std::io::Error| {
             if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -292,8 +303,8 @@ impl Templates {
             file.flush()
                 .await
                 .map_err(|e| internal("storing the upload", e))?;
-            let (owned, source) = (name.to_owned(), TemplateSource::Tar(path.display().to_string()));
-            self.on_store(move |s| s.build(&owned, &source, &mut |_| {}))
+            let (owned, stored) = (name.to_owned(), path.clone());
+            self.on_store(move |s| s.import_archive(&owned, &stored))
                 .await
         }
         .await;

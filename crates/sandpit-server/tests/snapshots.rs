@@ -67,6 +67,10 @@ async fn snapshots_keep_what_was_written_before_and_forks_diverge() {
 
     let snap = snapshot(&serve, &a, "snap1").await;
     assert_eq!(snap["template"]["name"], "snap1");
+    // What the agent and the host keep for this one sandbox (its logs, resolv.conf) is not copied.
+    let layer = fx.state.join("isolate/templates/snap1/rootfs");
+    assert!(layer.join("home/user/before.txt").exists());
+    assert!(!layer.join("run/sandpit").exists() && !layer.join(".sandpit").exists());
     assert_eq!(snap["template"]["parent"], "tiny");
     assert_eq!(snap["template"]["tenant"], "default");
     assert!(snap["bytes"].as_u64().unwrap() >= 1 << 20, "{snap}");
@@ -312,6 +316,17 @@ async fn a_snapshot_survives_a_restart_and_an_export_import_round_trip() {
     .await;
     assert_eq!(s, 201, "{t}");
     assert_eq!(t["name"], "moved");
+    assert_eq!(t["source"], "uploaded archive");
+    // A refused upload is answered, not cut off while the client still sends (regression: EPIPE).
+    let big = vec![0u8; 8 << 20];
+    let (s, e) = call(
+        client()
+            .post(serve.url("/v1/templates?name=moved"))
+            .header("content-type", "application/zstd")
+            .body(big),
+    )
+    .await;
+    assert_eq!(s, 409, "{e}");
     assert!(t["parent"].is_null(), "an import is whole: {t}");
     let c = create(&serve, json!({"template": "moved"})).await;
     assert_eq!(

@@ -47,6 +47,7 @@ mod sandbox;
 mod sse;
 mod templates;
 mod tenants;
+mod volumes;
 mod ws;
 
 pub use attach::{
@@ -72,6 +73,7 @@ pub use templates::{
     DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource, Templates,
 };
 pub use tenants::{TenantInfo, TenantQuotas, TenantUsage, Tenants};
+pub use volumes::{VolumeInfo, VolumeMount, Volumes};
 
 /// The wire types, for calls this SDK does not wrap.
 pub use sandpit_types as types;

@@ -391,6 +391,26 @@ impl SandboxBuilder {
         self.timeout(Duration::from_secs(secs))
     }
 
+    /// Mounts volume `name` (see [`Client::volumes`]) at `path` in the sandbox, read-write.
+    pub fn volume(mut self, name: impl Into<String>, path: impl Into<String>) -> Self {
+        self.req.volumes.push(sandpit_types::volumes::VolumeMount {
+            name: name.into(),
+            path: path.into(),
+            read_only: false,
+        });
+        self
+    }
+
+    /// Mounts volume `name` at `path`, read-only.
+    pub fn volume_read_only(mut self, name: impl Into<String>, path: impl Into<String>) -> Self {
+        self.req.volumes.push(sandpit_types::volumes::VolumeMount {
+            name: name.into(),
+            path: path.into(),
+            read_only: true,
+        });
+        self
+    }
+
     /// What happens at the deadline: kill (default) or pause.
     pub fn on_timeout(mut self, what: OnTimeout) -> Self {
         self.req.on_timeout = Some(what);

@@ -833,6 +833,32 @@ async fn snapshot_fork_export_and_import_archive() {
         Err(Error::InvalidArgument(_))
     ));
 
+    // Volumes: one made, mounted by a sandbox, its data there for the next one; kept while mounted.
+    let vols = client.volumes();
+    let v = vols.create("vol", 16).await.unwrap();
+    assert_eq!((v.name.as_str(), v.size_mb), ("vol", 16));
+    let w = Sandbox::create()
+        .client(&client)
+        .template("bb")
+        .volume("vol", "/data")
+        .await
+        .unwrap();
+    run(&w, "echo kept > /data/f").await;
+    assert_eq!(vols.get("vol").await.unwrap().mounted_by, vec![w.id().to_owned()]);
+    assert!(matches!(vols.delete("vol").await, Err(Error::Conflict(_))));
+    w.kill().await.unwrap();
+    let r = Sandbox::create()
+        .client(&client)
+        .template("bb")
+        .volume_read_only("vol", "/ro")
+        .await
+        .unwrap();
+    assert_eq!(run(&r, "cat /ro/f").await, "kept\n");
+    r.kill().await.unwrap();
+    assert!(vols.list().await.unwrap().iter().any(|x| x.name == "vol"));
+    vols.delete("vol").await.unwrap();
+    assert!(matches!(vols.get("vol").await, Err(Error::NotFound(_))));
+
     // Export to a file, import it under another name: same files.
     let file = d.dir.path().join("snap.tar.zst");
     let size = t.export_to_file("snap", &file).await.unwrap();

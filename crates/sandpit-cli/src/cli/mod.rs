@@ -11,6 +11,7 @@ mod sandbox;
 mod snapshot;
 mod template;
 mod tenants;
+mod volume;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -101,6 +102,9 @@ pub enum ClientCommand {
     /// Manage templates (the root filesystems sandboxes start from).
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Manage volumes: named, size-capped filesystems that outlive sandboxes (`--volume` mounts one).
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Make a template from a sandbox's filesystem as it is now and print its name.
     Snapshot(snapshot::SnapshotArgs),
     /// Make sandboxes that start from a sandbox's filesystem as it is now; prints their ids.
@@ -149,6 +153,7 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Rm(a) => sandbox::rm(&client, a).await,
             ClientCommand::Template(c) => template::run(&client, c).await,
             ClientCommand::Snapshot(a) => snapshot::snapshot(&client, a).await,
+            ClientCommand::Volume(c) => volume::run(&client, c).await,
             ClientCommand::Fork(a) => snapshot::fork(&client, a).await,
             ClientCommand::Port(a) => net::port(&client, a).await,
             ClientCommand::Network(a) => net::network(&client, a).await,

@@ -40,6 +40,9 @@ pub struct SandboxOpts {
     /// Metadata entry (repeatable; filter with `sandpit ls --metadata`).
     #[arg(long, short = 'm', value_name = "KEY=VALUE", value_parser = key_value)]
     metadata: Vec<(String, String)>,
+    /// Mount a volume: NAME:PATH, or NAME:PATH:ro read-only (repeatable; `sandpit volume create` makes one).
+    #[arg(long = "volume", short = 'v', value_name = "NAME:PATH[:ro]", value_parser = super::volume::parse_mount)]
+    volumes: Vec<sandpit::VolumeMount>,
     #[command(flatten)]
     network: super::net::PolicyOpts,
 }
@@ -59,6 +62,13 @@ impl SandboxOpts {
     /// The create request these options make.
     pub(super) fn builder(self, client: &Client) -> sandpit::SandboxBuilder {
         let mut b = Sandbox::create().client(client).envs(self.env);
+        for m in self.volumes {
+            b = if m.read_only {
+                b.volume_read_only(m.name, m.path)
+            } else {
+                b.volume(m.name, m.path)
+            };
+        }
         if let Some(p) = self.network.policy() {
             b = b.network(p);
         }

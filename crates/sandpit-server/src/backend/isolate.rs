@@ -283,6 +283,17 @@ impl TemplateStore for IsolateBackend {
         self.iso.remove_template(name).map_err(classify)
     }
 
+    fn import_archive(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<TemplateRecord, BackendError> {
+        self.iso
+            .import_template(name, &ImportSource::Upload(path.to_owned()))
+            .map(record)
+            .map_err(classify)
+    }
+
     fn export(&self, name: &str, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
         self.iso.export_template(name, out).map_err(classify)
     }

@@ -240,6 +240,12 @@ pub trait TemplateStore: Send + Sync {
     /// layer over is a [`BackendError::Conflict`].
     fn remove(&self, name: &str) -> Result<(), BackendError>;
 
+    /// Imports the archive at `path` (uploaded: a template export, or any root filesystem tar, plain,
+    /// gzip or zstd) as template `name`.
+    fn import_archive(&self, name: &str, path: &std::path::Path) -> Result<TemplateRecord, BackendError> {
+        self.build(name, &TemplateSource::Tar(path.display().to_string()), &mut |_| {})
+    }
+
     /// Writes template `name`, its layers merged, as one zstd-compressed tar stream that
     /// [`TemplateStore::build`] with [`TemplateSource::Tar`] reads back on any host.
     fn export(&self, name: &str, out: &mut dyn std::io::Write) -> Result<(), BackendError> {
