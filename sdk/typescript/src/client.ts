@@ -18,8 +18,9 @@ import { SandboxError, TimeoutError, codeForStatus, errorFromBody, errorFromCode
 export interface RequestOptions {
   /** A JSON body (sent with `Content-Type: application/json`). */
   json?: unknown;
-  /** A raw body (sent as `application/octet-stream`). */
-  body?: Uint8Array | string;
+  /** A raw body: sent as `application/octet-stream` unless `headers` names a `Content-Type`. A `ReadableStream`
+   * is sent as it is read (build one with `requestBody` so that browsers get a `Blob` instead). */
+  body?: Uint8Array | BodyInit;
   /** Query parameters; undefined values are left out. */
   query?: Record<string, string | number | boolean | undefined>;
   /** Extra headers. */
@@ -75,7 +76,7 @@ export class HttpClient {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(opts.json);
     } else if (opts.body !== undefined) {
-      headers["Content-Type"] = "application/octet-stream";
+      headers["Content-Type"] = opts.headers?.["Content-Type"] ?? "application/octet-stream";
       body = opts.body as BodyInit;
     }
     const timeoutMs = opts.timeoutMs ?? this.config.requestTimeoutMs;
@@ -84,11 +85,23 @@ export class HttpClient {
     const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
     let resp: Response;
     try {
-      const init: RequestInit = { method, headers };
+      const init: RequestInit & { duplex?: "half" } = { method, headers };
       if (body !== undefined) init.body = body;
+      // A streamed request body must say so (fetch's rule; Node sends it chunked).
+      if (body instanceof ReadableStream) init.duplex = "half";
       if (signal !== undefined) init.signal = signal;
       resp = await this.config.fetch(this.url(path, opts.query), init);
     } catch (e) {
+      const sysCode = (e as { cause?: { code?: unknown } } | null)?.cause?.code;
+      if (body instanceof ReadableStream && (sysCode === "EPIPE" || sysCode === "ECONNRESET") && !signal?.aborted) {
+        // A server that answers before reading a streamed body and closes the connection loses its answer to
+        // Node's fetch, which fails on the next write instead: say so rather than "cannot reach".
+        throw new SandboxError(
+          `${method} ${path}: the daemon at ${this.config.url} closed the connection while the request body was ` +
+            `being sent (${sysCode}); it may have refused the request before reading it`,
+          { code: "network", cause: e },
+        );
+      }
       throw this.transportError(e, method, path, timeout, timeoutMs);
     }
     if (!resp.ok) throw await errorFromResponse(resp);

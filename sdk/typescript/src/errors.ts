@@ -4,6 +4,7 @@
  *
  * Browser-safe: no Node built-ins.
  */
+import type { TemplateBuild } from "./templates.js";
 
 /** Fields shared by every SDK error. */
 export interface SandboxErrorOptions {
@@ -127,6 +128,19 @@ export class CommandExitError extends SandboxError implements CommandExitInfo {
     this.stderr = result.stderr;
     this.error = result.error ?? null;
     this.result = result;
+  }
+}
+
+/** A template build ended `failed` (`Templates.wait`): `build.error` says why, `build.log` what it did. */
+export class TemplateBuildError extends SandboxError {
+  /** The failed build as the daemon reported it. */
+  readonly build: TemplateBuild;
+
+  constructor(build: TemplateBuild) {
+    super(`template ${JSON.stringify(build.name)} failed to build: ${build.error ?? "no reason given"}`, {
+      code: "template_build_failed",
+    });
+    this.build = build;
   }
 }
 

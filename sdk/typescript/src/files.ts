@@ -147,8 +147,9 @@ function toStream(data: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
   });
 }
 
-/** A request body, and whether it is a stream (which fetch must be told about). */
-async function body(data: FileData): Promise<{ body: BodyInit; streamed: boolean }> {
+/** A request body, and whether it is a stream (which fetch must be told about). Every upload (files, template
+ * archives) turns its data into a body here. */
+export async function requestBody(data: FileData): Promise<{ body: BodyInit; streamed: boolean }> {
   if (typeof data === "string") return { body: new TextEncoder().encode(data), streamed: false };
   if (data instanceof Uint8Array || data instanceof ArrayBuffer) return { body: data as BodyInit, streamed: false };
   if (data instanceof Blob) return { body: data, streamed: false };
@@ -411,7 +412,7 @@ export class Files {
     if (Array.isArray(pathOrFiles)) return this.writeFiles(pathOrFiles, (dataOrOpts as FileOpts | undefined) ?? {});
     const extra: Record<string, string> = {};
     if (maybeOpts.mode !== undefined) extra.mode = maybeOpts.mode.toString(8).padStart(4, "0");
-    const b = await body(dataOrOpts as FileData);
+    const b = await requestBody(dataOrOpts as FileData);
     const init: RequestInit & { duplex?: "half" } = {
       body: b.body,
       headers: { "Content-Type": "application/octet-stream" },
@@ -431,7 +432,7 @@ export class Files {
     }
     const out: EntryInfo[] = [];
     for (const [root, group] of groups) {
-      const b = await body(tarStream(group));
+      const b = await requestBody(tarStream(group));
       const init: RequestInit & { duplex?: "half" } = { body: b.body, headers: { "Content-Type": "application/x-tar" } };
       if (b.streamed) init.duplex = "half";
       if (opts.signal) init.signal = opts.signal;

@@ -21,8 +21,19 @@ export { Tenants } from "./tenants.js";
 export { Audit } from "./audit.js";
 export type { AuditEntry, AuditPage, AuditQuery } from "./audit.js";
 export type { TenantInfo, TenantQuotas, TenantUsage } from "./tenants.js";
+export { Templates } from "./templates.js";
+export type {
+  TemplateInfo,
+  TemplateSource,
+  TemplateBuild,
+  TemplateBuildState,
+  TemplateWaitOpts,
+  TemplateTransferOpts,
+  ArchiveData,
+  SnapshotInfo,
+} from "./templates.js";
 export type { NetworkPolicy, ExposedPort, ExposePortOpts } from "./network.js";
-export type { SandboxOpts, SandboxListOpts, ExecOpts } from "./sandbox.js";
+export type { SandboxOpts, SandboxListOpts, ExecOpts, ForkOpts, ForkResult } from "./sandbox.js";
 export { Commands, CommandHandle, CommandSession } from "./commands.js";
 export type { RunOpts, RunStreamOpts, SpawnOpts, CommandWaitOpts, OutputCallbacks, RequestOpts, SessionStdin } from "./commands.js";
 export { ExecHandle, ExecSink } from "./exec.js";
@@ -54,6 +65,7 @@ export {
   UnavailableError,
   InternalError,
   CommandExitError,
+  TemplateBuildError,
   errorFromBody,
 } from "./errors.js";
 export type { CommandExitInfo } from "./errors.js";

@@ -1,7 +1,7 @@
 /**
- * {@link Sandbox}: lifecycle (`create`, `connect`, `list`, `info`, `pause`, `resume`, `setTimeout`, `kill`)
- * and the per-sandbox surfaces of every seed: `commands` (Superserve, Declaw), `exec*` / `shell*` /
- * `attach*` (microsandbox), `exec` / `processes` / `getProcess` (Hyperbrowser).
+ * {@link Sandbox}: lifecycle (`create`, `connect`, `list`, `info`, `pause`, `resume`, `setTimeout`, `kill`),
+ * snapshots and forks (`snapshot`, `fork`), and the per-sandbox surfaces of every seed: `commands` (Superserve,
+ * Declaw), `exec*` / `shell*` / `attach*` (microsandbox), `exec` / `processes` / `getProcess` (Hyperbrowser).
  *
  * Browser-safe: `attach*` loads its Node-only module on demand.
  */
@@ -23,6 +23,7 @@ import { ExecOutput } from "./output.js";
 import { type ProcessHandle, Processes } from "./processes.js";
 import { type StartOptions, runToCompletion, startProcess, startRequest } from "./start.js";
 import { type SandboxInfo, type SandboxState, type WireSandboxInfo, type WireStartRequest, sandboxInfoFromWire } from "./types.js";
+import { type SnapshotInfo, type WireSnapshotInfo, snapshotInfoFromWire } from "./templates.js";
 import { ProcessSocket } from "./ws.js";
 import {
   type ExposedPort,
@@ -62,6 +63,23 @@ export interface SandboxOpts extends ConnectionOptions {
   onTimeout?: "kill" | "pause";
   /** Outbound network policy (the daemon's default when absent). */
   network?: NetworkPolicy & WireNetworkPolicy;
+}
+
+/**
+ * Options of {@link Sandbox.fork}: those of {@link Sandbox.create} but `template` (a fork starts from the
+ * source's files) and the connection (the forks live on the source's daemon and use its key), plus `count`.
+ */
+export interface ForkOpts extends Omit<SandboxOpts, "template" | keyof ConnectionOptions> {
+  /** How many sandboxes to make: 1-100 (default 1). */
+  count?: number;
+}
+
+/** What {@link Sandbox.fork} made. */
+export interface ForkResult {
+  /** The snapshot they start from (`template.autoRemove`: deleted with the last of them). */
+  snapshot: SnapshotInfo;
+  /** The new sandboxes, running. */
+  sandboxes: Sandbox[];
 }
 
 /** Options of {@link Sandbox.list}. */
@@ -130,20 +148,7 @@ export class Sandbox {
   static async create(opts: SandboxOpts | string = {}): Promise<Sandbox> {
     const o: SandboxOpts = typeof opts === "string" ? { template: opts } : opts;
     const client = await HttpClient.create(o);
-    const body: Record<string, unknown> = {};
-    if (o.template !== undefined) body.template = o.template;
-    if (o.cpu !== undefined) body.cpu = o.cpu;
-    if (o.memoryMb !== undefined) body.memory_mb = o.memoryMb;
-    if (o.pids !== undefined) body.pids = o.pids;
-    if (o.diskMb !== undefined) body.disk_mb = o.diskMb;
-    const env = { ...(o.envs ?? {}), ...(o.env ?? {}) };
-    if (Object.keys(env).length) body.env = env;
-    if (o.metadata && Object.keys(o.metadata).length) body.metadata = o.metadata;
-    if (o.timeout !== undefined) body.timeout = Math.ceil(o.timeout);
-    else if (o.timeoutMs !== undefined) body.timeout = Math.ceil(o.timeoutMs / 1000);
-    if (o.onTimeout !== undefined) body.on_timeout = o.onTimeout;
-    if (o.network !== undefined) body.network = policyToWire(o.network);
-    const info = await client.json<WireSandboxInfo>("POST", "/v1/sandboxes", { json: body });
+    const info = await client.json<WireSandboxInfo>("POST", "/v1/sandboxes", { json: createRequest(o) });
     return new Sandbox(client, info);
   }
 
@@ -210,6 +215,35 @@ export class Sandbox {
   /** Deletes the sandbox and everything in it. True if it existed. */
   kill(): Promise<boolean> {
     return deleteSandbox(this.client, this.id);
+  }
+
+  // ---- snapshots and forks (the isolate backend) ----
+
+  /**
+   * Makes template `name` from this sandbox's files as they are now (`POST /v1/sandboxes/{id}/snapshots`): a
+   * layer over the sandbox's own template, owned by its tenant; `Sandbox.create({ template: name })` starts from
+   * it. The sandbox keeps running (frozen for `frozenMs` while the last changes are copied). `/tmp` and
+   * `/dev/shm` are memory file systems and not part of it; nor are running processes.
+   */
+  async snapshot(name: string): Promise<SnapshotInfo> {
+    return snapshotInfoFromWire(await this.client.json<WireSnapshotInfo>("POST", `${this.scope.base}/snapshots`, { json: { name } }));
+  }
+
+  /**
+   * Makes `count` (1-100, default 1) running sandboxes whose files start as this one's are now
+   * (`POST /v1/sandboxes/{id}/fork`), with the options of {@link Sandbox.create} but `template`; they share a
+   * snapshot the daemon deletes with the last of them. Processes and memory are not copied. Each new sandbox
+   * is a {@link Sandbox} on this one's connection, with its own `accessToken`.
+   */
+  async fork(opts: ForkOpts = {}): Promise<ForkResult> {
+    const json = createRequest(opts);
+    if (opts.count !== undefined) json.count = opts.count;
+    const r = await this.client.json<{ snapshot: WireSnapshotInfo; sandboxes: WireSandboxInfo[] }>(
+      "POST",
+      `${this.scope.base}/fork`,
+      { json },
+    );
+    return { snapshot: snapshotInfoFromWire(r.snapshot), sandboxes: r.sandboxes.map((info) => new Sandbox(this.client, info)) };
   }
 
   // ---- network ----
@@ -356,6 +390,24 @@ interface AttachModule {
 async function loadAttach(): Promise<AttachModule> {
   if (!isNode()) throw new SandboxError("attach needs a terminal: it works on Node only", { code: "unsupported" });
   return importDynamic<AttachModule>("./node/attach.js");
+}
+
+/** The body of `POST /v1/sandboxes` (and of a fork, which takes the same options but `template`). */
+function createRequest(o: SandboxOpts): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  if (o.template !== undefined) body.template = o.template;
+  if (o.cpu !== undefined) body.cpu = o.cpu;
+  if (o.memoryMb !== undefined) body.memory_mb = o.memoryMb;
+  if (o.pids !== undefined) body.pids = o.pids;
+  if (o.diskMb !== undefined) body.disk_mb = o.diskMb;
+  const env = { ...(o.envs ?? {}), ...(o.env ?? {}) };
+  if (Object.keys(env).length) body.env = env;
+  if (o.metadata && Object.keys(o.metadata).length) body.metadata = o.metadata;
+  if (o.timeout !== undefined) body.timeout = Math.ceil(o.timeout);
+  else if (o.timeoutMs !== undefined) body.timeout = Math.ceil(o.timeoutMs / 1000);
+  if (o.onTimeout !== undefined) body.on_timeout = o.onTimeout;
+  if (o.network !== undefined) body.network = policyToWire(o.network);
+  return body;
 }
 
 async function deleteSandbox(client: HttpClient, id: string): Promise<boolean> {

@@ -1,5 +1,6 @@
 /** Pure unit tests (no daemon): SSE parser, frames, builders, detach keys, result objects, error mapping. */
 import assert from "node:assert/strict";
+import { Readable } from "node:stream";
 import { inspect } from "node:util";
 import { test } from "node:test";
 import {
@@ -9,6 +10,8 @@ import {
   ExitStatus,
   NotFoundError,
   SandboxError,
+  TemplateBuildError,
+  Templates,
   TimeoutError,
   UnavailableError,
   decodeSse,
@@ -129,4 +132,78 @@ test("key file lookup order and reading (Node)", async () => {
   assert.ok(c.includes("/var/lib/sandpit/api-key"));
   assert.ok(c.some((p) => p.endsWith(".local/share/sandpit/api-key")));
   assert.equal(await readKeyFile({ SANDPIT_STATE_DIR: dir }), "k3y");
+});
+
+/** A `fetch` that answers each request with the next JSON body (status 200) and records what it was sent. */
+function scriptedFetch(bodies: unknown[]): { fetch: typeof fetch; calls: { url: string; init: RequestInit & { duplex?: string } }[] } {
+  const calls: { url: string; init: RequestInit & { duplex?: string } }[] = [];
+  const f = async (url: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+    calls.push({ url: String(url), init });
+    const body = bodies[Math.min(calls.length, bodies.length) - 1];
+    return new Response(JSON.stringify(body), { status: 200, headers: { "Content-Type": "application/json" } });
+  };
+  return { fetch: f as typeof fetch, calls };
+}
+
+test("Templates.wait hands over each build log line once as the daemon's window slides; a failed build rejects", async () => {
+  const build = { name: "py", source: { dir: "/srv/py" }, started_at: "2026-01-02T03:04:05.000Z", finished_at: null };
+  const template = { name: "py", source: "directory /srv/py", created_at: "2026-01-02T03:04:09.000Z" };
+  const { fetch: f, calls } = scriptedFetch([
+    { ...build, state: "building", log: [] },
+    { ...build, state: "building", log: ["a", "b"] },
+    { ...build, state: "building", log: ["a", "b"] },
+    { ...build, state: "building", log: ["b", "c", "d"] }, // the daemon keeps the last lines only
+    { ...build, state: "ready", log: ["d", "e", "f"], finished_at: "2026-01-02T03:04:09.000Z", template },
+  ]);
+  const lines: string[] = [];
+  const conn = { url: "http://sandpit.test", apiKey: "k", fetch: f };
+  const info = await Templates.wait("py", { ...conn, onLog: (l) => lines.push(l), intervalMs: 1 });
+  assert.deepEqual(lines, ["a", "b", "c", "d", "e", "f"]);
+  assert.deepEqual(info, {
+    name: "py",
+    source: "directory /srv/py",
+    createdAt: new Date("2026-01-02T03:04:09.000Z"),
+    parent: null,
+    tenant: null,
+    autoRemove: false,
+  });
+  assert.equal(calls.length, 5);
+  assert.ok(calls.every((c) => c.url === "http://sandpit.test/v1/templates/py/build"), calls[0]?.url);
+  assert.equal((calls[0]?.init.headers as Record<string, string>).Authorization, "Bearer k");
+
+  const failed = scriptedFetch([{ ...build, state: "failed", error: "debootstrap exited 1", log: ["E: no mirror"] }]);
+  await assert.rejects(Templates.wait("py", { ...conn, fetch: failed.fetch }), (e: unknown) => {
+    assert.ok(e instanceof TemplateBuildError && e instanceof SandboxError, String(e));
+    assert.equal(e.code, "template_build_failed");
+    assert.match(e.message, /"py" failed to build: debootstrap exited 1/);
+    assert.deepEqual(e.build.log, ["E: no mirror"]);
+    assert.equal(e.build.finishedAt, null);
+    return true;
+  });
+});
+
+test("Templates.importArchive sends the archive as application/zstd, a stream as a streamed body", async () => {
+  const answer = { name: "up", source: "tarball …", created_at: "2026-01-02T03:04:05.000Z", parent: "base", tenant: "t", auto_remove: true };
+  const { fetch: f, calls } = scriptedFetch([answer]);
+  const conn = { url: "http://sandpit.test", apiKey: "k", fetch: f };
+  const info = await Templates.importArchive("up", new Uint8Array([0x28, 0xb5, 0x2f, 0xfd]), conn);
+  assert.deepEqual([info.parent, info.tenant, info.autoRemove], ["base", "t", true]);
+  await Templates.importArchive("up", Readable.from([new Uint8Array(3), new Uint8Array(2)]), conn);
+  assert.equal(calls.length, 2);
+  for (const c of calls) {
+    assert.equal(c.url, "http://sandpit.test/v1/templates?name=up");
+    assert.equal(c.init.method, "POST");
+    assert.equal((c.init.headers as Record<string, string>)["Content-Type"], "application/zstd");
+  }
+  assert.ok(calls[0]!.init.body instanceof Uint8Array);
+  assert.equal(calls[0]!.init.duplex, undefined);
+  assert.ok(calls[1]!.init.body instanceof ReadableStream);
+  assert.equal(calls[1]!.init.duplex, "half");
+  await assert.rejects(Templates.importArchive("up", "/no/such/archive.tar.zst", conn), (e: unknown) => {
+    assert.ok(e instanceof SandboxError, String(e));
+    assert.equal(e.code, "invalid_argument");
+    assert.match(e.message, /\/no\/such\/archive\.tar\.zst/);
+    return true;
+  });
+  assert.equal(calls.length, 2, "nothing sent for a file that cannot be read");
 });
