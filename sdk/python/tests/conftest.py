@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, Sequence
 
 import httpx
 import pytest
@@ -50,10 +50,12 @@ def free_port() -> int:
 
 class DaemonProcess:
     """``sandpit serve --backend process`` on a free loopback port and a state dir; can be killed and restarted
-    on the same port and state (its sandboxes and their processes outlive it)."""
+    on the same port and state (its sandboxes and their processes outlive it). ``extra_args`` are added to the
+    command line (e.g. ``["--import-root", dir]``)."""
 
-    def __init__(self, state_dir: Path, log: Path, backend: str = "process") -> None:
+    def __init__(self, state_dir: Path, log: Path, backend: str = "process", extra_args: Sequence[str] = ()) -> None:
         self.backend = backend
+        self.extra_args = [str(a) for a in extra_args]
         self.state_dir = state_dir
         self.log = log
         self.port = free_port()
@@ -68,7 +70,7 @@ class DaemonProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [str(binary), "serve", "--backend", self.backend, "--listen", f"127.0.0.1:{self.port}",
-                 "--state-dir", str(self.state_dir)],
+                 "--state-dir", str(self.state_dir), *self.extra_args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import Daemon
-from sandpit import ProcessInfo, SandboxInfo
+from sandpit import ProcessInfo, SandboxInfo, SnapshotInfo, TemplateBuild, TemplateInfo
 from sandpit._options import build_start_request
 from sandpit._types import LostOutput, Rlimit
 
@@ -34,6 +34,9 @@ def test_response_types_match_the_spec(spec: Dict[str, Any]) -> None:
     assert fields(SandboxInfo) == props(spec, "SandboxInfo")
     assert fields(LostOutput) == props(spec, "LostEvent")
     assert fields(Rlimit) == props(spec, "Rlimit")
+    assert fields(TemplateInfo) == props(spec, "TemplateInfo")
+    assert fields(TemplateBuild) == props(spec, "TemplateBuild")
+    assert fields(SnapshotInfo) == props(spec, "SnapshotInfo")
 
 
 def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
@@ -46,6 +49,12 @@ def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
 
     create = _create_body("base", 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill", {"egress": "deny"})
     assert set(create) == props(spec, "CreateSandboxRequest")
+    from sandpit._sandbox import _fork_body
+
+    fork = _fork_body(2, 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill", {"egress": "deny"})
+    base, extra = spec["components"]["schemas"]["ForkRequest"]["allOf"]
+    assert base == {"$ref": "#/components/schemas/CreateSandboxRequest"}
+    assert set(fork) == (props(spec, "CreateSandboxRequest") - {"template"}) | set(extra["properties"])
     statuses = spec["components"]["schemas"]["ProcessStatus"]["enum"]
     assert statuses == ["queued", "running", "exited", "failed", "killed", "timed_out"]
 
@@ -58,5 +67,7 @@ def test_every_path_the_sdk_calls_exists(spec: Dict[str, Any]) -> None:
         "/v1/sandboxes/{id}/processes/{pid}/events", "/v1/sandboxes/{id}/processes/{pid}/ws",
         "/v1/sandboxes/{id}/processes/{pid}/stdin", "/v1/sandboxes/{id}/processes/{pid}/signal",
         "/v1/sandboxes/{id}/processes/{pid}/resize", "/v1/sandboxes/{id}/processes/{pid}/wait",
+        "/v1/sandboxes/{id}/snapshots", "/v1/sandboxes/{id}/fork", "/v1/templates", "/v1/templates/{name}",
+        "/v1/templates/{name}/build", "/v1/templates/{name}/export",
     }
     assert used <= set(spec["paths"])

@@ -244,3 +244,31 @@ def test_every_public_name_is_documented_and_annotated() -> None:
                 if p.name not in ("self", "cls") and p.name not in fn.__annotations__:
                     missing.append(f"{name}.{member_name}({p.name}): annotation")
     assert missing == []
+
+
+def test_template_types_decode_and_a_build_log_is_followed() -> None:
+    from sandpit import SnapshotInfo, TemplateBuild, TemplateBuildError
+    from sandpit._templates import _create_body, _new_lines
+
+    snap = SnapshotInfo.from_json({
+        "template": {"name": "s", "source": "snapshot of sandbox a1", "created_at": "2026-01-02T03:04:05Z",
+                     "parent": "tiny", "tenant": "t", "auto_remove": True, "future": 1},
+        "frozen_ms": 1.5, "bytes": 10, "entries": 2,
+    })
+    t = snap.template
+    assert (t.parent, t.tenant, t.auto_remove, snap.bytes, snap.frozen_ms) == ("tiny", "t", True, 10, 1.5)
+    assert snap.template.created_at is not None and snap.template.created_at.tzinfo == timezone.utc
+    build = TemplateBuild.from_json({
+        "name": "x", "source": {"tar": "/i/x.tar"}, "state": "failed", "started_at": "2026-01-02T03:04:05Z",
+        "finished_at": None, "error": "not a tar", "log": ["a"],
+    })
+    err = TemplateBuildError(build)
+    assert err.code == "template_build_failed" and "not a tar" in str(err) and err.build is build
+    # The daemon keeps the last lines only: what follows the overlap is new.
+    assert _new_lines([], ["a", "b"]) == ["a", "b"]
+    assert _new_lines(["a", "b"], ["a", "b", "c"]) == ["c"]
+    assert _new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
+    assert _new_lines(["a", "b"], ["x"]) == ["x"]
+    assert _new_lines(["a"], ["a"]) == []
+    assert _create_body("n", {"dir": Path("/srv/r")}) == {"name": "n", "source": {"dir": "/srv/r"}}
+    assert _create_body("n", {"debian": {}}) == {"name": "n", "source": {"debian": {}}}

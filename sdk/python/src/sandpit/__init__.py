@@ -11,7 +11,8 @@ from ._async.audit import AsyncAudit
 from ._async.keys import AsyncKeys
 from ._async.tenants import AsyncTenants
 from ._async.process import AsyncExecHandle, AsyncExecSink, AsyncProcesses, AsyncProcessHandle
-from ._async.sandbox import AsyncSandbox
+from ._async.sandbox import AsyncForkResult, AsyncSandbox
+from ._async.templates import AsyncTemplates
 from ._async.watch import AsyncWatchHandle
 from ._attach import AttachOptions, AttachOptionsBuilder
 from ._awaitable import AwaitableContext
@@ -35,6 +36,7 @@ from ._errors import (
     SandboxError,
     SandboxTimeoutError,
     StreamError,
+    TemplateBuildError,
     UnavailableError,
 )
 from ._files import EntryInfo, FilesystemEvent, WriteEntry
@@ -46,7 +48,8 @@ from ._sync.audit import Audit
 from ._sync.keys import Keys
 from ._sync.tenants import Tenants
 from ._sync.process import ExecHandle, ExecSink, Processes, ProcessHandle
-from ._sync.sandbox import Sandbox
+from ._sync.sandbox import ForkResult, Sandbox
+from ._sync.templates import Templates
 from ._sync.watch import WatchHandle
 from ._types import (
     AuditEntry,
@@ -64,7 +67,10 @@ from ._types import (
     Rlimit,
     SandboxInfo,
     SignedUrl,
+    SnapshotInfo,
     StreamEvent,
+    TemplateBuild,
+    TemplateInfo,
     TenantInfo,
     TenantQuotas,
     TenantUsage,
@@ -88,6 +94,14 @@ __all__ = [
     "TenantInfo",
     "TenantQuotas",
     "TenantUsage",
+    "AsyncTemplates",
+    "Templates",
+    "TemplateBuild",
+    "TemplateBuildError",
+    "TemplateInfo",
+    "SnapshotInfo",
+    "AsyncForkResult",
+    "ForkResult",
     "CreatedKey",
     "KeyInfo",
     "Keys",

@@ -108,7 +108,7 @@ class _BaseTransport:
         self,
         json_body: Any,
         params: Optional[QueryParams],
-        content: Optional[bytes],
+        content: Any,
         timeout: Optional[float],
         wait: bool,
         headers: Optional[Mapping[str, str]],

@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING, Dict, Mapping, Optional, Type, Union
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._types import CommandResult
+    from ._types import CommandResult, TemplateBuild
 
 __all__ = [
     "AuthenticationError",
@@ -31,6 +31,7 @@ __all__ = [
     "SandboxError",
     "SandboxTimeoutError",
     "StreamError",
+    "TemplateBuildError",
     "UnavailableError",
     "error_from_response",
 ]
@@ -224,6 +225,20 @@ class CommandExitError(SandboxError):
     def error(self) -> Optional[str]:
         """The agent's sentence when the command failed to start or timed out."""
         return self.result.error
+
+
+class TemplateBuildError(SandboxError):
+    """Raised by :meth:`Templates.wait` when the build ended ``failed``: ``message`` is the daemon's reason.
+
+    Attributes:
+        build: the failed :class:`~sandpit.TemplateBuild` (its ``log`` holds the last progress lines).
+    """
+
+    default_code = "template_build_failed"
+
+    def __init__(self, build: TemplateBuild) -> None:
+        super().__init__(f"template {build.name!r} failed to build: {build.error or 'no reason given'}")
+        self.build = build
 
 
 _CODE_TO_ERROR: Dict[str, Type[SandboxError]] = {

@@ -62,6 +62,24 @@ def _create_body(
     return body
 
 
+def _fork_body(
+    count: int,
+    timeout: Optional[int],
+    cpu: Optional[float],
+    memory_mb: Optional[int],
+    pids: Optional[int],
+    disk_mb: Optional[int],
+    env: Optional[Dict[str, str]],
+    envs: Optional[Dict[str, str]],
+    metadata: Optional[Dict[str, str]],
+    on_timeout: Optional[str],
+    network: Optional[NetworkPolicy],
+) -> Dict[str, Any]:
+    """``POST /v1/sandboxes/{id}/fork``'s body: ``count`` and the options of a create but ``template``."""
+    body = _create_body(None, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network)
+    return {"count": int(count), **body}
+
+
 def _list_params(state: Optional[str], metadata: Optional[Dict[str, str]]) -> List[Tuple[str, str]]:
     params: List[Tuple[str, str]] = []
     if state is not None:

@@ -27,7 +27,12 @@ __all__ = [
     "Rlimit",
     "SandboxInfo",
     "SandboxState",
+    "SnapshotInfo",
     "StreamEvent",
+    "TemplateBuild",
+    "TemplateBuildState",
+    "TemplateInfo",
+    "TemplateSource",
     "parse_time",
 ]
 
@@ -35,6 +40,11 @@ __all__ = [
 SandboxState = Literal["starting", "running", "paused", "stopped", "failed", "unhealthy"]
 #: Lifecycle states of a process; the last four are final.
 ProcessStatus = Literal["queued", "running", "exited", "failed", "killed", "timed_out"]
+#: States of a template build; ``building`` until it ends ``ready`` or ``failed``.
+TemplateBuildState = Literal["building", "ready", "failed"]
+#: What a template is built from, one key: ``{"dir": path}``, ``{"tar": path}``, ``{"oci": path}`` (paths on the
+#: daemon's host, under one of its ``--import-root`` directories) or ``{"debian": {"suite": ..., "mirror": ...}}``.
+TemplateSource = Mapping[str, Any]
 
 _FINAL = frozenset({"exited", "failed", "killed", "timed_out"})
 _FRACTION = re.compile(r"\.(\d+)")
@@ -550,4 +560,90 @@ class SignedUrl:
             path=str(d.get("path", "")),
             method=str(d.get("method", "")),
             expires_at=parse_time(d.get("expires_at")),
+        )
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A template: a read-only root filesystem sandboxes start from (``GET /v1/templates/{name}``)."""
+
+    name: str
+    #: Where it came from: ``directory /srv/rootfs``, ``tarball …``, ``snapshot of sandbox …``.
+    source: str
+    created_at: Optional[datetime]
+    #: The template a snapshot is a layer over (it stores only its own changes); ``None`` for a whole one.
+    parent: Optional[str] = None
+    #: The tenant owning a snapshot (only its keys and admin keys see it); ``None`` for a template every tenant uses.
+    tenant: Optional[str] = None
+    #: Made by a fork: the daemon deletes it with the last sandbox using it.
+    auto_remove: bool = False
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TemplateInfo:
+        """Decode a ``TemplateInfo`` JSON object."""
+        return cls(
+            name=str(d["name"]),
+            source=str(d.get("source", "")),
+            created_at=parse_time(d.get("created_at")),
+            parent=d.get("parent"),
+            tenant=d.get("tenant"),
+            auto_remove=bool(d.get("auto_remove", False)),
+        )
+
+
+@dataclass(frozen=True)
+class TemplateBuild:
+    """Where a template build stands (``POST /v1/templates``, ``GET /v1/templates/{name}/build``)."""
+
+    name: str
+    #: What it is built from (a :data:`TemplateSource`: ``{"dir": ...}``, ``{"tar": ...}`` ...).
+    source: Dict[str, Any]
+    #: ``building``, then ``ready`` or ``failed``.
+    state: str
+    started_at: Optional[datetime]
+    finished_at: Optional[datetime]
+    #: Why the build failed.
+    error: Optional[str]
+    #: The last progress lines (import steps, debootstrap output), oldest first.
+    log: List[str]
+    #: The template, once ``ready``.
+    template: Optional[TemplateInfo] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TemplateBuild:
+        """Decode a ``TemplateBuild`` JSON object."""
+        template = d.get("template")
+        return cls(
+            name=str(d["name"]),
+            source=dict(d.get("source") or {}),
+            state=str(d.get("state", "")),
+            started_at=parse_time(d.get("started_at")),
+            finished_at=parse_time(d.get("finished_at")),
+            error=d.get("error"),
+            log=[str(x) for x in d.get("log") or []],
+            template=None if template is None else TemplateInfo.from_json(template),
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot made and cost (``POST /v1/sandboxes/{id}/snapshots``, and a fork's ``snapshot``)."""
+
+    #: The new template, layered over the sandbox's: create sandboxes from it by name.
+    template: TemplateInfo
+    #: How long the sandbox's processes were frozen while the last changes were copied (0 if it was paused).
+    frozen_ms: float
+    #: Bytes of file content the snapshot holds (what the sandbox wrote over its template).
+    bytes: int
+    #: Files, directories and links it holds.
+    entries: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SnapshotInfo:
+        """Decode a ``SnapshotInfo`` JSON object."""
+        return cls(
+            template=TemplateInfo.from_json(d["template"]),
+            frozen_ms=float(d.get("frozen_ms") or 0.0),
+            bytes=int(d.get("bytes") or 0),
+            entries=int(d.get("entries") or 0),
         )

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Mapping, Optional
+from typing import Any, AsyncIterable, AsyncIterator, Mapping, Optional, Union
 
 import httpx
 
@@ -32,13 +32,15 @@ class AsyncTransport(_BaseTransport):
         *,
         json: Any = None,
         params: Optional[QueryParams] = None,
-        content: Optional[bytes] = None,
+        content: Optional[Union[bytes, AsyncIterable[bytes]]] = None,
         timeout: Optional[float] = None,
         wait: bool = False,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> Any:
         """Send one request and return its decoded JSON (``None`` for 204). ``wait=True`` lifts the read timeout
-        (or sets it to ``timeout``) for calls that block until a process ends."""
-        kw = self._build_kwargs(json, params, content, timeout, wait, None)
+        (or sets it to ``timeout``) for calls that block until a process ends. ``content`` is a body sent as it is
+        (bytes, or chunks streamed as they come; ``application/octet-stream`` unless ``headers`` say otherwise)."""
+        kw = self._build_kwargs(json, params, content, timeout, wait, headers)
         try:
             resp = await self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -56,7 +58,7 @@ class AsyncTransport(_BaseTransport):
         async with self._client.stream("GET", path, **kw) as resp:
             if resp.status_code >= 400:
                 await resp.aread()
-                raise error_from_response(resp.status_code, resp.content)
+                raise error_from_response(resp.status_code, resp.content, resp.headers)
             yield resp
 
     async def aclose(self) -> None:

@@ -13,14 +13,14 @@ from .._errors import NotFoundError, SandboxError
 from .._network import ExposedPort, NetworkPolicy, expose_body, host_of, policy_body, ports_of
 from .._options import Stdin
 from .._process import ProcessRef, start_body
-from .._sandbox import _START_WAIT_S, Configure, _create_body, _list_params, _options, _path
-from .._types import CommandResult, SandboxInfo
+from .._sandbox import _START_WAIT_S, Configure, _create_body, _fork_body, _list_params, _options, _path
+from .._types import CommandResult, SandboxInfo, SnapshotInfo
 from .commands import Commands
 from .files import Files
 from .process import ExecHandle, ProcessApi, Processes, ProcessHandle
 from .transport import SyncTransport
 
-__all__ = ["Sandbox"]
+__all__ = ["ForkResult", "Sandbox"]
 
 
 class Sandbox:
@@ -104,6 +104,17 @@ class Sandbox:
         transport = SyncTransport(url, api_key, request_timeout)
         try:
             info = SandboxInfo.from_json(transport.request("POST", "/v1/sandboxes", json=body))
+        except BaseException:
+            transport.close()
+            raise
+        return cls._started(info, transport)
+
+    @classmethod
+    def _started(cls, info: SandboxInfo, transport: SyncTransport) -> Sandbox:
+        """The sandbox a create answered with (``POST /v1/sandboxes``, or one of a fork's), driven through
+        ``transport``, once it runs: waits out ``starting``, keeping the access token only that answer carries.
+        Closes ``transport`` if it fails."""
+        try:
             token = info.access_token
             deadline = time.monotonic() + _START_WAIT_S
             while info.state == "starting" and time.monotonic() < deadline:
@@ -193,6 +204,62 @@ class Sandbox:
         d = self._transport.request("POST", _path(self.id, "/access-token"))
         self.access_token = str(d["access_token"])
         return self.access_token
+
+    # -- snapshots and forks --------------------------------------------------------------------------------
+
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Make template ``name`` of this sandbox's filesystem as it is now (its processes are frozen for the last
+        part of the copy, ``frozen_ms``); the sandbox runs on. Create sandboxes from it with
+        ``create(template=name)``; it belongs to this sandbox's tenant. Needs the ``isolate`` backend.
+        :class:`ConflictError` if the name is taken, :class:`InvalidArgumentError` for a bad name (1-64
+        characters from ``a-z 0-9 . _ -``)."""
+        d = self._transport.request("POST", _path(self.id, "/snapshots"), json={"name": name}, wait=True)
+        return SnapshotInfo.from_json(d)
+
+    def fork(
+        self,
+        count: int = 1,
+        *,
+        timeout: Optional[int] = None,
+        cpu: Optional[float] = None,
+        memory_mb: Optional[int] = None,
+        pids: Optional[int] = None,
+        disk_mb: Optional[int] = None,
+        env: Optional[Dict[str, str]] = None,
+        envs: Optional[Dict[str, str]] = None,
+        metadata: Optional[Dict[str, str]] = None,
+        on_timeout: Optional[str] = None,
+        network: Optional[NetworkPolicy] = None,
+    ) -> ForkResult:
+        """Make ``count`` (1-100) new sandboxes whose filesystems start as this one's is now, each going its own
+        way from there; running processes and memory are not copied. The options are :meth:`create`'s (but
+        ``template``). The result's ``sandboxes`` are running, each with its own access token; its ``snapshot``
+        is the template they start from, deleted by the daemon with the last of them. Leaving
+        ``with sbx.fork(...) as fork:`` kills them. A bad count or option is an
+        :class:`InvalidArgumentError`; over a tenant quota (:class:`ResourceExhaustedError`) none is made."""
+        body = _fork_body(count, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network)
+        return self._fork(body)
+
+    def _fork(self, body: Dict[str, Any]) -> ForkResult:
+        d = self._transport.request("POST", _path(self.id, "/fork"), json=body, wait=True)
+        t = self._transport
+        infos = [SandboxInfo.from_json(x) for x in d.get("sandboxes") or []]
+        made: List[Sandbox] = []
+        try:
+            for info in infos:
+                # Each fork has its own connections, as a created sandbox does: closing one leaves the others.
+                made.append(type(self)._started(info, SyncTransport(t.url, t.api_key, t.request_timeout)))
+        except BaseException:
+            # All or nothing: sandboxes the caller never gets must not linger.
+            for sbx in made:
+                sbx.close()
+            for info in infos:
+                try:
+                    t.request("DELETE", _path(info.id))
+                except SandboxError:
+                    pass
+            raise
+        return ForkResult(SnapshotInfo.from_json(d["snapshot"]), made)
 
     def kill(self) -> bool:
         """Delete the sandbox and everything in it; False if it was already gone."""
@@ -364,3 +431,39 @@ class Sandbox:
             sbx.attach_with("bash", lambda a: a.cwd("/app").env("EDITOR", "vim").detach_keys("ctrl-]"))
         """
         return attach_blocking(self._transport, self.id, cmd, args, attach_options(configure))
+
+
+@dataclasses.dataclass
+class ForkResult:
+    """What :meth:`Sandbox.fork` made: the new sandboxes, running, and the snapshot they start from.
+
+    ``with sbx.fork(2) as fork:`` kills the sandboxes when the block ends (and the daemon then deletes the
+    snapshot); otherwise kill them (:meth:`kill`) or each one.
+    """
+
+    #: The template the sandboxes start from (``auto_remove``: deleted with the last of them).
+    snapshot: SnapshotInfo
+    #: The new sandboxes, as :meth:`Sandbox.create` returns them.
+    sandboxes: List[Sandbox]
+
+    def kill(self) -> List[bool]:
+        """Kill every sandbox of the fork; for each, False if it was already gone."""
+        return [sbx.kill() for sbx in self.sandboxes]
+
+    def close(self) -> None:
+        """Close every sandbox's connections (the sandboxes keep running)."""
+        for sbx in self.sandboxes:
+            sbx.close()
+
+    def __enter__(self) -> ForkResult:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        first: Optional[BaseException] = None
+        for sbx in self.sandboxes:
+            try:
+                sbx.__exit__(exc_type, exc, tb)
+            except SandboxError as err:
+                first = first or err
+        if first is not None:
+            raise first

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 import httpx
 
@@ -29,13 +29,15 @@ class SyncTransport(_BaseTransport):
         *,
         json: Any = None,
         params: Optional[QueryParams] = None,
-        content: Optional[bytes] = None,
+        content: Optional[Union[bytes, Iterable[bytes]]] = None,
         timeout: Optional[float] = None,
         wait: bool = False,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> Any:
         """Send one request and return its decoded JSON (``None`` for 204). ``wait=True`` lifts the read timeout
-        (or sets it to ``timeout``) for calls that block until a process ends."""
-        kw = self._build_kwargs(json, params, content, timeout, wait, None)
+        (or sets it to ``timeout``) for calls that block until a process ends. ``content`` is a body sent as it is
+        (bytes, or chunks streamed as they come; ``application/octet-stream`` unless ``headers`` say otherwise)."""
+        kw = self._build_kwargs(json, params, content, timeout, wait, headers)
         try:
             resp = self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -53,7 +55,7 @@ class SyncTransport(_BaseTransport):
         with self._client.stream("GET", path, **kw) as resp:
             if resp.status_code >= 400:
                 resp.read()
-                raise error_from_response(resp.status_code, resp.content)
+                raise error_from_response(resp.status_code, resp.content, resp.headers)
             yield resp
 
     def close(self) -> None:
