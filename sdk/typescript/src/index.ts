@@ -32,6 +32,8 @@ export type {
   ArchiveData,
   SnapshotInfo,
 } from "./templates.js";
+export { Volumes } from "./volumes.js";
+export type { VolumeInfo, VolumeMount } from "./volumes.js";
 export type { NetworkPolicy, ExposedPort, ExposePortOpts } from "./network.js";
 export type { SandboxOpts, SandboxListOpts, ExecOpts, ForkOpts, ForkResult } from "./sandbox.js";
 export { Commands, CommandHandle, CommandSession } from "./commands.js";

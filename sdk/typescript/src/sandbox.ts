@@ -24,6 +24,7 @@ import { type ProcessHandle, Processes } from "./processes.js";
 import { type StartOptions, runToCompletion, startProcess, startRequest } from "./start.js";
 import { type SandboxInfo, type SandboxState, type WireSandboxInfo, type WireStartRequest, sandboxInfoFromWire } from "./types.js";
 import { type SnapshotInfo, type WireSnapshotInfo, snapshotInfoFromWire } from "./templates.js";
+import { type VolumeMount, volumeMountToWire } from "./volumes.js";
 import { ProcessSocket } from "./ws.js";
 import {
   type ExposedPort,
@@ -63,6 +64,12 @@ export interface SandboxOpts extends ConnectionOptions {
   onTimeout?: "kill" | "pause";
   /** Outbound network policy (the daemon's default when absent). */
   network?: NetworkPolicy & WireNetworkPolicy;
+  /**
+   * Volumes to mount (at most 16, `isolate` backend): `{ name, path, readOnly }`, each at its own path. An
+   * unknown volume (or another tenant's) rejects with {@link NotFoundError}, a bad path with
+   * {@link InvalidArgumentError}.
+   */
+  volumes?: VolumeMount[];
 }
 
 /**
@@ -232,8 +239,9 @@ export class Sandbox {
   /**
    * Makes `count` (1-100, default 1) running sandboxes whose files start as this one's are now
    * (`POST /v1/sandboxes/{id}/fork`), with the options of {@link Sandbox.create} but `template`; they share a
-   * snapshot the daemon deletes with the last of them. Processes and memory are not copied. Each new sandbox
-   * is a {@link Sandbox} on this one's connection, with its own `accessToken`.
+   * snapshot the daemon deletes with the last of them. Processes and memory are not copied, nor are the
+   * source's volumes (a fork mounts those its own `volumes` name). Each new sandbox is a {@link Sandbox} on this
+   * one's connection, with its own `accessToken`.
    */
   async fork(opts: ForkOpts = {}): Promise<ForkResult> {
     const json = createRequest(opts);
@@ -407,6 +415,7 @@ function createRequest(o: SandboxOpts): Record<string, unknown> {
   else if (o.timeoutMs !== undefined) body.timeout = Math.ceil(o.timeoutMs / 1000);
   if (o.onTimeout !== undefined) body.on_timeout = o.onTimeout;
   if (o.network !== undefined) body.network = policyToWire(o.network);
+  if (o.volumes !== undefined) body.volumes = o.volumes.map(volumeMountToWire);
   return body;
 }
 

@@ -4,6 +4,7 @@
  * Browser-safe: no Node built-ins.
  */
 import { type NetworkPolicy, type WireNetworkPolicy, policyFromWire } from "./network.js";
+import { type VolumeMount, type WireVolumeMount, volumeMountFromWire } from "./volumes.js";
 
 /** Lifecycle state of a sandbox. */
 export type SandboxState = "starting" | "running" | "paused" | "stopped" | "failed" | "unhealthy";
@@ -60,6 +61,8 @@ export interface WireSandboxInfo {
   preview_domain?: string | null;
   tenant?: string;
   access_token?: string;
+  /** Absent when the sandbox mounts none. */
+  volumes?: WireVolumeMount[];
 }
 
 /** `ProcessInfo` as the agent sends it. */
@@ -134,6 +137,8 @@ export interface SandboxInfo {
   previewDomain: string | null;
   /** The tenant of the key that created it (`default` for the daemon's key file). */
   tenant: string;
+  /** The volumes it mounts, as created (empty when none). */
+  volumes: Required<VolumeMount>[];
 }
 
 /** Converts the daemon's `SandboxInfo`. */
@@ -156,6 +161,7 @@ export function sandboxInfoFromWire(w: WireSandboxInfo): SandboxInfo {
     network: w.network ? policyFromWire(w.network) : null,
     previewDomain: w.preview_domain ?? null,
     tenant: w.tenant ?? "default",
+    volumes: (w.volumes ?? []).map(volumeMountFromWire),
   };
 }
 
