@@ -105,6 +105,20 @@ class DaemonProcess:
                 self.kill()
 
 
+def busybox_rootfs(root: Path) -> Path:
+    """A root filesystem of busybox alone, with ``root`` and ``user`` (uid 1000), for a small template of an
+    ``isolate`` daemon (``Templates.create(name, {"dir": root})``): only ``sh echo cat sleep seq id true`` have
+    applet links, the rest is called as ``busybox <applet>``."""
+    for d in ("bin", "etc", "tmp", "home/user"):
+        (root / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "echo", "cat", "sleep", "seq", "id", "true"):
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\n")
+    return root
+
+
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
     """Start the real daemon once for the whole session."""

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import Daemon
-from sandpit import ProcessInfo, SandboxInfo, SnapshotInfo, TemplateBuild, TemplateInfo
+from sandpit import ProcessInfo, SandboxInfo, SnapshotInfo, TemplateBuild, TemplateInfo, VolumeInfo, VolumeMount
 from sandpit._options import build_start_request
 from sandpit._types import LostOutput, Rlimit
 
@@ -37,6 +37,8 @@ def test_response_types_match_the_spec(spec: Dict[str, Any]) -> None:
     assert fields(TemplateInfo) == props(spec, "TemplateInfo")
     assert fields(TemplateBuild) == props(spec, "TemplateBuild")
     assert fields(SnapshotInfo) == props(spec, "SnapshotInfo")
+    assert fields(VolumeInfo) == props(spec, "VolumeInfo")
+    assert fields(VolumeMount) == props(spec, "VolumeMount")
 
 
 def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
@@ -47,11 +49,16 @@ def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
     assert set(body) | {"argv"} == props(spec, "StartRequest")
     from sandpit._sandbox import _create_body
 
-    create = _create_body("base", 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill", {"egress": "deny"})
+    mounts = [VolumeMount("v", "/v", read_only=True)]
+    create = _create_body("base", 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill", {"egress": "deny"}, mounts)
     assert set(create) == props(spec, "CreateSandboxRequest")
+    assert set(create["volumes"][0]) == props(spec, "VolumeMount")
+    from sandpit._volumes import _create_body as _volume_body
+
+    assert set(_volume_body("v", 16)) == props(spec, "CreateVolumeRequest")
     from sandpit._sandbox import _fork_body
 
-    fork = _fork_body(2, 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill", {"egress": "deny"})
+    fork = _fork_body(2, 1, 1.0, 1, 1, 1, {"A": "1"}, None, {"k": "v"}, "kill", {"egress": "deny"}, mounts)
     base, extra = spec["components"]["schemas"]["ForkRequest"]["allOf"]
     assert base == {"$ref": "#/components/schemas/CreateSandboxRequest"}
     assert set(fork) == (props(spec, "CreateSandboxRequest") - {"template"}) | set(extra["properties"])
@@ -68,6 +75,6 @@ def test_every_path_the_sdk_calls_exists(spec: Dict[str, Any]) -> None:
         "/v1/sandboxes/{id}/processes/{pid}/stdin", "/v1/sandboxes/{id}/processes/{pid}/signal",
         "/v1/sandboxes/{id}/processes/{pid}/resize", "/v1/sandboxes/{id}/processes/{pid}/wait",
         "/v1/sandboxes/{id}/snapshots", "/v1/sandboxes/{id}/fork", "/v1/templates", "/v1/templates/{name}",
-        "/v1/templates/{name}/build", "/v1/templates/{name}/export",
+        "/v1/templates/{name}/build", "/v1/templates/{name}/export", "/v1/volumes", "/v1/volumes/{name}",
     }
     assert used <= set(spec["paths"])

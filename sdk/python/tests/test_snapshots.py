@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import Daemon, DaemonProcess
+from conftest import Daemon, DaemonProcess, busybox_rootfs
 from sandpit import (
     AsyncForkResult,
     AsyncSandbox,
@@ -40,10 +40,9 @@ from sandpit import (
 #: A 1 MiB file of random bytes in the user's home, and its checksum line.
 BLOB = "busybox dd if=/dev/urandom of=/home/user/blob bs=64k count=16 2>/dev/null && busybox sha256sum /home/user/blob"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-#: An upload the daemon refuses before reading it (a name taken) is kept small: it answers at once and closes the
-#: connection without reading the body, and a client still sending a large one may see the connection reset
-#: instead of the answer.
-SMALL_BODY = ZSTD_MAGIC + b"\x00" * 60
+#: An upload the daemon refuses (a name taken) is large: the daemon reads it to its end before answering, so that a
+#: client still sending gets the answer rather than a reset connection, and the connection stays usable.
+LARGE_BODY = ZSTD_MAGIC + b"\x00" * (16 << 20)
 
 
 @pytest.fixture(scope="module")
@@ -73,18 +72,6 @@ def isolate(imports: Path) -> Iterator[Daemon]:
 
 def conn(d: Daemon) -> Dict[str, Any]:
     return {"url": d.url, "api_key": d.api_key}
-
-
-def busybox_rootfs(root: Path) -> Path:
-    """A root filesystem of busybox alone, with ``root`` and ``user`` (uid 1000)."""
-    for d in ("bin", "etc", "tmp", "home/user"):
-        (root / d).mkdir(parents=True)
-    shutil.copy("/bin/busybox", root / "bin" / "busybox")
-    for applet in ("sh", "echo", "cat", "sleep", "seq", "id", "true"):
-        (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\n")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +181,8 @@ def test_a_snapshot_holds_what_was_written_before_it(isolate: Daemon, tiny: Temp
                 with pytest.raises(PermissionDeniedError) as denied:
                     theirs.delete("tiny")
                 assert denied.value.status_code == 403
+                with pytest.raises(PermissionDeniedError):
+                    theirs.import_archive("py-theirs", LARGE_BODY)  # an import needs an admin key
             keys.revoke(bot.id)
 
         templates.delete("py-snap")
@@ -278,8 +267,10 @@ def test_export_then_import_archive(isolate: Daemon, tiny: TemplateInfo, tmp_pat
             assert sh(b, "busybox sha256sum /home/user/blob") == checksum
 
         with pytest.raises(ConflictError) as taken:
-            templates.import_archive("py-moved", SMALL_BODY)
+            templates.import_archive("py-moved", LARGE_BODY)
         assert (taken.value.status_code, taken.value.code) == (409, "conflict") and "exists" in taken.value.message
+        with pytest.raises(ConflictError):
+            templates.import_archive("py-moved", archive)  # the same, streamed from disk
         with pytest.raises(InvalidArgumentError) as junk:
             templates.import_archive("py-junk", ZSTD_MAGIC + b"\x01\x02\x03")
         assert junk.value.status_code == 400 and "archive" in junk.value.message
@@ -378,7 +369,7 @@ async def test_async_snapshot_fork_export_import(
             assert await ash(m, "cat /home/user/before.txt") == "before\n"
             assert await amissing(m, "/home/user/after.txt")
         with pytest.raises(ConflictError):
-            await templates.import_archive("py-async-moved", SMALL_BODY)
+            await templates.import_archive("py-async-moved", LARGE_BODY)
 
         with pytest.raises(ConflictError):
             await templates.delete("py-async-tiny")  # py-async-snap is layered over it

@@ -6,6 +6,7 @@ import json
 import struct
 from datetime import timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,3 +273,33 @@ def test_template_types_decode_and_a_build_log_is_followed() -> None:
     assert _new_lines(["a"], ["a"]) == []
     assert _create_body("n", {"dir": Path("/srv/r")}) == {"name": "n", "source": {"dir": "/srv/r"}}
     assert _create_body("n", {"debian": {}}) == {"name": "n", "source": {"debian": {}}}
+
+
+def test_volume_types_decode_and_mounts_are_sent_as_given() -> None:
+    from sandpit import SandboxInfo, VolumeInfo, VolumeMount
+    from sandpit._sandbox import _create_body, _fork_body
+
+    vol = VolumeInfo.from_json({
+        "name": "v", "size_mb": 16, "used_mb": 1, "tenant": "t", "created_at": "2026-01-02T03:04:05Z",
+        "mounted_by": ["a1", "b2"], "future": 1,
+    })
+    assert (vol.name, vol.size_mb, vol.used_mb, vol.tenant, vol.mounted_by) == ("v", 16, 1, "t", ["a1", "b2"])
+    assert vol.created_at is not None and vol.created_at.tzinfo == timezone.utc
+    assert VolumeInfo.from_json({"name": "v", "size_mb": 16, "used_mb": 0, "tenant": "t"}).mounted_by == []
+    base = {"id": "a1", "state": "running", "template": "base"}
+    assert SandboxInfo.from_json(base).volumes == []  # absent when none
+    info = SandboxInfo.from_json({**base, "volumes": [{"name": "v", "path": "/d"}, {"name": "v", "path": "/r",
+                                                                                     "read_only": True}]})
+    assert info.volumes == [VolumeMount("v", "/d"), VolumeMount("v", "/r", read_only=True)]
+
+    mounts = [VolumeMount("v", "/d"), VolumeMount("v", "/r", True), {"name": "v", "path": "/x", "readOnly": 1}]
+    wire = [{"name": "v", "path": "/d"}, {"name": "v", "path": "/r", "read_only": True},
+            {"name": "v", "path": "/x", "readOnly": 1}]  # a dict as it is: the daemon refuses the misspelling
+    args: Any = (None,) * 10
+    assert _create_body("tiny", *args, volumes=mounts) == {"template": "tiny", "volumes": wire}
+    assert _create_body("tiny", *args) == {"template": "tiny"}
+    assert _create_body("tiny", *args, volumes=[]) == {"template": "tiny", "volumes": []}
+    assert _fork_body(2, *args, volumes=mounts) == {"count": 2, "volumes": wire}
+    for bad in (VolumeMount("v", "/d"), {"name": "v", "path": "/d"}, "v:/d"):
+        with pytest.raises(TypeError):
+            _create_body(None, *args, volumes=bad)

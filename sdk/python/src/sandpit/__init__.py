@@ -13,6 +13,7 @@ from ._async.tenants import AsyncTenants
 from ._async.process import AsyncExecHandle, AsyncExecSink, AsyncProcesses, AsyncProcessHandle
 from ._async.sandbox import AsyncForkResult, AsyncSandbox
 from ._async.templates import AsyncTemplates
+from ._async.volumes import AsyncVolumes
 from ._async.watch import AsyncWatchHandle
 from ._attach import AttachOptions, AttachOptionsBuilder
 from ._awaitable import AwaitableContext
@@ -50,6 +51,7 @@ from ._sync.tenants import Tenants
 from ._sync.process import ExecHandle, ExecSink, Processes, ProcessHandle
 from ._sync.sandbox import ForkResult, Sandbox
 from ._sync.templates import Templates
+from ._sync.volumes import Volumes
 from ._sync.watch import WatchHandle
 from ._types import (
     AuditEntry,
@@ -74,6 +76,9 @@ from ._types import (
     TenantInfo,
     TenantQuotas,
     TenantUsage,
+    VolumeInfo,
+    VolumeMount,
+    VolumeMountLike,
 )
 
 #: ``sandpit.TimeoutError`` is :class:`SandboxTimeoutError` (also a subclass of the built-in ``TimeoutError``).
@@ -100,6 +105,11 @@ __all__ = [
     "TemplateBuildError",
     "TemplateInfo",
     "SnapshotInfo",
+    "AsyncVolumes",
+    "Volumes",
+    "VolumeInfo",
+    "VolumeMount",
+    "VolumeMountLike",
     "AsyncForkResult",
     "ForkResult",
     "CreatedKey",

@@ -78,14 +78,15 @@ class AuthenticationError(SandboxError):
 
 
 class NotFoundError(SandboxError):
-    """No such sandbox, process or template (HTTP 404), e.g. the sandbox was deleted."""
+    """No such sandbox, process, template or volume (HTTP 404), e.g. the sandbox was deleted."""
 
     default_code = "not_found"
 
 
 class ConflictError(SandboxError):
     """The request conflicts with the current state (HTTP 409): an impossible state transition, stdin that is
-    not a pipe or already closed, a signal to a process that has ended."""
+    not a pipe or already closed, a signal to a process that has ended, a name taken, a template or volume in
+    use."""
 
     default_code = "conflict"
 

@@ -3,11 +3,12 @@ paths, and the ``exec_with`` configuration."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 from ._network import NetworkPolicy, policy_body
 from ._options import ExecOptions, ExecOptionsBuilder
+from ._types import VolumeMount, VolumeMountLike
 
 __all__ = ["Configure"]
 
@@ -39,6 +40,7 @@ def _create_body(
     metadata: Optional[Dict[str, str]],
     on_timeout: Optional[str],
     network: Optional[NetworkPolicy] = None,
+    volumes: Optional[Sequence[VolumeMountLike]] = None,
 ) -> Dict[str, Any]:
     body: Dict[str, Any] = {}
     for key, value in (
@@ -59,7 +61,17 @@ def _create_body(
         body["metadata"] = dict(metadata)
     if network is not None:
         body["network"] = policy_body(network)
+    if volumes is not None:
+        body["volumes"] = _volumes_body(volumes)
     return body
+
+
+def _volumes_body(volumes: Sequence[VolumeMountLike]) -> List[Dict[str, Any]]:
+    """``volumes`` as the daemon takes it: a :class:`VolumeMount` in its wire form, a mapping as it is (the daemon
+    refuses an unknown key, a missing one, a bad path: nothing is checked twice here)."""
+    if isinstance(volumes, (str, bytes, Mapping, VolumeMount)):
+        raise TypeError("volumes= takes a list of mounts: [VolumeMount(name, path)] or [{'name': ..., 'path': ...}]")
+    return [m.to_json() if isinstance(m, VolumeMount) else dict(m) for m in volumes]
 
 
 def _fork_body(
@@ -74,9 +86,12 @@ def _fork_body(
     metadata: Optional[Dict[str, str]],
     on_timeout: Optional[str],
     network: Optional[NetworkPolicy],
+    volumes: Optional[Sequence[VolumeMountLike]] = None,
 ) -> Dict[str, Any]:
     """``POST /v1/sandboxes/{id}/fork``'s body: ``count`` and the options of a create but ``template``."""
-    body = _create_body(None, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network)
+    body = _create_body(
+        None, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network, volumes
+    )
     return {"count": int(count), **body}
 
 

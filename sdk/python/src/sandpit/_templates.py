@@ -45,11 +45,10 @@ def _new_lines(seen: List[str], log: List[str]) -> List[str]:
 
 @contextmanager
 def _archive(archive: Archive) -> Iterator[Tuple[Data, Dict[str, str]]]:
-    """The body to upload and its headers; a path is opened here (and closed after), read as it is sent.
-
-    The connection is not kept for another request: the daemon answers a refused upload (a name taken) without
-    reading the body and then closes the connection, which a pooled connection would find out only when reused."""
-    headers = {"Content-Type": ARCHIVE_TYPE, "Connection": "close"}
+    """The body to upload and its headers; a path is opened here (and closed after), read as it is sent. (The
+    daemon reads a refused upload, a name taken, to its end before answering: the answer arrives and the connection
+    is kept for the next request.)"""
+    headers = {"Content-Type": ARCHIVE_TYPE}
     if isinstance(archive, (str, os.PathLike)):
         with open(archive, "rb") as f:
             headers["Content-Length"] = str(os.fstat(f.fileno()).st_size)

@@ -10,7 +10,7 @@ import base64
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Dict, List, Literal, Mapping, Optional
+from typing import Any, Dict, List, Literal, Mapping, Optional, Union
 
 __all__ = [
     "CommandResult",
@@ -33,6 +33,9 @@ __all__ = [
     "TemplateBuildState",
     "TemplateInfo",
     "TemplateSource",
+    "VolumeInfo",
+    "VolumeMount",
+    "VolumeMountLike",
     "parse_time",
 ]
 
@@ -74,6 +77,37 @@ def _b64(text: Optional[str]) -> bytes:
 
 
 @dataclass(frozen=True)
+class VolumeMount:
+    """One volume in a sandbox: ``volumes=`` of ``Sandbox.create`` and ``fork`` (which also take the same as a
+    plain dict, ``{"name": ..., "path": ..., "read_only": ...}``), and :attr:`SandboxInfo.volumes`."""
+
+    #: The volume's name (``Volumes.create`` makes it).
+    name: str
+    #: Where it appears in the sandbox: an absolute, normalised path (made if missing), not ``/`` and not under
+    #: ``/proc``, ``/sys``, ``/dev``, ``/run/sandpit`` or ``/.sandpit``.
+    path: str
+    #: Mounted read-only: a write to it fails inside the sandbox.
+    read_only: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        """The wire form (``read_only`` only when true, as the daemon writes it)."""
+        d: Dict[str, Any] = {"name": self.name, "path": self.path}
+        if self.read_only:
+            d["read_only"] = True
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> VolumeMount:
+        """Decode a ``VolumeMount`` JSON object."""
+        return cls(name=str(d["name"]), path=str(d["path"]), read_only=bool(d.get("read_only", False)))
+
+
+#: A mount as ``volumes=`` takes it: a :class:`VolumeMount`, or a mapping with its fields (sent as it is, so that
+#: the daemon refuses a misspelt key rather than the SDK dropping it).
+VolumeMountLike = Union[VolumeMount, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
 class SandboxInfo:
     """A sandbox as the daemon reports it (``GET /v1/sandboxes/{id}``)."""
 
@@ -98,6 +132,8 @@ class SandboxInfo:
     tenant: str = "default"
     #: A credential for this sandbox only; in the answer to create (see ``rotate_access_token``).
     access_token: Optional[str] = field(default=None, repr=False)
+    #: The volumes it mounts, as created (empty when none).
+    volumes: List[VolumeMount] = field(default_factory=list)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -126,6 +162,7 @@ class SandboxInfo:
             preview_domain=d.get("preview_domain"),
             tenant=str(d.get("tenant") or "default"),
             access_token=d.get("access_token"),
+            volumes=[VolumeMount.from_json(x) for x in d.get("volumes") or []],
             raw=dict(d),
         )
 
@@ -646,4 +683,32 @@ class SnapshotInfo:
             frozen_ms=float(d.get("frozen_ms") or 0.0),
             bytes=int(d.get("bytes") or 0),
             entries=int(d.get("entries") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """A volume: a named, size-capped filesystem that outlives sandboxes (``GET /v1/volumes/{name}``)."""
+
+    name: str
+    #: The size cap in MiB: a write past it fails inside the sandbox with "No space left on device".
+    size_mb: int
+    #: MiB in use (files and the filesystem's own metadata).
+    used_mb: int
+    #: The tenant it belongs to: only that tenant's keys (and admin keys) see and mount it.
+    tenant: str
+    created_at: Optional[datetime]
+    #: Ids of the sandboxes that mount it now (it can be deleted only when this is empty).
+    mounted_by: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> VolumeInfo:
+        """Decode a ``VolumeInfo`` JSON object."""
+        return cls(
+            name=str(d["name"]),
+            size_mb=int(d.get("size_mb") or 0),
+            used_mb=int(d.get("used_mb") or 0),
+            tenant=str(d.get("tenant", "")),
+            created_at=parse_time(d.get("created_at")),
+            mounted_by=[str(x) for x in d.get("mounted_by") or []],
         )

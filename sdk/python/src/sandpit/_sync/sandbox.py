@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .._attach import DEFAULT_SHELL, AttachConfigure, attach_blocking, attach_options
 from .._errors import NotFoundError, SandboxError
@@ -14,7 +14,7 @@ from .._network import ExposedPort, NetworkPolicy, expose_body, host_of, policy_
 from .._options import Stdin
 from .._process import ProcessRef, start_body
 from .._sandbox import _START_WAIT_S, Configure, _create_body, _fork_body, _list_params, _options, _path
-from .._types import CommandResult, SandboxInfo, SnapshotInfo
+from .._types import CommandResult, SandboxInfo, SnapshotInfo, VolumeMountLike
 from .commands import Commands
 from .files import Files
 from .process import ExecHandle, ProcessApi, Processes, ProcessHandle
@@ -76,6 +76,7 @@ class Sandbox:
         metadata: Optional[Dict[str, str]] = None,
         on_timeout: Optional[str] = None,
         network: Optional[NetworkPolicy] = None,
+        volumes: Optional[Sequence[VolumeMountLike]] = None,
         url: Optional[str] = None,
         api_key: Optional[str] = None,
         request_timeout: Optional[float] = None,
@@ -91,10 +92,16 @@ class Sandbox:
             on_timeout: ``"kill"`` (default) or ``"pause"`` at the deadline.
             network: outbound policy, ``{"egress": "allow"|"deny", "allow_out": [...], "deny_out": [...]}``
                 (CIDRs, addresses, domains, ``*.domain``); the daemon's default when absent.
+            volumes: volumes to mount (at most 16; ``isolate`` backend), each a :class:`~sandpit.VolumeMount`
+                or a dict ``{"name": ..., "path": ..., "read_only": ...}``, at its own absolute path.
+                :class:`NotFoundError` for an unknown volume (or another tenant's),
+                :class:`InvalidArgumentError` for a bad path or one path twice.
             url, api_key: the daemon; default from the environment (see the class docs).
             request_timeout: seconds for ordinary HTTP requests (default 30).
         """
-        body = _create_body(template, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network)
+        body = _create_body(
+            template, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network, volumes
+        )
         return cls._create(body, url, api_key, request_timeout)
 
     @classmethod
@@ -230,14 +237,18 @@ class Sandbox:
         metadata: Optional[Dict[str, str]] = None,
         on_timeout: Optional[str] = None,
         network: Optional[NetworkPolicy] = None,
+        volumes: Optional[Sequence[VolumeMountLike]] = None,
     ) -> ForkResult:
         """Make ``count`` (1-100) new sandboxes whose filesystems start as this one's is now, each going its own
         way from there; running processes and memory are not copied. The options are :meth:`create`'s (but
-        ``template``). The result's ``sandboxes`` are running, each with its own access token; its ``snapshot``
+        ``template``); a fork mounts the ``volumes`` given here, not the source's (a volume's files are shared,
+        never copied). The result's ``sandboxes`` are running, each with its own access token; its ``snapshot``
         is the template they start from, deleted by the daemon with the last of them. Leaving
         ``with sbx.fork(...) as fork:`` kills them. A bad count or option is an
         :class:`InvalidArgumentError`; over a tenant quota (:class:`ResourceExhaustedError`) none is made."""
-        body = _fork_body(count, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network)
+        body = _fork_body(
+            count, timeout, cpu, memory_mb, pids, disk_mb, env, envs, metadata, on_timeout, network, volumes
+        )
         return self._fork(body)
 
     def _fork(self, body: Dict[str, Any]) -> ForkResult:
