@@ -104,9 +104,20 @@ pub struct Agent {
     self_uid: u32,
     /// The files API: who file requests act as, and the watches.
     pub files: Arc<crate::files::Files>,
+    /// The sandbox-wide environment: `config.env` at start, replaced by [`Agent::set_env`] (a sandbox
+    /// taken from a warm pool gets its creator's environment this way).
+    env: std::sync::RwLock<BTreeMap<String, String>>,
 }
 
 impl Agent {
+    /// Replaces the sandbox-wide environment of processes started from now on.
+    pub fn set_env(&self, env: BTreeMap<String, String>) {
+        *self
+            .env
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = env;
+    }
+
     /// Creates the agent and starts its reaper and retention sweeper. Needs a tokio runtime.
     pub fn new(config: AgentConfig) -> std::io::Result<Arc<Self>> {
         std::fs::DirBuilder::new()
@@ -130,6 +141,7 @@ impl Agent {
             cgroups,
             self_uid: nix::unistd::geteuid().as_raw(),
             files: crate::files::Files::new(config.etc.clone(), config.default_user.clone()),
+            env: std::sync::RwLock::new(config.env.clone()),
             config,
         });
         let weak = Arc::downgrade(&agent);
@@ -431,7 +443,13 @@ impl Agent {
         if req.tty.is_some() {
             env.insert("TERM".to_owned(), "xterm-256color".to_owned());
         }
-        env.extend(self.config.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(
+            self.env
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
         env.extend(req.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         meta.env = env.clone();
 

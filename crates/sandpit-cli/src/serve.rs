@@ -18,7 +18,7 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     default_timeout_secs, max_timeout_secs, max_body_bytes, agent_start_timeout_secs, \
     shutdown_grace_secs, header_timeout_secs, body_idle_timeout_secs, health_interval_ms, health_timeout_ms, \
     unhealthy_grace_secs, audit_retention_days, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
-    egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin). Flags win over the environment, which wins over the \
+    egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin, pools). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070].
@@ -82,6 +82,11 @@ pub struct ServeArgs {
         value_delimiter = ':'
     )]
     import_roots: Vec<std::path::PathBuf>,
+    /// A warm pool for a template that has none yet, TEMPLATE=SIZE (e.g. `base=8`): that many sandboxes
+    /// wait ready and a create takes one; repeatable. `SANDPIT_POOLS` takes a comma-separated list.
+    /// Replaces the config file's `pools` when given; `PUT /v1/templates/{name}/pool` changes it later.
+    #[arg(long = "pool", env = "SANDPIT_POOLS", value_name = "TEMPLATE=SIZE", value_delimiter = ',')]
+    pools: Vec<String>,
     /// Sandbox networking: `on` (a veth per sandbox behind the host's nftables firewall, and a DNS
     /// resolver; the default with the isolate backend) or `off` (loopback only).
     #[arg(long, env = "SANDPIT_NETWORK", value_name = "on|off", value_parser = parse_on_off)]
@@ -221,6 +226,9 @@ fn overlay(config: &mut Config, args: ServeArgs) {
         .collect();
     if !roots.is_empty() {
         config.import_roots = roots;
+    }
+    if !args.pools.is_empty() {
+        config.pools = args.pools;
     }
     if let Some(v) = args.network {
         config.network = v;

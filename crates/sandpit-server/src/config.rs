@@ -142,6 +142,10 @@ pub struct Config {
     /// Remove the `Origin` header from WebSocket upgrades to preview URLs (some servers refuse an
     /// origin that is not theirs); by default it is passed through unchanged.
     pub preview_strip_origin: bool,
+    /// Warm pools a template gets when it has none yet, as `TEMPLATE=SIZE` (e.g. `base=8`): that many
+    /// sandboxes of it wait ready, so a create takes one instead of starting one. `PUT
+    /// /v1/templates/{name}/pool` changes a pool later; that choice is kept across restarts.
+    pub pools: Vec<String>,
 }
 
 impl Default for Config {
@@ -176,6 +180,7 @@ impl Default for Config {
             dns_upstream: Vec::new(),
             preview_domain: "localhost".into(),
             preview_strip_origin: false,
+            pools: Vec::new(),
         }
     }
 }
@@ -219,7 +224,29 @@ impl Config {
     }
 
     /// Checks what can be checked before anything is started.
+    /// [`Config::pools`] parsed: `(template, size)`.
+    pub fn pool_defaults(&self) -> Result<Vec<(String, u64)>, ConfigError> {
+        self.pools
+            .iter()
+            .map(|p| {
+                let bad = || {
+                    ConfigError::Invalid(format!(
+                        "pool {p:?}: expected TEMPLATE=SIZE with a template name and a size of 0 to {}",
+                        crate::pools::MAX_POOL
+                    ))
+                };
+                let (t, n) = p.split_once('=').ok_or_else(bad)?;
+                let n: u64 = n.trim().parse().map_err(|_| bad())?;
+                if !sandpit_types::sandbox::valid_template_name(t.trim()) || n > crate::pools::MAX_POOL {
+                    return Err(bad());
+                }
+                Ok((t.trim().to_owned(), n))
+            })
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.pool_defaults()?;
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "tls_cert and tls_key must be given together".into(),

@@ -197,6 +197,8 @@ pub struct Engine {
     unhealthy: std::sync::RwLock<HashMap<String, String>>,
     /// Bumped whenever a sandbox turns unhealthy, so that calls in flight to it end ([`Engine::until_unhealthy`]).
     health_events: watch::Sender<u64>,
+    /// Warm pools: sandboxes created ahead per template ([`crate::pools`]).
+    pub(crate) pools: crate::pools::Pools,
 }
 
 impl Engine {
@@ -213,6 +215,7 @@ impl Engine {
             net: std::sync::OnceLock::new(),
             unhealthy: std::sync::RwLock::new(HashMap::new()),
             health_events: watch::channel(0).0,
+            pools: crate::pools::Pools::default(),
         })
     }
 
@@ -412,13 +415,119 @@ impl Engine {
         Ok(secs)
     }
 
-    /// Creates a sandbox owned by `tenant`.
+    /// Creates a sandbox owned by `tenant`: from the template's warm pool when it has a sandbox waiting
+    /// and the request is one a pooled sandbox can serve ([`crate::pools::servable`]), else cold.
     pub async fn create(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
         tenant: &str,
     ) -> Result<SandboxInfo, EngineError> {
         validate_create(&req)?;
+        if crate::pools::servable(&req) {
+            if let Some(info) = self.claim(&req, tenant).await? {
+                return Ok(info);
+            }
+        }
+        self.create_cold(req, tenant, None).await
+    }
+
+    /// Takes a waiting sandbox from the warm pool of the request's template, if one is there and healthy,
+    /// and makes it the request's: its tenant (quotas checked now), environment, metadata and deadline.
+    /// `None`: the pool is empty (the caller creates cold). A pooled sandbox that fails its claim is
+    /// deleted and the next one tried.
+    async fn claim(
+        self: &Arc<Self>,
+        req: &CreateSandboxRequest,
+        tenant: &str,
+    ) -> Result<Option<SandboxInfo>, EngineError> {
+        let template = req.template.clone().unwrap_or_else(|| "base".into());
+        let timeout_secs =
+            self.check_timeout(req.timeout.unwrap_or(self.cfg.default_timeout_secs))?;
+        while let Some(id) = self.pools.take(&template) {
+            let (this, req, tenant) = (self.clone(), req.clone(), tenant.to_owned());
+            let (id2, template) = (id.clone(), template.clone());
+            let claimed = Self::detached(async move {
+                let lock = this.lock_for(&id2);
+                let _guard = lock.lock().await;
+                let Ok(mut rec) = this.load(&id2).await else {
+                    return Ok(None);
+                };
+                let healthy = rec.pool.as_deref() == Some(template.as_str())
+                    && rec.state == SandboxState::Running
+                    && this.unhealthy_reason(&id2).is_none();
+                let Some(handle) = rec.handle.clone().filter(|_| healthy) else {
+                    return Ok(None);
+                };
+                let owner = Owner {
+                    tenant: tenant.clone(),
+                    ask: crate::quotas::Ask {
+                        memory_mb: None,
+                        disk_mb: None,
+                    },
+                };
+                // A quota refusal leaves the sandbox in the pool for the next create.
+                if let Err(e) = this.admit(&id2, owner) {
+                    this.pools.put_back(&template, id2.clone());
+                    return Err(e);
+                }
+                if !req.env.is_empty() {
+                    let set = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        crate::proxy::put_env(&handle.agent_socket, &req.env),
+                    )
+                    .await;
+                    if !matches!(set, Ok(Ok(()))) {
+                        this.forget_owner(&id2);
+                        return Ok(None);
+                    }
+                }
+                rec.tenant = tenant;
+                rec.env = req.env;
+                rec.metadata = req.metadata;
+                rec.on_timeout = req.on_timeout.unwrap_or_default();
+                rec.timeout_secs = timeout_secs;
+                rec.created_at_ms = this.now_ms();
+                rec.expires_at_ms = Some(this.deadline(timeout_secs));
+                rec.pool = None;
+                if let Err(e) = this.store.claim(rec.clone()).await {
+                    this.forget_owner(&id2);
+                    return Err(e.into());
+                }
+                this.note(&rec);
+                this.wake.notify_one();
+                tracing::info!(sandbox = %rec.id, template = %template, "sandbox taken from the warm pool");
+                Ok(Some(info(&rec)))
+            })
+            .await?;
+            self.pools.refill();
+            match claimed {
+                Some(info) => return Ok(Some(info)),
+                None => {
+                    tracing::warn!(sandbox = %id, "a pooled sandbox could not be claimed; deleting it");
+                    let _ = self.delete(&id).await;
+                }
+            }
+        }
+        self.pools.refill();
+        Ok(None)
+    }
+
+    /// Forgets an owner recorded by a claim that then failed.
+    fn forget_owner(&self, id: &str) {
+        self.owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Creates a sandbox cold. With `pool`, a sandbox for that template's warm pool: nobody's (no tenant,
+    /// no quota), no deadline, listed nowhere until claimed.
+    pub(crate) async fn create_cold(
+        self: &Arc<Self>,
+        req: CreateSandboxRequest,
+        tenant: &str,
+        pool: Option<String>,
+    ) -> Result<SandboxInfo, EngineError> {
         let timeout_secs =
             self.check_timeout(req.timeout.unwrap_or(self.cfg.default_timeout_secs))?;
         let network = match self.net.get() {
@@ -452,8 +561,11 @@ impl Engine {
             handle: None,
             tenant: tenant.to_owned(),
             volumes: req.volumes,
+            pool: pool.clone(),
         };
-        self.admit(&id, Owner::of(&rec))?;
+        if pool.is_none() {
+            self.admit(&id, Owner::of(&rec))?;
+        }
         let mut spec = SandboxSpec {
             id: id.clone(),
             template: rec.template.clone(),
@@ -495,7 +607,10 @@ impl Engine {
                 Ok(handle) => {
                     Self::apply(&mut rec, Action::Ready)?;
                     rec.handle = Some(handle);
-                    rec.expires_at_ms = Some(this.deadline(rec.timeout_secs));
+                    // A pooled sandbox waits without a deadline: its time starts when it is claimed.
+                    if rec.pool.is_none() {
+                        rec.expires_at_ms = Some(this.deadline(rec.timeout_secs));
+                    }
                     this.save(&rec).await?;
                     this.wake.notify_one();
                     tracing::info!(sandbox = %rec.id, backend = this.backend.name(), "sandbox started");
@@ -556,6 +671,7 @@ impl Engine {
             .list()
             .await?
             .iter()
+            .filter(|r| r.pool.is_none())
             .filter(|r| filter.tenant.as_ref().is_none_or(|t| *t == r.tenant))
             .filter(|r| {
                 filter
@@ -1166,7 +1282,9 @@ impl Engine {
     /// failure, and a sandbox whose agent is gone (host reboot) is marked `failed` with what was lost.
     pub async fn reconcile(&self) -> Result<(), EngineError> {
         for mut rec in self.store.list().await? {
-            self.own(&rec.id, Owner::of(&rec));
+            if rec.pool.is_none() {
+                self.own(&rec.id, Owner::of(&rec));
+            }
             match rec.state {
                 SandboxState::Starting => {
                     Self::apply(&mut rec, Action::StartFailed)?;

@@ -19,6 +19,7 @@ pub mod engine;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
+pub mod pools;
 pub mod preview;
 pub mod proxy;
 pub mod quotas;
@@ -193,10 +194,13 @@ async fn serve(
     ));
     engine.reconcile().await?;
     engine.sweep_fork_snapshots().await;
+    let pool_defaults = config.pool_defaults()?;
+    engine.pools.load(&engine, &pool_defaults).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let timers = tokio::spawn(engine.clone().run_timers(stop_rx.clone()));
     let health = tokio::spawn(engine.clone().run_health(stop_rx.clone()));
+    let pools = tokio::spawn(pools::Pools::run(engine.clone(), stop_rx.clone()));
     let net_services = net.as_ref().map(|n| n.spawn_services(stop_rx.clone()));
     let ports = Arc::new(tokens::PortAccess::load(engine.store().clone()).await?);
     let keys = Arc::new(auth::Keys::load(api_key, engine.store().clone()).await?);
@@ -285,6 +289,7 @@ async fn serve(
     let _ = audit_task.await;
     let _ = timers.await;
     let _ = health.await;
+    let _ = pools.await;
     if let Some(t) = net_services {
         let _ = t.await;
     }

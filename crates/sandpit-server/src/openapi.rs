@@ -8,7 +8,8 @@
 use sandpit_types::sandbox::{
     AccessToken, CreateSandboxRequest, CreateTemplateRequest, DebianSource, OnTimeout, SandboxInfo,
     SandboxList, SandboxState, SetTimeoutRequest, TemplateBuild, TemplateBuildState, TemplateInfo,
-    TemplateList, TemplateSource, CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo,
+    TemplateList, TemplateSource, CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo, PoolInfo,
+    SetPoolRequest,
 };
 use sandpit_types::{
     ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
@@ -23,7 +24,7 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, handlers, keys, network, signed, snapshots, tenants, volumes};
+use crate::api::{audit, handlers, keys, network, pools, signed, snapshots, tenants, volumes};
 use sandpit_types::volumes::{CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount};
 use sandpit_types::audit::{AuditEntry, AuditList};
 use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
@@ -82,6 +83,8 @@ impl utoipa::ToSchema for RawBytes {}
         handlers::template_build,
         handlers::delete_template,
         snapshots::export_template,
+        pools::get_pool,
+        pools::set_pool,
         snapshots::create_snapshot,
         snapshots::fork_sandbox,
         volumes::create_volume,
@@ -143,7 +146,7 @@ impl utoipa::ToSchema for RawBytes {}
         TenantQuotas, TenantUsage, TenantInfo, TenantList, AuditEntry, AuditList,
         SignedUrlRequest, SignedUrl, SignedUrlOp,
         CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo,
-        CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount,
+        CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount, PoolInfo, SetPoolRequest,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),

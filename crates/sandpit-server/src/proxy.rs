@@ -176,6 +176,38 @@ pub async fn probe(socket: &Path) -> Result<(), String> {
     }
 }
 
+/// Agent paths under this prefix are the daemon's own calls; the proxy never forwards a client there.
+pub const AGENT_DAEMON_PREFIX: &str = "_daemon/";
+
+/// Replaces the sandbox-wide environment of the agent at `socket` (`PUT /env`): how a sandbox taken from
+/// a warm pool gets its creator's environment (`PUT /_daemon/env`). The caller bounds it in time.
+pub async fn put_env(
+    socket: &Path,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let body = serde_json::to_vec(env).map_err(|e| e.to_string())?;
+    let req = Request::put(format!("/{AGENT_DAEMON_PREFIX}env"))
+        .header(header::HOST, "sandpit-agent")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string());
+    conn.abort();
+    let status = resp?.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("PUT /{AGENT_DAEMON_PREFIX}env answered {status}"))
+    }
+}
+
 /// A proxied response body that ends when its sandbox turns unhealthy (`cut` resolves with why): an
 /// event stream ends with an `error` event (`{"code": "unavailable", "message"}`), any other body
 /// breaks off with an error, so that no client waits on a wedged agent and none mistakes the cut

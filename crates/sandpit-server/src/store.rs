@@ -88,6 +88,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_at ON audit (at_ms);",
     // Volumes (issue 18): the volumes a sandbox mounts (a JSON list of `VolumeMount`).
     "ALTER TABLE sandboxes ADD COLUMN volumes TEXT NOT NULL DEFAULT '[]';",
+    // Warm pools (issue 18): a waiting sandbox names its pool's template until it is claimed; the size
+    // of each template's pool.
+    "ALTER TABLE sandboxes ADD COLUMN pool TEXT;
+    CREATE TABLE pools (
+        template TEXT PRIMARY KEY NOT NULL,
+        size     INTEGER NOT NULL
+    );",
 ];
 
 /// One audit row (`crate::audit`); `id` is assigned on insert.
@@ -167,6 +174,9 @@ pub struct SandboxRecord {
     pub tenant: String,
     /// The volumes mounted in it.
     pub volumes: Vec<sandpit_types::volumes::VolumeMount>,
+    /// Waiting in the warm pool of this template (nobody's yet: listed nowhere, counted for no tenant);
+    /// `None` once claimed, and for every sandbox created cold.
+    pub pool: Option<String>,
 }
 
 /// One API key as persisted (`hash`: hex SHA-256 of the secret; `scopes`: comma separated).
@@ -225,8 +235,9 @@ impl Store {
             let handle = handle_json(rec.handle.as_ref());
             c.execute(
                 "INSERT INTO sandboxes (id, state, template, cpu, memory_mb, pids, disk_mb, env, metadata,
-                     on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle, tenant, volumes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                     on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle, tenant, volumes,
+                     pool)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 params![
                     rec.id,
                     rec.state.as_str(),
@@ -245,6 +256,7 @@ impl Store {
                     handle,
                     rec.tenant,
                     serde_json::to_string(&rec.volumes).unwrap_or_else(|_| "[]".into()),
+                    rec.pool,
                 ],
             )?;
             Ok(())
@@ -267,6 +279,60 @@ impl Store {
                     handle_json(rec.handle.as_ref()),
                 ],
             )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records that a pooled sandbox was claimed: everything a create request sets, and no pool.
+    pub async fn claim(&self, rec: SandboxRecord) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, env = ?5,
+                     metadata = ?6, on_timeout = ?7, tenant = ?8, pool = NULL, created_at_ms = ?9
+                 WHERE id = ?1",
+                params![
+                    rec.id,
+                    rec.state.as_str(),
+                    to_i64(rec.timeout_secs),
+                    rec.expires_at_ms,
+                    map_json(&rec.env),
+                    map_json(&rec.metadata),
+                    on_timeout_str(rec.on_timeout),
+                    rec.tenant,
+                    rec.created_at_ms,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every template's warm-pool size.
+    pub async fn pools(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT template, size FROM pools ORDER BY template")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Sets (or with 0, removes) a template's warm-pool size.
+    pub async fn set_pool(&self, template: &str, size: u64) -> Result<(), StoreError> {
+        let template = template.to_owned();
+        self.call(move |c| {
+            if size == 0 {
+                c.execute("DELETE FROM pools WHERE template = ?1", [&template])?;
+            } else {
+                c.execute(
+                    "INSERT INTO pools (template, size) VALUES (?1, ?2)
+                     ON CONFLICT (template) DO UPDATE SET size = excluded.size",
+                    params![template, to_i64(size)],
+                )?;
+            }
             Ok(())
         })
         .await
@@ -682,6 +748,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
     let error: Option<String> = r.get("error")?;
     let tenant: String = r.get("tenant")?;
     let volumes: String = r.get("volumes")?;
+    let pool: Option<String> = r.get("pool")?;
 
     let corrupt = |why: String| StoreError::Corrupt {
         id: id.clone(),
@@ -721,6 +788,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Result<SandboxRecord, StoreError>> 
             handle,
             tenant: tenant.clone(),
             volumes,
+            pool,
         })
     })();
     Ok(parsed)
@@ -753,6 +821,7 @@ mod tests {
             }),
             tenant: "default".into(),
             volumes: Vec::new(),
+            pool: None,
         }
     }
 

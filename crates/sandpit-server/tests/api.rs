@@ -1005,7 +1005,7 @@ async fn every_documented_route_obeys_the_keys_scopes() {
                 || path == "/v1/audit"
                 || (path == "/v1/tenants/{name}" && method != "get")
                 || (path == "/v1/templates" && method == "post")
-                || (path == "/v1/templates/{name}" && method == "delete");
+                || (path == "/v1/templates/{name}/pool" && method == "put");
             // A GET without `Upgrade` is a read even on a WebSocket route (checked below with one).
             let reading = method == "get";
             for (who, key, may) in [

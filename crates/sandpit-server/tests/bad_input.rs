@@ -1985,6 +1985,8 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
             ("TemplateSource", json!({"dir": dir})),
             ("CreateSnapshotRequest", json!({"name": "bad-input-snap"})),
             ("ForkRequest", json!({"count": 1})),
+            ("SetPoolRequest", json!({"size": 0})),
+            ("CreateVolumeRequest", json!({"name": "bad-input-vol", "size_mb": 16})),
             (
                 "CreateTemplateRequest",
                 json!({"name": "bad-input", "source": {"dir": dir}}),

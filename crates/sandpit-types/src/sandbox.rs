@@ -273,6 +273,28 @@ pub struct TemplateInfo {
     pub auto_remove: bool,
 }
 
+/// Body of `PUT /v1/templates/{name}/pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetPoolRequest {
+    /// How many sandboxes of this template wait ready (0 removes the pool; at most 256).
+    pub size: u64,
+}
+
+/// A template's warm pool (`GET /v1/templates/{name}/pool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolInfo {
+    pub template: String,
+    /// How many should wait.
+    pub size: u64,
+    /// How many wait now.
+    pub ready: u64,
+    /// How many are being created.
+    pub filling: u64,
+}
+
 /// Body of `POST /v1/sandboxes/{id}/snapshots`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

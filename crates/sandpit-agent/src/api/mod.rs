@@ -38,6 +38,9 @@ pub const MAX_BODY: usize = sandpit_types::MAX_AGENT_BODY_BYTES;
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/health", get(health))
+        // The daemon's (it proxies nothing under `/_daemon/`): a warm-pool sandbox gets its creator's
+        // environment.
+        .route("/_daemon/env", axum::routing::put(set_env))
         .route("/logs", get(logs))
         .route("/exec", post(exec))
         .route("/processes", post(start).get(list))
@@ -90,6 +93,15 @@ pub fn router(agent: Arc<Agent>) -> Router {
 }
 
 type Result<T> = std::result::Result<T, ApiError>;
+
+/// `PUT /_daemon/env` `{"KEY": "VALUE", …}`: the sandbox-wide environment of processes started from now on.
+async fn set_env(
+    State(agent): State<Arc<Agent>>,
+    Json(env): Json<std::collections::BTreeMap<String, String>>,
+) -> axum::http::StatusCode {
+    agent.set_env(env);
+    axum::http::StatusCode::NO_CONTENT
+}
 
 async fn health(State(agent): State<Arc<Agent>>) -> Json<AgentHealth> {
     let all = agent.all();

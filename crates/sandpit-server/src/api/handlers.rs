@@ -317,6 +317,13 @@ pub async fn proxy_to_agent(
     let raw = req.uri().path();
     // "/v1/sandboxes/{id}/{rest}" → ["", "v1", "sandboxes", id, rest]
     let rest = raw.splitn(5, '/').nth(4).unwrap_or_default();
+    // The agent's `/_daemon/…` calls are the daemon's (a warm-pool claim sets the sandbox's env there).
+    if rest.starts_with(proxy::AGENT_DAEMON_PREFIX) {
+        return Err(ApiError::NotFound(format!(
+            "no route for {} {raw}",
+            req.method()
+        )));
+    }
     // The daemon's credentials stay with the daemon: drop a query-string key (and a signed URL's
     // signature), keep every other byte.
     let signed = req

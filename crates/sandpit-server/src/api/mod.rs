@@ -8,6 +8,7 @@ pub mod extract;
 pub mod handlers;
 pub mod keys;
 pub mod network;
+pub mod pools;
 pub mod revoke;
 pub mod signed;
 pub mod snapshots;
@@ -124,6 +125,10 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
         .route(
             "/v1/templates/{name}/export",
             get(snapshots::export_template),
+        )
+        .route(
+            "/v1/templates/{name}/pool",
+            get(pools::get_pool).put(pools::set_pool),
         )
         .route(
             "/v1/volumes",
@@ -309,7 +314,10 @@ fn check_scope(who: &Principal, req: &Request) -> Result<(), ApiError> {
     let method = req.method();
     // Template imports read host paths with the daemon's privileges. (Deletes are the handler's to
     // judge: a tenant may delete its own snapshots.)
-    let template_admin = path == "/v1/templates" && method == axum::http::Method::POST;
+    let template_admin = (path == "/v1/templates" && method == axum::http::Method::POST)
+        || (path.starts_with("/v1/templates/")
+            && path.ends_with("/pool")
+            && method == axum::http::Method::PUT);
     // Quotas are set by an admin; a tenant may read its own (`GET /v1/tenants/{name}`).
     let tenant_admin = path == "/v1/tenants"
         || (path.starts_with("/v1/tenants/") && method != axum::http::Method::GET);
