@@ -23,7 +23,8 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     if d.backend != "isolate" {
         let none = summarize(&[]);
         return Ok(vec![
-            Row::new(GROUP, "snapshot", "ms", none).note("not measured: needs root (isolate backend)"),
+            Row::new(GROUP, "snapshot", "ms", none)
+                .note("not measured: needs root (isolate backend)"),
         ]);
     }
     let client = Client::new(&d.url, &d.key)?;
@@ -46,7 +47,9 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     }
 
     // The baseline copy: the same amount of data, tmpfs to the state directory's disk.
-    let scratch = tempfile::Builder::new().prefix("spb-src-").tempdir_in("/dev/shm")?;
+    let scratch = tempfile::Builder::new()
+        .prefix("spb-src-")
+        .tempdir_in("/dev/shm")?;
     for i in 1..=4 {
         let mut f = std::fs::File::create(scratch.path().join(format!("f{i}")))?;
         std::io::copy(
@@ -89,7 +92,10 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             "ms",
             summarize(&snap),
         )
-        .against(&format!("cp -a of {mib} MiB tmpfs → disk"), summarize(&copy))
+        .against(
+            &format!("cp -a of {mib} MiB tmpfs → disk"),
+            summarize(&copy),
+        )
         .note("neither is fsynced: both are on disk at the kernel's writeback"),
         Row::new(
             GROUP,

@@ -85,7 +85,12 @@ pub struct ServeArgs {
     /// A warm pool for a template that has none yet, TEMPLATE=SIZE (e.g. `base=8`): that many sandboxes
     /// wait ready and a create takes one; repeatable. `SANDPIT_POOLS` takes a comma-separated list.
     /// Replaces the config file's `pools` when given; `PUT /v1/templates/{name}/pool` changes it later.
-    #[arg(long = "pool", env = "SANDPIT_POOLS", value_name = "TEMPLATE=SIZE", value_delimiter = ',')]
+    #[arg(
+        long = "pool",
+        env = "SANDPIT_POOLS",
+        value_name = "TEMPLATE=SIZE",
+        value_delimiter = ','
+    )]
     pools: Vec<String>,
     /// Sandbox networking: `on` (a veth per sandbox behind the host's nftables firewall, and a DNS
     /// resolver; the default with the isolate backend) or `off` (loopback only).

@@ -436,6 +436,7 @@ fn help_everywhere_has_examples() {
         vec!["volume", "ls"],
         vec!["volume", "info"],
         vec!["volume", "rm"],
+        vec!["template", "pool"],
     ] {
         let mut args = verb.clone();
         args.push("--help");
@@ -514,6 +515,26 @@ fn snapshot_fork_export_upload() {
     )
     .unwrap();
     d.ok(&["template", "import", "bb", rootfs.to_str().unwrap()]);
+    // A warm pool of one, shown as a table, emptied again.
+    d.ok(&["template", "pool", "bb", "--size", "1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d.json(&["template", "pool", "bb", "--json"])["ready"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let table = d.ok(&["template", "pool", "bb"]);
+    assert!(table.contains("READY") && table.contains("bb"), "{table}");
+    d.ok(&["template", "pool", "bb", "--size", "0"]);
+    while d.json(&["template", "pool", "bb", "--json"])["ready"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never emptied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let id = d.ok(&["create", "--template", "bb"]).trim().to_owned();
     d.ok(&["exec", &id, "--", "sh", "-c", "echo kept > /home/user/f"]);
 
@@ -521,7 +542,10 @@ fn snapshot_fork_export_upload() {
     let snap = d.json(&["snapshot", &id, "snap2", "--json"]);
     assert_eq!(snap["template"]["parent"], "bb", "{snap}");
     let table = d.ok(&["template", "ls"]);
-    assert!(table.contains("PARENT") && table.contains("snap2"), "{table}");
+    assert!(
+        table.contains("PARENT") && table.contains("snap2"),
+        "{table}"
+    );
 
     let forks = d.ok(&["fork", &id, "--count", "2", "-m", "k=v"]);
     let forks: Vec<&str> = forks.lines().collect();
@@ -532,32 +556,52 @@ fn snapshot_fork_export_upload() {
     }
     let o = d.run(&["fork", &id, "--template", "bb"]);
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("--template"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("--template"),
+        "{}",
+        text(&o.stderr)
+    );
 
     let file = d.dir.path().join("snap.tar.zst");
     d.ok(&["template", "export", "snap", "-o", file.to_str().unwrap()]);
     assert!(std::fs::metadata(&file).unwrap().len() > 0);
     assert_eq!(
-        d.ok(&["template", "upload", "moved", file.to_str().unwrap()]).trim(),
+        d.ok(&["template", "upload", "moved", file.to_str().unwrap()])
+            .trim(),
         "moved"
     );
     let moved = d.ok(&["create", "--template", "moved"]).trim().to_owned();
-    assert_eq!(d.ok(&["exec", &moved, "--", "cat", "/home/user/f"]), "kept\n");
+    assert_eq!(
+        d.ok(&["exec", &moved, "--", "cat", "/home/user/f"]),
+        "kept\n"
+    );
     // A template in use is not deleted, and the error says why.
     let o = d.run(&["template", "rm", "bb"]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("in use"), "{}", text(&o.stderr));
 
     // Volumes: made, mounted by two sandboxes (one read-only), listed, kept while mounted.
-    assert_eq!(d.ok(&["volume", "create", "vol", "--size-mb", "16"]).trim(), "vol");
-    let w = d.ok(&["create", "--template", "bb", "--volume", "vol:/data"]).trim().to_owned();
-    let r = d.ok(&["create", "--template", "bb", "-v", "vol:/ro:ro"]).trim().to_owned();
+    assert_eq!(
+        d.ok(&["volume", "create", "vol", "--size-mb", "16"]).trim(),
+        "vol"
+    );
+    let w = d
+        .ok(&["create", "--template", "bb", "--volume", "vol:/data"])
+        .trim()
+        .to_owned();
+    let r = d
+        .ok(&["create", "--template", "bb", "-v", "vol:/ro:ro"])
+        .trim()
+        .to_owned();
     d.ok(&["exec", &w, "--", "sh", "-c", "echo v > /data/x"]);
     assert_eq!(d.ok(&["exec", &r, "--", "cat", "/ro/x"]), "v\n");
     let o = d.run(&["exec", &r, "--", "sh", "-c", "echo no > /ro/y"]);
     assert!(!o.status.success(), "a read-only volume took a write");
     let table = d.ok(&["volume", "ls"]);
-    assert!(table.contains("MOUNTED BY") && table.contains(&w), "{table}");
+    assert!(
+        table.contains("MOUNTED BY") && table.contains(&w),
+        "{table}"
+    );
     assert_eq!(d.json(&["volume", "info", "vol", "--json"])["size_mb"], 16);
     let o = d.run(&["volume", "rm", "vol"]);
     assert!(!o.status.success());

@@ -744,8 +744,10 @@ impl Isolator {
             .ids
             .map(|r| (r.base, r.count))
             .ok_or_else(|| IsolateError::NotCreated(handle.id.clone()))?;
-        let layer = snapshot::writable_layer(handle.init_pid, handle.init_start_time, fd)
-            .map_err(ioe(format!("reaching the writable layer of sandbox {:?}", handle.id)))?;
+        let layer =
+            snapshot::writable_layer(handle.init_pid, handle.init_start_time, fd).map_err(ioe(
+                format!("reaching the writable layer of sandbox {:?}", handle.id),
+            ))?;
         let src = PathBuf::from(format!("/proc/self/fd/{}/upper", layer.as_raw_fd()));
         let mut meta = meta.clone();
         meta.parent.clone_from(&handle.template);

@@ -276,12 +276,27 @@ pub(crate) fn copy_xattr(src: &Path, dst: &Path, name: &CStr) -> io::Result<()> 
     let (s, d) = (path_cstr(src)?, path_cstr(dst)?);
     let mut buf = vec![0u8; 4096];
     // SAFETY: `buf` is writable for its length; the strings are valid.
-    let n = unsafe { libc::lgetxattr(s.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::lgetxattr(
+            s.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `buf` holds `n` valid bytes; the strings are valid.
-    let rc = unsafe { libc::lsetxattr(d.as_ptr(), name.as_ptr(), buf.as_ptr().cast(), n as usize, 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            d.as_ptr(),
+            name.as_ptr(),
+            buf.as_ptr().cast(),
+            n as usize,
+            0,
+        )
+    };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }

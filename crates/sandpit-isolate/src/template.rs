@@ -248,7 +248,10 @@ impl TemplateStore {
             what: format!("mounting the layers of template {name}"),
             source: io::Error::other(e),
         })?;
-        let root = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&view)));
+        let root = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&view)
+        ));
         let mut enc = zstd::Encoder::new(out, 3).map_err(ioe("starting zstd"))?;
         // Both cores: an export of a whole root filesystem is compression-bound.
         let _ = enc.multithread(2);
@@ -260,7 +263,8 @@ impl TemplateStore {
         let enc = tar
             .into_inner()
             .map_err(ioe(format!("writing template {name}")))?;
-        enc.finish().map_err(ioe(format!("writing template {name}")))?;
+        enc.finish()
+            .map_err(ioe(format!("writing template {name}")))?;
         Ok(())
     }
 

@@ -1093,9 +1093,7 @@ impl Engine {
     }
 
     /// Which recorded sandboxes mount each volume: volume name → sandbox ids.
-    pub async fn volume_users(
-        &self,
-    ) -> Result<HashMap<String, Vec<String>>, EngineError> {
+    pub async fn volume_users(&self) -> Result<HashMap<String, Vec<String>>, EngineError> {
         let mut users: HashMap<String, Vec<String>> = HashMap::new();
         for r in self.store.list().await? {
             for v in &r.volumes {

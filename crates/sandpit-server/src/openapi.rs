@@ -6,10 +6,10 @@
 //! the agent uses, so that SDKs can be generated against one document.
 
 use sandpit_types::sandbox::{
-    AccessToken, CreateSandboxRequest, CreateTemplateRequest, DebianSource, OnTimeout, SandboxInfo,
-    SandboxList, SandboxState, SetTimeoutRequest, TemplateBuild, TemplateBuildState, TemplateInfo,
-    TemplateList, TemplateSource, CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo, PoolInfo,
-    SetPoolRequest,
+    AccessToken, CreateSandboxRequest, CreateSnapshotRequest, CreateTemplateRequest, DebianSource,
+    ForkInfo, ForkRequest, OnTimeout, PoolInfo, SandboxInfo, SandboxList, SandboxState,
+    SetPoolRequest, SetTimeoutRequest, SnapshotInfo, TemplateBuild, TemplateBuildState,
+    TemplateInfo, TemplateList, TemplateSource,
 };
 use sandpit_types::{
     ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
@@ -25,12 +25,12 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::api::{audit, handlers, keys, network, pools, signed, snapshots, tenants, volumes};
-use sandpit_types::volumes::{CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount};
 use sandpit_types::audit::{AuditEntry, AuditList};
 use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
 use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 use sandpit_types::network::{Egress, ExposePortRequest, ExposedPort, NetworkPolicy, PortList};
 use sandpit_types::tenants::{TenantInfo, TenantList, TenantQuotas, TenantUsage};
+use sandpit_types::volumes::{CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount};
 
 /// Body of `POST /v1/sandboxes/{id}/processes/{pid}/signal`.
 #[derive(Debug, utoipa::ToSchema)]

@@ -203,9 +203,7 @@ impl Pools {
                 let size = st.sizes.get(&template).copied().unwrap_or(0);
                 match &made {
                     // The pool shrank while this one was being made.
-                    Ok(info)
-                        if st.ready.get(&template).map_or(0, VecDeque::len) as u64 >= size =>
-                    {
+                    Ok(info) if st.ready.get(&template).map_or(0, VecDeque::len) as u64 >= size => {
                         Some(info.id.clone())
                     }
                     Ok(info) => {
@@ -223,10 +221,7 @@ impl Pools {
             }
             if let Err(e) = made {
                 tracing::warn!(template = %template, error = %e, "cannot fill the warm pool; retrying in 5 s");
-                backoff.insert(
-                    template,
-                    tokio::time::Instant::now() + RETRY_AFTER_FAILURE,
-                );
+                backoff.insert(template, tokio::time::Instant::now() + RETRY_AFTER_FAILURE);
             }
             if *shutdown.borrow() {
                 return;
@@ -273,7 +268,8 @@ mod tests {
             let mut st = p.state();
             st.sizes.insert("a".into(), 4);
             st.sizes.insert("b".into(), 2);
-            st.ready.insert("a".into(), VecDeque::from(vec!["x".into()]));
+            st.ready
+                .insert("a".into(), VecDeque::from(vec!["x".into()]));
         }
         let none = HashMap::new();
         assert_eq!(p.next_to_fill(&none).as_deref(), Some("b"));

@@ -313,7 +313,10 @@ impl Store {
         self.call(|c| {
             let mut stmt = c.prepare("SELECT template, size FROM pools ORDER BY template")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0)))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })

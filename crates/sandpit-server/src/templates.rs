@@ -99,7 +99,11 @@ impl std::io::Write for BodyWriter {
 }
 
 impl Templates {
-    pub fn new(backend: Arc<dyn SandboxBackend>, import_roots: &[PathBuf], uploads: PathBuf) -> Self {
+    pub fn new(
+        backend: Arc<dyn SandboxBackend>,
+        import_roots: &[PathBuf],
+        uploads: PathBuf,
+    ) -> Self {
         Self {
             backend,
             uploads,
@@ -183,7 +187,11 @@ impl Templates {
             .collect())
     }
 
-    async fn record(&self, name: &str, viewer: Option<&str>) -> Result<TemplateRecord, TemplateApiError> {
+    async fn record(
+        &self,
+        name: &str,
+        viewer: Option<&str>,
+    ) -> Result<TemplateRecord, TemplateApiError> {
         let records = self.on_store(|s| s.list()).await?;
         records
             .into_iter()
@@ -191,13 +199,21 @@ impl Templates {
             .ok_or_else(|| not_found(name))
     }
 
-    pub async fn get(&self, name: &str, viewer: Option<&str>) -> Result<TemplateInfo, TemplateApiError> {
+    pub async fn get(
+        &self,
+        name: &str,
+        viewer: Option<&str>,
+    ) -> Result<TemplateInfo, TemplateApiError> {
         self.record(name, viewer).await.map(info)
     }
 
     /// A create from `name` by a key of tenant `viewer`: another tenant's snapshot is not found, as if it
     /// did not exist. Anything else is the backend's to judge (the `process` backend has no templates).
-    pub async fn check_usable(&self, name: &str, viewer: Option<&str>) -> Result<(), TemplateApiError> {
+    pub async fn check_usable(
+        &self,
+        name: &str,
+        viewer: Option<&str>,
+    ) -> Result<(), TemplateApiError> {
         if viewer.is_none() || self.backend.templates().is_none() {
             return Ok(());
         }
@@ -227,9 +243,9 @@ impl Templates {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(BODY_CHUNK),
             };
-            let result = store
-                .export(&owned, &mut out)
-                .and_then(|()| std::io::Write::flush(&mut out).map_err(|e| BackendError::io("sending", e)));
+            let result = store.export(&owned, &mut out).and_then(|()| {
+                std::io::Write::flush(&mut out).map_err(|e| BackendError::io("sending", e))
+            });
             if let Err(e) = result {
                 tracing::warn!(template = %owned, error = %e, "template export failed");
                 // Ends the body with an error: the client sees a cut-off transfer, never a short archive
@@ -312,7 +328,9 @@ impl Templates {
         let record = result.map_err(|e| match e {
             // An archive that does not unpack is the uploader's mistake.
             TemplateApiError::Backend(BackendError::Failed(m)) => {
-                TemplateApiError::InvalidArgument(format!("the upload is not a usable root filesystem archive: {m}"))
+                TemplateApiError::InvalidArgument(format!(
+                    "the upload is not a usable root filesystem archive: {m}"
+                ))
             }
             other => other,
         })?;

@@ -102,7 +102,11 @@ impl Volumes {
         Ok(out)
     }
 
-    async fn record(&self, name: &str, viewer: Option<&str>) -> Result<VolumeRecord, VolumeApiError> {
+    async fn record(
+        &self,
+        name: &str,
+        viewer: Option<&str>,
+    ) -> Result<VolumeRecord, VolumeApiError> {
         self.on_store(|s| Ok(s.list()))
             .await?
             .into_iter()
@@ -167,7 +171,10 @@ impl Volumes {
         }
         let records = self.on_store(|s| Ok(s.list())).await?;
         for m in mounts {
-            if !records.iter().any(|r| r.name == m.name && visible(r, viewer)) {
+            if !records
+                .iter()
+                .any(|r| r.name == m.name && visible(r, viewer))
+            {
                 return Err(not_found(&m.name));
             }
         }

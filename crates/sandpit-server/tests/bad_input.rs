@@ -1986,7 +1986,10 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
             ("CreateSnapshotRequest", json!({"name": "bad-input-snap"})),
             ("ForkRequest", json!({"count": 1})),
             ("SetPoolRequest", json!({"size": 0})),
-            ("CreateVolumeRequest", json!({"name": "bad-input-vol", "size_mb": 16})),
+            (
+                "CreateVolumeRequest",
+                json!({"name": "bad-input-vol", "size_mb": 16}),
+            ),
             (
                 "CreateTemplateRequest",
                 json!({"name": "bad-input", "source": {"dir": dir}}),

@@ -31,8 +31,7 @@ async fn until_ready(serve: &daemon::Serve, template: &str, ready: u64) -> Value
 
 /// Sandbox directories the isolator holds: pooled sandboxes included.
 fn sandboxes_on_host(state: &std::path::Path) -> usize {
-    std::fs::read_dir(state.join("isolate/sandboxes"))
-        .map_or(0, |d| d.count())
+    std::fs::read_dir(state.join("isolate/sandboxes")).map_or(0, |d| d.count())
 }
 
 /// What a create asked for holds, whichever way the sandbox was made.
@@ -101,7 +100,11 @@ async fn a_pooled_create_honours_the_request_like_a_cold_one_and_the_pool_refill
     let (s, pooled) = post(serve.url("/v1/sandboxes"), ask.clone()).await;
     assert_eq!(s, 201, "{pooled}");
     let p = pool(&serve, "tiny").await;
-    assert_eq!(p["ready"].as_u64().unwrap() + p["filling"].as_u64().unwrap(), 3, "{p}");
+    assert_eq!(
+        p["ready"].as_u64().unwrap() + p["filling"].as_u64().unwrap(),
+        3,
+        "{p}"
+    );
     honours_the_request(&serve, &pooled).await;
     // Cold: the same request against a template without a pool, same outcome.
     let (s, _) = call(
@@ -131,7 +134,11 @@ async fn a_pooled_create_honours_the_request_like_a_cold_one_and_the_pool_refill
     let b = create(&serve, json!({"template": "tiny"})).await;
     until_ready(&serve, "tiny", 2).await;
     let limited = create(&serve, json!({"template": "tiny", "pids": 64})).await;
-    assert_eq!(pool(&serve, "tiny").await["ready"], 2, "a limited create took a pooled sandbox");
+    assert_eq!(
+        pool(&serve, "tiny").await["ready"],
+        2,
+        "a limited create took a pooled sandbox"
+    );
     let (_, info) = call(client().get(serve.url(&format!("/v1/sandboxes/{limited}")))).await;
     assert_eq!(info["pids"], 64);
 

@@ -54,7 +54,13 @@ async fn snapshots_keep_what_was_written_before_and_forks_diverge() {
     let a = create(&serve, json!({"template": "tiny"})).await;
     // What the sandbox does to its filesystem before the snapshot: a file of `user`'s, a 1 MiB file
     // whose checksum must survive, a template file changed, a template directory removed.
-    ok(&serve, &a, "echo mine > /home/user/before.txt", Some("user")).await;
+    ok(
+        &serve,
+        &a,
+        "echo mine > /home/user/before.txt",
+        Some("user"),
+    )
+    .await;
     let sum = ok(
         &serve,
         &a,
@@ -63,7 +69,13 @@ async fn snapshots_keep_what_was_written_before_and_forks_diverge() {
         Some("user"),
     )
     .await;
-    ok(&serve, &a, "{ echo changed > /etc/motd && busybox rm -rf /usr/share/doc; } 2>&1", Some("root")).await;
+    ok(
+        &serve,
+        &a,
+        "{ echo changed > /etc/motd && busybox rm -rf /usr/share/doc; } 2>&1",
+        Some("root"),
+    )
+    .await;
 
     let snap = snapshot(&serve, &a, "snap1").await;
     assert_eq!(snap["template"]["name"], "snap1");
@@ -76,7 +88,13 @@ async fn snapshots_keep_what_was_written_before_and_forks_diverge() {
     assert!(snap["bytes"].as_u64().unwrap() >= 1 << 20, "{snap}");
     assert!(snap["frozen_ms"].as_f64().unwrap() >= 0.0, "{snap}");
     // The sandbox runs on; what it writes now is not in the snapshot.
-    ok(&serve, &a, "echo later > /home/user/after.txt", Some("user")).await;
+    ok(
+        &serve,
+        &a,
+        "echo later > /home/user/after.txt",
+        Some("user"),
+    )
+    .await;
 
     // A sandbox made from the snapshot: everything of before, nothing of after, owners kept.
     let b = create(&serve, json!({"template": "snap1"})).await;
@@ -85,7 +103,13 @@ async fn snapshots_keep_what_was_written_before_and_forks_diverge() {
         "mine\n"
     );
     assert_eq!(
-        ok(&serve, &b, "busybox stat -c %U:%G /home/user/before.txt", None).await,
+        ok(
+            &serve,
+            &b,
+            "busybox stat -c %U:%G /home/user/before.txt",
+            None
+        )
+        .await,
         "user:user\n"
     );
     assert_eq!(
@@ -99,9 +123,18 @@ async fn snapshots_keep_what_was_written_before_and_forks_diverge() {
         None,
     )
     .await;
-    assert_ne!(code, 0, "a file written after the snapshot, or one removed before it, is there");
+    assert_ne!(
+        code, 0,
+        "a file written after the snapshot, or one removed before it, is there"
+    );
     // `user` may still write its own files.
-    ok(&serve, &b, "echo more >> /home/user/before.txt", Some("user")).await;
+    ok(
+        &serve,
+        &b,
+        "echo more >> /home/user/before.txt",
+        Some("user"),
+    )
+    .await;
 
     // A snapshot of a sandbox made from a snapshot stores only its own changes.
     ok(&serve, &b, "echo b > /home/user/b.txt", None).await;
@@ -115,7 +148,13 @@ async fn snapshots_keep_what_was_written_before_and_forks_diverge() {
     );
     let c = create(&serve, json!({"template": "snap2"})).await;
     assert_eq!(
-        ok(&serve, &c, "cat /home/user/before.txt /home/user/b.txt", None).await,
+        ok(
+            &serve,
+            &c,
+            "cat /home/user/before.txt /home/user/b.txt",
+            None
+        )
+        .await,
         "mine\nmore\nb\n"
     );
 
@@ -330,7 +369,13 @@ async fn a_snapshot_survives_a_restart_and_an_export_import_round_trip() {
     assert!(t["parent"].is_null(), "an import is whole: {t}");
     let c = create(&serve, json!({"template": "moved"})).await;
     assert_eq!(
-        ok(&serve, &c, "busybox sha256sum /home/user/blob /home/user/link", None).await,
+        ok(
+            &serve,
+            &c,
+            "busybox sha256sum /home/user/blob /home/user/link",
+            None
+        )
+        .await,
         format!("{sum}{}", sum.replace("/home/user/blob", "/home/user/link"))
     );
     assert_eq!(

@@ -33,9 +33,16 @@ async fn volumes_are_shared_capped_owned_right_and_outlive_sandboxes_and_restart
     let serve = daemon::serve_on(&fx.bin, &fx.state, port).await;
     import_busybox_template(&serve, &fx.bin, &fx.dir.path().join("tiny"), |_| {}).await;
 
-    let (s, v) = post(serve.url("/v1/volumes"), json!({"name": "data", "size_mb": 32})).await;
+    let (s, v) = post(
+        serve.url("/v1/volumes"),
+        json!({"name": "data", "size_mb": 32}),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
-    assert_eq!((v["size_mb"].as_u64(), v["tenant"].as_str()), (Some(32), Some("default")));
+    assert_eq!(
+        (v["size_mb"].as_u64(), v["tenant"].as_str()),
+        (Some(32), Some("default"))
+    );
     assert!(v["used_mb"].as_u64().unwrap() < 32, "{v}");
     assert_eq!(v["mounted_by"], json!([]));
 
@@ -115,7 +122,10 @@ async fn volumes_are_shared_capped_owned_right_and_outlive_sandboxes_and_restart
         (json!([{"name": "nope", "path": "/x"}]), 404),
         (json!([{"name": "data", "path": "/proc/x"}]), 400),
         (json!([{"name": "data", "path": "relative"}]), 400),
-        (json!([{"name": "data", "path": "/a"}, {"name": "data", "path": "/a"}]), 400),
+        (
+            json!([{"name": "data", "path": "/a"}, {"name": "data", "path": "/a"}]),
+            400,
+        ),
         // A mount point the template has as a file.
         (json!([{"name": "data", "path": "/etc/passwd"}]), 400),
     ] {
@@ -170,7 +180,10 @@ async fn volumes_are_shared_capped_owned_right_and_outlive_sandboxes_and_restart
         json!({"template": "tiny", "volumes": [{"name": "data", "path": "/home/user/ws"}]}),
     )
     .await;
-    assert_eq!(ok(&serve, &c, "cat /home/user/ws/f", None).await, "shared\n");
+    assert_eq!(
+        ok(&serve, &c, "cat /home/user/ws/f", None).await,
+        "shared\n"
+    );
     ok(&serve, &c, "echo more >> /home/user/ws/f", Some("user")).await;
     let (s, _) = call(client().delete(serve.url(&format!("/v1/sandboxes/{c}")))).await;
     assert_eq!(s, 204);

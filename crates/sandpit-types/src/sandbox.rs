@@ -546,7 +546,8 @@ mod tests {
         let f: ForkRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(f.count, 1);
         let f: ForkRequest =
-            serde_json::from_str(r#"{"count": 3, "memory_mb": 256, "metadata": {"k": "v"}}"#).unwrap();
+            serde_json::from_str(r#"{"count": 3, "memory_mb": 256, "metadata": {"k": "v"}}"#)
+                .unwrap();
         assert_eq!((f.count, f.options.memory_mb), (3, Some(256)));
         assert!(f.validate().is_ok());
         for (bad, why) in [
@@ -556,7 +557,9 @@ mod tests {
             (r#"{"count": -1}"#, "count"),
             ("[]", "object"),
         ] {
-            let e = serde_json::from_str::<ForkRequest>(bad).unwrap_err().to_string();
+            let e = serde_json::from_str::<ForkRequest>(bad)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
         for count in [0, 101] {

@@ -111,7 +111,9 @@ pub fn validate_mounts(mounts: &[VolumeMount]) -> Result<(), String> {
             .iter()
             .find(|r| p == *r || p.starts_with(&format!("{r}/")))
         {
-            return Err(format!("volumes: path {p:?} is under {r}, which the sandbox needs"));
+            return Err(format!(
+                "volumes: path {p:?} is under {r}, which the sandbox needs"
+            ));
         }
         if !paths.insert(p.as_str()) {
             return Err(format!("volumes: two volumes at {p}"));
@@ -136,13 +138,27 @@ mod tests {
     fn mount_paths_are_absolute_clean_and_away_from_the_sandbox_machinery() {
         assert!(validate_mounts(&[at("/data"), at("/home/user/cache")]).is_ok());
         for bad in [
-            "/", "data", "/a/../b", "/a/./b", "/a//b", "/a/", "/proc", "/proc/x", "/dev/shm",
-            "/run/sandpit", "/.sandpit/x", "/sys",
+            "/",
+            "data",
+            "/a/../b",
+            "/a/./b",
+            "/a//b",
+            "/a/",
+            "/proc",
+            "/proc/x",
+            "/dev/shm",
+            "/run/sandpit",
+            "/.sandpit/x",
+            "/sys",
         ] {
             assert!(validate_mounts(&[at(bad)]).is_err(), "{bad}");
         }
         assert!(validate_mounts(&[at("/run/other"), at("/devices")]).is_ok());
-        assert!(validate_mounts(&[at("/x"), at("/x")]).unwrap_err().contains("two"));
+        assert!(
+            validate_mounts(&[at("/x"), at("/x")])
+                .unwrap_err()
+                .contains("two")
+        );
         let many: Vec<VolumeMount> = (0..17).map(|i| at(&format!("/v{i}"))).collect();
         assert!(validate_mounts(&many).is_err());
     }

@@ -70,7 +70,8 @@ pub use processes::{ListProcesses, Process, ProcessStreamEvent, Processes, Start
 pub use sandbox::{BoxFuture, Fork, ListSandboxes, Sandbox, SandboxBuilder};
 pub use sse::EventStream;
 pub use templates::{
-    DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource, Templates,
+    DebianSource, PoolInfo, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource,
+    Templates,
 };
 pub use tenants::{TenantInfo, TenantQuotas, TenantUsage, Tenants};
 pub use volumes::{VolumeInfo, VolumeMount, Volumes};

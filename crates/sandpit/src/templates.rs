@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use sandpit_types::sandbox::{CreateTemplateRequest, TemplateList};
+use sandpit_types::sandbox::{CreateTemplateRequest, SetPoolRequest, TemplateList};
 pub use sandpit_types::sandbox::{
-    DebianSource, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource,
+    DebianSource, PoolInfo, TemplateBuild, TemplateBuildState, TemplateInfo, TemplateSource,
 };
 
 use std::path::Path;
@@ -170,6 +170,32 @@ impl Templates {
         self.wait(name, |_| {}).await
     }
 
+    /// `GET /v1/templates/{name}/pool`: the template's warm pool (size 0: none), how many wait, how many
+    /// are being made.
+    pub async fn pool(&self, name: &str) -> Result<PoolInfo> {
+        let path = format!("/v1/templates/{}/pool", enc(name));
+        self.client
+            .send_json(self.client.request(Method::GET, &path))
+            .await
+    }
+
+    /// `PUT /v1/templates/{name}/pool` (admin): keep `size` sandboxes of the template ready (0: none).
+    /// A create that names no limit, `disk_mb`, network policy or volume takes one of them.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: sandpit::Client) -> sandpit::Result<()> {
+    /// client.templates().set_pool("base", 8).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_pool(&self, name: &str, size: u64) -> Result<PoolInfo> {
+        let path = format!("/v1/templates/{}/pool", enc(name));
+        let rb = self
+            .client
+            .request(Method::PUT, &path)
+            .json(&SetPoolRequest { size });
+        self.client.send_json(rb).await
+    }
+
     /// `GET /v1/templates/{name}/export`: the template as one file, a zstd-compressed tar of the root
     /// filesystem a sandbox made from it starts with (a snapshot's layers merged), streamed.
     /// [`import_archive`](Self::import_archive) reads it back, on this daemon or another.
@@ -227,7 +253,11 @@ impl Templates {
     /// let t = client.templates().import_archive("moved", "mine.tar.zst").await?;
     /// # Ok(()) }
     /// ```
-    pub async fn import_archive(&self, name: &str, local: impl AsRef<Path>) -> Result<TemplateInfo> {
+    pub async fn import_archive(
+        &self,
+        name: &str,
+        local: impl AsRef<Path>,
+    ) -> Result<TemplateInfo> {
         let file = tokio::fs::File::open(local.as_ref())
             .await
             .map_err(|e| Error::io(format!("cannot open {}", local.as_ref().display()), e))?;

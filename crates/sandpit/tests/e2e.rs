@@ -784,6 +784,40 @@ async fn snapshot_fork_export_and_import_archive() {
     t.import("bb", TemplateSource::Dir(rootfs.to_str().unwrap().into()))
         .await
         .unwrap();
+    // A warm pool of one: filled in the background, claimed by a create that keeps its env.
+    assert_eq!(t.set_pool("bb", 1).await.unwrap().size, 1);
+    sandpit_testkit::eventually(
+        "the pool to fill",
+        std::time::Duration::from_secs(30),
+        || async {
+            t.pool("bb")
+                .await
+                .ok()
+                .filter(|p| p.ready == 1 && p.filling == 0)
+        },
+    )
+    .await;
+    let pooled = Sandbox::create()
+        .client(&client)
+        .template("bb")
+        .env("FROM", "pool")
+        .await
+        .unwrap();
+    let out = pooled.exec("echo $FROM", NO_ARGS).await.unwrap();
+    assert_eq!(out.stdout(), "pool\n");
+    pooled.kill().await.unwrap();
+    t.set_pool("bb", 0).await.unwrap();
+    sandpit_testkit::eventually(
+        "the pool to empty",
+        std::time::Duration::from_secs(30),
+        || async {
+            t.pool("bb")
+                .await
+                .ok()
+                .filter(|p| p.ready == 0 && p.filling == 0)
+        },
+    )
+    .await;
     let sbx = Sandbox::create()
         .client(&client)
         .template("bb")
@@ -844,7 +878,10 @@ async fn snapshot_fork_export_and_import_archive() {
         .await
         .unwrap();
     run(&w, "echo kept > /data/f").await;
-    assert_eq!(vols.get("vol").await.unwrap().mounted_by, vec![w.id().to_owned()]);
+    assert_eq!(
+        vols.get("vol").await.unwrap().mounted_by,
+        vec![w.id().to_owned()]
+    );
     assert!(matches!(vols.delete("vol").await, Err(Error::Conflict(_))));
     w.kill().await.unwrap();
     let r = Sandbox::create()
@@ -874,11 +911,7 @@ async fn snapshot_fork_export_and_import_archive() {
         .unwrap();
     assert_eq!(run(&from_file, "cat /home/user/f").await, "before\n");
 
-    for s in fork
-        .sandboxes
-        .iter()
-        .chain([&sbx, &from_snap, &from_file])
-    {
+    for s in fork.sandboxes.iter().chain([&sbx, &from_snap, &from_file]) {
         s.kill().await.unwrap();
     }
     for name in ["moved", "snap", "bb"] {

@@ -1,4 +1,4 @@
-//! `sandpit template ls|import|build|export|upload|rm`: the daemon's template calls (`/v1/templates`).
+//! `sandpit template ls|import|build|export|upload|pool|rm`: the daemon's template calls (`/v1/templates`).
 //!
 //! Imports and builds run in the daemon; these verbs start one and follow its progress until it is
 //! ready, printing each progress line (debootstrap's included) so a long build shows it is alive.
@@ -87,6 +87,22 @@ pub enum TemplateCommand {
         /// The archive on this machine.
         file: std::path::PathBuf,
         /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a template's warm pool, or set its size with --size (admin): that many sandboxes wait ready
+    /// and a create that names no limit, disk size, network policy or volume takes one.
+    #[command(after_help = "Examples:\n  \
+        sandpit template pool base\n  \
+        sandpit template pool base --size 8\n  \
+        sandpit template pool base --size 0")]
+    Pool {
+        /// The template's name.
+        name: String,
+        /// How many sandboxes should wait (0-256; 0 removes the pool).
+        #[arg(long)]
+        size: Option<u64>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -224,6 +240,27 @@ pub async fn run(client: &Client, cmd: TemplateCommand) -> anyhow::Result<ExitCo
                 return print_json(&info);
             }
             println!("{}", info.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        TemplateCommand::Pool { name, size, json } => {
+            let t = client.templates();
+            let p = match size {
+                Some(n) => t.set_pool(&name, n).await,
+                None => t.pool(&name).await,
+            }
+            .with_context(|| format!("cannot read or set the pool of template {name}"))?;
+            if json {
+                return print_json(&p);
+            }
+            print_table(
+                &["TEMPLATE", "SIZE", "READY", "FILLING"],
+                &[vec![
+                    p.template,
+                    p.size.to_string(),
+                    p.ready.to_string(),
+                    p.filling.to_string(),
+                ]],
+            );
             Ok(ExitCode::SUCCESS)
         }
         TemplateCommand::Rm { name } => {

@@ -36,7 +36,9 @@ pub enum VolumeCommand {
         json: bool,
     },
     /// Show one volume.
-    #[command(after_help = "Examples:\n  sandpit volume info cache\n  sandpit volume info cache --json")]
+    #[command(
+        after_help = "Examples:\n  sandpit volume info cache\n  sandpit volume info cache --json"
+    )]
     Info {
         name: String,
         /// Print JSON.
@@ -44,7 +46,9 @@ pub enum VolumeCommand {
         json: bool,
     },
     /// Delete a volume and its data (refused while a sandbox mounts it).
-    #[command(after_help = "Examples:\n  sandpit volume rm cache\n  sandpit volume rm cache scratch")]
+    #[command(
+        after_help = "Examples:\n  sandpit volume rm cache\n  sandpit volume rm cache scratch"
+    )]
     Rm {
         /// Volume names.
         #[arg(required = true)]
@@ -140,7 +144,10 @@ mod tests {
     #[test]
     fn volume_flags_parse() {
         let m = parse_mount("cache:/home/user/.cache").unwrap();
-        assert_eq!((m.name.as_str(), m.path.as_str(), m.read_only), ("cache", "/home/user/.cache", false));
+        assert_eq!(
+            (m.name.as_str(), m.path.as_str(), m.read_only),
+            ("cache", "/home/user/.cache", false)
+        );
         assert!(parse_mount("data:/data:ro").unwrap().read_only);
         assert!(!parse_mount("data:/data:rw").unwrap().read_only);
         for bad in ["data", ":/x", "data:", "data::ro"] {

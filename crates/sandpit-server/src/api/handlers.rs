@@ -455,7 +455,8 @@ pub async fn create_template(
     if is_archive_upload(req.headers()) {
         let Some(name) = q.name else {
             return Err(ApiError::InvalidArgument(
-                "an uploaded archive needs the template's name: POST /v1/templates?name=NAME".into(),
+                "an uploaded archive needs the template's name: POST /v1/templates?name=NAME"
+                    .into(),
             ));
         };
         let t = s.templates.import_upload(&name, req.into_body()).await?;
@@ -465,7 +466,11 @@ pub async fn create_template(
         };
         return Ok((StatusCode::CREATED, axum::Extension(note), Json(t)).into_response());
     }
-    let ApiJson(req) = <ApiJson<CreateTemplateRequest> as axum::extract::FromRequest<AppState>>::from_request(req, &s).await?;
+    let ApiJson(req) =
+        <ApiJson<CreateTemplateRequest> as axum::extract::FromRequest<AppState>>::from_request(
+            req, &s,
+        )
+        .await?;
     let build = s.templates.create(req).await?;
     let location = format!("/v1/templates/{}/build", build.name);
     let note = crate::audit::Note {

@@ -309,12 +309,7 @@ impl VolumeStore for IsolateBackend {
             .collect()
     }
 
-    fn create(
-        &self,
-        name: &str,
-        size_mb: u64,
-        tenant: &str,
-    ) -> Result<VolumeRecord, BackendError> {
+    fn create(&self, name: &str, size_mb: u64, tenant: &str) -> Result<VolumeRecord, BackendError> {
         self.iso
             .volumes()
             .create(name, size_mb, tenant)

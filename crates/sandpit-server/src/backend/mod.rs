@@ -242,8 +242,16 @@ pub trait TemplateStore: Send + Sync {
 
     /// Imports the archive at `path` (uploaded: a template export, or any root filesystem tar, plain,
     /// gzip or zstd) as template `name`.
-    fn import_archive(&self, name: &str, path: &std::path::Path) -> Result<TemplateRecord, BackendError> {
-        self.build(name, &TemplateSource::Tar(path.display().to_string()), &mut |_| {})
+    fn import_archive(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+    ) -> Result<TemplateRecord, BackendError> {
+        self.build(
+            name,
+            &TemplateSource::Tar(path.display().to_string()),
+            &mut |_| {},
+        )
     }
 
     /// Writes template `name`, its layers merged, as one zstd-compressed tar stream that
@@ -286,8 +294,7 @@ pub trait VolumeStore: Send + Sync {
     fn list(&self) -> Vec<VolumeRecord>;
 
     /// Makes volume `name` of `size_mb` MiB for `tenant`; a name in use is a [`BackendError::Conflict`].
-    fn create(&self, name: &str, size_mb: u64, tenant: &str)
-    -> Result<VolumeRecord, BackendError>;
+    fn create(&self, name: &str, size_mb: u64, tenant: &str) -> Result<VolumeRecord, BackendError>;
 
     /// Bytes in use on volume `name`.
     fn used_bytes(&self, name: &str) -> Result<u64, BackendError>;
