@@ -9,6 +9,7 @@ mod daemon;
 mod files;
 mod load;
 mod network;
+mod pools;
 mod snapshots;
 mod stats;
 
@@ -76,6 +77,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(files::run(&args.sandpit_bin, args.quick))
                 .context("files benchmarks")?,
+        );
+    }
+    if want("pools") {
+        rows.extend(
+            rt.block_on(pools::run(&args.sandpit_bin, args.quick))
+                .context("warm pool benchmarks")?,
         );
     }
     if want("snapshots") {

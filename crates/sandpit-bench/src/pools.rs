@@ -1,0 +1,174 @@
+//! The `pools` group: creates served by a warm pool against cold ones, in the same run — one at a time,
+//! and a burst of 100 at once, each to its first `echo hi` result (the computesdk/benchmarks measure);
+//! and a neighbour's warm `exec` while a pool refills after such a burst, against the same exec idle.
+//!
+//! Needs the isolate backend (root); otherwise the rows say so.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sandpit::{Client, NO_ARGS, Sandbox};
+
+use crate::daemon::start_daemon;
+use crate::stats::{Row, ms, summarize};
+
+const GROUP: &str = "warm pools (isolate backend)";
+
+/// Create → first `echo hi` result, and the sandbox.
+async fn to_first_result(client: &Client) -> anyhow::Result<(f64, Sandbox)> {
+    let t = Instant::now();
+    let sbx = Sandbox::create().client(client).await?;
+    let out = sbx.exec("echo", ["hi"]).await?;
+    let took = ms(t.elapsed());
+    if out.stdout() != "hi\n" {
+        bail!("echo hi gave {:?}", out.stdout());
+    }
+    Ok((took, sbx))
+}
+
+/// `n` creates at once, each timed from the burst's start to its first result.
+async fn burst(client: &Client, n: usize) -> anyhow::Result<Vec<f64>> {
+    let start = Instant::now();
+    let all = futures_util::future::join_all((0..n).map(|_| async move {
+        let sbx = Sandbox::create().client(client).await?;
+        let out = sbx.exec("echo", ["hi"]).await?;
+        let took = ms(start.elapsed());
+        anyhow::ensure!(out.stdout() == "hi\n", "echo hi gave {:?}", out.stdout());
+        Ok::<_, anyhow::Error>((took, sbx))
+    }))
+    .await;
+    let mut times = Vec::with_capacity(n);
+    let mut failure = None;
+    for r in all {
+        match r {
+            Ok((t, sbx)) => {
+                times.push(t);
+                sbx.kill().await?;
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e.context("a create of the burst failed"));
+    }
+    Ok(times)
+}
+
+async fn until_ready(client: &Client, size: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let p = client.templates().pool("base").await?;
+        if p.ready >= size && p.filling == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the pool never filled: {p:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let d = start_daemon(bin)?;
+    if d.backend != "isolate" {
+        return Ok(vec![
+            Row::new(GROUP, "create from a pool", "ms", summarize(&[]))
+                .note("not measured: needs root (isolate backend)"),
+        ]);
+    }
+    let client = Client::new(&d.url, &d.key)?;
+    // The first create builds `base` (seconds, once).
+    let (_, warm) = to_first_result(&client).await.context("first sandbox")?;
+    warm.kill().await?;
+    let (n, burst_n) = if quick { (3, 10) } else { (20, 100) };
+
+    // One at a time: cold, then from a pool that is refilled (and waited for) between two.
+    let mut cold = Vec::new();
+    for _ in 0..n {
+        let (t, sbx) = to_first_result(&client).await?;
+        cold.push(t);
+        sbx.kill().await?;
+    }
+    client.templates().set_pool("base", 2).await?;
+    let mut pooled = Vec::new();
+    for _ in 0..n {
+        until_ready(&client, 2).await?;
+        let (t, sbx) = to_first_result(&client).await?;
+        pooled.push(t);
+        sbx.kill().await?;
+    }
+    let mut rows = vec![
+        Row::new(GROUP, "create → first `echo hi`, from a pool", "ms", summarize(&pooled))
+            .against("the same, cold", summarize(&cold)),
+    ];
+
+    // A burst: first with no pool, then with a full pool of the burst's size.
+    client.templates().set_pool("base", 0).await?;
+    until_ready(&client, 0).await?;
+    let cold_burst = burst(&client, burst_n).await?;
+    client
+        .templates()
+        .set_pool("base", burst_n as u64)
+        .await?;
+    until_ready(&client, burst_n as u64).await?;
+    let pooled_burst = burst(&client, burst_n).await?;
+    rows.push(
+        Row::new(
+            GROUP,
+            &format!("{burst_n} creates at once, each to its first `echo hi`, pool of {burst_n}"),
+            "ms",
+            summarize(&pooled_burst),
+        )
+        .against("the same burst with no pool", summarize(&cold_burst)),
+    );
+
+    // A neighbour's warm exec while the pool refills the burst, against the same exec with the pool
+    // full and quiet.
+    let neighbour = Sandbox::create().client(&client).await?;
+    let sample = |k: usize| {
+        let neighbour = neighbour.clone();
+        async move {
+            let mut v = Vec::with_capacity(k);
+            for _ in 0..k {
+                let t = Instant::now();
+                neighbour.exec("true", NO_ARGS).await?;
+                v.push(ms(t.elapsed()));
+            }
+            Ok::<_, anyhow::Error>(v)
+        }
+    };
+    until_ready(&client, burst_n as u64).await?;
+    let k = if quick { 10 } else { 100 };
+    let idle = sample(k).await?;
+    // Claim the whole pool so that it refills, then measure while it does.
+    let claimed = futures_util::future::join_all(
+        (0..burst_n).map(|_| Sandbox::create().client(&client).into_future()),
+    )
+    .await;
+    let mut busy = Vec::new();
+    let refill_start = Instant::now();
+    while client.templates().pool("base").await?.ready < burst_n as u64 && busy.len() < 10 * k {
+        busy.extend(sample(5).await?);
+    }
+    let refill = refill_start.elapsed();
+    rows.push(
+        Row::new(
+            GROUP,
+            "warm exec(\"true\") while the pool refills",
+            "ms",
+            summarize(&busy),
+        )
+        .against("the same with the pool full", summarize(&idle))
+        .note(format!(
+            "{burst_n} pooled sandboxes refilled one at a time in {:.1} s",
+            refill.as_secs_f64()
+        )),
+    );
+    for c in claimed.into_iter().flatten() {
+        c.kill().await?;
+    }
+    neighbour.kill().await?;
+    client.templates().set_pool("base", 0).await?;
+    Ok(rows)
+}
