@@ -85,9 +85,31 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
 
     // One at a time: cold, then from a pool that is refilled (and waited for) between two.
     let mut cold = Vec::new();
+    // What each step of the isolator's create took (`create_steps` in the sandbox's handle).
+    let mut steps: Vec<(String, Vec<f64>)> = Vec::new();
     for _ in 0..n {
         let (t, sbx) = to_first_result(&client).await?;
         cold.push(t);
+        let handle = d
+            .state
+            .path()
+            .join("isolate/sandboxes")
+            .join(sbx.id())
+            .join("handle.json");
+        let h: serde_json::Value = serde_json::from_slice(&std::fs::read(&handle)?)?;
+        for (i, step) in h["create_steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let name = step[0].as_str().unwrap_or("?").to_owned();
+            let us = step[1].as_f64().unwrap_or(0.0);
+            match steps.get_mut(i) {
+                Some((_, v)) => v.push(us / 1000.0),
+                None => steps.push((name, vec![us / 1000.0])),
+            }
+        }
         sbx.kill().await?;
     }
     client.templates().set_pool("base", 2).await?;
@@ -99,18 +121,32 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         sbx.kill().await?;
     }
     let mut rows = vec![
-        Row::new(GROUP, "create → first `echo hi`, from a pool", "ms", summarize(&pooled))
-            .against("the same, cold", summarize(&cold)),
+        Row::new(
+            GROUP,
+            "create → first `echo hi`, from a pool",
+            "ms",
+            summarize(&pooled),
+        )
+        .against("the same, cold", summarize(&cold)),
     ];
+    let cold_s = summarize(&cold);
+    for (name, v) in steps {
+        rows.push(
+            Row::new(
+                GROUP,
+                &format!("cold create step: {name}"),
+                "ms",
+                summarize(&v),
+            )
+            .against("cold create → first `echo hi`", cold_s),
+        );
+    }
 
     // A burst: first with no pool, then with a full pool of the burst's size.
     client.templates().set_pool("base", 0).await?;
     until_ready(&client, 0).await?;
     let cold_burst = burst(&client, burst_n).await?;
-    client
-        .templates()
-        .set_pool("base", burst_n as u64)
-        .await?;
+    client.templates().set_pool("base", burst_n as u64).await?;
     until_ready(&client, burst_n as u64).await?;
     let pooled_burst = burst(&client, burst_n).await?;
     rows.push(

@@ -250,6 +250,31 @@ pub fn enter_agent(set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// Opens the `tasks` file of each cgroup v1 hierarchy the sandbox has a directory in (once per
+/// directory: combined controllers share one), for the sandbox's first process to join them itself
+/// (`child::Plan::join_fds`). Empty on a pure v2 host.
+pub fn open_v1_joins(set: &CgroupSet) -> Result<Vec<fs::File>, CgroupError> {
+    let dirs: std::collections::BTreeSet<&PathBuf> = set.controllers.values().collect();
+    dirs.into_iter()
+        .map(|d| {
+            let p = d.join("tasks");
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(io_err(&p))
+        })
+        .collect()
+}
+
+/// Moves `pid` into the sandbox's v2 cgroup (the v1 ones it joins itself: [`open_v1_joins`]).
+pub fn add_to_unified(set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
+    if let Some(u) = &set.unified {
+        let p = u.join("cgroup.procs");
+        fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
+    }
+    Ok(())
+}
+
 /// Opens the `cgroup.procs` of each [`WORK_CGROUP`] of a sandbox for writing, with the host's
 /// credentials (the kernel checks a migration against the opener's): handed to the agent, they are how
 /// its processes leave the agent's cgroups. The v2 one comes last (the agent then moves the process

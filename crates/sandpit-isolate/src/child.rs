@@ -97,6 +97,10 @@ pub(crate) struct Plan {
     /// The host-opened `cgroup.procs` of the sandbox's `work` cgroups; they become fds [`CGROUP_FD`],
     /// [`CGROUP_FD`] + 1, … in the init.
     pub cgroup_fds: Vec<RawFd>,
+    /// The `tasks` files of the sandbox's cgroup v1 hierarchies, opened by the host: the child joins
+    /// them itself by writing `0` (its own, only thread), which the kernel does without the global lock
+    /// a move of another process takes (milliseconds each on a busy host).
+    pub join_fds: Vec<RawFd>,
     /// The sandbox's writable layer (its tmpfs mount fd); becomes fd [`UPPER_FD`] in the init, which
     /// holds it for the sandbox's life so that the host can take it back (snapshots). -1: none.
     pub upper_fd: RawFd,
@@ -176,6 +180,7 @@ impl Plan {
             log_fd: fds[3],
             listen_fd: fds[4],
             cgroup_fds: Vec::new(),
+            join_fds: Vec::new(),
             upper_fd: -1,
             volumes: Vec::new(),
             net: None,
@@ -209,6 +214,7 @@ impl Plan {
             7 => "setting the hostname".into(),
             8 => "bringing up the loopback interface".into(),
             16 => "configuring eth0 (address, routes)".into(),
+            17 => "joining the sandbox's cgroups".into(),
             9 => "pivot_root into the rootfs".into(),
             10 => "detaching the old root".into(),
             11 => "dropping capabilities from the bounding set".into(),
@@ -237,9 +243,66 @@ const STEP_BASE: u32 = 100;
 /// Stage numbers of the volume mounts: `VOLUME_BASE + i` for `plan.volumes[i]`.
 pub(crate) const VOLUME_BASE: u32 = 300;
 
+/// `struct clone_args` of `clone3(2)`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7): the child starts in the cgroup v2 directory `cgroup` names.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
 /// Clones the child with `flags` (namespace flags) and runs the plan in it. Returns the child's
-/// pid in the caller's pid namespace.
-pub(crate) fn spawn(plan: &Plan, flags: libc::c_int) -> io::Result<i32> {
+/// pid in the caller's pid namespace, and whether it was started inside `cgroup` (a cgroup v2
+/// directory): `clone3` with `CLONE_INTO_CGROUP` puts it there at birth, which costs nothing, where
+/// moving it afterwards takes the kernel's global cgroup lock (milliseconds on a busy host). On a
+/// kernel without it the child is started outside and `false` says the caller must move it.
+pub(crate) fn spawn(
+    plan: &Plan,
+    flags: libc::c_int,
+    cgroup: Option<RawFd>,
+) -> io::Result<(i32, bool)> {
+    if let Some(fd) = cgroup {
+        let mut args = CloneArgs {
+            flags: u64::from(flags as u32) | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: fd as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: a fork-style clone3 (no new stack, no CLONE_VM), as below; `args` is a valid
+        // `struct clone_args` of the size passed.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &raw mut args,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid == 0 {
+            child_main(plan);
+        }
+        if pid > 0 {
+            return Ok((pid as i32, true));
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+        ) {
+            return Err(e);
+        }
+    }
     // SAFETY: a fork-style clone (no new stack, no CLONE_VM): the child gets a copy of the address
     // space and runs `child_main`, which only performs async-signal-safe syscalls on data the
     // parent prepared, and never returns.
@@ -259,7 +322,7 @@ pub(crate) fn spawn(plan: &Plan, flags: libc::c_int) -> io::Result<i32> {
     if pid == 0 {
         child_main(plan);
     }
-    Ok(pid as i32)
+    Ok((pid as i32, false))
 }
 
 fn errno() -> i32 {
@@ -442,6 +505,15 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             *slot = recv_fd(plan.sock)?;
         }
 
+        // Into the v1 cgroups (the host put us in the v2 one); their files were opened by the host.
+        for &fd in &plan.join_fds {
+            let zero = b"0";
+            check(
+                17,
+                libc::write(fd, zero.as_ptr().cast(), zero.len()) as libc::c_long,
+            )?;
+            libc::close(fd);
+        }
         // Now that we are inside the sandbox cgroups, make them the root of our cgroup view.
         check(3, libc::syscall(libc::SYS_unshare, libc::CLONE_NEWCGROUP))?;
         // Own session: terminal signals aimed at the daemon's process group never reach us.

@@ -153,6 +153,32 @@ pub struct SandboxHandle {
     /// `None` for sandboxes made by a sandpit that did not keep it (they cannot be snapshotted).
     #[serde(default)]
     pub upper_fd: Option<i32>,
+    /// What each step of the create took, in µs, in order (`docs/benchmarks.md` reports their medians).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub create_steps: Vec<(String, u64)>,
+}
+
+/// Times the steps of a create ([`SandboxHandle::create_steps`]).
+struct Steps {
+    last: std::time::Instant,
+    done: Vec<(String, u64)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Self {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    /// Records `name` as the step that ends now.
+    fn mark(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        let us = u64::try_from(now.duration_since(self.last).as_micros()).unwrap_or(u64::MAX);
+        self.done.push((name.to_owned(), us));
+        self.last = now;
+    }
 }
 
 /// What [`Isolator::snapshot`] did.
@@ -387,6 +413,7 @@ impl Isolator {
             cgroups: cgroups.dirs().iter().any(|d| d.exists()).then_some(cgroups),
             template: String::new(),
             upper_fd: None,
+            create_steps: Vec::new(),
         }
     }
 
@@ -441,6 +468,7 @@ impl Isolator {
             cgroups: None,
             template: template.name.clone(),
             upper_fd: None,
+            create_steps: Vec::new(),
         };
         match self.start(spec, &template, &hostname, &mut handle) {
             Ok(()) => Ok(handle),
@@ -466,9 +494,11 @@ impl Isolator {
         hostname: &str,
         handle: &mut SandboxHandle,
     ) -> Result<(), IsolateError> {
+        let mut timer = Steps::new();
         let range = self.ids.reserve(&spec.id)?;
         handle.ids = Some(range);
         Self::persist(handle)?;
+        timer.mark("id range");
         let limits = Limits {
             memory_bytes: spec.memory_mb.map(|m| m << 20),
             pids: spec.pids,
@@ -486,6 +516,7 @@ impl Isolator {
             Vec::new()
         };
 
+        timer.mark("cgroups (limits, agent/work split)");
         let rootfs_dir = handle.sandbox_dir.join("rootfs");
         fs::create_dir(&rootfs_dir).map_err(ioe("creating rootfs mount point"))?;
         fs::create_dir(&handle.run_dir).map_err(ioe("creating run dir"))?;
@@ -511,6 +542,7 @@ impl Isolator {
         }
         .map_err(ioe("opening the init's stdout"))?;
 
+        timer.mark("run directory, agent socket");
         let layers = self.templates.layers(template)?;
         let volume_paths = spec
             .volumes
@@ -528,6 +560,7 @@ impl Isolator {
             )?;
         }
 
+        timer.mark("writable layer (tmpfs)");
         let (parent_sock, child_sock) = socketpair()?;
         let (err_r, err_w) = sys::pipe_cloexec().map_err(ioe("pipe"))?;
         let (ready_r, ready_w) = sys::pipe_cloexec().map_err(ioe("pipe"))?;
@@ -562,6 +595,8 @@ impl Isolator {
 
         plan.parent_sock = parent_sock.as_raw_fd();
         plan.cgroup_fds = cgroup_entries.iter().map(AsRawFd::as_raw_fd).collect();
+        let joins = cgroup::open_v1_joins(&cgroups)?;
+        plan.join_fds = joins.iter().map(AsRawFd::as_raw_fd).collect();
         plan.volumes = spec.volumes.iter().map(|m| volume_plan(&m.path)).collect();
         // The agent holds the writable layer for snapshots; a custom init need not.
         if spec.init_argv.is_none() {
@@ -573,34 +608,55 @@ impl Isolator {
             gateway: n.gateway.octets(),
         });
 
+        timer.mark("plan (fds, argv)");
         let flags = libc::CLONE_NEWUSER
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWNET;
-        let pid = child::spawn(&plan, flags).map_err(|source| IsolateError::Child {
-            stage: "clone".into(),
-            source,
-        })?;
+        // Born in the sandbox's v2 cgroup where the kernel can (the v1 ones it joins itself).
+        let unified = cgroups
+            .unified
+            .as_ref()
+            .map(|u| fs::File::open(u).map_err(ioe(format!("opening {}", u.display()))))
+            .transpose()?;
+        let (pid, placed) = child::spawn(&plan, flags, unified.as_ref().map(AsRawFd::as_raw_fd))
+            .map_err(|source| IsolateError::Child {
+                stage: "clone".into(),
+                source,
+            })?;
+        drop(unified);
         handle.init_pid = pid;
         handle.init_start_time = sys::process_start_time(pid).unwrap_or(0);
-        drop((child_sock, err_w, ready_w, log, listener, cgroup_entries));
+        drop((
+            child_sock,
+            err_w,
+            ready_w,
+            log,
+            listener,
+            cgroup_entries,
+            joins,
+        ));
         Self::persist(handle)?;
+        timer.mark("clone");
 
         let map = format!("0 {} {}\n", range.base, range.count);
         for f in ["uid_map", "gid_map"] {
             fs::write(format!("/proc/{pid}/{f}"), &map).map_err(ioe(format!("writing {f}")))?;
         }
-        if let Some(cg) = &handle.cgroups {
-            self.cgroups.add_process(cg, pid)?;
+        timer.mark("id maps");
+        if let (Some(cg), false) = (&handle.cgroups, placed) {
+            cgroup::add_to_unified(cg, pid)?;
         }
+        timer.mark("cgroup v2 entry (none when born there)");
         if let Some(net) = &spec.network {
             net.create_link(pid).map_err(ioe(format!(
                 "creating the network link {} into the sandbox",
                 net.host_if
             )))?;
         }
+        timer.mark("network link");
         let userns = fs::File::open(format!("/proc/{pid}/ns/user"))
             .map(OwnedFd::from)
             .map_err(ioe("opening the sandbox user namespace"))?;
@@ -614,6 +670,7 @@ impl Isolator {
             sys::send_fd(&parent_sock, fd.as_raw_fd()).map_err(ioe("passing a volume"))?;
         }
         drop((overlay, upper, userns, volume_fds));
+        timer.mark("idmapped overlay, volumes");
 
         // EOF on the error pipe = execve succeeded; data = a failure report.
         let mut report = Vec::new();
@@ -628,6 +685,7 @@ impl Isolator {
             let (stage, source) = child::decode_failure(&plan, &report);
             return Err(IsolateError::Child { stage, source });
         }
+        timer.mark("child set-up (mounts, pivot_root, seccomp, exec)");
         let ready = fs::File::from(ready_r);
         if !sys::poll_readable(&ready, self.cfg.ready_timeout).map_err(ioe("poll"))? {
             return Err(self.not_ready(handle, "timeout"));
@@ -636,9 +694,12 @@ impl Isolator {
         if !matches!((&ready).read(&mut byte), Ok(1)) {
             return Err(self.not_ready(handle, "init closed the ready fd or exited"));
         }
+        timer.mark("agent start (to ready)");
         if let Some(cg) = &handle.cgroups {
             cgroup::enter_agent(cg, pid)?;
         }
+        timer.mark("agent cgroup");
+        handle.create_steps = timer.done;
         Self::persist(handle)?;
         Ok(())
     }
@@ -987,6 +1048,8 @@ mod tests {
                 "user",
                 "--ready-fd",
                 "3",
+                "--keep-fd",
+                "9",
                 "--cgroup",
                 "/sys/fs/cgroup/unified/work",
                 "--cgroup-entry-fd",
