@@ -18,7 +18,8 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     default_timeout_secs, max_timeout_secs, max_body_bytes, agent_start_timeout_secs, \
     shutdown_grace_secs, header_timeout_secs, body_idle_timeout_secs, health_interval_ms, health_timeout_ms, \
     unhealthy_grace_secs, audit_retention_days, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
-    egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin, pools). Flags win over the environment, which wins over the \
+    egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin, pools, \
+    cgroup_favordynmods). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070].
@@ -92,6 +93,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pools: Vec<String>,
+    /// Remount the host's cgroup2 hierarchy with `favordynmods` at start (`on`, the default; host-wide,
+    /// until reboot): cgroup moves, which every create and command makes, stop waiting for an RCU grace
+    /// period. `off` leaves the host's mount alone.
+    #[arg(long, env = "SANDPIT_CGROUP_FAVORDYNMODS", value_name = "on|off", value_parser = parse_on_off)]
+    cgroup_favordynmods: Option<bool>,
     /// Sandbox networking: `on` (a veth per sandbox behind the host's nftables firewall, and a DNS
     /// resolver; the default with the isolate backend) or `off` (loopback only).
     #[arg(long, env = "SANDPIT_NETWORK", value_name = "on|off", value_parser = parse_on_off)]
@@ -234,6 +240,9 @@ fn overlay(config: &mut Config, args: ServeArgs) {
     }
     if !args.pools.is_empty() {
         config.pools = args.pools;
+    }
+    if let Some(v) = args.cgroup_favordynmods {
+        config.cgroup_favordynmods = v;
     }
     if let Some(v) = args.network {
         config.network = v;

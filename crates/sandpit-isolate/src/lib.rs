@@ -320,6 +320,13 @@ impl Isolator {
         })
     }
 
+    /// Remounts the host's cgroup2 hierarchy with `favordynmods` unless it has it
+    /// ([`cgroup::favor_dynamic_changes`]); whether it remounted.
+    pub fn favor_dynamic_cgroups(&self) -> Result<bool, IsolateError> {
+        let layout = Layout::current().map_err(ioe("reading /proc/self cgroup layout"))?;
+        Ok(cgroup::favor_dynamic_changes(&layout)?)
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &IsolateConfig {
         &self.cfg

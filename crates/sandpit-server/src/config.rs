@@ -146,6 +146,11 @@ pub struct Config {
     /// sandboxes of it wait ready, so a create takes one instead of starting one. `PUT
     /// /v1/templates/{name}/pool` changes a pool later; that choice is kept across restarts.
     pub pools: Vec<String>,
+    /// With the `isolate` backend, remount the host's cgroup2 hierarchy with `favordynmods` at start
+    /// (host-wide, until reboot): moving a process between cgroups (every create, every command's own
+    /// cgroup) then stops waiting for an RCU grace period, 10-20 ms on an idle host. Off leaves the host's
+    /// mount alone.
+    pub cgroup_favordynmods: bool,
 }
 
 impl Default for Config {
@@ -181,6 +186,7 @@ impl Default for Config {
             preview_domain: "localhost".into(),
             preview_strip_origin: false,
             pools: Vec::new(),
+            cgroup_favordynmods: true,
         }
     }
 }

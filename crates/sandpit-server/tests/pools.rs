@@ -184,6 +184,10 @@ async fn a_pooled_create_honours_the_request_like_a_cold_one_and_the_pool_refill
     // A template with a pool is in use.
     let (s, e) = call(client().delete(serve.url("/v1/templates/tiny"))).await;
     assert_eq!(s, 409, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("warm pool"),
+        "the refusal names the pool, not sandboxes nobody can see: {e}"
+    );
 
     // The pool and its waiting sandboxes survive a restart (a SIGKILL).
     drop(serve);

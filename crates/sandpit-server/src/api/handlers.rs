@@ -536,6 +536,14 @@ pub async fn delete_template(
     axum::Extension(who): axum::Extension<crate::auth::Principal>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
+    let pool = s.engine.pools.info(&name);
+    if pool.size > 0 || pool.ready > 0 || pool.filling > 0 {
+        return Err(ApiError::Conflict(format!(
+            "template {name:?} has a warm pool of {} sandbox(es): set its size to 0 first \
+             (PUT /v1/templates/{name}/pool {{\"size\": 0}}, or `sandpit template pool {name} --size 0`)",
+            pool.size.max(pool.ready)
+        )));
+    }
     let users = s.engine.template_users(&name).await?;
     s.templates
         .delete(&name, super::snapshots::viewer(&who), &users)

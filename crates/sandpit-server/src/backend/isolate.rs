@@ -66,6 +66,21 @@ impl IsolateBackend {
                  WITHOUT ANY ISOLATION on a trusted machine instead, start with `--backend process`"
             ))
         })?;
+        if config.cgroup_favordynmods {
+            match iso.favor_dynamic_cgroups() {
+                Ok(true) => tracing::warn!(
+                    "remounted the host's cgroup2 hierarchy with favordynmods (host-wide, until reboot; \
+                     cgroup_favordynmods = false leaves it alone): moving processes between cgroups no \
+                     longer waits for an RCU grace period"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot remount cgroup2 with favordynmods; every create and first command pays an RCU \
+                     grace period per cgroup move"
+                ),
+            }
+        }
         Ok(Self { iso: Arc::new(iso) })
     }
 
