@@ -799,10 +799,12 @@ pub fn favor_dynamic_changes(layout: &Layout) -> Result<bool, CgroupError> {
     let Some(mount) = &layout.v2_mount else {
         return Ok(false);
     };
-    let mounts = fs::read_to_string("/proc/self/mounts").map_err(io_err(Path::new("/proc/self/mounts")))?;
+    let mounts =
+        fs::read_to_string("/proc/self/mounts").map_err(io_err(Path::new("/proc/self/mounts")))?;
     let Some(opts) = mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() >= 4 && f[2] == "cgroup2" && Path::new(f[1]) == mount.as_path()).then(|| f[3].to_owned())
+        (f.len() >= 4 && f[2] == "cgroup2" && Path::new(f[1]) == mount.as_path())
+            .then(|| f[3].to_owned())
     }) else {
         return Ok(false);
     };
@@ -920,7 +922,8 @@ mod tests {
     #[test]
     fn a_favordynmods_remount_keeps_the_cgroup2_options_and_happens_once() {
         assert_eq!(
-            favordynmods_remount_data("rw,nosuid,relatime,nsdelegate,memory_recursiveprot").as_deref(),
+            favordynmods_remount_data("rw,nosuid,relatime,nsdelegate,memory_recursiveprot")
+                .as_deref(),
             Some("nsdelegate,memory_recursiveprot,favordynmods")
         );
         assert_eq!(

@@ -137,7 +137,7 @@ impl VolumeStore {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
             };
-            self.mount(&dir)?;
+            Self::mount(&dir)?;
             // Last: a directory without it is a half-made volume, removed at the next start.
             let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
             fs::write(dir.join("volume.json.tmp"), json).map_err(ioe("writing volume.json"))?;
@@ -152,7 +152,7 @@ impl VolumeStore {
         made
     }
 
-    fn mount(&self, dir: &Path) -> Result<(), VolumeError> {
+    fn mount(dir: &Path) -> Result<(), VolumeError> {
         let mnt = dir.join("mnt");
         if is_mountpoint(&mnt) {
             return Ok(());
@@ -173,7 +173,7 @@ impl VolumeStore {
             return Err(VolumeError::NotFound(name.to_owned()));
         }
         let dir = self.path(name);
-        self.mount(&dir)?;
+        Self::mount(&dir)?;
         Ok(dir.join("mnt"))
     }
 

@@ -500,13 +500,11 @@ impl Engine {
             })
             .await?;
             self.pools.refill();
-            match claimed {
-                Some(info) => return Ok(Some(info)),
-                None => {
-                    tracing::warn!(sandbox = %id, "a pooled sandbox could not be claimed; deleting it");
-                    let _ = self.delete(&id).await;
-                }
+            if let Some(info) = claimed {
+                return Ok(Some(info));
             }
+            tracing::warn!(sandbox = %id, "a pooled sandbox could not be claimed; deleting it");
+            let _ = self.delete(&id).await;
         }
         self.pools.refill();
         Ok(None)

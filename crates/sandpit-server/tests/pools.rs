@@ -31,7 +31,7 @@ async fn until_ready(serve: &daemon::Serve, template: &str, ready: u64) -> Value
 
 /// Sandbox directories the isolator holds: pooled sandboxes included.
 fn sandboxes_on_host(state: &std::path::Path) -> usize {
-    std::fs::read_dir(state.join("isolate/sandboxes")).map_or(0, |d| d.count())
+    std::fs::read_dir(state.join("isolate/sandboxes")).map_or(0, Iterator::count)
 }
 
 /// What a create asked for holds, whichever way the sandbox was made.
@@ -185,7 +185,10 @@ async fn a_pooled_create_honours_the_request_like_a_cold_one_and_the_pool_refill
     let (s, e) = call(client().delete(serve.url("/v1/templates/tiny"))).await;
     assert_eq!(s, 409, "{e}");
     assert!(
-        e["error"]["message"].as_str().unwrap().contains("warm pool"),
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("warm pool"),
         "the refusal names the pool, not sandboxes nobody can see: {e}"
     );
 

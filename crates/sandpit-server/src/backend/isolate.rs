@@ -379,7 +379,9 @@ fn classify(e: IsolateError) -> BackendError {
     }
     match e {
         IsolateError::InvalidSpec(m) => BackendError::InvalidSpec(m),
-        IsolateError::Exists(_) => BackendError::Conflict(e.to_string()),
+        IsolateError::Exists(_) | IsolateError::Volume(VolumeError::Exists(_)) => {
+            BackendError::Conflict(e.to_string())
+        }
         IsolateError::Template(t) => match t {
             TemplateError::InvalidName(_) => BackendError::InvalidSpec(t.to_string()),
             TemplateError::NotFound(_) => BackendError::NotFound(t.to_string()),
@@ -394,7 +396,6 @@ fn classify(e: IsolateError) -> BackendError {
         }
         IsolateError::Host(h) => BackendError::Unavailable(h.to_string()),
         IsolateError::Volume(VolumeError::NotFound(_)) => BackendError::NotFound(e.to_string()),
-        IsolateError::Volume(VolumeError::Exists(_)) => BackendError::Conflict(e.to_string()),
         // A mount point the rootfs cannot have (a file there, say): the request's problem.
         IsolateError::Child { ref stage, .. } if stage.starts_with("mounting a volume") => {
             BackendError::InvalidSpec(e.to_string())
