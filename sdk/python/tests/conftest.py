@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Iterator, Sequence
@@ -21,7 +22,7 @@ from typing import AsyncIterator, Iterator, Sequence
 import httpx
 import pytest
 
-from sandpit import AsyncSandbox, Sandbox
+from sandpit import AsyncSandbox, Sandbox, TemplateInfo, Templates
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -117,6 +118,37 @@ def busybox_rootfs(root: Path) -> Path:
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\nuser:x:1000:\n")
     return root
+
+
+@contextmanager
+def isolate_daemon(prefix: str, skip_reason: str) -> Iterator[DaemonProcess]:
+    """For a module fixture: ``sandpit serve --backend isolate`` (not started: call ``.start()``) with its state,
+    its log and an ``--import-root`` (see :func:`import_root`) in a new ``/tmp/<prefix>...`` dir; at the end it is
+    stopped and the dir removed. Skips with ``skip_reason`` unless root (the isolate backend needs it)."""
+    if os.geteuid() != 0:
+        pytest.skip(skip_reason)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    imports = tmp / "imports"
+    imports.mkdir()
+    process = DaemonProcess(
+        tmp / "state", tmp / "daemon.log", backend="isolate", extra_args=["--import-root", str(imports)]
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def import_root(d: Daemon) -> Path:
+    """The ``--import-root`` of a daemon from :func:`isolate_daemon`."""
+    return d.state_dir.parent / "imports"
+
+
+def build_busybox(templates: Templates, d: Daemon, name: str) -> TemplateInfo:
+    """Builds template ``name`` from a :func:`busybox_rootfs` made at ``import_root(d) / name``, and waits for it."""
+    templates.create(name, {"dir": busybox_rootfs(import_root(d) / name)})
+    return templates.wait(name, timeout=120)
 
 
 @pytest.fixture(scope="session")

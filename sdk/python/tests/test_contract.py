@@ -9,7 +9,16 @@ import httpx
 import pytest
 
 from conftest import Daemon
-from sandpit import ProcessInfo, SandboxInfo, SnapshotInfo, TemplateBuild, TemplateInfo, VolumeInfo, VolumeMount
+from sandpit import (
+    PoolInfo,
+    ProcessInfo,
+    SandboxInfo,
+    SnapshotInfo,
+    TemplateBuild,
+    TemplateInfo,
+    VolumeInfo,
+    VolumeMount,
+)
 from sandpit._options import build_start_request
 from sandpit._types import LostOutput, Rlimit
 
@@ -39,6 +48,7 @@ def test_response_types_match_the_spec(spec: Dict[str, Any]) -> None:
     assert fields(SnapshotInfo) == props(spec, "SnapshotInfo")
     assert fields(VolumeInfo) == props(spec, "VolumeInfo")
     assert fields(VolumeMount) == props(spec, "VolumeMount")
+    assert fields(PoolInfo) == props(spec, "PoolInfo")
 
 
 def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
@@ -75,6 +85,7 @@ def test_every_path_the_sdk_calls_exists(spec: Dict[str, Any]) -> None:
         "/v1/sandboxes/{id}/processes/{pid}/stdin", "/v1/sandboxes/{id}/processes/{pid}/signal",
         "/v1/sandboxes/{id}/processes/{pid}/resize", "/v1/sandboxes/{id}/processes/{pid}/wait",
         "/v1/sandboxes/{id}/snapshots", "/v1/sandboxes/{id}/fork", "/v1/templates", "/v1/templates/{name}",
-        "/v1/templates/{name}/build", "/v1/templates/{name}/export", "/v1/volumes", "/v1/volumes/{name}",
+        "/v1/templates/{name}/build", "/v1/templates/{name}/export", "/v1/templates/{name}/pool", "/v1/volumes",
+        "/v1/volumes/{name}",
     }
     assert used <= set(spec["paths"])

@@ -8,17 +8,14 @@ rest is called as ``busybox <applet>``.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import Daemon, DaemonProcess, busybox_rootfs
+from conftest import Daemon, busybox_rootfs, import_root, isolate_daemon
 from sandpit import (
     AsyncForkResult,
     AsyncSandbox,
@@ -46,28 +43,16 @@ LARGE_BODY = ZSTD_MAGIC + b"\x00" * (16 << 20)
 
 
 @pytest.fixture(scope="module")
-def imports() -> Iterator[Path]:
-    """The daemon's ``--import-root``: where the template directories are made."""
-    if os.geteuid() != 0:
-        pytest.skip("templates, snapshots and forks need the isolate backend, which needs root")
-    tmp = Path(tempfile.mkdtemp(prefix="sp-snap-", dir="/tmp"))
-    try:
-        yield tmp / "imports"
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def isolate() -> Iterator[Daemon]:
+    needs_root = "templates, snapshots and forks need the isolate backend, which needs root"
+    with isolate_daemon("sp-snap-", needs_root) as process:
+        yield process.start()
 
 
 @pytest.fixture(scope="module")
-def isolate(imports: Path) -> Iterator[Daemon]:
-    imports.mkdir()
-    tmp = imports.parent
-    process = DaemonProcess(
-        tmp / "state", tmp / "daemon.log", backend="isolate", extra_args=["--import-root", str(imports)]
-    )
-    try:
-        yield process.start()
-    finally:
-        process.stop()
+def imports(isolate: Daemon) -> Path:
+    """The daemon's ``--import-root``: where the template directories are made."""
+    return import_root(isolate)
 
 
 def conn(d: Daemon) -> Dict[str, Any]:

@@ -8,15 +8,11 @@ volumes.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import Daemon, DaemonProcess, busybox_rootfs
+from conftest import Daemon, build_busybox, isolate_daemon
 from sandpit import (
     AsyncSandbox,
     AsyncVolumes,
@@ -36,19 +32,8 @@ from sandpit import (
 
 @pytest.fixture(scope="module")
 def isolate() -> Iterator[Daemon]:
-    if os.geteuid() != 0:
-        pytest.skip("volumes need the isolate backend, which needs root")
-    tmp = Path(tempfile.mkdtemp(prefix="sp-vol-", dir="/tmp"))
-    imports = tmp / "imports"
-    imports.mkdir()
-    process = DaemonProcess(
-        tmp / "state", tmp / "daemon.log", backend="isolate", extra_args=["--import-root", str(imports)]
-    )
-    try:
+    with isolate_daemon("sp-vol-", "volumes need the isolate backend, which needs root") as process:
         yield process.start()
-    finally:
-        process.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def conn(d: Daemon) -> Dict[str, Any]:
@@ -60,9 +45,7 @@ def tiny(isolate: Daemon) -> Iterator[TemplateInfo]:
     """Template ``tiny`` (busybox alone); at the end, no test may have left a volume or a sandbox behind."""
     c = conn(isolate)
     with Templates(**c) as templates:
-        templates.create("tiny", {"dir": busybox_rootfs(isolate.state_dir.parent / "imports" / "tiny")})
-        info = templates.wait("tiny", timeout=120)
-        yield info
+        yield build_busybox(templates, isolate, "tiny")
         with Volumes(**c) as volumes:
             assert volumes.list() == [], "a test left a volume behind"
         assert Sandbox.list(**c) == [], "a test left a sandbox behind"

@@ -31,6 +31,7 @@ export type {
   TemplateTransferOpts,
   ArchiveData,
   SnapshotInfo,
+  PoolInfo,
 } from "./templates.js";
 export { Volumes } from "./volumes.js";
 export type { VolumeInfo, VolumeMount } from "./volumes.js";

@@ -3,7 +3,9 @@
  * An admin key builds them from a path on the daemon's host ({@link Templates.create}, then
  * {@link Templates.wait}: a build runs in the daemon and can take minutes) or imports an uploaded archive
  * ({@link Templates.importArchive}); any key lists them, reads them and exports them as a `tar.zst`
- * ({@link Templates.export}). A snapshot (`sandbox.snapshot(name)`, `sandbox.fork()`) is a template too, layered
+ * ({@link Templates.export}). An admin key keeps a warm pool of a template's sandboxes made ahead
+ * ({@link Templates.setPool}), which creates of it take at once. A snapshot (`sandbox.snapshot(name)`,
+ * `sandbox.fork()`) is a template too, layered
  * over its sandbox's and owned by its tenant: a non-admin key sees the global templates and its own tenant's
  * snapshots. Templates need the daemon's `isolate` backend; with `process` every call rejects with
  * {@link ConflictError} (409).
@@ -69,6 +71,20 @@ export interface SnapshotInfo {
   bytes: number;
   /** Files, directories and links it holds. */
   entries: number;
+}
+
+/**
+ * A template's warm pool ({@link Templates.pool}, {@link Templates.setPool}): sandboxes made ahead, waiting ready
+ * for a create of the template to take one.
+ */
+export interface PoolInfo {
+  template: string;
+  /** How many should wait (0: no pool). */
+  size: number;
+  /** How many wait now. */
+  ready: number;
+  /** How many are being made (the pool fills one at a time). */
+  filling: number;
 }
 
 /** Options of {@link Templates.wait}. */
@@ -151,6 +167,11 @@ function buildFromWire(w: WireTemplateBuild): TemplateBuild {
     log: w.log ?? [],
     template: w.template ? templateInfoFromWire(w.template) : null,
   };
+}
+
+/** The daemon's `PoolInfo` (its fields need no renaming), taken field by field. */
+function poolInfoFromWire(w: PoolInfo): PoolInfo {
+  return { template: w.template, size: w.size, ready: w.ready, filling: w.filling };
 }
 
 function templatePath(name: string, suffix = ""): string {
@@ -245,6 +266,30 @@ export class Templates {
       if (b.state === "failed") throw new TemplateBuildError(b);
       await sleep(opts.intervalMs ?? 300, opts.signal);
     }
+  }
+
+  /**
+   * `GET /v1/templates/{name}/pool`: the template's warm pool (any key): its `size`, how many sandboxes are `ready`
+   * and how many `filling`; `size` 0 (and no error) for a template without one, known or not.
+   */
+  static async pool(name: string, opts: ConnectionOptions = {}): Promise<PoolInfo> {
+    const client = await HttpClient.create(opts);
+    return poolInfoFromWire(await client.json<PoolInfo>("GET", templatePath(name, "/pool")));
+  }
+
+  /**
+   * `PUT /v1/templates/{name}/pool` (admin): keeps `size` sandboxes of template `name` made ahead and ready (0 to
+   * 256; 0 removes the pool), and resolves with the pool at once: it fills in the background, one sandbox at a time
+   * (poll {@link Templates.pool}). A create of the template that names none of `cpu`, `memoryMb`, `pids`, `diskMb`,
+   * `network`, `volumes` then takes a waiting sandbox, which gets the create's `env`, `metadata`, `timeout`,
+   * `onTimeout` and tenant; any other create is made cold. Waiting sandboxes are in no list and count toward no
+   * tenant; the pool survives daemon restarts, and the template cannot be deleted ({@link ConflictError}) until its
+   * size is 0. {@link PermissionDeniedError} (403) for a key without `admin`, {@link NotFoundError} for an unknown
+   * template, {@link InvalidArgumentError} for a size over 256.
+   */
+  static async setPool(name: string, size: number, opts: ConnectionOptions = {}): Promise<PoolInfo> {
+    const client = await HttpClient.create(opts);
+    return poolInfoFromWire(await client.json<PoolInfo>("PUT", templatePath(name, "/pool"), { json: { size } }));
   }
 
   /**

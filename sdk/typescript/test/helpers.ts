@@ -2,13 +2,15 @@
  * Test support: starts a real `sandpit serve --backend process` on a free port with a fresh state dir, and
  * points the SDK at it through SANDPIT_URL / SANDPIT_API_KEY (so tests create sandboxes as users do).
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, mkdirSync, symlinkSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { format } from "node:util";
+import { type Sandbox, type SandboxError, type TemplateBuild, type TemplateInfo, Templates } from "sandpit";
 
 /** The repository root (build-test/test/ → ../../../../). */
 export const REPO = resolve(fileURLToPath(new URL("../../../../", import.meta.url)));
@@ -165,4 +167,109 @@ export function skipUnlessCi(t: { skip(message?: string): void }, reason: string
     throw new Error(`a test would be skipped under CI (CI=${process.env.CI}): ${reason}`);
   }
   t.skip(reason);
+}
+
+/** Whether the tests run as root, which the `isolate` backend (templates, snapshots, volumes, pools) needs. */
+export const IS_ROOT = process.getuid?.() === 0;
+
+/** A root filesystem of busybox and a few applets, with `root` and `user` (the default sandbox user). */
+export function busyboxRootfs(dir: string): void {
+  for (const d of ["bin", "etc", "tmp", "home/user"]) mkdirSync(join(dir, d), { recursive: true });
+  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
+  for (const applet of ["sh", "echo", "cat", "sleep", "seq", "id", "true"]) symlinkSync("busybox", join(dir, "bin", applet));
+  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n");
+  writeFileSync(join(dir, "etc", "group"), "root:x:0:\nuser:x:1000:\n");
+}
+
+/** An `isolate` daemon with an import root, and a busybox template built in it (see {@link startBusyboxIsolate}). */
+export interface BusyboxIsolate {
+  daemon: Daemon;
+  /** The daemon's `--import-root`, a fresh temporary directory. */
+  importRoot: string;
+  /** The busybox root filesystem the template was built from: `<importRoot>/rootfs`. */
+  rootfs: string;
+  /** What `Templates.create` answered. */
+  created: TemplateBuild;
+  /** What `Templates.wait` answered: the template, ready. */
+  built: TemplateInfo;
+  /** Stops the daemon and removes the import root. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Makes an import root (a temporary directory named from `prefix`) holding a {@link busyboxRootfs} at `rootfs`,
+ * starts an `isolate` daemon with it (setting SANDPIT_URL / SANDPIT_API_KEY, as {@link startDaemon} does), and
+ * builds template `template` from that root filesystem through the SDK, handing the build's log lines to `onLog`.
+ * Needs root. If any step fails, what was made is stopped and removed before the error is thrown.
+ */
+export async function startBusyboxIsolate(
+  prefix: string,
+  template: string,
+  onLog?: (line: string) => void,
+): Promise<BusyboxIsolate> {
+  const importRoot = mkdtempSync(join(tmpdir(), prefix));
+  const rootfs = join(importRoot, "rootfs");
+  let daemon: Daemon | undefined;
+  const stop = async (): Promise<void> => {
+    try {
+      await daemon?.stop();
+    } finally {
+      rmSync(importRoot, { recursive: true, force: true });
+    }
+  };
+  try {
+    busyboxRootfs(rootfs);
+    daemon = await startDaemon(["--backend", "isolate", "--import-root", importRoot]);
+    const created = await Templates.create(template, { dir: rootfs });
+    const built = await Templates.wait(template, onLog ? { onLog, intervalMs: 50 } : { intervalMs: 50 });
+    return { daemon, importRoot, rootfs, created, built, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/**
+ * A guard for the first line of a test that needs the daemon of {@link startBusyboxIsolate} (`if (!isolate(t))
+ * return;`): when not root, it skips the test with `reason` (a failure under CI) and returns false; otherwise it
+ * asserts that `running()` gives the daemon (the `before` hook started it) and returns true.
+ */
+export function isolateGuard(reason: string, running: () => unknown): (t: { skip(message?: string): void }) => boolean {
+  return (t) => {
+    if (!IS_ROOT) {
+      skipUnlessCi(t, reason);
+      return false;
+    }
+    assert.ok(running(), "the isolate daemon did not start");
+    return true;
+  };
+}
+
+/** Runs a shell command in the sandbox (as `user` unless told), requires exit 0, and returns its stdout. */
+export async function sh(sbx: Sandbox, cmd: string, user?: string): Promise<string> {
+  const r = await sbx.commands.run(cmd, user === undefined ? {} : { user });
+  assert.equal(r.exitCode, 0, `${cmd}: exit ${r.exitCode}, stderr ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Kills sandboxes, ignoring those already gone. */
+export async function killAll(sandboxes: (Sandbox | undefined)[]): Promise<void> {
+  for (const s of sandboxes) await s?.kill().catch(() => undefined);
+}
+
+/** Asserts a rejection with the given class, HTTP status (`undefined`: an error raised by the SDK) and server code. */
+export async function rejectsWith(
+  p: Promise<unknown>,
+  Class: new (...a: never[]) => SandboxError,
+  status: number | undefined,
+  code: string,
+  message?: RegExp,
+): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof Class, `expected ${Class.name}, got ${String(e)}`);
+    assert.equal(e.status, status, String(e));
+    assert.equal(e.code, code, String(e));
+    if (message) assert.match(e.message, message);
+    return true;
+  });
 }

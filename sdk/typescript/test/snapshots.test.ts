@@ -6,8 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { createWriteStream, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -19,65 +18,46 @@ import {
   NotFoundError,
   PermissionDeniedError,
   Sandbox,
-  SandboxError,
   TemplateBuildError,
   type TemplateInfo,
   Templates,
 } from "sandpit";
-import { type Daemon, eventually, skipUnlessCi, startDaemon } from "./helpers.js";
+import {
+  type BusyboxIsolate,
+  eventually,
+  IS_ROOT,
+  isolateGuard,
+  rejectsWith,
+  sh,
+  startBusyboxIsolate,
+  startDaemon,
+} from "./helpers.js";
 
-const IS_ROOT = process.getuid?.() === 0;
 const NEEDS_ROOT = "templates, snapshots and forks need the isolate backend, which needs root";
 /** The busybox template every test starts from. */
 const BB = "ts-busybox";
 
-let daemon: Daemon | undefined;
+let bb: BusyboxIsolate | undefined;
 let importRoot = "";
 let built: TemplateInfo;
 const buildLog: string[] = [];
 
-/** A root filesystem of busybox and a few applets, with `root` and `user` (the default sandbox user). */
-function makeRootfs(dir: string): void {
-  for (const d of ["bin", "etc", "tmp", "home/user"]) mkdirSync(join(dir, d), { recursive: true });
-  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
-  for (const applet of ["sh", "echo", "cat", "sleep", "seq", "id", "true"]) symlinkSync("busybox", join(dir, "bin", applet));
-  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n");
-  writeFileSync(join(dir, "etc", "group"), "root:x:0:\nuser:x:1000:\n");
-}
-
 before(async () => {
   if (!IS_ROOT) return;
-  importRoot = mkdtempSync(join(tmpdir(), "sandpit-ts-import-"));
-  makeRootfs(join(importRoot, "rootfs"));
-  daemon = await startDaemon(["--backend", "isolate", "--import-root", importRoot]);
-  const build = await Templates.create(BB, { dir: join(importRoot, "rootfs") });
+  bb = await startBusyboxIsolate("sandpit-ts-import-", BB, (line) => buildLog.push(line));
+  ({ importRoot, built } = bb);
+  const build = bb.created;
   assert.equal(build.name, BB);
   assert.deepEqual(build.source, { dir: join(importRoot, "rootfs") });
   assert.ok(build.state === "building" || build.state === "ready", build.state);
   assert.ok(build.startedAt instanceof Date && !Number.isNaN(build.startedAt.getTime()));
-  built = await Templates.wait(BB, { onLog: (line) => buildLog.push(line), intervalMs: 50 });
 });
 after(async () => {
-  await daemon?.stop();
-  if (importRoot) rmSync(importRoot, { recursive: true, force: true });
+  await bb?.stop();
 });
 
 /** Whether the isolate daemon is up; skips the test (a failure under CI) when not root. */
-function isolate(t: { skip(message?: string): void }): boolean {
-  if (!IS_ROOT) {
-    skipUnlessCi(t, NEEDS_ROOT);
-    return false;
-  }
-  assert.ok(daemon, "the isolate daemon did not start");
-  return true;
-}
-
-/** Runs a shell command in the sandbox, requires exit 0, and returns its stdout. */
-async function sh(sbx: Sandbox, cmd: string, user?: string): Promise<string> {
-  const r = await sbx.commands.run(cmd, user === undefined ? {} : { user });
-  assert.equal(r.exitCode, 0, `${cmd}: exit ${r.exitCode}, stderr ${r.stderr}`);
-  return r.stdout;
-}
+const isolate = isolateGuard(NEEDS_ROOT, () => bb);
 
 /** The SHA-256 of a file in the sandbox, by busybox. */
 async function sha256In(sbx: Sandbox, path: string): Promise<string> {
@@ -91,23 +71,6 @@ function sha256(data: string | Uint8Array): string {
 /** Deletes a template if it is there: cleanup after a test that may have failed midway. */
 async function forget(...names: string[]): Promise<void> {
   for (const name of names) await Templates.delete(name).catch(() => undefined);
-}
-
-/** Asserts a rejection with the given class, HTTP status and server code. */
-async function rejectsWith(
-  p: Promise<unknown>,
-  Class: new (...a: never[]) => SandboxError,
-  status: number | undefined,
-  code: string,
-  message?: RegExp,
-): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof Class, `expected ${Class.name}, got ${String(e)}`);
-    assert.equal(e.status, status, String(e));
-    assert.equal(e.code, code, String(e));
-    if (message) assert.match(e.message, message);
-    return true;
-  });
 }
 
 test("a template is built from a directory: create, wait, buildStatus, list, get", async (t) => {

@@ -7,9 +7,6 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
   ConflictError,
@@ -23,9 +20,17 @@ import {
   type VolumeInfo,
   Volumes,
 } from "sandpit";
-import { type Daemon, skipUnlessCi, startDaemon } from "./helpers.js";
+import {
+  type BusyboxIsolate,
+  IS_ROOT,
+  isolateGuard,
+  killAll,
+  rejectsWith,
+  sh,
+  startBusyboxIsolate,
+  startDaemon,
+} from "./helpers.js";
 
-const IS_ROOT = process.getuid?.() === 0;
 const NEEDS_ROOT = "volumes need the isolate backend, which needs root";
 /** The busybox template every sandbox starts from. */
 const BB = "ts-vol-busybox";
@@ -33,47 +38,18 @@ const BB = "ts-vol-busybox";
 const VOL = "ts-vol";
 const VOL_MB = 32;
 
-let daemon: Daemon | undefined;
-let importRoot = "";
-
-/** A root filesystem of busybox and a few applets, with `root` and `user` (the default sandbox user). */
-function makeRootfs(dir: string): void {
-  for (const d of ["bin", "etc", "tmp", "home/user"]) mkdirSync(join(dir, d), { recursive: true });
-  copyFileSync("/bin/busybox", join(dir, "bin", "busybox"));
-  for (const applet of ["sh", "echo", "cat", "sleep", "seq", "id", "true"]) symlinkSync("busybox", join(dir, "bin", applet));
-  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n");
-  writeFileSync(join(dir, "etc", "group"), "root:x:0:\nuser:x:1000:\n");
-}
+let bb: BusyboxIsolate | undefined;
 
 before(async () => {
   if (!IS_ROOT) return;
-  importRoot = mkdtempSync(join(tmpdir(), "sandpit-ts-vol-"));
-  makeRootfs(join(importRoot, "rootfs"));
-  daemon = await startDaemon(["--backend", "isolate", "--import-root", importRoot]);
-  await Templates.create(BB, { dir: join(importRoot, "rootfs") });
-  await Templates.wait(BB, { intervalMs: 50 });
+  bb = await startBusyboxIsolate("sandpit-ts-vol-", BB);
 });
 after(async () => {
-  await daemon?.stop();
-  if (importRoot) rmSync(importRoot, { recursive: true, force: true });
+  await bb?.stop();
 });
 
 /** Whether the isolate daemon is up; skips the test (a failure under CI) when not root. */
-function isolate(t: { skip(message?: string): void }): boolean {
-  if (!IS_ROOT) {
-    skipUnlessCi(t, NEEDS_ROOT);
-    return false;
-  }
-  assert.ok(daemon, "the isolate daemon did not start");
-  return true;
-}
-
-/** Runs a shell command in the sandbox (as `user` unless told), requires exit 0, and returns its stdout. */
-async function sh(sbx: Sandbox, cmd: string, user?: string): Promise<string> {
-  const r = await sbx.commands.run(cmd, user === undefined ? {} : { user });
-  assert.equal(r.exitCode, 0, `${cmd}: exit ${r.exitCode}, stderr ${r.stderr}`);
-  return r.stdout;
-}
+const isolate = isolateGuard(NEEDS_ROOT, () => bb);
 
 /** Runs a shell command that must fail; returns its stderr. */
 async function fails(sbx: Sandbox, cmd: string, user?: string): Promise<string> {
@@ -85,28 +61,6 @@ async function fails(sbx: Sandbox, cmd: string, user?: string): Promise<string> 
 /** Deletes volumes if they are there: cleanup after a test that may have failed midway. */
 async function forget(...names: string[]): Promise<void> {
   for (const name of names) await Volumes.delete(name).catch(() => undefined);
-}
-
-/** Kills sandboxes, ignoring those already gone. */
-async function killAll(sandboxes: (Sandbox | undefined)[]): Promise<void> {
-  for (const s of sandboxes) await s?.kill().catch(() => undefined);
-}
-
-/** Asserts a rejection with the given class, HTTP status and server code. */
-async function rejectsWith(
-  p: Promise<unknown>,
-  Class: new (...a: never[]) => SandboxError,
-  status: number | undefined,
-  code: string,
-  message?: RegExp,
-): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof Class, `expected ${Class.name}, got ${String(e)}`);
-    assert.equal(e.status, status, String(e));
-    assert.equal(e.code, code, String(e));
-    if (message) assert.match(e.message, message);
-    return true;
-  });
 }
 
 function sorted(ids: string[]): string[] {

@@ -21,6 +21,7 @@ __all__ = [
     "ExecResult",
     "ExitStatus",
     "LostOutput",
+    "PoolInfo",
     "ProcessInfo",
     "ProcessList",
     "ProcessStatus",
@@ -683,6 +684,30 @@ class SnapshotInfo:
             frozen_ms=float(d.get("frozen_ms") or 0.0),
             bytes=int(d.get("bytes") or 0),
             entries=int(d.get("entries") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """A template's warm pool (``GET``/``PUT /v1/templates/{name}/pool``): sandboxes made ahead, waiting ready for a
+    create of the template to take one."""
+
+    template: str
+    #: How many should wait (0: no pool).
+    size: int
+    #: How many wait now.
+    ready: int
+    #: How many are being made (the pool fills one at a time).
+    filling: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PoolInfo:
+        """Decode a ``PoolInfo`` JSON object."""
+        return cls(
+            template=str(d["template"]),
+            size=int(d.get("size") or 0),
+            ready=int(d.get("ready") or 0),
+            filling=int(d.get("filling") or 0),
         )
 
 

@@ -1,9 +1,9 @@
 # unasync: sync
-# """``Templates``: the daemon's templates (``/v1/templates``): build, wait, list, export, import, delete, with
-# blocking calls."""
+# """``Templates``: the daemon's templates (``/v1/templates``): build, wait, list, export, import, delete, warm
+# pools, with blocking calls."""
 # unasync: async
-"""``AsyncTemplates``: the daemon's templates (``/v1/templates``): build, wait, list, export, import, delete, with
-asyncio."""
+"""``AsyncTemplates``: the daemon's templates (``/v1/templates``): build, wait, list, export, import, delete, warm
+pools, with asyncio."""
 # unasync: end
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .._templates import (
     _open_dest,
     _path,
 )
-from .._types import TemplateBuild, TemplateInfo, TemplateSource
+from .._types import PoolInfo, TemplateBuild, TemplateInfo, TemplateSource
 from .transport import AsyncTransport
 
 __all__ = ["AsyncTemplates"]
@@ -44,8 +44,8 @@ __all__ = ["AsyncTemplates"]
 class AsyncTemplates:
     """The root filesystems sandboxes start from (``AsyncSandbox.create(template=name)``): build one from a
     directory, tarball or OCI image on the daemon's host (admin keys), list and read them, export one as a
-    ``.tar.zst`` file and import it on another daemon, delete them. Snapshots (``sandbox.snapshot(name)``) are
-    templates too, seen by their tenant only::
+    ``.tar.zst`` file and import it on another daemon, delete them, keep a warm pool of sandboxes of one ready
+    (:meth:`set_pool`). Snapshots (``sandbox.snapshot(name)``) are templates too, seen by their tenant only::
 
         async with AsyncTemplates() as templates:
             await templates.create("mini", {"dir": "/srv/rootfs"})
@@ -176,6 +176,26 @@ class AsyncTemplates:
                 timeout=timeout, wait=True,
             )
         return TemplateInfo.from_json(d)
+
+    async def pool(self, name: str) -> PoolInfo:
+        """``GET /v1/templates/{name}/pool``: the template's warm pool (any key): its ``size``, how many sandboxes
+        are ``ready`` and how many ``filling``; ``size`` 0 (and no error) for a template without one, known or
+        not."""
+        return PoolInfo.from_json(await self._transport.request("GET", _path(name, "/pool")))
+
+    async def set_pool(self, name: str, size: int) -> PoolInfo:
+        """``PUT /v1/templates/{name}/pool`` (admin): keeps ``size`` sandboxes of template ``name`` made ahead and
+        ready (0 to 256; 0 removes the pool), and returns the pool at once: it fills in the background, one
+        sandbox at a time (poll :meth:`pool`). A create of the template that names none of ``cpu``,
+        ``memory_mb``, ``pids``, ``disk_mb``, ``network``, ``volumes`` then takes a waiting sandbox, which gets the
+        create's ``env``, ``metadata``, ``timeout``, ``on_timeout`` and tenant; any other create is made cold.
+        Waiting sandboxes are in no list and count toward no tenant; the pool survives daemon restarts, and the
+        template cannot be deleted (:class:`~sandpit.ConflictError`) until its size is 0.
+        :class:`~sandpit.PermissionDeniedError` (403) for a key without ``admin``,
+        :class:`~sandpit.NotFoundError` for an unknown template, :class:`~sandpit.InvalidArgumentError` for a size
+        over 256."""
+        body = {"size": size}
+        return PoolInfo.from_json(await self._transport.request("PUT", _path(name, "/pool"), json=body))
 
     async def aclose(self) -> None:
         """Close the connection pool."""
