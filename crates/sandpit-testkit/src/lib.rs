@@ -445,6 +445,20 @@ impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Volumes stay mounted on the host after their daemon (by design); a test that failed before
+        // deleting its volumes must not leave loop mounts under a directory that is then removed. A
+        // daemon started again on the same state directory mounts them again when they are used.
+        for e in std::fs::read_dir(self.state_dir.join("isolate/volumes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(e.path().join("mnt"))
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
