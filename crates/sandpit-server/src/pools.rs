@@ -94,7 +94,7 @@ impl Pools {
     /// none for), and the pooled sandboxes that survived.
     pub async fn load(
         &self,
-        engine: &Engine,
+        engine: &Arc<Engine>,
         defaults: &[(String, u64)],
     ) -> Result<(), EngineError> {
         let mut sizes: HashMap<String, u64> = engine.store().pools().await?.into_iter().collect();
@@ -105,10 +105,19 @@ impl Pools {
             }
         }
         let mut ready: HashMap<String, VecDeque<String>> = HashMap::new();
+        let mut dead = Vec::new();
         for r in engine.store().list().await? {
-            if let (Some(t), sandpit_types::sandbox::SandboxState::Running) = (&r.pool, r.state) {
-                ready.entry(t.clone()).or_default().push_back(r.id);
+            match (&r.pool, r.state) {
+                (Some(t), sandpit_types::sandbox::SandboxState::Running) => {
+                    ready.entry(t.clone()).or_default().push_back(r.id);
+                }
+                // Lost while waiting (a reboot): nobody can see or delete it but us.
+                (Some(_), _) => dead.push(r.id),
+                (None, _) => {}
             }
+        }
+        for id in dead {
+            let _ = engine.delete(&id).await;
         }
         let mut st = self.state();
         st.sizes = sizes;

@@ -508,6 +508,17 @@ impl Templates {
         if !sandpit_types::sandbox::valid_template_name(name) {
             return Err(not_found(name));
         }
+        let building = {
+            let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+            builds
+                .get(name)
+                .is_some_and(|b| b.status.state == TemplateBuildState::Building)
+        };
+        if building {
+            return Err(TemplateApiError::Conflict(format!(
+                "template {name:?} is being built; delete it once the build has finished"
+            )));
+        }
         let record = self.record(name, viewer).await?;
         if viewer.is_some() && record.tenant.as_deref() != viewer {
             return Err(TemplateApiError::Forbidden(format!(
@@ -521,17 +532,6 @@ impl Templates {
                 users.len(),
                 shown.join(", "),
                 if users.len() > 5 { ", …" } else { "" }
-            )));
-        }
-        let building = {
-            let builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
-            builds
-                .get(name)
-                .is_some_and(|b| b.status.state == TemplateBuildState::Building)
-        };
-        if building {
-            return Err(TemplateApiError::Conflict(format!(
-                "template {name:?} is being built; delete it once the build has finished"
             )));
         }
         let owned = name.to_owned();

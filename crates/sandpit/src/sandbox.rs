@@ -245,7 +245,7 @@ impl Sandbox {
     ///
     /// ```no_run
     /// # async fn demo(client: &sandpit::Client, sbx: sandpit::Sandbox) -> sandpit::Result<()> {
-    /// sbx.exec("git clone https://example.com/repo /home/user/repo").await?;
+    /// sbx.exec("git clone https://example.com/repo /home/user/repo", sandpit::NO_ARGS).await?;
     /// let snap = sbx.snapshot("repo-ready").await?;
     /// let copy = sandpit::Sandbox::create().client(client).template("repo-ready").await?;
     /// # Ok(()) }
@@ -268,7 +268,7 @@ impl Sandbox {
     /// # async fn demo(sbx: sandpit::Sandbox) -> sandpit::Result<()> {
     /// let fork = sbx.fork(3, sandpit::Sandbox::create().metadata("try", "fix")).await?;
     /// for s in &fork.sandboxes {
-    ///     s.exec("make test").await?;
+    ///     s.exec("make test", sandpit::NO_ARGS).await?;
     /// }
     /// # Ok(()) }
     /// ```

@@ -88,7 +88,8 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
             `X-RateLimit-Reset` (seconds until the burst is whole again)", body = SandboxInfo),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 404, description = "Unknown template", body = ErrorBody),
+        (status = 404, description = "Unknown template or volume", body = ErrorBody),
+        (status = 409, description = "Volumes asked of a backend that has none (`process`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 429, description = "Over a tenant quota (`quota_exceeded`) or its create rate \
             (`rate_limited`); `Retry-After` says when to ask again", body = ErrorBody),

@@ -58,7 +58,8 @@ pub async fn list_volumes(
     responses(
         (status = 200, description = "The volume", body = VolumeInfo),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 404, description = "No such volume (or another tenant's)", body = ErrorBody)))]
+        (status = 404, description = "No such volume (or another tenant's)", body = ErrorBody),
+        (status = 409, description = "The backend has no volumes (`process`)", body = ErrorBody)))]
 pub async fn get_volume(
     State(s): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
@@ -75,7 +76,7 @@ pub async fn get_volume(
         (status = 204, description = "Deleted, data and all"),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 404, description = "No such volume (or another tenant's)", body = ErrorBody),
-        (status = 409, description = "A sandbox mounts it", body = ErrorBody)))]
+        (status = 409, description = "A sandbox mounts it, or the backend has no volumes (`process`)", body = ErrorBody)))]
 pub async fn delete_volume(
     State(s): State<AppState>,
     axum::Extension(who): axum::Extension<Principal>,
