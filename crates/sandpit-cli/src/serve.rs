@@ -19,7 +19,7 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     shutdown_grace_secs, header_timeout_secs, body_idle_timeout_secs, health_interval_ms, health_timeout_ms, \
     unhealthy_grace_secs, audit_retention_days, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
     egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin, pools, \
-    cgroup_favordynmods). Flags win over the environment, which wins over the \
+    cgroup_favordynmods, e2b_listen). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070].
@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// Remove `Origin` from WebSocket upgrades to preview URLs (by default it passes unchanged).
     #[arg(long, env = "SANDPIT_PREVIEW_STRIP_ORIGIN")]
     preview_strip_origin: bool,
+    /// Also serve the E2B surface at the root of this address (it is always at /e2b on --listen): for
+    /// the E2B SDKs' signed file URLs, which cannot carry a path prefix (docs/e2b.md).
+    #[arg(long, env = "SANDPIT_E2B_LISTEN", value_name = "ADDR")]
+    e2b_listen: Option<SocketAddr>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -280,6 +284,9 @@ fn overlay(config: &mut Config, args: ServeArgs) {
     }
     if args.preview_strip_origin {
         config.preview_strip_origin = true;
+    }
+    if let Some(v) = args.e2b_listen {
+        config.e2b_listen = Some(v);
     }
 }
 

@@ -415,14 +415,40 @@ impl Keys {
     /// Issues a new access token for sandbox `id`, replacing (and so revoking) any earlier one.
     pub async fn issue_sandbox_token(&self, id: &str) -> Result<String, KeyError> {
         let token = format!("{SANDBOX_TOKEN_PREFIX}{id}_{}", random_hex(24));
-        let hash = digest(&token);
+        self.install_sandbox_token(id, &token).await?;
+        Ok(token)
+    }
+
+    /// Makes `token` (`spa_<id>_…`, made by the caller) sandbox `id`'s access token, replacing (and so
+    /// revoking) any earlier one: the E2B surface's derived tokens (`crate::e2b`).
+    pub async fn install_sandbox_token(&self, id: &str, token: &str) -> Result<(), KeyError> {
+        if token
+            .strip_prefix(SANDBOX_TOKEN_PREFIX)
+            .and_then(|r| r.rsplit_once('_'))
+            .is_none_or(|(owner, _)| owner != id)
+        {
+            return Err(KeyError::Invalid(format!(
+                "a token of sandbox {id} must read {SANDBOX_TOKEN_PREFIX}{id}_<secret>"
+            )));
+        }
+        let hash = digest(token);
         self.store.sandbox_token_put(id, hex(&hash)).await?;
         self.sandbox_tokens
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.to_owned(), hash);
         self.bump();
-        Ok(token)
+        Ok(())
+    }
+
+    /// Whether `token` is sandbox `id`'s current access token.
+    pub fn sandbox_token_is(&self, id: &str, token: &str) -> bool {
+        let hash = digest(token);
+        self.sandbox_tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .is_some_and(|h| bool::from(h.ct_eq(&hash)))
     }
 
     /// Forgets sandbox `id`'s access token (the sandbox is gone).

@@ -151,6 +151,9 @@ pub struct Config {
     /// cgroup) then stops waiting for an RCU grace period, 10-20 ms on an idle host. Off leaves the host's
     /// mount alone.
     pub cgroup_favordynmods: bool,
+    /// A second listener serving only the E2B surface, at its root (the E2B surface is always at `/e2b`
+    /// on the main listener too): for E2B SDK calls that cannot carry a path prefix (signed file URLs).
+    pub e2b_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -187,6 +190,7 @@ impl Default for Config {
             preview_strip_origin: false,
             pools: Vec::new(),
             cgroup_favordynmods: true,
+            e2b_listen: None,
         }
     }
 }

@@ -317,6 +317,16 @@ impl Engine {
         live.remove(id);
     }
 
+    /// Every recorded sandbox's id (the E2B surface looks for the sandbox a signed URL belongs to).
+    pub fn sandbox_ids(&self) -> Vec<String> {
+        self.owners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// The tenant sandbox `id` belongs to, if it is recorded. O(1), no store access: checked on every
     /// request a non-admin key makes to a sandbox.
     pub fn tenant_of(&self, id: &str) -> Option<String> {

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod conn;
+pub mod e2b;
 pub mod engine;
 pub mod metrics;
 pub mod network;
@@ -240,7 +241,7 @@ async fn serve(
             "CORS allows every origin (`*`): any web page a key holder visits may call this API; development only"
         );
     }
-    let app = api::router(state, config.max_body_bytes, cors);
+    let (app, e2b_root) = api::routers(state, config.max_body_bytes, cors);
 
     let graceful = {
         let mut rx = stop_rx.clone();
@@ -269,6 +270,24 @@ async fn serve(
             ))
         };
 
+    // The E2B surface alone at the root of a second listener (plain HTTP), when asked for.
+    let e2b_server = match config.e2b_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.map_err(ServerError::Io)?;
+            tracing::info!(addr = %l.local_addr().map_err(ServerError::Io)?, "E2B surface listening (http)");
+            let mut rx = stop_rx.clone();
+            let graceful = async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            Some(tokio::spawn(conn::serve(
+                l.tap_io(no_delay),
+                e2b_root,
+                limits,
+                graceful,
+            )))
+        }
+        None => None,
+    };
     let shutdown = std::pin::pin!(shutdown);
     let result = tokio::select! {
         r = &mut serve => r,
@@ -285,6 +304,9 @@ async fn serve(
         }
     };
     let _ = stop_tx.send(true);
+    if let Some(t) = e2b_server {
+        let _ = t.await;
+    }
     let _ = audit_stop.send(true);
     let _ = audit_task.await;
     let _ = timers.await;

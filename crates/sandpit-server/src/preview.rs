@@ -161,10 +161,15 @@ pub async fn path_handler(State(s): State<AppState>, req: Request) -> Response {
     serve(&s, &id, port, req, Some(prefix)).await
 }
 
+/// The header E2B's SDKs document for a sandbox's traffic access token (`crate::e2b`): read like
+/// [`PORT_TOKEN_HEADER`], and likewise never passed to the sandbox.
+pub const E2B_TRAFFIC_TOKEN_HEADER: &str = "e2b-traffic-access-token";
+
 fn token_of(req: &Request) -> (Option<String>, bool) {
     if let Some(t) = req
         .headers()
         .get(PORT_TOKEN_HEADER)
+        .or_else(|| req.headers().get(E2B_TRAFFIC_TOKEN_HEADER))
         .and_then(|v| v.to_str().ok())
     {
         return (Some(t.trim().to_owned()), false);
@@ -281,6 +286,7 @@ fn outgoing_headers(
     crate::proxy::copy_end_to_end(from, &mut h);
     h.remove(header::AUTHORIZATION);
     h.remove(PORT_TOKEN_HEADER);
+    h.remove(E2B_TRAFFIC_TOKEN_HEADER);
     h.remove(header::COOKIE);
     let cookies: Vec<&str> = from
         .get_all(header::COOKIE)

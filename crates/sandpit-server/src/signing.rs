@@ -140,6 +140,13 @@ impl Signer {
         }
     }
 
+    /// A secret derived from the signing secret for `purpose` and `subject` (hex HMAC-SHA256): what the
+    /// E2B surface's access tokens are made of, so that the daemon can make them again (`crate::e2b`).
+    pub fn derive(&self, purpose: &str, subject: &str) -> String {
+        let msg = format!("sandpit-derived-v1\n{purpose}\n{subject}");
+        crate::tokens::hex(hmac::sign(&self.key, msg.as_bytes()).as_ref())
+    }
+
     /// The query string of a signed URL (after `?`).
     pub fn sign(
         &self,

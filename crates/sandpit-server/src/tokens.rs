@@ -15,6 +15,10 @@ use subtle::ConstantTimeEq as _;
 use crate::store::{Store, StoreError};
 use crate::time::now_ms;
 
+/// The port an entry stands in for when it is about every port of its sandbox: E2B's sandbox-wide
+/// `allowPublicTraffic` and traffic access token (`crate::e2b`). A port's own entry, when it has one, wins.
+pub const EVERY_PORT: u16 = 0;
+
 /// How a preview request was let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
@@ -140,7 +144,7 @@ impl PortAccess {
         let mut v: Vec<(u16, bool)> = self
             .read()
             .iter()
-            .filter(|((i, _), _)| i == id)
+            .filter(|((i, p), _)| i == id && *p != EVERY_PORT)
             .map(|((_, p), st)| (*p, st.public))
             .collect();
         v.sort_unstable();
@@ -150,7 +154,10 @@ impl PortAccess {
     /// Whether a request for `(id, port)` carrying `token` may pass.
     pub fn check(&self, id: &str, port: u16, token: Option<&str>) -> Grant {
         let ports = self.read();
-        let Some(st) = ports.get(&(id.to_owned(), port)) else {
+        let Some(st) = ports
+            .get(&(id.to_owned(), port))
+            .or_else(|| ports.get(&(id.to_owned(), EVERY_PORT)))
+        else {
             return Grant::Denied;
         };
         if st.public {

@@ -22,6 +22,7 @@ pub mod network;
 pub mod process;
 pub mod sandbox;
 pub mod signal;
+pub mod sse;
 pub mod tenants;
 pub mod volumes;
 

@@ -64,6 +64,16 @@ const PREVIEW_ROOT_ROUTE: &str = "/v1/sandboxes/{id}/ports/{port}/";
 /// The whole API. `max_body_bytes` bounds the JSON bodies the daemon parses itself; `cors` says which
 /// web origins may call it (none when `None`).
 pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) -> Router {
+    routers(state, max_body_bytes, cors).0
+}
+
+/// The whole API (sandpit's and, under `/e2b`, E2B's), and the E2B surface alone at its root (for
+/// `--e2b-listen`).
+pub fn routers(
+    state: AppState,
+    max_body_bytes: usize,
+    cors: Option<cors::Cors>,
+) -> (Router, Router) {
     let app = Router::new()
         .route("/health", get(handlers::health))
         .route("/openapi.json", get(handlers::openapi_json))
@@ -174,7 +184,8 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
         Some(c) => app.layer(middleware::from_fn_with_state(Arc::new(c), cors::cors)),
         None => app,
     };
-    app.layer(DefaultBodyLimit::max(max_body_bytes))
+    let api = app
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -184,14 +195,23 @@ pub fn router(state: AppState, max_body_bytes: usize, cors: Option<cors::Cors>) 
                 })
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-        // Outermost: preview host names never reach the API's routes, its key check, its limits, its
-        // metrics or its INFO request log (a public preview's traffic would flood it: a tenth of the
-        // daemon's time per request went to formatting that line; previews log at DEBUG).
+        .with_state(state.clone());
+    // The E2B surface translates onto the API above, called in process.
+    let e2b_root = crate::e2b::root_router(state.clone(), api.clone());
+    let main = Router::new()
+        .nest(
+            crate::e2b::PREFIX,
+            crate::e2b::router(state.clone(), api.clone()),
+        )
+        .fallback_service(api)
+        // Outermost: preview host names never reach the API's routes (nor E2B's), its key check, its
+        // limits, its metrics or its INFO request log (a public preview's traffic would flood it: a tenth
+        // of the daemon's time per request went to formatting that line; previews log at DEBUG).
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            state,
             crate::preview::host_dispatch,
-        ))
-        .with_state(state)
+        ));
+    (main, e2b_root)
 }
 
 /// The query parameter that may carry the key where a client cannot set headers (browser `WebSocket` and
