@@ -3,7 +3,7 @@
 #
 # Stages: the rustfmt and clippy gates, Rust unit and integration tests (agent, isolation, daemon, SDK, CLI; with the escape, abuse, fault,
 # auth and bad-input suites), schemathesis against the daemon's OpenAPI document, the Python SDK suite, the
-# TypeScript SDK suite, the quick benchmark profile (which checks that the benchmarks still run; it does not
+# TypeScript SDK suite, the stock E2B SDKs against the E2B surface, the quick benchmark profile (which checks that the benchmarks still run; it does not
 # judge numbers), and the hardening suite's fuzz targets and load test in their quick profiles. Every stage
 # runs even when an earlier one failed; the exit status is non-zero if any failed, and the last line sums
 # them up.
@@ -45,6 +45,9 @@ stage rust-tests cargo test --workspace --locked --no-fail-fast -- --test-thread
 stage api-schemathesis bash crates/sandpit-server/tests/schemathesis.sh
 [ -x sdk/python/test.sh ] && stage python-sdk sdk/python/test.sh
 [ -x sdk/typescript/test.sh ] && stage typescript-sdk sdk/typescript/test.sh
+# The stock E2B SDKs (pinned), unchanged, against the daemon's E2B surface (docs/e2b.md).
+[ -x compat/e2b/python/test.sh ] && stage e2b-python compat/e2b/python/test.sh
+[ -x compat/e2b/typescript/test.sh ] && stage e2b-typescript compat/e2b/typescript/test.sh
 [ -x bench/run ] && stage bench-quick bench/run --quick
 # The hardening suite's quick profile (scripts/hardening.sh --long runs the long one): the escape, abuse,
 # fault, auth and bad-input tests ran in rust-tests; these are the fuzz targets and the load test.

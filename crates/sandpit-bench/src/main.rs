@@ -6,6 +6,7 @@
 
 mod agent;
 mod daemon;
+mod e2b;
 mod files;
 mod load;
 mod network;
@@ -89,6 +90,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(snapshots::run(&args.sandpit_bin, args.quick))
                 .context("snapshot benchmarks")?,
+        );
+    }
+    if want("e2b") {
+        rows.extend(
+            rt.block_on(e2b::run(&args.sandpit_bin, args.quick))
+                .context("E2B compatibility benchmarks")?,
         );
     }
     if want("network") {
