@@ -37,9 +37,9 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let name = "stock e2b SDK: create → first run(\"echo hi\")";
     for p in [e2b_py, sandpit_py] {
         if !Path::new(p).exists() {
-            return Ok(vec![Row::new(GROUP, name, "ms", summarize(&[])).note(format!(
-                "not measured: {p} is missing (bench/run prepares it)"
-            ))]);
+            return Ok(vec![Row::new(GROUP, name, "ms", summarize(&[])).note(
+                format!("not measured: {p} is missing (bench/run prepares it)"),
+            )]);
         }
     }
     let d = start_daemon(bin)?;

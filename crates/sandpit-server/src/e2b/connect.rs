@@ -199,8 +199,15 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RpcError> {
     } else {
         bytes
     };
-    serde_json::from_slice(bytes)
-        .map_err(|e| RpcError::invalid(format!("bad request message: {e}")))
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        if at == "." {
+            RpcError::invalid(format!("bad request message: {}", e.inner()))
+        } else {
+            RpcError::invalid(format!("bad request message: {at}: {}", e.inner()))
+        }
+    })
 }
 
 /// The message of a unary request.

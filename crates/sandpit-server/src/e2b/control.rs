@@ -121,7 +121,15 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiErr> {
     } else {
         &body[..]
     };
-    serde_json::from_slice(body).map_err(|e| bad(format!("bad request body: {e}")))
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        if at == "." {
+            bad(format!("bad request body: {}", e.inner()))
+        } else {
+            bad(format!("bad request body: {at}: {}", e.inner()))
+        }
+    })
 }
 
 /// `POST /sandboxes` and `/v2/sandboxes`.
