@@ -11,7 +11,14 @@ from typing import Any, AsyncIterable, AsyncIterator, Mapping, Optional, Union
 
 import httpx
 
-from .._client import STREAM_READ_TIMEOUT, QueryParams, _BaseTransport, _transport_error, error_from_response
+from .._client import (
+    STREAM_READ_TIMEOUT,
+    QueryParams,
+    _BaseTransport,
+    _transport_error,
+    error_from_response,
+    tls_context,
+)
 
 __all__ = ["AsyncTransport"]
 
@@ -23,7 +30,7 @@ class AsyncTransport(_BaseTransport):
         self, url: Optional[str] = None, api_key: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> None:
         super().__init__(url, api_key, request_timeout)
-        self._client = httpx.AsyncClient(base_url=self.url, headers=self.headers)
+        self._client = httpx.AsyncClient(base_url=self.url, headers=self.headers, verify=tls_context())
 
     async def request(
         self,

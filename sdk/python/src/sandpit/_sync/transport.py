@@ -8,7 +8,14 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 import httpx
 
-from .._client import STREAM_READ_TIMEOUT, QueryParams, _BaseTransport, _transport_error, error_from_response
+from .._client import (
+    STREAM_READ_TIMEOUT,
+    QueryParams,
+    _BaseTransport,
+    _transport_error,
+    error_from_response,
+    tls_context,
+)
 
 __all__ = ["SyncTransport"]
 
@@ -20,7 +27,7 @@ class SyncTransport(_BaseTransport):
         self, url: Optional[str] = None, api_key: Optional[str] = None, request_timeout: Optional[float] = None
     ) -> None:
         super().__init__(url, api_key, request_timeout)
-        self._client = httpx.Client(base_url=self.url, headers=self.headers)
+        self._client = httpx.Client(base_url=self.url, headers=self.headers, verify=tls_context())
 
     def request(
         self,
