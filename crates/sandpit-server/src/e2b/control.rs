@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -39,6 +39,12 @@ pub(super) fn routes() -> Router<E2b> {
         .route("/sandboxes/{id}/fork", post(unsupported))
         .route("/sandboxes/{id}/snapshots", post(unsupported))
         .route("/sandboxes/{id}/refreshes", post(unsupported))
+        // E2B's snapshot listing and its template API (snapshots are deleted there).
+        .route("/snapshots", get(unsupported))
+        .route("/templates", any(unsupported))
+        .route("/templates/{*rest}", any(unsupported))
+        .route("/v2/templates", any(unsupported))
+        .route("/v2/templates/{*rest}", any(unsupported))
 }
 
 /// An E2B API error: `{"code": status, "message"}`.
@@ -374,6 +380,24 @@ fn detail(info: &SandboxInfo, token: Option<String>) -> Option<serde_json::Value
     Some(v)
 }
 
+/// E2B's `metadata` list filter, `k=v&k2=v2` with each key and value escaped once more (as E2B's API
+/// reads it: the whole value unescaped, split, then each part unescaped; `+` is a space).
+fn metadata_filter(v: &str) -> Vec<(String, String)> {
+    let unescape = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    unescape(v)
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (unescape(k), unescape(v))
+        })
+        .collect()
+}
+
 /// An RFC 3339 time with `Z` or a `±HH:MM` offset, as Unix milliseconds.
 fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
@@ -473,7 +497,7 @@ async fn list(
     for (k, v) in form_urlencoded::parse(q.unwrap_or_default().as_bytes()) {
         match &*k {
             "metadata" => {
-                for (mk, mv) in form_urlencoded::parse(v.as_bytes()) {
+                for (mk, mv) in metadata_filter(&v) {
                     sandpit_q.push(format!("metadata={}", enc(&format!("{mk}={mv}"))));
                 }
             }
@@ -678,7 +702,18 @@ async fn connect(
             None::<&()>,
         )
         .await?;
-    if let Some(t) = req.timeout {
+    // A running sandbox's deadline only moves later (what the SDKs document); a resumed one gets the timeout.
+    let later = |t: u64| {
+        before.state == SandboxState::Paused
+            || before.expires_at.as_deref().is_some_and(|end| {
+                crate::time::parse_rfc3339_ms(end).is_some_and(|end| {
+                    crate::time::now_ms()
+                        + i64::try_from(t.saturating_mul(1000)).unwrap_or(i64::MAX)
+                        > end
+                })
+            })
+    };
+    if let Some(t) = req.timeout.filter(|t| later(*t)) {
         let (_, i): (_, SandboxInfo) = e
             .json(
                 Method::POST,
@@ -765,6 +800,23 @@ mod tests {
             (n.egress, n.allow_out),
             (Some(Egress::Deny), vec!["10.0.0.1".to_owned()])
         );
+    }
+
+    #[test]
+    fn metadata_filters_are_unescaped_as_e2b_does() {
+        // Python: urlencode({"userId": "ada@example.com"}); JS: each part encoded, then the whole.
+        assert_eq!(
+            metadata_filter("userId=ada%40example.com"),
+            vec![("userId".into(), "ada@example.com".into())]
+        );
+        assert_eq!(
+            metadata_filter("userId%3Dada%2540example.com%26n%3D1"),
+            vec![
+                ("userId".into(), "ada@example.com".into()),
+                ("n".into(), "1".into())
+            ]
+        );
+        assert_eq!(metadata_filter("k=a+b"), vec![("k".into(), "a b".into())]);
     }
 
     #[test]
