@@ -29,7 +29,7 @@ fn samples(python: &str, mode: &str, url: &str, key: &str, n: usize) -> anyhow::
     serde_json::from_slice(&out.stdout).context("bench/first_result.py output")
 }
 
-pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+pub fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let (e2b_py, sandpit_py) = (
         "compat/e2b/python/.venv/bin/python",
         "sdk/python/.venv/bin/python",

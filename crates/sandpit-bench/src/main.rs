@@ -94,8 +94,7 @@ fn main() -> anyhow::Result<()> {
     }
     if want("e2b") {
         rows.extend(
-            rt.block_on(e2b::run(&args.sandpit_bin, args.quick))
-                .context("E2B compatibility benchmarks")?,
+            e2b::run(&args.sandpit_bin, args.quick).context("E2B compatibility benchmarks")?,
         );
     }
     if want("network") {
