@@ -145,6 +145,8 @@ async fn control_api_answers_e2b_shapes_and_refuses_bad_input_by_name() {
     assert_eq!(s, 501);
     assert!(b["message"].as_str().unwrap().contains("metrics"), "{b}");
     let (s, b) = call(e2b().get(d.url("/e2b/templates"))).await;
+    assert_eq!((s, b["code"].as_u64()), (501, Some(501)), "{b}");
+    let (s, b) = call(e2b().get(d.url("/e2b/nowhere"))).await;
     assert_eq!((s, b["code"].as_u64()), (404, Some(404)), "{b}");
 
     // Timeout, kill, and a killed sandbox is gone for E2B.
