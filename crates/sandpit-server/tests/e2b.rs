@@ -120,6 +120,31 @@ async fn control_api_answers_e2b_shapes_and_refuses_bad_input_by_name() {
     )
     .await;
     assert_eq!((s, again["envdAccessToken"].as_str()), (200, Some(&*token)));
+    // A read key sees the sandbox but is not handed its token, and cannot connect.
+    let (s, rk) = call(
+        common::client()
+            .post(d.url("/v1/keys"))
+            .json(&json!({"name": "reader", "scopes": ["read"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{rk}");
+    let reader = rk["key"].as_str().unwrap().to_owned();
+    let (s, seen) = call(
+        reqwest::Client::new()
+            .get(d.url(&format!("/e2b/sandboxes/{id}")))
+            .header("x-api-key", &reader),
+    )
+    .await;
+    assert_eq!(s, 200, "{seen}");
+    assert_eq!(seen["envdAccessToken"], Value::Null, "{seen}");
+    let (s, _) = call(
+        reqwest::Client::new()
+            .post(d.url(&format!("/e2b/sandboxes/{id}/connect")))
+            .header("x-api-key", &reader)
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(s, 403);
     // The token works on sandpit's own API, for that sandbox only.
     let (s, _) = call(
         reqwest::Client::new()

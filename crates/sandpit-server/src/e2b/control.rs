@@ -587,6 +587,16 @@ async fn list(
     Ok(resp)
 }
 
+/// Whether `key` may be handed a sandbox's access token: a key that may use sandboxes (not a read key, not
+/// a sandbox's own token, which the hand-over would replace).
+fn may_hold_tokens(e: &E2b, key: &str) -> bool {
+    e.app().keys.resolve(key.as_bytes()).is_some_and(|p| {
+        p.sandbox.is_none()
+            && (p.has(sandpit_types::keys::Scope::Admin)
+                || p.has(sandpit_types::keys::Scope::Sandboxes))
+    })
+}
+
 async fn get_one(
     State(e): State<E2b>,
     headers: HeaderMap,
@@ -594,8 +604,13 @@ async fn get_one(
 ) -> Result<Response, ApiErr> {
     let key = api_key(&headers)?;
     let info = fetch(&e, &key, &id).await?;
-    let token = e.ensure_envd_token(&id).await?;
-    Ok(Json(detail(&info, Some(token))).into_response())
+    // A read key sees the sandbox, not the token that would let it run commands there.
+    let token = if may_hold_tokens(&e, &key) {
+        Some(e.ensure_envd_token(&id).await?)
+    } else {
+        None
+    };
+    Ok(Json(detail(&info, token)).into_response())
 }
 
 async fn kill(
@@ -691,6 +706,13 @@ async fn connect(
     body: Bytes,
 ) -> Result<Response, ApiErr> {
     let key = api_key(&headers)?;
+    if !may_hold_tokens(&e, &key) {
+        return Err(ApiErr(
+            StatusCode::FORBIDDEN,
+            "connect hands out the sandbox's access token: it needs a key with the `sandboxes` or `admin` scope"
+                .into(),
+        ));
+    }
     let req: ConnectRequest = parse(&body)?;
     refuse_memoryless(req.memory.as_ref())?;
     let before = fetch(&e, &key, &id).await?;
