@@ -49,27 +49,14 @@ def daemon() -> Iterator[Daemon]:
             env={**os.environ, "HOME": str(home)},
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while not (state / "api-key").is_file() or not _answers(port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the daemon did not start; its log:\n{log.read_text()}")
-        time.sleep(0.05)
-    key = (state / "api-key").read_text().strip()
-    if backend == "isolate":
-        # The base template is built from the host at first start (5-15 s).
-        while httpx.get(f"{url}/v1/templates/base", headers={"Authorization": f"Bearer {key}"}).status_code != 200:
-            if proc.poll() is not None or time.monotonic() > deadline + 120:
-                proc.kill()
-                raise RuntimeError(f"the base template was not built; the daemon's log:\n{log.read_text()}")
-            time.sleep(0.2)
-    os.environ.update({
-        "E2B_API_URL": f"{url}/e2b",
-        "E2B_SANDBOX_URL": f"{url}/e2b/sandbox",
-        "E2B_API_KEY": key,
-        "E2B_VALIDATE_API_KEY": "false",
-    })
     try:
+        key = _wait_ready(proc, url, port, state, log, backend)
+        os.environ.update({
+            "E2B_API_URL": f"{url}/e2b",
+            "E2B_SANDBOX_URL": f"{url}/e2b/sandbox",
+            "E2B_API_KEY": key,
+            "E2B_VALIDATE_API_KEY": "false",
+        })
         yield Daemon(url, f"http://127.0.0.1:{e2b_port}", key, state, log)
     finally:
         proc.terminate()
@@ -77,6 +64,36 @@ def daemon() -> Iterator[Daemon]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        # The state dir holds the base template (hard links): remove it, unless something is still mounted there.
+        with open("/proc/self/mounts") as m:
+            mounted = str(tmp) in m.read()
+        if not mounted:
+            subprocess.run(["rm", "-rf", "--one-file-system", str(tmp)], check=False)
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, port: int, state: Path, log: Path, backend: str) -> str:
+    """The API key, once the daemon answers (and, with the isolate backend, its base template is built: 5-15 s
+    at first start, longer on a loaded machine)."""
+    deadline = time.monotonic() + 60
+    while not (state / "api-key").is_file() or not _answers(port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not start; its log:\n{log.read_text()}")
+        time.sleep(0.05)
+    key = (state / "api-key").read_text().strip()
+    if backend != "isolate":
+        return key
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            r = httpx.get(f"{url}/v1/templates/base", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            if r.status_code == 200:
+                return key
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the base template was not built; the daemon's log:\n{log.read_text()}")
+        time.sleep(0.2)
 
 
 def _answers(port: int) -> bool:
