@@ -331,8 +331,13 @@ fn e2b_state(s: SandboxState) -> Option<&'static str> {
     }
 }
 
-/// How many CPUs and MiB a sandbox without limits may use: the host's.
+/// How many CPUs and MiB a sandbox without limits may use: the host's (read once: a list asks per sandbox).
 fn host_size() -> (u64, u64) {
+    static SIZE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(read_host_size)
+}
+
+fn read_host_size() -> (u64, u64) {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let mem_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
