@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use crate::output::{OutputLog, Stream, utf8_cut};
-use crate::reaper::Exit;
+use crate::reaper::{Ended, Exit};
 
 /// The fixed facts of a process, known before it starts.
 #[derive(Debug, Clone)]
@@ -44,6 +44,7 @@ struct State {
     error: Option<String>,
     /// Set when the agent itself killed the process for running too long or too quietly.
     timed_out: Option<String>,
+    resources: Option<sandpit_types::ProcessResources>,
 }
 
 /// Errors of process control calls.
@@ -102,6 +103,7 @@ impl Process {
                 ended_at: None,
                 error: None,
                 timed_out: None,
+                resources: None,
             }),
             pgid: AtomicI32::new(0),
             done: watch::channel(false).0,
@@ -134,6 +136,7 @@ impl Process {
             stderr_bytes,
             lost_bytes,
             last_seq,
+            resources: s.resources,
         }
     }
 
@@ -340,7 +343,7 @@ pub async fn supervise(
     proc: std::sync::Arc<Process>,
     stdout: OwnedFd,
     stderr: Option<OwnedFd>,
-    exit_rx: oneshot::Receiver<Exit>,
+    exit_rx: oneshot::Receiver<Ended>,
     timeouts: Timeouts,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -362,9 +365,9 @@ pub async fn supervise(
     let mut idle_deadline = timeouts.idle.map(|t| start + t);
     let far = start + Duration::from_secs(100 * 365 * 86_400);
     tokio::pin!(exit_rx);
-    let exit = loop {
+    let (exit, resources) = loop {
         tokio::select! {
-            e = &mut exit_rx => break e.unwrap_or(Exit::Signal(libc::SIGKILL)),
+            e = &mut exit_rx => break e.map_or((Exit::Signal(libc::SIGKILL), None), |e| (e.exit, Some(e.resources))),
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 let ms = timeouts.total.unwrap_or_default().as_millis();
                 crate::sync::lock(&proc.state).timed_out =
@@ -405,6 +408,7 @@ pub async fn supervise(
     {
         let mut s = crate::sync::lock(&proc.state);
         s.ended_at = Some(SystemTime::now());
+        s.resources = resources;
         match exit {
             Exit::Code(c) => {
                 s.exit_code = Some(c);

@@ -19,7 +19,8 @@ use sandpit_server::{BackendKind, Config, LogFormat};
     shutdown_grace_secs, header_timeout_secs, body_idle_timeout_secs, health_interval_ms, health_timeout_ms, \
     unhealthy_grace_secs, audit_retention_days, log_format, cors_origins, import_roots, network, default_egress, network_pool, \
     egress_opt_in, max_connections, dns_upstream, preview_domain, preview_strip_origin, pools, \
-    cgroup_favordynmods, e2b_listen). Flags win over the environment, which wins over the \
+    cgroup_favordynmods, e2b_listen, events_retention_days, metrics_interval_ms, metrics_window_secs, \
+    metrics_max_series, webhook_max_attempts, webhook_backoff_ms, webhook_timeout_ms). Flags win over the environment, which wins over the \
     file.")]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7070].
@@ -142,6 +143,27 @@ pub struct ServeArgs {
     /// the E2B SDKs' signed file URLs, which cannot carry a path prefix (docs/e2b.md).
     #[arg(long, env = "SANDPIT_E2B_LISTEN", value_name = "ADDR")]
     e2b_listen: Option<SocketAddr>,
+    /// How many days lifecycle events (`GET /v1/events`) and webhook delivery logs are kept [default: 30].
+    #[arg(long, env = "SANDPIT_EVENTS_RETENTION_DAYS", value_name = "DAYS")]
+    events_retention_days: Option<u64>,
+    /// How often each running sandbox's cpu, memory, disk and pids are sampled [default: 5000].
+    #[arg(long, env = "SANDPIT_METRICS_INTERVAL_MS", value_name = "MS")]
+    metrics_interval_ms: Option<u64>,
+    /// How long samples are kept, in memory [default: 3600].
+    #[arg(long, env = "SANDPIT_METRICS_WINDOW_SECS", value_name = "SECS")]
+    metrics_window_secs: Option<u64>,
+    /// Most sandboxes given their own gauges on /metrics, the busiest first [default: 100].
+    #[arg(long, env = "SANDPIT_METRICS_MAX_SERIES", value_name = "N")]
+    metrics_max_series: Option<u64>,
+    /// Most attempts at one webhook delivery [default: 6].
+    #[arg(long, env = "SANDPIT_WEBHOOK_MAX_ATTEMPTS", value_name = "N")]
+    webhook_max_attempts: Option<u64>,
+    /// Wait after a webhook delivery's first failed attempt, doubled after each further one [default: 1000].
+    #[arg(long, env = "SANDPIT_WEBHOOK_BACKOFF_MS", value_name = "MS")]
+    webhook_backoff_ms: Option<u64>,
+    /// One webhook attempt's limit: connect, send, answer [default: 10000].
+    #[arg(long, env = "SANDPIT_WEBHOOK_TIMEOUT_MS", value_name = "MS")]
+    webhook_timeout_ms: Option<u64>,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -270,6 +292,27 @@ fn overlay(config: &mut Config, args: ServeArgs) {
     }
     if let Some(v) = args.audit_retention_days {
         config.audit_retention_days = v;
+    }
+    if let Some(v) = args.events_retention_days {
+        config.events_retention_days = v;
+    }
+    if let Some(v) = args.metrics_interval_ms {
+        config.metrics_interval_ms = v;
+    }
+    if let Some(v) = args.metrics_window_secs {
+        config.metrics_window_secs = v;
+    }
+    if let Some(v) = args.metrics_max_series {
+        config.metrics_max_series = v;
+    }
+    if let Some(v) = args.webhook_max_attempts {
+        config.webhook_max_attempts = v;
+    }
+    if let Some(v) = args.webhook_backoff_ms {
+        config.webhook_backoff_ms = v;
+    }
+    if let Some(v) = args.webhook_timeout_ms {
+        config.webhook_timeout_ms = v;
     }
     let dns: Vec<String> = args
         .dns_upstream

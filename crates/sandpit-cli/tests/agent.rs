@@ -37,6 +37,23 @@ async fn exec_returns_output_exit_code_env_and_cwd() {
     assert_eq!(r["stdout"], "piped");
 }
 
+/// Issue 20: an ended process reports its cpu time and peak memory (the kernel's account at `wait4`), a
+/// shell's including the children it waited for; a running one has none yet.
+#[tokio::test]
+async fn an_ended_process_reports_its_cpu_time_and_peak_memory() {
+    let a = AgentProc::start(&[]);
+    let r = a
+        .exec(json!({"cmd": "python3 -c 'import time\nx = bytearray(64 << 20)\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass'"}))
+        .await;
+    assert_eq!(r["status"], "exited", "{r}");
+    let res = &r["resources"];
+    let cpu = res["cpu_user_ms"].as_u64().unwrap() + res["cpu_system_ms"].as_u64().unwrap();
+    assert!(cpu >= 300, "{r}");
+    assert!(res["max_rss_bytes"].as_u64().unwrap() >= 64 << 20, "{r}");
+    let r = a.exec(json!({"argv": ["true"]})).await;
+    assert!(r["resources"]["max_rss_bytes"].as_u64().unwrap() < 64 << 20, "{r}");
+}
+
 #[tokio::test]
 async fn start_failures_are_failed_status_with_a_clear_error() {
     let a = AgentProc::start(&[]);

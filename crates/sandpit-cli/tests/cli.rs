@@ -25,9 +25,14 @@ impl Daemon {
     }
 
     fn start_with_backend(backend: &str) -> Self {
+        Self::start_with_args(backend, &[])
+    }
+
+    fn start_with_args(backend: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let serve = sandpit_testkit::Serve::builder(BIN, dir.path())
             .backend(backend)
+            .args(extra.iter().copied())
             .arg("--import-root")
             .arg(std::env::temp_dir().display().to_string())
             .log(dir.path().join("daemon.log"))
@@ -1130,6 +1135,192 @@ fn audit_lists_who_ran_what() {
     let o = d.run(&["audit", "--since", "yesterday"]);
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("since"), "{}", text(&o.stderr));
+}
+
+/// Issue 20: `events` (a page, `-f`), `metrics`, `top --once` and `webhook` against the real daemon.
+#[test]
+fn events_follow_metrics_top_and_webhooks() {
+    use std::io::BufRead as _;
+    let d = Daemon::start_with_args(
+        "process",
+        &["--metrics-interval-ms", "200", "--webhook-backoff-ms", "50"],
+    );
+    // A receiver on loopback that answers 200 and hands over what it got.
+    let rx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/hook", rx.local_addr().unwrap());
+    let (got_tx, got) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in rx.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut buf = vec![0u8; 65536];
+            let mut req = Vec::new();
+            // Head and body arrive in a few reads; the body is small.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let n = conn.read(&mut buf).unwrap_or(0);
+                req.extend_from_slice(&buf[..n]);
+                let t = String::from_utf8_lossy(&req).into_owned();
+                if let Some((head, body)) = t.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = got_tx.send(String::from_utf8_lossy(&req).into_owned());
+        }
+    });
+    let wid = d
+        .ok(&[
+            "webhook",
+            "create",
+            &hook_url,
+            "--events",
+            "sandbox.created",
+            "--secret",
+            "s3cret-s3cret",
+        ])
+        .trim()
+        .to_owned();
+    assert!(wid.starts_with("wh_"), "{wid}");
+    assert!(d.ok(&["webhook", "ls"]).contains(&wid));
+    let o = d.run(&[
+        "webhook",
+        "create",
+        &hook_url,
+        "--events",
+        "sandbox.nope",
+        "--secret",
+        "s3cret-s3cret",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("unknown event type"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let mut follow = d
+        .cmd(&["events", "-f", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let (line_tx, followed) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for l in lines.lines().map_while(Result::ok) {
+            let _ = line_tx.send(serde_json::from_str(&l).unwrap());
+        }
+    });
+    // The stream is open once the daemon has it: make events until the first one shows.
+    let sid = d.create();
+    let first = followed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("sandpit events -f printed nothing");
+    assert_eq!(
+        (first["type"].as_str(), first["sandbox_id"].as_str()),
+        (Some("sandbox.created"), Some(sid.as_str()))
+    );
+
+    // Metrics of a running sandbox, and the live table.
+    let samples = (0..100)
+        .find_map(|_| {
+            let v = d.json(&["metrics", &sid, "--json"]);
+            if v.as_array().is_some_and(|a| a.len() >= 2) {
+                Some(v)
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            }
+        })
+        .expect("two samples within 10 s");
+    assert!(samples[1]["pids"].as_u64().unwrap() >= 1, "{samples}");
+    assert!(samples[1]["mem_used"].as_u64().unwrap() > 0, "{samples}");
+    let table = d.ok(&["metrics", &sid]);
+    assert!(table.starts_with("TIME") && table.contains('%'), "{table}");
+    let top = d.ok(&["top", "--once", "--sort", "mem"]);
+    assert!(
+        top.starts_with("ID") && top.contains(&sid) && top.contains('%'),
+        "{top}"
+    );
+
+    d.ok(&["pause", &sid]);
+    d.ok(&["resume", &sid]);
+    d.ok(&["rm", &sid]);
+    let mut seen = vec![first["type"].as_str().unwrap().to_owned()];
+    while seen.len() < 4 {
+        let e = followed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the followed events");
+        seen.push(e["type"].as_str().unwrap().to_owned());
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        seen,
+        [
+            "sandbox.created",
+            "sandbox.paused",
+            "sandbox.resumed",
+            "sandbox.killed"
+        ]
+    );
+    let page = d.json(&["events", "--sandbox", &sid, "--json"]);
+    let types: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, seen);
+    let listed = d.ok(&["events", "--sandbox", &sid, "--type", "sandbox.paused"]);
+    assert!(
+        listed.starts_with("ID")
+            && listed.contains("sandbox.paused")
+            && !listed.contains("sandbox.killed"),
+        "{listed}"
+    );
+    let o = d.run(&["events", "--type", "sandbox.exploded"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("unknown event type"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // The webhook got the create, signed; the delivery log says so.
+    let req = got
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the webhook delivery");
+    assert!(req.starts_with("POST /hook"), "{req}");
+    assert!(
+        req.to_ascii_lowercase().contains("sandpit-signature: v1="),
+        "{req}"
+    );
+    assert!(req.contains(&sid), "{req}");
+    let deliveries = d.json(&["webhook", "deliveries", &wid, "--json"]);
+    assert_eq!(deliveries[0]["outcome"], "delivered", "{deliveries}");
+    d.ok(&["webhook", "rm", &wid]);
+    let o = d.run(&["webhook", "get", &wid]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("no webhook"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ mod seccomp;
 pub mod snapshot;
 mod sys;
 mod template;
+pub mod usage;
 pub mod volume;
 
 use std::ffi::CString;
@@ -28,7 +29,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt, chown};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -869,6 +870,23 @@ impl Isolator {
     pub fn resume(&self, handle: &SandboxHandle) -> Result<(), IsolateError> {
         let cg = handle.cgroups.as_ref().ok_or_else(|| not_running(handle))?;
         Ok(self.cgroups.thaw(cg)?)
+    }
+
+    /// What the sandbox uses now (`None` when it is not running): its cgroups, and its root
+    /// filesystem's writable layer (an overlay reports its upper layer's size).
+    pub fn usage(&self, handle: &SandboxHandle) -> Option<usage::Usage> {
+        let cg = handle.cgroups.as_ref()?;
+        if !self.is_alive(handle) {
+            return None;
+        }
+        let mut u = usage::of_cgroups(cg);
+        if let Some((used, size)) =
+            usage::filesystem(Path::new(&format!("/proc/{}/root", handle.init_pid)))
+        {
+            u.disk_used = used;
+            u.disk_limit = size;
+        }
+        Some(u)
     }
 
     /// Whether the sandbox init (this exact process, not a reused pid) is running.

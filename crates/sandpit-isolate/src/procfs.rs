@@ -10,6 +10,14 @@ pub struct ProcStat {
     /// Start time in clock ticks since boot (field 22): with the pid it identifies a process across
     /// pid reuse.
     pub starttime: u64,
+    /// CPU time in clock ticks: its own (user + system, fields 14-15) and its waited-for children's
+    /// (fields 16-17).
+    pub cpu_ticks: u64,
+    pub children_cpu_ticks: u64,
+    /// Threads (field 20).
+    pub threads: u64,
+    /// Resident set in pages (field 24).
+    pub rss_pages: u64,
 }
 
 impl ProcStat {
@@ -23,15 +31,17 @@ impl ProcStat {
     /// parentheses: the fields that follow start after the *last* `)`.
     pub fn parse(line: &str) -> Option<Self> {
         let rest = &line[line.rfind(')')? + 1..];
-        let mut fields = rest.split_whitespace();
-        let state = fields.next()?.chars().next()?;
-        let ppid = fields.next()?.parse().ok()?;
-        // Field 22 overall is the 20th after the command name; two are read already.
-        let starttime = fields.nth(17)?.parse().ok()?;
+        // f[0] is field 3 (the state).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |field: usize| f.get(field - 3)?.parse::<u64>().ok();
         Some(Self {
-            state,
-            ppid,
-            starttime,
+            state: f.first()?.chars().next()?,
+            ppid: f.get(1)?.parse().ok()?,
+            starttime: num(22)?,
+            cpu_ticks: num(14)? + num(15)?,
+            children_cpu_ticks: num(16)? + num(17)?,
+            threads: num(20)?,
+            rss_pages: num(24)?,
         })
     }
 }
@@ -96,7 +106,11 @@ mod tests {
             Some(ProcStat {
                 state: 'S',
                 ppid: 17,
-                starttime: 987_654
+                starttime: 987_654,
+                cpu_ticks: 3,
+                children_cpu_ticks: 0,
+                threads: 1,
+                rss_pages: 10,
             })
         );
         assert_eq!(ProcStat::parse("12 (x) Z"), None);

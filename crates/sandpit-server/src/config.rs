@@ -109,6 +109,21 @@ pub struct Config {
     pub unhealthy_grace_secs: u64,
     /// How long the audit log (`GET /v1/audit`) keeps a row, in days.
     pub audit_retention_days: u64,
+    /// How long lifecycle events (`GET /v1/events`) and the webhook delivery log are kept, in days.
+    pub events_retention_days: u64,
+    /// How often each running sandbox's cpu, memory, disk and pids are sampled
+    /// (`GET /v1/sandboxes/{id}/metrics`).
+    pub metrics_interval_ms: u64,
+    /// How long samples are kept (in memory), in seconds.
+    pub metrics_window_secs: u64,
+    /// Most sandboxes given per-sandbox gauges on `/metrics` (the busiest first).
+    pub metrics_max_series: u64,
+    /// Most attempts at one webhook delivery.
+    pub webhook_max_attempts: u64,
+    /// The wait after a webhook delivery's first failed attempt, doubled after each further one.
+    pub webhook_backoff_ms: u64,
+    /// One webhook attempt's limit (connect, send, answer).
+    pub webhook_timeout_ms: u64,
     pub log_format: LogFormat,
     /// Origins whose web pages may call the API (CORS), e.g. `https://app.example.com`; `*` allows every
     /// origin (development only: any page the user visits could then use a key it gets hold of). Empty:
@@ -177,6 +192,13 @@ impl Default for Config {
             health_timeout_ms: 2000,
             unhealthy_grace_secs: 20,
             audit_retention_days: 30,
+            events_retention_days: 30,
+            metrics_interval_ms: 5000,
+            metrics_window_secs: 3600,
+            metrics_max_series: 100,
+            webhook_max_attempts: 6,
+            webhook_backoff_ms: 1000,
+            webhook_timeout_ms: 10_000,
             log_format: LogFormat::default(),
             cors_origins: Vec::new(),
             import_roots: Vec::new(),
@@ -285,6 +307,28 @@ impl Config {
             ("health_timeout_ms", self.health_timeout_ms, 100, 60_000),
             ("unhealthy_grace_secs", self.unhealthy_grace_secs, 0, 3600),
             ("audit_retention_days", self.audit_retention_days, 1, 36_500),
+            (
+                "events_retention_days",
+                self.events_retention_days,
+                1,
+                36_500,
+            ),
+            (
+                "metrics_interval_ms",
+                self.metrics_interval_ms,
+                100,
+                3_600_000,
+            ),
+            (
+                "metrics_window_secs",
+                self.metrics_window_secs,
+                10,
+                7 * 86_400,
+            ),
+            ("metrics_max_series", self.metrics_max_series, 0, 10_000),
+            ("webhook_max_attempts", self.webhook_max_attempts, 1, 50),
+            ("webhook_backoff_ms", self.webhook_backoff_ms, 10, 3_600_000),
+            ("webhook_timeout_ms", self.webhook_timeout_ms, 100, 300_000),
         ] {
             if !(lo..=hi).contains(&v) {
                 return Err(ConfigError::Invalid(format!(

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sandpit_types::observe::EventType;
 use sandpit_types::sandbox::{
     CreateSandboxRequest, ForkInfo, ForkRequest, OnTimeout, SandboxInfo, SandboxState, SnapshotInfo,
 };
@@ -199,6 +200,8 @@ pub struct Engine {
     health_events: watch::Sender<u64>,
     /// Warm pools: sandboxes created ahead per template ([`crate::pools`]).
     pub(crate) pools: crate::pools::Pools,
+    /// Where lifecycle events go ([`Engine::set_events`]).
+    events: std::sync::OnceLock<Arc<crate::events::Events>>,
 }
 
 impl Engine {
@@ -216,7 +219,41 @@ impl Engine {
             unhealthy: std::sync::RwLock::new(HashMap::new()),
             health_events: watch::channel(0).0,
             pools: crate::pools::Pools::default(),
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Records lifecycle events from now on (once, at start).
+    pub fn set_events(&self, events: Arc<crate::events::Events>) {
+        let _ = self.events.set(events);
+    }
+
+    /// Records that `kind` happened to a sandbox; pooled sandboxes (nobody's yet) have no events.
+    fn emit(&self, kind: EventType, rec: &SandboxRecord, data: serde_json::Value) {
+        if rec.pool.is_some() {
+            return;
+        }
+        if let Some(ev) = self.events.get() {
+            ev.emit(kind, &rec.id, &rec.tenant, data);
+        }
+    }
+
+    /// Running sandboxes to sample ([`crate::usage`]): id, backend handle, cpu limit, disk cap in MiB.
+    /// Pooled sandboxes (nobody's yet) are left out.
+    pub async fn sampled(&self) -> Vec<(String, BackendHandle, Option<f64>, Option<u64>)> {
+        self.store
+            .list()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.state == SandboxState::Running && r.pool.is_none())
+            .filter_map(|r| Some((r.id, r.handle?, r.cpu, r.disk_mb)))
+            .collect()
+    }
+
+    /// What a sandbox uses now (blocking: reads `/proc` and cgroup files).
+    pub fn usage_of(&self, handle: &BackendHandle) -> Option<sandpit_isolate::usage::Usage> {
+        self.backend.usage(handle)
     }
 
     /// Turns networking on for sandboxes created from now on (once, at start).
@@ -505,6 +542,11 @@ impl Engine {
                 }
                 this.note(&rec);
                 this.wake.notify_one();
+                this.emit(
+                    EventType::Created,
+                    &rec,
+                    serde_json::json!({"template": rec.template, "pooled": true}),
+                );
                 tracing::info!(sandbox = %rec.id, template = %template, "sandbox taken from the warm pool");
                 Ok(Some(info(&rec)))
             })
@@ -621,6 +663,11 @@ impl Engine {
                     }
                     this.save(&rec).await?;
                     this.wake.notify_one();
+                    this.emit(
+                        EventType::Created,
+                        &rec,
+                        serde_json::json!({"template": rec.template, "pooled": false}),
+                    );
                     tracing::info!(sandbox = %rec.id, backend = this.backend.name(), "sandbox started");
                     Ok(info(&rec))
                 }
@@ -823,6 +870,16 @@ impl Engine {
                             if map.insert(id.clone(), why.clone()).is_none() {
                                 tracing::warn!(sandbox = %id, reason = %why, "sandbox unhealthy");
                                 turned = true;
+                                if let (Some(ev), Some(tenant)) =
+                                    (self.events.get(), self.tenant_of(&id))
+                                {
+                                    ev.emit(
+                                        EventType::Unhealthy,
+                                        &id,
+                                        &tenant,
+                                        serde_json::json!({"error": why}),
+                                    );
+                                }
                             }
                         }
                         // Still within its grace: whatever it was reported before stands.
@@ -849,13 +906,14 @@ impl Engine {
             let lock = this.lock_for(&id);
             let _guard = lock.lock().await;
             let mut rec = this.load(&id).await?;
-            this.pause_locked(&mut rec).await?;
+            this.pause_locked(&mut rec, "api").await?;
             Ok(info(&rec))
         })
         .await
     }
 
-    async fn pause_locked(&self, rec: &mut SandboxRecord) -> Result<(), EngineError> {
+    /// Pauses; `reason` (`api`, `timeout`) goes into the `sandbox.paused` event.
+    async fn pause_locked(&self, rec: &mut SandboxRecord, reason: &str) -> Result<(), EngineError> {
         let before = rec.state;
         Self::apply(rec, Action::Pause)?;
         let handle = rec.handle.clone().ok_or_else(|| no_handle(rec))?;
@@ -869,6 +927,11 @@ impl Engine {
         rec.expires_at_ms = None;
         self.save(rec).await?;
         self.wake.notify_one();
+        self.emit(
+            EventType::Paused,
+            rec,
+            serde_json::json!({"reason": reason}),
+        );
         tracing::info!(sandbox = %rec.id, "sandbox paused");
         Ok(())
     }
@@ -879,13 +942,19 @@ impl Engine {
             let lock = this.lock_for(&id);
             let _guard = lock.lock().await;
             let mut rec = this.load(&id).await?;
-            this.resume_locked(&mut rec).await?;
+            this.resume_locked(&mut rec, "api").await?;
             Ok(info(&rec))
         })
         .await
     }
 
-    async fn resume_locked(&self, rec: &mut SandboxRecord) -> Result<(), EngineError> {
+    /// Resumes; `reason` (`api`, `auto`: a call reached the paused sandbox) goes into the
+    /// `sandbox.resumed` event.
+    async fn resume_locked(
+        &self,
+        rec: &mut SandboxRecord,
+        reason: &str,
+    ) -> Result<(), EngineError> {
         let before = rec.state;
         Self::apply(rec, Action::Resume)?;
         let handle = rec.handle.clone().ok_or_else(|| no_handle(rec))?;
@@ -896,6 +965,11 @@ impl Engine {
         rec.expires_at_ms = Some(self.deadline(rec.timeout_secs));
         self.save(rec).await?;
         self.wake.notify_one();
+        self.emit(
+            EventType::Resumed,
+            rec,
+            serde_json::json!({"reason": reason}),
+        );
         tracing::info!(sandbox = %rec.id, "sandbox resumed");
         Ok(())
     }
@@ -936,6 +1010,11 @@ impl Engine {
             tracing::error!(sandbox = %rec.id, error = %e, "cannot record a lost sandbox");
         }
         tracing::warn!(sandbox = %rec.id, "sandbox agent is gone; marked failed");
+        self.emit(
+            EventType::Failed,
+            rec,
+            serde_json::json!({"error": rec.error.clone().unwrap_or_default()}),
+        );
         // What is left of it (processes the agent's death did not take, cgroups, its directory, its id
         // range) is released now, not when somebody deletes the record: a crashed sandbox must not hold
         // host resources. The record keeps the handle; deleting it later destroys again, idempotently.
@@ -956,7 +1035,7 @@ impl Engine {
             let _guard = lock.lock().await;
             let mut rec = this.load(&id).await?;
             if rec.state != SandboxState::Running {
-                this.resume_locked(&mut rec).await?;
+                this.resume_locked(&mut rec, "api").await?;
             }
             Ok(info(&rec))
         })
@@ -989,6 +1068,14 @@ impl Engine {
             rec.timeout_secs = secs;
             this.save(&rec).await?;
             this.wake.notify_one();
+            this.emit(
+                EventType::TimeoutExtended,
+                &rec,
+                serde_json::json!({
+                    "timeout_s": secs,
+                    "expires_at": rec.expires_at_ms.map(crate::time::rfc3339),
+                }),
+            );
             Ok(info(&rec))
         })
         .await
@@ -1039,6 +1126,17 @@ impl Engine {
                 frozen_ms = out.frozen.as_secs_f64() * 1e3,
                 "snapshot made"
             );
+            // A fork's own snapshot is reported as the fork.
+            if !auto_remove {
+                this.emit(
+                    EventType::SnapshotCreated,
+                    &rec,
+                    serde_json::json!({
+                        "template": out.template.name,
+                        "frozen_ms": (out.frozen.as_secs_f64() * 1e3).round() as u64,
+                    }),
+                );
+            }
             Ok(SnapshotInfo {
                 template: crate::templates::info(out.template),
                 frozen_ms: out.frozen.as_secs_f64() * 1e3,
@@ -1081,6 +1179,16 @@ impl Engine {
             }
             self.remove_if_unused(&name).await;
             return Err(err);
+        }
+        if let Ok(rec) = self.load(id).await {
+            self.emit(
+                EventType::Forked,
+                &rec,
+                serde_json::json!({
+                    "template": name,
+                    "sandboxes": made.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+                }),
+            );
         }
         Ok(ForkInfo {
             snapshot,
@@ -1184,6 +1292,13 @@ impl Engine {
             this.store.delete(&id).await?;
             this.forget_record(&id);
             this.wake.notify_one();
+            if matches!(rec.state, SandboxState::Running | SandboxState::Paused) {
+                this.emit(
+                    EventType::Killed,
+                    &rec,
+                    serde_json::json!({"reason": "api"}),
+                );
+            }
             tracing::info!(sandbox = %id, "sandbox deleted");
             this.remove_if_unused(&rec.template).await;
             Ok(())
@@ -1243,7 +1358,7 @@ impl Engine {
             let mut rec = this.load(&id).await?;
             match rec.state {
                 SandboxState::Running => {}
-                SandboxState::Paused => this.resume_locked(&mut rec).await?,
+                SandboxState::Paused => this.resume_locked(&mut rec, "auto").await?,
                 other => {
                     let why = rec
                         .error
@@ -1296,6 +1411,11 @@ impl Engine {
                     Self::apply(&mut rec, Action::StartFailed)?;
                     rec.error = Some("the daemon stopped while the sandbox was starting".into());
                     self.save(&rec).await?;
+                    self.emit(
+                        EventType::Failed,
+                        &rec,
+                        serde_json::json!({"error": rec.error}),
+                    );
                 }
                 SandboxState::Running | SandboxState::Paused => {
                     if self.mark_lost_if_dead(&mut rec).await {
@@ -1365,7 +1485,12 @@ impl Engine {
         match (rec.state, rec.on_timeout) {
             (SandboxState::Running, OnTimeout::Pause) => {
                 tracing::info!(sandbox = %rec.id, "deadline reached: pausing");
-                self.pause_locked(rec).await
+                self.emit(
+                    EventType::TimedOut,
+                    rec,
+                    serde_json::json!({"action": "pause"}),
+                );
+                self.pause_locked(rec, "timeout").await
             }
             (SandboxState::Running | SandboxState::Paused, _) => {
                 tracing::info!(sandbox = %rec.id, "deadline reached: killing");
@@ -1383,6 +1508,16 @@ impl Engine {
                 rec.expires_at_ms = None;
                 rec.error = Some("killed at its deadline (timeout)".into());
                 self.save(rec).await?;
+                self.emit(
+                    EventType::TimedOut,
+                    rec,
+                    serde_json::json!({"action": "kill"}),
+                );
+                self.emit(
+                    EventType::Killed,
+                    rec,
+                    serde_json::json!({"reason": "timeout"}),
+                );
                 Ok(())
             }
             _ => {

@@ -17,6 +17,7 @@ pub mod config;
 pub mod conn;
 pub mod e2b;
 pub mod engine;
+pub mod events;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
@@ -30,7 +31,9 @@ pub mod templates;
 pub mod time;
 mod tls;
 pub mod tokens;
+pub mod usage;
 pub mod volumes;
+pub mod webhooks;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -193,6 +196,27 @@ async fn serve(
     engine.set_quotas(Arc::new(
         quotas::Quotas::load(engine.store().clone()).await?,
     ));
+    // Lifecycle events (and the webhooks that deliver them) are recorded from the reconcile on. Their
+    // writer stops after the last request, like the audit log's.
+    let (events_stop, events_stop_rx) = watch::channel(false);
+    let (events, events_task) = events::Events::start(
+        engine.store().clone(),
+        Duration::from_secs(config.events_retention_days.saturating_mul(86_400)),
+        events_stop_rx.clone(),
+    )
+    .await?;
+    let (webhooks, webhooks_task) = webhooks::Webhooks::start(
+        engine.store().clone(),
+        webhooks::WebhookConfig {
+            max_attempts: u32::try_from(config.webhook_max_attempts).unwrap_or(u32::MAX),
+            backoff: Duration::from_millis(config.webhook_backoff_ms),
+            timeout: Duration::from_millis(config.webhook_timeout_ms),
+        },
+        &events,
+        events_stop_rx,
+    )
+    .await?;
+    engine.set_events(events.clone());
     engine.reconcile().await?;
     engine.sweep_fork_snapshots().await;
     let pool_defaults = config.pool_defaults()?;
@@ -202,6 +226,12 @@ async fn serve(
     let timers = tokio::spawn(engine.clone().run_timers(stop_rx.clone()));
     let health = tokio::spawn(engine.clone().run_health(stop_rx.clone()));
     let pools = tokio::spawn(pools::Pools::run(engine.clone(), stop_rx.clone()));
+    let sampler = usage::Sampler::new(usage::SamplerConfig {
+        interval: Duration::from_millis(config.metrics_interval_ms),
+        window: Duration::from_secs(config.metrics_window_secs),
+        max_series: usize::try_from(config.metrics_max_series).unwrap_or(usize::MAX),
+    });
+    let sampling = tokio::spawn(sampler.clone().run(engine.clone(), stop_rx.clone()));
     let net_services = net.as_ref().map(|n| n.spawn_services(stop_rx.clone()));
     let ports = Arc::new(tokens::PortAccess::load(engine.store().clone()).await?);
     let keys = Arc::new(auth::Keys::load(api_key, engine.store().clone()).await?);
@@ -233,6 +263,9 @@ async fn serve(
         openapi: Arc::new(openapi::spec_json()),
         ports,
         preview,
+        events,
+        webhooks,
+        sampler,
     };
     let cors = api::cors::Cors::new(&config.cors_origins)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -309,6 +342,10 @@ async fn serve(
     }
     let _ = audit_stop.send(true);
     let _ = audit_task.await;
+    let _ = events_stop.send(true);
+    let _ = events_task.await;
+    let _ = webhooks_task.await;
+    let _ = sampling.await;
     let _ = timers.await;
     let _ = health.await;
     let _ = pools.await;

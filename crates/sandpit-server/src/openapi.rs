@@ -24,11 +24,17 @@ use sandpit_types::{
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{audit, handlers, keys, network, pools, signed, snapshots, tenants, volumes};
+use crate::api::{
+    audit, handlers, keys, network, observe, pools, signed, snapshots, tenants, volumes,
+};
 use sandpit_types::audit::{AuditEntry, AuditList};
 use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
 use sandpit_types::keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 use sandpit_types::network::{Egress, ExposePortRequest, ExposedPort, NetworkPolicy, PortList};
+use sandpit_types::observe::{
+    CreateWebhookRequest, DeliveryList, EventList, LifecycleEvent, MetricSample, Webhook,
+    WebhookDelivery, WebhookList,
+};
 use sandpit_types::tenants::{TenantInfo, TenantList, TenantQuotas, TenantUsage};
 use sandpit_types::volumes::{CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount};
 
@@ -96,6 +102,17 @@ impl utoipa::ToSchema for RawBytes {}
         keys::revoke_key,
         tenants::list_tenants,
         audit::read_audit,
+        observe::list_events,
+        observe::sandbox_events,
+        observe::stream_events,
+        observe::stream_sandbox_events,
+        observe::sandbox_metrics,
+        observe::stream_sandbox_metrics,
+        observe::create_webhook,
+        observe::list_webhooks,
+        observe::get_webhook,
+        observe::delete_webhook,
+        observe::webhook_deliveries,
         tenants::get_tenant,
         tenants::put_tenant,
         process_docs::exec,
@@ -147,6 +164,8 @@ impl utoipa::ToSchema for RawBytes {}
         SignedUrlRequest, SignedUrl, SignedUrlOp,
         CreateSnapshotRequest, SnapshotInfo, ForkRequest, ForkInfo,
         CreateVolumeRequest, VolumeInfo, VolumeList, VolumeMount, PoolInfo, SetPoolRequest,
+        LifecycleEvent, EventList, MetricSample, CreateWebhookRequest, Webhook, WebhookList,
+        WebhookDelivery, DeliveryList,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []), ("access_token" = [])),
@@ -161,6 +180,9 @@ impl utoipa::ToSchema for RawBytes {}
         (name = "keys", description = "API keys with scopes (`admin`, `sandboxes`, `read`); admin only"),
         (name = "tenants", description = "Tenant quotas (set by an admin; a key reads its own tenant)"),
         (name = "audit", description = "Who did what, when, with what outcome (admin only)"),
+        (name = "events", description = "Sandbox lifecycle events, as pages and as live streams (SSE)"),
+        (name = "metrics", description = "Per-sandbox cpu, memory, disk and pids samples, as pages and as a live stream (SSE)"),
+        (name = "webhooks", description = "Lifecycle events delivered as signed HTTP POSTs (admin only)"),
         (name = "files", description = "Files inside a sandbox, as the requesting user (served by its agent; a paused sandbox is resumed first). `path` query values are percent-encoded bytes; relative paths start at the user's home"),
     )
 )]

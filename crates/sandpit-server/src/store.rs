@@ -95,7 +95,92 @@ const MIGRATIONS: &[&str] = &[
         template TEXT PRIMARY KEY NOT NULL,
         size     INTEGER NOT NULL
     );",
+    // Lifecycle events and webhooks (issue 20). `events.id` is assigned by the daemon (`crate::events`),
+    // in the order events happen.
+    "CREATE TABLE events (
+        id      INTEGER PRIMARY KEY NOT NULL,
+        at_ms   INTEGER NOT NULL,
+        type    TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        tenant  TEXT NOT NULL,
+        data    TEXT NOT NULL
+    );
+    CREATE INDEX events_at ON events (at_ms);
+    CREATE INDEX events_sandbox ON events (sandbox, id);
+    CREATE TABLE webhooks (
+        id          TEXT PRIMARY KEY NOT NULL,
+        url         TEXT NOT NULL,
+        events      TEXT NOT NULL,
+        secret      TEXT NOT NULL,
+        description TEXT,
+        created_ms  INTEGER NOT NULL
+    );
+    CREATE TABLE webhook_deliveries (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook    TEXT NOT NULL,
+        delivery   TEXT NOT NULL,
+        event_id   INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        attempt    INTEGER NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        outcome    TEXT NOT NULL,
+        status     INTEGER,
+        error      TEXT,
+        duration_ms INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (webhook, seq);",
 ];
+
+/// One lifecycle event as stored (`crate::events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub sandbox: String,
+    pub tenant: String,
+    /// JSON.
+    pub data: String,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub since_ms: Option<i64>,
+    pub after_id: Option<i64>,
+    pub tenant: Option<String>,
+    pub sandbox: Option<String>,
+    /// Any of these types (all when empty).
+    pub kinds: Vec<String>,
+    pub limit: usize,
+}
+
+/// A webhook as stored (`crate::webhooks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRow {
+    pub id: String,
+    pub url: String,
+    /// JSON list.
+    pub events: String,
+    pub secret: String,
+    pub description: Option<String>,
+    pub created_ms: i64,
+}
+
+/// One delivery attempt as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub webhook: String,
+    pub delivery: String,
+    pub event_id: i64,
+    pub event_type: String,
+    pub attempt: u32,
+    pub at_ms: i64,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
 
 /// One audit row (`crate::audit`); `id` is assigned on insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,6 +679,178 @@ impl Store {
             .await
     }
 
+    /// Appends lifecycle events (their ids assigned by the caller) in one transaction.
+    pub async fn events_append(&self, rows: Vec<EventRow>) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO events (id, at_ms, type, sandbox, tenant, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for r in rows {
+                    stmt.execute(params![r.id, r.at_ms, r.kind, r.sandbox, r.tenant, r.data])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The largest event id stored (0 when none).
+    pub async fn events_max_id(&self) -> Result<i64, StoreError> {
+        self.call(|c| Ok(c.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?))
+            .await
+    }
+
+    /// Events matching `q`, oldest first, at most `q.limit + 1` (so the caller knows whether there are more).
+    pub async fn events_read(&self, q: EventQuery) -> Result<Vec<EventRow>, StoreError> {
+        self.call(move |c| {
+            let kinds = (!q.kinds.is_empty()).then(|| q.kinds.join(","));
+            let mut stmt = c.prepare_cached(
+                "SELECT id, at_ms, type, sandbox, tenant, data FROM events
+                 WHERE (?1 IS NULL OR at_ms >= ?1) AND (?2 IS NULL OR id > ?2)
+                   AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR sandbox = ?4)
+                   AND (?5 IS NULL OR instr(',' || ?5 || ',', ',' || type || ',') > 0)
+                 ORDER BY id LIMIT ?6",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.since_ms,
+                        q.after_id,
+                        q.tenant,
+                        q.sandbox,
+                        kinds,
+                        to_i64(q.limit as u64 + 1)
+                    ],
+                    |r| {
+                        Ok(EventRow {
+                            id: r.get(0)?,
+                            at_ms: r.get(1)?,
+                            kind: r.get(2)?,
+                            sandbox: r.get(3)?,
+                            tenant: r.get(4)?,
+                            data: r.get(5)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Forgets events (and webhook delivery attempts) older than `before_ms`; how many events went.
+    pub async fn events_prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM webhook_deliveries WHERE at_ms < ?1",
+                [before_ms],
+            )?;
+            Ok(c.execute("DELETE FROM events WHERE at_ms < ?1", [before_ms])?)
+        })
+        .await
+    }
+
+    pub async fn webhooks_all(&self) -> Result<Vec<WebhookRow>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, url, events, secret, description, created_ms FROM webhooks ORDER BY created_ms, id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(WebhookRow {
+                        id: r.get(0)?,
+                        url: r.get(1)?,
+                        events: r.get(2)?,
+                        secret: r.get(3)?,
+                        description: r.get(4)?,
+                        created_ms: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn webhook_put(&self, w: WebhookRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO webhooks (id, url, events, secret, description, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![w.id, w.url, w.events, w.secret, w.description, w.created_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Forgets a webhook and its delivery log; whether it existed.
+    pub async fn webhook_delete(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM webhook_deliveries WHERE webhook = ?1", [&id])?;
+            let n = tx.execute("DELETE FROM webhooks WHERE id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    pub async fn delivery_append(&self, d: DeliveryRow) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(
+                "INSERT INTO webhook_deliveries
+                   (webhook, delivery, event_id, event_type, attempt, at_ms, outcome, status, error, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                d.webhook, d.delivery, d.event_id, d.event_type, d.attempt, d.at_ms, d.outcome, d.status,
+                d.error, d.duration_ms
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A webhook's delivery attempts, newest first.
+    pub async fn deliveries(
+        &self,
+        webhook: &str,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRow>, StoreError> {
+        let webhook = webhook.to_owned();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT webhook, delivery, event_id, event_type, attempt, at_ms, outcome, status, error, duration_ms
+                 FROM webhook_deliveries WHERE webhook = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![webhook, to_i64(limit as u64)], delivery_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The last attempt of every delivery whose last attempt said another would follow (to resume after a
+    /// restart).
+    pub async fn deliveries_pending(&self) -> Result<Vec<DeliveryRow>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT webhook, delivery, event_id, event_type, attempt, at_ms, outcome, status, error, duration_ms
+                 FROM webhook_deliveries d
+                 WHERE seq = (SELECT MAX(seq) FROM webhook_deliveries WHERE delivery = d.delivery)
+                   AND outcome = 'retrying'",
+            )?;
+            let rows = stmt.query_map([], delivery_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Every tenant's quotas, as stored (JSON).
     pub async fn quotas_all(&self) -> Result<Vec<(String, String)>, StoreError> {
         self.call(|c| {
@@ -692,6 +949,21 @@ impl Store {
         })
         .await
     }
+}
+
+fn delivery_row(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    Ok(DeliveryRow {
+        webhook: r.get(0)?,
+        delivery: r.get(1)?,
+        event_id: r.get(2)?,
+        event_type: r.get(3)?,
+        attempt: r.get(4)?,
+        at_ms: r.get(5)?,
+        outcome: r.get(6)?,
+        status: r.get(7)?,
+        error: r.get(8)?,
+        duration_ms: r.get(9)?,
+    })
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

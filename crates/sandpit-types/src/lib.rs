@@ -19,6 +19,7 @@ pub mod files;
 pub mod frame;
 pub mod keys;
 pub mod network;
+pub mod observe;
 pub mod process;
 pub mod sandbox;
 pub mod signal;
@@ -37,8 +38,9 @@ pub use frame::{Channel, ClientControl, ClientMessage, Frame, FrameError, Server
 pub use keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 pub use process::{
     AgentHealth, ExecResult, KillResponse, LOGS_DEFAULT_TAIL, LOGS_MAX_TAIL, ListQuery, LogsQuery,
-    MAX_PROCESS_ID_LEN, ProcessInfo, ProcessList, ProcessStatus, Rlimit, RlimitResource,
-    SignalRequest, StartRequest, Stdin, StdinMode, StdinQuery, StreamQuery, TtySize, WaitQuery,
+    MAX_PROCESS_ID_LEN, ProcessInfo, ProcessList, ProcessResources, ProcessStatus, Rlimit,
+    RlimitResource, SignalRequest, StartRequest, Stdin, StdinMode, StdinQuery, StreamQuery,
+    TtySize, WaitQuery,
 };
 pub use signal::SignalSpec;
 

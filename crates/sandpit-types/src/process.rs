@@ -319,6 +319,22 @@ pub struct ProcessInfo {
     pub lost_bytes: u64,
     /// The seq of the last output chunk so far (0: none yet).
     pub last_seq: u64,
+    /// What the process used, once it has ended (the kernel's account at `wait4`: the process and the
+    /// descendants it waited for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ProcessResources>,
+}
+
+/// The cpu time and peak memory of an ended process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProcessResources {
+    /// CPU time in user mode, milliseconds.
+    pub cpu_user_ms: u64,
+    /// CPU time in the kernel on its behalf, milliseconds.
+    pub cpu_system_ms: u64,
+    /// The largest resident set of the process or of one descendant it waited for, bytes.
+    pub max_rss_bytes: u64,
 }
 
 /// Body of `GET /processes`.
@@ -477,6 +493,7 @@ mod tests {
             stderr_bytes: 0,
             lost_bytes: 0,
             last_seq: 0,
+            resources: None,
         };
         let r = ExecResult::new(info, b"hi\n".to_vec(), vec![0xff, 0xfe]);
         let v = serde_json::to_value(&r).unwrap();

@@ -41,6 +41,7 @@ mod exec;
 mod files;
 mod keys;
 mod network;
+mod observe;
 mod options;
 mod processes;
 mod sandbox;
@@ -65,6 +66,10 @@ pub use exec::{
 };
 pub use files::{FileReader, Files, WatchHandle, WriteData, WriteEntry};
 pub use keys::{CreateKeyRequest, CreatedKey, KeyInfo, Keys, Scope};
+pub use observe::{
+    CreateWebhookRequest, EventList, EventQuery, EventType, Events, LifecycleEvent, MetricSample,
+    SseStream, Webhook, WebhookDelivery, Webhooks, verify_webhook,
+};
 pub use options::Signal;
 pub use processes::{ListProcesses, Process, ProcessStreamEvent, Processes, StartProcess};
 pub use sandbox::{BoxFuture, Fork, ListSandboxes, Sandbox, SandboxBuilder};

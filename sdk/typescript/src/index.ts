@@ -20,6 +20,19 @@ export type { Scope, KeyInfo, CreatedKey, CreateKeyOpts } from "./keys.js";
 export { Tenants } from "./tenants.js";
 export { Audit } from "./audit.js";
 export type { AuditEntry, AuditPage, AuditQuery } from "./audit.js";
+export { Events } from "./events.js";
+export type {
+  LifecycleEvent,
+  LifecycleEventType,
+  EventPage,
+  EventQuery,
+  EventStreamOpts,
+  SandboxEventQuery,
+  SandboxEventStreamOpts,
+} from "./events.js";
+export type { MetricSample, MetricsQuery, MetricsStreamOpts } from "./metrics.js";
+export { Webhooks } from "./webhooks.js";
+export type { WebhookInfo, CreateWebhookOpts, WebhookDelivery, DeliveryOutcome, DeliveriesOpts } from "./webhooks.js";
 export type { TenantInfo, TenantQuotas, TenantUsage } from "./tenants.js";
 export { Templates } from "./templates.js";
 export type {
@@ -81,6 +94,7 @@ export type {
   SandboxInfo,
   SandboxState,
   ProcessInfo,
+  ProcessResources,
   ProcessStatus,
   Rlimit,
   RlimitResource,

@@ -1,7 +1,8 @@
 /**
  * {@link Sandbox}: lifecycle (`create`, `connect`, `list`, `info`, `pause`, `resume`, `setTimeout`, `kill`),
- * snapshots and forks (`snapshot`, `fork`), and the per-sandbox surfaces of every seed: `commands` (Superserve,
- * Declaw), `exec*` / `shell*` / `attach*` (microsandbox), `exec` / `processes` / `getProcess` (Hyperbrowser).
+ * lifecycle events and metrics (`events`, `eventsStream`, `metrics`, `metricsStream`), snapshots and forks
+ * (`snapshot`, `fork`), and the per-sandbox surfaces of every seed: `commands` (Superserve, Declaw), `exec*` /
+ * `shell*` / `attach*` (microsandbox), `exec` / `processes` / `getProcess` (Hyperbrowser).
  *
  * Browser-safe: `attach*` loads its Node-only module on demand.
  */
@@ -26,6 +27,15 @@ import { type SandboxInfo, type SandboxState, type WireSandboxInfo, type WireSta
 import { type SnapshotInfo, type WireSnapshotInfo, snapshotInfoFromWire } from "./templates.js";
 import { type VolumeMount, volumeMountToWire } from "./volumes.js";
 import { ProcessSocket } from "./ws.js";
+import {
+  type EventPage,
+  type LifecycleEvent,
+  type SandboxEventQuery,
+  type SandboxEventStreamOpts,
+  followLifecycle,
+  listEvents,
+} from "./events.js";
+import { type MetricSample, type MetricsQuery, type MetricsStreamOpts, followMetrics, listMetrics } from "./metrics.js";
 import {
   type ExposedPort,
   type ExposePortOpts,
@@ -222,6 +232,43 @@ export class Sandbox {
   /** Deletes the sandbox and everything in it. True if it existed. */
   kill(): Promise<boolean> {
     return deleteSandbox(this.client, this.id);
+  }
+
+  // ---- lifecycle events and metrics ----
+
+  /**
+   * This sandbox's lifecycle events (`GET /v1/sandboxes/{id}/events`), oldest first: one page, filtered by
+   * `type`, `since`, `after` (a previous page's `nextAfter`) and `limit`. Its access token may read them too.
+   * Once the sandbox is deleted this is a {@link NotFoundError}: read its history with
+   * `Events.list({ sandbox: id })`.
+   */
+  events(query: SandboxEventQuery = {}): Promise<EventPage> {
+    return listEvents(this.client, `${this.scope.base}/events`, { ...query, sandbox: undefined });
+  }
+
+  /**
+   * Follows this sandbox's lifecycle events (`GET /v1/sandboxes/{id}/events/stream`): those after `after` when
+   * given, then each new one. It ends after `sandbox.killed` (or once the sandbox is gone), or when `signal`
+   * aborts or the loop breaks. A dropped connection resumes where it stopped.
+   */
+  async *eventsStream(opts: SandboxEventStreamOpts = {}): AsyncGenerator<LifecycleEvent> {
+    yield* followLifecycle(this.client, `${this.scope.base}/events/stream`, { ...opts, sandbox: undefined }, true);
+  }
+
+  /**
+   * The kept resource samples (`GET /v1/sandboxes/{id}/metrics`), oldest first, between `start` and `end`
+   * (inclusive, both optional). Taken every `metrics_interval_ms` (daemon setting) while the sandbox runs.
+   */
+  metrics(query: MetricsQuery = {}): Promise<MetricSample[]> {
+    return listMetrics(this.scope, query);
+  }
+
+  /**
+   * Follows the samples (`GET /v1/sandboxes/{id}/metrics/stream`): the latest one already taken, then each new
+   * one, until the sandbox is deleted, `signal` aborts or the loop breaks.
+   */
+  async *metricsStream(opts: MetricsStreamOpts = {}): AsyncGenerator<MetricSample> {
+    yield* followMetrics(this.scope, opts);
   }
 
   // ---- snapshots and forks (the isolate backend) ----

@@ -1,10 +1,11 @@
 /**
- * Server-Sent Events over `fetch`: a spec-following parser over a `ReadableStream`, and a process event
- * feed that resumes a cut stream from the last `seq` it saw (`Last-Event-ID`).
+ * Server-Sent Events over `fetch`: a spec-following parser over a `ReadableStream`, a process event feed
+ * that resumes a cut stream from the last `seq` it saw (`Last-Event-ID`), and {@link followFeed}, the same for
+ * endless feeds (lifecycle events, metrics).
  *
  * Browser-safe (fetch + ReadableStream; not EventSource, which cannot send the `Authorization` header).
  */
-import type { SandboxScope } from "./client.js";
+import type { HttpClient, RequestOptions, SandboxScope } from "./client.js";
 import { fromBase64, toBytes } from "./encoding.js";
 import { SandboxError, errorFromCode } from "./errors.js";
 import type { WireProcessInfo } from "./types.js";
@@ -206,5 +207,90 @@ export function decodeSse(msg: SseMessage): ProcessStreamEvent | undefined {
     }
     default:
       return undefined;
+  }
+}
+
+/** Options of {@link followFeed}. */
+export interface FeedOptions {
+  /** Stops following (the generator then throws the abort reason). */
+  signal?: AbortSignal | undefined;
+  /** A connection silent this long (no data, no keepalive) is treated as cut. Default 45 s. */
+  silenceMs?: number;
+  /** Names the feed in the error thrown when it cannot be resumed. */
+  what?: string;
+  /**
+   * A one-sandbox feed, which the daemon ends once the sandbox is gone: when reopening it finds the sandbox
+   * gone (404), the feed ends instead of throwing.
+   */
+  endsWithSandbox?: boolean;
+}
+
+/**
+ * Follows an endless SSE feed (`GET path?query`), yielding every message. A cut stream (an error, a silent or
+ * closed connection) is reopened; once a message with an `id:` was seen it is reopened with `Last-Event-ID:
+ * <that id>` and without the query's `after`, which the header replaces. After the client's `streamRetries`
+ * reopenings in a row without a message it throws {@link SandboxError} with code `stream_cut`. An error answer
+ * that is not worth retrying (a bad parameter, an unknown sandbox, a refused key) is thrown as it is, but for
+ * a reopened `endsWithSandbox` feed a 404 ends it.
+ */
+export async function* followFeed(
+  client: HttpClient,
+  path: string,
+  query: RequestOptions["query"] = {},
+  opts: FeedOptions = {},
+): AsyncGenerator<SseMessage> {
+  const silenceMs = opts.silenceMs ?? 45_000;
+  let lastId: string | undefined;
+  let failures = 0;
+  let lastError: unknown;
+  let reopened = false;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    const ctl = new AbortController();
+    const onAbort = (): void => ctl.abort(opts.signal?.reason);
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    let silence: ReturnType<typeof setTimeout> | undefined;
+    const arm = (): void => {
+      clearTimeout(silence);
+      silence = setTimeout(() => ctl.abort(new SandboxError("stream went silent", { code: "stream_cut" })), silenceMs);
+    };
+    try {
+      arm();
+      const headers: Record<string, string> = { Accept: "text/event-stream" };
+      let q = query;
+      if (lastId !== undefined) {
+        headers["Last-Event-ID"] = lastId;
+        q = { ...query, after: undefined };
+      }
+      const resp = await client.fetch("GET", path, { query: q, headers, signal: ctl.signal, timeoutMs: 0 });
+      if (!resp.body) throw new SandboxError("event stream has no body", { code: "stream_cut" });
+      for await (const msg of parseSse(resp.body, arm)) {
+        if (msg.id !== undefined && msg.id !== "") lastId = msg.id;
+        failures = 0; // progress: the retry budget is per cut, not per stream
+        yield msg;
+      }
+      lastError = new SandboxError("the daemon closed the event stream", { code: "stream_cut" });
+    } catch (e) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
+      const reason = ctl.signal.aborted ? ctl.signal.reason : e;
+      if (opts.endsWithSandbox && reopened && reason instanceof SandboxError && reason.code === "not_found") return;
+      if (!retryable(reason) && !(e instanceof TypeError)) throw reason;
+      lastError = reason;
+    } finally {
+      clearTimeout(silence);
+      opts.signal?.removeEventListener("abort", onAbort);
+      ctl.abort();
+    }
+    reopened = true;
+    failures += 1;
+    if (failures > client.config.streamRetries) {
+      throw new SandboxError(
+        `${opts.what ?? `the stream ${path}`} was cut and could not be resumed after ${failures - 1} attempts: ${
+          lastError instanceof Error ? lastError.message : String(lastError)
+        }`,
+        { code: "stream_cut", cause: lastError },
+      );
+    }
+    await sleep(backoff(failures), opts.signal);
   }
 }

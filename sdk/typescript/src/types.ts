@@ -85,6 +85,7 @@ export interface WireProcessInfo {
   stderr_bytes: number;
   lost_bytes: number;
   last_seq: number;
+  resources?: { cpu_user_ms: number; cpu_system_ms: number; max_rss_bytes: number } | null;
 }
 
 /** `ExecResult`: process info plus collected output (text, or base64 when not UTF-8). */
@@ -197,6 +198,16 @@ export interface ProcessInfo {
   lostBytes: number;
   /** Seq of the last output chunk so far (0: none). */
   lastSeq: number;
+  /** What the process used, once it has ended (the kernel's account: it and the children it waited for). */
+  resources: ProcessResources | null;
+}
+
+/** CPU time and peak memory of an ended process. */
+export interface ProcessResources {
+  cpuUserMs: number;
+  cpuSystemMs: number;
+  /** The largest resident set of the process or of one child it waited for. */
+  maxRssBytes: number;
 }
 
 /** Converts the agent's `ProcessInfo`. */
@@ -221,6 +232,13 @@ export function processInfoFromWire(w: WireProcessInfo): ProcessInfo {
     stderrBytes: w.stderr_bytes,
     lostBytes: w.lost_bytes,
     lastSeq: w.last_seq,
+    resources: w.resources
+      ? {
+          cpuUserMs: w.resources.cpu_user_ms,
+          cpuSystemMs: w.resources.cpu_system_ms,
+          maxRssBytes: w.resources.max_rss_bytes,
+        }
+      : null,
   };
 }
 

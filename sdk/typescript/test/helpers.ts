@@ -64,6 +64,8 @@ export async function startDaemon(extraArgs: string[] = []): Promise<Daemon> {
     [
       "serve",
       ...(extraArgs.includes("--backend") ? [] : ["--backend", "process"]),
+      // Per-sandbox metrics every 300 ms (default 5 s), so that the metrics tests see samples at once.
+      ...(extraArgs.includes("--metrics-interval-ms") ? [] : ["--metrics-interval-ms", "300"]),
       "--listen",
       `127.0.0.1:${port}`,
       "--state-dir",

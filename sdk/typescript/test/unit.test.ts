@@ -5,7 +5,9 @@ import { inspect } from "node:util";
 import { test } from "node:test";
 import {
   AttachOptionsBuilder,
+  Events,
   ExecOptionsBuilder,
+  InvalidArgumentError,
   ExecOutput,
   ExitStatus,
   NotFoundError,
@@ -19,7 +21,8 @@ import {
   parseDetachKeys,
   parseSse,
 } from "sandpit";
-import { DetachMatcher, keyFileCandidates, readKeyFile } from "sandpit/node";
+import { DetachMatcher, keyFileCandidates, readKeyFile, verifyWebhook } from "sandpit/node";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -206,4 +209,110 @@ test("Templates.importArchive sends the archive as application/zstd, a stream as
     return true;
   });
   assert.equal(calls.length, 2, "nothing sent for a file that cannot be read");
+});
+
+/** A delivery's headers as the daemon signs them (`v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`). */
+function signed(body: string | Uint8Array, secret: string, stamp = Math.floor(Date.now() / 1000)): Record<string, string> {
+  const mac = createHmac("sha256", secret).update(`${stamp}.`).update(body).digest("hex");
+  return { "sandpit-timestamp": String(stamp), "sandpit-signature": `v1=${mac}`, "content-type": "application/json" };
+}
+
+test("verifyWebhook accepts the daemon's signature and rejects a wrong secret, a changed body, a stale or bad header", () => {
+  const body = '{"id":17,"type":"sandbox.paused","data":{"reason":"api"},"note":"é"}';
+  const secret = "s3cret-s3cret";
+  const h = signed(body, secret);
+  assert.equal(verifyWebhook(body, h, secret), true);
+  assert.equal(verifyWebhook(new TextEncoder().encode(body), h, secret), true, "raw bytes");
+  assert.equal(verifyWebhook(body, new Headers(h), secret), true, "fetch Headers");
+  assert.equal(verifyWebhook(body, { "Sandpit-Timestamp": h["sandpit-timestamp"], "Sandpit-Signature": h["sandpit-signature"] }, secret), true);
+  const other = signed(body, "another-secret", Number(h["sandpit-timestamp"]))["sandpit-signature"];
+  assert.equal(verifyWebhook(body, { ...h, "sandpit-signature": `${other}, ${h["sandpit-signature"]}` }, secret), true, "any v1 matches");
+  assert.equal(verifyWebhook(body, h, "wrong-secret"), false);
+  assert.equal(verifyWebhook(body.replace("api", "apj"), h, secret), false);
+  assert.equal(verifyWebhook(body, { ...h, "sandpit-signature": h["sandpit-signature"]!.toUpperCase().replace("V1=", "v1=") }, secret), true);
+  assert.equal(verifyWebhook(body, { ...h, "sandpit-signature": h["sandpit-signature"]!.slice(0, -2) }, secret), false);
+  assert.equal(verifyWebhook(body, { ...h, "sandpit-signature": h["sandpit-signature"]!.replace("v1=", "v0=") }, secret), false);
+  assert.equal(verifyWebhook(body, { "sandpit-signature": h["sandpit-signature"] }, secret), false, "no timestamp");
+  assert.equal(verifyWebhook(body, { "sandpit-timestamp": h["sandpit-timestamp"] }, secret), false, "no signature");
+  assert.equal(verifyWebhook(body, { ...h, "sandpit-timestamp": `${h["sandpit-timestamp"]}.5` }, secret), false);
+  // The timestamp is signed too, and must be recent (default 300 s either way).
+  const now = Math.floor(Date.now() / 1000);
+  const stale = signed(body, secret, now - 400);
+  assert.equal(verifyWebhook(body, stale, secret), false, "older than 300 s");
+  assert.equal(verifyWebhook(body, stale, secret, { toleranceS: 500 }), true);
+  assert.equal(verifyWebhook(body, signed(body, secret, now + 400), secret), false, "from the future");
+  assert.equal(verifyWebhook(body, signed(body, secret, now - 200), secret), true);
+  assert.equal(verifyWebhook(body, { ...stale, "sandpit-timestamp": String(now) }, secret), false, "a replayed signature");
+});
+
+/** A fetch answering with scripted SSE streams; `open` keeps the stream open after its text. */
+function sseFetch(streams: { status?: number; text: string; open?: boolean }[]): {
+  fetch: typeof fetch;
+  calls: { url: string; headers: Record<string, string> }[];
+} {
+  const calls: { url: string; headers: Record<string, string> }[] = [];
+  const f = async (url: string | URL | Request, init: RequestInit = {}): Promise<Response> => {
+    calls.push({ url: String(url), headers: { ...(init.headers as Record<string, string>) } });
+    const s = streams[calls.length - 1];
+    if (!s) return new Promise<Response>(() => undefined);
+    const bytes = new TextEncoder().encode(s.text);
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(bytes);
+        if (!s.open) c.close();
+        else init.signal?.addEventListener("abort", () => c.error(init.signal?.reason), { once: true });
+      },
+    });
+    return new Response(body, { status: s.status ?? 200, headers: { "Content-Type": "text/event-stream" } });
+  };
+  return { fetch: f as typeof fetch, calls };
+}
+
+function eventMsg(id: number, type: string): string {
+  const ev = { id, type, sandbox_id: "sb_1", tenant: "default", at: "2026-12-04T13:00:00.123Z", data: { reason: "api" } };
+  return `id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(ev)}\n\n`;
+}
+
+test("Events.stream resumes a dropped connection with Last-Event-ID and delivers each event once", async () => {
+  const { fetch: f, calls } = sseFetch([
+    { text: `: keep-alive\n\n${eventMsg(5, "sandbox.paused")}` },
+    { text: `${eventMsg(5, "sandbox.paused")}${eventMsg(6, "sandbox.resumed")}`, open: true },
+  ]);
+  const conn = { url: "http://sandpit.test", apiKey: "k", fetch: f };
+  const got = [];
+  for await (const ev of Events.stream({ sandbox: "sb_1", type: ["sandbox.paused", "sandbox.resumed"], after: 4 }, conn)) {
+    got.push(ev);
+    if (ev.id === 6) break;
+  }
+  assert.deepEqual(
+    got.map((e) => [e.id, e.type, e.sandboxId]),
+    [
+      [5, "sandbox.paused", "sb_1"],
+      [6, "sandbox.resumed", "sb_1"],
+    ],
+  );
+  assert.deepEqual(got[0]!.at, new Date("2026-12-04T13:00:00.123Z"));
+  assert.deepEqual(got[0]!.data, { reason: "api" });
+  assert.equal(calls.length, 2);
+  assert.equal(calls[0]!.url, "http://sandpit.test/v1/events/stream?sandbox=sb_1&type=sandbox.paused%2Csandbox.resumed&after=4");
+  assert.equal(calls[0]!.headers["Last-Event-ID"], undefined);
+  assert.equal(calls[0]!.headers.Accept, "text/event-stream");
+  // Reopened from the last event seen: the header replaces `after`.
+  assert.equal(calls[1]!.url, "http://sandpit.test/v1/events/stream?sandbox=sb_1&type=sandbox.paused%2Csandbox.resumed");
+  assert.equal(calls[1]!.headers["Last-Event-ID"], "5");
+});
+
+test("Events.stream throws a refused request at once, and stops when its signal aborts", async () => {
+  const bad = sseFetch([{ status: 400, text: '{"error":{"code":"invalid_argument","message":"unknown parameter"}}' }]);
+  const conn = { url: "http://sandpit.test", apiKey: "k", fetch: bad.fetch };
+  await assert.rejects(Events.stream({ type: "nope" }, conn).next(), InvalidArgumentError);
+  assert.equal(bad.calls.length, 1, "not retried");
+
+  const quiet = sseFetch([{ text: ": keep-alive\n\n", open: true }]);
+  const ctl = new AbortController();
+  const it = Events.stream({ signal: ctl.signal }, { ...conn, fetch: quiet.fetch });
+  const next = it.next();
+  setTimeout(() => ctl.abort(), 50);
+  await assert.rejects(next, (e: unknown) => e instanceof Error && e.name === "AbortError");
+  assert.equal(quiet.calls.length, 1);
 });

@@ -6,6 +6,7 @@ mod audit;
 mod files;
 mod keys;
 mod net;
+mod observe;
 mod process;
 mod sandbox;
 mod snapshot;
@@ -127,6 +128,15 @@ pub enum ClientCommand {
     Tenants(tenants::TenantsCommand),
     /// Read the audit log: who did what to which sandbox, when (needs an admin key).
     Audit(audit::AuditArgs),
+    /// Lifecycle events (created, paused, resumed, killed, …): a page, or followed live with -f.
+    Events(observe::EventsArgs),
+    /// A sandbox's cpu, memory, disk and pids samples (-f follows them live).
+    Metrics(observe::MetricsArgs),
+    /// A live table of sandboxes with their cpu and memory.
+    Top(observe::TopArgs),
+    /// Webhooks: lifecycle events sent, signed, to a URL as `POST`s (needs an admin key).
+    #[command(subcommand)]
+    Webhook(observe::WebhookCommand),
 }
 
 /// Runs a client verb on a fresh tokio runtime.
@@ -162,6 +172,10 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Keys(c) => keys::run(&client, c).await,
             ClientCommand::Tenants(c) => tenants::run(&client, c).await,
             ClientCommand::Audit(a) => audit::run(&client, a).await,
+            ClientCommand::Events(a) => observe::events(&client, a).await,
+            ClientCommand::Metrics(a) => observe::metrics(&client, a).await,
+            ClientCommand::Top(a) => observe::top(&client, a).await,
+            ClientCommand::Webhook(c) => observe::webhook(&client, c).await,
             ClientCommand::AccessToken(a) => sandbox::access_token(&client, a).await,
         }
     })

@@ -12,7 +12,7 @@ use super::extract::ApiQuery;
 use crate::store::AuditQuery;
 
 /// A time as RFC 3339 or milliseconds since the epoch.
-fn parse_since(v: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_since(v: &str) -> Result<i64, ApiError> {
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }

@@ -73,11 +73,9 @@ pub async fn metrics(State(s): State<AppState>) -> Result<Response, ApiError> {
         .count_by_state()
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(&counts),
-    )
-        .into_response())
+    let mut text = s.metrics.render(&counts);
+    s.sampler.render_prometheus(&mut text);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 /// Creates a sandbox and waits until its agent is ready.

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod handlers;
 pub mod keys;
 pub mod network;
+pub mod observe;
 pub mod pools;
 pub mod revoke;
 pub mod signed;
@@ -52,6 +53,11 @@ pub struct AppState {
     pub ports: Arc<crate::tokens::PortAccess>,
     /// Preview URL settings and the pooled client to sandbox ports.
     pub preview: Arc<crate::preview::Preview>,
+    /// Lifecycle events.
+    pub events: Arc<crate::events::Events>,
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Per-sandbox resource samples.
+    pub sampler: Arc<crate::usage::Sampler>,
 }
 
 /// Everything under a sandbox that is not a lifecycle verb: the agent's process API.
@@ -120,6 +126,30 @@ pub fn routers(
             post(snapshots::create_snapshot),
         )
         .route("/v1/sandboxes/{id}/fork", post(snapshots::fork_sandbox))
+        .route("/v1/sandboxes/{id}/events", get(observe::sandbox_events))
+        .route(
+            "/v1/sandboxes/{id}/events/stream",
+            get(observe::stream_sandbox_events),
+        )
+        .route("/v1/sandboxes/{id}/metrics", get(observe::sandbox_metrics))
+        .route(
+            "/v1/sandboxes/{id}/metrics/stream",
+            get(observe::stream_sandbox_metrics),
+        )
+        .route("/v1/events", get(observe::list_events))
+        .route("/v1/events/stream", get(observe::stream_events))
+        .route(
+            "/v1/webhooks",
+            post(observe::create_webhook).get(observe::list_webhooks),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(observe::get_webhook).delete(observe::delete_webhook),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(observe::webhook_deliveries),
+        )
         .route(PREVIEW_ROUTE, any(crate::preview::path_handler))
         .route(PREVIEW_ROOT_ROUTE, any(crate::preview::path_handler))
         .route(PROXY_ROUTE, any(handlers::proxy_to_agent))
@@ -343,6 +373,8 @@ fn check_scope(who: &Principal, req: &Request) -> Result<(), ApiError> {
         || (path.starts_with("/v1/tenants/") && method != axum::http::Method::GET);
     let admin_only = path == "/metrics"
         || path == "/v1/audit"
+        || path == "/v1/webhooks"
+        || path.starts_with("/v1/webhooks/")
         || path == "/v1/keys"
         || path.starts_with("/v1/keys/")
         || template_admin

@@ -160,6 +160,10 @@ impl SandboxBackend for IsolateBackend {
         Self::handle(handle).is_ok_and(|h| self.iso.is_alive(&h))
     }
 
+    fn usage(&self, handle: &BackendHandle) -> Option<sandpit_isolate::usage::Usage> {
+        self.iso.usage(&Self::handle(handle).ok()?)
+    }
+
     fn is_stopped(&self, handle: &BackendHandle) -> bool {
         Self::handle(handle).is_ok_and(|h| self.iso.is_stopped(&h))
     }

@@ -152,6 +152,12 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// What a running sandbox uses now (`crate::usage` samples it); `None` when it cannot be read.
+    fn usage(&self, handle: &BackendHandle) -> Option<sandpit_isolate::usage::Usage> {
+        let _ = handle;
+        None
+    }
+
     fn destroy_unknown(&self, known: &dyn Fn(&str) -> bool) {
         let _ = known;
     }

@@ -267,6 +267,17 @@ impl SandboxBackend for ProcessBackend {
         proc_stat(handle.init_pid as i32).is_some_and(|s| matches!(s.state, 'T' | 't'))
     }
 
+    /// Summed over the agent's process tree (no cgroup of its own); no disk figure: its processes write
+    /// the host's filesystem.
+    fn usage(&self, handle: &BackendHandle) -> Option<sandpit_isolate::usage::Usage> {
+        if !self.is_alive(handle) {
+            return None;
+        }
+        Some(sandpit_isolate::usage::of_process_tree(
+            handle.init_pid as i32,
+        ))
+    }
+
     fn is_alive(&self, handle: &BackendHandle) -> bool {
         let Some(stat) = proc_stat(handle.init_pid as i32) else {
             return false;

@@ -743,6 +743,7 @@ mod tests {
             stderr_bytes: 0,
             lost_bytes: 0,
             last_seq: 0,
+            resources: None,
         }
     }
 
