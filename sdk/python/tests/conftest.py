@@ -155,7 +155,10 @@ def build_busybox(templates: Templates, d: Daemon, name: str) -> TemplateInfo:
 def daemon() -> Iterator[Daemon]:
     """Start the real daemon once for the whole session."""
     tmp = Path(tempfile.mkdtemp(prefix="sp-", dir="/tmp"))
-    process = DaemonProcess(tmp / "state", tmp / "daemon.log")
+    # Samples every 300 ms and webhook retries after 50 ms: tests of metrics and webhooks need not wait.
+    process = DaemonProcess(
+        tmp / "state", tmp / "daemon.log", extra_args=["--metrics-interval-ms", "300", "--webhook-backoff-ms", "50"]
+    )
     try:
         yield process.start()
     finally:

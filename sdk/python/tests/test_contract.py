@@ -12,6 +12,7 @@ from conftest import Daemon
 from sandpit import (
     PoolInfo,
     ProcessInfo,
+    ProcessResources,
     SandboxInfo,
     SnapshotInfo,
     TemplateBuild,
@@ -40,6 +41,7 @@ def fields(cls: Any) -> Set[str]:
 
 def test_response_types_match_the_spec(spec: Dict[str, Any]) -> None:
     assert fields(ProcessInfo) == props(spec, "ProcessInfo")
+    assert fields(ProcessResources) == props(spec, "ProcessResources")
     assert fields(SandboxInfo) == props(spec, "SandboxInfo")
     assert fields(LostOutput) == props(spec, "LostEvent")
     assert fields(Rlimit) == props(spec, "Rlimit")

@@ -9,6 +9,7 @@ from ._async.commands import AsyncCommandHandle, AsyncCommands
 from ._async.files import AsyncFiles
 from ._async.audit import AsyncAudit
 from ._async.keys import AsyncKeys
+from ._async.observe import AsyncEvents, AsyncWebhooks
 from ._async.tenants import AsyncTenants
 from ._async.process import AsyncExecHandle, AsyncExecSink, AsyncProcesses, AsyncProcessHandle
 from ._async.sandbox import AsyncForkResult, AsyncSandbox
@@ -42,11 +43,13 @@ from ._errors import (
 )
 from ._files import EntryInfo, FilesystemEvent, WriteEntry
 from ._network import ExposedPort
+from ._observe import verify_webhook
 from ._options import ExecOptions, ExecOptionsBuilder
 from ._sync.commands import CommandHandle, Commands
 from ._sync.files import Files
 from ._sync.audit import Audit
 from ._sync.keys import Keys
+from ._sync.observe import Events, Webhooks
 from ._sync.tenants import Tenants
 from ._sync.process import ExecHandle, ExecSink, Processes, ProcessHandle
 from ._sync.sandbox import ForkResult, Sandbox
@@ -56,6 +59,11 @@ from ._sync.watch import WatchHandle
 from ._types import (
     AuditEntry,
     AuditPage,
+    EventPage,
+    LifecycleEvent,
+    MetricSample,
+    Webhook,
+    WebhookDelivery,
     CommandResult,
     CreatedKey,
     ExecEvent,
@@ -67,6 +75,7 @@ from ._types import (
     PoolInfo,
     ProcessInfo,
     ProcessList,
+    ProcessResources,
     Rlimit,
     SandboxInfo,
     SignedUrl,
@@ -94,6 +103,16 @@ __all__ = [
     "Audit",
     "AuditEntry",
     "AuditPage",
+    "AsyncEvents",
+    "Events",
+    "EventPage",
+    "LifecycleEvent",
+    "MetricSample",
+    "AsyncWebhooks",
+    "Webhooks",
+    "Webhook",
+    "WebhookDelivery",
+    "verify_webhook",
     "SignedUrl",
     "AsyncTenants",
     "Tenants",
@@ -163,6 +182,7 @@ __all__ = [
     "ProcessHandle",
     "ProcessInfo",
     "ProcessList",
+    "ProcessResources",
     "Processes",
     "ResourceExhaustedError",
     "InsufficientStorageError",

@@ -169,6 +169,25 @@ class SandboxInfo:
 
 
 @dataclass(frozen=True)
+class ProcessResources:
+    """CPU time and peak memory of an ended process."""
+
+    cpu_user_ms: int
+    cpu_system_ms: int
+    max_rss_bytes: int
+    """The largest resident set of the process or of one child it waited for."""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ProcessResources:
+        """Decode a ``ProcessResources`` JSON object."""
+        return cls(
+            cpu_user_ms=int(d.get("cpu_user_ms") or 0),
+            cpu_system_ms=int(d.get("cpu_system_ms") or 0),
+            max_rss_bytes=int(d.get("max_rss_bytes") or 0),
+        )
+
+
+@dataclass(frozen=True)
 class ProcessInfo:
     """Everything known about one process in a sandbox (``GET /processes/{pid}``)."""
 
@@ -190,6 +209,8 @@ class ProcessInfo:
     stderr_bytes: int = 0
     lost_bytes: int = 0
     last_seq: int = 0
+    resources: Optional[ProcessResources] = None
+    """What the process used, once it has ended (the kernel's account: it and the children it waited for)."""
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -229,6 +250,7 @@ class ProcessInfo:
             stderr_bytes=int(d.get("stderr_bytes") or 0),
             lost_bytes=int(d.get("lost_bytes") or 0),
             last_seq=int(d.get("last_seq") or 0),
+            resources=ProcessResources.from_json(d["resources"]) if d.get("resources") else None,
             raw=dict(d),
         )
 
@@ -736,4 +758,136 @@ class VolumeInfo:
             tenant=str(d.get("tenant", "")),
             created_at=parse_time(d.get("created_at")),
             mounted_by=[str(x) for x in d.get("mounted_by") or []],
+        )
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One lifecycle event of a sandbox (``GET /v1/events``): ``sandbox.created``, ``sandbox.paused``, …"""
+
+    #: Increases across the daemon; ``after=`` reads on from here.
+    id: int
+    #: ``sandbox.created``, ``sandbox.paused``, ``sandbox.resumed``, ``sandbox.timeout_extended``,
+    #: ``sandbox.timed_out``, ``sandbox.killed``, ``sandbox.failed``, ``sandbox.unhealthy``,
+    #: ``sandbox.snapshot_created`` or ``sandbox.forked``.
+    type: str
+    sandbox_id: str
+    tenant: str
+    at: Optional[datetime]
+    #: What happened, by type (``{"reason": "api"}`` for a pause by a call, …).
+    data: Dict[str, Any]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> LifecycleEvent:
+        """Decode a ``LifecycleEvent`` JSON object."""
+        data = d.get("data")
+        return cls(
+            id=int(d["id"]),
+            type=str(d.get("type", "")),
+            sandbox_id=str(d.get("sandbox_id", "")),
+            tenant=str(d.get("tenant", "")),
+            at=parse_time(d.get("at")),
+            data=dict(data) if isinstance(data, dict) else {},
+        )
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """A page of lifecycle events, oldest first; ``next_after`` reads the next one when there are more."""
+
+    events: List[LifecycleEvent]
+    next_after: Optional[int]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> EventPage:
+        """Decode an ``EventList`` JSON object."""
+        nxt = d.get("next_after")
+        return cls(
+            events=[LifecycleEvent.from_json(x) for x in d.get("events") or []],
+            next_after=None if nxt is None else int(nxt),
+        )
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    """One resource sample of a sandbox (``GET /v1/sandboxes/{id}/metrics``)."""
+
+    timestamp: Optional[datetime]
+    #: CPU used since the previous sample, in percent of ONE cpu (100: one cpu busy).
+    cpu_used_pct: float
+    #: The sandbox's cpu limit, or the host's cpus without one.
+    cpu_count: float
+    mem_used: int
+    #: 0: no limit.
+    mem_limit: int
+    disk_used: int
+    disk_limit: int
+    pids: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MetricSample:
+        """Decode a ``MetricSample`` JSON object."""
+        return cls(
+            timestamp=parse_time(d.get("timestamp")),
+            cpu_used_pct=float(d.get("cpu_used_pct") or 0.0),
+            cpu_count=float(d.get("cpu_count") or 0.0),
+            mem_used=int(d.get("mem_used") or 0),
+            mem_limit=int(d.get("mem_limit") or 0),
+            disk_used=int(d.get("disk_used") or 0),
+            disk_limit=int(d.get("disk_limit") or 0),
+            pids=int(d.get("pids") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook (``/v1/webhooks``); its secret is never shown."""
+
+    id: str
+    url: str
+    events: List[str]
+    description: Optional[str]
+    created_at: Optional[datetime]
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Webhook:
+        """Decode a ``Webhook`` JSON object."""
+        return cls(
+            id=str(d["id"]),
+            url=str(d.get("url", "")),
+            events=[str(e) for e in d.get("events") or []],
+            description=d.get("description"),
+            created_at=parse_time(d.get("created_at")),
+        )
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One attempt at delivering one event to a webhook."""
+
+    #: ``whd_…``: the same for every attempt at one event (sent as ``Sandpit-Delivery``).
+    id: str
+    event_id: int
+    event_type: str
+    attempt: int
+    at: Optional[datetime]
+    #: ``delivered``, ``retrying`` or ``failed``.
+    outcome: str
+    status_code: Optional[int]
+    error: Optional[str]
+    duration_ms: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> WebhookDelivery:
+        """Decode a ``WebhookDelivery`` JSON object."""
+        return cls(
+            id=str(d["id"]),
+            event_id=int(d.get("event_id") or 0),
+            event_type=str(d.get("event_type", "")),
+            attempt=int(d.get("attempt") or 0),
+            at=parse_time(d.get("at")),
+            outcome=str(d.get("outcome", "")),
+            status_code=d.get("status_code"),
+            error=d.get("error"),
+            duration_ms=int(d.get("duration_ms") or 0),
         )

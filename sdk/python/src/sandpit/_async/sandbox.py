@@ -14,7 +14,13 @@ import dataclasses
 import asyncio
 import time
 # unasync: end
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+# unasync: sync
+# from typing import Generator
+# unasync: async
+from typing import AsyncGenerator
+# unasync: end
 
 # unasync: sync
 # from .._attach import DEFAULT_SHELL, AttachConfigure, attach_blocking, attach_options
@@ -27,9 +33,11 @@ from .._network import ExposedPort, NetworkPolicy, expose_body, host_of, policy_
 from .._options import Stdin
 from .._process import ProcessRef, start_body
 from .._sandbox import _START_WAIT_S, Configure, _create_body, _fork_body, _list_params, _options, _path
-from .._types import CommandResult, SandboxInfo, SnapshotInfo, VolumeMountLike
+from .._observe import Time, event_params, metric_params
+from .._types import CommandResult, EventPage, LifecycleEvent, MetricSample, SandboxInfo, SnapshotInfo, VolumeMountLike
 from .commands import AsyncCommands
 from .files import AsyncFiles
+from .observe import sse_items
 from .process import AsyncExecHandle, AsyncProcessApi, AsyncProcesses, AsyncProcessHandle
 from .transport import AsyncTransport
 
@@ -252,6 +260,41 @@ class AsyncSandbox:
         d = await self._transport.request("POST", _path(self.id, "/access-token"))
         self.access_token = str(d["access_token"])
         return self.access_token
+
+    # -- events and metrics ---------------------------------------------------------------------------------
+
+    async def events(
+        self,
+        *,
+        type: Union[str, Iterable[str], None] = None,
+        since: Time = None,
+        after: Optional[int] = None,
+        limit: Optional[int] = None,
+    ) -> EventPage:
+        """``GET /v1/sandboxes/{id}/events``: this sandbox's lifecycle events, oldest first (``created``, ``paused``,
+        ``resumed``, …). :class:`NotFoundError` once it is deleted: its history stays readable with
+        ``Events().list(sandbox=id)``."""
+        params = event_params(type=type, since=since, after=after, limit=limit)
+        return EventPage.from_json(await self._transport.request("GET", _path(self.id, "/events"), params=params))
+
+    def events_stream(
+        self, *, type: Union[str, Iterable[str], None] = None, after: Optional[int] = None
+    ) -> AsyncGenerator[LifecycleEvent, None]:
+        """``GET /v1/sandboxes/{id}/events/stream``: this sandbox's events as they happen (with ``after``, the stored
+        ones after it first); ends after ``sandbox.killed`` or when the sandbox is deleted."""
+        params = event_params(type=type, after=after)
+        return sse_items(self._transport, _path(self.id, "/events/stream"), params, LifecycleEvent.from_json, True)
+
+    async def metrics(self, *, start: Time = None, end: Time = None) -> List[MetricSample]:
+        """``GET /v1/sandboxes/{id}/metrics``: cpu, memory, disk and pids samples between ``start`` and ``end``
+        (datetimes, RFC 3339 text or epoch ms; inclusive), oldest first."""
+        d = await self._transport.request("GET", _path(self.id, "/metrics"), params=metric_params(start, end))
+        return [MetricSample.from_json(x) for x in d or []]
+
+    def metrics_stream(self) -> AsyncGenerator[MetricSample, None]:
+        """``GET /v1/sandboxes/{id}/metrics/stream``: each sample as it is taken (the latest one first); ends when
+        the sandbox is deleted."""
+        return sse_items(self._transport, _path(self.id, "/metrics/stream"), {}, MetricSample.from_json, False)
 
     # -- snapshots and forks --------------------------------------------------------------------------------
 
