@@ -51,7 +51,10 @@ async fn an_ended_process_reports_its_cpu_time_and_peak_memory() {
     assert!(cpu >= 300, "{r}");
     assert!(res["max_rss_bytes"].as_u64().unwrap() >= 64 << 20, "{r}");
     let r = a.exec(json!({"argv": ["true"]})).await;
-    assert!(r["resources"]["max_rss_bytes"].as_u64().unwrap() < 64 << 20, "{r}");
+    assert!(
+        r["resources"]["max_rss_bytes"].as_u64().unwrap() < 64 << 20,
+        "{r}"
+    );
 }
 
 #[tokio::test]

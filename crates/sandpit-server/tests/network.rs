@@ -648,3 +648,49 @@ async fn user_installs(serve: &Serve, hosts: &TestHosts, ca_pem: &str) {
     let (s, _) = call(client().delete(serve.url(&format!("/v1/sandboxes/{d}")))).await;
     assert_eq!(s, 204);
 }
+
+/// Regression: the firewall tables of daemons killed with their state directory removed piled up on the
+/// host (107 of them made every `nft` call take seconds, and every daemon start with it). A daemon now
+/// removes the tables of every unheld block whose owner's state directory is gone when it starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_starting_daemon_removes_the_tables_of_daemons_whose_state_is_gone() {
+    let Some(fx) = Fixture::new() else {
+        return;
+    };
+    // The pool's last /22 (10.215.252.0/22), made to look abandoned: a lease naming a state dir that does
+    // not exist, and a table with a marker chain no daemon makes.
+    let dir = std::path::Path::new(sandpit_net::DEFAULT_LEASE_DIR);
+    std::fs::create_dir_all(dir).unwrap();
+    let lock = dir.join("0ad7fc00.lock");
+    std::fs::write(&lock, "/nonexistent/sandpit-state-removed").unwrap();
+    let nft = |script: &str| {
+        let out = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn();
+        let mut child = out.unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "nft {script}");
+    };
+    nft("add table inet sandpit_0ad7fc00\nadd chain inet sandpit_0ad7fc00 stale_marker\n");
+    let serve = daemon::serve(&fx.bin, &fx.state).await;
+    let ruleset = String::from_utf8(
+        std::process::Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !ruleset.contains("stale_marker"),
+        "the abandoned table is still there"
+    );
+    let owner = std::fs::read_to_string(&lock).unwrap();
+    assert!(
+        owner.is_empty() || owner == fx.state.display().to_string(),
+        "{owner:?}"
+    );
+    drop(serve);
+}
