@@ -10,6 +10,7 @@ mod e2b;
 mod files;
 mod load;
 mod network;
+mod observe;
 mod pools;
 mod snapshots;
 mod stats;
@@ -95,6 +96,12 @@ fn main() -> anyhow::Result<()> {
     if want("e2b") {
         rows.extend(
             e2b::run(&args.sandpit_bin, args.quick).context("E2B compatibility benchmarks")?,
+        );
+    }
+    if want("observe") {
+        rows.extend(
+            rt.block_on(observe::run(&args.sandpit_bin, args.quick))
+                .context("events and webhooks benchmarks")?,
         );
     }
     if want("network") {
