@@ -1990,6 +1990,12 @@ async fn bad_input_is_refused_with_a_4xx_and_breaks_nothing() {
                 "CreateVolumeRequest",
                 json!({"name": "bad-input-vol", "size_mb": 16}),
             ),
+            // A receiver on loopback's discard port: deliveries are refused there and never leave the host.
+            (
+                "CreateWebhookRequest",
+                json!({"url": "http://127.0.0.1:9/bad-input", "events": ["sandbox.created"],
+                       "secret": "bad-input-secret"}),
+            ),
             (
                 "CreateTemplateRequest",
                 json!({"name": "bad-input", "source": {"dir": dir}}),

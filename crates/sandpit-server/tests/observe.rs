@@ -512,8 +512,11 @@ async fn metrics_show_a_busy_cpu_an_allocation_and_written_bytes_within_two_samp
     eprintln!("allocation seen after {:?}: {full}", started.elapsed());
 
     // The window: start/end pick samples; bad bounds are 400s.
-    let all = samples("").await;
-    assert!(all.len() >= 4, "{}", all.len());
+    let all = sandpit_testkit::eventually("four samples", Duration::from_secs(10), || async {
+        let all = samples("").await;
+        (all.len() >= 4).then_some(all)
+    })
+    .await;
     let ts = all[1]["timestamp"].as_str().unwrap().to_owned();
     let (_, from) = daemon::call(
         daemon::client()
@@ -554,4 +557,26 @@ async fn metrics_show_a_busy_cpu_an_allocation_and_written_bytes_within_two_samp
         "{prom}"
     );
     assert!(prom.contains("sandpit_sandbox_series_omitted 0"), "{prom}");
+
+    // Regression: the stream outlived its deleted sandbox while another one's samples kept arriving.
+    let other = daemon::create(&serve, json!({})).await;
+    let resp = daemon::client()
+        .get(format!("{root}/metrics/stream"))
+        .send()
+        .await
+        .unwrap();
+    let (s, _) = daemon::call(daemon::client().delete(&root)).await;
+    assert_eq!(s, 204);
+    let mut body = resp.bytes_stream();
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the metrics stream of a deleted sandbox did not end"
+    );
+    let (s, _) =
+        daemon::call(daemon::client().delete(serve.url(&format!("/v1/sandboxes/{other}")))).await;
+    assert_eq!(s, 204);
 }

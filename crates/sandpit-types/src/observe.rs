@@ -156,7 +156,22 @@ pub struct CreateWebhookRequest {
 impl CreateWebhookRequest {
     /// Checks everything but reachability; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("url", self.url.as_str()),
+            ("secret", self.secret.as_str()),
+            (
+                "description",
+                self.description.as_deref().unwrap_or_default(),
+            ),
+        ] {
+            if v.contains('\0') {
+                return Err(format!("{name}: contains a NUL character"));
+            }
+        }
         let url = self.url.as_str();
+        if url.chars().any(char::is_control) {
+            return Err(format!("url {url:?}: contains a control character"));
+        }
         let rest = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("https://"))
@@ -281,5 +296,7 @@ mod tests {
         assert!(bad(&|r| r.events.clear()).starts_with("events"));
         assert!(bad(&|r| r.events = vec!["sandbox.nope".into()]).contains("unknown event type"));
         assert!(bad(&|r| r.secret = "short".into()).starts_with("secret"));
+        assert!(bad(&|r| r.description = Some("a\0b".into())).starts_with("description"));
+        assert!(bad(&|r| r.url = "http://h/\u{7}".into()).starts_with("url"));
     }
 }

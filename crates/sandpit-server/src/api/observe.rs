@@ -268,6 +268,10 @@ fn event_stream(
             }
         };
         let mut catch_up = replay;
+        // One timer for the whole stream: a sleep made anew in each turn would never fire while other
+        // sandboxes' events keep arriving (found by the Python SDK's tests for the metrics stream).
+        let mut exists = tokio::time::interval(EXISTS_CHECK);
+        exists.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if catch_up {
                 // Read the store from the last id seen until it has nothing newer.
@@ -290,7 +294,7 @@ fn event_stream(
             let next = tokio::select! {
                 r = live.recv() => r,
                 () = tx.closed() => return,
-                () = tokio::time::sleep(EXISTS_CHECK), if sandbox.is_some() => {
+                _ = exists.tick(), if sandbox.is_some() => {
                     if sandbox.as_deref().is_some_and(|id| s.engine.tenant_of(id).is_none()) {
                         return;
                     }
@@ -399,11 +403,16 @@ pub async fn stream_sandbox_metrics(
     }
     let check = (s.sampler.interval() * 2).max(EXISTS_CHECK);
     tokio::spawn(async move {
+        // One timer for the whole stream: a sleep made anew in each turn never fired while other
+        // sandboxes' samples kept arriving, and the stream outlived its deleted sandbox (regression:
+        // the Python SDK's `test_the_stream_sends_samples_and_ends_with_the_sandbox`).
+        let mut exists = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
+        exists.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 r = live.recv() => r,
                 () = tx.closed() => return,
-                () = tokio::time::sleep(check) => {
+                _ = exists.tick() => {
                     if s.engine.tenant_of(&id).is_none() {
                         return;
                     }
