@@ -10,6 +10,9 @@ import pytest
 
 from conftest import Daemon
 from sandpit import (
+    EventPage,
+    LifecycleEvent,
+    MetricSample,
     PoolInfo,
     ProcessInfo,
     ProcessResources,
@@ -19,7 +22,10 @@ from sandpit import (
     TemplateInfo,
     VolumeInfo,
     VolumeMount,
+    Webhook,
+    WebhookDelivery,
 )
+from sandpit._observe import event_params, metric_params, webhook_body
 from sandpit._options import build_start_request
 from sandpit._types import LostOutput, Rlimit
 
@@ -33,6 +39,11 @@ def spec(daemon: Daemon) -> Dict[str, Any]:
 
 def props(spec: Dict[str, Any], name: str) -> Set[str]:
     return set(spec["components"]["schemas"][name]["properties"])
+
+
+def query(spec: Dict[str, Any], path: str) -> Set[str]:
+    """The query parameters of ``GET path``."""
+    return {p["name"] for p in spec["paths"][path]["get"].get("parameters", []) if p.get("in") == "query"}
 
 
 def fields(cls: Any) -> Set[str]:
@@ -51,6 +62,11 @@ def test_response_types_match_the_spec(spec: Dict[str, Any]) -> None:
     assert fields(VolumeInfo) == props(spec, "VolumeInfo")
     assert fields(VolumeMount) == props(spec, "VolumeMount")
     assert fields(PoolInfo) == props(spec, "PoolInfo")
+    assert fields(LifecycleEvent) == props(spec, "LifecycleEvent")
+    assert fields(EventPage) == props(spec, "EventList")
+    assert fields(MetricSample) == props(spec, "MetricSample")
+    assert fields(Webhook) == props(spec, "Webhook")
+    assert fields(WebhookDelivery) == props(spec, "WebhookDelivery")
 
 
 def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
@@ -74,6 +90,12 @@ def test_request_bodies_use_only_known_fields(spec: Dict[str, Any]) -> None:
     base, extra = spec["components"]["schemas"]["ForkRequest"]["allOf"]
     assert base == {"$ref": "#/components/schemas/CreateSandboxRequest"}
     assert set(fork) == (props(spec, "CreateSandboxRequest") - {"template"}) | set(extra["properties"])
+    assert set(webhook_body("http://h/", ["*"], "secret-1", "d")) == props(spec, "CreateWebhookRequest")
+    assert set(event_params(sandbox="s", type="t", since=1, after=1, limit=1)) == query(spec, "/v1/events")
+    assert set(event_params(type="t", since=1, after=1, limit=1)) == query(spec, "/v1/sandboxes/{id}/events")
+    assert set(event_params(sandbox="s", type="t", after=1)) == query(spec, "/v1/events/stream")
+    assert set(metric_params(1, 1)) == query(spec, "/v1/sandboxes/{id}/metrics")
+    assert query(spec, "/v1/webhooks/{id}/deliveries") == {"limit"}
     statuses = spec["components"]["schemas"]["ProcessStatus"]["enum"]
     assert statuses == ["queued", "running", "exited", "failed", "killed", "timed_out"]
 
@@ -88,6 +110,8 @@ def test_every_path_the_sdk_calls_exists(spec: Dict[str, Any]) -> None:
         "/v1/sandboxes/{id}/processes/{pid}/resize", "/v1/sandboxes/{id}/processes/{pid}/wait",
         "/v1/sandboxes/{id}/snapshots", "/v1/sandboxes/{id}/fork", "/v1/templates", "/v1/templates/{name}",
         "/v1/templates/{name}/build", "/v1/templates/{name}/export", "/v1/templates/{name}/pool", "/v1/volumes",
-        "/v1/volumes/{name}",
+        "/v1/volumes/{name}", "/v1/events", "/v1/events/stream", "/v1/sandboxes/{id}/events",
+        "/v1/sandboxes/{id}/events/stream", "/v1/sandboxes/{id}/metrics", "/v1/sandboxes/{id}/metrics/stream",
+        "/v1/webhooks", "/v1/webhooks/{id}", "/v1/webhooks/{id}/deliveries",
     }
     assert used <= set(spec["paths"])

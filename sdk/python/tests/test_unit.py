@@ -6,8 +6,9 @@ import json
 import struct
 from datetime import timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import httpx
 import pytest
 
 import sandpit
@@ -32,7 +33,7 @@ from sandpit import (
 )
 from sandpit._options import build_start_request, timeout_ms
 from sandpit._stream import SseParser, decode_sse, decode_ws
-from sandpit._types import ProcessInfo, parse_time
+from sandpit._types import LifecycleEvent, MetricSample, ProcessInfo, parse_time
 
 INFO = {
     "id": "p1", "pid": 42, "cmd": "echo hi", "args": ["/bin/sh", "-c", "echo hi"], "cwd": "/", "user": "root",
@@ -303,3 +304,167 @@ def test_volume_types_decode_and_mounts_are_sent_as_given() -> None:
     for bad in (VolumeMount("v", "/d"), {"name": "v", "path": "/d"}, "v:/d"):
         with pytest.raises(TypeError):
             _create_body(None, *args, volumes=bad)
+
+
+# -- lifecycle events, metrics, webhooks (issue 20) ------------------------------------------------------------------
+
+EVENT = {
+    "id": 17, "type": "sandbox.paused", "sandbox_id": "sb1", "tenant": "default", "at": "2026-12-04T13:00:00.123Z",
+    "data": {"reason": "api"}, "future_field": 1,
+}
+SAMPLE = {
+    "timestamp": "2026-12-04T13:00:05.000Z", "cpu_used_pct": 99.2, "cpu_count": 1.5, "mem_used": 314572800,
+    "mem_limit": 536870912, "disk_used": 4096, "disk_limit": 1073741824, "pids": 3, "future_field": 1,
+}
+
+
+def test_event_and_metric_queries() -> None:
+    from datetime import datetime
+
+    from sandpit._observe import event_params, metric_params
+
+    at = datetime(2026, 12, 4, 13, 0, 0, 123000, tzinfo=timezone.utc)
+    assert event_params() == {}
+    assert event_params(sandbox="sb1", type=["sandbox.paused", "sandbox.killed"], since=at, after=4, limit=2) == {
+        "sandbox": "sb1", "type": "sandbox.paused,sandbox.killed", "since": str(int(at.timestamp() * 1000)),
+        "after": 4, "limit": 2,
+    }
+    assert event_params(type="sandbox.created", since="2026-12-04T13:00:00Z") == {
+        "type": "sandbox.created", "since": "2026-12-04T13:00:00Z"
+    }
+    assert metric_params(start=1_700_000_000_000, end=at) == {"start": "1700000000000", "end": "1796389200123"}
+
+
+def test_observe_types_decode_and_ignore_unknown_fields() -> None:
+    e = sandpit.LifecycleEvent.from_json(EVENT)
+    assert (e.id, e.type, e.sandbox_id, e.tenant, e.data) == (17, "sandbox.paused", "sb1", "default", {"reason": "api"})
+    assert e.at is not None and e.at.tzinfo == timezone.utc and e.at.microsecond == 123000
+    page = sandpit.EventPage.from_json({"events": [EVENT], "next_after": 17})
+    assert page.events == [e] and page.next_after == 17
+    assert sandpit.EventPage.from_json({"events": []}) == sandpit.EventPage([], None)
+    s = sandpit.MetricSample.from_json(SAMPLE)
+    assert (s.cpu_used_pct, s.cpu_count, s.mem_used, s.mem_limit, s.disk_used, s.disk_limit, s.pids) == (
+        99.2, 1.5, 314572800, 536870912, 4096, 1073741824, 3
+    )
+    assert s.timestamp is not None and s.timestamp.second == 5
+    w = sandpit.Webhook.from_json(
+        {"id": "wh_1", "url": "http://h/x", "events": ["*"], "description": None, "created_at": EVENT["at"], "x": 1}
+    )
+    assert (w.id, w.url, w.events, w.description) == ("wh_1", "http://h/x", ["*"], None) and w.created_at == e.at
+    d = sandpit.WebhookDelivery.from_json(
+        {"id": "whd_1", "event_id": 17, "event_type": "sandbox.created", "attempt": 2, "at": EVENT["at"],
+         "outcome": "retrying", "status_code": None, "error": "connection refused", "duration_ms": 3}
+    )
+    assert (d.id, d.event_id, d.event_type, d.attempt, d.outcome, d.status_code, d.error, d.duration_ms) == (
+        "whd_1", 17, "sandbox.created", 2, "retrying", None, "connection refused", 3
+    )
+
+
+class _CutStream(httpx.SyncByteStream):
+    """A response body that sends ``chunks`` and then, when ``cut``, fails like a dropped connection."""
+
+    def __init__(self, chunks: List[bytes], cut: bool) -> None:
+        self.chunks, self.cut = chunks, cut
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.chunks
+        if self.cut:
+            raise httpx.ReadError("connection reset by peer")
+
+
+def _sse(*messages: Tuple[Optional[int], str, Dict[str, Any]]) -> List[bytes]:
+    out = [b": keep-alive\n\n"]
+    for id_, event, data in messages:
+        head = f"id: {id_}\n" if id_ is not None else ""
+        out.append(f"{head}event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+    return out
+
+
+def _mock(obj: Any, answers: List[Tuple[List[bytes], bool]], seen: List[httpx.Request]) -> None:
+    """Route ``obj``'s transport to answers given in turn (an empty one after them: an idle stream that ends)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        chunks, cut = answers.pop(0) if answers else ([], False)
+        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=_CutStream(chunks, cut))
+
+    t = obj._transport
+    t._client = httpx.Client(base_url=t.url, headers=t.headers, transport=httpx.MockTransport(handler))
+
+
+def _ev(id_: int, type_: str = "sandbox.paused") -> Dict[str, Any]:
+    return {**EVENT, "id": id_, "type": type_}
+
+
+def test_an_event_stream_resumes_after_the_last_event_with_last_event_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sandpit._sync.observe._backoff", lambda failures: 0.0)
+    seen: List[httpx.Request] = []
+    events = sandpit.Events(url="http://sandpit.test", api_key="k")
+    _mock(events, [
+        (_sse((5, "sandbox.paused", _ev(5))), True),
+        # The daemon replays from the header's id; a repeated event is dropped all the same.
+        (_sse((5, "sandbox.paused", _ev(5)), (6, "sandbox.resumed", _ev(6, "sandbox.resumed"))), True),
+        (_sse((7, "sandbox.killed", _ev(7, "sandbox.killed"))), False),
+    ], seen)
+    stream = events.stream(sandbox="sb1", type=["sandbox.paused", "sandbox.resumed", "sandbox.killed"], after=3)
+    got = [next(stream).id for _ in range(3)]
+    stream.close()
+    assert got == [5, 6, 7]
+    assert dict(seen[0].url.params) == {
+        "sandbox": "sb1", "type": "sandbox.paused,sandbox.resumed,sandbox.killed", "after": "3"
+    }
+    assert "last-event-id" not in seen[0].headers
+    assert dict(seen[1].url.params) == {"sandbox": "sb1", "type": "sandbox.paused,sandbox.resumed,sandbox.killed"}
+    assert seen[1].headers["Last-Event-ID"] == "5" and seen[2].headers["Last-Event-ID"] == "6"
+    assert all(r.url.path == "/v1/events/stream" and r.headers["Authorization"] == "Bearer k" for r in seen)
+
+
+def test_a_sandbox_stream_ends_with_the_daemon_and_a_metrics_stream_repeats_no_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sandpit._observe import event_key, sample_key
+    from sandpit._sync.observe import sse_items
+
+    monkeypatch.setattr("sandpit._sync.observe._backoff", lambda failures: 0.0)
+    seen: List[httpx.Request] = []
+    events = sandpit.Events(url="http://sandpit.test", api_key="k")
+    t = events._transport
+    at = [f"2026-12-04T13:00:0{i}.000Z" for i in range(4)]
+    _mock(events, [
+        (_sse(*[(None, "metrics", {**SAMPLE, "timestamp": x}) for x in at[:2]]), True),
+        # Reopened, the daemon sends the latest sample first again.
+        (_sse(*[(None, "metrics", {**SAMPLE, "timestamp": x}) for x in at[1:]]), False),
+    ], seen)
+    path = "/v1/sandboxes/sb1/metrics/stream"
+    samples = list(sse_items(t, path, {}, MetricSample.from_json, sample_key, by_id=False))
+    assert [s.timestamp for s in samples] == [parse_time(x) for x in at] and len(seen) == 2
+    assert "last-event-id" not in seen[1].headers
+    seen.clear()
+    _mock(events, [(_sse((1, "sandbox.created", _ev(1)), (2, "sandbox.killed", _ev(2))), False)], seen)
+    path = "/v1/sandboxes/sb1/events/stream"
+    assert [e.id for e in sse_items(t, path, {}, LifecycleEvent.from_json, event_key)] == [1, 2] and len(seen) == 1
+
+
+def test_a_stream_gives_up_after_repeated_cuts_and_api_errors_are_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandpit._observe import event_key
+    from sandpit._stream import MAX_RESUME_ATTEMPTS
+    from sandpit._sync.observe import sse_items
+
+    monkeypatch.setattr("sandpit._sync.observe._backoff", lambda failures: 0.0)
+    seen: List[httpx.Request] = []
+    events = sandpit.Events(url="http://sandpit.test", api_key="k")
+    _mock(events, [([], True)] * (MAX_RESUME_ATTEMPTS + 1), seen)
+    with pytest.raises(sandpit.StreamError, match="could not be resumed"):
+        next(events.stream())
+    assert len(seen) == MAX_RESUME_ATTEMPTS + 1
+
+    def gone(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no sandbox sb1"}})
+
+    seen.clear()
+    t = events._transport
+    t._client = httpx.Client(base_url=t.url, transport=httpx.MockTransport(gone))
+    with pytest.raises(NotFoundError, match="no sandbox sb1"):
+        next(sse_items(t, "/v1/sandboxes/sb1/events/stream", {}, LifecycleEvent.from_json, event_key))
+    assert len(seen) == 1

@@ -9,6 +9,8 @@ import time
 from datetime import datetime
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
+from ._types import LifecycleEvent, MetricSample
+
 __all__ = ["verify_webhook"]
 
 Time = Union[datetime, str, int, None]
@@ -49,6 +51,24 @@ def metric_params(start: Time = None, end: Time = None) -> Dict[str, Any]:
     if end is not None:
         params["end"] = _time(end)
     return params
+
+
+def webhook_body(url: str, events: Iterable[str], secret: str, description: Optional[str] = None) -> Dict[str, Any]:
+    """The body of ``POST /v1/webhooks``."""
+    body: Dict[str, Any] = {"url": url, "events": list(events), "secret": secret}
+    if description is not None:
+        body["description"] = description
+    return body
+
+
+def event_key(e: LifecycleEvent) -> int:
+    """What orders the events of a stream (their id): a reopened stream drops those not above the last one."""
+    return e.id
+
+
+def sample_key(s: MetricSample) -> Optional[datetime]:
+    """What orders the samples of a stream (their time): a reopened stream sends the latest one again."""
+    return s.timestamp
 
 
 def verify_webhook(

@@ -18,11 +18,14 @@ import asyncio
 from typing import Any, AsyncGenerator, Callable, Dict, Iterable, List, Optional, TypeVar, Union
 # unasync: end
 
+from urllib.parse import quote
+
 import httpx
 
 from .._errors import StreamError
-from .._observe import Time, event_params
-from .._stream import _RETRYABLE, MAX_RESUME_ATTEMPTS, SseParser, _backoff
+from .._observe import Time, event_key, event_params, webhook_body
+from .. import _stream
+from .._stream import _RETRYABLE, SseParser, _backoff
 from .._types import EventPage, LifecycleEvent, Webhook, WebhookDelivery
 from .transport import AsyncTransport
 
@@ -36,31 +39,48 @@ async def sse_items(
     path: str,
     params: Dict[str, Any],
     decode: Callable[[Dict[str, Any]], T],
-    resume: bool,
+    key: Callable[[T], Any],
+    *,
+    ends: bool = True,
+    by_id: bool = True,
 ) -> AsyncGenerator[T, None]:
-    """The JSON items of the SSE stream ``path`` until the daemon ends it, reopening a cut connection (with
-    ``after`` = the last id delivered when ``resume``, so nothing is missed or repeated). Raises
-    :class:`StreamError` when reopening keeps failing; API errors propagate."""
+    """The JSON items of the SSE stream ``path``, reopening a cut connection with a short backoff: with ``by_id``
+    the reopened stream starts after the last message id delivered (``Last-Event-ID``, as the process output
+    streams do), and an item whose ``key`` is not above the last one's (one the daemon sends again) is dropped,
+    so nothing is repeated. Stops when the daemon ends the stream when ``ends`` (else that is a cut like any
+    other). Raises :class:`StreamError` after :data:`MAX_RESUME_ATTEMPTS` failed reopenings in a row; API errors
+    (a 404 once the sandbox is deleted, ...) propagate."""
     params = dict(params)
+    headers: Dict[str, str] = {}
+    last: Any = None
     failures = 0
     while True:
         cause: BaseException
         try:
-            async with transport.stream(path, params=params) as resp:
+            async with transport.stream(path, params=params, headers=headers) as resp:
                 parser = SseParser()
                 async for line in resp.aiter_lines():
                     msg = parser.feed(line)
                     if msg is None or not msg.data:
                         continue
                     failures = 0
-                    if resume and msg.id:
-                        params["after"] = msg.id
-                    yield decode(json.loads(msg.data))
-            return
+                    if by_id and msg.id:
+                        # Where a reopened stream starts: after this message (the header replaces ``after``).
+                        headers["Last-Event-ID"] = msg.id
+                        params.pop("after", None)
+                    item = decode(json.loads(msg.data))
+                    k = key(item)
+                    if last is not None and k is not None and k <= last:
+                        continue
+                    last = k if k is not None else last
+                    yield item
+            if ends:
+                return
+            cause = EOFError(f"the daemon ended the stream {path}")
         except (httpx.HTTPError, *_RETRYABLE) as exc:
             cause = exc
         failures += 1
-        if failures > MAX_RESUME_ATTEMPTS:
+        if failures > _stream.MAX_RESUME_ATTEMPTS:
             raise StreamError(f"the stream {path} was cut and could not be resumed: {cause}") from cause
         await asyncio.sleep(_backoff(failures))
 
@@ -99,10 +119,12 @@ class AsyncEvents:
         type: Union[str, Iterable[str], None] = None,
         after: Optional[int] = None,
     ) -> AsyncGenerator[LifecycleEvent, None]:
-        """``GET /v1/events/stream``: events as they happen (with ``after``, the stored ones after it first); a cut
-        connection is resumed from the last event delivered."""
+        """``GET /v1/events/stream``: events as they happen (with ``after``, the stored ones after that id first),
+        until the caller stops reading (``aclose()`` it, or leave the ``async for``); a cut connection is reopened
+        after the last event delivered (``Last-Event-ID``), so none is missed or repeated."""
         params = event_params(sandbox=sandbox, type=type, after=after)
-        return sse_items(self._transport, "/v1/events/stream", params, LifecycleEvent.from_json, True)
+        path = "/v1/events/stream"
+        return sse_items(self._transport, path, params, LifecycleEvent.from_json, event_key, ends=False)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -131,9 +153,7 @@ class AsyncWebhooks:
     ) -> Webhook:
         """``POST /v1/webhooks``: ``events`` are types (``sandbox.created``, …) or ``["*"]``; ``secret`` (8-256
         characters) signs every delivery and is never shown again."""
-        body: Dict[str, Any] = {"url": url, "events": list(events), "secret": secret}
-        if description is not None:
-            body["description"] = description
+        body = webhook_body(url, events, secret, description)
         return Webhook.from_json(await self._transport.request("POST", "/v1/webhooks", json=body))
 
     async def list(self) -> List[Webhook]:
@@ -143,16 +163,16 @@ class AsyncWebhooks:
 
     async def get(self, id: str) -> Webhook:
         """``GET /v1/webhooks/{id}``; :class:`NotFoundError` when there is none."""
-        return Webhook.from_json(await self._transport.request("GET", f"/v1/webhooks/{id}"))
+        return Webhook.from_json(await self._transport.request("GET", "/v1/webhooks/" + quote(id, safe="")))
 
     async def delete(self, id: str) -> None:
         """``DELETE /v1/webhooks/{id}``: its delivery log and pending retries go too."""
-        await self._transport.request("DELETE", f"/v1/webhooks/{id}")
+        await self._transport.request("DELETE", "/v1/webhooks/" + quote(id, safe=""))
 
     async def deliveries(self, id: str, *, limit: Optional[int] = None) -> List[WebhookDelivery]:
         """``GET /v1/webhooks/{id}/deliveries``: one row per attempt, newest first."""
         params = {} if limit is None else {"limit": limit}
-        d = await self._transport.request("GET", f"/v1/webhooks/{id}/deliveries", params=params)
+        d = await self._transport.request("GET", "/v1/webhooks/" + quote(id, safe="") + "/deliveries", params=params)
         return [WebhookDelivery.from_json(x) for x in d.get("deliveries") or []]
 
     async def aclose(self) -> None:

@@ -33,7 +33,8 @@ from .._network import ExposedPort, NetworkPolicy, expose_body, host_of, policy_
 from .._options import Stdin
 from .._process import ProcessRef, start_body
 from .._sandbox import _START_WAIT_S, Configure, _create_body, _fork_body, _list_params, _options, _path
-from .._observe import Time, event_params, metric_params
+from .._stream import ClosingAsyncIterator
+from .._observe import Time, event_key, event_params, metric_params, sample_key
 from .._types import CommandResult, EventPage, LifecycleEvent, MetricSample, SandboxInfo, SnapshotInfo, VolumeMountLike
 from .commands import AsyncCommands
 from .files import AsyncFiles
@@ -279,22 +280,26 @@ class AsyncSandbox:
 
     def events_stream(
         self, *, type: Union[str, Iterable[str], None] = None, after: Optional[int] = None
-    ) -> AsyncGenerator[LifecycleEvent, None]:
+    ) -> ClosingAsyncIterator[LifecycleEvent]:
         """``GET /v1/sandboxes/{id}/events/stream``: this sandbox's events as they happen (with ``after``, the stored
-        ones after it first); ends after ``sandbox.killed`` or when the sandbox is deleted."""
-        params = event_params(type=type, after=after)
-        return sse_items(self._transport, _path(self.id, "/events/stream"), params, LifecycleEvent.from_json, True)
+        ones after that id first, ``after=0`` for all); ends after ``sandbox.killed`` or when the sandbox is deleted.
+        A cut connection is reopened after the last event delivered (``Last-Event-ID``)."""
+        path, params = _path(self.id, "/events/stream"), event_params(type=type, after=after)
+        events = sse_items(self._transport, path, params, LifecycleEvent.from_json, event_key)
+        return ClosingAsyncIterator(events, lambda e: e.type == "sandbox.killed")
 
     async def metrics(self, *, start: Time = None, end: Time = None) -> List[MetricSample]:
         """``GET /v1/sandboxes/{id}/metrics``: cpu, memory, disk and pids samples between ``start`` and ``end``
-        (datetimes, RFC 3339 text or epoch ms; inclusive), oldest first."""
+        (datetimes, RFC 3339 text or epoch ms; inclusive), oldest first. The daemon samples each running sandbox
+        every ``metrics_interval_ms`` (5 s by default) and keeps an hour of them."""
         d = await self._transport.request("GET", _path(self.id, "/metrics"), params=metric_params(start, end))
         return [MetricSample.from_json(x) for x in d or []]
 
     def metrics_stream(self) -> AsyncGenerator[MetricSample, None]:
-        """``GET /v1/sandboxes/{id}/metrics/stream``: each sample as it is taken (the latest one first); ends when
-        the sandbox is deleted."""
-        return sse_items(self._transport, _path(self.id, "/metrics/stream"), {}, MetricSample.from_json, False)
+        """``GET /v1/sandboxes/{id}/metrics/stream``: each sample as it is taken (the latest one already taken
+        first); ends when the sandbox is deleted. A cut connection is reopened without repeating a sample."""
+        path = _path(self.id, "/metrics/stream")
+        return sse_items(self._transport, path, {}, MetricSample.from_json, sample_key, by_id=False)
 
     # -- snapshots and forks --------------------------------------------------------------------------------
 
