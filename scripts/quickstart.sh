@@ -60,4 +60,5 @@ sandpit is running on $url (log: $state/sandpitd.log, pid file: $state/sandpitd.
   $bin create                     # a sandbox id
   $bin exec ID -- python3 -c 'print(2 + 2)'
   $bin attach ID                  # an interactive shell; ctrl-] detaches
+The web console: $url/console (sign in with the key in $state/api-key).
 MSG

@@ -45,6 +45,8 @@ stage rust-tests cargo test --workspace --locked --no-fail-fast -- --test-thread
 stage api-schemathesis bash crates/sandpit-server/tests/schemathesis.sh
 [ -x sdk/python/test.sh ] && stage python-sdk sdk/python/test.sh
 [ -x sdk/typescript/test.sh ] && stage typescript-sdk sdk/typescript/test.sh
+# The web console (console/) in headless Chromium against the daemon; screenshots in console/test-artifacts/.
+[ -x console/test.sh ] && stage console console/test.sh
 # The stock E2B SDKs (pinned), unchanged, against the daemon's E2B surface (docs/e2b.md).
 [ -x compat/e2b/python/test.sh ] && stage e2b-python compat/e2b/python/test.sh
 [ -x compat/e2b/typescript/test.sh ] && stage e2b-typescript compat/e2b/typescript/test.sh

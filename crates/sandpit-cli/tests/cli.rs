@@ -1005,6 +1005,21 @@ fn keys_create_ls_revoke_and_scopes_hold() {
     assert!(fresh.starts_with(&format!("spa_{sid}_")), "{fresh}");
     assert!(!as_token(&first, &["info", &sid]).status.success());
     assert!(as_token(&fresh, &["info", &sid]).status.success());
+    // `console` prints the console's address; with an id, a link carrying a new token of that sandbox.
+    let base = d.ok(&["console"]).trim().to_owned();
+    assert!(
+        base.starts_with("http://127.0.0.1:") && base.ends_with("/console"),
+        "{base}"
+    );
+    let link = d.ok(&["console", &sid]).trim().to_owned();
+    let token = link
+        .strip_prefix(&format!("{base}#sandbox={sid}&token="))
+        .unwrap_or_else(|| panic!("{link}"));
+    assert!(as_token(token, &["info", &sid]).status.success());
+    assert!(!as_token(&fresh, &["info", &sid]).status.success());
+    let o = d.run(&["console", "nope"]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("nope"), "{}", text(&o.stderr));
     let o = d.run(&["keys", "create", "--name", "x", "--scope", "root"]);
     assert!(!o.status.success());
     assert!(

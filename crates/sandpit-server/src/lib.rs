@@ -15,6 +15,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod e2b;
 pub mod engine;
 pub mod events;

@@ -55,6 +55,69 @@ async fn every_call_but_health_needs_the_key() {
     d.stop().await.unwrap();
 }
 
+/// The web console's page and bundle need no key (the page signs in through the API), carry a strict
+/// Content-Security-Policy, and answer a repeated request with 304; `/` leads to it; nothing else is opened.
+#[tokio::test]
+async fn the_console_is_served_without_a_key_and_nothing_else_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), FakeBackend::new()).await;
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let root = anon.get(d.url("/")).send().await.unwrap();
+    assert_eq!(root.status(), 307);
+    assert_eq!(root.headers()["location"], "/console");
+    for (path, kind) in [
+        ("/console", "text/html"),
+        ("/console/", "text/html"),
+        ("/console/console.js", "text/javascript"),
+        ("/console/console.css", "text/css"),
+    ] {
+        let resp = anon.get(d.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}: {h:?}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let body = resp.bytes().await.unwrap();
+        assert!(body.len() > 100, "{path}");
+        let again = anon
+            .get(d.url(path))
+            .header("if-none-match", h["etag"].clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+    }
+    let page = anon
+        .get(d.url("/console"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("/console/console.js") && page.contains("/console/console.css"));
+    // Only the console's own files: no path escapes, and the API behind it still wants the key.
+    for path in ["/console/nope.js", "/console/..%2FCargo.toml"] {
+        let resp = anon.get(d.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+    }
+    for path in ["/console/a/b", "/v1/sandboxes"] {
+        let resp = anon.get(d.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+    }
+    d.stop().await.unwrap();
+}
+
 /// Every route the daemon's `/openapi.json` lists, with every method, on a real sandbox id (so that a call that
 /// got through would reach the sandbox's agent and succeed), refuses each way of getting the key wrong.
 #[tokio::test]

@@ -37,6 +37,11 @@ async def test_lifecycle() -> None:
         assert len(await sbx.logs(tail_bytes=10)) == 10
         expires = (await sbx.set_timeout(1200)).expires_at
         assert expires is not None
+        await sbx.pause()
+        looked_up = await AsyncSandbox.get(sbx.id)  # does not resume it
+        assert (await looked_up.info()).state == "paused"
+        await looked_up.close()
+        await sbx.resume()
         async with AsyncSandbox.connect(sbx.id) as again:
             assert (await again.get_info()).id == sbx.id
         # Leaving the connect block killed the sandbox.

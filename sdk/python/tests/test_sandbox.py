@@ -60,14 +60,18 @@ def test_connect_pause_resume_set_timeout_and_kill() -> None:
         # Any call on a paused sandbox resumes it first ...
         assert sbx.commands.run("echo awake").stdout == "awake\n"
         assert sbx.info().state == "running"
-        # ... and so does connect.
+        # ... get does not; connect does.
         sbx.pause()
+        looked_up = Sandbox.get(sbx.id)
+        assert looked_up.id == sbx.id and looked_up.info().state == "paused"
         assert Sandbox.connect(sbx.id).info().state == "running"
 
         assert sbx.kill() is True
         assert sbx.kill() is False
         with pytest.raises(NotFoundError):
             other.info()
+        with pytest.raises(NotFoundError):
+            Sandbox.get(sbx.id)
         assert not other.is_running()
     finally:
         sbx.kill()

@@ -176,6 +176,16 @@ export class Sandbox {
     return new Sandbox(client, info);
   }
 
+  /**
+   * Looks a sandbox up by id without resuming it (`GET /v1/sandboxes/{id}`), unlike {@link Sandbox.connect}.
+   * Rejects with {@link NotFoundError} when it is gone.
+   */
+  static async get(id: string, opts: ConnectionOptions = {}): Promise<Sandbox> {
+    const client = await HttpClient.create(opts);
+    const info = await client.json<WireSandboxInfo>("GET", `/v1/sandboxes/${encodeURIComponent(id)}`);
+    return new Sandbox(client, info);
+  }
+
   /** Lists sandboxes. */
   static async list(opts: SandboxListOpts = {}): Promise<SandboxInfo[]> {
     const client = await HttpClient.create(opts);

@@ -39,6 +39,9 @@ test("create, info, list, pause, resume, setTimeout, connect, kill", async () =>
   assert.ok(t.expiresAt && t.expiresAt.getTime() - Date.now() > 500_000);
 
   await sandbox.pause();
+  const looked = await Sandbox.get(sandbox.id);
+  assert.equal(looked.lastInfo.state, "paused", "get does not resume");
+  assert.equal((await sandbox.info()).state, "paused");
   const again = await Sandbox.connect(sandbox.id);
   assert.equal(again.lastInfo.state, "running", "connect resumes a paused sandbox");
   const r = await again.commands.run("echo $GREETING");
@@ -52,6 +55,7 @@ test("create, info, list, pause, resume, setTimeout, connect, kill", async () =>
   assert.equal(await sandbox.kill(), true);
   assert.equal(await sandbox.kill(), false);
   await assert.rejects(sandbox.info(), NotFoundError);
+  await assert.rejects(Sandbox.get(sandbox.id), NotFoundError);
   const s2 = await Sandbox.create("base");
   assert.equal(await Sandbox.kill(s2.id), true);
 });

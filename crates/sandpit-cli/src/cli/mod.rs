@@ -137,6 +137,8 @@ pub enum ClientCommand {
     /// Webhooks: lifecycle events sent, signed, to a URL as `POST`s (needs an admin key).
     #[command(subcommand)]
     Webhook(observe::WebhookCommand),
+    /// The web console's address; with a sandbox id, a link that opens that sandbox alone.
+    Console(observe::ConsoleArgs),
 }
 
 /// Runs a client verb on a fresh tokio runtime.
@@ -176,6 +178,7 @@ pub fn run(cmd: ClientCommand, conn: &ConnArgs) -> anyhow::Result<ExitCode> {
             ClientCommand::Metrics(a) => observe::metrics(&client, a).await,
             ClientCommand::Top(a) => observe::top(&client, a).await,
             ClientCommand::Webhook(c) => observe::webhook(&client, c).await,
+            ClientCommand::Console(a) => observe::console(&client, a).await,
             ClientCommand::AccessToken(a) => sandbox::access_token(&client, a).await,
         }
     })

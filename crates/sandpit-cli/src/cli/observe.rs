@@ -426,3 +426,40 @@ pub async fn webhook(client: &Client, c: WebhookCommand) -> anyhow::Result<ExitC
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// What the console link's fragment escapes: all but unreserved characters (ids and tokens are made of those).
+const LINK_FRAGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'~');
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    sandpit console                      # the address to open in a browser (sign in with a key)\n  \
+    sandpit console 3f9a0c1d2e4b5a69     # a link for that sandbox alone (a new access token)")]
+pub struct ConsoleArgs {
+    /// A sandbox: print a link that opens it alone, signed in with a new access token of it (the
+    /// sandbox's previous access token stops working, as with `sandpit access-token`).
+    id: Option<String>,
+}
+
+/// Prints the console's address, or a one-sandbox link (the token rides in the fragment, which browsers
+/// never send to the server; the console takes it out of the address bar at once).
+pub async fn console(client: &Client, a: ConsoleArgs) -> anyhow::Result<ExitCode> {
+    let base = format!("{}/console", client.url().trim_end_matches('/'));
+    let Some(id) = a.id else {
+        println!("{base}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let sbx = Sandbox::get(client, &id)
+        .await
+        .with_context(|| format!("cannot find sandbox {id}"))?;
+    let token = sbx
+        .rotate_access_token()
+        .await
+        .with_context(|| format!("cannot issue an access token for sandbox {id}"))?;
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, LINK_FRAGMENT).to_string();
+    println!("{base}#sandbox={}&token={}", enc(&id), enc(&token));
+    Ok(ExitCode::SUCCESS)
+}

@@ -233,6 +233,8 @@ pub fn routers(
             crate::e2b::PREFIX,
             crate::e2b::router(state.clone(), api.clone()),
         )
+        // The web console's page and bundle (no key: the page signs in through the API).
+        .merge(crate::console::router())
         .fallback_service(api)
         // Outermost: preview host names never reach the API's routes (nor E2B's), its key check, its
         // limits, its metrics or its INFO request log (a public preview's traffic would flood it: a tenth

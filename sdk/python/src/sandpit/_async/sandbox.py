@@ -209,6 +209,24 @@ class AsyncSandbox:
         return cls(info, transport)
 
     @classmethod
+    async def get(
+        cls,
+        sandbox_id: str,
+        *,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> AsyncSandbox:
+        """Look a sandbox up by id without resuming it (unlike :meth:`connect`). :class:`NotFoundError` if it is gone."""
+        transport = AsyncTransport(url, api_key, request_timeout)
+        try:
+            info = SandboxInfo.from_json(await transport.request("GET", _path(sandbox_id)))
+        except BaseException:
+            await transport.aclose()
+            raise
+        return cls(info, transport)
+
+    @classmethod
     async def list(
         cls,
         *,

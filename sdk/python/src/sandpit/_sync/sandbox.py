@@ -164,6 +164,24 @@ class Sandbox:
         return cls(info, transport)
 
     @classmethod
+    def get(
+        cls,
+        sandbox_id: str,
+        *,
+        url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        request_timeout: Optional[float] = None,
+    ) -> Sandbox:
+        """Look a sandbox up by id without resuming it (unlike :meth:`connect`). :class:`NotFoundError` if it is gone."""
+        transport = SyncTransport(url, api_key, request_timeout)
+        try:
+            info = SandboxInfo.from_json(transport.request("GET", _path(sandbox_id)))
+        except BaseException:
+            transport.close()
+            raise
+        return cls(info, transport)
+
+    @classmethod
     def list(
         cls,
         *,
