@@ -11,6 +11,7 @@ pub mod agent;
 pub mod api;
 pub mod cgroup;
 pub mod files;
+pub mod flow;
 pub mod guard;
 pub mod log;
 pub mod output;

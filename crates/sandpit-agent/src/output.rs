@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use bytes::Bytes;
 use sandpit_types::LostEvent;
+
+use crate::flow::{Cursor, Flow};
 use tokio::sync::watch;
 
 /// Which stream a chunk came from.
@@ -129,6 +131,8 @@ pub struct OutputLog {
     spiller: Mutex<()>,
     /// Carries `next_seq`, and flips to `u64::MAX` when closed, so readers can await news.
     tick: watch::Sender<u64>,
+    /// Live followers' positions, which hold the writer back while they lag (`crate::flow`).
+    flow: Flow,
 }
 
 impl OutputLog {
@@ -157,6 +161,7 @@ impl OutputLog {
             }),
             spiller: Mutex::new(()),
             tick,
+            flow: Flow::new(limits.cap, crate::flow::STALL),
         }
     }
 
@@ -179,6 +184,7 @@ impl OutputLog {
                 data,
             });
             let unlink = g.enforce();
+            self.flow.wrote(g.stdout_bytes + g.stderr_bytes);
             (seq, g.wants_spill(), unlink)
         };
         unlink_all(unlink);
@@ -223,6 +229,17 @@ impl OutputLog {
             self.spill(true);
         }
         self.tick.send_replace(u64::MAX);
+    }
+
+    /// Registers a live follower at output offset `offset` (see [`Flow::follow`]): while it lags, the
+    /// writer's [`OutputLog::room`] waits for it.
+    pub fn follow(&self, offset: Option<u64>) -> Arc<Cursor> {
+        self.flow.follow(offset)
+    }
+
+    /// How many bytes the writer may append now; waits while a live follower lags ([`Flow::room`]).
+    pub async fn room(&self) -> usize {
+        self.flow.room().await
     }
 
     /// A receiver that changes whenever a chunk is appended or the log closes.

@@ -472,9 +472,17 @@ async fn pump(
                 _ => 0,
             }
         } else {
+            // While a live follower lags, wait for it (the pipe fills and the process blocks in
+            // `write`, as with any slow reader of a pipe); read no more than it can take.
+            let room = tokio::select! {
+                biased;
+                r = proc.log.room() => r,
+                _ = stop.changed() => { stopping = true; continue; }
+            };
+            let end = carry + BUF.min(room);
             tokio::select! {
                 biased;
-                r = read_some(&fd, &mut buf[carry..]) => match r {
+                r = read_some(&fd, &mut buf[carry..end]) => match r {
                     Ok(n) => n,
                     // A PTY master reports EIO once the last slave fd closes: that is its EOF.
                     Err(e) if is_pty && e.raw_os_error() == Some(libc::EIO) => 0,

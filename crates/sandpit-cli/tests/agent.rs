@@ -544,6 +544,87 @@ async fn output_cap_reports_dropped_output_as_lost() {
     assert_eq!(streamed, kept);
 }
 
+/// Regression (issue 21): a WebSocket client reading as fast as it can still lost output to the cap,
+/// because the process wrote faster than the session sent and the log dropped what the client had not
+/// read yet. A live follower now holds the writer back (as a pipe would) instead: nothing is lost.
+#[tokio::test]
+async fn a_websocket_follower_that_keeps_reading_loses_nothing_to_the_cap() {
+    const TOTAL: u64 = 48 << 20;
+    let a = AgentProc::start(&["--output-cap", "1048576"]);
+    // The process writes only once the client is attached (it waits for a line on stdin).
+    let id = a
+        .spawn(json!({"cmd": format!("read go; head -c {TOTAL} /dev/zero"), "stdin": "pipe"}))
+        .await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/processes/{id}/ws", a.addr))
+            .await
+            .unwrap();
+    ws.send(Message::Text(
+        json!({"type": "stdin", "data": "go\n"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let (mut got, mut frames, mut lost, mut exited) = (0u64, 0u64, Vec::new(), None);
+    while let Some(Ok(m)) = ws.next().await {
+        match m {
+            Message::Binary(b) => {
+                got += Frame::decode(&b).unwrap().data.len() as u64;
+                frames += 1;
+                // Slower than `head`, but always reading: a pause now and then.
+                if frames % 32 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                match v["type"].as_str() {
+                    Some("lost") => lost.push(v),
+                    Some("exited") => exited = Some(v),
+                    _ => {}
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert_eq!(got, TOTAL);
+    let exited = exited.expect("an exited message");
+    assert_eq!(exited["process"]["status"], "exited");
+    // The log still keeps only its cap for later readers (`lost_bytes` counts what it no longer keeps);
+    // the follower got every byte before it went.
+    assert_eq!(exited["process"]["stdout_bytes"], TOTAL);
+}
+
+/// A follower that stops reading holds its process back for at most `flow::STALL` (10 s), then the
+/// process goes on without it: a dead client never wedges a process.
+#[tokio::test]
+async fn a_websocket_follower_that_stops_reading_holds_the_process_only_for_a_while() {
+    let a = AgentProc::start(&["--output-cap", "1048576"]);
+    let id = a
+        .spawn(json!({"cmd": "read go; head -c 33554432 /dev/zero", "stdin": "pipe"}))
+        .await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/processes/{id}/ws", a.addr))
+            .await
+            .unwrap();
+    ws.send(Message::Text(
+        json!({"type": "stdin", "data": "go\n"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    // Never read from `ws` again; the process must still end.
+    let (s, w) = a
+        .get(&format!(
+            "/processes/{id}/wait?timeout_ms=60000&output=false"
+        ))
+        .await;
+    assert_eq!(s, 200, "{w}");
+    assert_eq!(w["status"], "exited");
+    assert_eq!(w["stdout_bytes"], 33_554_432u64);
+    drop(ws);
+}
+
 #[tokio::test]
 async fn a_gigabyte_with_no_reader_finishes_and_agent_memory_stays_bounded() {
     let a = AgentProc::start(&[]);

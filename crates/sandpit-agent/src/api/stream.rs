@@ -1,8 +1,9 @@
 //! Live and replayed output: Server-Sent Events and the WebSocket session.
 //!
 //! Both transports read the same [`follow`] feed, which starts at any `seq`, reports dropped output as
-//! `lost`, and ends with `exited` once every chunk was delivered. A slow client only slows its own feed;
-//! the process writes into its log regardless.
+//! `lost`, and ends with `exited` once every chunk was delivered. A client slower than its process holds
+//! the process back while it keeps reading (`crate::flow`; and so every feed of that process), for at
+//! most `flow::STALL` once it stops reading.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -47,6 +48,9 @@ pub fn follow(proc: Arc<Process>, from: u64) -> mpsc::Receiver<Item> {
         let mut at = from;
         // The output offset at which `at` starts, once known: it makes `lost` sizes exact.
         let mut at_offset = (from == 1).then_some(0);
+        // While this feed lags, the process's writer waits for it (`crate::flow`): a follower that
+        // keeps reading loses nothing to the cap.
+        let cursor = proc.log.follow(at_offset);
         loop {
             tick.borrow_and_update();
             let finished = *done.borrow_and_update();
@@ -63,9 +67,11 @@ pub fn follow(proc: Arc<Process>, from: u64) -> mpsc::Receiver<Item> {
             }
             let empty = batch.chunks.is_empty();
             for c in batch.chunks {
+                let end = c.offset + c.data.len() as u64;
                 if tx.send(Item::Chunk(c)).await.is_err() {
                     return;
                 }
+                cursor.advance(end);
             }
             if empty {
                 if finished {
