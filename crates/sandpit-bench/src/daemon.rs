@@ -466,6 +466,19 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// Only the output-stream rows of the daemon group (`bench/run streams`, never part of "all": the daemon
+/// group has them), for work on stream speed.
+pub async fn run_streams(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let d = start_daemon(bin)?;
+    let client = Client::new(&d.url, &d.key)?;
+    let group = format!("daemon ({} backend)", d.backend);
+    let (_, warm) = time_to_interactive(&client)
+        .await
+        .context("first sandbox")?;
+    warm.kill().await?;
+    streams(&client, &d, &group, quick).await
+}
+
 /// A warm `exec("true")` in one sandbox while its neighbour (128 MiB, 64 pids, half a core, 64 MiB of
 /// disk) runs a memory bomb, a disk fill, an output flood, a CPU spin and a fork bomb at once,
 /// beside the same call with the neighbour idle (measured before and after the abuse, in the same run).

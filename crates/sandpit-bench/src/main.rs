@@ -39,7 +39,8 @@ struct Args {
     /// Where to write `latest.json` and `latest.md`.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Benchmark groups to run (default: all).
+    /// Benchmark groups to run (default: all): agent, daemon, files, … ; `streams` (only when named) runs just
+    /// the daemon group's output-stream rows.
     groups: Vec<String>,
 }
 
@@ -73,6 +74,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(daemon::run(&args.sandpit_bin, args.quick))
                 .context("daemon benchmarks")?,
+        );
+    }
+    if args.groups.iter().any(|x| x == "streams") {
+        rows.extend(
+            rt.block_on(daemon::run_streams(&args.sandpit_bin, args.quick))
+                .context("stream benchmarks")?,
         );
     }
     if want("files") {

@@ -12,7 +12,7 @@ use http_body_util::{LengthLimitError, Limited};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -315,14 +315,16 @@ where
     // Shared by the copy towards the client and the close frame a cut sends instead.
     let client_tx = tokio::sync::Mutex::new(client_tx);
     let up = async {
-        let r = tokio::io::copy(&mut client_rx, &mut agent_tx).await;
+        let mut from = BufReader::with_capacity(SPLICE_BUF_UP, &mut client_rx);
+        let r = tokio::io::copy_buf(&mut from, &mut agent_tx).await;
         let _ = agent_tx.shutdown().await;
         r
     };
     // Boxed so that a cut can drop it, and with it its hold on `client_tx`.
     let mut down = Box::pin(async {
         let mut tx = client_tx.lock().await;
-        let r = tokio::io::copy(&mut agent_rx, &mut *tx).await;
+        let mut from = BufReader::with_capacity(SPLICE_BUF_DOWN, &mut agent_rx);
+        let r = tokio::io::copy_buf(&mut from, &mut *tx).await;
         let _ = tx.shutdown().await;
         r
     });
@@ -390,6 +392,13 @@ fn close_frame(code: u16, reason: &str) -> Vec<u8> {
 
 /// How long a client may keep its side of an upgraded connection open after the agent has hung up.
 const SPLICE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Buffer of the agent-to-client copy: a read returns what the agent's socket holds (so latency is the
+/// same), but a fast stream moves in up to 256 KiB per read and write instead of `tokio::io::copy`'s
+/// 8 KiB (for 1 GiB of output: 4 Ki reads and writes, not 128 Ki).
+const SPLICE_BUF_DOWN: usize = 256 * 1024;
+/// Buffer of the client-to-agent copy (stdin, control messages).
+const SPLICE_BUF_UP: usize = 64 * 1024;
 
 /// The innermost error of a chain, for a message.
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -217,7 +217,10 @@ class AsyncSandbox:
         api_key: Optional[str] = None,
         request_timeout: Optional[float] = None,
     ) -> AsyncSandbox:
-        """Look a sandbox up by id without resuming it (unlike :meth:`connect`). :class:`NotFoundError` if it is gone."""
+        """Look a sandbox up by id without resuming it (unlike :meth:`connect`).
+
+        :class:`NotFoundError` if it is gone.
+        """
         transport = AsyncTransport(url, api_key, request_timeout)
         try:
             info = SandboxInfo.from_json(await transport.request("GET", _path(sandbox_id)))

@@ -172,7 +172,10 @@ class Sandbox:
         api_key: Optional[str] = None,
         request_timeout: Optional[float] = None,
     ) -> Sandbox:
-        """Look a sandbox up by id without resuming it (unlike :meth:`connect`). :class:`NotFoundError` if it is gone."""
+        """Look a sandbox up by id without resuming it (unlike :meth:`connect`).
+
+        :class:`NotFoundError` if it is gone.
+        """
         transport = SyncTransport(url, api_key, request_timeout)
         try:
             info = SandboxInfo.from_json(transport.request("GET", _path(sandbox_id)))
