@@ -23,6 +23,16 @@ pub(crate) fn parse_since(v: &str) -> Result<i64, ApiError> {
     })
 }
 
+/// A page size: a number from 1 to `max` (the audit log's and the event and delivery lists' rule).
+pub(crate) fn parse_limit(v: &str, max: usize) -> Result<usize, ApiError> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(format!("limit={v:?} must be a number from 1 to {max}"))
+        })
+}
+
 /// Recorded calls, oldest first: sandbox lifecycle, exec and process starts (with their command line),
 /// signals, file writes, keys, quotas and templates; who made each (a key id, never a secret), on which
 /// sandbox, when, and its status.
@@ -56,17 +66,7 @@ pub async fn read_audit(
             }
             "tenant" => q.tenant = Some(v),
             "sandbox" => q.sandbox = Some(v),
-            "limit" => {
-                q.limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=AUDIT_MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::InvalidArgument(format!(
-                            "limit={v:?} must be a number from 1 to {AUDIT_MAX_LIMIT}"
-                        ))
-                    })?;
-            }
+            "limit" => q.limit = parse_limit(&v, AUDIT_MAX_LIMIT)?,
             other => {
                 return Err(ApiError::InvalidArgument(format!(
                     "unknown query parameter {other:?}: use since, after, tenant, sandbox or limit"

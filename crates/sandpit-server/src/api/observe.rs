@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::AppState;
-use super::audit::parse_since;
+use super::audit::{parse_limit, parse_since};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::auth::Principal;
@@ -78,17 +78,7 @@ fn event_query(
             "after" => q.after_id = Some(parse_after(&v)?),
             "since" if !stream => q.since_ms = Some(parse_since(&v)?),
             "limit" if !stream => {
-                q.limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        bad(
-                            &v,
-                            "limit",
-                            &format!("must be a number from 1 to {EVENTS_MAX_LIMIT}"),
-                        )
-                    })?;
+                q.limit = parse_limit(&v, EVENTS_MAX_LIMIT)?;
             }
             other => {
                 let known = match (per_sandbox, stream) {
@@ -514,17 +504,7 @@ pub async fn webhook_deliveries(
     for (k, v) in query {
         match k.as_str() {
             "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=EVENTS_MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        bad(
-                            &v,
-                            "limit",
-                            &format!("must be a number from 1 to {EVENTS_MAX_LIMIT}"),
-                        )
-                    })?;
+                limit = parse_limit(&v, EVENTS_MAX_LIMIT)?;
             }
             other => {
                 return Err(ApiError::InvalidArgument(format!(
