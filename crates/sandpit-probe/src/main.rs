@@ -290,6 +290,7 @@ fn attempts() -> Vec<Attempt> {
             Who::Both,
             oom_score_adj_agent,
         ),
+        ("rename_agent_comm", "sandbox agent", Who::Both, comm_agent),
         (
             "ptrace_own_process_still_works",
             "sandbox agent",
@@ -1410,25 +1411,27 @@ fn signal_agent(_: &Ctx) -> Outcome {
 }
 
 fn oom_score_adj_agent(_: &Ctx) -> Outcome {
-    let path = "/proc/1/oom_score_adj";
+    // The agent's /proc files belong to the host's root (it runs from an exec-only binary), so the
+    // write itself is refused; a write that lands, even if the agent reverted it later, is a finding.
+    write_refused("/proc/1/oom_score_adj", "1000")
+}
+
+fn comm_agent(_: &Ctx) -> Outcome {
+    // /proc/1/comm names the agent in `ps` and in the host's process list: not the sandbox's to set.
+    write_refused("/proc/1/comm", "innocent")
+}
+
+/// Blocked when writing `value` to `path` is refused for privilege; a write that lands is put back.
+fn write_refused(path: &str, value: &str) -> Outcome {
     let before = std::fs::read_to_string(path).unwrap_or_default();
-    if let Err(e) = std::fs::write(path, "1000") {
+    if let Err(e) = std::fs::write(path, value) {
         return (
             e.raw_os_error().is_some_and(denied),
-            format!("write 1000 to {path}: {e}"),
+            format!("write {value} to {path}: {e}"),
         );
     }
-    // The agent puts its own value back within a quarter of a second.
-    std::thread::sleep(std::time::Duration::from_millis(800));
-    let after = std::fs::read_to_string(path).unwrap_or_default();
-    (
-        after.trim() != "1000",
-        format!(
-            "wrote 1000 over {}; 800 ms later: {}",
-            before.trim(),
-            after.trim()
-        ),
-    )
+    let _ = std::fs::write(path, before.trim());
+    (false, format!("wrote {value} over {}", before.trim()))
 }
 
 fn ptrace_own_process(_: &Ctx) -> Outcome {

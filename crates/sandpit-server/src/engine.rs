@@ -779,6 +779,8 @@ impl Engine {
     pub async fn run_health(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         // Since when each sandbox's agent has failed every probe.
         let mut failing_since: HashMap<String, tokio::time::Instant> = HashMap::new();
+        // One connection per agent, kept between probes (`proxy::probe_on`).
+        let mut conns: HashMap<String, crate::proxy::ProbeConn> = HashMap::new();
         let health = self.cfg.health;
         loop {
             tokio::select! {
@@ -792,22 +794,36 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            let results =
-                futures_util::future::join_all(live.into_iter().map(|(id, socket)| async move {
-                    let failure =
-                        match tokio::time::timeout(health.timeout, crate::proxy::probe(&socket))
-                            .await
-                        {
-                            Ok(Ok(())) => None,
-                            Ok(Err(e)) => Some(format!("its agent does not answer: {e}")),
-                            Err(_) => Some(format!(
+            let probes = live.into_iter().map(|(id, socket)| {
+                let kept = conns.remove(&id);
+                async move {
+                    let probe = crate::proxy::probe_on(&socket, kept);
+                    let (failure, conn) = match tokio::time::timeout(health.timeout, probe).await {
+                        Ok((Ok(()), conn)) => (None, conn),
+                        Ok((Err(e), conn)) => {
+                            (Some(format!("its agent does not answer: {e}")), conn)
+                        }
+                        Err(_) => (
+                            Some(format!(
                                 "its agent did not answer a health check within {} ms",
                                 health.timeout.as_millis()
                             )),
-                        };
-                    (id, failure)
-                }))
-                .await;
+                            None,
+                        ),
+                    };
+                    (id, failure, conn)
+                }
+            });
+            // Connections to sandboxes no longer live were left in `conns`: dropping them closes them.
+            let probed = futures_util::future::join_all(probes.collect::<Vec<_>>()).await;
+            conns.clear();
+            let mut results = Vec::with_capacity(probed.len());
+            for (id, failure, conn) in probed {
+                if let Some(c) = conn {
+                    conns.insert(id.clone(), c);
+                }
+                results.push((id, failure));
+            }
             let now = tokio::time::Instant::now();
             let failing: Vec<String> = results
                 .iter()

@@ -155,20 +155,72 @@ pub async fn forward(
 
 /// One health check of the agent at `socket`: `GET /health` answered `200`. The caller bounds it in time.
 pub async fn probe(socket: &Path) -> Result<(), String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
+    probe_on(socket, None).await.0
+}
+
+/// A connection to an agent kept open between health probes ([`probe_on`]); closed when dropped.
+#[derive(Debug)]
+pub struct ProbeConn {
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ProbeConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// [`probe`] over `kept` when it is still usable, else over a new connection; returns the connection
+/// to keep for the next probe. A probe every second to every agent over a new connection each time
+/// (connect, accept, handshake, close on both sides) was half of what an idle sandbox cost the host.
+/// A kept connection that fails is replaced once, so that an agent closing an idle connection is not
+/// mistaken for an agent that stopped answering.
+pub async fn probe_on(
+    socket: &Path,
+    kept: Option<ProbeConn>,
+) -> (Result<(), String>, Option<ProbeConn>) {
+    if let Some(mut conn) = kept.filter(|c| c.sender.is_ready()) {
+        if let Ok(status) = health_request(&mut conn.sender).await {
+            return (check_health(status), Some(conn));
+        }
+    }
+    let stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) => return (Err(format!("cannot connect: {e}")), None),
+    };
+    let (sender, conn) =
+        match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
+            Ok(x) => x,
+            Err(e) => return (Err(e.to_string()), None),
+        };
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut conn = ProbeConn { sender, task };
+    match health_request(&mut conn.sender).await {
+        Ok(status) => (check_health(status), Some(conn)),
+        Err(e) => (Err(e), None),
+    }
+}
+
+async fn health_request(
+    sender: &mut hyper::client::conn::http1::SendRequest<Body>,
+) -> Result<StatusCode, String> {
     let req = Request::get("/health")
         .header(header::HOST, "sandpit-agent")
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string());
-    conn.abort();
-    let status = resp?.status();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    // Read the (small) body to its end, so that the connection is ready for the next probe.
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+fn check_health(status: StatusCode) -> Result<(), String> {
     if status == StatusCode::OK {
         Ok(())
     } else {
@@ -454,6 +506,66 @@ pub(crate) fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in agent on a unix socket that answers `GET /health` with 200 and hangs up after
+    /// `per_conn` requests on one connection; counts the connections it accepted.
+    fn fake_agent(path: &Path, per_conn: usize) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        use std::sync::atomic::Ordering;
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_conn {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 512];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        accepted
+    }
+
+    #[tokio::test]
+    async fn a_health_probe_reuses_its_connection_and_replaces_one_the_agent_closed() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let accepted = fake_agent(&socket, 2);
+        let (first, kept) = probe_on(&socket, None).await;
+        first.unwrap();
+        let (second, kept) = probe_on(&socket, kept).await;
+        second.unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the second probe reconnected"
+        );
+        // The agent hung up after two: the third probe is still a success, over a new connection.
+        let (third, kept) = probe_on(&socket, kept).await;
+        third.unwrap();
+        assert!(kept.is_some());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        drop(dir);
+        // A gone agent is a failure, not a hang or a success.
+        std::fs::remove_file(&socket).ok();
+        let (gone, _) = probe_on(&socket, None).await;
+        assert!(gone.unwrap_err().contains("cannot connect"));
+    }
 
     #[test]
     fn close_frames_fit_a_control_frame() {
