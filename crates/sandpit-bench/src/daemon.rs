@@ -370,7 +370,56 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     );
 
     // Warm command round trip.
-    let sbx = Sandbox::create().client(&client).await?;
+    let (warm_rows, warm_s) = warm_commands(&client, &d, &group, quick).await?;
+    rows.extend(warm_rows);
+
+    // Pause, resume, and a command that resumes a paused sandbox on its own.
+    let mut sbx = Sandbox::create().client(&client).await?;
+    let k = if quick { 3 } else { 30 };
+    let (mut pause, mut resume, mut auto) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..k {
+        let t = Instant::now();
+        sbx.pause().await?;
+        pause.push(ms(t.elapsed()));
+        let t = Instant::now();
+        sbx.resume().await?;
+        resume.push(ms(t.elapsed()));
+        sbx.pause().await?;
+        let t = Instant::now();
+        sbx.exec("true", NO_ARGS).await?;
+        auto.push(ms(t.elapsed()));
+    }
+    rows.push(Row::new(&group, "pause", "ms", summarize(&pause)));
+    rows.push(Row::new(&group, "resume", "ms", summarize(&resume)));
+    rows.push(
+        Row::new(
+            &group,
+            "exec(\"true\") on a paused sandbox (auto-resume)",
+            "ms",
+            summarize(&auto),
+        )
+        .against("warm exec(\"true\")", warm_s),
+    );
+    sbx.kill().await?;
+
+    rows.push(noisy_neighbour(&client, &group, quick).await?);
+    rows.extend(streams(&client, &d, &group, quick).await?);
+    rows.extend(flood(&client, &d.key, &group, quick).await?);
+    rows.extend(scale(&client, &group, d.child.id(), quick).await?);
+    Ok(rows)
+}
+
+/// A warm `exec("true")` through the Rust SDK, and `run("true")` through the Python and TypeScript SDKs
+/// (each in its own interpreter), beside a bare fork/exec of `true`; also the Rust figure, for rows that
+/// compare against it.
+async fn warm_commands(
+    client: &Client,
+    d: &Daemon,
+    group: &str,
+    quick: bool,
+) -> anyhow::Result<(Vec<Row>, crate::stats::Summary)> {
+    let mut rows = Vec::new();
+    let sbx = Sandbox::create().client(client).await?;
     let m = if quick { 20 } else { 300 };
     let (mut warm_t, mut bare) = (Vec::new(), Vec::new());
     for _ in 0..m {
@@ -387,7 +436,7 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let bare_s = summarize(&bare);
     rows.push(
         Row::new(
-            &group,
+            group,
             "warm exec(\"true\") via Rust SDK (daemon + agent)",
             "ms",
             summarize(&warm_t),
@@ -409,7 +458,7 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             _ => Path::new("sdk/typescript/dist/index.js").exists(),
         };
         if !ready {
-            rows.push(Row::new(&group, &name, "ms", bare_s).note(format!(
+            rows.push(Row::new(group, &name, "ms", bare_s).note(format!(
                 "not measured: {label} SDK not installed/built (bench/run prepares it); row shows fork/exec"
             )));
             continue;
@@ -424,58 +473,39 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         let samples: Vec<f64> =
             serde_json::from_slice(&out.stdout).context("sdk round-trip output")?;
         rows.push(
-            Row::new(&group, &name, "ms", summarize(&samples))
+            Row::new(group, &name, "ms", summarize(&samples))
                 .against("fork/exec+wait of true", bare_s),
         );
     }
 
-    // Pause, resume, and a command that resumes a paused sandbox on its own.
-    let mut sbx = sbx;
-    let k = if quick { 3 } else { 30 };
-    let (mut pause, mut resume, mut auto) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..k {
-        let t = Instant::now();
-        sbx.pause().await?;
-        pause.push(ms(t.elapsed()));
-        let t = Instant::now();
-        sbx.resume().await?;
-        resume.push(ms(t.elapsed()));
-        sbx.pause().await?;
-        let t = Instant::now();
-        sbx.exec("true", NO_ARGS).await?;
-        auto.push(ms(t.elapsed()));
-    }
-    let warm_s = summarize(&warm_t);
-    rows.push(Row::new(&group, "pause", "ms", summarize(&pause)));
-    rows.push(Row::new(&group, "resume", "ms", summarize(&resume)));
-    rows.push(
-        Row::new(
-            &group,
-            "exec(\"true\") on a paused sandbox (auto-resume)",
-            "ms",
-            summarize(&auto),
-        )
-        .against("warm exec(\"true\")", warm_s),
-    );
     sbx.kill().await?;
+    Ok((rows, summarize(&warm_t)))
+}
 
-    rows.push(noisy_neighbour(&client, &group, quick).await?);
-    rows.extend(streams(&client, &d, &group, quick).await?);
-    rows.extend(flood(&client, &d.key, &group, quick).await?);
-    rows.extend(scale(&client, &group, d.child.id(), quick).await?);
-    Ok(rows)
+/// A daemon with `base` built (the first create builds it: seconds, once), a client, and the group name:
+/// where a subset of the daemon group starts.
+async fn started(bin: &Path) -> anyhow::Result<(Daemon, Client, String)> {
+    let d = start_daemon(bin)?;
+    let client = Client::new(&d.url, &d.key)?;
+    let group = format!("daemon ({} backend)", d.backend);
+    let (_, first) = time_to_interactive(&client)
+        .await
+        .context("first sandbox")?;
+    first.kill().await?;
+    Ok((d, client, group))
+}
+
+/// Only the warm command rows of the daemon group (`bench/run warm`, never part of "all": the daemon
+/// group has them), for work on the command round trip.
+pub async fn run_warm(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
+    let (d, client, group) = started(bin).await?;
+    Ok(warm_commands(&client, &d, &group, quick).await?.0)
 }
 
 /// Only the output-stream rows of the daemon group (`bench/run streams`, never part of "all": the daemon
 /// group has them), for work on stream speed.
 pub async fn run_streams(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
-    let d = start_daemon(bin)?;
-    let client = Client::new(&d.url, &d.key)?;
-    let group = format!("daemon ({} backend)", d.backend);
-    let (_, warm) = time_to_interactive(&client)
-        .await
-        .context("first sandbox")?;
-    warm.kill().await?;
+    let (d, client, group) = started(bin).await?;
     streams(&client, &d, &group, quick).await
 }
 

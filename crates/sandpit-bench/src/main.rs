@@ -39,8 +39,8 @@ struct Args {
     /// Where to write `latest.json` and `latest.md`.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Benchmark groups to run (default: all): agent, daemon, files, … ; `streams` (only when named) runs just
-    /// the daemon group's output-stream rows.
+    /// Benchmark groups to run (default: all): agent, daemon, files, … ; `streams` and `warm` (only when
+    /// named) run just the daemon group's output-stream rows, or its warm command rows.
     groups: Vec<String>,
 }
 
@@ -74,6 +74,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(
             rt.block_on(daemon::run(&args.sandpit_bin, args.quick))
                 .context("daemon benchmarks")?,
+        );
+    }
+    if args.groups.iter().any(|x| x == "warm") {
+        rows.extend(
+            rt.block_on(daemon::run_warm(&args.sandpit_bin, args.quick))
+                .context("warm command benchmarks")?,
         );
     }
     if args.groups.iter().any(|x| x == "streams") {

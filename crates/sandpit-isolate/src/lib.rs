@@ -259,8 +259,10 @@ pub struct Isolator {
     templates: template::TemplateStore,
     volumes: volume::VolumeStore,
     filters: Vec<seccompiler::BpfProgram>,
-    /// The exec-only copy of [`IsolateConfig::agent_binary`] that sandboxes get ([`exec_only_agent`]).
+    /// The exec-only copy of [`IsolateConfig::agent_binary`] that sandboxes get ([`exec_only_agent`]),
+    /// or the binary itself when the copy could not be made ([`Isolator::agent_copy_problem`]).
     agent: PathBuf,
+    agent_copy_problem: Option<String>,
 }
 
 /// Where [`exec_only_agent`] keeps its copy, in the state directory.
@@ -366,7 +368,12 @@ impl Isolator {
         let templates = template::TemplateStore::new(cfg.state_dir.join("templates"))?;
         let volumes = volume::VolumeStore::new(cfg.state_dir.join("volumes"))?;
         let filters = seccomp::build()?;
-        let agent = exec_only_agent(&cfg.agent_binary, &cfg.state_dir)?;
+        // A full or small state disk must not stop the daemon: the sandboxes then run the configured binary
+        // itself, and the agent guards its oom_score_adj by polling (see `exec_only_agent`).
+        let (agent, agent_copy_problem) = match exec_only_agent(&cfg.agent_binary, &cfg.state_dir) {
+            Ok(p) => (p, None),
+            Err(e) => (cfg.agent_binary.clone(), Some(e.to_string())),
+        };
         Ok(Self {
             cfg,
             cgroups,
@@ -375,6 +382,7 @@ impl Isolator {
             volumes,
             filters,
             agent,
+            agent_copy_problem,
         })
     }
 
@@ -383,6 +391,12 @@ impl Isolator {
     pub fn favor_dynamic_cgroups(&self) -> Result<bool, IsolateError> {
         let layout = Layout::current().map_err(ioe("reading /proc/self cgroup layout"))?;
         Ok(cgroup::favor_dynamic_changes(&layout)?)
+    }
+
+    /// Why sandboxes run the configured agent binary rather than its exec-only copy, if they do: the
+    /// sandbox's root can then write the agent's `oom_score_adj` (which the agent reverts within 250 ms).
+    pub fn agent_copy_problem(&self) -> Option<&str> {
+        self.agent_copy_problem.as_deref()
     }
 
     /// The configuration in use.

@@ -5,13 +5,17 @@
 //! are completed on both sides and then spliced ([`splice`]). Only hop-by-hop headers and the
 //! client's credentials are dropped on the way: the API key is the daemon's, never the sandbox's.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use http_body_util::{LengthLimitError, Limited};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
 
@@ -19,10 +23,10 @@ use tokio::net::UnixStream;
 pub enum ProxyError {
     /// The agent socket did not accept the connection: the agent is probably gone.
     #[error("cannot connect to the agent socket: {0}")]
-    Connect(std::io::Error),
+    Connect(String),
     /// The connection broke before a response head arrived.
     #[error("the agent did not answer: {0}")]
-    Exchange(hyper::Error),
+    Exchange(String),
     #[error("cannot build the proxied request: {0}")]
     Build(String),
     /// The request body is over the agent's limit ([`sandpit_types::MAX_AGENT_BODY_BYTES`]).
@@ -48,6 +52,108 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
+/// The daemon's HTTP/1 connections to agents, pooled per agent socket by hyper's client: a proxied call
+/// takes an idle connection to its agent instead of connecting, accepting and handshaking on both sides
+/// every time (each warm `exec` did). Idle connections are kept up to 10 s (well inside any idle limit
+/// of the agent's server, so that the daemon never writes into a connection the agent is closing), at
+/// most 8 per agent; a
+/// request that a pooled connection turns out to be closed for (before anything was sent) is retried on
+/// a new one by the client. Upgraded connections (WebSocket) are never pooled.
+#[derive(Debug, Clone)]
+pub struct AgentConns {
+    client: Client<AgentSockets, Body>,
+}
+
+impl Default for AgentConns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentConns {
+    pub fn new() -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(10))
+            .pool_max_idle_per_host(8)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(AgentSockets);
+        Self { client }
+    }
+}
+
+/// The pooled client's connector: `http://{socket path, hex}.agent/` is the agent socket at that path.
+#[derive(Debug, Clone)]
+struct AgentSockets;
+
+impl tower::Service<Uri> for AgentSockets {
+    type Response = TokioIo<UnixStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        Box::pin(async move {
+            let socket = uri
+                .host()
+                .and_then(|h| h.strip_suffix(".agent"))
+                .and_then(unhex)
+                .ok_or_else(|| std::io::Error::other(format!("not an agent address: {uri}")))?;
+            Ok(TokioIo::new(UnixStream::connect(socket).await?))
+        })
+    }
+}
+
+/// `http://{hex of socket}.agent{path_and_query}`: the pooled client's address of `socket`.
+fn agent_uri(socket: &Path, path_and_query: &str) -> Result<Uri, ProxyError> {
+    use std::fmt::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut uri = String::from("http://");
+    for b in socket.as_os_str().as_bytes() {
+        let _ = write!(uri, "{b:02x}");
+    }
+    uri.push_str(".agent");
+    uri.push_str(path_and_query);
+    uri.parse()
+        .map_err(|e| ProxyError::Build(format!("bad path: {e}")))
+}
+
+fn unhex(s: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt as _;
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
+/// What a failed pooled exchange was, in [`ProxyError`]'s terms.
+fn client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        return ProxyError::Connect(root_cause(e));
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if caused_by_length_limit(h) {
+                return ProxyError::TooLarge;
+            }
+            if h.is_user() {
+                // Our request body's stream failed: that is the client's body, read as it is forwarded.
+                return ProxyError::ClientBody(root_cause(h));
+            }
+            break;
+        }
+        cause = c.source();
+    }
+    ProxyError::Exchange(root_cause(e))
+}
+
 /// Sends `req` to the agent at `socket` as `path_and_query` and returns the agent's response, streaming.
 ///
 /// Unless `unbounded` (file content, which may be any size and is streamed chunk by chunk), the body is
@@ -59,6 +165,7 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// code and reason to the client: the sandbox turned unhealthy (1011), the credential stopped working
 /// (1008).
 pub async fn forward(
+    conns: &AgentConns,
     socket: &Path,
     mut req: Request<Body>,
     path_and_query: &str,
@@ -78,25 +185,14 @@ pub async fn forward(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::TooLarge);
     }
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(ProxyError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(ProxyError::Exchange)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "agent connection ended with an error");
-        }
-    });
-
     let upgrade = wants_upgrade(req.headers()).then(|| {
         let protocol = req.headers().get(header::UPGRADE).cloned();
         (hyper::upgrade::on(&mut req), protocol)
     });
     let (parts, body) = req.into_parts();
-    let mut out = Request::builder().method(parts.method).uri(path_and_query);
+    let mut out = Request::builder()
+        .method(parts.method)
+        .uri(agent_uri(socket, path_and_query)?);
     let headers = out
         .headers_mut()
         .ok_or_else(|| ProxyError::Build("bad method or path".into()))?;
@@ -119,16 +215,11 @@ pub async fn forward(
         .body(body)
         .map_err(|e| ProxyError::Build(e.to_string()))?;
 
-    let mut resp = sender.send_request(out).await.map_err(|e| {
-        if caused_by_length_limit(&e) {
-            ProxyError::TooLarge
-        } else if e.is_user() {
-            // Our request body's stream failed: that is the client's body, read as it is forwarded.
-            ProxyError::ClientBody(root_cause(&e))
-        } else {
-            ProxyError::Exchange(e)
-        }
-    })?;
+    let mut resp = conns
+        .client
+        .request(out)
+        .await
+        .map_err(|e| client_error(&e))?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -538,6 +629,57 @@ mod tests {
             }
         });
         accepted
+    }
+
+    #[test]
+    fn an_agent_address_carries_any_socket_path() {
+        let p = Path::new("/tmp/spb-x/isolate/sandboxes/a_b.c-9/run/agent.sock");
+        let uri = agent_uri(p, "/exec?x=1").unwrap();
+        assert_eq!(uri.path_and_query().unwrap().as_str(), "/exec?x=1");
+        let host = uri.host().unwrap().strip_suffix(".agent").unwrap();
+        assert_eq!(unhex(host).unwrap(), p);
+        assert!(unhex("abc").is_none() && unhex("zz").is_none());
+    }
+
+    #[tokio::test]
+    async fn proxied_calls_to_one_agent_share_a_connection() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let accepted = fake_agent(&socket, 100);
+        let conns = AgentConns::new();
+        for _ in 0..3 {
+            let req = Request::get("/health").body(Body::empty()).unwrap();
+            let resp = forward(
+                &conns,
+                &socket,
+                req,
+                "/health",
+                false,
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap();
+            assert_eq!(&body.to_bytes()[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "a connection per call");
+        // A gone agent is a connect error (the daemon's 503), not a hang.
+        drop(dir);
+        let req = Request::get("/health").body(Body::empty()).unwrap();
+        let gone = forward(
+            &conns,
+            Path::new("/nonexistent/agent.sock"),
+            req,
+            "/health",
+            false,
+            std::future::pending(),
+        )
+        .await;
+        assert!(matches!(gone, Err(ProxyError::Connect(_))), "{gone:?}");
     }
 
     #[tokio::test]

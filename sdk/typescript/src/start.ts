@@ -6,7 +6,7 @@
  */
 import type { SandboxScope } from "./client.js";
 import { toBase64, toBytes } from "./encoding.js";
-import { TimeoutError } from "./errors.js";
+import { NotFoundError, SandboxError, TimeoutError } from "./errors.js";
 import type { WireExecResult, WireProcessInfo, WireStartRequest } from "./types.js";
 
 /** Options every way of starting a command accepts. */
@@ -106,9 +106,11 @@ export async function killProcess(scope: SandboxScope, pid: string | number, opt
 }
 
 /**
- * Runs a request to completion and returns its `ExecResult`. Short commands (a total timeout of at most
- * 4 minutes) use `POST /exec`; others start in the background and long-poll, so no HTTP client timeout cuts
- * a long command. An aborted `signal` kills the command.
+ * Runs a request to completion and returns its `ExecResult`, in one round trip (`POST /exec`). Node's fetch
+ * stops waiting for an answer after 5 minutes (undici's `headersTimeout`), so a command without a total
+ * timeout of at most 4 minutes carries a client-chosen id, and when its answer is lost that way (or to a
+ * dropped connection) the command, which runs on in the sandbox, is long-polled by that id. An aborted
+ * `signal` kills the command.
  */
 export async function runToCompletion(
   scope: SandboxScope,
@@ -116,9 +118,10 @@ export async function runToCompletion(
   opts: { signal?: AbortSignal | undefined; requestTimeoutMs?: number | undefined } = {},
 ): Promise<WireExecResult> {
   const short = req.timeout_ms !== undefined && req.timeout_ms <= 240_000;
-  // A client-chosen id lets an aborted or timed-out request kill what it started.
+  // A client-chosen id lets an aborted or timed-out request kill what it started, and a lost answer be
+  // waited for.
   const cancellable = opts.signal !== undefined || opts.requestTimeoutMs !== undefined;
-  if (cancellable && req.id === undefined) req = { ...req, id: randomId() };
+  if ((cancellable || !short) && req.id === undefined) req = { ...req, id: randomId() };
   const id = req.id;
   const kill = (): void => {
     if (id !== undefined) void killProcess(scope, id).catch(() => undefined);
@@ -126,15 +129,22 @@ export async function runToCompletion(
   opts.signal?.throwIfAborted();
   opts.signal?.addEventListener("abort", kill, { once: true });
   try {
-    if (short) {
+    try {
       return await scope.client.json<WireExecResult>("POST", `${scope.base}/exec`, {
         json: req,
         signal: opts.signal,
         timeoutMs: opts.requestTimeoutMs ?? 0,
       });
+    } catch (e) {
+      const lost = e instanceof SandboxError && e.code === "network" && !(e instanceof TimeoutError);
+      if (short || id === undefined || !lost || opts.signal?.aborted === true) throw e;
+      try {
+        return await waitProcess(scope, id, { signal: opts.signal, timeoutMs: opts.requestTimeoutMs });
+      } catch (e2) {
+        // Never started (the request did not reach the sandbox): the first error says why.
+        throw e2 instanceof NotFoundError ? e : e2;
+      }
     }
-    const info = await startProcess(scope, req, { signal: opts.signal, timeoutMs: opts.requestTimeoutMs });
-    return await waitProcess(scope, info.id, { signal: opts.signal, timeoutMs: opts.requestTimeoutMs });
   } catch (e) {
     if (e instanceof TimeoutError && cancellable) kill();
     throw e;

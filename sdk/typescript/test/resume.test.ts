@@ -145,3 +145,48 @@ test("WebSocket: stdin written while reconnecting is delivered", async () => {
     await sandbox.kill();
   }
 });
+
+/**
+ * A fetch that loses the answer to the first `POST /exec` the way Node's fetch does after its 5-minute
+ * `headersTimeout` (here after 300 ms): the request reached the daemon, the answer never reaches the caller.
+ */
+function losingExecFetch(urls: string[]): typeof fetch {
+  let lost = false;
+  return async (input, init) => {
+    const url = String(input);
+    urls.push(`${init?.method ?? "GET"} ${new URL(url).pathname}`);
+    if (lost || init?.method !== "POST" || !url.endsWith("/exec")) return fetch(input, init);
+    lost = true;
+    const cut = new AbortController();
+    const pending = fetch(input, { ...init, signal: cut.signal }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 300));
+    cut.abort();
+    await pending;
+    const cause = Object.assign(new Error("Headers Timeout Error"), { code: "UND_ERR_HEADERS_TIMEOUT" });
+    throw new TypeError("fetch failed", { cause });
+  };
+}
+
+test("run(): an answer lost to the client's own wait limit is long-polled by id, nothing lost", async () => {
+  const urls: string[] = [];
+  const sandbox = await Sandbox.create({ fetch: losingExecFetch(urls) });
+  try {
+    const r = await sandbox.commands.run("sleep 1; echo done");
+    assert.equal(r.exitCode, 0);
+    assert.equal(r.stdout, "done\n");
+    assert.ok(
+      urls.some((u) => /\/processes\/[^/]+\/wait$/.test(u)),
+      `no long-poll after the lost answer: ${urls.join(", ")}`,
+    );
+    // A command that ends at once answers in one round trip: no long-poll.
+    const before = urls.length;
+    assert.equal((await sandbox.commands.run("echo hi")).stdout, "hi\n");
+    assert.deepEqual(
+      urls.slice(before).map((u) => u.split(" ")[0]),
+      ["POST"],
+      `more than one request: ${urls.slice(before).join(", ")}`,
+    );
+  } finally {
+    await sandbox.kill();
+  }
+});

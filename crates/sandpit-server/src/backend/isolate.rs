@@ -66,6 +66,13 @@ impl IsolateBackend {
                  WITHOUT ANY ISOLATION on a trusted machine instead, start with `--backend process`"
             ))
         })?;
+        if let Some(why) = iso.agent_copy_problem() {
+            tracing::warn!(
+                error = %why,
+                "sandboxes run the agent binary itself, not an exec-only copy: root in a sandbox can write \
+                 the agent's /proc/1/oom_score_adj (the agent puts it back within 250 ms)"
+            );
+        }
         if config.cgroup_favordynmods {
             match iso.favor_dynamic_cgroups() {
                 Ok(true) => tracing::warn!(
