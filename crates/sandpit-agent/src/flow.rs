@@ -6,7 +6,8 @@
 //! client is slower than `head -c 1G /dev/zero` — used to fall behind that way and lose output it was
 //! still going to read. So a follower registers a [`Cursor`] with its position, and the pump that reads
 //! the process's pipe asks for [`Flow::room`] before each read: while a follower lags by the high-water
-//! mark (an eighth of the cap, at most 8 MiB, well inside what the cap keeps) the pump stops reading, the
+//! mark (an eighth of the cap and half the in-memory tail, at most 8 MiB: well inside what the cap keeps,
+//! and in memory) the pump stops reading, the
 //! pipe fills and the process blocks in `write` — exactly what a plain pipe to a slow reader does.
 //!
 //! A follower that stops moving holds the process back for at most [`STALL`]: it is then *released* (the
@@ -64,10 +65,17 @@ impl Cursor {
 }
 
 impl Flow {
-    /// Flow control for a log that keeps `cap` bytes; followers that do not move for `stall` are released.
-    pub fn new(cap: u64, stall: Duration) -> Self {
+    /// Flow control for a log that keeps `cap` bytes, `memory` of them in memory; followers that do not
+    /// move for `stall` are released.
+    ///
+    /// The high-water mark is also at most half the memory tail: a follower within it reads from
+    /// memory. (With 8 MiB against a 1 MiB tail, a fast stream's follower read most of its output back
+    /// from the spill files, a copy from the page cache and an allocation per chunk.)
+    pub fn new(cap: u64, memory: usize, stall: Duration) -> Self {
         Self {
-            high_water: (cap / 8).clamp(2 * MIN_ROOM, 8 << 20),
+            high_water: (cap / 8)
+                .min(memory as u64 / 2)
+                .clamp(2 * MIN_ROOM, 8 << 20),
             stall,
             written: AtomicU64::new(0),
             followers: Mutex::new(Vec::new()),
@@ -159,9 +167,21 @@ mod tests {
 
     const CAP: u64 = 8 << 20; // high water 1 MiB
 
+    /// Regression: the window was an eighth of the cap (8 MiB) against a 1 MiB memory tail, so a fast
+    /// stream's follower read most of its output back from the spill files.
+    #[tokio::test(start_paused = true)]
+    async fn a_followers_window_fits_in_the_memory_tail() {
+        let f = Flow::new(64 << 20, 1 << 20, STALL);
+        let _c = f.follow(Some(0));
+        assert_eq!(f.room().await, 512 << 10);
+        let f = Flow::new(64 << 20, 64 << 20, STALL);
+        let _c = f.follow(Some(0));
+        assert_eq!(f.room().await, 8 << 20);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_follower_never_holds_the_writer() {
-        let f = Flow::new(CAP, STALL);
+        let f = Flow::new(CAP, usize::MAX, STALL);
         f.wrote(100 << 20);
         assert_eq!(f.room().await, usize::MAX);
         drop(f.follow(Some(0)));
@@ -170,7 +190,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lagging_follower_holds_the_writer_until_it_moves() {
-        let f = Arc::new(Flow::new(CAP, STALL));
+        let f = Arc::new(Flow::new(CAP, usize::MAX, STALL));
         let c = f.follow(Some(0));
         f.wrote(100);
         assert_eq!(f.room().await, (1 << 20) - 100);
@@ -187,7 +207,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_stalled_follower_is_released_and_holds_again_once_caught_up() {
-        let f = Flow::new(CAP, STALL);
+        let f = Flow::new(CAP, usize::MAX, STALL);
         let c = f.follow(None);
         f.wrote(4 << 20);
         let t = Instant::now();

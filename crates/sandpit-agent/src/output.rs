@@ -18,8 +18,8 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Read};
-use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, OpenOptionsExt as _};
+use std::io::{BufReader, IoSlice, Read};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, TryLockError};
 
@@ -161,7 +161,7 @@ impl OutputLog {
             }),
             spiller: Mutex::new(()),
             tick,
-            flow: Flow::new(limits.cap, crate::flow::STALL),
+            flow: Flow::new(limits.cap, limits.memory, crate::flow::STALL),
         }
     }
 
@@ -556,23 +556,8 @@ impl Inner {
 /// Writes a spill's records (outside the log's lock): appended to its target segment, or to a new file.
 /// Returns the new file, if one was made.
 fn write_spill(plan: &SpillPlan) -> std::io::Result<Option<Arc<File>>> {
-    let mut buf = Vec::with_capacity(
-        plan.chunks
-            .iter()
-            .map(|c| RECORD_HEADER + c.data.len())
-            .sum(),
-    );
-    for c in &plan.chunks {
-        let mut header = [0u8; RECORD_HEADER];
-        header[..8].copy_from_slice(&c.seq.to_le_bytes());
-        header[8..16].copy_from_slice(&c.offset.to_le_bytes());
-        header[16] = c.stream as u8;
-        header[17..].copy_from_slice(&(c.data.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&header);
-        buf.extend_from_slice(&c.data);
-    }
     if let Some((_, file, at)) = &plan.target {
-        file.write_all_at(&buf, *at)?;
+        write_records_at(file, &plan.chunks, *at)?;
         return Ok(None);
     }
     // Output may hold secrets: only the agent's user may read it.
@@ -587,11 +572,48 @@ fn write_spill(plan: &SpillPlan) -> std::io::Result<Option<Arc<File>>> {
         .write(true)
         .mode(0o600)
         .open(&plan.new.1)?;
-    if let Err(e) = file.write_all_at(&buf, 0) {
+    if let Err(e) = write_records_at(&file, &plan.chunks, 0) {
         let _ = std::fs::remove_file(&plan.new.1);
         return Err(e);
     }
     Ok(Some(Arc::new(file)))
+}
+
+/// Writes `chunks` as records at `at`: each a header and the chunk's bytes, gathered by `pwritev`
+/// straight from the chunks (no staging copy: every byte of a long stream passes here once).
+fn write_records_at(file: &File, chunks: &[Chunk], mut at: u64) -> std::io::Result<()> {
+    let headers: Vec<[u8; RECORD_HEADER]> = chunks
+        .iter()
+        .map(|c| {
+            let mut h = [0u8; RECORD_HEADER];
+            h[..8].copy_from_slice(&c.seq.to_le_bytes());
+            h[8..16].copy_from_slice(&c.offset.to_le_bytes());
+            h[16] = c.stream as u8;
+            h[17..].copy_from_slice(&(c.data.len() as u32).to_le_bytes());
+            h
+        })
+        .collect();
+    let mut slices: Vec<IoSlice<'_>> = headers
+        .iter()
+        .zip(chunks)
+        .flat_map(|(h, c)| [IoSlice::new(h), IoSlice::new(&c.data)])
+        .collect();
+    let mut rest = &mut slices[..];
+    // At most IOV_MAX (1024) slices per call; a spill is about 1 MiB of chunks, so rarely more.
+    while !rest.is_empty() {
+        let n = rest.len().min(1024);
+        let wrote = match nix::sys::uio::pwritev(file, &rest[..n], at as i64) {
+            Ok(w) => w,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if wrote == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        at += wrote as u64;
+        IoSlice::advance_slices(&mut rest, wrote);
+    }
+    Ok(())
 }
 
 fn unlink_all(paths: Vec<PathBuf>) {

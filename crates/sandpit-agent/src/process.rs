@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Buf as _, Bytes, BytesMut};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use sandpit_types::{ProcessInfo, ProcessStatus, TtySize};
@@ -444,6 +444,11 @@ pub async fn supervise(
 }
 
 /// Reads one output fd into the log until EOF or until told to stop (then drains what is buffered).
+///
+/// Reads land in a shared buffer and each large chunk (at least [`MIN_READ`]: what a fast writer
+/// produces) is split off it without a copy (`BytesMut::split_to`): chunks of one buffer share its
+/// allocation until the log drops the last of them, so a kept chunk holds at most 4× its size. Smaller
+/// chunks are copied out. A new buffer is taken once the current one has less than `MIN_READ` left.
 async fn pump(
     proc: &Process,
     fd: OwnedFd,
@@ -451,25 +456,27 @@ async fn pump(
     mut stop: watch::Receiver<bool>,
     is_pty: bool,
 ) {
-    // Large reads mean fewer chunks, frames and syscalls for chatty processes; small writers still get
-    // their output promptly, since a read returns whatever the pipe holds.
-    const BUF: usize = 256 * 1024;
     let Ok(fd) = crate::spawn::async_fd(fd) else {
         return;
     };
-    let mut buf = vec![0u8; BUF + 4];
-    let mut carry = 0usize;
+    // Holds at its start the bytes of a UTF-8 sequence cut by the last read (at most 3), kept for the
+    // next chunk so that no chunk splits a character.
+    let mut buf = BytesMut::new();
     let mut stopping = false;
     // After a stop, read what the pipe holds now, bounded so a chatty orphan cannot keep us here.
     let mut drain_budget: usize = 4 << 20;
     loop {
+        if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(PUMP_BUF);
+        }
         let n = if stopping {
-            match nix::unistd::read(fd.get_ref(), &mut buf[carry..]) {
-                Ok(n) if drain_budget > 0 => {
+            if drain_budget == 0 {
+                0
+            } else {
+                read_into(&fd, &mut buf, PUMP_BUF).map_or(0, |n| {
                     drain_budget = drain_budget.saturating_sub(n);
                     n
-                }
-                _ => 0,
+                })
             }
         } else {
             // While a live follower lags, wait for it (the pipe fills and the process blocks in
@@ -479,10 +486,9 @@ async fn pump(
                 r = proc.log.room() => r,
                 _ = stop.changed() => { stopping = true; continue; }
             };
-            let end = carry + BUF.min(room);
             tokio::select! {
                 biased;
-                r = read_some(&fd, &mut buf[carry..end]) => match r {
+                r = read_some(&fd, &mut buf, PUMP_BUF.min(room)) => match r {
                     Ok(n) => n,
                     // A PTY master reports EIO once the last slave fd closes: that is its EOF.
                     Err(e) if is_pty && e.raw_os_error() == Some(libc::EIO) => 0,
@@ -497,26 +503,60 @@ async fn pump(
         if n == 0 {
             break;
         }
-        let total = carry + n;
-        let cut = utf8_cut(&buf[..total]);
-        if cut > 0 {
+        let cut = utf8_cut(&buf);
+        if cut >= MIN_READ {
+            proc.log.append(stream, buf.split_to(cut).freeze());
+        } else if cut > 0 {
+            // A small chunk is copied out, so that it never keeps a whole buffer alive (a finished
+            // process's last few lines may be kept for a long time).
             proc.log.append(stream, Bytes::copy_from_slice(&buf[..cut]));
+            buf.advance(cut);
         }
-        buf.copy_within(cut..total, 0);
-        carry = total - cut;
     }
-    if carry > 0 {
-        proc.log
-            .append(stream, Bytes::copy_from_slice(&buf[..carry]));
+    if !buf.is_empty() {
+        proc.log.append(stream, Bytes::copy_from_slice(&buf));
     }
 }
 
-async fn read_some(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Most bytes one read of a process's output takes: large reads mean fewer chunks, frames and
+/// syscalls for chatty processes; small writers still get their output promptly, since a read returns
+/// whatever the pipe holds.
+const PUMP_BUF: usize = 256 * 1024;
+/// A read buffer with less room than this is replaced by a new one of [`PUMP_BUF`]; chunks this large
+/// are split off the buffer rather than copied.
+const MIN_READ: usize = 64 * 1024;
+
+async fn read_some(
+    fd: &AsyncFd<OwnedFd>,
+    buf: &mut BytesMut,
+    max: usize,
+) -> std::io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
-        match guard.try_io(|inner| nix::unistd::read(inner.get_ref(), buf).map_err(Into::into)) {
+        match guard.try_io(|inner| read_into(inner, buf, max)) {
             Ok(r) => return r,
             Err(_would_block) => {}
+        }
+    }
+}
+
+/// One `read(2)` of at most `max` bytes into `buf`'s spare capacity, appended to its contents.
+fn read_into(fd: &impl AsRawFd, buf: &mut BytesMut, max: usize) -> std::io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    loop {
+        // SAFETY: `spare` is `want` writable bytes owned by `buf`; read(2) writes at most `want`
+        // bytes there and reports how many, and only those are marked initialized below.
+        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: read(2) initialized the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }

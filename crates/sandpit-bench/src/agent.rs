@@ -91,59 +91,130 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         .against("fork/exec+wait of true", summarize(&bare)),
     ];
 
-    let size: u64 = if quick { 64 << 20 } else { 1 << 30 };
-    let reps = if quick { 1 } else { 3 };
-    let (mut ws, mut sse, mut pipe) = (Vec::new(), Vec::new(), Vec::new());
-    let mut ws_lost = 0;
-    let mut sse_lost = 0;
-    for _ in 0..reps {
-        let ws_base = format!("ws://{}", agent.addr);
-        let (rate, lost) = ws_throughput(&http, &base, &ws_base, None, size).await?;
-        ws.push(rate);
-        ws_lost += lost;
-        let (rate, lost) = sse_throughput(&http, &base, size).await?;
-        sse.push(rate);
-        sse_lost += lost;
-        pipe.push(tokio::task::spawn_blocking(move || pipe_throughput(size)).await??);
-    }
-    let label = format!("head -c {} MiB /dev/zero", size >> 20);
-    let pipe_s = summarize(&pipe);
-    rows.push(
-        Row::new(
-            "agent",
-            &format!("{label} over WebSocket"),
-            "MiB/s",
-            summarize(&ws),
-        )
-        .against("plain pipe", pipe_s)
-        .note(format!(
-            "bytes dropped by the 64 MiB cap (client too slow): {ws_lost}"
-        )),
-    );
-    rows.push(
-        Row::new(
-            "agent",
-            &format!("{label} over SSE"),
-            "MiB/s",
-            summarize(&sse),
-        )
-        .against("plain pipe", pipe_s)
-        .note(format!(
-            "binary-looking chunks travel as base64 in JSON; dropped by the cap: {sse_lost} B"
-        )),
+    let ws_base = format!("ws://{}", agent.addr);
+    rows.extend(
+        stream_rows(&http, &base, &ws_base, None, quick, |label, transport| {
+            ("agent".to_owned(), format!("{label} over {transport}"))
+        })
+        .await?,
     );
     Ok(rows)
 }
 
-async fn start(http: &reqwest::Client, base: &str, size: u64) -> anyhow::Result<String> {
+/// Output throughput rows, each beside a plain pipe carrying the same source in the same run: binary
+/// output over WebSocket and SSE, text over SSE (three runs each, interleaved). `name(label,
+/// transport)` gives each row its group and measurement name.
+pub(crate) async fn stream_rows(
+    http: &reqwest::Client,
+    base: &str,
+    ws_base: &str,
+    key: Option<&str>,
+    quick: bool,
+    name: impl Fn(&str, &str) -> (String, String),
+) -> anyhow::Result<Vec<Row>> {
+    let size: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let reps = if quick { 1 } else { 3 };
+    let (mut ws, mut sse, mut sse_text) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pipe, mut pipe_text) = (Vec::new(), Vec::new());
+    let (mut ws_lost, mut sse_lost, mut text_lost) = (0, 0, 0);
+    for _ in 0..reps {
+        let (rate, lost) = ws_throughput(http, base, ws_base, key, Source::Zero, size).await?;
+        ws.push(rate);
+        ws_lost += lost;
+        let (rate, lost) = sse_throughput(http, base, Source::Zero, size).await?;
+        sse.push(rate);
+        sse_lost += lost;
+        let (rate, lost) = sse_throughput(http, base, Source::Text, size).await?;
+        sse_text.push(rate);
+        text_lost += lost;
+        pipe.push(tokio::task::spawn_blocking(move || pipe_throughput(Source::Zero, size)).await??);
+        pipe_text
+            .push(tokio::task::spawn_blocking(move || pipe_throughput(Source::Text, size)).await??);
+    }
+    let (pipe_s, pipe_text_s) = (summarize(&pipe), summarize(&pipe_text));
+    let row = |source: Source, transport: &str, samples: &[f64]| {
+        let (group, measurement) = name(&source.label(size), transport);
+        Row::new(&group, &measurement, "MiB/s", summarize(samples))
+    };
+    Ok(vec![
+        row(Source::Zero, "WebSocket", &ws)
+            .against("plain pipe", pipe_s)
+            .note(format!(
+                "binary frames; dropped by the 64 MiB cap (client too slow): {ws_lost} B"
+            )),
+        row(Source::Zero, "SSE", &sse)
+            .against("plain pipe", pipe_s)
+            .note(format!(
+                "NULs travel as base64 in JSON, decoded by the client; dropped by the cap: {sse_lost} B"
+            )),
+        row(Source::Text, "SSE", &sse_text)
+            .against("plain pipe, same text", pipe_text_s)
+            .note(format!(
+                "text in JSON, parsed by the client; dropped by the cap: {text_lost} B"
+            )),
+    ])
+}
+
+/// What a stream benchmark's process writes: the same command runs in the sandbox (or the agent) and,
+/// for the baseline, into a plain pipe on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// `head -c SIZE /dev/zero`: bytes that travel as binary (base64 over SSE).
+    Zero,
+    /// Lines of printable text (`yes … | head -c SIZE`): what a build log or a dataset looks like.
+    Text,
+}
+
+/// A line of the text source: printable, a newline every 80 bytes.
+const TEXT_LINE: &str =
+    "sandpit stream benchmark: the quick brown fox jumps over the lazy dog 0123456789";
+
+impl Source {
+    pub(crate) fn label(self, size: u64) -> String {
+        match self {
+            Self::Zero => format!("head -c {} MiB /dev/zero", size >> 20),
+            Self::Text => format!("{} MiB of text lines", size >> 20),
+        }
+    }
+
+    fn command(self, size: u64) -> String {
+        match self {
+            Self::Zero => format!("head -c {size} /dev/zero"),
+            Self::Text => format!("yes '{TEXT_LINE}' | head -c {size}"),
+        }
+    }
+}
+
+/// Starts the source held at a gate: it runs once [`open_gate`] writes a line to its stdin, so that
+/// the follower is attached before the first byte (a process that outruns a late follower by the
+/// output cap loses its oldest output, which would measure the race, not the stream).
+async fn start(
+    http: &reqwest::Client,
+    base: &str,
+    source: Source,
+    size: u64,
+) -> anyhow::Result<String> {
     let r: Value = http
         .post(format!("{base}/processes"))
-        .json(&json!({"argv": ["head", "-c", size.to_string(), "/dev/zero"]}))
+        .json(&json!({
+            "cmd": format!("read _gate; {}", source.command(size)),
+            "stdin": "pipe",
+        }))
         .send()
         .await?
+        .error_for_status()?
         .json()
         .await?;
     Ok(r["id"].as_str().context("process id")?.to_owned())
+}
+
+async fn open_gate(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<()> {
+    http.post(format!("{base}/processes/{id}/stdin?eof=true"))
+        .body("go\n")
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
 }
 
 /// MiB/s reaching a WebSocket client, and the bytes the agent reported lost.
@@ -154,11 +225,12 @@ pub(crate) async fn ws_throughput(
     base: &str,
     ws_base: &str,
     key: Option<&str>,
+    source: Source,
     size: u64,
 ) -> anyhow::Result<(f64, u64)> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let t = Instant::now();
-    let id = start(http, base, size).await?;
+    let id = start(http, base, source, size).await?;
     let mut req = format!("{ws_base}/processes/{id}/ws").into_client_request()?;
     if let Some(k) = key {
         req.headers_mut()
@@ -171,11 +243,11 @@ pub(crate) async fn ws_throughput(
             Message::Binary(b) => got += (b.len() - 9) as u64,
             Message::Text(t) => {
                 let v: Value = serde_json::from_str(&t)?;
-                if v["type"] == "lost" {
-                    lost += v["bytes"].as_u64().unwrap_or(0);
-                }
-                if v["type"] == "exited" {
-                    break;
+                match v["type"].as_str() {
+                    Some("started") => open_gate(http, base, &id).await?,
+                    Some("lost") => lost += v["bytes"].as_u64().unwrap_or(0),
+                    Some("exited") => break,
+                    _ => {}
                 }
             }
             _ => {}
@@ -188,28 +260,30 @@ pub(crate) async fn ws_throughput(
     Ok((got as f64 / secs / 1_048_576.0, lost))
 }
 
+/// MiB/s of output reaching an SSE client that decodes every event (text as is, base64 decoded), and
+/// the bytes the agent reported lost.
 pub(crate) async fn sse_throughput(
     http: &reqwest::Client,
     base: &str,
+    source: Source,
     size: u64,
 ) -> anyhow::Result<(f64, u64)> {
     let t = Instant::now();
-    let id = start(http, base, size).await?;
+    let id = start(http, base, source, size).await?;
     let mut resp = http
         .get(format!("{base}/processes/{id}/events"))
         .send()
-        .await?;
+        .await?
+        .error_for_status()?;
     let mut buf: Vec<u8> = Vec::new();
     // Where to resume looking for the blank line that ends an event: never rescan what was scanned.
     let mut scanned = 0;
     let (mut got, mut lost) = (0u64, 0u64);
+    let blank = memchr::memmem::Finder::new(b"\n\n");
     'outer: while let Some(chunk) = resp.chunk().await? {
         buf.extend_from_slice(&chunk);
         let mut start = 0;
-        while let Some(rel) = buf[scanned.max(start)..]
-            .windows(2)
-            .position(|w| w == b"\n\n")
-        {
+        while let Some(rel) = blank.find(&buf[scanned.max(start)..]) {
             let end = scanned.max(start) + rel;
             let block = std::str::from_utf8(&buf[start..end])?;
             let mut event = "";
@@ -222,6 +296,7 @@ pub(crate) async fn sse_throughput(
                 }
             }
             match event {
+                "started" => open_gate(http, base, &id).await?,
                 "stdout" | "stderr" => {
                     let v: sandpit_types::OutputEvent = serde_json::from_str(data)?;
                     got += v.bytes().len() as u64;
@@ -247,10 +322,11 @@ pub(crate) async fn sse_throughput(
     Ok((got as f64 / secs / 1_048_576.0, lost))
 }
 
-pub(crate) fn pipe_throughput(size: u64) -> anyhow::Result<f64> {
+/// MiB/s of the same source read from a plain pipe on the host.
+pub(crate) fn pipe_throughput(source: Source, size: u64) -> anyhow::Result<f64> {
     let t = Instant::now();
-    let mut child = Command::new("head")
-        .args(["-c", &size.to_string(), "/dev/zero"])
+    let mut child = Command::new("sh")
+        .args(["-c", &source.command(size)])
         .stdout(Stdio::piped())
         .spawn()?;
     let mut out = child.stdout.take().context("stdout")?;

@@ -562,16 +562,14 @@ async fn noisy_neighbour(client: &Client, group: &str, quick: bool) -> anyhow::R
     .note("neighbour: memory bomb, disk fill, output flood, CPU spin, fork bomb at once (128 MiB, 64 pids, 0.5 CPU, 64 MiB disk)"))
 }
 
-/// `head -c SIZE /dev/zero` in a sandbox, read through the daemon's proxy over WebSocket and SSE,
-/// beside a plain pipe on the host.
+/// Output of a process in a sandbox, read through the daemon's proxy over WebSocket and SSE, beside a
+/// plain pipe on the host (`crate::agent::stream_rows`).
 async fn streams(
     client: &Client,
     d: &Daemon,
     group: &str,
     quick: bool,
 ) -> anyhow::Result<Vec<Row>> {
-    let size: u64 = if quick { 64 << 20 } else { 1 << 30 };
-    let reps = if quick { 1 } else { 3 };
     let sbx = Sandbox::create().client(client).await?;
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("authorization", format!("Bearer {}", d.key).parse()?);
@@ -580,40 +578,15 @@ async fn streams(
         .build()?;
     let base = format!("{}/v1/sandboxes/{}", d.url, sbx.id());
     let ws_base = base.replacen("http://", "ws://", 1);
-    let (mut ws, mut sse, mut pipe, mut ws_lost, mut sse_lost) = (vec![], vec![], vec![], 0, 0);
-    for _ in 0..reps {
-        let (r, l) =
-            crate::agent::ws_throughput(&http, &base, &ws_base, Some(&d.key), size).await?;
-        ws.push(r);
-        ws_lost += l;
-        let (r, l) = crate::agent::sse_throughput(&http, &base, size).await?;
-        sse.push(r);
-        sse_lost += l;
-        pipe.push(tokio::task::spawn_blocking(move || crate::agent::pipe_throughput(size)).await??);
-    }
+    let rows = crate::agent::stream_rows(&http, &base, &ws_base, Some(&d.key), quick, |l, t| {
+        (
+            group.to_owned(),
+            format!("{l} in a sandbox, {t} via daemon"),
+        )
+    })
+    .await;
     sbx.kill().await?;
-    let pipe_s = summarize(&pipe);
-    let label = format!("head -c {} MiB /dev/zero in a sandbox", size >> 20);
-    Ok(vec![
-        Row::new(
-            group,
-            &format!("{label}, WebSocket via daemon"),
-            "MiB/s",
-            summarize(&ws),
-        )
-        .against("plain pipe", pipe_s)
-        .note(format!(
-            "dropped by the 64 MiB cap (client too slow): {ws_lost} B"
-        )),
-        Row::new(
-            group,
-            &format!("{label}, SSE via daemon"),
-            "MiB/s",
-            summarize(&sse),
-        )
-        .against("plain pipe", pipe_s)
-        .note(format!("base64 in JSON; dropped by the cap: {sse_lost} B")),
-    ])
+    rows
 }
 
 /// A process writes a lot with nobody reading: the agent's peak memory (PID 1's `VmHWM`, read inside

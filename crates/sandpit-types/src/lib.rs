@@ -28,7 +28,7 @@ pub mod tenants;
 pub mod volumes;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use event::{LostEvent, OutputEvent, ProcessEvent};
+pub use event::{LostEvent, OutputEvent, ProcessEvent, output_event_json};
 pub use files::{
     ChmodRequest, ChownRequest, CreateWatcherRequest, Entry, EntryList, EntryType, FileMode,
     FsEvent, FsEventType, MkdirRequest, MoveRequest, SkippedMember, TarResult, WatchEventList,
