@@ -177,7 +177,7 @@ impl Source {
         }
     }
 
-    fn command(self, size: u64) -> String {
+    pub(crate) fn command(self, size: u64) -> String {
         match self {
             Self::Zero => format!("head -c {size} /dev/zero"),
             Self::Text => format!("yes '{TEXT_LINE}' | head -c {size}"),

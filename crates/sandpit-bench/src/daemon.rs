@@ -585,8 +585,118 @@ async fn streams(
         )
     })
     .await;
+    let sdk_rows = match &rows {
+        Ok(_) => sdk_streams(&sbx, d, group, quick).await,
+        Err(_) => Ok(Vec::new()),
+    };
     sbx.kill().await?;
-    rows
+    let mut rows = rows?;
+    rows.extend(sdk_rows?);
+    Ok(rows)
+}
+
+/// The text source through each SDK's streaming API (Rust `Stream`, Python async iterator, TypeScript
+/// async iterator), beside the same command through a plain pipe: an SDK must not be the bottleneck.
+async fn sdk_streams(
+    sbx: &Sandbox,
+    d: &Daemon,
+    group: &str,
+    quick: bool,
+) -> anyhow::Result<Vec<Row>> {
+    use crate::agent::Source;
+    use futures_util::StreamExt as _;
+    let size: u64 = if quick { 64 << 20 } else { 1 << 30 };
+    let runs = if quick { 1 } else { 3 };
+    let label = Source::Text.label(size);
+    let mut pipe = Vec::new();
+    let mut rust = Vec::new();
+    for _ in 0..runs {
+        pipe.push(
+            tokio::task::spawn_blocking(move || crate::agent::pipe_throughput(Source::Text, size))
+                .await??,
+        );
+        let t = Instant::now();
+        let p = sbx
+            .processes()
+            .start(format!(
+                "echo ready; read _gate; {}",
+                Source::Text.command(size)
+            ))
+            .send()
+            .await
+            .context("starting the Rust SDK's stream source")?;
+        let mut s = std::pin::pin!(p.stream());
+        let (mut got, mut gate_open) = (0u64, false);
+        while let Some(ev) = s.next().await {
+            match ev.context("the Rust SDK's stream")? {
+                sandpit::ProcessStreamEvent::Stdout { data, .. } => {
+                    if !gate_open {
+                        // The marker: the stream is attached, let the payload go.
+                        p.write_stdin("go\n", true)
+                            .await
+                            .context("opening the gate")?;
+                        gate_open = true;
+                        got = got.wrapping_sub("ready\n".len() as u64);
+                    }
+                    got = got.wrapping_add(data.len() as u64);
+                }
+                sandpit::ProcessStreamEvent::Exit { .. } => break,
+                _ => {}
+            }
+        }
+        if got != size {
+            bail!("the Rust SDK's stream delivered {got} of {size} bytes");
+        }
+        rust.push(size as f64 / t.elapsed().as_secs_f64() / 1_048_576.0);
+    }
+    let pipe_s = summarize(&pipe);
+    let mut rows = vec![
+        Row::new(
+            group,
+            &format!("{label} via Rust SDK stream"),
+            "MiB/s",
+            summarize(&rust),
+        )
+        .against("plain pipe, same text", pipe_s)
+        .note("Process::stream (SSE), every chunk decoded"),
+    ];
+    for (lang, program, script) in [
+        (
+            "Python",
+            "sdk/python/.venv/bin/python",
+            "bench/sdk_stream.py",
+        ),
+        ("TypeScript", "node", "bench/sdk_stream.mjs"),
+    ] {
+        let name = format!("{label} via {lang} SDK stream");
+        let ready = match lang {
+            "Python" => Path::new(program).exists(),
+            _ => Path::new("sdk/typescript/dist/index.js").exists(),
+        };
+        if !ready {
+            rows.push(Row::new(group, &name, "MiB/s", pipe_s).note(format!(
+                "not measured: {lang} SDK not installed/built (bench/run prepares it); row shows the pipe"
+            )));
+            continue;
+        }
+        let out = Command::new(program)
+            .args([script, &d.url, &d.key, &size.to_string(), &runs.to_string()])
+            .output()
+            .with_context(|| format!("running {script}"))?;
+        if !out.status.success() {
+            bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let rates: Vec<f64> = serde_json::from_slice(&out.stdout).context("sdk stream output")?;
+        rows.push(
+            Row::new(group, &name, "MiB/s", summarize(&rates))
+                .against("plain pipe, same text", pipe_s)
+                .note(match lang {
+                    "Python" => "async for over handle.stream() (AsyncSandbox)",
+                    _ => "for await over handle.stream()",
+                }),
+        );
+    }
+    Ok(rows)
 }
 
 /// A process writes a lot with nobody reading: the agent's peak memory (PID 1's `VmHWM`, read inside

@@ -202,15 +202,24 @@ pub struct Engine {
     pub(crate) pools: crate::pools::Pools,
     /// Where lifecycle events go ([`Engine::set_events`]).
     events: std::sync::OnceLock<Arc<crate::events::Events>>,
+    /// The daemon's connections to agents, pooled per agent: proxied calls, health probes and the
+    /// daemon's own calls (a pooled sandbox's environment) all go through it ([`Engine::agents`]).
+    agents: crate::proxy::AgentConns,
 }
 
 impl Engine {
+    /// The pooled connections to agents (see the field).
+    pub fn agents(&self) -> &crate::proxy::AgentConns {
+        &self.agents
+    }
+
     pub fn new(store: Store, backend: Arc<dyn SandboxBackend>, cfg: EngineConfig) -> Arc<Self> {
         Arc::new(Self {
             store,
             backend,
             cfg,
             locks: Mutex::new(HashMap::new()),
+            agents: crate::proxy::AgentConns::new(),
             wake: Notify::new(),
             live: std::sync::RwLock::new(HashMap::new()),
             owners: std::sync::RwLock::new(HashMap::new()),
@@ -520,7 +529,7 @@ impl Engine {
                 if !req.env.is_empty() {
                     let set = tokio::time::timeout(
                         Duration::from_secs(5),
-                        crate::proxy::put_env(&handle.agent_socket, &req.env),
+                        this.agents.put_env(&handle.agent_socket, &req.env),
                     )
                     .await;
                     if !matches!(set, Ok(Ok(()))) {
@@ -779,8 +788,6 @@ impl Engine {
     pub async fn run_health(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         // Since when each sandbox's agent has failed every probe.
         let mut failing_since: HashMap<String, tokio::time::Instant> = HashMap::new();
-        // One connection per agent, kept between probes (`proxy::probe_on`).
-        let mut conns: HashMap<String, crate::proxy::ProbeConn> = HashMap::new();
         let health = self.cfg.health;
         loop {
             tokio::select! {
@@ -794,36 +801,24 @@ impl Engine {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            // Over the pooled connections (`proxy::AgentConns::health`): one per agent, kept between
+            // probes.
             let probes = live.into_iter().map(|(id, socket)| {
-                let kept = conns.remove(&id);
+                let this = &self;
                 async move {
-                    let probe = crate::proxy::probe_on(&socket, kept);
-                    let (failure, conn) = match tokio::time::timeout(health.timeout, probe).await {
-                        Ok((Ok(()), conn)) => (None, conn),
-                        Ok((Err(e), conn)) => {
-                            (Some(format!("its agent does not answer: {e}")), conn)
-                        }
-                        Err(_) => (
-                            Some(format!(
-                                "its agent did not answer a health check within {} ms",
-                                health.timeout.as_millis()
-                            )),
-                            None,
-                        ),
+                    let probe = this.agents.health(&socket);
+                    let failure = match tokio::time::timeout(health.timeout, probe).await {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(format!("its agent does not answer: {e}")),
+                        Err(_) => Some(format!(
+                            "its agent did not answer a health check within {} ms",
+                            health.timeout.as_millis()
+                        )),
                     };
-                    (id, failure, conn)
+                    (id, failure)
                 }
             });
-            // Connections to sandboxes no longer live were left in `conns`: dropping them closes them.
-            let probed = futures_util::future::join_all(probes.collect::<Vec<_>>()).await;
-            conns.clear();
-            let mut results = Vec::with_capacity(probed.len());
-            for (id, failure, conn) in probed {
-                if let Some(c) = conn {
-                    conns.insert(id.clone(), c);
-                }
-                results.push((id, failure));
-            }
+            let results = futures_util::future::join_all(probes.collect::<Vec<_>>()).await;
             let now = tokio::time::Instant::now();
             let failing: Vec<String> = results
                 .iter()

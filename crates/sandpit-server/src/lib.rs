@@ -267,7 +267,6 @@ async fn serve(
         events,
         webhooks,
         sampler,
-        agents: proxy::AgentConns::new(),
     };
     let cors = api::cors::Cors::new(&config.cors_origins)
         .map_err(|e| ConfigError::Invalid(e.to_string()))?;

@@ -79,6 +79,67 @@ impl AgentConns {
             .build(AgentSockets);
         Self { client }
     }
+
+    /// One health check of the agent at `socket`: `GET /health` answered `200`. The caller bounds it
+    /// in time. It goes over the pool like any call, so that an agent probed every second keeps one
+    /// connection (a new connection per probe, connect, accept, handshake and close on both sides, was
+    /// half of what an idle sandbox cost the host); a pooled connection the agent closed is replaced by
+    /// the client, not mistaken for an agent that stopped answering.
+    ///
+    /// A failed exchange is tried once more: an agent that closed an idle connection just as the probe
+    /// was sent on it is not an agent that stopped answering.
+    pub async fn health(&self, socket: &Path) -> Result<(), String> {
+        let uri = agent_uri(socket, "/health").map_err(|e| e.to_string())?;
+        let req = || {
+            Request::get(uri.clone())
+                .body(Body::empty())
+                .map_err(|e| e.to_string())
+        };
+        let status = match self.exchange(req()?).await {
+            Ok(s) => s,
+            Err(_) => self.exchange(req()?).await?,
+        };
+        check_health(status)
+    }
+
+    /// Replaces the sandbox-wide environment of the agent at `socket` (`PUT /_daemon/env`): how a
+    /// sandbox taken from a warm pool gets its creator's environment. The caller bounds it in time.
+    pub async fn put_env(
+        &self,
+        socket: &Path,
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let body = serde_json::to_vec(env).map_err(|e| e.to_string())?;
+        let path = format!("/{AGENT_DAEMON_PREFIX}env");
+        let req = Request::put(agent_uri(socket, &path).map_err(|e| e.to_string())?)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|e| e.to_string())?;
+        let status = self.exchange(req).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("PUT {path} answered {status}"))
+        }
+    }
+
+    /// Sends one of the daemon's own requests and reads the (small) answer to its end, so that the
+    /// connection goes back to the pool; returns the status.
+    async fn exchange(&self, req: Request<Body>) -> Result<StatusCode, String> {
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| match client_error(&e) {
+                ProxyError::Connect(m) => format!("cannot connect: {m}"),
+                other => other.to_string(),
+            })?;
+        let status = resp.status();
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(status)
+    }
 }
 
 /// The pooled client's connector: `http://{socket path, hex}.agent/` is the agent socket at that path.
@@ -244,73 +305,6 @@ pub async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
-/// One health check of the agent at `socket`: `GET /health` answered `200`. The caller bounds it in time.
-pub async fn probe(socket: &Path) -> Result<(), String> {
-    probe_on(socket, None).await.0
-}
-
-/// A connection to an agent kept open between health probes ([`probe_on`]); closed when dropped.
-#[derive(Debug)]
-pub struct ProbeConn {
-    sender: hyper::client::conn::http1::SendRequest<Body>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ProbeConn {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// [`probe`] over `kept` when it is still usable, else over a new connection; returns the connection
-/// to keep for the next probe. A probe every second to every agent over a new connection each time
-/// (connect, accept, handshake, close on both sides) was half of what an idle sandbox cost the host.
-/// A kept connection that fails is replaced once, so that an agent closing an idle connection is not
-/// mistaken for an agent that stopped answering.
-pub async fn probe_on(
-    socket: &Path,
-    kept: Option<ProbeConn>,
-) -> (Result<(), String>, Option<ProbeConn>) {
-    if let Some(mut conn) = kept.filter(|c| c.sender.is_ready()) {
-        if let Ok(status) = health_request(&mut conn.sender).await {
-            return (check_health(status), Some(conn));
-        }
-    }
-    let stream = match UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(e) => return (Err(format!("cannot connect: {e}")), None),
-    };
-    let (sender, conn) =
-        match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
-            Ok(x) => x,
-            Err(e) => return (Err(e.to_string()), None),
-        };
-    let task = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut conn = ProbeConn { sender, task };
-    match health_request(&mut conn.sender).await {
-        Ok(status) => (check_health(status), Some(conn)),
-        Err(e) => (Err(e), None),
-    }
-}
-
-async fn health_request(
-    sender: &mut hyper::client::conn::http1::SendRequest<Body>,
-) -> Result<StatusCode, String> {
-    let req = Request::get("/health")
-        .header(header::HOST, "sandpit-agent")
-        .body(Body::empty())
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    // Read the (small) body to its end, so that the connection is ready for the next probe.
-    http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(status)
-}
-
 fn check_health(status: StatusCode) -> Result<(), String> {
     if status == StatusCode::OK {
         Ok(())
@@ -321,35 +315,6 @@ fn check_health(status: StatusCode) -> Result<(), String> {
 
 /// Agent paths under this prefix are the daemon's own calls; the proxy never forwards a client there.
 pub const AGENT_DAEMON_PREFIX: &str = "_daemon/";
-
-/// Replaces the sandbox-wide environment of the agent at `socket` (`PUT /env`): how a sandbox taken from
-/// a warm pool gets its creator's environment (`PUT /_daemon/env`). The caller bounds it in time.
-pub async fn put_env(
-    socket: &Path,
-    env: &std::collections::BTreeMap<String, String>,
-) -> Result<(), String> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
-    let body = serde_json::to_vec(env).map_err(|e| e.to_string())?;
-    let req = Request::put(format!("/{AGENT_DAEMON_PREFIX}env"))
-        .header(header::HOST, "sandpit-agent")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string());
-    conn.abort();
-    let status = resp?.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("PUT /{AGENT_DAEMON_PREFIX}env answered {status}"))
-    }
-}
 
 /// A proxied response body that ends when its sandbox turns unhealthy (`cut` resolves with why): an
 /// event stream ends with an `error` event (`{"code": "unavailable", "message"}`), any other body
@@ -688,24 +653,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let accepted = fake_agent(&socket, 2);
-        let (first, kept) = probe_on(&socket, None).await;
-        first.unwrap();
-        let (second, kept) = probe_on(&socket, kept).await;
-        second.unwrap();
+        let conns = AgentConns::new();
+        conns.health(&socket).await.unwrap();
+        conns.health(&socket).await.unwrap();
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             1,
             "the second probe reconnected"
         );
         // The agent hung up after two: the third probe is still a success, over a new connection.
-        let (third, kept) = probe_on(&socket, kept).await;
-        third.unwrap();
-        assert!(kept.is_some());
+        conns.health(&socket).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Environment updates share the same connections.
+        let env = std::collections::BTreeMap::from([("A".to_owned(), "1".to_owned())]);
+        conns.put_env(&socket, &env).await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         drop(dir);
         // A gone agent is a failure, not a hang or a success.
         std::fs::remove_file(&socket).ok();
-        let (gone, _) = probe_on(&socket, None).await;
+        let gone = conns.health(Path::new("/nonexistent/agent.sock")).await;
         assert!(gone.unwrap_err().contains("cannot connect"));
     }
 

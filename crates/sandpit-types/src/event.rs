@@ -31,6 +31,15 @@ impl OutputEvent {
         serde_json::from_str(&output_event_json(seq, bytes)).expect("an event we wrote parses")
     }
 
+    /// The chunk's bytes, taking the text's buffer rather than copying it. Bad base64 decodes to nothing.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match (self.data, self.data_b64) {
+            (Some(s), _) => s.into_bytes(),
+            (None, Some(b)) => B64.decode(b).unwrap_or_default(),
+            (None, None) => Vec::new(),
+        }
+    }
+
     /// The chunk's bytes. Bad base64 decodes to nothing.
     pub fn bytes(&self) -> Vec<u8> {
         match (&self.data, &self.data_b64) {
@@ -45,8 +54,10 @@ impl OutputEvent {
 /// JSON escapes them to no more than base64 would take, else `{"seq":N,"data_b64":"..."}`. Control
 /// characters cost six bytes each as `\u00XX`: a chunk of NULs (or of other terminal bytes) would grow
 /// sixfold as text, so it travels as base64 (4/3) instead. Clients read whichever field is set, so the
-/// choice is per chunk. Text is escaped once, straight from the chunk (no scan or copy beforehand): the
-/// rare chunk that comes out too long is written again as base64.
+/// choice is per chunk. Text is escaped once, straight from the chunk (no scan or copy beforehand): a
+/// chunk that comes out too long is written again as base64. So that binary output does not pay for both,
+/// a chunk whose first 256 bytes alone would escape to more than twice their base64 goes straight to
+/// base64 (such a chunk is binary for all practical purposes).
 pub fn output_event_json(seq: u64, bytes: &[u8]) -> String {
     #[derive(Serialize)]
     struct Text<'a> {
@@ -58,7 +69,9 @@ pub fn output_event_json(seq: u64, bytes: &[u8]) -> String {
         seq: u64,
         data_b64: String,
     }
-    if let Ok(data) = std::str::from_utf8(bytes) {
+    if !looks_binary(bytes)
+        && let Ok(data) = std::str::from_utf8(bytes)
+    {
         let json = serde_json::to_string(&Text { seq, data }).expect("plain data serializes");
         // `{"seq":N,"data":"` + escaped + `"}`
         let envelope = r#"{"seq":,"data":""}"#.len() + seq.to_string().len();
@@ -71,6 +84,20 @@ pub fn output_event_json(seq: u64, bytes: &[u8]) -> String {
         data_b64: B64.encode(bytes),
     })
     .expect("plain data serializes")
+}
+
+/// Whether the first 256 bytes of `bytes` escape to more than twice their base64 size in JSON.
+fn looks_binary(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(256)];
+    let escaped: usize = head
+        .iter()
+        .map(|&b| match b {
+            b'\n' | b'\t' | b'\r' | b'"' | b'\\' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum();
+    escaped > 2 * base64_len(head.len())
 }
 
 /// The length of `n` bytes in padded base64.
@@ -118,6 +145,12 @@ mod tests {
     /// spent their time unescaping it.
     #[test]
     fn nul_heavy_output_travels_as_base64() {
+        assert!(looks_binary(&[0u8; 4096]));
+        assert!(!looks_binary(b"plain text\n"));
+        // Text that only turns binary after its first 256 bytes is caught by the size comparison.
+        let mut late = b"x".repeat(256);
+        late.extend_from_slice(&[0u8; 4096]);
+        assert!(output_event_json(2, &late).contains("data_b64"));
         let e = OutputEvent::new(1, &[0u8; 4096]);
         assert!(output_event_json(1, &[0u8; 4096]).contains("data_b64"));
         assert!(e.data.is_none());

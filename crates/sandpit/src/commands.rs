@@ -21,6 +21,34 @@ use crate::{EventStream, Sandbox};
 /// A callback receiving output chunks as text (invalid UTF-8 is replaced).
 pub type OutputCallback = Box<dyn FnMut(&str) + Send + 'static>;
 
+/// The most of each output stream a result collected from a stream keeps: the agent's per-process cap
+/// (64 MiB). A longer stream drops its oldest output from the result, as the daemon's own results do
+/// (`info.lost_bytes`); every chunk was still handed to the caller as it came. (Unbounded, a long stream's
+/// result grew without limit in memory.)
+pub const STREAM_KEEP_BYTES: usize = 64 << 20;
+
+/// One output stream as collected for a result: the last [`STREAM_KEEP_BYTES`] of it, trimmed in bulk so
+/// that each byte is moved at most once.
+#[derive(Debug, Default)]
+pub(crate) struct OutputTail(Vec<u8>);
+
+impl OutputTail {
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+        if self.0.len() > 2 * STREAM_KEEP_BYTES {
+            self.0.drain(..self.0.len() - STREAM_KEEP_BYTES);
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        let mut v = std::mem::take(&mut self.0);
+        if v.len() > STREAM_KEEP_BYTES {
+            v.drain(..v.len() - STREAM_KEEP_BYTES);
+        }
+        v
+    }
+}
+
 /// The outcome of a finished command: its output, exit code and final process info.
 ///
 /// A non-zero exit code is a result, not an error, except where a method says otherwise
@@ -109,22 +137,24 @@ pub(crate) async fn collect_stream(
     mut on_stdout: Option<OutputCallback>,
     mut on_stderr: Option<OutputCallback>,
 ) -> Result<CommandResult> {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut out, mut err) = (OutputTail::default(), OutputTail::default());
     while let Some(ev) = events.next().await {
         match ev? {
             ProcessEvent::Stdout { data, .. } => {
                 if let Some(cb) = on_stdout.as_mut() {
                     cb(&String::from_utf8_lossy(&data));
                 }
-                out.extend_from_slice(&data);
+                out.push(&data);
             }
             ProcessEvent::Stderr { data, .. } => {
                 if let Some(cb) = on_stderr.as_mut() {
                     cb(&String::from_utf8_lossy(&data));
                 }
-                err.extend_from_slice(&data);
+                err.push(&data);
             }
-            ProcessEvent::Exited(info) => return Ok(CommandResult::new(info, out, err)),
+            ProcessEvent::Exited(info) => {
+                return Ok(CommandResult::new(info, out.take(), err.take()));
+            }
             ProcessEvent::Started(_) | ProcessEvent::Lost(_) => {}
         }
     }
@@ -744,23 +774,23 @@ impl CommandSession {
             out: ws.out.clone(),
         };
         let done = tokio::spawn(async move {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let (mut out, mut err) = (OutputTail::default(), OutputTail::default());
             while let Some(inc) = ws.events.recv().await {
                 match inc? {
                     Incoming::Event(ProcessEvent::Stdout { data, .. }) => {
                         if let Some(cb) = on_stdout.as_mut() {
                             cb(&String::from_utf8_lossy(&data));
                         }
-                        out.extend_from_slice(&data);
+                        out.push(&data);
                     }
                     Incoming::Event(ProcessEvent::Stderr { data, .. }) => {
                         if let Some(cb) = on_stderr.as_mut() {
                             cb(&String::from_utf8_lossy(&data));
                         }
-                        err.extend_from_slice(&data);
+                        err.push(&data);
                     }
                     Incoming::Event(ProcessEvent::Exited(info)) => {
-                        return Ok(CommandResult::new(info, out, err));
+                        return Ok(CommandResult::new(info, out.take(), err.take()));
                     }
                     Incoming::Event(_) => {}
                 }
@@ -842,5 +872,28 @@ impl CommandSession {
     /// ```
     pub async fn close(self) -> Result<()> {
         self.target.kill(&self.info.id).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod output_tail_tests {
+    use super::*;
+
+    /// Regression: a streamed command's result kept every byte it had seen.
+    #[test]
+    fn a_result_keeps_the_last_64_mib_of_a_long_stream() {
+        let mut t = OutputTail::default();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..200 {
+            t.push(&chunk);
+            assert!(t.0.len() <= 2 * STREAM_KEEP_BYTES);
+        }
+        t.push(b"end");
+        let v = t.take();
+        assert_eq!(v.len(), STREAM_KEEP_BYTES);
+        assert!(v.ends_with(b"aend"));
+        let mut short = OutputTail::default();
+        short.push(b"hi");
+        assert_eq!(short.take(), b"hi");
     }
 }

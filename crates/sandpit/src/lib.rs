@@ -58,7 +58,7 @@ pub use audit::{Audit, AuditEntry, AuditList, AuditQuery};
 pub use client::{Client, ClientBuilder, DEFAULT_URL};
 pub use commands::{
     Background, CommandHandle, CommandInfo, CommandResult, CommandSession, Commands,
-    OutputCallback, Run, SessionStdin, Spawn, Wait,
+    OutputCallback, Run, STREAM_KEEP_BYTES, SessionStdin, Spawn, Wait,
 };
 pub use error::{ApiError, Error, Result};
 pub use exec::{

@@ -307,7 +307,12 @@ impl Process {
     pub fn stream(&self) -> impl Stream<Item = Result<ProcessStreamEvent>> + Send + 'static {
         let events = self.target.events(&self.info.id, 1);
         futures_util::stream::unfold(
-            (events, Vec::new(), Vec::new(), false),
+            (
+                events,
+                crate::commands::OutputTail::default(),
+                crate::commands::OutputTail::default(),
+                false,
+            ),
             |(mut events, mut out, mut err, done)| async move {
                 if done {
                     return None;
@@ -319,27 +324,23 @@ impl Process {
                     };
                     let item = match ev {
                         ProcessEvent::Stdout { seq, data } => {
-                            out.extend_from_slice(&data);
+                            out.push(&data);
                             ProcessStreamEvent::Stdout {
-                                data: String::from_utf8_lossy(&data).into_owned(),
+                                data: text(data),
                                 seq,
                             }
                         }
                         ProcessEvent::Stderr { seq, data } => {
-                            err.extend_from_slice(&data);
+                            err.push(&data);
                             ProcessStreamEvent::Stderr {
-                                data: String::from_utf8_lossy(&data).into_owned(),
+                                data: text(data),
                                 seq,
                             }
                         }
                         ProcessEvent::Lost(l) => ProcessStreamEvent::Lost { bytes: l.bytes },
                         ProcessEvent::Started(_) => continue,
                         ProcessEvent::Exited(info) => {
-                            let result = CommandResult::new(
-                                info,
-                                std::mem::take(&mut out),
-                                std::mem::take(&mut err),
-                            );
+                            let result = CommandResult::new(info, out.take(), err.take());
                             return Some((
                                 Ok(ProcessStreamEvent::Exit {
                                     result: Box::new(result),
@@ -353,4 +354,10 @@ impl Process {
             },
         )
     }
+}
+
+/// A chunk as text: UTF-8 (all but binary output) is taken as it is, without a copy; anything else has
+/// its invalid sequences replaced.
+fn text(data: Vec<u8>) -> String {
+    String::from_utf8(data).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }

@@ -185,7 +185,8 @@ pub(crate) fn decode(raw: &RawEvent) -> Result<Option<ProcessEvent>> {
         }
         "stdout" | "stderr" => {
             let o: OutputEvent = serde_json::from_str(&raw.data).map_err(bad)?;
-            let (seq, data) = (o.seq, o.bytes());
+            let seq = o.seq;
+            let data = o.into_bytes();
             if raw.event == "stdout" {
                 ProcessEvent::Stdout { seq, data }
             } else {

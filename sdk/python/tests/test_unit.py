@@ -468,3 +468,23 @@ def test_a_stream_gives_up_after_repeated_cuts_and_api_errors_are_raised(monkeyp
     with pytest.raises(NotFoundError, match="no sandbox sb1"):
         next(sse_items(t, "/v1/sandboxes/sb1/events/stream", {}, LifecycleEvent.from_json, event_key))
     assert len(seen) == 1
+
+
+def test_a_collected_result_keeps_the_last_64_mib_of_a_long_stream() -> None:
+    """Regression: a streamed process's result kept every byte it had seen, so a long stream grew without
+    limit in memory (and the TypeScript SDK threw past V8's string limit)."""
+    from sandpit._process import STREAM_KEEP_BYTES, OutputCollector
+
+    c = OutputCollector()
+    seen = []
+    c.on_stdout = seen.append
+    chunk = b"a" * (1 << 20)
+    for i in range(200):
+        c.feed(sandpit.ExecEvent(kind="stdout", data=chunk, seq=i + 1))
+    assert sum(len(t) for t in seen) == 200 << 20  # every chunk was handed out
+    assert len(c.stdout) <= 2 * STREAM_KEEP_BYTES
+    c.feed(sandpit.ExecEvent(kind="stdout", data=b"end", seq=201))
+    assert len(c.stdout) >= STREAM_KEEP_BYTES
+    info = sandpit.ProcessInfo.from_json(INFO)
+    out = c.result(info).stdout
+    assert len(out) == STREAM_KEEP_BYTES and out.endswith("aend")

@@ -55,25 +55,38 @@ export function wireBytes(text: string | undefined | null, b64: string | undefin
 }
 
 /**
- * Accumulates one output stream chunk by chunk: keeps the raw bytes and decodes text incrementally, so that
- * a multi-byte character split across chunks is still decoded once, whole.
+ * The most output a {@link StreamText} keeps for a command's result: the agent's per-process cap (64 MiB).
+ * A longer stream drops its oldest output from the result, as the daemon's own results do (`lostBytes`);
+ * every chunk was still delivered to the caller as it came.
+ */
+export const STREAM_KEEP_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Accumulates one output stream chunk by chunk: keeps the raw bytes (the last {@link STREAM_KEEP_BYTES} of
+ * them) and decodes each chunk's text incrementally, so that a multi-byte character split across chunks is
+ * still decoded once, whole. The whole text is decoded only when asked for: accumulating it as one string
+ * failed past V8's string limit (~512 MiB) with a `RangeError` in the middle of a stream.
  */
 export class StreamText {
   private readonly decoder = new TextDecoder();
   private readonly chunks: Uint8Array[] = [];
-  private text = "";
+  private kept = 0;
 
   /** Adds a chunk and returns its decoded text (possibly empty while a character is incomplete). */
   push(bytes: Uint8Array): string {
     this.chunks.push(bytes);
-    const t = this.decoder.decode(bytes, { stream: true });
-    this.text += t;
-    return t;
+    this.kept += bytes.length;
+    for (let first = this.chunks[0]; first && this.chunks.length > 1; first = this.chunks[0]) {
+      if (this.kept - first.length < STREAM_KEEP_BYTES) break;
+      this.kept -= first.length;
+      this.chunks.shift();
+    }
+    return this.decoder.decode(bytes, { stream: true });
   }
 
-  /** Everything so far, as text. */
+  /** Everything kept, as text. */
   get value(): string {
-    return this.text + this.decoder.decode(new Uint8Array(0), { stream: true });
+    return new TextDecoder().decode(this.bytes);
   }
 
   /** Everything so far, as bytes. */

@@ -22,6 +22,7 @@ import {
   parseSse,
 } from "sandpit";
 import { DetachMatcher, keyFileCandidates, readKeyFile, verifyWebhook } from "sandpit/node";
+import { STREAM_KEEP_BYTES, StreamText } from "../src/encoding.js";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -315,4 +316,22 @@ test("Events.stream throws a refused request at once, and stops when its signal 
   setTimeout(() => ctl.abort(), 50);
   await assert.rejects(next, (e: unknown) => e instanceof Error && e.name === "AbortError");
   assert.equal(quiet.calls.length, 1);
+});
+
+// Regression: a stream's text was accumulated in one string for the result, and past V8's string limit
+// (~512 MiB of output through `handle.stream()`) the SDK threw a RangeError mid-stream.
+test("StreamText hands out every chunk but keeps only the last 64 MiB, decoding the whole text on demand", () => {
+  const s = new StreamText();
+  const chunk = new Uint8Array(1 << 20).fill(0x61);
+  let handedOut = 0;
+  for (let i = 0; i < 80; i++) handedOut += s.push(chunk).length;
+  assert.equal(handedOut, 80 << 20);
+  const kept = s.bytes.length;
+  assert.ok(kept >= STREAM_KEEP_BYTES && kept <= STREAM_KEEP_BYTES + (1 << 20), `kept ${kept}`);
+  assert.equal(s.value.length, kept);
+  // A character split across chunks is decoded once, whole.
+  const t = new StreamText();
+  const e = new TextEncoder().encode("é");
+  assert.equal(t.push(e.subarray(0, 1)) + t.push(e.subarray(1)), "é");
+  assert.equal(t.value, "é");
 });

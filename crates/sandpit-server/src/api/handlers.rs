@@ -369,7 +369,7 @@ pub async fn proxy_to_agent(
         }
     };
     let forwarded = tokio::select! {
-        r = proxy::forward(&s.agents, &socket, req, &target, unbounded, session_cut) => r,
+        r = proxy::forward(s.engine.agents(), &socket, req, &target, unbounded, session_cut) => r,
         why = cut => {
             return Err(ApiError::Unavailable(format!(
                 "sandbox {id} turned unhealthy while this call waited: {why}"

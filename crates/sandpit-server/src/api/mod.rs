@@ -58,8 +58,6 @@ pub struct AppState {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Per-sandbox resource samples.
     pub sampler: Arc<crate::usage::Sampler>,
-    /// Pooled connections to the agents, for the process API's proxy.
-    pub agents: crate::proxy::AgentConns,
 }
 
 /// Everything under a sandbox that is not a lifecycle verb: the agent's process API.

@@ -21,6 +21,10 @@ Signal = Union[str, int]
 OutputCallback = Callable[[str], Any]
 
 _LONG_POLL_MS = 30_000
+# The most of each stream a collected result keeps: the agent's per-process cap (64 MiB). A longer stream
+# drops its oldest output from the result, as the daemon's own results do (``lost_bytes``); every chunk was
+# still handed to the caller as it came. Unbounded, a long stream's result grew without limit in memory.
+STREAM_KEEP_BYTES = 64 * 1024 * 1024
 
 
 def _data(data: Union[str, bytes]) -> bytes:
@@ -28,7 +32,8 @@ def _data(data: Union[str, bytes]) -> bytes:
 
 
 class OutputCollector:
-    """Collects a process's stdout and stderr from events and forwards decoded text to callbacks."""
+    """Collects a process's stdout and stderr from events (the last ``STREAM_KEEP_BYTES`` of each) and forwards
+    decoded text to callbacks."""
 
     def __init__(self, on_stdout: Optional[OutputCallback] = None, on_stderr: Optional[OutputCallback] = None) -> None:
         self.stdout = bytearray()
@@ -44,7 +49,11 @@ class OutputCollector:
         """Record an output event; return the callback to call and its text, if any."""
         if ev.kind not in ("stdout", "stderr"):
             return None
-        (self.stdout if ev.kind == "stdout" else self.stderr).extend(ev.data)
+        kept = self.stdout if ev.kind == "stdout" else self.stderr
+        kept.extend(ev.data)
+        if len(kept) > 2 * STREAM_KEEP_BYTES:
+            # Trimmed in bulk (amortized): the result keeps the last STREAM_KEEP_BYTES.
+            del kept[: len(kept) - STREAM_KEEP_BYTES]
         callback = self.on_stdout if ev.kind == "stdout" else self.on_stderr
         text = self._decoders[ev.kind].decode(ev.data)
         if callback is None or not text:
@@ -67,7 +76,9 @@ class OutputCollector:
 
     def result(self, info: ProcessInfo) -> CommandResult:
         """The result of the process that ended as ``info``, with the collected output."""
-        return CommandResult.build(info, bytes(self.stdout), bytes(self.stderr))
+        return CommandResult.build(
+            info, bytes(self.stdout[-STREAM_KEEP_BYTES:]), bytes(self.stderr[-STREAM_KEEP_BYTES:])
+        )
 
 
 class _Api:
