@@ -18,6 +18,7 @@ pub mod output;
 pub mod passwd;
 pub mod process;
 pub mod reaper;
+pub mod serve;
 pub mod spawn;
 pub mod sync;
 
@@ -51,29 +52,15 @@ pub async fn run(
         let mut rx = stop_rx;
         let _ = rx.wait_for(|s| *s).await;
     };
-    let server = tokio::spawn(async move {
-        match listener {
-            Listener::Tcp(l) => {
-                axum::serve(l, app)
-                    .with_graceful_shutdown(server_stop)
-                    .await
-            }
-            Listener::Unix(l) => {
-                axum::serve(l, app)
-                    .with_graceful_shutdown(server_stop)
-                    .await
-            }
-        }
-    });
+    let server = tokio::spawn(serve::serve(listener, app, server_stop));
     shutdown.await;
     tracing::info!("shutting down: stopping processes");
     stop_processes(&agent, grace).await;
     stop_tx.send_replace(true);
     // Streams end when their processes do; do not let a stuck connection hold the exit.
     match tokio::time::timeout(Duration::from_secs(2), server).await {
-        Ok(Ok(r)) => r,
+        Ok(Ok(())) | Err(_) => Ok(()),
         Ok(Err(e)) => Err(std::io::Error::other(e)),
-        Err(_) => Ok(()),
     }
 }
 

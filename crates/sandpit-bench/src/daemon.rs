@@ -444,42 +444,77 @@ async fn warm_commands(
         .against("fork/exec+wait of true", bare_s),
     );
     // The same round trip through the Python and TypeScript SDKs, each in its own interpreter.
-    for (label, program, script) in [
-        (
-            "Python",
-            "sdk/python/.venv/bin/python",
-            "bench/sdk_roundtrip.py",
-        ),
-        ("TypeScript", "node", "bench/sdk_roundtrip.mjs"),
-    ] {
-        let name = format!("warm run(\"true\") via {label} SDK");
-        let ready = match label {
-            "Python" => Path::new(program).exists(),
-            _ => Path::new("sdk/typescript/dist/index.js").exists(),
-        };
-        if !ready {
-            rows.push(Row::new(group, &name, "ms", bare_s).note(format!(
-                "not measured: {label} SDK not installed/built (bench/run prepares it); row shows fork/exec"
-            )));
-            continue;
+    for lang in SdkLang::BOTH {
+        let name = format!("warm run(\"true\") via {} SDK", lang.label());
+        match run_sdk_script(lang, "sdk_roundtrip", d, &[m.to_string()])? {
+            None => rows.push(Row::new(group, &name, "ms", bare_s).note(format!(
+                "not measured: {} SDK not installed/built (bench/run prepares it); row shows fork/exec",
+                lang.label()
+            ))),
+            Some(samples) => rows.push(
+                Row::new(group, &name, "ms", summarize(&samples))
+                    .against("fork/exec+wait of true", bare_s),
+            ),
         }
-        let out = Command::new(program)
-            .args([script, &d.url, &d.key, &m.to_string()])
-            .output()
-            .with_context(|| format!("running {script}"))?;
-        if !out.status.success() {
-            bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let samples: Vec<f64> =
-            serde_json::from_slice(&out.stdout).context("sdk round-trip output")?;
-        rows.push(
-            Row::new(group, &name, "ms", summarize(&samples))
-                .against("fork/exec+wait of true", bare_s),
-        );
     }
 
     sbx.kill().await?;
     Ok((rows, summarize(&warm_t)))
+}
+
+/// The SDKs measured by a script of their own under `bench/` (each in its own interpreter).
+#[derive(Debug, Clone, Copy)]
+enum SdkLang {
+    Python,
+    TypeScript,
+}
+
+impl SdkLang {
+    const BOTH: [Self; 2] = [Self::Python, Self::TypeScript];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Python => "Python",
+            Self::TypeScript => "TypeScript",
+        }
+    }
+}
+
+/// Runs `bench/{stem}.py` or `bench/{stem}.mjs` with the daemon's URL and key, then `args`; the JSON
+/// array of numbers it prints. `None` when that SDK is not prepared (`bench/run` prepares both).
+fn run_sdk_script(
+    lang: SdkLang,
+    stem: &str,
+    d: &Daemon,
+    args: &[String],
+) -> anyhow::Result<Option<Vec<f64>>> {
+    let (program, script, ready) = match lang {
+        SdkLang::Python => (
+            "sdk/python/.venv/bin/python",
+            format!("bench/{stem}.py"),
+            Path::new("sdk/python/.venv/bin/python").exists(),
+        ),
+        SdkLang::TypeScript => (
+            "node",
+            format!("bench/{stem}.mjs"),
+            Path::new("sdk/typescript/dist/index.js").exists(),
+        ),
+    };
+    if !ready {
+        return Ok(None);
+    }
+    let out = Command::new(program)
+        .arg(&script)
+        .args([&d.url, &d.key])
+        .args(args)
+        .output()
+        .with_context(|| format!("running {script}"))?;
+    if !out.status.success() {
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(Some(
+        serde_json::from_slice(&out.stdout).with_context(|| format!("{script}'s output"))?,
+    ))
 }
 
 /// A daemon with `base` built (the first create builds it: seconds, once), a client, and the group name:
@@ -660,41 +695,22 @@ async fn sdk_streams(
         .against("plain pipe, same text", pipe_s)
         .note("Process::stream (SSE), every chunk decoded"),
     ];
-    for (lang, program, script) in [
-        (
-            "Python",
-            "sdk/python/.venv/bin/python",
-            "bench/sdk_stream.py",
-        ),
-        ("TypeScript", "node", "bench/sdk_stream.mjs"),
-    ] {
-        let name = format!("{label} via {lang} SDK stream");
-        let ready = match lang {
-            "Python" => Path::new(program).exists(),
-            _ => Path::new("sdk/typescript/dist/index.js").exists(),
-        };
-        if !ready {
-            rows.push(Row::new(group, &name, "MiB/s", pipe_s).note(format!(
-                "not measured: {lang} SDK not installed/built (bench/run prepares it); row shows the pipe"
-            )));
-            continue;
+    for lang in SdkLang::BOTH {
+        let name = format!("{label} via {} SDK stream", lang.label());
+        match run_sdk_script(lang, "sdk_stream", d, &[size.to_string(), runs.to_string()])? {
+            None => rows.push(Row::new(group, &name, "MiB/s", pipe_s).note(format!(
+                "not measured: {} SDK not installed/built (bench/run prepares it); row shows the pipe",
+                lang.label()
+            ))),
+            Some(rates) => rows.push(
+                Row::new(group, &name, "MiB/s", summarize(&rates))
+                    .against("plain pipe, same text", pipe_s)
+                    .note(match lang {
+                        SdkLang::Python => "async for over handle.stream() (AsyncSandbox)",
+                        SdkLang::TypeScript => "for await over handle.stream()",
+                    }),
+            ),
         }
-        let out = Command::new(program)
-            .args([script, &d.url, &d.key, &size.to_string(), &runs.to_string()])
-            .output()
-            .with_context(|| format!("running {script}"))?;
-        if !out.status.success() {
-            bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let rates: Vec<f64> = serde_json::from_slice(&out.stdout).context("sdk stream output")?;
-        rows.push(
-            Row::new(group, &name, "MiB/s", summarize(&rates))
-                .against("plain pipe, same text", pipe_s)
-                .note(match lang {
-                    "Python" => "async for over handle.stream() (AsyncSandbox)",
-                    _ => "for await over handle.stream()",
-                }),
-        );
     }
     Ok(rows)
 }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use futures_util::StreamExt as _;
 use sandpit::{Client, Sandbox, WriteEntry};
-use tokio::io::AsyncWriteExt as _;
 
 use crate::daemon::{rss_kib, start_daemon};
 use crate::stats::{Row, ms, summarize};
@@ -45,6 +44,23 @@ fn agent_pid(state: &Path, id: &str) -> Option<u32> {
     h["init_pid"].as_u64().map(|p| p as u32)
 }
 
+/// CPU seconds of the daemon and the agent together.
+fn server_cpu(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| crate::load::cpu_secs(*p)).sum()
+}
+
+/// CPU seconds of this process's finished children (`cat`).
+fn children_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes one `rusage` into the zeroed struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
 fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / f64::from(1 << 20) / d.as_secs_f64()
 }
@@ -54,7 +70,8 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let client = Client::new(&d.url, &d.key)?;
     let group = format!("files ({} backend)", d.backend);
     let size: u64 = if quick { 32 << 20 } else { 1 << 30 };
-    let runs = if quick { 2 } else { 3 };
+    // The baseline writes to a disk whose page cache and writeback make single runs vary by 2x: five.
+    let runs = if quick { 2 } else { 5 };
     let sbx = Sandbox::create()
         .client(&client)
         .disk_mb(size / (1 << 20) * 2 + 256)
@@ -82,10 +99,13 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     let mut down = Vec::new();
     let mut rss_up = Vec::new();
     let mut rss_down = Vec::new();
+    let (mut cpu_cat, mut cpu_up, mut cpu_down) = (Vec::new(), Vec::new(), Vec::new());
+    let gib = size as f64 / f64::from(1u32 << 30);
     let mut pids = vec![d.child.id()];
     pids.extend(agent_pid(d.state.path(), sbx.id()));
     for i in 0..runs {
         let dst = dir.path().join(format!("cat-{i}"));
+        let children0 = children_cpu_secs();
         let t = Instant::now();
         let ok = Command::new("sh")
             .arg("-c")
@@ -96,13 +116,16 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             bail!("cat failed");
         }
         cat.push(mbps(size, t.elapsed()));
+        cpu_cat.push((children_cpu_secs() - children0) / gib);
         std::fs::remove_file(&dst)?;
 
         let flag = Arc::new(AtomicBool::new(true));
         let sampler = sample_rss(pids.clone(), flag.clone());
+        let cpu0 = server_cpu(&pids);
         let t = Instant::now();
         let e = files.write_file("/tmp/big", &src).await?;
         up.push(mbps(size, t.elapsed()));
+        cpu_up.push((server_cpu(&pids) - cpu0) / gib);
         flag.store(false, Ordering::SeqCst);
         rss_up.push(sampler.join().unwrap_or(0) as f64 / 1024.0);
         if e.size != size {
@@ -113,14 +136,10 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
         let flag = Arc::new(AtomicBool::new(true));
         let sampler = sample_rss(pids.clone(), flag.clone());
         let t = Instant::now();
-        let mut r = files.read_reader("/tmp/big").await?;
-        // As `sandpit cp` does: every write to a `tokio::fs::File` is a trip to a blocking thread, so it
-        // gets 1 MiB at a time (`tokio::io::copy` would hand it 8 KiB pieces).
-        let f = tokio::fs::File::create(&back).await?;
-        let mut f = tokio::io::BufWriter::with_capacity(1 << 20, f);
-        let n = tokio::io::copy_buf(&mut r, &mut f).await?;
-        f.flush().await?;
+        let cpu0 = server_cpu(&pids);
+        let n = files.read_file("/tmp/big", &back).await?;
         down.push(mbps(size, t.elapsed()));
+        cpu_down.push((server_cpu(&pids) - cpu0) / gib);
         flag.store(false, Ordering::SeqCst);
         rss_down.push(sampler.join().unwrap_or(0) as f64 / 1024.0);
         if n != size {
@@ -143,13 +162,26 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
     rows.push(
         Row::new(
             &group,
-            &format!("download {label} (read_reader)"),
+            &format!("download {label} (read_file)"),
             "MiB/s",
             summarize(&down),
         )
         .against("host cat src > dst", cat_s)
         .note("target: ratio ≥ 0.5"),
     );
+    let cat_cpu = summarize(&cpu_cat);
+    for (what, v) in [("upload", &cpu_up), ("download", &cpu_down)] {
+        rows.push(
+            Row::new(
+                &group,
+                &format!("daemon + agent CPU per GiB, {what}"),
+                "s",
+                summarize(v),
+            )
+            .against("host cat src > dst, CPU per GiB", cat_cpu)
+            .note("user + system time; the client's own is not counted"),
+        );
+    }
     rows.push(
         Row::new(
             &group,

@@ -19,6 +19,7 @@ pub mod console;
 pub mod e2b;
 pub mod engine;
 pub mod events;
+pub mod fast_files;
 pub mod metrics;
 pub mod network;
 pub mod openapi;

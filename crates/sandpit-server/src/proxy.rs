@@ -125,6 +125,14 @@ impl AgentConns {
 
     /// Sends one of the daemon's own requests and reads the (small) answer to its end, so that the
     /// connection goes back to the pool; returns the status.
+    /// Sends `req` (addressed with [`agent_uri`]) on a pooled connection.
+    pub(crate) async fn request(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        self.client.request(req).await.map_err(|e| client_error(&e))
+    }
+
     async fn exchange(&self, req: Request<Body>) -> Result<StatusCode, String> {
         let resp = self
             .client
@@ -168,7 +176,7 @@ impl tower::Service<Uri> for AgentSockets {
 }
 
 /// `http://{hex of socket}.agent{path_and_query}`: the pooled client's address of `socket`.
-fn agent_uri(socket: &Path, path_and_query: &str) -> Result<Uri, ProxyError> {
+pub(crate) fn agent_uri(socket: &Path, path_and_query: &str) -> Result<Uri, ProxyError> {
     use std::fmt::Write as _;
     use std::os::unix::ffi::OsStrExt as _;
     let mut uri = String::from("http://");
@@ -299,10 +307,15 @@ pub async fn forward(
         return Ok(Response::from_parts(parts, Body::empty()));
     }
 
+    Ok(end_to_end(resp))
+}
+
+/// An agent's response for the client: hop-by-hop headers dropped, the body streamed.
+pub(crate) fn end_to_end(resp: Response<hyper::body::Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     let headers = std::mem::take(&mut parts.headers);
     copy_end_to_end(&headers, &mut parts.headers);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Response::from_parts(parts, Body::new(body))
 }
 
 fn check_health(status: StatusCode) -> Result<(), String> {

@@ -2125,10 +2125,14 @@ async fn signed_urls_open_one_file_until_they_expire() {
         &url[url.find("/v1/").unwrap()..]
     );
     assert!(!url.contains(&a), "the signer's secret is in the URL");
-    // No other credential; the agent sees the call without the signature.
+    // No other credential; the agent sees the call without the signature (on the file fast path's
+    // route, which this stand-in agent answers as an ordinary read).
     let (s, got) = call(anon.get(&url)).await;
     assert_eq!(s, 200, "{got}");
-    assert_eq!(got["uri"], "/files?path=/tmp/a%20b.txt&user=root", "{got}");
+    assert_eq!(
+        got["uri"], "/_daemon/files?path=/tmp/a%20b.txt&user=root",
+        "{got}"
+    );
     let (s, _) = call(anon.head(&url)).await;
     assert_eq!(s, 200);
     let refused = |resp: (u16, Value), why: &str| {

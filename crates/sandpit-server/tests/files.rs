@@ -204,6 +204,35 @@ async fn round_trips(root: &str) {
     assert_eq!(r.bytes().await.unwrap().len(), 10);
     let (s, _) = call(client().delete(format!("{root}/fs?path=big.bin"))).await;
     assert_eq!(s, 204);
+    // With a Content-Length the daemon takes the fast path (the agent splices the content): the same
+    // bytes both ways, whole and in a range of more than a MiB.
+    let data: Vec<u8> = (0..(24usize << 20) + 4321)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (s, e) = put(root, b"sized.bin", "", data.clone()).await;
+    assert_eq!(
+        (s, e["size"].as_u64()),
+        (200, Some(data.len() as u64)),
+        "{e}"
+    );
+    let (s, back) = get(root, b"sized.bin", "").await;
+    assert_eq!((s, back.len()), (200, data.len()));
+    assert!(back == data, "the spliced download differs from the upload");
+    let r = client()
+        .get(format!("{root}/files?path=sized.bin"))
+        .header("Range", "bytes=1000-3001000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 1000-3001000/{}", data.len())
+    );
+    assert!(r.bytes().await.unwrap() == data[1000..=3_001_000]);
+    let (s, _) = call(client().delete(format!("{root}/fs?path=sized.bin"))).await;
+    assert_eq!(s, 204);
+    an_upload_that_breaks_off_leaves_nothing(root).await;
     // gzip on the way in.
     let mut gz = flate2_gzip(b"compressed content");
     gz.shrink_to_fit();
@@ -215,6 +244,47 @@ async fn round_trips(root: &str) {
     )
     .await;
     assert_eq!((s, e["size"].as_u64()), (200, Some(18)), "{e}");
+}
+
+/// A client that announces 4 MiB, sends one and hangs up: on the fast path the agent gets a connection
+/// that ends early and must leave neither the file nor its temporary behind.
+async fn an_upload_that_breaks_off_leaves_nothing(root: &str) {
+    use tokio::io::AsyncWriteExt as _;
+    let url = reqwest::Url::parse(root).unwrap();
+    let mut conn = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {}/files?path=/home/user/broken.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        url.path(),
+        daemon::KEY,
+        4 << 20
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&vec![9u8; 1 << 20]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, v) = get_json(format!("{root}/fs/list?path=/home/user&user=root")).await;
+        assert_eq!(s, 200, "{v}");
+        let left: Vec<String> = v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["name"].as_str().map(str::to_owned))
+            .filter(|n| n.contains("broken"))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a broken-off upload left {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A gzip member holding `data` stored uncompressed (the test needs no compressor).

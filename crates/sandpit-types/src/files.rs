@@ -19,6 +19,32 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Deepest tree a recursive operation (list, tar, recursive remove, recursive watch) walks.
 pub const MAX_WALK_DEPTH: usize = 256;
 
+/// The daemon's fast path for file content between itself and an agent (never seen by clients):
+/// `GET` and `PUT` on the agent's [`SPLICE_PATH`] (under the daemon-only prefix, with `/files`' query)
+/// with `Connection: upgrade` and `Upgrade: sandpit-file`. After a `101` the content travels raw on the
+/// connection and the agent moves it with `splice(2)`: no copy through its memory, no HTTP framing.
+///
+/// * `GET`: the 101 carries the real answer's headers, its status in [`SPLICE_STATUS_HEADER`] (200 or
+///   206) and its length in [`SPLICE_LENGTH_HEADER`]; exactly that many bytes follow, then the agent
+///   closes. Fewer bytes mean the read failed (the file shrank). The agent answers an ordinary response
+///   instead when the content is small (under [`SPLICE_MIN_BYTES`]), or an error.
+/// * `PUT`: the request has no body and says the content's length in [`SPLICE_LENGTH_HEADER`]; after
+///   the 101 the daemon sends exactly that many bytes, and the agent answers with the status as three
+///   ASCII digits, a newline and the JSON body `PUT /files` would have answered (the entry, or an
+///   error), then closes. A connection that ends early leaves nothing written.
+///
+/// Versioning: an agent from before this path answers it 404, and the daemon then sends the request
+/// the ordinary way (`/files`), so a daemon upgraded under running sandboxes keeps working with them.
+pub const SPLICE_PATH: &str = "_daemon/files";
+/// See [`SPLICE_PATH`].
+pub const SPLICE_PROTOCOL: &str = "sandpit-file";
+/// See [`SPLICE_PROTOCOL`].
+pub const SPLICE_STATUS_HEADER: &str = "sandpit-status";
+/// See [`SPLICE_PROTOCOL`].
+pub const SPLICE_LENGTH_HEADER: &str = "sandpit-length";
+/// Content shorter than this goes as an ordinary HTTP body (a pooled connection beats a new one).
+pub const SPLICE_MIN_BYTES: u64 = 1 << 20;
+
 /// Checks a path as a client gave it: not empty, no NUL byte, not longer than [`MAX_PATH_BYTES`], no
 /// component longer than [`MAX_NAME_BYTES`]. The message is for the client.
 pub fn validate_path(path: &[u8]) -> Result<(), String> {

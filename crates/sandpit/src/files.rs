@@ -211,6 +211,59 @@ impl Files {
         Ok(tokio_util::io::StreamReader::new(s))
     }
 
+    /// Streams `path` into the local file `local` (created or truncated); returns the bytes written.
+    /// Chunks go straight from the connection to a blocking writer thread, with no copy between (a
+    /// `tokio::fs::File` behind `tokio::io::copy` copies each chunk twice more and hops threads per
+    /// write). A download that fails half-way removes `local` rather than leave it short.
+    pub async fn read_file(&self, path: impl AsRef<Path>, local: impl AsRef<Path>) -> Result<u64> {
+        let local = local.as_ref().to_path_buf();
+        let mut stream = self.read_stream(path).await?;
+        let f = std::fs::File::create(&local)
+            .map_err(|e| Error::io(format!("cannot create {}", local.display()), e))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            use std::io::Write as _;
+            let mut f = f;
+            let mut n = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                f.write_all(&chunk)?;
+                n += chunk.len() as u64;
+            }
+            Ok(n)
+        });
+        let mut failed = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    if tx.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| {
+                Error::io(
+                    format!("writing {}", local.display()),
+                    std::io::Error::other(e),
+                )
+            })
+            .and_then(|r| r.map_err(|e| Error::io(format!("writing {}", local.display()), e)));
+        match (failed, written) {
+            (None, Ok(n)) => Ok(n),
+            (Some(e), _) | (None, Err(e)) => {
+                let _ = std::fs::remove_file(&local);
+                Err(e)
+            }
+        }
+    }
+
     /// Writes bytes (or text) to `path`, atomically; parents are created. Returns the entry written.
     pub async fn write(&self, path: impl AsRef<Path>, data: impl Into<Bytes>) -> Result<Entry> {
         let rb = self
@@ -245,18 +298,12 @@ impl Files {
         path: impl AsRef<Path>,
         reader: impl AsyncRead + Send + 'static,
     ) -> Result<Entry> {
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            reader,
-            256 << 10,
-        ));
-        let rb = self
-            .req(Method::PUT, "/files", path.as_ref(), "")
-            .header("content-type", "application/octet-stream")
-            .body(body);
-        self.target.client.send_json(rb).await
+        self.write_stream(path.as_ref(), reader, None).await
     }
 
-    /// Streams the local file `local` to `path`.
+    /// Streams the local file `local` to `path`. Its size goes ahead as the `Content-Length`, which
+    /// lets the daemon hand large content to the sandbox without copying it through the agent; a file
+    /// that changes size while it is sent fails the upload, and nothing is written.
     pub async fn write_file(
         &self,
         path: impl AsRef<Path>,
@@ -265,7 +312,31 @@ impl Files {
         let f = tokio::fs::File::open(local.as_ref())
             .await
             .map_err(|e| Error::io(format!("cannot open {}", local.as_ref().display()), e))?;
-        self.write_reader(path, f).await
+        let len = f
+            .metadata()
+            .await
+            .map_err(|e| Error::io(format!("cannot stat {}", local.as_ref().display()), e))?
+            .len();
+        self.write_stream(path.as_ref(), f, Some(len)).await
+    }
+
+    async fn write_stream(
+        &self,
+        path: &Path,
+        reader: impl AsyncRead + Send + 'static,
+        len: Option<u64>,
+    ) -> Result<Entry> {
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 << 10,
+        ));
+        let mut rb = self
+            .req(Method::PUT, "/files", path, "")
+            .header("content-type", "application/octet-stream");
+        if let Some(len) = len {
+            rb = rb.header("content-length", len);
+        }
+        self.target.client.send_json(rb.body(body)).await
     }
 
     /// Writes many files in one request (a tar built while it is sent). Returns their entries.

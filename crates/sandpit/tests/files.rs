@@ -61,6 +61,28 @@ async fn files_read_write_list_watch_through_the_sdk() {
         .await
         .unwrap();
     assert_eq!(files.read("/tmp/from-disk").await.unwrap(), b"from disk");
+    // A large local file both ways with a known length (the daemon's fast path): up with write_file,
+    // down with read_file; a missing file leaves no local file behind.
+    std::fs::write(local.path(), &data).unwrap();
+    let e = files
+        .write_file("/tmp/sized.bin", local.path())
+        .await
+        .unwrap();
+    assert_eq!(e.size, data.len() as u64);
+    let back = tempfile::tempdir().unwrap();
+    let n = files
+        .read_file("/tmp/sized.bin", back.path().join("got"))
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    assert!(std::fs::read(back.path().join("got")).unwrap() == data);
+    assert!(
+        files
+            .read_file("/tmp/nope", back.path().join("nope"))
+            .await
+            .is_err()
+    );
+    assert!(!back.path().join("nope").exists());
     // A name that is not UTF-8.
     let odd = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/tmp/\xff.bin"));
     files.write(odd, vec![1u8, 2, 3]).await.unwrap();

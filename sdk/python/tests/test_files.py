@@ -40,6 +40,13 @@ def test_round_trips_and_metadata(sbx: Sandbox, tmp_path: Path) -> None:
     for chunk in f.read(f"{d}/big.bin", format="stream"):
         h.update(chunk)
     assert h.hexdigest() == hashlib.sha256(payload).hexdigest()
+    # A regular file goes with its length (the daemon's fast path), from where it stands.
+    local = tmp_path / "local.bin"
+    local.write_bytes(payload)
+    with open(local, "rb") as fh:
+        fh.seek(17)
+        assert f.write(f"{d}/sized.bin", fh).size == len(payload) - 17
+    assert (tmp_path / "sized.bin").read_bytes() == payload[17:]
     f.write(f"{d}/gen.txt", (c for c in [b"a", b"b", b"c"]))
     assert f.read(f"{d}/gen.txt") == "abc"
     # A name that is not UTF-8 (bytes path), and an empty file.

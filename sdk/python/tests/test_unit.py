@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import struct
 from datetime import timezone
 from pathlib import Path
@@ -488,3 +490,19 @@ def test_a_collected_result_keeps_the_last_64_mib_of_a_long_stream() -> None:
     info = sandpit.ProcessInfo.from_json(INFO)
     out = c.result(info).stdout
     assert len(out) == STREAM_KEEP_BYTES and out.endswith("aend")
+
+
+def test_only_regular_files_announce_a_length(tmp_path: Path) -> None:
+    from sandpit._files import _known_length
+
+    p = tmp_path / "f"
+    p.write_bytes(b"x" * 1000)
+    with open(p, "rb") as fh:
+        assert _known_length(fh) == 1000
+        fh.seek(400)
+        assert _known_length(fh) == 600
+    assert _known_length(b"bytes") is None
+    assert _known_length(io.BytesIO(b"abc")) is None
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as pr, os.fdopen(w, "wb"):
+        assert _known_length(pr) is None

@@ -2,7 +2,7 @@
  * host: every path is under this test's temporary directory. */
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, openAsBlob, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -41,6 +41,12 @@ test("read and write text, bytes, blobs and streams; metadata; errors", async ()
   assert.equal(h.digest("hex"), createHash("sha256").update(payload).digest("hex"));
   await f.write(`${dir}/blob.txt`, new Blob(["from ", "a blob"]));
   assert.equal(readFileSync(`${dir}/blob.txt`, "utf8"), "from a blob");
+  // A local file as a file-backed Blob: streamed from disk with its length, which takes the daemon's fast path.
+  const local = join(dir, "local.bin");
+  writeFileSync(local, payload);
+  const sized = await f.write(`${dir}/sized.bin`, await openAsBlob(local));
+  assert.equal(sized.size, payload.length);
+  assert.ok(readFileSync(`${dir}/sized.bin`).equals(payload));
   // Many files in one request, then metadata calls.
   const written = await f.writeFiles([
     ...Array.from({ length: 30 }, (_, i) => ({ path: `${dir}/many/${i}.txt`, data: String(i) })),

@@ -16,6 +16,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
+use sandpit_types::files::{
+    SPLICE_LENGTH_HEADER, SPLICE_MIN_BYTES, SPLICE_PROTOCOL, SPLICE_STATUS_HEADER,
+};
 use sandpit_types::{
     ChmodRequest, ChownRequest, CreateWatcherRequest, EntryList, ErrorCode, FsEvent, MkdirRequest,
     MoveRequest, WatchEventList, WatcherInfo,
@@ -209,55 +212,22 @@ async fn drained(handle: tokio::task::JoinHandle<()>) {
 
 /// `GET /files?path=&user=`: the file's bytes, streamed; `Range` gives 206.
 pub async fn read(State(agent): State<Arc<Agent>>, req: Request) -> Result<Response> {
-    let q = query(req.uri().query(), &["path", "user"])?;
-    let raw = q.path()?;
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let plan = agent
-        .files
-        .run(q.string("user")?.as_deref(), move |who| {
-            let p = resolve(&who.home, &raw)?;
-            let plan = files::open_for_read(&p, range.as_deref())?;
-            Ok((p, plan))
-        })
-        .await?;
-    let (path, plan) = plan;
-    let mut resp = Response::builder()
-        .status(if plan.partial {
+    let (path, plan) = open_read(&agent, read_args(&req)?).await?;
+    read_planned(&path, plan)
+}
+
+/// The ordinary answer to a read: the content as a streamed body.
+fn read_planned(path: &std::path::Path, plan: files::ReadPlan) -> Result<Response> {
+    let resp = content_head(
+        path,
+        &plan,
+        if plan.partial {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
-        })
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(header::CONTENT_LENGTH, plan.len)
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(
-            header::LAST_MODIFIED,
-            httpdate::fmt_http_date(plan.modified),
-        );
-    if let Some(name) = path.file_name() {
-        use std::os::unix::ffi::OsStrExt as _;
-        let encoded =
-            percent_encoding::percent_encode(name.as_bytes(), percent_encoding::NON_ALPHANUMERIC);
-        resp = resp.header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename*=UTF-8''{encoded}"),
-        );
-    }
-    if plan.partial {
-        resp = resp.header(
-            header::CONTENT_RANGE,
-            format!(
-                "bytes {}-{}/{}",
-                plan.start,
-                plan.start + plan.len - 1,
-                plan.size
-            ),
-        );
-    }
+        },
+    )
+    .header(header::CONTENT_LENGTH, plan.len);
     let body = if let Some(bytes) = plan.held {
         Body::from(bytes)
     } else {
@@ -295,6 +265,128 @@ pub async fn read(State(agent): State<Arc<Agent>>, req: Request) -> Result<Respo
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
+/// Opens the file a `GET /files` names, as its user, with the `Range` it asks for.
+async fn open_read(
+    agent: &Agent,
+    (user, raw, range): ReadArgs,
+) -> Result<(std::path::PathBuf, files::ReadPlan)> {
+    Ok(agent
+        .files
+        .run(user.as_deref(), move |who| {
+            let p = resolve(&who.home, &raw)?;
+            let plan = files::open_for_read(&p, range.as_deref())?;
+            Ok((p, plan))
+        })
+        .await?)
+}
+
+type ReadArgs = (Option<String>, Vec<u8>, Option<String>);
+
+/// A read's user, path and `Range`.
+fn read_args(req: &Request) -> Result<ReadArgs> {
+    let q = query(req.uri().query(), &["path", "user"])?;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((q.string("user")?, q.path()?, range))
+}
+
+/// The head of a file's content answer, all but its length.
+fn content_head(
+    path: &std::path::Path,
+    plan: &files::ReadPlan,
+    status: StatusCode,
+) -> axum::http::response::Builder {
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::LAST_MODIFIED,
+            httpdate::fmt_http_date(plan.modified),
+        );
+    if let Some(name) = path.file_name() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let encoded =
+            percent_encoding::percent_encode(name.as_bytes(), percent_encoding::NON_ALPHANUMERIC);
+        resp = resp.header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename*=UTF-8''{encoded}"),
+        );
+    }
+    if plan.partial {
+        resp = resp.header(
+            header::CONTENT_RANGE,
+            format!(
+                "bytes {}-{}/{}",
+                plan.start,
+                plan.start + plan.len - 1,
+                plan.size
+            ),
+        );
+    }
+    resp
+}
+
+/// Whether a request asks for the daemon's fast path ([`SPLICE_PROTOCOL`]).
+fn offers_splice(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(SPLICE_PROTOCOL))
+}
+
+/// A 101 into the daemon's fast path.
+fn switch(resp: axum::http::response::Builder) -> axum::http::response::Builder {
+    resp.status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, SPLICE_PROTOCOL)
+}
+
+/// `GET /_daemon/files` (the daemon's fast path, [`sandpit_types::files::SPLICE_PATH`]): as
+/// [`read`], but content of [`SPLICE_MIN_BYTES`] or more goes raw on the upgraded connection,
+/// spliced from the file.
+pub async fn read_spliced(State(agent): State<Arc<Agent>>, mut req: Request) -> Result<Response> {
+    if !offers_splice(req.headers()) {
+        return read(State(agent), req).await;
+    }
+    let args = read_args(&req)?;
+    let (path, plan) = open_read(&agent, args).await?;
+    if plan.held.is_some() || plan.len < SPLICE_MIN_BYTES {
+        return read_planned(&path, plan);
+    }
+    let status = if plan.partial { "206" } else { "200" };
+    let resp = switch(content_head(&path, &plan, StatusCode::SWITCHING_PROTOCOLS))
+        .header(SPLICE_STATUS_HEADER, status)
+        .header(SPLICE_LENGTH_HEADER, plan.len);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let sock = match crate::serve::upgraded_socket(upgraded) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "file fast path: no socket to send on");
+                return;
+            }
+        };
+        let sent = tokio::task::spawn_blocking(move || {
+            files::splice::bound_waits(&sock)?;
+            files::splice::file_to_socket(&plan.file, &sock, plan.len)
+        })
+        .await;
+        if let Ok(Err(e)) = sent {
+            // The daemon sees the content end short and fails its client's body.
+            tracing::debug!(error = %e, path = %path.display(), "file fast path: read ended early");
+        }
+    });
+    resp.body(Body::empty())
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
 /// `PUT /files?path=&user=&mode=`: writes the body atomically; answers the entry.
 pub async fn write(State(agent): State<Arc<Agent>>, req: Request) -> Result<Response> {
     let q = query(req.uri().query(), &["path", "user", "mode"])?;
@@ -323,6 +415,73 @@ pub async fn write(State(agent): State<Arc<Agent>>, req: Request) -> Result<Resp
         .await;
     drained(pumping).await;
     Ok(Json(r?).into_response())
+}
+
+/// `PUT /_daemon/files` (the daemon's fast path, [`sandpit_types::files::SPLICE_PATH`]): as
+/// [`write`], but the content arrives raw on the upgraded connection, exactly
+/// [`SPLICE_LENGTH_HEADER`] bytes, spliced into the file; the answer follows on the connection.
+pub async fn write_spliced(State(agent): State<Arc<Agent>>, mut req: Request) -> Result<Response> {
+    let q = query(req.uri().query(), &["path", "user", "mode"])?;
+    let raw = q.path()?;
+    let mode = q
+        .string("mode")?
+        .map(|m| sandpit_types::FileMode::parse(&m).map_err(ApiError::invalid))
+        .transpose()?;
+    let user = q.string("user")?;
+    if !offers_splice(req.headers()) {
+        return Err(ApiError::invalid(format!(
+            "this path needs `Connection: upgrade` and `Upgrade: {SPLICE_PROTOCOL}`"
+        )));
+    }
+    let len: u64 = req
+        .headers()
+        .get(SPLICE_LENGTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::invalid(format!("{SPLICE_LENGTH_HEADER} must be a byte count")))?;
+    // A user that does not exist is answered before the switch.
+    agent.files.identity(user.as_deref())?;
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let names = agent.files.names();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let sock = match crate::serve::upgraded_socket(upgraded) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "file fast path: no socket to receive on");
+                return;
+            }
+        };
+        let from = sock.clone();
+        let r = agent
+            .files
+            .run(user.as_deref(), move |who| {
+                files::splice::bound_waits(&from)
+                    .map_err(|e| FsError::new(ErrorCode::Internal, e.to_string()))?;
+                let p = resolve(&who.home, &raw)?;
+                let mut src = files::splice::FromSocket { sock: &from, len };
+                files::write_atomic(&p, mode.map(|m| m.0), &mut src, &names)
+            })
+            .await;
+        let resp = match r {
+            Ok(entry) => Json(entry).into_response(),
+            Err(e) => ApiError::from(e).into_response(),
+        };
+        let mut answer = format!("{:03}\n", resp.status().as_u16()).into_bytes();
+        if let Ok(b) = axum::body::to_bytes(resp.into_body(), 1 << 20).await {
+            answer.extend_from_slice(&b);
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            std::fs::File::from(sock.try_clone()?).write_all(&answer)
+        })
+        .await;
+    });
+    switch(Response::builder())
+        .body(Body::empty())
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
 /// `POST /files/tar?path=DIR&user=`: extracts a (gzip) tar into DIR.

@@ -65,6 +65,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
                 .post(files::extract)
                 .layer(DefaultBodyLimit::disable()),
         )
+        .route(
+            "/_daemon/files",
+            get(files::read_spliced).put(files::write_spliced),
+        )
         .route("/fs", delete(files::remove))
         .route("/fs/stat", get(files::stat))
         .route("/fs/list", get(files::list))

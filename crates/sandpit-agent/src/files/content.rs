@@ -242,7 +242,7 @@ fn final_target(path: &Path) -> FsResult<PathBuf> {
 pub fn write_atomic(
     path: &Path,
     mode: Option<u32>,
-    src: &mut dyn Read,
+    src: &mut dyn Fill,
     names: &Names,
 ) -> FsResult<Entry> {
     let target = final_target(path)?;
@@ -283,7 +283,7 @@ pub fn write_at(
     shown: &Path,
     mode: Option<u32>,
     mtime: Option<i64>,
-    src: &mut dyn Read,
+    src: &mut dyn Fill,
     replace_non_regular: bool,
 ) -> FsResult<()> {
     let existing = match nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
@@ -346,7 +346,7 @@ pub fn write_at(
         );
     };
     let mut file = File::from(fd);
-    if let Err(e) = copy(src, &mut file) {
+    if let Err(e) = src.fill(&mut file) {
         remove_tmp();
         return Err(write_error(&e, shown));
     }
@@ -418,6 +418,19 @@ pub fn write_at(
         remove_tmp();
         FsError::errno(e, "write", shown)
     })
+}
+
+/// Where a write's content comes from: anything [`Read`] (copied in 256 KiB pieces), or a socket
+/// spliced straight into the file ([`super::splice::FromSocket`]).
+pub trait Fill {
+    /// Writes all of the content to `dst`; the bytes written.
+    fn fill(&mut self, dst: &mut File) -> std::io::Result<u64>;
+}
+
+impl<R: Read> Fill for R {
+    fn fill(&mut self, dst: &mut File) -> std::io::Result<u64> {
+        copy(self, dst)
+    }
 }
 
 /// Copies `src` into `dst` with a large buffer (256 KiB: few system calls for big files).

@@ -16,13 +16,15 @@
 //! place ([`FsError::io`]).
 //!
 //! Modules: [`creds`] (per-thread identity), `ops` (stat, list, mkdir, move, remove, chmod, chown),
-//! `content` (streamed reads and atomic writes), `archive` (tar in and out), [`watch`] (inotify
-//! watches with seq-numbered, replayable events).
+//! `content` (streamed reads and atomic writes), [`splice`] (content moved between a file and the
+//! daemon's socket without copies), `archive` (tar in and out), [`watch`] (inotify watches with
+//! seq-numbered, replayable events).
 
 mod archive;
 mod content;
 pub mod creds;
 mod ops;
+pub mod splice;
 pub mod watch;
 
 use std::ffi::{OsStr, OsString};
@@ -36,7 +38,7 @@ use nix::sys::stat::Mode;
 use sandpit_types::ErrorCode;
 
 pub use archive::{TarReader, TarSource, extract_tar, write_tar};
-pub use content::{BodyError, ReadPlan, open_for_read, write_atomic};
+pub use content::{BodyError, Fill, ReadPlan, open_for_read, write_atomic};
 pub use creds::Identity;
 pub use ops::{Names, chmod, chown, entry_at, list, mkdir, move_path, remove, stat};
 

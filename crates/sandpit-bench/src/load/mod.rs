@@ -366,7 +366,7 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// User + system CPU seconds of a process (`/proc/PID/stat`; 100 ticks a second on Linux).
-fn cpu_secs(pid: u32) -> f64 {
+pub(crate) fn cpu_secs(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = s.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = after

@@ -276,17 +276,7 @@ pub async fn cp(client: &Client, a: CpArgs) -> anyhow::Result<ExitCode> {
             if info.kind == EntryType::Dir {
                 files.download_dir(&src, &dest).await?;
             } else {
-                let mut r = files.read_reader(&src).await?;
-                let f = tokio::fs::File::create(&dest)
-                    .await
-                    .with_context(|| format!("cannot create {}", dest.display()))?;
-                // Every write to a `tokio::fs::File` is a trip to a blocking thread: hand it 1 MiB at a
-                // time, not `tokio::io::copy`'s 8 KiB (a 1 GiB download took 4.5 s instead of ~1.5 s).
-                let mut f = tokio::io::BufWriter::with_capacity(1 << 20, f);
-                tokio::io::copy_buf(&mut r, &mut f)
-                    .await
-                    .with_context(|| format!("writing {}", dest.display()))?;
-                f.flush().await?;
+                files.read_file(&src, &dest).await?;
             }
         }
         (Spot::Sandbox(..), Spot::Sandbox(..)) => {

@@ -368,8 +368,33 @@ pub async fn proxy_to_agent(
             }
         }
     };
+    let fast = crate::fast_files::offer(
+        req.method(),
+        rest.split('?').next().unwrap_or_default(),
+        req.headers(),
+    );
+    let query = query.join("&");
+    let forward = async {
+        let req = if fast {
+            match crate::fast_files::forward(s.engine.agents(), &socket, req, &query).await? {
+                crate::fast_files::Fast::Done(resp) => return Ok(resp),
+                crate::fast_files::Fast::Declined(req) => req,
+            }
+        } else {
+            req
+        };
+        proxy::forward(
+            s.engine.agents(),
+            &socket,
+            req,
+            &target,
+            unbounded,
+            session_cut,
+        )
+        .await
+    };
     let forwarded = tokio::select! {
-        r = proxy::forward(s.engine.agents(), &socket, req, &target, unbounded, session_cut) => r,
+        r = forward => r,
         why = cut => {
             return Err(ApiError::Unavailable(format!(
                 "sandbox {id} turned unhealthy while this call waited: {why}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tarfile
 import time
 from dataclasses import dataclass
@@ -166,6 +167,22 @@ def _chunks(data: Data) -> Union[bytes, Iterator[bytes]]:
 
         return gen()
     return iter(data)
+
+
+def _known_length(data: object) -> Optional[int]:
+    """The bytes left in a regular file object, sent ahead as ``Content-Length`` (with it the daemon hands large
+    content to the sandbox without copying it through the agent); ``None`` for anything else (bytes carry their
+    own length; pipes, sockets and iterators are sent chunked)."""
+    if not hasattr(data, "fileno") or not hasattr(data, "tell"):
+        return None
+    try:
+        st = os.fstat(data.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        at: int = data.tell()
+        return max(0, st.st_size - at)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def _size_of(data: Union[str, bytes, IO[bytes]]) -> "tuple[int, IO[bytes]]":

@@ -40,6 +40,7 @@ from .._files import (
     PathArg,
     WriteEntry,
     _achunks,
+    _known_length,
     _query,
     _split,
     _tar_chunks,
@@ -140,10 +141,11 @@ class AsyncFiles:
         if data is None:
             raise SandboxError("write needs data", code="invalid_argument")
         url = self._url("/files", cast(PathArg, path), user, mode=None if mode is None else f"{mode:04o}")
-        resp = await self._send(
-            "PUT", url, content=_achunks(data), headers={"Content-Type": "application/octet-stream"},
-            timeout=_timeout(None),
-        )
+        headers = {"Content-Type": "application/octet-stream"}
+        length = _known_length(data)
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        resp = await self._send("PUT", url, content=_achunks(data), headers=headers, timeout=_timeout(None))
         return EntryInfo.from_json(resp.json())
 
     async def write_files(

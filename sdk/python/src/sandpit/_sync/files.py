@@ -19,6 +19,7 @@ from .._files import (
     PathArg,
     WriteEntry,
     _chunks,
+    _known_length,
     _query,
     _split,
     _tar_chunks,
@@ -109,10 +110,11 @@ class Files:
         if data is None:
             raise SandboxError("write needs data", code="invalid_argument")
         url = self._url("/files", cast(PathArg, path), user, mode=None if mode is None else f"{mode:04o}")
-        resp = self._send(
-            "PUT", url, content=_chunks(data), headers={"Content-Type": "application/octet-stream"},
-            timeout=_timeout(None),
-        )
+        headers = {"Content-Type": "application/octet-stream"}
+        length = _known_length(data)
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        resp = self._send("PUT", url, content=_chunks(data), headers=headers, timeout=_timeout(None))
         return EntryInfo.from_json(resp.json())
 
     def write_files(
