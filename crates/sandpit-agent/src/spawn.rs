@@ -1,8 +1,9 @@
-//! Fork and exec of one user process, done so that nothing can go silently wrong.
+//! Spawn (clone and exec) of one user process, done so that nothing can go silently wrong.
 //!
-//! Everything the child needs (C strings, fds, ids, limits) is prepared before `fork`; after it the child
-//! makes only async-signal-safe system calls and never allocates, because the agent is multi-threaded and
-//! another thread may hold the allocator's lock at the moment of the fork. If a step fails, the child
+//! Everything the child needs (C strings, fds, ids, limits) is prepared before the child is cloned; after
+//! it the child makes only async-signal-safe system calls and never allocates, because the agent is
+//! multi-threaded and another thread may hold the allocator's lock at that moment. The child shares the
+//! agent's memory until it execs (`CLONE_VM | CLONE_VFORK`, as `posix_spawn`), see `child_main`. If a step fails, the child
 //! writes `[step, errno]` to a close-on-exec pipe and exits; a successful `execve` closes the pipe, so the
 //! parent reads either EOF (started) or the exact step and errno that failed ("bad cwd", "no such file").
 //!
@@ -25,7 +26,7 @@ pub enum StdinSource {
 /// `CAP_SYS_PTRACE` (`linux/capability.h`).
 const CAP_SYS_PTRACE: libc::c_ulong = 19;
 
-/// A fully prepared process, ready to fork.
+/// A fully prepared process, ready to spawn.
 #[derive(Debug)]
 pub struct Prepared {
     pub program: CString,
@@ -184,9 +185,9 @@ pub fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Forks and execs `p`. Blocks until the child has exec'd or failed (milliseconds), so call it from a
+/// Spawns `p` (clone and exec). Blocks until the child has exec'd or failed (milliseconds), so call it from a
 /// blocking context.
-#[allow(clippy::too_many_lines)] // one linear sequence: prepare, fork, report; splitting it hides the order
+#[allow(clippy::too_many_lines)] // one linear sequence: prepare, clone, report; splitting it hides the order
 pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
     let setup = SpawnError::Setup;
     let (err_r, err_w) = pipe().map_err(setup)?;
@@ -231,7 +232,7 @@ pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
         pty_master = None;
     }
 
-    // Raw pointer arrays for execve, built before the fork.
+    // Raw pointer arrays for execve, built before the clone.
     let mut argv_ptrs: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = p.envp.iter().map(|a| a.as_ptr()).collect();
@@ -258,7 +259,7 @@ pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
 
     // As a sandbox's PID 1, keep the agent out of reach of what it starts (see `child_main`).
     let guard = crate::guard::active();
-    // Block every signal across the fork: until the child has reset its dispositions, a signal would
+    // Block every signal across the clone: until the child has reset its dispositions, a signal would
     // run the agent's inherited handlers (tokio's) in the child, which write to fds shared with us.
     let mut all: libc::sigset_t = unsafe_zeroed_sigset();
     let mut old: libc::sigset_t = unsafe_zeroed_sigset();
@@ -267,19 +268,36 @@ pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
         libc::sigfillset(&raw mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
     }
-    // SAFETY: fork has no memory-safety preconditions; the child branch below only calls
-    // async-signal-safe functions on data prepared above and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid != 0 {
-        // SAFETY: restores this thread's previous mask from a live local.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
-    }
+    let args = ChildArgs {
+        p,
+        fds: &fds,
+        argv: &argv_ptrs,
+        envp: &envp_ptrs,
+        limits: &limits,
+        guard,
+    };
+    // The child's own stack; it shares everything else with this thread, which the kernel suspends
+    // until the child has exec'd or exited (`CLONE_VFORK`), so all of the above stays alive and
+    // unchanged for it. 16-byte aligned, as the ABI wants.
+    let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    // SAFETY: `child_entry` runs on its own stack (`top`, inside a live allocation of CHILD_STACK bytes)
+    // with `args`, which outlives the child's use of it: with CLONE_VFORK this call returns only once
+    // the child has exec'd or exited. The child only makes async-signal-safe calls (and raw syscalls
+    // where glibc would consult its thread list, see `child_main`) on data prepared above.
+    let pid = unsafe {
+        libc::clone(
+            child_entry,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw const args).cast_mut().cast(),
+        )
+    };
+    drop(stack);
+    // SAFETY: restores this thread's previous mask from a live local.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
     if pid < 0 {
         return Err(setup(std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // SAFETY: we are the freshly forked child; `child_main` never returns.
-        unsafe { child_main(p, &fds, &argv_ptrs, &envp_ptrs, &limits, guard) }
     }
 
     drop((child_in, child_out, child_err, err_w));
@@ -313,6 +331,29 @@ pub fn spawn(p: &Prepared) -> Result<Spawned, SpawnError> {
     })
 }
 
+/// Stack of the child between `clone` and `execve` (it needs little: no allocation, a few locals), small
+/// enough to come from the heap rather than a fresh mapping.
+const CHILD_STACK: usize = 64 << 10;
+
+/// What `child_entry` needs, behind the one pointer `clone` passes.
+struct ChildArgs<'a> {
+    p: &'a Prepared,
+    fds: &'a ChildFds,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
+    limits: &'a [(libc::__rlimit_resource_t, libc::rlimit)],
+    guard: bool,
+}
+
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` that `spawn` keeps alive until this child has exec'd or exited;
+    // this is the new child, which `child_main` never returns from.
+    unsafe {
+        let a = &*arg.cast::<ChildArgs<'_>>();
+        child_main(a.p, a.fds, a.argv, a.envp, a.limits, a.guard)
+    }
+}
+
 fn unsafe_zeroed_sigset() -> libc::sigset_t {
     // SAFETY: sigset_t is a plain bit array for which all-zeroes is a valid (empty) value.
     unsafe { std::mem::zeroed() }
@@ -328,7 +369,7 @@ struct ChildFds {
 /// Reports `step` and the current errno on the error pipe and exits.
 ///
 /// # Safety
-/// Only to be called in the forked child.
+/// Only to be called in the cloned child.
 unsafe fn fail(fds: &ChildFds, step: Step) -> ! {
     // SAFETY: __errno_location is always valid for the calling thread.
     let errno = unsafe { *libc::__errno_location() };
@@ -341,10 +382,15 @@ unsafe fn fail(fds: &ChildFds, step: Step) -> ! {
     }
 }
 
-/// The child side of the fork: set up, then exec. Never returns.
+/// The child side of the spawn: set up, then exec. Never returns.
+///
+/// The child is a `clone(CLONE_VM | CLONE_VFORK)` of the agent (what `posix_spawn` does): no page tables
+/// to copy and no copy-on-write faults afterwards in the agent, whatever its size. It shares the agent's
+/// memory until `execve`, so it writes nothing but its own stack, makes only async-signal-safe calls, and
+/// changes its ids with raw system calls. Signal dispositions are its own (no `CLONE_SIGHAND`).
 ///
 /// # Safety
-/// Only to be called in the forked child; all pointers must come from live `CString`s.
+/// Only to be called in the cloned child; all pointers must come from live `CString`s.
 unsafe fn child_main(
     p: &Prepared,
     fds: &ChildFds,
@@ -354,7 +400,7 @@ unsafe fn child_main(
     guard: bool,
 ) -> ! {
     // SAFETY: every call below is async-signal-safe and works only on memory prepared before the
-    // fork; this runs in the freshly forked child, which never returns from this function.
+    // clone; this runs in the new child, which never returns from this function.
     unsafe {
         for &entry in &p.cgroup_entry {
             if libc::write(entry, b"0".as_ptr().cast(), 1) != 1 {
@@ -422,13 +468,15 @@ unsafe fn child_main(
                     let _ = libc::fchown(fd, *uid, *gid);
                 }
             }
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+            // Raw system calls: glibc's wrappers would change the ids of every thread it believes the
+            // process has, and this child shares memory (and so glibc's thread list) with the agent.
+            if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
                 fail(fds, Step::Groups);
             }
-            if libc::setgid(*gid) != 0 {
+            if libc::syscall(libc::SYS_setgid, *gid) != 0 {
                 fail(fds, Step::Gid);
             }
-            if libc::setuid(*uid) != 0 {
+            if libc::syscall(libc::SYS_setuid, *uid) != 0 {
                 fail(fds, Step::Uid);
             }
         }

@@ -21,11 +21,14 @@ pub const IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Bytes asked of the kernel per step (the pipe's size, when the kernel grants it).
 const STEP: usize = 1 << 20;
 
-/// Gives `sock` send and receive time-outs of [`IDLE_LIMIT`].
+/// Gives `sock` send and receive time-outs of [`IDLE_LIMIT`], and as large a send buffer as the host
+/// allows (`net.core.wmem_max`): fewer, larger steps for the reader on the other side.
 pub fn bound_waits(sock: &OwnedFd) -> io::Result<()> {
     let tv = nix::sys::time::TimeVal::new(IDLE_LIMIT.as_secs() as i64, 0);
     nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::SendTimeout, &tv)?;
     nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)?;
+    // Capped by the kernel; a smaller buffer only means more steps.
+    let _ = nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::SndBuf, &(4 << 20));
     Ok(())
 }
 
