@@ -46,6 +46,23 @@ async fn get(root: &str, path: &[u8], extra: &str) -> (u16, Vec<u8>) {
     (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
 }
 
+/// A ranged read: status, `Content-Range`, body.
+async fn get_range(root: &str, path: &str, range: &str) -> (u16, String, Vec<u8>) {
+    let r = client()
+        .get(format!("{root}/files?path={path}"))
+        .header("Range", range)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let content_range = r
+        .headers()
+        .get("content-range")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_range, r.bytes().await.unwrap().to_vec())
+}
+
 async fn get_json(url: String) -> (u16, Value) {
     call(client().get(url)).await
 }
@@ -190,18 +207,10 @@ async fn round_trips(root: &str) {
     assert_eq!((s, n), (200, 100 << 20));
     assert_eq!(got, sent, "the 100 MiB file came back different");
     // A range.
-    let r = client()
-        .get(format!("{root}/files?path=big.bin"))
-        .header("Range", "bytes=1048576-1048585")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 206);
-    assert_eq!(
-        r.headers()["content-range"].to_str().unwrap(),
-        format!("bytes 1048576-1048585/{}", 100 << 20)
-    );
-    assert_eq!(r.bytes().await.unwrap().len(), 10);
+    let (s, range, body) = get_range(root, "big.bin", "bytes=1048576-1048585").await;
+    assert_eq!(s, 206);
+    assert_eq!(range, format!("bytes 1048576-1048585/{}", 100 << 20));
+    assert_eq!(body.len(), 10);
     let (s, _) = call(client().delete(format!("{root}/fs?path=big.bin"))).await;
     assert_eq!(s, 204);
     // With a Content-Length the daemon takes the fast path (the agent splices the content): the same
@@ -218,18 +227,10 @@ async fn round_trips(root: &str) {
     let (s, back) = get(root, b"sized.bin", "").await;
     assert_eq!((s, back.len()), (200, data.len()));
     assert!(back == data, "the spliced download differs from the upload");
-    let r = client()
-        .get(format!("{root}/files?path=sized.bin"))
-        .header("Range", "bytes=1000-3001000")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 206);
-    assert_eq!(
-        r.headers()["content-range"].to_str().unwrap(),
-        format!("bytes 1000-3001000/{}", data.len())
-    );
-    assert!(r.bytes().await.unwrap() == data[1000..=3_001_000]);
+    let (s, range, body) = get_range(root, "sized.bin", "bytes=1000-3001000").await;
+    assert_eq!(s, 206);
+    assert_eq!(range, format!("bytes 1000-3001000/{}", data.len()));
+    assert!(body == data[1000..=3_001_000]);
     let (s, _) = call(client().delete(format!("{root}/fs?path=sized.bin"))).await;
     assert_eq!(s, 204);
     an_upload_that_breaks_off_leaves_nothing(root).await;

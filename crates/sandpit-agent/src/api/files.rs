@@ -387,16 +387,20 @@ pub async fn read_spliced(State(agent): State<Arc<Agent>>, mut req: Request) -> 
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
-/// `PUT /files?path=&user=&mode=`: writes the body atomically; answers the entry.
-pub async fn write(State(agent): State<Arc<Agent>>, req: Request) -> Result<Response> {
+/// A write's path, mode and user.
+fn write_args(req: &Request) -> Result<(Vec<u8>, Option<sandpit_types::FileMode>, Option<String>)> {
     let q = query(req.uri().query(), &["path", "user", "mode"])?;
-    let raw = q.path()?;
     let mode = q
         .string("mode")?
         .map(|m| sandpit_types::FileMode::parse(&m).map_err(ApiError::invalid))
         .transpose()?;
+    Ok((q.path()?, mode, q.string("user")?))
+}
+
+/// `PUT /files?path=&user=&mode=`: writes the body atomically; answers the entry.
+pub async fn write(State(agent): State<Arc<Agent>>, req: Request) -> Result<Response> {
+    let (raw, mode, user) = write_args(&req)?;
     let gzip = gzipped(req.headers())?;
-    let user = q.string("user")?;
     let (parts, body) = req.into_parts();
     drop(parts);
     let (reader, pumping) = pump(body);
@@ -421,13 +425,7 @@ pub async fn write(State(agent): State<Arc<Agent>>, req: Request) -> Result<Resp
 /// [`write`], but the content arrives raw on the upgraded connection, exactly
 /// [`SPLICE_LENGTH_HEADER`] bytes, spliced into the file; the answer follows on the connection.
 pub async fn write_spliced(State(agent): State<Arc<Agent>>, mut req: Request) -> Result<Response> {
-    let q = query(req.uri().query(), &["path", "user", "mode"])?;
-    let raw = q.path()?;
-    let mode = q
-        .string("mode")?
-        .map(|m| sandpit_types::FileMode::parse(&m).map_err(ApiError::invalid))
-        .transpose()?;
-    let user = q.string("user")?;
+    let (raw, mode, user) = write_args(&req)?;
     if !offers_splice(req.headers()) {
         return Err(ApiError::invalid(format!(
             "this path needs `Connection: upgrade` and `Upgrade: {SPLICE_PROTOCOL}`"
