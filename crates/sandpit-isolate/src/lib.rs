@@ -63,8 +63,12 @@ pub struct IsolateConfig {
     pub id_range_slots: u32,
     /// Writable-layer size when a spec gives no `disk_mb`.
     pub default_disk_mb: u64,
-    /// How long `create` waits for the init to signal readiness on fd [`READY_FD`].
+    /// How long `create` waits for the init to signal readiness on fd [`READY_FD`] while the init does
+    /// nothing: an init that got on with its work (CPU, I/O, a wait on the disk) in that time gets
+    /// another, up to [`ready_patience`](Self::ready_patience) of them in all.
     pub ready_timeout: Duration,
+    /// How many `ready_timeout`s a progressing init may take (a slow host is not a stuck init).
+    pub ready_patience: u32,
     /// Name of the cgroup directory (under our own cgroup) that holds sandbox cgroups.
     pub cgroup_subdir: String,
     /// TEST ONLY: bind-mount the host run directory writable at `/run/sandpit` and send the init's
@@ -83,6 +87,7 @@ impl IsolateConfig {
             id_range_slots: 4096,
             default_disk_mb: sandpit_types::tenants::DEFAULT_DISK_MB,
             ready_timeout: Duration::from_secs(10),
+            ready_patience: 4,
             cgroup_subdir: "sandpit".into(),
             share_run_dir_for_tests: false,
         }
@@ -232,11 +237,15 @@ pub enum IsolateError {
         source: io::Error,
     },
     #[error(
-        "sandbox init did not signal readiness on fd {fd} within {timeout:?} ({reason}); init: {init}; init output: {log}"
+        "sandbox init did not signal readiness on fd {fd} after {waited:?} ({reason}; the limit is \
+         {timeout:?} without progress); init: {init}; init output: {log}"
     )]
     NotReady {
         fd: i32,
+        /// The time allowed without progress ([`IsolateConfig::ready_timeout`]).
         timeout: Duration,
+        /// How long the wait took in all (several `timeout`s when the init kept working).
+        waited: Duration,
         reason: &'static str,
         /// Where the init was when the wait gave up ([`procfs::describe`]): which binary, and what
         /// each thread waited for in the kernel — so that a rare timeout tells where the time went.
@@ -754,8 +763,9 @@ impl Isolator {
         // EOF on the error pipe = execve succeeded; data = a failure report.
         let mut report = Vec::new();
         let mut err_file = fs::File::from(err_r);
-        if !sys::poll_readable(&err_file, self.cfg.ready_timeout).map_err(ioe("poll"))? {
-            return Err(self.not_ready(handle, "init setup hung"));
+        let waiting = Instant::now();
+        if !self.wait_while_progressing(&err_file, pid)? {
+            return Err(self.not_ready(handle, "init setup hung", waiting));
         }
         err_file
             .read_to_end(&mut report)
@@ -766,12 +776,13 @@ impl Isolator {
         }
         timer.mark("child set-up (mounts, pivot_root, seccomp, exec)");
         let ready = fs::File::from(ready_r);
-        if !sys::poll_readable(&ready, self.cfg.ready_timeout).map_err(ioe("poll"))? {
-            return Err(self.not_ready(handle, "timeout"));
+        let waiting = Instant::now();
+        if !self.wait_while_progressing(&ready, pid)? {
+            return Err(self.not_ready(handle, "timeout", waiting));
         }
         let mut byte = [0u8; 1];
         if !matches!((&ready).read(&mut byte), Ok(1)) {
-            return Err(self.not_ready(handle, "init closed the ready fd or exited"));
+            return Err(self.not_ready(handle, "init closed the ready fd or exited", waiting));
         }
         timer.mark("agent start (to ready)");
         if let Some(cg) = &handle.cgroups {
@@ -783,7 +794,33 @@ impl Isolator {
         Ok(())
     }
 
-    fn not_ready(&self, handle: &SandboxHandle, reason: &'static str) -> IsolateError {
+    /// Waits until `f` is readable. The deadline detects a stuck init, not a slow one: on a loaded host
+    /// (a storm of disk writes, every core busy) starting an init can take longer than `ready_timeout`
+    /// although it never stops moving, and failing it then only makes the caller create again on the
+    /// same host. So at each deadline an init that used CPU, read or wrote, or waits on the disk since
+    /// the last one gets another `ready_timeout`, up to `ready_patience` in all; one that did nothing
+    /// for a whole `ready_timeout` (waiting on something that will not come) fails at once.
+    fn wait_while_progressing(&self, f: &fs::File, pid: i32) -> Result<bool, IsolateError> {
+        let mut last = procfs::Progress::sample(pid);
+        for _ in 0..self.cfg.ready_patience.max(1) {
+            if sys::poll_readable(f, self.cfg.ready_timeout).map_err(ioe("poll"))? {
+                return Ok(true);
+            }
+            let now = procfs::Progress::sample(pid);
+            match (last, now) {
+                (Some(before), Some(now)) if now.moved_since(&before) => last = Some(now),
+                _ => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    fn not_ready(
+        &self,
+        handle: &SandboxHandle,
+        reason: &'static str,
+        waiting: Instant,
+    ) -> IsolateError {
         let log = fs::read_to_string(&handle.log_file).unwrap_or_default();
         let tail: String = log
             .chars()
@@ -796,6 +833,7 @@ impl Isolator {
         IsolateError::NotReady {
             fd: READY_FD,
             timeout: self.cfg.ready_timeout,
+            waited: waiting.elapsed(),
             reason,
             init: procfs::describe(handle.init_pid),
             log: tail,

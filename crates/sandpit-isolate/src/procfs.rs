@@ -46,6 +46,59 @@ impl ProcStat {
     }
 }
 
+/// What a process has done so far, to tell a slow process from a stuck one: CPU time (its own and its
+/// waited-for children's), bytes it read and wrote (`/proc/<pid>/io`), and whether a thread is waiting
+/// on the disk (`D`) right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    work: u64,
+    on_disk: bool,
+}
+
+impl Progress {
+    /// `None` when the process does not exist.
+    pub fn sample(pid: i32) -> Option<Self> {
+        let stat = ProcStat::read(pid)?;
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        Some(Self::of(&stat, &io, disk_wait(pid)))
+    }
+
+    fn of(stat: &ProcStat, io: &str, on_disk: bool) -> Self {
+        let bytes: u64 = io
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("rchar: ")
+                    .or_else(|| l.strip_prefix("wchar: "))
+            })
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .sum();
+        Self {
+            work: (stat.cpu_ticks + stat.children_cpu_ticks).wrapping_add(bytes),
+            on_disk: on_disk || stat.state == 'D',
+        }
+    }
+
+    /// Whether the process got on with its work since `earlier`: it used CPU, moved bytes, or is
+    /// waiting for the disk (a slow host, not a stuck process).
+    pub fn moved_since(&self, earlier: &Self) -> bool {
+        self.work != earlier.work || self.on_disk
+    }
+}
+
+/// Whether any thread of `pid` is in uninterruptible (disk) sleep.
+fn disk_wait(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|l| ProcStat::parse(&l))
+                .is_some_and(|st| st.state == 'D')
+        })
+}
+
 /// A one-line account of where a process is, for an error message about a process that did not do
 /// what it should in time: its name, and each thread's state letter and kernel wait channel
 /// (`comm=sandpit-agent threads=[S ep_poll, S futex_wait_queue, …]`). Says `gone` when the process
@@ -96,6 +149,29 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn progress_is_cpu_or_bytes_or_a_wait_on_the_disk_never_just_time() {
+        let line = |state: char, utime: u64| {
+            format!("7 (init) {state} 1 7 7 0 -1 0 0 0 0 0 {utime} 0 0 0 20 0 1 0 100 1000 10 0")
+        };
+        let io = |r: u64| format!("rchar: {r}\nwchar: 5\nsyscr: 1\nread_bytes: 0\n");
+        let at = |state, utime, r| {
+            Progress::of(
+                &ProcStat::parse(&line(state, utime)).unwrap(),
+                &io(r),
+                false,
+            )
+        };
+        let start = at('S', 3, 100);
+        assert!(!at('S', 3, 100).moved_since(&start), "asleep, nothing done");
+        assert!(at('R', 4, 100).moved_since(&start), "used CPU");
+        assert!(at('S', 3, 4096).moved_since(&start), "read bytes");
+        assert!(at('D', 3, 100).moved_since(&start), "waiting for the disk");
+        let me = std::process::id() as i32;
+        assert!(Progress::sample(me).is_some());
+        assert!(Progress::sample(i32::MAX).is_none());
+    }
 
     #[test]
     fn a_command_name_with_spaces_and_parentheses_does_not_shift_the_fields() {

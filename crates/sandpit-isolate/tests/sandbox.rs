@@ -43,6 +43,10 @@ fn main() {
         ("host_errors_are_clear", host_errors_are_clear),
         ("isolation_from_inside", isolation_from_inside),
         (
+            "a_slow_init_that_keeps_working_is_not_timed_out",
+            a_slow_init_that_keeps_working_is_not_timed_out,
+        ),
+        (
             "ranges_are_distinct_and_owned",
             ranges_are_distinct_and_owned,
         ),
@@ -409,6 +413,53 @@ fn host_errors_are_clear(_: &Isolator) {
     });
     let e = e.unwrap_err();
     assert!(e.to_string().contains("/no/such/init"), "{e}");
+}
+
+/// Issue 13 ("find and fix why readiness can time out under load"): on a loaded host an init can take
+/// longer than `ready_timeout` to get ready although it never stops working; the deadline must catch a
+/// stuck init, not a slow one.
+fn a_slow_init_that_keeps_working_is_not_timed_out(_: &Isolator) {
+    let mut cfg = config();
+    cfg.ready_timeout = Duration::from_millis(300);
+    cfg.ready_patience = 20;
+    let quick = Isolator::new(cfg).unwrap();
+    // Busy for 1.2 s (four deadlines' worth) in the shell itself, no child, then ready.
+    let busy = "read up _ < /proc/uptime; end=$(( ${up%.*}${up#*.} + 120 )); \
+                while read up _ < /proc/uptime; [ ${up%.*}${up#*.} -lt $end ]; do :; done; \
+                echo >&3; exec sleep 600";
+    let t = Instant::now();
+    let h = quick
+        .create(&sh("slowbusy", busy))
+        .unwrap_or_else(|e| panic!("a busy init was timed out after {:?}: {e}", t.elapsed()));
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    quick.destroy(&h).unwrap();
+    // Asleep without doing anything: fails after one deadline (or two, if its start-up straddled the
+    // first), long before the 6 s of patience or its own 5 s.
+    let t = Instant::now();
+    let e = quick
+        .create(&sh("slowidle", "sleep 5; echo >&3; exec sleep 600"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IsolateError::NotReady {
+                reason: "timeout",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "{:?}: {e}",
+        t.elapsed()
+    );
+    assert!(e.to_string().contains("without progress"), "{e}");
+    assert!(!Path::new(STATE).join("sandboxes/slowidle").exists());
 }
 
 fn isolation_from_inside(iso: &Isolator) {

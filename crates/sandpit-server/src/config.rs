@@ -90,7 +90,9 @@ pub struct Config {
     pub max_timeout_secs: u64,
     /// Largest JSON request body the daemon itself parses (proxied bodies are the agent's business).
     pub max_body_bytes: usize,
-    /// How long an agent may take to report ready before the sandbox is marked `failed`.
+    /// How long a starting sandbox's init may go without doing anything (no CPU, no I/O, no wait on the
+    /// disk) before its create fails with a 503 to retry; an init that keeps working gets up to four of
+    /// these (a slow host is not a stuck sandbox).
     pub agent_start_timeout_secs: u64,
     /// After a shutdown signal, how long open requests (streams included) may run before they are cut.
     pub shutdown_grace_secs: u64,

@@ -447,6 +447,7 @@ mod tests {
         let slow = |reason| IsolateError::NotReady {
             fd: 3,
             timeout: Duration::from_secs(15),
+            waited: Duration::from_secs(15),
             reason,
             init: String::new(),
             log: String::new(),
