@@ -193,11 +193,20 @@ pub fn split_for_agent(
 /// `/sys/fs/cgroup` itself. Each mount is rooted at the sandbox's own directory by its cgroup namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CgroupView {
-    /// v1 hierarchies to mount, each named by its controllers (the mount options): `"memory"`,
-    /// `"cpu,cpuacct"`.
-    pub v1: Vec<String>,
+    /// v1 hierarchies to show, each named by its controllers (`"memory"`, `"cpu,cpuacct"`), with the
+    /// sandbox's own directory in it.
+    pub v1: Vec<V1View>,
     /// Where the v2 hierarchy is mounted, relative to `/sys/fs/cgroup` (`""` for there itself).
     pub v2: Option<&'static str>,
+}
+
+/// One v1 hierarchy of a sandbox's cgroup view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1View {
+    /// Its controllers, comma-separated: the directory's name under `/sys/fs/cgroup` inside.
+    pub controllers: String,
+    /// The sandbox's own directory in it, on the host (what the view shows).
+    pub dir: PathBuf,
 }
 
 /// v1 controllers a sandbox sees (the freezer is the host's business).
@@ -213,8 +222,14 @@ impl CgroupView {
                 by_dir.entry(d).or_default().push(c);
             }
         }
-        let mut v1: Vec<String> = by_dir.into_values().map(|cs| cs.join(",")).collect();
-        v1.sort();
+        let mut v1: Vec<V1View> = by_dir
+            .into_iter()
+            .map(|(d, cs)| V1View {
+                controllers: cs.join(","),
+                dir: d.to_path_buf(),
+            })
+            .collect();
+        v1.sort_by(|a, b| a.controllers.cmp(&b.controllers));
         let v2 = set.unified.as_ref().map(|_| match set.version {
             CgroupVersion::V1 => "unified",
             CgroupVersion::V2 => "",
@@ -1095,7 +1110,20 @@ mod tests {
             set.controllers.insert(c.into(), d.into());
         }
         let view = CgroupView::of(&set);
-        assert_eq!(view.v1, ["cpu,cpuacct", "cpuset", "memory", "pids"]);
+        let v1: Vec<(&str, &Path)> = view
+            .v1
+            .iter()
+            .map(|h| (h.controllers.as_str(), h.dir.as_path()))
+            .collect();
+        assert_eq!(
+            v1,
+            [
+                ("cpu,cpuacct", Path::new("/c/sandpit/x")),
+                ("cpuset", Path::new("/s/sandpit/x")),
+                ("memory", Path::new("/m/sandpit/x")),
+                ("pids", Path::new("/p/sandpit/x")),
+            ]
+        );
         assert_eq!(view.v2, Some("unified"));
         assert_eq!(
             view.work_dir().as_deref(),

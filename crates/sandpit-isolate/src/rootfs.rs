@@ -334,9 +334,10 @@ pub(crate) fn steps(
             Some(&format!("mode=1777,size={tmp_mb}m")),
         ),
         // /sys holds only the sandbox's own cgroup view: a read-only tmpfs (nothing of the host's
-        // sysfs), with the sandbox's cgroups mounted under /sys/fs/cgroup as `view` says, each rooted at
-        // the sandbox's own directory by its cgroup namespace. The agent makes its per-process cgroups
-        // in the v2 hierarchy's `work` there.
+        // sysfs), with the sandbox's cgroups under /sys/fs/cgroup as `view` says: each v1 hierarchy a
+        // read-only bind of the sandbox's own directory, v2 a cgroup2 mount rooted there by the
+        // sandbox's cgroup namespace. The agent makes its per-process cgroups in the v2 hierarchy's
+        // `work` there.
         mkdir("sys", 0o555),
         mount(
             Some("sysfs-view"),
@@ -348,17 +349,12 @@ pub(crate) fn steps(
         mkdir("sys/fs", 0o755),
         mkdir("sys/fs/cgroup", 0o755),
     ]);
-    let on_tmpfs = view.v2 != Some("");
-    if on_tmpfs {
-        // A tmpfs of its own, so that its directories and links stay read-only for the sandbox.
-        v.push(mount(
-            Some("cgroup-view"),
-            "sys/fs/cgroup",
-            Some("tmpfs"),
-            nosuid_nodev | libc::MS_NOEXEC,
-            Some("mode=755,size=16k"),
-        ));
+    // The hierarchies' directories and links are made in the /sys tmpfs before it turns read-only (no
+    // tmpfs of their own: every superblock a sandbox has is one more the kernel visits for each memory
+    // cgroup taken offline anywhere on the host).
+    if view.v2 != Some("") {
         for h in &view.v1 {
+            let h = &h.controllers;
             v.push(mkdir(&format!("sys/fs/cgroup/{h}"), 0o755));
             if h.contains(',') {
                 for c in h.split(',') {
@@ -377,21 +373,28 @@ pub(crate) fn steps(
         path: cstring("sys"),
         attrs: libc::MOUNT_ATTR_RDONLY,
     });
-    if on_tmpfs {
-        v.push(Step::SetAttr {
-            path: cstring("sys/fs/cgroup"),
-            attrs: libc::MOUNT_ATTR_RDONLY,
-        });
-    }
     for h in &view.v1 {
-        // Read-only: the limits are the host's (its files are owned by the host's root anyway).
-        v.push(mount(
-            Some("cgroup"),
-            &format!("sys/fs/cgroup/{h}"),
-            Some("cgroup"),
-            nosuid_nodev | libc::MS_NOEXEC | libc::MS_RDONLY,
-            Some(h),
-        ));
+        // A bind of the sandbox's own directory, which is also the root of its cgroup namespace, so
+        // that it shows what a new cgroup v1 mount there would (`/proc/self/mountinfo` gives its root
+        // as `/` inside). Not a new mount: mounting a v1 hierarchy first waits, under the host-wide
+        // cgroup lock, for every cgroup being taken offline on the host (`cgroup1_get_tree`), so that a
+        // create waited longer the more sandboxes had come and gone. Read-only: the limits are the
+        // host's (its files are owned by the host's root anyway).
+        let target = format!("sys/fs/cgroup/{}", h.controllers);
+        v.push(Step::Mount {
+            src: Some(crate::sys::path_cstr(&h.dir).unwrap_or_default()),
+            target: cstring(&target),
+            fstype: None,
+            flags: libc::MS_BIND,
+            data: None,
+        });
+        v.push(Step::SetAttr {
+            path: cstring(&target),
+            attrs: libc::MOUNT_ATTR_RDONLY
+                | libc::MOUNT_ATTR_NOSUID
+                | libc::MOUNT_ATTR_NODEV
+                | libc::MOUNT_ATTR_NOEXEC,
+        });
     }
     if let Some(v2) = view.v2 {
         let target = if v2.is_empty() {
@@ -413,7 +416,7 @@ pub(crate) fn steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cgroup::CgroupView;
+    use crate::cgroup::{CgroupView, V1View};
 
     fn described(view: &CgroupView) -> Vec<String> {
         let (steps, _) = steps(None, Path::new("/agent"), 64, view);
@@ -425,50 +428,72 @@ mod tests {
     }
 
     #[test]
-    fn a_hybrid_view_mounts_each_v1_hierarchy_and_v2_at_unified() {
+    fn a_hybrid_view_binds_each_v1_hierarchy_read_only_and_mounts_v2_at_unified() {
         let view = CgroupView {
-            v1: vec!["cpu,cpuacct".into(), "memory".into()],
+            v1: vec![
+                V1View {
+                    controllers: "cpu,cpuacct".into(),
+                    dir: "/sys/fs/cgroup/cpu,cpuacct/sandpit/x".into(),
+                },
+                V1View {
+                    controllers: "memory".into(),
+                    dir: "/sys/fs/cgroup/memory/sandpit/x".into(),
+                },
+            ],
             v2: Some("unified"),
         };
         let (steps, _) = steps(None, Path::new("/agent"), 64, &view);
-        let mounts: Vec<(String, String, u64)> = steps
+        let mounts: Vec<(String, String)> = steps
             .iter()
             .filter_map(|s| match s {
                 Step::Mount {
+                    src,
                     target,
-                    fstype: Some(t),
-                    flags,
+                    fstype,
                     data,
                     ..
                 } if target.to_bytes().starts_with(b"sys/fs/cgroup") => Some((
                     target.to_string_lossy().into_owned(),
-                    format!(
-                        "{}:{}",
-                        t.to_string_lossy(),
-                        data.as_ref()
-                            .map(|d| d.to_string_lossy())
-                            .unwrap_or_default()
-                    ),
-                    *flags & libc::MS_RDONLY,
+                    match fstype {
+                        Some(t) => format!(
+                            "{}:{}",
+                            t.to_string_lossy(),
+                            data.as_ref()
+                                .map(|d| d.to_string_lossy())
+                                .unwrap_or_default()
+                        ),
+                        None => format!(
+                            "bind {}",
+                            src.as_ref()
+                                .map(|s| s.to_string_lossy())
+                                .unwrap_or_default()
+                        ),
+                    },
                 )),
+                Step::SetAttr { path, attrs }
+                    if path.to_bytes().starts_with(b"sys/fs/cgroup/")
+                        && attrs & libc::MOUNT_ATTR_RDONLY != 0 =>
+                {
+                    Some((path.to_string_lossy().into_owned(), "read-only".into()))
+                }
                 _ => None,
             })
             .collect();
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
         assert_eq!(
             mounts,
             [
-                ("sys/fs/cgroup".into(), "tmpfs:mode=755,size=16k".into(), 0),
-                (
-                    "sys/fs/cgroup/cpu,cpuacct".into(),
-                    "cgroup:cpu,cpuacct".into(),
-                    libc::MS_RDONLY
+                pair(
+                    "sys/fs/cgroup/cpu,cpuacct",
+                    "bind /sys/fs/cgroup/cpu,cpuacct/sandpit/x"
                 ),
-                (
-                    "sys/fs/cgroup/memory".into(),
-                    "cgroup:memory".into(),
-                    libc::MS_RDONLY
+                pair("sys/fs/cgroup/cpu,cpuacct", "read-only"),
+                pair(
+                    "sys/fs/cgroup/memory",
+                    "bind /sys/fs/cgroup/memory/sandpit/x"
                 ),
-                ("sys/fs/cgroup/unified".into(), "cgroup2:".into(), 0),
+                pair("sys/fs/cgroup/memory", "read-only"),
+                pair("sys/fs/cgroup/unified", "cgroup2:"),
             ]
         );
         let d = described(&view);

@@ -560,10 +560,11 @@ impl Engine {
                 Ok(Some(info(&rec)))
             })
             .await?;
-            self.pools.refill();
             if let Some(info) = claimed {
+                self.pools.claimed();
                 return Ok(Some(info));
             }
+            self.pools.refill();
             tracing::warn!(sandbox = %id, "a pooled sandbox could not be claimed; deleting it");
             let _ = self.delete(&id).await;
         }

@@ -2,8 +2,9 @@
 //!
 //! A pool is a size per template (`PUT /v1/templates/{name}/pool`, kept in the store; `--pool
 //! TEMPLATE=SIZE` sets a default for a template that has none). The refill loop ([`Pools::run`]) creates
-//! the missing sandboxes one at a time, with a pause between two, so that a refill after a burst takes the
-//! host's spare time rather than its running sandboxes'. A pooled sandbox is a sandbox record with
+//! the missing sandboxes one at a time, with a pause between two, and only once no claim has been made for
+//! a moment ([`CLAIM_QUIET`]), so that a refill takes the host's spare time rather than that of its
+//! running sandboxes or of the first commands in the sandbox just claimed. A pooled sandbox is a sandbox record with
 //! `pool = Some(template)`: no tenant, no deadline, in no list and no quota; it survives a daemon restart
 //! like any sandbox, and the pool is rebuilt from the store at start.
 //!
@@ -26,6 +27,10 @@ pub const MAX_POOL: u64 = 256;
 
 /// The pause between two refill creates.
 const REFILL_GAP: Duration = Duration::from_millis(20);
+/// How long the refill holds off after a claim, so that the claimed sandbox's first commands (what a
+/// create from a pool is for) do not share the host's cores with the making of its replacement. Each claim
+/// moves the end of the quiet spell: a burst of claims is refilled after the burst.
+const CLAIM_QUIET: Duration = Duration::from_millis(100);
 /// How long a template whose pooled create failed waits before the next try.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
@@ -46,6 +51,8 @@ struct State {
     ready: HashMap<String, VecDeque<String>>,
     /// Creates in flight per template.
     filling: HashMap<String, u64>,
+    /// No refill create starts before this ([`CLAIM_QUIET`] after the latest claim).
+    quiet_until: Option<tokio::time::Instant>,
 }
 
 /// The pools' state; the engine owns one.
@@ -77,6 +84,18 @@ impl Pools {
     /// Wakes the refill loop.
     pub fn refill(&self) {
         self.wake.notify_one();
+    }
+
+    /// A create took a pooled sandbox: the refill makes its replacement once the host has been free of
+    /// claims for [`CLAIM_QUIET`].
+    pub fn claimed(&self) {
+        self.state().quiet_until = Some(tokio::time::Instant::now() + CLAIM_QUIET);
+        self.wake.notify_one();
+    }
+
+    /// Until when the refill must wait, if a claim was made less than [`CLAIM_QUIET`] before `now`.
+    fn quiet_until(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.state().quiet_until.filter(|t| *t > now)
     }
 
     /// `template`'s pool as the API shows it.
@@ -185,6 +204,13 @@ impl Pools {
     pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         let mut backoff: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
+            if let Some(until) = engine.pools.quiet_until(tokio::time::Instant::now()) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+                continue;
+            }
             let Some(template) = engine.pools.next_to_fill(&backoff) else {
                 let retry = backoff.values().min().copied();
                 tokio::select! {
@@ -243,6 +269,25 @@ impl Pools {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_holds_the_refill_off_until_claims_have_stopped_for_a_while() {
+        let pools = Pools::default();
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(pools.quiet_until(t0), None, "no claim yet: refill at once");
+        pools.claimed();
+        let first = pools.quiet_until(t0).expect("a claim holds the refill off");
+        assert!(first >= t0 + CLAIM_QUIET, "{:?}", first - t0);
+        assert_eq!(
+            pools.quiet_until(first),
+            None,
+            "over once the spell has passed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        pools.claimed();
+        let second = pools.quiet_until(t0).expect("held off");
+        assert!(second > first, "each claim moves the end of the spell");
+    }
 
     #[test]
     fn only_requests_without_make_time_options_are_served_from_a_pool() {
