@@ -14,6 +14,8 @@ cd "$root"
 ./scripts/setup.sh || exit 1
 
 export CARGO_TERM_COLOR=never
+# One build from scratch: incremental state would only take disk space (gigabytes) and time.
+export CARGO_INCREMENTAL=0
 export SANDPIT_BIN="$root/target/debug/sandpit"
 
 passed=0

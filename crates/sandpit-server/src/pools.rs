@@ -101,11 +101,17 @@ impl Pools {
     /// `template`'s pool as the API shows it.
     pub fn info(&self, template: &str) -> PoolInfo {
         let st = self.state();
+        let size = st.sizes.get(template).copied().unwrap_or(0);
+        let ready = st.ready.get(template).map_or(0, |r| r.len() as u64);
+        // What the pool owes counts as filling whether its create has started or waits its turn (one at
+        // a time, after the quiet spell that follows a claim): `ready + filling` is `size` while it
+        // refills, and more only while a create outlives a shrink.
+        let in_flight = st.filling.get(template).copied().unwrap_or(0);
         PoolInfo {
             template: template.to_owned(),
-            size: st.sizes.get(template).copied().unwrap_or(0),
-            ready: st.ready.get(template).map_or(0, |r| r.len() as u64),
-            filling: st.filling.get(template).copied().unwrap_or(0),
+            size,
+            ready,
+            filling: in_flight.max(size.saturating_sub(ready)),
         }
     }
 
@@ -326,8 +332,10 @@ mod tests {
                 .insert("a".into(), VecDeque::from(vec!["x".into()]));
         }
         let none = HashMap::new();
+        assert_eq!(p.info("b").filling, 2, "owed, none started yet");
         assert_eq!(p.next_to_fill(&none).as_deref(), Some("b"));
-        assert_eq!(p.info("b").filling, 1);
+        assert_eq!(p.info("b").filling, 2, "one started, one waiting its turn");
+        assert_eq!(p.info("a").filling, 3);
         let mut backoff = HashMap::new();
         backoff.insert(
             "b".to_owned(),

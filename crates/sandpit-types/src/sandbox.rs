@@ -291,7 +291,9 @@ pub struct PoolInfo {
     pub size: u64,
     /// How many wait now.
     pub ready: u64,
-    /// How many are being created.
+    /// How many the pool is short and is making: being created now or waiting their turn in the
+    /// refill (one at a time, after the quiet spell that follows a claim). `ready + filling` is `size`
+    /// while the pool refills.
     pub filling: u64,
 }
 
