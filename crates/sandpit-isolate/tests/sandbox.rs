@@ -38,6 +38,10 @@ fn main() {
         ));
         return;
     }
+    // One run at a time per machine: the state directory, the cgroup subdirectory and the host uid
+    // range are fixed, and a run destroys every sandbox it finds there at start and counts processes
+    // by uid (two runs at once broke each other's fork-bomb and leak counts).
+    let _one_run = one_run_at_a_time();
     let filter: Option<&String> = args.iter().skip(1).find(|a| !a.starts_with('-'));
     let tests: &[(&str, Test)] = &[
         ("host_errors_are_clear", host_errors_are_clear),
@@ -116,6 +120,27 @@ fn main() {
         println!("failed: {failed:?}");
         std::process::exit(1);
     }
+}
+
+/// Holds `STATE.lock` for as long as the returned file lives, waiting (and saying so) while another run
+/// holds it.
+fn one_run_at_a_time() -> fs::File {
+    let path = format!("{STATE}.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {path}: {e}"));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
+    // SAFETY: flock(2) on a descriptor owned by `lock`, which outlives the call; no memory is passed.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        println!("waiting for another run of these tests to finish (it holds {path})");
+        // SAFETY: as above.
+        let rc = unsafe { libc::flock(fd, libc::LOCK_EX) };
+        assert_eq!(rc, 0, "locking {path}: {}", std::io::Error::last_os_error());
+    }
+    lock
 }
 
 fn config() -> IsolateConfig {
