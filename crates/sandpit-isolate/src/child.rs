@@ -1,18 +1,21 @@
 //! The sandbox's first process between `clone(2)` and `execve(2)`.
 //!
-//! The daemon is a multi-threaded tokio process, so the cloned child may find the allocator (or any
-//! other lock) held by a thread that no longer exists in it. Everything the child needs — paths,
-//! argv, envp, the mount steps, the compiled seccomp programs — is therefore prepared by the
-//! parent in a [`Plan`], and the child only issues raw syscalls on that read-only data: no
-//! allocation, no panics, no std I/O. A failure is reported as two integers (stage, errno) on a
-//! close-on-exec pipe; end-of-file on that pipe means `execve` succeeded.
+//! The daemon is a multi-threaded tokio process, and the child shares its memory until `execve`
+//! ([`spawn`], [`crate::nolibc`]), so it must not take the allocator's (or any other) lock nor write
+//! anything but its own stack. Everything the child needs — paths, argv, envp, the mount steps, the
+//! compiled seccomp programs — is therefore prepared by the parent in a [`Plan`], and the child only
+//! issues raw system calls on that read-only data: no allocation, no panics, no std I/O, no libc
+//! wrappers (they write `errno`). A failure is reported as two integers (stage, errno) on a
+//! close-on-exec pipe; end-of-file on that pipe means `execve` succeeded (or the child died).
 //!
 //! This replaces a re-exec'd helper binary: `clone` from the daemon costs well under a
 //! millisecond, and nothing has to be wired into the CLI.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::nolibc;
 
 use seccompiler::BpfProgram;
 
@@ -264,15 +267,137 @@ struct CloneArgs {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Clones the child with `flags` (namespace flags) and runs the plan in it. Returns the child's
-/// pid in the caller's pid namespace, and whether it was started inside `cgroup` (a cgroup v2
+/// pid in the caller's pid namespace, whether it was started inside `cgroup` (a cgroup v2
 /// directory): `clone3` with `CLONE_INTO_CGROUP` puts it there at birth, which costs nothing, where
-/// moving it afterwards takes the kernel's global cgroup lock (milliseconds on a busy host). On a
-/// kernel without it the child is started outside and `false` says the caller must move it.
+/// moving it afterwards takes the kernel's global cgroup lock (milliseconds on a busy host); on a
+/// kernel without it the child is started outside and `false` says the caller must move it), and
+/// the [`ChildMemory`] guard the caller must keep, with `plan`, until the child has exec'd or died.
+///
+/// The child shares the daemon's memory where [`nolibc::VM_CLONE`] (see there: a fork-style clone
+/// of a large multi-threaded daemon cost a TLB flush on every core per copy-on-write fault after it).
 pub(crate) fn spawn(
     plan: &Plan,
     flags: libc::c_int,
     cgroup: Option<RawFd>,
-) -> io::Result<(i32, bool)> {
+) -> io::Result<(i32, bool, ChildMemory)> {
+    if nolibc::VM_CLONE {
+        match spawn_vm(plan, flags, cgroup) {
+            // No clone3 (before Linux 5.3): fork-style below.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            r => return r,
+        }
+    }
+    let (pid, placed) = spawn_fork(plan, flags, cgroup)?;
+    Ok((pid, placed, ChildMemory::own_copy()))
+}
+
+/// The child's stack when it shares the daemon's memory (it needs a few KiB: no allocation, small
+/// locals); reserved, not committed, with a guard page below it.
+const CHILD_STACK: usize = 256 << 10;
+
+#[cfg(target_arch = "x86_64")]
+fn spawn_vm(
+    plan: &Plan,
+    flags: libc::c_int,
+    cgroup: Option<RawFd>,
+) -> io::Result<(i32, bool, ChildMemory)> {
+    let page = 4096;
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            CHILD_STACK + page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut mem = ChildMemory {
+        stack: Some((base as usize, CHILD_STACK + page)),
+        pidfd: None,
+        released: false,
+    };
+    // SAFETY: the lowest page of the mapping just made becomes the guard page.
+    if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Block every signal across the clone: until the child has reset its dispositions, a signal would
+    // run the daemon's handlers (tokio's) in the child, on the daemon's memory.
+    // SAFETY: sigset_t is plain data (all zero is a valid empty set).
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are live locals; sigfillset and pthread_sigmask only write into them.
+    unsafe {
+        libc::sigfillset(&raw mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
+    }
+    let mut pidfd: RawFd = -1;
+    let mut try_clone = |into_cgroup: Option<RawFd>| {
+        let mut args = CloneArgs {
+            flags: u64::from(flags as u32)
+                | libc::CLONE_VM as u64
+                | libc::CLONE_PIDFD as u64
+                | into_cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
+            pidfd: (&raw mut pidfd) as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: (base as usize + page) as u64,
+            stack_size: CHILD_STACK as u64,
+            cgroup: into_cgroup.map_or(0, |fd| fd as u64),
+            ..CloneArgs::default()
+        };
+        // SAFETY: `args` is a valid `struct clone_args` whose stack is the mapping above (unused, its top
+        // 16-byte aligned); `child_entry` runs the plan, which the caller keeps alive (with `mem`) until
+        // the child has exec'd or died, and writes nothing but that stack (all system calls through
+        // `nolibc`, signals blocked until their dispositions are reset).
+        unsafe {
+            nolibc::clone3_on_stack(
+                (&raw mut args).cast(),
+                std::mem::size_of::<CloneArgs>(),
+                child_entry,
+                std::ptr::from_ref::<Plan>(plan).cast(),
+            )
+        }
+    };
+    let mut r = try_clone(cgroup).map(|pid| (pid, cgroup.is_some()));
+    if let (Err(e), Some(_)) = (&r, cgroup) {
+        // A kernel without CLONE_INTO_CGROUP (before 5.7): born outside, moved by the caller.
+        if matches!(e.raw_os_error(), Some(libc::E2BIG | libc::EINVAL)) {
+            r = try_clone(None).map(|pid| (pid, false));
+        }
+    }
+    // SAFETY: restores this thread's previous mask from a live local.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
+    let (pid, placed) = r?;
+    // SAFETY: clone3 with CLONE_PIDFD stored a new descriptor we now own.
+    mem.pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
+    Ok((pid, placed, mem))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn spawn_vm(
+    _plan: &Plan,
+    _flags: libc::c_int,
+    _cgroup: Option<RawFd>,
+) -> io::Result<(i32, bool, ChildMemory)> {
+    unreachable!("nolibc::VM_CLONE is false here")
+}
+
+/// The child's entry on its own stack.
+///
+/// # Safety
+/// Only as the entry of a child cloned by `spawn_vm`, with a pointer to a live [`Plan`].
+unsafe extern "C" fn child_entry(plan: *const libc::c_void) -> ! {
+    // SAFETY: `spawn_vm` passes a pointer to the plan, which outlives the child's use of it.
+    child_main(unsafe { &*plan.cast::<Plan>() })
+}
+
+/// A fork-style clone (the child gets its own copy of the address space).
+fn spawn_fork(plan: &Plan, flags: libc::c_int, cgroup: Option<RawFd>) -> io::Result<(i32, bool)> {
     if let Some(fd) = cgroup {
         let mut args = CloneArgs {
             flags: u64::from(flags as u32) | CLONE_INTO_CGROUP,
@@ -325,24 +450,93 @@ pub(crate) fn spawn(
     Ok((pid as i32, false))
 }
 
-fn errno() -> i32 {
-    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
-    unsafe { *libc::__errno_location() }
+/// What a child that shares the daemon's memory runs on: its stack mapping, and a pidfd to wait for
+/// it. Keep it (and the [`Plan`]) until the child has exec'd or died, then call
+/// [`ChildMemory::released`]. Dropped before that (a create that failed half-way), it kills the child
+/// and waits until the child is gone before unmapping the stack, so that nothing the child still does
+/// can land in memory the daemon reuses.
+#[derive(Debug)]
+pub(crate) struct ChildMemory {
+    stack: Option<(usize, usize)>,
+    pidfd: Option<OwnedFd>,
+    released: bool,
 }
 
+impl ChildMemory {
+    fn own_copy() -> Self {
+        Self {
+            stack: None,
+            pidfd: None,
+            released: true,
+        }
+    }
+
+    /// The child has exec'd (its error pipe reached end-of-file) or exited: it uses nothing of ours.
+    pub(crate) fn released(mut self) {
+        self.released = true;
+    }
+}
+
+impl Drop for ChildMemory {
+    fn drop(&mut self) {
+        if !self.released {
+            let Some(pidfd) = &self.pidfd else {
+                // No way to know when it is gone: keep the stack mapped for ever rather than risk it.
+                return;
+            };
+            // SAFETY: pidfd_send_signal on a pidfd we own; poll on a local pollfd.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+                let mut p = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // A killed process exits at once unless the kernel holds it in an uninterruptible wait;
+                // after 10 s, keep the stack mapped for ever rather than risk it.
+                if libc::poll(&raw mut p, 1, 10_000) != 1 {
+                    return;
+                }
+            }
+        }
+        if let Some((base, len)) = self.stack.take() {
+            // SAFETY: unmapping the stack mapping made in `spawn_vm`, which nothing uses any more.
+            unsafe { libc::munmap(base as *mut libc::c_void, len) };
+        }
+    }
+}
+
+/// A system call from the child (see [`nolibc`]): the kernel's result, or `-errno`.
+macro_rules! sc {
+    ($nr:expr $(, $a:expr)* $(,)?) => {{
+        #[allow(unused_mut, unused_assignments)]
+        let mut args = [0usize; 6];
+        #[allow(unused_mut, unused_assignments)]
+        let mut _i = 0;
+        $( args[_i] = $a as usize; _i += 1; )*
+        crate::nolibc::syscall($nr, args)
+    }};
+}
 struct Fail(u32, i32);
 
-fn check(stage: u32, rc: libc::c_long) -> Result<(), Fail> {
+/// `rc` from [`sc!`]: `Fail(stage, errno)` when negative.
+fn check(stage: u32, rc: isize) -> Result<(), Fail> {
     if rc < 0 {
-        Err(Fail(stage, errno()))
+        Err(Fail(stage, -rc as i32))
     } else {
         Ok(())
     }
 }
 
-fn check_exists_ok(stage: u32, rc: libc::c_long) -> Result<(), Fail> {
-    if rc < 0 && errno() != libc::EEXIST {
-        Err(Fail(stage, errno()))
+fn check_exists_ok(stage: u32, rc: isize) -> Result<(), Fail> {
+    if rc < 0 && rc != -(libc::EEXIST as isize) {
+        Err(Fail(stage, -rc as i32))
     } else {
         Ok(())
     }
@@ -357,11 +551,14 @@ fn child_main(plan: &Plan) -> ! {
     let mut buf = [0u8; 8];
     buf[..4].copy_from_slice(&stage.to_ne_bytes());
     buf[4..].copy_from_slice(&err.to_ne_bytes());
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; `buf` is a local array.
+    // SAFETY: write(2) and exit_group(2) as raw system calls; `buf` is a local array.
     unsafe {
-        libc::write(plan.err_w, buf.as_ptr().cast(), buf.len());
-        libc::_exit(127);
+        sc!(libc::SYS_write, plan.err_w, buf.as_ptr(), buf.len());
+        sc!(libc::SYS_exit_group, 127);
     }
+    // exit_group does not return.
+    #[allow(clippy::empty_loop)]
+    loop {}
 }
 
 #[repr(C)]
@@ -419,25 +616,22 @@ unsafe fn configure_eth0(s: libc::c_int, net: &ChildNet) -> Result<(), Fail> {
             addr: sin(net.addr),
             pad: [0; 8],
         };
-        check(
-            16,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFADDR, &raw mut ifa)),
-        )?;
+        check(16, sc!(libc::SYS_ioctl, s, libc::SIOCSIFADDR, &raw mut ifa))?;
         ifa.addr = sin([255, 255, 255, 255]);
         check(
             16,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFNETMASK, &raw mut ifa)),
+            sc!(libc::SYS_ioctl, s, libc::SIOCSIFNETMASK, &raw mut ifa),
         )?;
         let mut ifr: Ifreq = std::mem::zeroed();
         ifr.name = name;
         check(
             16,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCGIFFLAGS, &raw mut ifr)),
+            sc!(libc::SYS_ioctl, s, libc::SIOCGIFFLAGS, &raw mut ifr),
         )?;
         ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         check(
             16,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFFLAGS, &raw mut ifr)),
+            sc!(libc::SYS_ioctl, s, libc::SIOCSIFFLAGS, &raw mut ifr),
         )?;
         let mut dev = name;
         let mut rt = Rtentry {
@@ -455,18 +649,12 @@ unsafe fn configure_eth0(s: libc::c_int, net: &ChildNet) -> Result<(), Fail> {
             rt_window: 0,
             rt_irtt: 0,
         };
-        check(
-            16,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)),
-        )?;
+        check(16, sc!(libc::SYS_ioctl, s, libc::SIOCADDRT, &raw mut rt))?;
         rt.rt_dst = sin([0; 4]);
         rt.rt_genmask = sin([0; 4]);
         rt.rt_gateway = sin(net.gateway);
         rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
-        check(
-            16,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCADDRT, &raw mut rt)),
-        )?;
+        check(16, sc!(libc::SYS_ioctl, s, libc::SIOCADDRT, &raw mut rt))?;
     }
     Ok(())
 }
@@ -478,24 +666,31 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
     // pointer arguments reference either the parent-prepared plan, which outlives the call, or
     // local stack buffers of the right size.
     unsafe {
-        // The daemon may block or ignore signals; the sandbox init must start clean.
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&raw mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &raw const set, std::ptr::null_mut());
-        let mut dfl: libc::sigaction = std::mem::zeroed();
-        dfl.sa_sigaction = libc::SIG_DFL;
+        // The daemon has handlers (which must never run here, on its memory) and blocks signals; the
+        // sandbox init must start clean. Every signal is blocked on entry (`spawn_vm`): reset every
+        // disposition to the default first (the kernel's `struct sigaction`, all zero: SIG_DFL, no
+        // flags, empty mask), then unblock.
+        let dfl = [0u64; 4];
         for sig in 1..65 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &raw const dfl, std::ptr::null_mut());
+                sc!(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0, 8);
             }
         }
+        let none = 0u64;
+        sc!(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const none,
+            0,
+            8
+        );
 
         // Our copy of the parent's end first: otherwise, should the parent die before sending (a
         // daemon SIGKILLed mid-create), the socket never reaches end-of-file and this child waits
         // for ever, holding a copy of every descriptor the daemon had (its listening socket and
         // its state-dir lock included, so no new daemon could start).
         if plan.parent_sock >= 0 {
-            libc::close(plan.parent_sock);
+            sc!(libc::SYS_close, plan.parent_sock);
         }
         // Wait for the parent: it writes our uid/gid maps, moves us into the cgroups and builds
         // the idmapped overlay, then sends the overlay's mount fd, and one per volume after it.
@@ -508,20 +703,17 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         // Into the v1 cgroups (the host put us in the v2 one); their files were opened by the host.
         for &fd in &plan.join_fds {
             let zero = b"0";
-            check(
-                17,
-                libc::write(fd, zero.as_ptr().cast(), zero.len()) as libc::c_long,
-            )?;
-            libc::close(fd);
+            check(17, sc!(libc::SYS_write, fd, zero.as_ptr(), zero.len()))?;
+            sc!(libc::SYS_close, fd);
         }
         // Now that we are inside the sandbox cgroups, make them the root of our cgroup view.
-        check(3, libc::syscall(libc::SYS_unshare, libc::CLONE_NEWCGROUP))?;
+        check(3, sc!(libc::SYS_unshare, libc::CLONE_NEWCGROUP))?;
         // Own session: terminal signals aimed at the daemon's process group never reach us.
-        check(4, libc::syscall(libc::SYS_setsid))?;
+        check(4, sc!(libc::SYS_setsid))?;
         let root = c"/";
         check(
             5,
-            libc::syscall(
+            sc!(
                 libc::SYS_mount,
                 std::ptr::null::<libc::c_char>(),
                 root.as_ptr(),
@@ -533,7 +725,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         let empty = c"";
         check(
             6,
-            libc::syscall(
+            sc!(
                 libc::SYS_move_mount,
                 ovl_fd,
                 empty.as_ptr(),
@@ -543,10 +735,10 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             ),
         )?;
         // The fd now names the attached overlay root: work relative to it from here on.
-        check(6, libc::syscall(libc::SYS_fchdir, ovl_fd))?;
-        libc::close(ovl_fd);
+        check(6, sc!(libc::SYS_fchdir, ovl_fd))?;
+        sc!(libc::SYS_close, ovl_fd);
 
-        libc::umask(0o022);
+        sc!(libc::SYS_umask, 0o022);
         for (i, step) in plan.steps.iter().enumerate() {
             let stage = STEP_BASE + i as u32;
             if i == plan.early_steps {
@@ -554,18 +746,18 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
                 // the daemon's supplementary groups; files created from here on belong to it.
                 check(
                     2,
-                    libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                    sc!(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
                 )?;
-                check(2, libc::syscall(libc::SYS_setresgid, 0, 0, 0))?;
-                check(2, libc::syscall(libc::SYS_setresuid, 0, 0, 0))?;
+                check(2, sc!(libc::SYS_setresgid, 0, 0, 0))?;
+                check(2, sc!(libc::SYS_setresuid, 0, 0, 0))?;
             }
             match step {
                 Step::Mkdir { path, mode } => check_exists_ok(
                     stage,
-                    libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), *mode),
+                    sc!(libc::SYS_mkdirat, libc::AT_FDCWD, path.as_ptr(), *mode),
                 )?,
                 Step::Touch { path } => {
-                    let fd = libc::syscall(
+                    let fd = sc!(
                         libc::SYS_openat,
                         libc::AT_FDCWD,
                         path.as_ptr(),
@@ -573,11 +765,11 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
                         0o644,
                     );
                     check(stage, fd)?;
-                    libc::close(fd as RawFd);
+                    sc!(libc::SYS_close, fd);
                 }
                 Step::Symlink { target, link } => check_exists_ok(
                     stage,
-                    libc::syscall(
+                    sc!(
                         libc::SYS_symlinkat,
                         target.as_ptr(),
                         libc::AT_FDCWD,
@@ -592,7 +784,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
                     data,
                 } => check(
                     stage,
-                    libc::syscall(
+                    sc!(
                         libc::SYS_mount,
                         opt_ptr(src.as_ref()),
                         target.as_ptr(),
@@ -610,7 +802,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
                     };
                     check(
                         stage,
-                        libc::syscall(
+                        sc!(
                             libc::SYS_mount_setattr,
                             libc::AT_FDCWD,
                             path.as_ptr(),
@@ -626,44 +818,38 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         if plan.early_steps >= plan.steps.len() {
             check(
                 2,
-                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                sc!(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
             )?;
-            check(2, libc::syscall(libc::SYS_setresgid, 0, 0, 0))?;
-            check(2, libc::syscall(libc::SYS_setresuid, 0, 0, 0))?;
+            check(2, sc!(libc::SYS_setresgid, 0, 0, 0))?;
+            check(2, sc!(libc::SYS_setresuid, 0, 0, 0))?;
         }
         let h = plan.hostname.as_bytes();
-        check(7, libc::syscall(libc::SYS_sethostname, h.as_ptr(), h.len()))?;
+        check(7, sc!(libc::SYS_sethostname, h.as_ptr(), h.len()))?;
 
         // A new network namespace starts with `lo` down.
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        check(8, libc::c_long::from(s))?;
+        let s = sc!(
+            libc::SYS_socket,
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0
+        );
+        check(8, s)?;
+        let s = s as RawFd;
         let mut ifr: Ifreq = std::mem::zeroed();
         ifr.name[..3].copy_from_slice(b"lo\0");
-        check(
-            8,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCGIFFLAGS, &raw mut ifr)),
-        )?;
+        check(8, sc!(libc::SYS_ioctl, s, libc::SIOCGIFFLAGS, &raw mut ifr))?;
         ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        check(
-            8,
-            libc::c_long::from(libc::ioctl(s, libc::SIOCSIFFLAGS, &raw mut ifr)),
-        )?;
+        check(8, sc!(libc::SYS_ioctl, s, libc::SIOCSIFFLAGS, &raw mut ifr))?;
         if let Some(net) = &plan.net {
             configure_eth0(s, net)?;
         }
-        libc::close(s);
+        sc!(libc::SYS_close, s);
 
         let dot = c".";
-        check(
-            9,
-            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()),
-        )?;
+        check(9, sc!(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()))?;
         // The old root is now stacked on the new one at "/": detach it, and with it every host path.
-        check(
-            10,
-            libc::syscall(libc::SYS_umount2, dot.as_ptr(), libc::MNT_DETACH),
-        )?;
-        check(10, libc::syscall(libc::SYS_chdir, root.as_ptr()))?;
+        check(10, sc!(libc::SYS_umount2, dot.as_ptr(), libc::MNT_DETACH))?;
+        check(10, sc!(libc::SYS_chdir, root.as_ptr()))?;
 
         // Volumes, now that paths resolve inside the sandbox (a symlink in the rootfs cannot point
         // a mount outside it). Directories on the way are made as the sandbox's root.
@@ -672,7 +858,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             for d in &v.dirs {
                 check_exists_ok(
                     stage,
-                    libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, d.as_ptr(), 0o755),
+                    sc!(libc::SYS_mkdirat, libc::AT_FDCWD, d.as_ptr(), 0o755),
                 )?;
             }
             let Some(target) = v.dirs.last() else {
@@ -680,7 +866,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             };
             check(
                 stage,
-                libc::syscall(
+                sc!(
                     libc::SYS_move_mount,
                     volume_fds[i],
                     empty.as_ptr(),
@@ -689,34 +875,28 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
                     libc::MOVE_MOUNT_F_EMPTY_PATH,
                 ),
             )?;
-            libc::close(volume_fds[i]);
+            sc!(libc::SYS_close, volume_fds[i]);
         }
 
         for cap in 0..64u64 {
-            if plan.keep_caps & (1 << cap) == 0
-                && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
-            {
+            if plan.keep_caps & (1 << cap) == 0 {
+                let rc = sc!(libc::SYS_prctl, libc::PR_CAPBSET_DROP, cap);
                 // EINVAL: past the last capability this kernel knows.
-                if errno() == libc::EINVAL {
+                if rc == -(libc::EINVAL as isize) {
                     break;
                 }
-                return Err(Fail(11, errno()));
+                check(11, rc)?;
             }
         }
         check(
             11,
-            libc::c_long::from(libc::prctl(
+            sc!(
+                libc::SYS_prctl,
                 libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )),
+                libc::PR_CAP_AMBIENT_CLEAR_ALL
+            ),
         )?;
-        check(
-            12,
-            libc::c_long::from(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)),
-        )?;
+        check(12, sc!(libc::SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1))?;
         for f in &plan.filters {
             let prog = libc::sock_fprog {
                 len: f.len() as libc::c_ushort,
@@ -725,32 +905,40 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             };
             check(
                 13,
-                libc::c_long::from(libc::prctl(
+                sc!(
+                    libc::SYS_prctl,
                     libc::PR_SET_SECCOMP,
-                    libc::c_ulong::from(libc::SECCOMP_MODE_FILTER),
-                    &raw const prog,
-                    0,
-                    0,
-                )),
+                    libc::SECCOMP_MODE_FILTER,
+                    &raw const prog
+                ),
             )?;
         }
 
         // stdio: /dev/null in, the host-side log file out; the ready pipe on READY_FD. Move the
         // sources out of the way first so that dup2 never clobbers one with another.
         let devnull = c"/dev/null";
-        let null = libc::open(devnull.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-        check(14, libc::c_long::from(null))?;
-        let log = libc::fcntl(plan.log_fd, libc::F_DUPFD_CLOEXEC, 64);
-        let ready = libc::fcntl(plan.ready_w, libc::F_DUPFD_CLOEXEC, 64);
-        let err = libc::fcntl(plan.err_w, libc::F_DUPFD_CLOEXEC, 64);
-        let listen = libc::fcntl(plan.listen_fd, libc::F_DUPFD_CLOEXEC, 64);
-        check(14, libc::c_long::from(log.min(ready).min(err).min(listen)))?;
+        let null = sc!(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            devnull.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC
+        );
+        check(14, null)?;
+        let dup_high = |fd: RawFd| sc!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, 64);
+        let log = dup_high(plan.log_fd);
+        let ready = dup_high(plan.ready_w);
+        let err = dup_high(plan.err_w);
+        let listen = dup_high(plan.listen_fd);
+        check(14, log.min(ready).min(err).min(listen))?;
         // At most a handful (v2 plus the split v1 controllers); moved above the targets like the rest.
         let mut cgroup = [-1 as RawFd; MAX_CGROUP_FDS];
         for (slot, &fd) in cgroup.iter_mut().zip(plan.cgroup_fds.iter()) {
-            *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
-            check(14, libc::c_long::from(*slot))?;
+            let rc = dup_high(fd);
+            check(14, rc)?;
+            *slot = rc as RawFd;
         }
+        // dup3 (there is no dup2 on every architecture): sources are all >= 64, so never the target.
+        let dup_to = |from: isize, to: RawFd| check(14, sc!(libc::SYS_dup3, from, to, 0));
         for (from, to) in [
             (null, 0),
             (log, 1),
@@ -758,11 +946,11 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             (ready, READY_FD),
             (listen, LISTEN_FD),
         ] {
-            check(14, libc::c_long::from(libc::dup2(from, to)))?;
+            dup_to(from, to)?;
         }
         let upper = if plan.upper_fd >= 0 {
-            let fd = libc::fcntl(plan.upper_fd, libc::F_DUPFD_CLOEXEC, 64);
-            check(14, libc::c_long::from(fd))?;
+            let fd = dup_high(plan.upper_fd);
+            check(14, fd)?;
             fd
         } else {
             -1
@@ -771,7 +959,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         for (i, &fd) in cgroup.iter().enumerate() {
             if fd >= 0 {
                 let to = CGROUP_FD + i as RawFd;
-                check(14, libc::c_long::from(libc::dup2(fd, to)))?;
+                dup_to(fd as isize, to)?;
                 keep_up_to = to;
             }
         }
@@ -779,32 +967,28 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         // O_CLOEXEC) closes on exec; the error pipe stays usable until then.
         check(
             14,
-            libc::syscall(
+            sc!(
                 libc::SYS_close_range,
                 keep_up_to + 1,
                 u32::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
             ),
         )?;
-        // The writable layer last, above the cleared range (dup2 leaves the copy inheritable).
+        // The writable layer last, above the cleared range (dup3 leaves the copy inheritable).
         if upper >= 0 {
-            check(14, libc::c_long::from(libc::dup2(upper, UPPER_FD)))?;
+            dup_to(upper, UPPER_FD)?;
         }
-        libc::execve(
+        let rc = sc!(
+            libc::SYS_execve,
             plan.exec_path.as_ptr(),
             plan.argv_ptrs.as_ptr(),
-            plan.envp_ptrs.as_ptr(),
+            plan.envp_ptrs.as_ptr()
         );
-        let e = errno();
-        libc::write(
-            err,
-            [15u32.to_ne_bytes(), e.to_ne_bytes()]
-                .as_flattened()
-                .as_ptr()
-                .cast(),
-            8,
-        );
-        libc::_exit(127);
+        let report = [15u32.to_ne_bytes(), (-rc as i32).to_ne_bytes()];
+        sc!(libc::SYS_write, err, report.as_flattened().as_ptr(), 8);
+        sc!(libc::SYS_exit_group, 127);
+        #[allow(clippy::empty_loop)]
+        loop {}
     }
 }
 
@@ -846,10 +1030,15 @@ unsafe fn recv_fd(sock: RawFd) -> Result<RawFd, Fail> {
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&cbuf);
-        let n = libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC);
+        let n = sc!(
+            libc::SYS_recvmsg,
+            sock,
+            &raw mut msg,
+            libc::MSG_CMSG_CLOEXEC
+        );
         if n <= 0 {
             // The parent gave up (it closed the socket): leave quietly.
-            libc::_exit(126);
+            sc!(libc::SYS_exit_group, 126);
         }
         let cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {

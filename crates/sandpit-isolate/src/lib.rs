@@ -3,9 +3,9 @@
 //!
 //! The [`Isolator`] owns the host side: host checks, templates, uid/gid ranges, cgroups and the
 //! idmapped overlay rootfs. The sandbox's first process is cloned directly from the caller into
-//! new user/pid/mount/uts/ipc/net namespaces and prepares itself with raw syscalls only (see
-//! `child.rs`), which keeps creation in the low milliseconds and is safe in a multi-threaded
-//! daemon. Everything about a running sandbox is in a serialisable [`SandboxHandle`], so a
+//! new user/pid/mount/uts/ipc/net namespaces, sharing the caller's memory until it execs (no page
+//! tables copied), and prepares itself with raw syscalls only (see `child.rs` and `nolibc.rs`), which
+//! keeps creation in the low milliseconds and is safe in a multi-threaded daemon. Everything about a running sandbox is in a serialisable [`SandboxHandle`], so a
 //! restarted daemon can pause, resume and destroy what an earlier instance created; sandboxes do
 //! not depend on their creator staying alive.
 //!
@@ -15,6 +15,7 @@ mod cgroup;
 mod child;
 mod hostcheck;
 mod idrange;
+mod nolibc;
 pub mod procfs;
 mod rootfs;
 mod seccomp;
@@ -709,11 +710,14 @@ impl Isolator {
             .as_ref()
             .map(|u| fs::File::open(u).map_err(ioe(format!("opening {}", u.display()))))
             .transpose()?;
-        let (pid, placed) = child::spawn(&plan, flags, unified.as_ref().map(AsRawFd::as_raw_fd))
-            .map_err(|source| IsolateError::Child {
-                stage: "clone".into(),
-                source,
-            })?;
+        // `child_mem` (declared after `plan`, so dropped before it) stays until the child has exec'd.
+        let (pid, placed, child_mem) =
+            child::spawn(&plan, flags, unified.as_ref().map(AsRawFd::as_raw_fd)).map_err(
+                |source| IsolateError::Child {
+                    stage: "clone".into(),
+                    source,
+                },
+            )?;
         drop(unified);
         handle.init_pid = pid;
         handle.init_start_time = sys::process_start_time(pid).unwrap_or(0);
@@ -770,6 +774,8 @@ impl Isolator {
         err_file
             .read_to_end(&mut report)
             .map_err(ioe("reading the child's report"))?;
+        // End of file: the child has exec'd or exited, and uses nothing of the daemon's any more.
+        child_mem.released();
         if report.len() >= 8 {
             let (stage, source) = child::decode_failure(&plan, &report);
             return Err(IsolateError::Child { stage, source });

@@ -205,6 +205,9 @@ pub struct Engine {
     /// The daemon's connections to agents, pooled per agent: proxied calls, health probes and the
     /// daemon's own calls (a pooled sandbox's environment) all go through it ([`Engine::agents`]).
     agents: crate::proxy::AgentConns,
+    /// Backend creates in flight at once (one per core): a burst is served first come, first served
+    /// instead of every create sharing the cores until all finish together (see `create_cold`).
+    creates: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -229,6 +232,9 @@ impl Engine {
             health_events: watch::channel(0).0,
             pools: crate::pools::Pools::default(),
             events: std::sync::OnceLock::new(),
+            creates: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            )),
         })
     }
 
@@ -663,7 +669,14 @@ impl Engine {
                     }
                 }
             }
-            match this.on_backend(move |b| b.create(&spec)).await {
+            // A create is CPU work (clone, mounts, the agent's start) on every core at once: with a
+            // hundred in flight they all shared the cores and all finished at the end of the burst
+            // (median = slowest). One per core, in arrival order (tokio's semaphore is fair), the
+            // first ones are ready while the rest wait, and the burst as a whole takes no longer.
+            let permit = this.creates.clone().acquire_owned().await;
+            let made = this.on_backend(move |b| b.create(&spec)).await;
+            drop(permit);
+            match made {
                 Ok(handle) => {
                     Self::apply(&mut rec, Action::Ready)?;
                     rec.handle = Some(handle);
