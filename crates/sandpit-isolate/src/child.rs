@@ -372,7 +372,14 @@ fn spawn_vm(
     }
     // SAFETY: restores this thread's previous mask from a live local.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
-    let (pid, placed) = r?;
+    let (pid, placed) = match r {
+        Ok(v) => v,
+        Err(e) => {
+            // No child: nothing uses the stack.
+            mem.released = true;
+            return Err(e);
+        }
+    };
     // SAFETY: clone3 with CLONE_PIDFD stored a new descriptor we now own.
     mem.pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     Ok((pid, placed, mem))
@@ -669,8 +676,9 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         // The daemon has handlers (which must never run here, on its memory) and blocks signals; the
         // sandbox init must start clean. Every signal is blocked on entry (`spawn_vm`): reset every
         // disposition to the default first (the kernel's `struct sigaction`, all zero: SIG_DFL, no
-        // flags, empty mask), then unblock.
-        let dfl = [0u64; 4];
+        // flags, empty mask; 32 bytes on x86_64 and aarch64, the buffer is larger for any other), then
+        // unblock (the kernel's sigset is 8 bytes on those two).
+        let dfl = [0u64; 8];
         for sig in 1..65 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 sc!(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0, 8);
