@@ -316,10 +316,11 @@ fn spawn_vm(
     if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
+    // No child uses the stack until a clone succeeds (any error before that just unmaps it).
     let mut mem = ChildMemory {
         stack: Some((base as usize, CHILD_STACK + page)),
         pidfd: None,
-        released: false,
+        released: true,
     };
     // SAFETY: the lowest page of the mapping just made becomes the guard page.
     if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
@@ -372,14 +373,8 @@ fn spawn_vm(
     }
     // SAFETY: restores this thread's previous mask from a live local.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
-    let (pid, placed) = match r {
-        Ok(v) => v,
-        Err(e) => {
-            // No child: nothing uses the stack.
-            mem.released = true;
-            return Err(e);
-        }
-    };
+    let (pid, placed) = r?;
+    mem.released = false;
     // SAFETY: clone3 with CLONE_PIDFD stored a new descriptor we now own.
     mem.pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
     Ok((pid, placed, mem))

@@ -5,9 +5,10 @@
 //! idmapped overlay rootfs. The sandbox's first process is cloned directly from the caller into
 //! new user/pid/mount/uts/ipc/net namespaces, sharing the caller's memory until it execs (no page
 //! tables copied), and prepares itself with raw syscalls only (see `child.rs` and `nolibc.rs`), which
-//! keeps creation in the low milliseconds and is safe in a multi-threaded daemon. Everything about a running sandbox is in a serialisable [`SandboxHandle`], so a
-//! restarted daemon can pause, resume and destroy what an earlier instance created; sandboxes do
-//! not depend on their creator staying alive.
+//! keeps creation in the low milliseconds and is safe in a multi-threaded daemon. Everything about a
+//! running sandbox is in a serialisable [`SandboxHandle`], so a restarted daemon can pause, resume
+//! and destroy what an earlier instance created; sandboxes do not depend on their creator staying
+//! alive.
 //!
 //! The API is synchronous; call it from `spawn_blocking` in async code.
 

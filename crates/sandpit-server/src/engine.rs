@@ -207,7 +207,7 @@ pub struct Engine {
     agents: crate::proxy::AgentConns,
     /// Backend creates in flight at once (one per core): a burst is served first come, first served
     /// instead of every create sharing the cores until all finish together (see `create_cold`).
-    creates: Arc<tokio::sync::Semaphore>,
+    creates: tokio::sync::Semaphore,
 }
 
 impl Engine {
@@ -232,9 +232,9 @@ impl Engine {
             health_events: watch::channel(0).0,
             pools: crate::pools::Pools::default(),
             events: std::sync::OnceLock::new(),
-            creates: Arc::new(tokio::sync::Semaphore::new(
+            creates: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-            )),
+            ),
         })
     }
 
@@ -673,9 +673,10 @@ impl Engine {
             // hundred in flight they all shared the cores and all finished at the end of the burst
             // (median = slowest). One per core, in arrival order (tokio's semaphore is fair), the
             // first ones are ready while the rest wait, and the burst as a whole takes no longer.
-            let permit = this.creates.clone().acquire_owned().await;
-            let made = this.on_backend(move |b| b.create(&spec)).await;
-            drop(permit);
+            let made = {
+                let _slot = this.creates.acquire().await;
+                this.on_backend(move |b| b.create(&spec)).await
+            };
             match made {
                 Ok(handle) => {
                     Self::apply(&mut rec, Action::Ready)?;
