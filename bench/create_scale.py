@@ -4,7 +4,11 @@
 Starts `BIN serve` (isolate backend: run as root) on a temporary state directory, then for each level
 (default 1 and 1000 live sandboxes): measures the host's and the agents' CPU while the sandboxes sit idle
 for 10 s, then 15 times creates a sandbox, runs `true` in it (timed) and deletes it, and prints the
-medians with the isolator's own step timings (`create_steps` in the sandbox's handle.json).
+medians with the isolator's own step timings (`create_steps` in the sandbox's handle.json). At the first
+level it also runs `--churn` create -> exec(`true`) -> delete cycles back to back and reports what one
+cycle costs: wall time, the host's busy CPU, and the CPU of the daemon with everything it started and
+reaped (sandboxes, `nft`), counted until 6 s after the last cycle (the daemon's network housekeeping
+resets freed firewall slots in batches every 5 s).
 
     sudo bench/create_scale.py target/release/sandpit [--levels 1,1000]
 
@@ -57,6 +61,7 @@ def main():
     ap.add_argument("bin")
     ap.add_argument("--levels", default="1,1000")
     ap.add_argument("--samples", type=int, default=15)
+    ap.add_argument("--churn", type=int, default=150)
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
@@ -68,14 +73,21 @@ def main():
         env={**os.environ, "SANDPIT_LOG": "warn"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        run(port, state, levels, args.samples)
+        run(port, state, levels, args.samples, args.churn, daemon.pid)
     finally:
         daemon.terminate()
         daemon.wait()
         subprocess.run(["rm", "-rf", state], check=False)
 
 
-def run(port, state, levels, samples):
+def process_cpu_s(pid):
+    """CPU seconds of `pid` and of the children it has reaped (utime, stime, cutime, cstime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def run(port, state, levels, samples, churn, daemon_pid):
     deadline = time.time() + 60
     while not os.path.exists(f"{state}/api-key"):
         if time.time() > deadline:
@@ -132,6 +144,17 @@ def run(port, state, levels, samples):
               f"(create {med(create):.2f}, exec {med(run_true):.2f})")
         for name, v in steps.items():
             print(f"   {name:55s} {med(v):7.3f} ms")
+        if level == levels[0] and churn > 0:
+            a_cpu, a_host, t = process_cpu_s(daemon_pid), host_ticks(), time.perf_counter()
+            for _ in range(churn):
+                req("DELETE", f"/v1/sandboxes/{create_and_run()[0]}")
+            wall = time.perf_counter() - t
+            time.sleep(6)
+            b_cpu, b_host = process_cpu_s(daemon_pid), host_ticks()
+            host_ms = (b_host[0] - a_host[0]) / os.sysconf("SC_CLK_TCK") * 1000
+            print(f"== {level} live, churn of {churn} create -> exec(true) -> delete: "
+                  f"{wall * 1000 / churn:.2f} ms wall per cycle; CPU per cycle: daemon and what it "
+                  f"reaped {(b_cpu - a_cpu) * 1000 / churn:.2f} ms, host {host_ms / churn:.2f} ms")
         sys.stdout.flush()
     for sid in live:
         req("DELETE", f"/v1/sandboxes/{sid}")

@@ -350,11 +350,50 @@ impl Firewall {
         policy: Option<&ParsedPolicy>,
         bump: bool,
     ) -> Result<u32, FirewallError> {
-        let b = self.cfg.block;
-        let addr = b.addr(slot);
-        let t = &self.table;
         let mut slots = self.lock();
         let cur = slots.get(&slot).cloned().unwrap_or_default();
+        let mut script = String::new();
+        let next = self.change(&mut script, slot, &cur, policy, bump);
+        if !script.is_empty() {
+            nft(&script)?;
+        }
+        let generation = next.generation;
+        slots.insert(slot, next);
+        Ok(generation)
+    }
+
+    /// Puts `slots` (freed by sandboxes that are gone) back to the default policy with a new generation
+    /// each, in one transaction: what [`Firewall::apply`] with `None` does for one slot, for many at
+    /// the cost of one `nft` run.
+    pub fn reset(&self, slots: &[u32]) -> Result<(), FirewallError> {
+        let mut table = self.lock();
+        let mut script = String::new();
+        let next: Vec<(u32, Slot)> = slots
+            .iter()
+            .map(|&slot| {
+                let cur = table.get(&slot).cloned().unwrap_or_default();
+                (slot, self.change(&mut script, slot, &cur, None, true))
+            })
+            .collect();
+        if !script.is_empty() {
+            nft(&script)?;
+        }
+        table.extend(next);
+        Ok(())
+    }
+
+    /// Appends to `s` the nftables commands that take `slot` from `cur` to `policy` (`None`: the
+    /// daemon's default), with a new generation when `bump`; returns the slot's new state.
+    fn change(
+        &self,
+        s: &mut String,
+        slot: u32,
+        cur: &Slot,
+        policy: Option<&ParsedPolicy>,
+        bump: bool,
+    ) -> Slot {
+        let addr = self.cfg.block.addr(slot);
+        let t = &self.table;
         let egress = policy.map_or(self.cfg.default_egress, |p| p.egress);
         let v4 = |rules: &[Rule]| {
             ranges::merge(
@@ -366,7 +405,7 @@ impl Firewall {
         let (allow, deny) =
             policy.map_or((Vec::new(), Vec::new()), |p| (v4(&p.allow), v4(&p.deny)));
         let keep_pin = |name: &str| policy.is_some_and(|p| ParsedPolicy::names(&p.allow, name));
-        let mut next = Slot {
+        let next = Slot {
             generation: if bump {
                 cur.generation.wrapping_add(1).max(1)
             } else {
@@ -383,9 +422,8 @@ impl Firewall {
                 .collect(),
             policy: policy.cloned(),
         };
-        let mut s = String::new();
-        diff(&mut s, t, "allow4", addr, &cur.allow, &next.allow);
-        diff(&mut s, t, "deny4", addr, &cur.deny, &next.deny);
+        diff(s, t, "allow4", addr, &cur.allow, &next.allow);
+        diff(s, t, "deny4", addr, &cur.deny, &next.deny);
         let gone: Vec<String> = cur
             .pins
             .keys()
@@ -410,13 +448,7 @@ impl Firewall {
                 new = next.generation
             );
         }
-        if !s.is_empty() {
-            nft(&s)?;
-        }
-        next.policy = policy.cloned();
-        let generation = next.generation;
-        slots.insert(slot, next);
-        Ok(generation)
+        next
     }
 
     /// What the resolver does with a query for `name` from `slot`.

@@ -282,6 +282,13 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// Runs one statement through the connection's statement cache: the store runs the same few
+/// statements over and over (a create writes three rows), and preparing one anew each time was 1.5 %
+/// of the host's CPU in a burst of creates.
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -291,6 +298,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Room for every statement the store runs (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(64);
         migrate(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -318,7 +327,7 @@ impl Store {
     pub async fn insert(&self, rec: SandboxRecord) -> Result<(), StoreError> {
         self.call(move |c| {
             let handle = handle_json(rec.handle.as_ref());
-            c.execute(
+            exec(c,
                 "INSERT INTO sandboxes (id, state, template, cpu, memory_mb, pids, disk_mb, env, metadata,
                      on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle, tenant, volumes,
                      pool)
@@ -352,7 +361,7 @@ impl Store {
     /// Writes the mutable part of a record (state, deadline, error, handle, timeout).
     pub async fn update(&self, rec: SandboxRecord) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            exec(c,
                 "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, error = ?5,
                      handle = ?6 WHERE id = ?1",
                 params![
@@ -372,7 +381,8 @@ impl Store {
     /// Records that a pooled sandbox was claimed: everything a create request sets, and no pool.
     pub async fn claim(&self, rec: SandboxRecord) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, env = ?5,
                      metadata = ?6, on_timeout = ?7, tenant = ?8, pool = NULL, created_at_ms = ?9
                  WHERE id = ?1",
@@ -413,9 +423,10 @@ impl Store {
         let template = template.to_owned();
         self.call(move |c| {
             if size == 0 {
-                c.execute("DELETE FROM pools WHERE template = ?1", [&template])?;
+                exec(c, "DELETE FROM pools WHERE template = ?1", [&template])?;
             } else {
-                c.execute(
+                exec(
+                    c,
                     "INSERT INTO pools (template, size) VALUES (?1, ?2)
                      ON CONFLICT (template) DO UPDATE SET size = excluded.size",
                     params![template, to_i64(size)],
@@ -453,7 +464,7 @@ impl Store {
     /// Returns whether a record was there.
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.call(move |c| Ok(c.execute("DELETE FROM sandboxes WHERE id = ?1", [&id])? > 0))
+        self.call(move |c| Ok(exec(c, "DELETE FROM sandboxes WHERE id = ?1", [&id])? > 0))
             .await
     }
 
@@ -510,7 +521,8 @@ impl Store {
     pub async fn network_put(&self, id: &str, data: String) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO sandbox_network (id, data) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET data = excluded.data",
                 params![id, data],
@@ -562,13 +574,13 @@ impl Store {
     pub async fn port_put(&self, row: PortRow, token: Option<TokenRow>) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
+            exec(&tx,
                 "INSERT INTO port_access (id, port, public) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id, port) DO UPDATE SET public = excluded.public",
                 params![row.0, row.1, i64::from(row.2)],
             )?;
             if let Some((hash, id, port, exp)) = token {
-                tx.execute(
+                exec(&tx,
                     "INSERT INTO port_tokens (hash, id, port, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![hash, id, port, exp],
                 )?;
@@ -595,7 +607,8 @@ impl Store {
     pub async fn sandbox_token_put(&self, id: &str, hash: String) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO sandbox_tokens (id, hash) VALUES (?1, ?2)
                  ON CONFLICT (id) DO UPDATE SET hash = excluded.hash",
                 params![id, hash],
@@ -608,7 +621,7 @@ impl Store {
     pub async fn sandbox_token_delete(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |c| {
-            c.execute("DELETE FROM sandbox_tokens WHERE id = ?1", [&id])?;
+            exec(c, "DELETE FROM sandbox_tokens WHERE id = ?1", [&id])?;
             Ok(())
         })
         .await
@@ -675,7 +688,7 @@ impl Store {
 
     /// Forgets audit rows older than `before_ms`; how many went.
     pub async fn audit_prune(&self, before_ms: i64) -> Result<usize, StoreError> {
-        self.call(move |c| Ok(c.execute("DELETE FROM audit WHERE at_ms < ?1", [before_ms])?))
+        self.call(move |c| Ok(exec(c, "DELETE FROM audit WHERE at_ms < ?1", [before_ms])?))
             .await
     }
 
@@ -744,11 +757,12 @@ impl Store {
     /// Forgets events (and webhook delivery attempts) older than `before_ms`; how many events went.
     pub async fn events_prune(&self, before_ms: i64) -> Result<usize, StoreError> {
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "DELETE FROM webhook_deliveries WHERE at_ms < ?1",
                 [before_ms],
             )?;
-            Ok(c.execute("DELETE FROM events WHERE at_ms < ?1", [before_ms])?)
+            Ok(exec(c, "DELETE FROM events WHERE at_ms < ?1", [before_ms])?)
         })
         .await
     }
@@ -777,7 +791,7 @@ impl Store {
 
     pub async fn webhook_put(&self, w: WebhookRow) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            exec(c,
                 "INSERT INTO webhooks (id, url, events, secret, description, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![w.id, w.url, w.events, w.secret, w.description, w.created_ms],
             )?;
@@ -791,8 +805,12 @@ impl Store {
         let id = id.to_owned();
         self.call(move |c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM webhook_deliveries WHERE webhook = ?1", [&id])?;
-            let n = tx.execute("DELETE FROM webhooks WHERE id = ?1", [&id])?;
+            exec(
+                &tx,
+                "DELETE FROM webhook_deliveries WHERE webhook = ?1",
+                [&id],
+            )?;
+            let n = exec(&tx, "DELETE FROM webhooks WHERE id = ?1", [&id])?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -868,12 +886,13 @@ impl Store {
         let tenant = tenant.to_owned();
         self.call(move |c| {
             match quotas {
-                Some(q) => c.execute(
+                Some(q) => exec(
+                    c,
                     "INSERT INTO tenant_quotas (tenant, quotas) VALUES (?1, ?2)
                      ON CONFLICT (tenant) DO UPDATE SET quotas = excluded.quotas",
                     params![tenant, q],
                 )?,
-                None => c.execute("DELETE FROM tenant_quotas WHERE tenant = ?1", [&tenant])?,
+                None => exec(c, "DELETE FROM tenant_quotas WHERE tenant = ?1", [&tenant])?,
             };
             Ok(())
         })
@@ -906,7 +925,7 @@ impl Store {
 
     pub async fn key_put(&self, row: KeyRow) -> Result<(), StoreError> {
         self.call(move |c| {
-            c.execute(
+            exec(c,
                 "INSERT INTO api_keys (id, hash, name, tenant, scopes, created_at_ms, expires_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -927,7 +946,7 @@ impl Store {
     /// Whether a key with this id existed.
     pub async fn key_delete(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.call(move |c| Ok(c.execute("DELETE FROM api_keys WHERE id = ?1", [&id])? > 0))
+        self.call(move |c| Ok(exec(c, "DELETE FROM api_keys WHERE id = ?1", [&id])? > 0))
             .await
     }
 
@@ -936,11 +955,13 @@ impl Store {
         let id = id.to_owned();
         self.call(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
+            exec(
+                &tx,
                 "DELETE FROM port_access WHERE id = ?1 AND port = ?2",
                 params![id, port],
             )?;
-            tx.execute(
+            exec(
+                &tx,
                 "DELETE FROM port_tokens WHERE id = ?1 AND port = ?2",
                 params![id, port],
             )?;

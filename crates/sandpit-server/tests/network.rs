@@ -330,12 +330,49 @@ async fn egress_policies_hold_on_the_host_side() {
     user_installs(&serve, &hosts, &ca_pem).await;
 
     // Deleting sandboxes frees their links; stopping the daemon removes its firewall tables.
+    let c_addr = sandbox_addr(&serve, &c).await;
+    let denied_by_default = || deny_default_set(&c_addr).contains(&c_addr);
+    assert!(
+        denied_by_default(),
+        "{c_addr} is not in deny_default while c runs"
+    );
     for id in [&a, &b, &c] {
         let (s, _) = call(client().delete(serve.url(&format!("/v1/sandboxes/{id}")))).await;
         assert_eq!(s, 204);
     }
+    // Freed slots are reset in batches (the daemon's housekeeping, every 5 s): c's policy must not
+    // outlive it.
+    let t0 = Instant::now();
+    while denied_by_default() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the deleted sandbox's slot kept its policy: {:?}",
+            deny_default_set(&c_addr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop(hosts);
     drop(serve);
+}
+
+/// The addresses in the `deny_default` set of the firewall table of the block `addr` is in.
+fn deny_default_set(addr: &str) -> Vec<String> {
+    let a: std::net::Ipv4Addr = addr.parse().unwrap();
+    let table = format!("sandpit_{:08x}", u32::from(a) & !0x3ff);
+    let out = std::process::Command::new("nft")
+        .args(["list", "set", "inet", &table, "deny_default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nft list set: {out:?}");
+    // Elements only: the set's header names its type, never an address.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_once("elements")
+        .map(|(_, e)| e)
+        .unwrap_or_default()
+        .split(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Holds one TCP connection to the echo port, printing each echo, until the connection is cut.
