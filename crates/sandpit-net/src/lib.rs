@@ -367,9 +367,10 @@ impl Network {
     /// generation, so that nothing of its conntrack state helps the next sandbox in it — before it is
     /// free again. Resets are batched ([`Network::flush_resets`]: by [`Network::housekeeping`], when
     /// [`RESET_BATCH`] are due, or when a create finds no free slot): each `nft` run costs a process
-    /// start and a ruleset transaction, which one per delete made a tenth of the host's CPU in
-    /// create/delete churn at 1,000 live sandboxes. Until its reset a slot keeps its last policy, but
-    /// no packet can carry its address: its veth is gone, and anti-spoofing ties the address to it.
+    /// start and a ruleset transaction, which one per delete made 4 % of the host's CPU in
+    /// create/delete churn at 1,000 live sandboxes (docs/benchmarks.md, "Sandbox churn"). Until its
+    /// reset a slot keeps its last policy, but no packet can carry its address: its veth is gone, and
+    /// anti-spoofing ties the address to it.
     pub fn release(&self, att: &Attachment) {
         if let Err(e) = netlink::delete_link(&att.host_if) {
             tracing::warn!(link = %att.host_if, error = %e, "cannot delete a sandbox's veth");

@@ -327,7 +327,8 @@ impl Store {
     pub async fn insert(&self, rec: SandboxRecord) -> Result<(), StoreError> {
         self.call(move |c| {
             let handle = handle_json(rec.handle.as_ref());
-            exec(c,
+            exec(
+                c,
                 "INSERT INTO sandboxes (id, state, template, cpu, memory_mb, pids, disk_mb, env, metadata,
                      on_timeout, timeout_secs, created_at_ms, expires_at_ms, error, handle, tenant, volumes,
                      pool)
@@ -361,7 +362,8 @@ impl Store {
     /// Writes the mutable part of a record (state, deadline, error, handle, timeout).
     pub async fn update(&self, rec: SandboxRecord) -> Result<(), StoreError> {
         self.call(move |c| {
-            exec(c,
+            exec(
+                c,
                 "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, error = ?5,
                      handle = ?6 WHERE id = ?1",
                 params![
@@ -574,13 +576,15 @@ impl Store {
     pub async fn port_put(&self, row: PortRow, token: Option<TokenRow>) -> Result<(), StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
-            exec(&tx,
+            exec(
+                &tx,
                 "INSERT INTO port_access (id, port, public) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id, port) DO UPDATE SET public = excluded.public",
                 params![row.0, row.1, i64::from(row.2)],
             )?;
             if let Some((hash, id, port, exp)) = token {
-                exec(&tx,
+                exec(
+                    &tx,
                     "INSERT INTO port_tokens (hash, id, port, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![hash, id, port, exp],
                 )?;
@@ -791,7 +795,8 @@ impl Store {
 
     pub async fn webhook_put(&self, w: WebhookRow) -> Result<(), StoreError> {
         self.call(move |c| {
-            exec(c,
+            exec(
+                c,
                 "INSERT INTO webhooks (id, url, events, secret, description, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![w.id, w.url, w.events, w.secret, w.description, w.created_ms],
             )?;
@@ -925,7 +930,8 @@ impl Store {
 
     pub async fn key_put(&self, row: KeyRow) -> Result<(), StoreError> {
         self.call(move |c| {
-            exec(c,
+            exec(
+                c,
                 "INSERT INTO api_keys (id, hash, name, tenant, scopes, created_at_ms, expires_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
