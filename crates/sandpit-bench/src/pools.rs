@@ -55,6 +55,74 @@ async fn burst(client: &Client, n: usize) -> anyhow::Result<Vec<f64>> {
     Ok(times)
 }
 
+/// The smallest x86-64 Linux program: one ELF header, one loadable segment, and `exit(0)` (`mov eax, 60;
+/// xor edi, edi; syscall`) at 0x400078. No libc, so starting it runs no start-up code at all.
+#[cfg(target_arch = "x86_64")]
+fn no_libc_program() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const CODE: [u8; 9] = [0xb8, 0x3c, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05];
+    let size = (64 + 56 + CODE.len()) as u64;
+    let mut elf = Vec::with_capacity(size as usize);
+    // ELF header: 64-bit, little-endian, version 1, System V; an executable for x86-64.
+    elf.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // e_type: EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // e_machine: x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes()); // e_version
+    elf.extend_from_slice(&(BASE + 120).to_le_bytes()); // e_entry: just past the two headers
+    elf.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    elf.extend_from_slice(&0u64.to_le_bytes()); // e_shoff: no sections
+    elf.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    // Program header: the whole file loaded read + execute at BASE.
+    elf.extend_from_slice(&1u32.to_le_bytes()); // p_type: LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R | X
+    for v in [0, BASE, BASE, size, size, 0x1000u64] {
+        // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    elf.extend_from_slice(&CODE);
+    elf
+}
+
+/// The machine's floor under every exec, and so under every create (the agent is one exec, the first
+/// command another): spawn → exit of a glibc program (`/bin/true`), against the same for a program with
+/// no libc. The difference is glibc's start-up, which on a virtual machine is mostly `CPUID` (glibc
+/// probes the CPU's features and cache sizes with dozens of them, each a trap to the hypervisor).
+#[cfg(target_arch = "x86_64")]
+fn exec_floor(n: usize) -> anyhow::Result<Row> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let bare = dir.path().join("exit0");
+    std::fs::write(&bare, no_libc_program()).context("writing the no-libc program")?;
+    std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o755))?;
+    let run = |p: &Path| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let st = std::process::Command::new(p)
+            .status()
+            .with_context(|| format!("running {}", p.display()))?;
+        anyhow::ensure!(st.success(), "{} exited with {st}", p.display());
+        Ok(ms(t.elapsed()))
+    };
+    let glibc = Path::new("/bin/true");
+    let (mut with, mut without) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // Alternated, so that both see the same machine.
+    for _ in 0..n {
+        with.push(run(glibc)?);
+        without.push(run(&bare)?);
+    }
+    Ok(Row::new(
+        GROUP,
+        "spawn → exit of a glibc program (/bin/true): the floor under each exec",
+        "ms",
+        summarize(&with),
+    )
+    .against("the same, a program with no libc", summarize(&without))
+    .note("the difference is glibc's start-up (CPU feature probing, slow under a hypervisor); the agent's start and the first command each pay it once"))
+}
+
 async fn until_ready(client: &Client, size: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -141,6 +209,9 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             .against("cold create → first `echo hi`", cold_s),
         );
     }
+
+    #[cfg(target_arch = "x86_64")]
+    rows.push(exec_floor(if quick { 20 } else { 200 })?);
 
     // A burst: first with no pool, then with a full pool of the burst's size.
     client.templates().set_pool("base", 0).await?;

@@ -585,9 +585,13 @@ impl Isolator {
         handle: &mut SandboxHandle,
     ) -> Result<(), IsolateError> {
         let mut timer = Steps::new();
+        // `handle.json` is first written once the init exists (after the clone). A create that dies
+        // before that is found by [`Isolator::sandboxes`] all the same, with its id range (by owner) and
+        // cgroups (by name) inferred from its id, so writing the handle here and after the cgroups as
+        // well would only cost two more files on the state dir's file system per create (a new inode
+        // each, and on ext4 without a journal inode allocation gets slower with every recent delete).
         let range = self.ids.reserve(&spec.id)?;
         handle.ids = Some(range);
-        Self::persist(handle)?;
         timer.mark("id range");
         let limits = Limits {
             memory_bytes: spec.memory_mb.map(|m| m << 20),
@@ -596,7 +600,6 @@ impl Isolator {
         };
         let cgroups = self.cgroups.create(&spec.id, &limits)?;
         handle.cgroups = Some(cgroups.clone());
-        Self::persist(handle)?;
         // The v2 subtree the sandbox's processes live in, delegated to its root (per-process cgroups).
         cgroup::split_for_agent(&cgroups, &limits, range.base, range.base)?;
         // Only with a v2 subtree can the agent give processes cgroups of their own.

@@ -648,10 +648,6 @@ impl Engine {
         Self::detached(async move {
             let lock = this.lock_for(&id);
             let _guard = lock.lock().await;
-            if let Err(e) = create_private_dir(&dir) {
-                this.forget_record(&id);
-                return Err(BackendError::io(format!("cannot create {}", dir.display()), e).into());
-            }
             if let Err(e) = this.store.insert(rec.clone()).await {
                 this.remove_dir(&id);
                 this.forget_record(&id);
@@ -1628,14 +1624,6 @@ impl Engine {
 
 fn no_handle(rec: &SandboxRecord) -> EngineError {
     EngineError::Internal(format!("sandbox {} has no backend handle", rec.id))
-}
-
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 /// The public view of a record.

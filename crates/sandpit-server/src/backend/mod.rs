@@ -35,7 +35,9 @@ pub struct SandboxSpec {
     pub disk_mb: Option<u64>,
     /// Sandbox-wide environment, passed to the agent so that every process inherits it.
     pub env: BTreeMap<String, String>,
-    /// `STATE_DIR/sandboxes/<id>`: the backend's to use for sockets, logs, layers; removed on delete.
+    /// `STATE_DIR/sandboxes/<id>`: the backend's to make and use for sockets, logs, layers, if it needs
+    /// one (the isolate backend keeps its own); removed on delete. Not made by the engine: an unused
+    /// directory per create is a file system entry made and removed for nothing.
     pub dir: PathBuf,
     /// The sandbox's network link, when the daemon runs with networking (only `isolate` uses it).
     pub network: Option<sandpit_net::Attachment>,

@@ -50,6 +50,17 @@ impl ProcessBackend {
         socket: &Path,
         ready_w: &OwnedFd,
     ) -> Result<Child, BackendError> {
+        // The sandbox's directory is this backend's to make (private: its agent's socket is in it).
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&spec.dir)
+                .map_err(|e| {
+                    BackendError::io(format!("cannot create {}", spec.dir.display()), e)
+                })?;
+        }
         let logs = spec.dir.join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| BackendError::io(format!("cannot create {}", logs.display()), e))?;

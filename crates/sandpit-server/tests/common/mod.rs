@@ -81,6 +81,8 @@ impl SandboxBackend for FakeBackend {
                 "template \"missing\" not found".into(),
             ));
         }
+        // The sandbox directory is the backend's to make (`SandboxSpec::dir`).
+        std::fs::create_dir_all(&spec.dir).map_err(|e| BackendError::io("mkdir", e))?;
         let socket = spec.dir.join("agent.sock");
         let listener = std::os::unix::net::UnixListener::bind(&socket)
             .map_err(|e| BackendError::io("bind", e))?;
