@@ -157,6 +157,35 @@ pub const SIGNED_URL_PREFIX: &str = "signed-url:";
 /// The prefix of every sandbox access token: `spa_<sandbox id>_<secret>`.
 pub const SANDBOX_TOKEN_PREFIX: &str = "spa_";
 
+/// A new sandbox access token (`spa_<id>_<secret>`) with what the store and the request path keep of it.
+#[derive(Clone)]
+pub struct SandboxToken {
+    /// The secret, shown once to the creator.
+    pub token: String,
+    digest: [u8; 32],
+}
+
+impl SandboxToken {
+    /// A new random token for sandbox `id`.
+    pub fn mint(id: &str) -> Self {
+        let token = format!("{SANDBOX_TOKEN_PREFIX}{id}_{}", random_hex(24));
+        let digest = digest(&token);
+        Self { token, digest }
+    }
+
+    /// What the store keeps (`sandbox_tokens.hash`): the hex SHA-256, never the token.
+    pub fn stored_hash(&self) -> String {
+        hex(&self.digest)
+    }
+}
+
+// By hand, so that the secret never reaches a log through `{:?}`.
+impl std::fmt::Debug for SandboxToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SandboxToken(..)")
+    }
+}
+
 #[derive(Debug, Clone)]
 struct KeyEntry {
     hash: [u8; 32],
@@ -414,9 +443,20 @@ impl Keys {
 
     /// Issues a new access token for sandbox `id`, replacing (and so revoking) any earlier one.
     pub async fn issue_sandbox_token(&self, id: &str) -> Result<String, KeyError> {
-        let token = format!("{SANDBOX_TOKEN_PREFIX}{id}_{}", random_hex(24));
-        self.install_sandbox_token(id, &token).await?;
-        Ok(token)
+        let token = SandboxToken::mint(id);
+        self.install_sandbox_token(id, &token.token).await?;
+        Ok(token.token)
+    }
+
+    /// Makes `token` sandbox `id`'s access token in memory: for a token whose hash the caller has already
+    /// stored, in the same transaction as the sandbox it opens (a create, a claim from a warm pool), so
+    /// that a create costs one write to the store and not two.
+    pub fn adopt_sandbox_token(&self, id: &str, token: &str) {
+        self.sandbox_tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.to_owned(), digest(token));
+        self.bump();
     }
 
     /// Makes `token` (`spa_<id>_…`, made by the caller) sandbox `id`'s access token, replacing (and so

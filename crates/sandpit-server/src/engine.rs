@@ -20,6 +20,7 @@ use sandpit_types::sandbox::{
 use sandpit_types::tenants::TenantUsage;
 use tokio::sync::{Notify, watch};
 
+use crate::auth::SandboxToken;
 use crate::backend::{BackendError, BackendHandle, SandboxBackend, SandboxSpec, SnapshotSpec};
 use crate::store::{SandboxRecord, Store, StoreError};
 use crate::time::rfc3339;
@@ -361,6 +362,15 @@ impl Engine {
         }
     }
 
+    /// The agent socket of sandbox `id` if it is running (see `live`).
+    fn live_socket(&self, id: &str) -> Option<PathBuf> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
     fn unlist(&self, id: &str) {
         let mut live = self
             .live
@@ -478,7 +488,9 @@ impl Engine {
     }
 
     /// Creates a sandbox owned by `tenant`: from the template's warm pool when it has a sandbox waiting
-    /// and the request is one a pooled sandbox can serve ([`crate::pools::servable`]), else cold.
+    /// and the request is one a pooled sandbox can serve ([`crate::pools::servable`]), else cold. The
+    /// sandbox's new access token is in `access_token`, already stored with the sandbox: the caller makes
+    /// it live with [`crate::auth::Keys::adopt_sandbox_token`].
     pub async fn create(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
@@ -511,15 +523,14 @@ impl Engine {
             let claimed = Self::detached(async move {
                 let lock = this.lock_for(&id2);
                 let _guard = lock.lock().await;
-                let Ok(mut rec) = this.load(&id2).await else {
+                // Running (it has an agent socket in `live`) and answering its probes; that it still
+                // waits in this pool is checked by the store's claim, in its one transaction.
+                let Some(socket) = this.live_socket(&id2) else {
                     return Ok(None);
                 };
-                let healthy = rec.pool.as_deref() == Some(template.as_str())
-                    && rec.state == SandboxState::Running
-                    && this.unhealthy_reason(&id2).is_none();
-                let Some(handle) = rec.handle.clone().filter(|_| healthy) else {
+                if this.unhealthy_reason(&id2).is_some() {
                     return Ok(None);
-                };
+                }
                 let owner = Owner {
                     tenant: tenant.clone(),
                     ask: crate::quotas::Ask {
@@ -535,7 +546,7 @@ impl Engine {
                 if !req.env.is_empty() {
                     let set = tokio::time::timeout(
                         Duration::from_secs(5),
-                        this.agents.put_env(&handle.agent_socket, &req.env),
+                        this.agents.put_env(&socket, &req.env),
                     )
                     .await;
                     if !matches!(set, Ok(Ok(()))) {
@@ -543,18 +554,31 @@ impl Engine {
                         return Ok(None);
                     }
                 }
-                rec.tenant = tenant;
-                rec.env = req.env;
-                rec.metadata = req.metadata;
-                rec.on_timeout = req.on_timeout.unwrap_or_default();
-                rec.timeout_secs = timeout_secs;
-                rec.created_at_ms = this.now_ms();
-                rec.expires_at_ms = Some(this.deadline(timeout_secs));
-                rec.pool = None;
-                if let Err(e) = this.store.claim(rec.clone()).await {
-                    this.forget_owner(&id2);
-                    return Err(e.into());
-                }
+                let claim = crate::store::Claim {
+                    tenant,
+                    env: req.env,
+                    metadata: req.metadata,
+                    on_timeout: req.on_timeout.unwrap_or_default(),
+                    timeout_secs,
+                    created_at_ms: this.now_ms(),
+                    expires_at_ms: this.deadline(timeout_secs),
+                };
+                let token = SandboxToken::mint(&id2);
+                let rec = match this
+                    .store
+                    .claim(&id2, &template, claim, token.stored_hash())
+                    .await
+                {
+                    Ok(Some(rec)) => rec,
+                    Ok(None) => {
+                        this.forget_owner(&id2);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        this.forget_owner(&id2);
+                        return Err(e.into());
+                    }
+                };
                 this.note(&rec);
                 this.wake.notify_one();
                 this.emit(
@@ -563,7 +587,10 @@ impl Engine {
                     serde_json::json!({"template": rec.template, "pooled": true}),
                 );
                 tracing::info!(sandbox = %rec.id, template = %template, "sandbox taken from the warm pool");
-                Ok(Some(info(&rec)))
+                Ok(Some(SandboxInfo {
+                    access_token: Some(token.token),
+                    ..info(&rec)
+                }))
             })
             .await?;
             if let Some(info) = claimed {
@@ -677,11 +704,19 @@ impl Engine {
                 Ok(handle) => {
                     Self::apply(&mut rec, Action::Ready)?;
                     rec.handle = Some(handle);
-                    // A pooled sandbox waits without a deadline: its time starts when it is claimed.
-                    if rec.pool.is_none() {
-                        rec.expires_at_ms = Some(this.deadline(rec.timeout_secs));
+                    // A pooled sandbox waits without a deadline: its time starts when it is claimed,
+                    // and so does its access token. Anyone else's gets its token in the same write.
+                    let token = rec.pool.is_none().then(|| SandboxToken::mint(&rec.id));
+                    match &token {
+                        Some(t) => {
+                            rec.expires_at_ms = Some(this.deadline(rec.timeout_secs));
+                            this.store
+                                .update_with_token(rec.clone(), t.stored_hash())
+                                .await?;
+                            this.note(&rec);
+                        }
+                        None => this.save(&rec).await?,
                     }
-                    this.save(&rec).await?;
                     this.wake.notify_one();
                     this.emit(
                         EventType::Created,
@@ -689,7 +724,10 @@ impl Engine {
                         serde_json::json!({"template": rec.template, "pooled": false}),
                     );
                     tracing::info!(sandbox = %rec.id, backend = this.backend.name(), "sandbox started");
-                    Ok(info(&rec))
+                    Ok(SandboxInfo {
+                        access_token: token.map(|t| t.token),
+                        ..info(&rec)
+                    })
                 }
                 Err(err) => {
                     // The caller gets the error and never learns the id, so a `failed` record would only

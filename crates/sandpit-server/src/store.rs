@@ -289,6 +289,47 @@ fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result
     c.prepare_cached(sql)?.execute(p)
 }
 
+/// The mutable part of a record (see [`Store::update`]).
+fn update_record(c: &Connection, rec: &SandboxRecord) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, error = ?5,
+             handle = ?6 WHERE id = ?1",
+        params![
+            rec.id,
+            rec.state.as_str(),
+            to_i64(rec.timeout_secs),
+            rec.expires_at_ms,
+            rec.error,
+            handle_json(rec.handle.as_ref()),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Sandbox `id`'s access token (hex SHA-256), replacing any earlier one.
+fn put_sandbox_token(c: &Connection, id: &str, hash: &str) -> Result<(), StoreError> {
+    exec(
+        c,
+        "INSERT INTO sandbox_tokens (id, hash) VALUES (?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET hash = excluded.hash",
+        params![id, hash],
+    )?;
+    Ok(())
+}
+
+/// What a claim from a warm pool gives the sandbox ([`Store::claim`]).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub tenant: String,
+    pub env: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub on_timeout: OnTimeout,
+    pub timeout_secs: u64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
 impl Store {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -361,30 +402,62 @@ impl Store {
 
     /// Writes the mutable part of a record (state, deadline, error, handle, timeout).
     pub async fn update(&self, rec: SandboxRecord) -> Result<(), StoreError> {
+        self.call(move |c| update_record(c, &rec)).await
+    }
+
+    /// [`Store::update`] and the sandbox's access token (`token_hash`) in one transaction: how a create
+    /// records its sandbox as ready.
+    pub async fn update_with_token(
+        &self,
+        rec: SandboxRecord,
+        token_hash: String,
+    ) -> Result<(), StoreError> {
         self.call(move |c| {
-            exec(
-                c,
-                "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, error = ?5,
-                     handle = ?6 WHERE id = ?1",
-                params![
-                    rec.id,
-                    rec.state.as_str(),
-                    to_i64(rec.timeout_secs),
-                    rec.expires_at_ms,
-                    rec.error,
-                    handle_json(rec.handle.as_ref()),
-                ],
-            )?;
+            let tx = c.transaction()?;
+            update_record(&tx, &rec)?;
+            put_sandbox_token(&tx, &rec.id, &token_hash)?;
+            tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    /// Records that a pooled sandbox was claimed: everything a create request sets, and no pool.
-    pub async fn claim(&self, rec: SandboxRecord) -> Result<(), StoreError> {
+    /// Claims sandbox `id` from `template`'s warm pool, if it still waits there, running: gives it
+    /// everything a create request sets (`claim`) and no pool, and stores `token_hash` as its access
+    /// token, in one transaction (one trip to the blocking pool, one commit: a claim is on a create's
+    /// path). The claimed record, or `None` (nothing written) when the sandbox is not claimable.
+    pub async fn claim(
+        &self,
+        id: &str,
+        template: &str,
+        claim: Claim,
+        token_hash: String,
+    ) -> Result<Option<SandboxRecord>, StoreError> {
+        let (id, template) = (id.to_owned(), template.to_owned());
         self.call(move |c| {
+            let tx = c.transaction()?;
+            let rec = tx
+                .prepare_cached("SELECT * FROM sandboxes WHERE id = ?1")?
+                .query_row([&id], from_row)
+                .optional()?
+                .transpose()?;
+            let Some(mut rec) = rec.filter(|r| {
+                r.pool.as_deref() == Some(template.as_str())
+                    && r.state == SandboxState::Running
+                    && r.handle.is_some()
+            }) else {
+                return Ok(None);
+            };
+            rec.tenant = claim.tenant;
+            rec.env = claim.env;
+            rec.metadata = claim.metadata;
+            rec.on_timeout = claim.on_timeout;
+            rec.timeout_secs = claim.timeout_secs;
+            rec.created_at_ms = claim.created_at_ms;
+            rec.expires_at_ms = Some(claim.expires_at_ms);
+            rec.pool = None;
             exec(
-                c,
+                &tx,
                 "UPDATE sandboxes SET state = ?2, timeout_secs = ?3, expires_at_ms = ?4, env = ?5,
                      metadata = ?6, on_timeout = ?7, tenant = ?8, pool = NULL, created_at_ms = ?9
                  WHERE id = ?1",
@@ -400,7 +473,9 @@ impl Store {
                     rec.created_at_ms,
                 ],
             )?;
-            Ok(())
+            put_sandbox_token(&tx, &rec.id, &token_hash)?;
+            tx.commit()?;
+            Ok(Some(rec))
         })
         .await
     }
@@ -610,16 +685,7 @@ impl Store {
     /// Sets (or replaces) a sandbox's access token hash.
     pub async fn sandbox_token_put(&self, id: &str, hash: String) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.call(move |c| {
-            exec(
-                c,
-                "INSERT INTO sandbox_tokens (id, hash) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET hash = excluded.hash",
-                params![id, hash],
-            )?;
-            Ok(())
-        })
-        .await
+        self.call(move |c| put_sandbox_token(c, &id, &hash)).await
     }
 
     pub async fn sandbox_token_delete(&self, id: &str) -> Result<(), StoreError> {
@@ -1125,6 +1191,65 @@ mod tests {
             volumes: Vec::new(),
             pool: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_claim_takes_only_a_waiting_sandbox_and_stores_its_token_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("sandpit.db")).unwrap();
+        let waiting = SandboxRecord {
+            pool: Some("base".into()),
+            tenant: String::new(),
+            expires_at_ms: None,
+            ..record("p", None)
+        };
+        store.insert(waiting.clone()).await.unwrap();
+        store
+            .insert(SandboxRecord {
+                state: SandboxState::Paused,
+                ..waiting.clone()
+            })
+            .await
+            .unwrap_err(); // same id: refused
+        store
+            .insert(SandboxRecord {
+                id: "q".into(),
+                state: SandboxState::Paused,
+                ..waiting.clone()
+            })
+            .await
+            .unwrap();
+        let claim = Claim {
+            tenant: "acme".into(),
+            env: BTreeMap::from([("B".into(), "2".into())]),
+            metadata: BTreeMap::new(),
+            on_timeout: OnTimeout::Kill,
+            timeout_secs: 60,
+            created_at_ms: 5,
+            expires_at_ms: 60_005,
+        };
+        // Another pool's, or not running: not claimable, nothing written.
+        for (id, template) in [("p", "other"), ("q", "base")] {
+            let got = store.claim(id, template, claim.clone(), "h0".into()).await;
+            assert!(got.unwrap().is_none(), "{id} from {template}");
+        }
+        assert!(store.sandbox_tokens_all().await.unwrap().is_empty());
+        assert_eq!(store.get("p").await.unwrap().unwrap(), waiting);
+
+        let rec = store
+            .claim("p", "base", claim, "h1".into())
+            .await
+            .unwrap()
+            .expect("claimable");
+        assert_eq!(
+            (rec.tenant.as_str(), rec.pool.as_ref(), rec.expires_at_ms),
+            ("acme", None, Some(60_005))
+        );
+        assert_eq!(store.get("p").await.unwrap().unwrap(), rec);
+        assert_eq!(
+            store.sandbox_tokens_all().await.unwrap(),
+            vec![("p".to_owned(), "h1".to_owned())]
+        );
     }
 
     #[tokio::test]

@@ -41,7 +41,10 @@ async fn honours_the_request(serve: &daemon::Serve, info: &Value) {
     assert_eq!(info["metadata"], json!({"team": "a"}), "{info}");
     assert_eq!(info["env"], json!({"GREETING": "hello"}), "{info}");
     assert_eq!(info["tenant"], "default");
-    assert!(info["access_token"].is_string());
+    assert!(
+        token_opens(serve, info).await,
+        "its access token opens it: {info}"
+    );
     let created = chrono_secs(info["created_at"].as_str().unwrap());
     let expires = chrono_secs(info["expires_at"].as_str().unwrap());
     assert!((118..=122).contains(&(expires - created)), "{info}");
@@ -58,6 +61,22 @@ async fn honours_the_request(serve: &daemon::Serve, info: &Value) {
             .any(|x| x["id"] == id),
         "{listed}"
     );
+}
+
+/// Whether the access token the create returned opens its sandbox (it is stored with the create's or
+/// the claim's own write, and made live before the answer).
+async fn token_opens(serve: &daemon::Serve, info: &Value) -> bool {
+    let (id, token) = (info["id"].as_str().unwrap(), info["access_token"].as_str());
+    let Some(token) = token else {
+        return false;
+    };
+    let resp = reqwest::Client::new()
+        .get(serve.url(&format!("/v1/sandboxes/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    resp.status() == 200
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC time (`YYYY-MM-DDTHH:MM:SS…Z`), without a date crate.
@@ -198,6 +217,10 @@ async fn a_pooled_create_honours_the_request_like_a_cold_one_and_the_pool_refill
     let serve = daemon::serve_on(&fx.bin, &fx.state, port).await;
     let p = until_ready(&serve, "tiny", 2).await;
     assert_eq!(p["size"], 2);
+    // The access tokens given out before it still open their sandboxes, claimed or cold.
+    for made in [&pooled, &cold] {
+        assert!(token_opens(&serve, made).await, "after a restart: {made}");
+    }
     let (s, again) = post(serve.url("/v1/sandboxes"), ask).await;
     assert_eq!(s, 201, "{again}");
     honours_the_request(&serve, &again).await;

@@ -106,14 +106,10 @@ pub async fn create_sandbox(
     s.volumes
         .check_usable(&req.volumes, super::snapshots::viewer(&who))
         .await?;
-    let mut info = s.engine.create(req, &who.tenant).await?;
-    match s.keys.issue_sandbox_token(&info.id).await {
-        Ok(token) => info.access_token = Some(token),
-        Err(e) => {
-            // A sandbox whose creator never learns it must not linger.
-            let _ = s.engine.delete(&info.id).await;
-            return Err(e.into());
-        }
+    let info = s.engine.create(req, &who.tenant).await?;
+    // Stored with the sandbox, in the create's own write; live from here on.
+    if let Some(token) = &info.access_token {
+        s.keys.adopt_sandbox_token(&info.id, token);
     }
     let note = crate::audit::Note {
         sandbox: Some(info.id.clone()),

@@ -77,16 +77,10 @@ pub async fn fork_sandbox(
         .check_usable(&req.options.volumes, viewer(&who))
         .await?;
     let mut fork = s.engine.fork(&id, req, &who.tenant).await?;
-    for i in 0..fork.sandboxes.len() {
-        match s.keys.issue_sandbox_token(&fork.sandboxes[i].id).await {
-            Ok(token) => fork.sandboxes[i].access_token = Some(token),
-            Err(e) => {
-                // Sandboxes whose creator never learns them must not linger.
-                for made in &fork.sandboxes {
-                    let _ = s.engine.delete(&made.id).await;
-                }
-                return Err(e.into());
-            }
+    // Each fork is a create: its access token is stored with it ([`crate::engine::Engine::create`]).
+    for made in &fork.sandboxes {
+        if let Some(token) = &made.access_token {
+            s.keys.adopt_sandbox_token(&made.id, token);
         }
     }
     fork.sandboxes = fork
