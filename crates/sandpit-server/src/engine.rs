@@ -614,7 +614,7 @@ impl Engine {
     }
 
     /// Creates a sandbox cold. With `pool`, a sandbox for that template's warm pool: nobody's (no tenant,
-    /// no quota), no deadline, listed nowhere until claimed.
+    /// no quota), no deadline and no access token, listed nowhere until claimed.
     pub(crate) async fn create_cold(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
