@@ -1394,14 +1394,7 @@ impl Engine {
 
     /// The socket of a sandbox's agent, ready for a proxied call: a paused sandbox is resumed first.
     pub async fn agent_socket(self: &Arc<Self>, id: &str) -> Result<PathBuf, EngineError> {
-        let cached = {
-            let live = self
-                .live
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            live.get(id).cloned()
-        };
-        if let Some(socket) = cached {
+        if let Some(socket) = self.live_socket(id) {
             if let Some(why) = self.unhealthy_reason(id) {
                 return Err(EngineError::Unavailable(format!(
                     "sandbox {id} is unhealthy: {why}; calls fail until it answers again (checked every \
