@@ -3,9 +3,10 @@
 //! Owns three things: the rule for which calls are recorded and what each records ([`classify`]: sandbox
 //! lifecycle, exec and process starts with their command line, signals and kills, file writes and
 //! changes with their path, keys, quotas and templates; reads are not recorded); the writer that keeps
-//! rows in the store's `audit` table off the request path (a bounded queue drained in batches; when it
-//! is full the count of rows that could not be kept is itself recorded, as `audit.dropped`); and the
-//! retention that forgets rows older than `audit_retention_days`.
+//! rows in the store's `audit` table off the request path (a bounded queue drained in batches, each
+//! written [`LINGER`] after its first row arrived; when the queue is full the count of rows that could
+//! not be kept is itself recorded, as `audit.dropped`); and the retention that forgets rows older than
+//! `audit_retention_days`.
 //!
 //! Never a secret: a key is named by its id; the query string (where a browser's `access_token` rides) is
 //! never recorded, only the `path` value of file calls.
@@ -29,6 +30,8 @@ use crate::store::{AuditQuery, AuditRow, Store, StoreError};
 const QUEUE: usize = 8192;
 /// Most rows written in one transaction.
 const BATCH: usize = 512;
+/// How long the writer waits after a row for more before it writes them together.
+const LINGER: Duration = Duration::from_millis(50);
 /// How often old rows are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Largest request body read to find a command line or a path (exec, process start, `fs` calls).
@@ -116,6 +119,12 @@ impl Audit {
                 self.write(rest).await;
                 return;
             };
+            // Let more rows come before writing: one transaction for a run of calls, and none in the
+            // moments right after a call, when the client's next one is most likely under way.
+            tokio::select! {
+                () = tokio::time::sleep(LINGER) => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
             let mut batch = vec![first];
             while batch.len() < BATCH {
                 match rx.try_recv() {

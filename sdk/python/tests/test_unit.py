@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
+import ssl
 import struct
+import threading
+import time
 from datetime import timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -34,6 +38,7 @@ from sandpit import (
     resolve_url,
 )
 from sandpit._options import build_start_request, timeout_ms
+from sandpit._quick import QuickClient, encode_query
 from sandpit._stream import SseParser, decode_sse, decode_ws
 from sandpit._types import LifecycleEvent, MetricSample, ProcessInfo, parse_time
 
@@ -506,3 +511,104 @@ def test_only_regular_files_announce_a_length(tmp_path: Path) -> None:
     r, w = os.pipe()
     with os.fdopen(r, "rb") as pr, os.fdopen(w, "wb"):
         assert _known_length(pr) is None
+
+
+# The blocking SDK's small calls (sandpit._quick): encoded as httpx encodes them, on connections that are reused
+# only while the server keeps them open, and left to httpx where a proxy is configured.
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"path": "/tmp/a b/ü&x=y", "depth": 2, "recursive": True, "user": None},
+        [("metadata", "team=a"), ("metadata", "x y"), ("state", "running")],
+        {"keys": ["a", "b/c"], "flag": False},
+    ],
+)
+def test_quick_query_encoding_matches_httpx(params: Any) -> None:
+    assert encode_query(params) == str(httpx.QueryParams(params))
+
+
+def _one_answer_per_connection(answers: List[bytes]) -> Tuple[int, List[bytes]]:
+    """A server that answers one request per connection (keep-alive promised) and then closes it: what a daemon
+    that restarted, or dropped an idle connection, looks like to a pooled client. Returns its port and the
+    requests it read."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    seen: List[bytes] = []
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = srv.accept()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lengths = [int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")]
+            length = lengths[0] if lengths else 0
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            seen.append(head + b"\r\n\r\n" + rest)
+            conn.sendall(answer)
+            conn.close()
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], seen
+
+
+def test_quick_client_replaces_a_connection_the_server_closed() -> None:
+    ok = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 8\r\n\r\n{"n": 1}'
+    body = b'{"error":{"code":"resource_exhausted","message":"slow down"}}'
+    busy = (
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    port, seen = _one_answer_per_connection([ok, ok, busy])
+    q = QuickClient(f"http://127.0.0.1:{port}", {"Authorization": "Bearer k"}, ssl.create_default_context())
+    # A body too large for this path is not sent at all (the caller sends it on httpx).
+    assert q.request("PUT", "/v1/big", content=b"x" * (64 * 1024 + 1), connect_timeout=5, read_timeout=5) is None
+    first = q.request("POST", "/v1/x", json_body={"argv": ["true"]}, connect_timeout=5, read_timeout=5)
+    assert first is not None
+    assert (first.status_code, first.json()) == (200, {"n": 1})
+    # The server closed that connection after answering; the next call must not fail on it.
+    time.sleep(0.1)
+    second = q.request("GET", "/v1/y", params={"a": True}, connect_timeout=5, read_timeout=5)
+    assert second is not None and second.status_code == 200
+    time.sleep(0.1)
+    third = q.request("DELETE", "/v1/z", connect_timeout=5, read_timeout=5)
+    assert third is not None and third.status_code == 429 and third.headers["retry-after"] == "3"
+    err = error_from_response(third.status_code, third.content, third.headers)
+    assert isinstance(err, ResourceExhaustedError) and err.retry_after == 3
+    # One request per connection, each whole: headers and JSON body, the key, the query as httpx writes it.
+    assert len(seen) == 3
+    assert seen[0].startswith(b"POST /v1/x HTTP/1.1\r\n")
+    assert b"\r\nAuthorization: Bearer k\r\n" in seen[0] and b"\r\nContent-Type: application/json\r\n" in seen[0]
+    assert seen[0].endswith(b'\r\n\r\n{"argv":["true"]}')
+    assert seen[1].startswith(b"GET /v1/y?a=true HTTP/1.1\r\n")
+    q.close()
+
+
+def test_quick_client_reports_an_unreachable_daemon_as_httpx_path_does() -> None:
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    q = QuickClient(f"http://127.0.0.1:{port}", {}, ssl.create_default_context())
+    with pytest.raises(UnavailableError, match=f"cannot reach sandpit at http://127.0.0.1:{port}/v1/x"):
+        q.request("GET", "/v1/x", connect_timeout=5, read_timeout=5)
+
+
+def test_quick_path_is_not_taken_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    tls = ssl.create_default_context()
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert QuickClient.for_url("http://127.0.0.1:7070", {}, tls) is not None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    assert QuickClient.for_url("http://sandpit.example:7070", {}, tls) is None
+    monkeypatch.setenv("NO_PROXY", "sandpit.example")
+    assert QuickClient.for_url("http://sandpit.example:7070", {}, tls) is not None
+    assert QuickClient.for_url("unix:///run/sandpit.sock", {}, tls) is None

@@ -6,6 +6,7 @@
  */
 import {
   type ConnectionOptions,
+  type QuickRequest,
   type ResolvedConfig,
   type WebSocketConstructor,
   importDynamic,
@@ -110,6 +111,14 @@ export class HttpClient {
 
   /** Sends a request and parses a JSON answer. */
   async json<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    if (this.config.quick !== undefined && opts.body === undefined) {
+      const text = await this.quickText(this.config.quick, method, path, opts);
+      try {
+        return JSON.parse(text) as T;
+      } catch (e) {
+        throw this.transportError(e, method, path, undefined, undefined);
+      }
+    }
     const resp = await this.fetch(method, path, opts);
     try {
       return (await resp.json()) as T;
@@ -120,8 +129,42 @@ export class HttpClient {
 
   /** Sends a request whose answer has no useful body. */
   async send(method: string, path: string, opts: RequestOptions = {}): Promise<void> {
+    if (this.config.quick !== undefined && opts.body === undefined) {
+      await this.quickText(this.config.quick, method, path, opts);
+      return;
+    }
     const resp = await this.fetch(method, path, opts);
     await resp.body?.cancel().catch(() => undefined);
+  }
+
+  /** {@link fetch}'s rules (headers, time-out, error mapping) for a JSON or empty body on `config.quick`; the
+   * answer's body as text. */
+  private async quickText(
+    quick: QuickRequest,
+    method: string,
+    path: string,
+    opts: RequestOptions,
+  ): Promise<string> {
+    const headers: Record<string, string> = { ...this.authHeaders(), ...opts.headers };
+    let body: string | undefined;
+    if (opts.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(opts.json);
+    }
+    const timeoutMs = opts.timeoutMs ?? this.config.requestTimeoutMs;
+    const timeout = timeoutMs !== undefined && timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
+    const signals = [opts.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    let answer: Awaited<ReturnType<QuickRequest>>;
+    try {
+      answer = await quick(method, this.url(path, opts.query), headers, body, signal);
+    } catch (e) {
+      throw this.transportError(e, method, path, timeout, timeoutMs);
+    }
+    if (answer.status < 200 || answer.status > 299) {
+      throw errorFromAnswer(answer.status, answer.text, answer.statusText, answer.headers["retry-after"]);
+    }
+    return answer.text;
   }
 
   /** Maps a fetch failure (network, abort, timeout) to an SDK error; user aborts pass through. */
@@ -232,8 +275,13 @@ export async function errorFromResponse(resp: Response): Promise<SandboxError> {
   } catch {
     // body unreadable: the status decides
   }
-  const err = errorFromBody(resp.status, text, resp.statusText);
-  const retry = resp.headers.get("retry-after")?.trim() ?? "";
+  return errorFromAnswer(resp.status, text, resp.statusText, resp.headers.get("retry-after") ?? undefined);
+}
+
+/** The SDK error for an error answer read whole (`Retry-After` in whole seconds becomes `retryAfter`). */
+function errorFromAnswer(status: number, text: string, statusText: string, retryAfter: string | undefined): SandboxError {
+  const err = errorFromBody(status, text, statusText);
+  const retry = retryAfter?.trim() ?? "";
   if (/^\d+$/.test(retry)) err.retryAfter = Number(retry);
   return err;
 }

@@ -33,9 +33,20 @@ export interface ResolvedConfig {
   apiKey: string | undefined;
   requestTimeoutMs: number | undefined;
   fetch: typeof fetch;
+  /** On Node, unless the caller passed its own `fetch`: small JSON calls on `node:http` (`./node/quick.ts`). */
+  quick: QuickRequest | undefined;
   WebSocket: WebSocketConstructor | undefined;
   streamRetries: number;
 }
+
+/** `./node/quick.ts`'s request function (declared here: browser builds do not compile `src/node`). */
+export type QuickRequest = (
+  method: string,
+  url: string,
+  headers: Record<string, string>,
+  body: string | undefined,
+  signal: AbortSignal | undefined,
+) => Promise<{ status: number; statusText: string; headers: Record<string, string>; text: string }>;
 
 /** Whether this runtime is Node.js. */
 export function isNode(): boolean {
@@ -69,11 +80,16 @@ export async function resolveConfig(opts: ConnectionOptions = {}): Promise<Resol
   }
   const f = opts.fetch ?? globalThis.fetch;
   if (typeof f !== "function") throw new Error("sandpit: no fetch available; pass options.fetch");
+  let quick: QuickRequest | undefined;
+  if (opts.fetch === undefined && isNode() && /^https?:\/\//.test(url)) {
+    quick = (await importDynamic<{ quickTransport(): QuickRequest }>("./node/quick.js")).quickTransport();
+  }
   return {
     url,
     apiKey,
     requestTimeoutMs: opts.requestTimeoutMs,
     fetch: f.bind(globalThis),
+    quick,
     WebSocket: opts.WebSocket,
     streamRetries: opts.streamRetries ?? 5,
   };

@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import httpx
 
 from ._errors import AuthenticationError, SandboxError, SandboxTimeoutError, UnavailableError, error_from_response
+from ._quick import Answer
 
 __all__ = ["DEFAULT_URL", "error_from_response", "resolve_api_key", "resolve_url"]
 
@@ -100,7 +101,7 @@ class _BaseTransport:
             return "ws://" + self.url[len("http://") :] + path
         return self.url + path
 
-    def _decode(self, resp: httpx.Response) -> Any:
+    def _decode(self, resp: Union[httpx.Response, Answer]) -> Any:
         if resp.status_code >= 400:
             err = error_from_response(resp.status_code, resp.content, resp.headers)
             if isinstance(err, AuthenticationError) and not self.api_key:

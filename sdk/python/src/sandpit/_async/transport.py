@@ -19,6 +19,10 @@ from .._client import (
     error_from_response,
     tls_context,
 )
+# unasync: sync
+# from .._quick import QuickClient
+# unasync: async
+# unasync: end
 
 __all__ = ["AsyncTransport"]
 
@@ -31,6 +35,11 @@ class AsyncTransport(_BaseTransport):
     ) -> None:
         super().__init__(url, api_key, request_timeout)
         self._client = httpx.AsyncClient(base_url=self.url, headers=self.headers, verify=tls_context())
+        # unasync: sync
+        # # Small calls (JSON or bytes in, an answer read whole) skip httpx's per-request overhead.
+        # self._quick = QuickClient.for_url(self.url, self.headers, tls_context())
+        # unasync: async
+        # unasync: end
 
     async def request(
         self,
@@ -48,6 +57,23 @@ class AsyncTransport(_BaseTransport):
         (or sets it to ``timeout``) for calls that block until a process ends. ``content`` is a body sent as it is
         (bytes, or chunks streamed as they come; ``application/octet-stream`` unless ``headers`` say otherwise)."""
         kw = self._build_kwargs(json, params, content, timeout, wait, headers)
+        # unasync: sync
+        # if self._quick is not None and (content is None or isinstance(content, bytes)):
+        #     t = kw["timeout"]
+        #     answer = self._quick.request(
+        #         method,
+        #         path,
+        #         json_body=json,
+        #         params=params,
+        #         content=content,
+        #         headers=kw.get("headers"),
+        #         connect_timeout=t.connect,
+        #         read_timeout=t.read,
+        #     )
+        #     if answer is not None:
+        #         return self._decode(answer)
+        # unasync: async
+        # unasync: end
         try:
             resp = await self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -70,4 +96,9 @@ class AsyncTransport(_BaseTransport):
 
     async def aclose(self) -> None:
         """Close the connection pool."""
+        # unasync: sync
+        # if self._quick is not None:
+        #     self._quick.close()
+        # unasync: async
+        # unasync: end
         await self._client.aclose()

@@ -16,6 +16,7 @@ from .._client import (
     error_from_response,
     tls_context,
 )
+from .._quick import QuickClient
 
 __all__ = ["SyncTransport"]
 
@@ -28,6 +29,8 @@ class SyncTransport(_BaseTransport):
     ) -> None:
         super().__init__(url, api_key, request_timeout)
         self._client = httpx.Client(base_url=self.url, headers=self.headers, verify=tls_context())
+        # Small calls (JSON or bytes in, an answer read whole) skip httpx's per-request overhead.
+        self._quick = QuickClient.for_url(self.url, self.headers, tls_context())
 
     def request(
         self,
@@ -45,6 +48,20 @@ class SyncTransport(_BaseTransport):
         (or sets it to ``timeout``) for calls that block until a process ends. ``content`` is a body sent as it is
         (bytes, or chunks streamed as they come; ``application/octet-stream`` unless ``headers`` say otherwise)."""
         kw = self._build_kwargs(json, params, content, timeout, wait, headers)
+        if self._quick is not None and (content is None or isinstance(content, bytes)):
+            t = kw["timeout"]
+            answer = self._quick.request(
+                method,
+                path,
+                json_body=json,
+                params=params,
+                content=content,
+                headers=kw.get("headers"),
+                connect_timeout=t.connect,
+                read_timeout=t.read,
+            )
+            if answer is not None:
+                return self._decode(answer)
         try:
             resp = self._client.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -67,4 +84,6 @@ class SyncTransport(_BaseTransport):
 
     def close(self) -> None:
         """Close the connection pool."""
+        if self._quick is not None:
+            self._quick.close()
         self._client.close()
