@@ -293,22 +293,21 @@ impl Agent {
                 .clone_from(&self.config.cgroup_entry_fds);
         }
 
-        let reaper = self.reaper.clone();
         let stdin_bytes = match &req.stdin {
             Stdin::Bytes(b) => Some(b.clone()),
             _ => None,
         };
         let prepared = plan.prepared;
-        let spawned = tokio::task::spawn_blocking(move || {
-            let mut guard = reaper.lock();
-            let r = crate::spawn::spawn(&prepared);
-            r.map(|s| {
+        // On this thread: the clone shares the agent's memory and suspends only the calling thread until
+        // the child has exec'd (or failed), as posix_spawn does, so it is as short as an exec; a hop to the
+        // blocking pool and back cost two thread wake-ups per command.
+        let spawned = {
+            let mut guard = self.reaper.lock();
+            crate::spawn::spawn(&prepared).map(|s| {
                 let rx = Reaper::register(&mut guard, s.pid);
                 (s, rx, prepared)
             })
-        })
-        .await
-        .map_err(|e| AgentError::Internal(format!("spawn task failed: {e}")))?;
+        };
 
         match spawned {
             Err(e) => {
