@@ -212,11 +212,9 @@ impl Agent {
     /// Starts a process. Returns it and whether it is new (false: an existing `id` was reused).
     ///
     /// A process that cannot be started (no such program, bad cwd, unknown user) is still created, with
-    /// status `failed` and an `error`: that is a result, not a request error.
-    pub async fn start(
-        self: &Arc<Self>,
-        req: StartRequest,
-    ) -> Result<(Arc<Process>, bool), AgentError> {
+    /// status `failed` and an `error`: that is a result, not a request error. Not async: the spawn runs on
+    /// the calling thread and takes as long as an exec.
+    pub fn start(self: &Arc<Self>, req: &StartRequest) -> Result<(Arc<Process>, bool), AgentError> {
         req.validate().map_err(AgentError::InvalidArgument)?;
         // What makes two starts "the same": a retry with the same id must carry the same request.
         let key = {
@@ -232,7 +230,7 @@ impl Agent {
         let order = self.counter.fetch_add(1, Ordering::SeqCst) + 1;
 
         // Resolve everything that can fail before the process is visible.
-        let plan = self.plan(&req);
+        let plan = self.plan(req);
         let meta = match &plan {
             Ok(p) => p.meta.clone(),
             Err(f) => f.meta.clone(),

@@ -71,7 +71,13 @@ impl Audit {
             queue: tx,
             dropped: AtomicU64::new(0),
         });
-        let task = tokio::spawn(audit.clone().write_loop(rx, retention, stop));
+        let timing = crate::batch::Timing {
+            batch: BATCH,
+            linger: LINGER,
+            retention,
+            prune_every: PRUNE_EVERY,
+        };
+        let task = tokio::spawn(crate::batch::run(audit.clone(), rx, timing, stop));
         (audit, task)
     }
 
@@ -84,58 +90,23 @@ impl Audit {
         }
     }
 
-    async fn write_loop(
-        self: Arc<Self>,
-        mut rx: mpsc::Receiver<AuditRow>,
-        retention: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let mut next_prune = tokio::time::Instant::now();
-        loop {
-            if tokio::time::Instant::now() >= next_prune {
-                match self
-                    .store
-                    .audit_prune(now_ms().saturating_sub(retention_ms))
-                    .await
-                {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "audit rows past their retention forgotten"),
-                    Err(e) => tracing::warn!(error = %e, "cannot forget old audit rows"),
-                }
-                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
-            }
-            let first = tokio::select! {
-                r = rx.recv() => r,
-                _ = stop.wait_for(|s| *s) => None,
-                () = tokio::time::sleep_until(next_prune) => continue,
-            };
-            let Some(first) = first else {
-                // Stopping: keep what is queued.
-                let mut rest = Vec::new();
-                while let Ok(r) = rx.try_recv() {
-                    rest.push(r);
-                }
-                self.write(rest).await;
-                return;
-            };
-            // Let more rows come before writing: one transaction for a run of calls, and none in the
-            // moments right after a call, when the client's next one is most likely under way.
-            tokio::select! {
-                () = tokio::time::sleep(LINGER) => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            self.write(batch).await;
-        }
+    /// Rows matching `q`, oldest first, with the cursor of the next page.
+    pub async fn read(&self, q: AuditQuery) -> Result<AuditList, StoreError> {
+        let limit = q.limit;
+        let mut rows = self.store.audit_read(q).await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_after = more
+            .then(|| rows.last().map(|r| u64::try_from(r.id).unwrap_or(0)))
+            .flatten();
+        Ok(AuditList {
+            entries: rows.into_iter().map(entry).collect(),
+            next_after,
+        })
     }
+}
 
+impl crate::batch::Sink<AuditRow> for Audit {
     async fn write(&self, mut rows: Vec<AuditRow>) {
         let dropped = self.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
@@ -160,19 +131,12 @@ impl Audit {
         }
     }
 
-    /// Rows matching `q`, oldest first, with the cursor of the next page.
-    pub async fn read(&self, q: AuditQuery) -> Result<AuditList, StoreError> {
-        let limit = q.limit;
-        let mut rows = self.store.audit_read(q).await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let next_after = more
-            .then(|| rows.last().map(|r| u64::try_from(r.id).unwrap_or(0)))
-            .flatten();
-        Ok(AuditList {
-            entries: rows.into_iter().map(entry).collect(),
-            next_after,
-        })
+    async fn prune(&self, before_ms: i64) {
+        match self.store.audit_prune(before_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "audit rows past their retention forgotten"),
+            Err(e) => tracing::warn!(error = %e, "cannot forget old audit rows"),
+        }
     }
 }
 

@@ -61,7 +61,14 @@ impl Events {
             live: broadcast::Sender::new(LIVE_BUFFER),
             hooks: OnceLock::new(),
         });
-        let task = tokio::spawn(events.clone().write_loop(rx, retention, stop));
+        let timing = crate::batch::Timing {
+            batch: BATCH,
+            // Stored at once: streams and webhooks get an event only once it is stored.
+            linger: Duration::ZERO,
+            retention,
+            prune_every: PRUNE_EVERY,
+        };
+        let task = tokio::spawn(crate::batch::run(events.clone(), rx, timing, stop));
         Ok((events, task))
     }
 
@@ -123,52 +130,9 @@ impl Events {
             next_after,
         })
     }
+}
 
-    async fn write_loop(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<EventRow>,
-        retention: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let mut next_prune = tokio::time::Instant::now();
-        loop {
-            if tokio::time::Instant::now() >= next_prune {
-                match self
-                    .store
-                    .events_prune(now_ms().saturating_sub(retention_ms))
-                    .await
-                {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(events = n, "events past their retention forgotten"),
-                    Err(e) => tracing::warn!(error = %e, "cannot forget old events"),
-                }
-                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
-            }
-            let first = tokio::select! {
-                r = rx.recv() => r,
-                _ = stop.wait_for(|s| *s) => None,
-                () = tokio::time::sleep_until(next_prune) => continue,
-            };
-            let Some(first) = first else {
-                let mut rest = Vec::new();
-                while let Ok(r) = rx.try_recv() {
-                    rest.push(r);
-                }
-                self.write(rest).await;
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            self.write(batch).await;
-        }
-    }
-
+impl crate::batch::Sink<EventRow> for Events {
     async fn write(&self, rows: Vec<EventRow>) {
         let Some(last) = rows.last().map(|r| u64::try_from(r.id).unwrap_or(0)) else {
             return;
@@ -186,6 +150,14 @@ impl Events {
             }
         }
         self.stored.send_replace(last);
+    }
+
+    async fn prune(&self, before_ms: i64) {
+        match self.store.events_prune(before_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "events past their retention forgotten"),
+            Err(e) => tracing::warn!(error = %e, "cannot forget old events"),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backend;
+mod batch;
 pub mod config;
 pub mod conn;
 pub mod console;

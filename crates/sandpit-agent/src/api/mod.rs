@@ -131,13 +131,13 @@ async fn exec(
              it with POST /processes",
         ));
     }
-    let (proc, _) = agent.start(req).await?;
+    let (proc, _) = agent.start(&req)?;
     let _ = proc.done().wait_for(|d| *d).await;
     Ok(Json(result(&proc)))
 }
 
 async fn start(State(agent): State<Arc<Agent>>, Json(req): Json<StartRequest>) -> Result<Response> {
-    let (proc, created) = agent.start(req).await?;
+    let (proc, created) = agent.start(&req)?;
     let status = if created {
         StatusCode::CREATED
     } else {
