@@ -80,10 +80,7 @@ export class HttpClient {
       headers["Content-Type"] = opts.headers?.["Content-Type"] ?? "application/octet-stream";
       body = opts.body as BodyInit;
     }
-    const timeoutMs = opts.timeoutMs ?? this.config.requestTimeoutMs;
-    const timeout = timeoutMs !== undefined && timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
-    const signals = [opts.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
-    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    const { timeoutMs, timeout, signal } = this.deadline(opts);
     let resp: Response;
     try {
       const init: RequestInit & { duplex?: "half" } = { method, headers };
@@ -151,10 +148,7 @@ export class HttpClient {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(opts.json);
     }
-    const timeoutMs = opts.timeoutMs ?? this.config.requestTimeoutMs;
-    const timeout = timeoutMs !== undefined && timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
-    const signals = [opts.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
-    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    const { timeoutMs, timeout, signal } = this.deadline(opts);
     let answer: Awaited<ReturnType<QuickRequest>>;
     try {
       answer = await quick(method, this.url(path, opts.query), headers, body, signal);
@@ -165,6 +159,20 @@ export class HttpClient {
       throw errorFromAnswer(answer.status, answer.text, answer.statusText, answer.headers["retry-after"]);
     }
     return answer.text;
+  }
+
+  /** A request's time-out (`timeoutMs`, else the client's) and the signal that aborts it: the caller's
+   * signal, the time-out, or either. */
+  private deadline(opts: RequestOptions): {
+    timeoutMs: number | undefined;
+    timeout: AbortSignal | undefined;
+    signal: AbortSignal | undefined;
+  } {
+    const timeoutMs = opts.timeoutMs ?? this.config.requestTimeoutMs;
+    const timeout = timeoutMs !== undefined && timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
+    const signals = [opts.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    return { timeoutMs, timeout, signal };
   }
 
   /** Maps a fetch failure (network, abort, timeout) to an SDK error; user aborts pass through. */

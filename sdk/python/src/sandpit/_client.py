@@ -6,12 +6,14 @@ import functools
 import os
 import ssl
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import httpx
 
 from ._errors import AuthenticationError, SandboxError, SandboxTimeoutError, UnavailableError, error_from_response
-from ._quick import Answer
+
+if TYPE_CHECKING:
+    from ._quick import Answer
 
 __all__ = ["DEFAULT_URL", "error_from_response", "resolve_api_key", "resolve_url"]
 
@@ -24,10 +26,16 @@ STREAM_READ_TIMEOUT = 60.0
 
 QueryParams = Union[Mapping[str, Any], List[Tuple[str, str]]]
 
-def _transport_error(exc: httpx.HTTPError, url: str) -> SandboxError:
-    if isinstance(exc, httpx.TimeoutException):
+def transport_failure(exc: BaseException, url: str, timed_out: bool) -> SandboxError:
+    """The SDK error for a request to ``url`` that got no answer: what both transports (httpx, and
+    ``_quick``'s ``http.client``) raise."""
+    if timed_out:
         return SandboxTimeoutError(f"request to {url} timed out ({type(exc).__name__})", code="timeout")
     return UnavailableError(f"cannot reach sandpit at {url}: {exc or type(exc).__name__}", code="unavailable")
+
+
+def _transport_error(exc: httpx.HTTPError, url: str) -> SandboxError:
+    return transport_failure(exc, url, isinstance(exc, httpx.TimeoutException))
 
 
 def resolve_url(url: Optional[str] = None) -> str:
@@ -101,7 +109,7 @@ class _BaseTransport:
             return "ws://" + self.url[len("http://") :] + path
         return self.url + path
 
-    def _decode(self, resp: Union[httpx.Response, Answer]) -> Any:
+    def _decode(self, resp: Union[httpx.Response, "Answer"]) -> Any:
         if resp.status_code >= 400:
             err = error_from_response(resp.status_code, resp.content, resp.headers)
             if isinstance(err, AuthenticationError) and not self.api_key:

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from ._errors import SandboxTimeoutError, UnavailableError
+from ._client import transport_failure
 
 __all__ = ["Answer", "QuickClient", "proxied"]
 
@@ -91,9 +91,7 @@ class QuickClient:
     is dropped before it is used."""
 
     def __init__(self, url: str, headers: Mapping[str, str], tls: ssl.SSLContext) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {url!r}: use http:// or https://")
+        parts = urllib.parse.urlsplit(url)  # http or https: see for_url
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or (443 if self._https else 80)
@@ -126,8 +124,7 @@ class QuickClient:
         read_timeout: Optional[float],
     ) -> Optional[Answer]:
         """One exchange, or ``None`` (nothing sent) when the body is larger than :data:`MAX_BODY`. Transport
-        failures raise :class:`UnavailableError` (or :class:`SandboxTimeoutError`), worded as the :mod:`httpx` path
-        words them."""
+        failures raise what the :mod:`httpx` path raises (``_client.transport_failure``)."""
         target = self._prefix + path
         query = encode_query(params)
         if query:
@@ -149,16 +146,9 @@ class QuickClient:
             conn.request(method, target, body=body, headers=hdrs)
             resp = conn.getresponse()
             data = resp.read()
-        except socket.timeout as exc:
-            conn.close()
-            raise SandboxTimeoutError(
-                f"request to {self._url}{path} timed out ({type(exc).__name__})", code="timeout"
-            ) from exc
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise UnavailableError(
-                f"cannot reach sandpit at {self._url}{path}: {exc or type(exc).__name__}", code="unavailable"
-            ) from exc
+            raise transport_failure(exc, self._url + path, isinstance(exc, socket.timeout)) from exc
         except BaseException:
             # Interrupted mid-exchange (KeyboardInterrupt ...): the connection's state is unknown.
             conn.close()
@@ -185,7 +175,6 @@ class QuickClient:
             while self._idle:
                 conn = self._idle.pop()
                 if _usable(conn):
-                    conn.timeout = connect_timeout
                     return conn
                 conn.close()
         if self._https:
