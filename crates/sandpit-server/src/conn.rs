@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,34 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::ServiceExt as _;
+
+/// The client's socket under a connection whose bytes are the HTTP exchange itself (plain TCP, not TLS),
+/// as a request extension. A handler may move bytes on it with the kernel's help (`splice(2)`, as the
+/// file fast path does for downloads: [`crate::fast_files`]) only once it has taken the connection over
+/// (its upgrade resolved) and only while it holds the `Upgraded` that owns the socket: before, hyper is
+/// using it; after, the number may already name another file.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSocket(pub RawFd);
+
+/// What a listener's connections say about their socket: whether its bytes are the HTTP exchange (plain
+/// TCP) and so may carry a [`ClientSocket`].
+pub trait ConnSocket {
+    /// The socket, when what is written to it reaches the client as it is.
+    fn plain_fd(&self) -> Option<RawFd>;
+}
+
+impl ConnSocket for tokio::net::TcpStream {
+    fn plain_fd(&self) -> Option<RawFd> {
+        Some(self.as_raw_fd())
+    }
+}
+
+impl ConnSocket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn plain_fd(&self) -> Option<RawFd> {
+        // Bytes written to the socket would bypass the encryption.
+        None
+    }
+}
 
 /// A connection that notes when its first bytes arrive, and gives hyper's own refusals a JSON body.
 ///
@@ -269,6 +298,7 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
+    L::Io: ConnSocket,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -289,8 +319,12 @@ where
         };
         let app = app.clone();
         let idle = limits.body_idle_timeout;
+        let plain = io.plain_fd().map(ClientSocket);
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(sock) = plain {
+                req.extensions_mut().insert(sock);
+            }
             let app = app.clone();
             async move {
                 let resp = app

@@ -424,8 +424,10 @@ mod file_docs {
         params(("id" = String, Path, description = "Sandbox id"),
             ("path" = String, Query, description = "The file (percent-encoded bytes)"),
             ("user" = Option<String>, Query, description = "Act as this sandbox user (default: the sandbox's default user)"),
-            ("Range" = Option<String>, Header, description = "One `bytes=` range")),
+            ("Range" = Option<String>, Header, description = "One `bytes=` range"),
+            ("Upgrade" = Option<String>, Header, description = "`sandpit-file` (with `Connection: upgrade`, plain HTTP/1.1): large content comes raw after a 101 (docs/api.md, \"Switched transfers\")")),
         responses(
+            (status = 101, description = "Asked with `Upgrade: sandpit-file` and 1 MiB or more: `Sandpit-Status` (200/206) and `Sandpit-Length` bytes follow raw, then the connection closes"),
             (status = 200, description = "The file's bytes, streamed", content_type = "application/octet-stream", body = inline(RawBytes)),
             (status = 206, description = "The requested range", content_type = "application/octet-stream", body = inline(RawBytes)),
             (status = 400, description = "Bad path, or not a regular file (fifo, device, socket)", body = ErrorBody),
@@ -442,9 +444,11 @@ mod file_docs {
             ("path" = String, Query, description = "The file (percent-encoded bytes); parents are created"),
             ("user" = Option<String>, Query, description = "Act as (and own new files as) this sandbox user"),
             ("mode" = Option<String>, Query, description = "Octal permission bits; default: the old file's, else 0644"),
-            ("Content-Encoding" = Option<String>, Header, description = "`gzip` to send the content compressed")),
+            ("Content-Encoding" = Option<String>, Header, description = "`gzip` to send the content compressed"),
+            ("Sandpit-Length" = Option<u64>, Header, description = "A switched upload (with `Connection: upgrade`, `Upgrade: sandpit-file`, no body): after the 101 send exactly this many bytes, then read `NNN\\n{json}` up to the close (docs/api.md, \"Switched transfers\")")),
         request_body(content = inline(RawBytes), content_type = "application/octet-stream", description = "The content, any size, streamed"),
         responses(
+            (status = 101, description = "A switched upload: the content follows raw, the answer comes back as status digits, a newline and the JSON below"),
             (status = 200, description = "Written atomically; the entry of the file written (a symlink's target)", body = Entry),
             (status = 400, description = "Bad path or mode, not a regular file, or a body that broke off", body = ErrorBody),
             (status = 401, description = "Missing or wrong API key", body = ErrorBody),
@@ -452,6 +456,7 @@ mod file_docs {
             (status = 404, description = "No such sandbox", body = ErrorBody),
             (status = 409, description = "A directory is there (`is_a_directory`), or a parent is a file", body = ErrorBody),
             (status = 503, description = "The sandbox's agent is not reachable", body = ErrorBody),
+            (status = 426, description = "A switched upload on a connection that cannot be switched (`invalid_argument`): send a body", body = ErrorBody),
             (status = 507, description = "The sandbox's disk cap was hit; nothing was left half-written", body = ErrorBody)))]
     async fn write_file() {}
 

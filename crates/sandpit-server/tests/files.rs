@@ -231,9 +231,11 @@ async fn round_trips(root: &str) {
     assert_eq!(s, 206);
     assert_eq!(range, format!("bytes 1000-3001000/{}", data.len()));
     assert!(body == data[1000..=3_001_000]);
+    a_download_the_client_switches(root, &data).await;
     let (s, _) = call(client().delete(format!("{root}/fs?path=sized.bin"))).await;
     assert_eq!(s, 204);
-    an_upload_that_breaks_off_leaves_nothing(root).await;
+    an_upload_that_breaks_off_leaves_nothing(root, false).await;
+    an_upload_that_breaks_off_leaves_nothing(root, true).await;
     // gzip on the way in.
     let mut gz = flate2_gzip(b"compressed content");
     gz.shrink_to_fit();
@@ -247,10 +249,228 @@ async fn round_trips(root: &str) {
     assert_eq!((s, e["size"].as_u64()), (200, Some(18)), "{e}");
 }
 
+/// `GET /files` asking for the switch (`Upgrade: sandpit-file`) over a raw connection: the status line,
+/// the headers (names lower-cased) and the content (to the close after a 101, else `Content-Length`).
+async fn switched_get(
+    root: &str,
+    path: &str,
+    extra: &str,
+) -> (String, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let url = reqwest::Url::parse(root).unwrap();
+    let mut conn = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let head = format!(
+        "GET {}/files?path={path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Connection: upgrade\r\nUpgrade: sandpit-file\r\n{extra}\r\n",
+        url.path(),
+        daemon::KEY,
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the daemon closed before its answer's head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let mut rest = buf[end + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    if status.starts_with("HTTP/1.1 101") {
+        tokio::time::timeout(Duration::from_secs(60), conn.read_to_end(&mut rest))
+            .await
+            .expect("a switched download did not end")
+            .unwrap();
+    } else {
+        let len: usize = header("content-length").unwrap().parse().unwrap();
+        while rest.len() < len {
+            let mut chunk = vec![0u8; len - rest.len()];
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            rest.extend_from_slice(&chunk[..n]);
+        }
+    }
+    (status, headers, rest)
+}
+
+/// `PUT /files` as a switched upload (`Sandpit-Length`, `Upgrade: sandpit-file`) over a raw connection:
+/// `send` of the `len` announced bytes go after the 101 (fewer: the connection is then dropped), and
+/// the answer is the status and JSON, from the raw answer after a 101 or the ordinary one before.
+/// `upgrade: false` leaves out the switch's two headers (as a proxy that drops them would).
+async fn switched_put(
+    root: &str,
+    path: &str,
+    data: &[u8],
+    send: usize,
+    upgrade: bool,
+    extra: &str,
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let url = reqwest::Url::parse(root).unwrap();
+    let mut conn = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
+        .await
+        .unwrap();
+    let switch = if upgrade {
+        "Connection: upgrade\r\nUpgrade: sandpit-file\r\n"
+    } else {
+        ""
+    };
+    let head = format!(
+        "PUT {}/files?path={path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         {switch}Sandpit-Length: {}\r\n{extra}\r\n",
+        url.path(),
+        daemon::KEY,
+        data.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the daemon closed before its answer's head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+    let mut rest = buf[end + 4..].to_vec();
+    let status: u16 = head[9..12].parse().unwrap();
+    if status != 101 {
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().unwrap())
+            })
+            .unwrap();
+        while rest.len() < len {
+            let mut chunk = vec![0u8; len - rest.len()];
+            let n = conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            rest.extend_from_slice(&chunk[..n]);
+        }
+        return (status, serde_json::from_slice(&rest).unwrap());
+    }
+    assert!(rest.is_empty(), "bytes after the 101 before the content");
+    if conn.write_all(&data[..send]).await.is_err() || send < data.len() {
+        // Refused early, or a client that breaks off.
+        if send < data.len() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return (0, Value::Null);
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(60), conn.read_to_end(&mut rest))
+        .await
+        .expect("a switched upload's answer did not come")
+        .unwrap();
+    assert_eq!(
+        rest.get(3),
+        Some(&b'\n'),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    let status = std::str::from_utf8(&rest[..3]).unwrap().parse().unwrap();
+    (status, serde_json::from_slice(&rest[4..]).unwrap())
+}
+
+/// A client on plain HTTP/1.1 that asks for the switch gets large content raw after a 101 (the daemon
+/// splices it from the agent's socket to the client's), with the real status and length in headers, and
+/// the connection closes after exactly that many bytes; a range likewise; a small file and an error
+/// come as ordinary answers.
+async fn a_download_the_client_switches(root: &str, data: &[u8]) {
+    let header = |h: &[(String, String)], name: &str| {
+        h.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    let (status, h, body) = switched_get(root, "sized.bin", "").await;
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    assert_eq!(header(&h, "upgrade").as_deref(), Some("sandpit-file"));
+    assert_eq!(header(&h, "sandpit-status").as_deref(), Some("200"));
+    assert_eq!(header(&h, "sandpit-length"), Some(data.len().to_string()));
+    assert_eq!(body.len(), data.len());
+    assert!(
+        body == data,
+        "the switched download differs from the upload"
+    );
+
+    let (status, h, body) = switched_get(root, "sized.bin", "Range: bytes=1000-3001000\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    assert_eq!(header(&h, "sandpit-status").as_deref(), Some("206"));
+    assert_eq!(
+        header(&h, "content-range"),
+        Some(format!("bytes 1000-3001000/{}", data.len()))
+    );
+    assert!(body == data[1000..=3_001_000]);
+
+    let (s, _) = put(root, b"small.txt", "", "small").await;
+    assert_eq!(s, 200);
+    let (status, _, body) = switched_get(root, "small.txt", "").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert_eq!(body, b"small");
+
+    let (status, _, body) = switched_get(root, "missing.bin", "").await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "not_found");
+
+    // A switched upload: the same bytes land, and come back the same.
+    let (s, e) = switched_put(root, "switched.bin", data, data.len(), true, "").await;
+    assert_eq!(
+        (s, e["size"].as_u64()),
+        (200, Some(data.len() as u64)),
+        "{e}"
+    );
+    let (s, back) = get(root, b"switched.bin", "").await;
+    assert_eq!((s, back.len()), (200, data.len()));
+    assert!(back == data, "the switched upload differs");
+    // A proxy that dropped the switch's headers: 426, and the client sends a body instead.
+    let (s, e) = switched_put(root, "switched2.bin", data, 0, false, "").await;
+    assert_eq!((s, code(&e)), (426, "invalid_argument"), "{e}");
+    // A switched upload has no body.
+    let (s, e) = switched_put(
+        root,
+        "switched2.bin",
+        b"12345",
+        0,
+        true,
+        "Content-Length: 5\r\n",
+    )
+    .await;
+    assert_eq!((s, code(&e)), (400, "invalid_argument"), "{e}");
+    let (s, e) = switched_put(root, "bad%00name", data, data.len(), true, "").await;
+    assert_eq!((s, code(&e)), (400, "invalid_argument"), "{e}");
+    let (s, _) = get(root, b"switched2.bin", "").await;
+    assert_eq!(s, 404, "a refused switched upload wrote something");
+}
+
 /// A client that announces 4 MiB, sends one and hangs up: on the fast path the agent gets a connection
-/// that ends early and must leave neither the file nor its temporary behind.
-async fn an_upload_that_breaks_off_leaves_nothing(root: &str) {
+/// that ends early and must leave neither the file nor its temporary behind. `switched`: the client's
+/// own connection is switched (the daemon splices it to the agent's).
+async fn an_upload_that_breaks_off_leaves_nothing(root: &str, switched: bool) {
     use tokio::io::AsyncWriteExt as _;
+    if switched {
+        let data = vec![9u8; 4 << 20];
+        let (s, _) = switched_put(root, "/home/user/broken.bin", &data, 1 << 20, true, "").await;
+        assert_eq!(s, 0);
+        return nothing_left_named_broken(root).await;
+    }
     let url = reqwest::Url::parse(root).unwrap();
     let mut conn = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
         .await
@@ -266,6 +486,11 @@ async fn an_upload_that_breaks_off_leaves_nothing(root: &str) {
     conn.write_all(&vec![9u8; 1 << 20]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(conn);
+    nothing_left_named_broken(root).await;
+}
+
+/// Polls until `/home/user` holds nothing named `broken*` (the agent has cleaned up).
+async fn nothing_left_named_broken(root: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (s, v) = get_json(format!("{root}/fs/list?path=/home/user&user=root")).await;
@@ -1046,8 +1271,11 @@ async fn escape_attempts(root: &str) {
 }
 
 async fn disk_cap_leaves_nothing_half_written(root: &str) {
-    // 32 MiB into a 16 MiB writable layer.
+    // 32 MiB into a 16 MiB writable layer: as a body, and switched.
     let (s, v) = put(root, b"/home/user/huge.bin", "", vec![7u8; 32 << 20]).await;
+    assert_eq!((s, code(&v)), (507, "insufficient_storage"), "{v}");
+    let huge = vec![7u8; 32 << 20];
+    let (s, v) = switched_put(root, "/home/user/huge.bin", &huge, huge.len(), true, "").await;
     assert_eq!((s, code(&v)), (507, "insufficient_storage"), "{v}");
     let (s, v) = get_json(format!("{root}/fs/list?path=/home/user&user=root")).await;
     assert_eq!(s, 200);

@@ -154,3 +154,9 @@ impl ErrorBody {
 /// The status of [`ErrorBody::method_not_allowed`]: the one status that is not [`ErrorCode::http_status`]
 /// of its code (a 405 tells HTTP tooling what a 400 would not).
 pub const METHOD_NOT_ALLOWED: u16 = 405;
+
+/// The status of a switched upload ([`crate::files::SPLICE_PROTOCOL`]) the daemon cannot switch (a TLS
+/// or HTTP/2 connection, a proxy that dropped the `Upgrade` header, an agent without the fast path),
+/// with code `invalid_argument`: the client sends the content the ordinary way instead. The other status
+/// besides [`METHOD_NOT_ALLOWED`] that is not its code's.
+pub const UPGRADE_REQUIRED: u16 = 426;

@@ -19,7 +19,7 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Deepest tree a recursive operation (list, tar, recursive remove, recursive watch) walks.
 pub const MAX_WALK_DEPTH: usize = 256;
 
-/// The daemon's fast path for file content between itself and an agent (never seen by clients):
+/// The daemon's fast path for file content between itself and an agent:
 /// `GET` and `PUT` on the agent's [`SPLICE_PATH`] (under the daemon-only prefix, with `/files`' query)
 /// with `Connection: upgrade` and `Upgrade: sandpit-file`. After a `101` the content travels raw on the
 /// connection and the agent moves it with `splice(2)`: no copy through its memory, no HTTP framing.
@@ -35,6 +35,19 @@ pub const MAX_WALK_DEPTH: usize = 256;
 ///
 /// Versioning: an agent from before this path answers it 404, and the daemon then sends the request
 /// the ordinary way (`/files`), so a daemon upgraded under running sandboxes keeps working with them.
+///
+/// **Clients may ask the daemon for the same switch** on `/v1/sandboxes/{id}/files`, on plain HTTP/1.1
+/// (docs/api.md, "Switched transfers"), so that the daemon splices between the two sockets and no
+/// process copies the content:
+///
+/// * `GET` with `Connection: upgrade` and `Upgrade: sandpit-file`: large content comes as above (a
+///   101 with [`SPLICE_STATUS_HEADER`] and [`SPLICE_LENGTH_HEADER`], the bytes, the close); small
+///   content and errors come as ordinary answers.
+/// * `PUT` with the same two headers and [`SPLICE_LENGTH_HEADER`] instead of a body: after the 101 the
+///   client sends exactly that many bytes, then reads the answer as above (status digits, newline,
+///   JSON) up to the close. Errors found before the switch (a bad path, an unknown user) come as
+///   ordinary answers; a connection that cannot be switched is answered
+///   [`crate::error::UPGRADE_REQUIRED`], and the client sends the content the ordinary way.
 pub const SPLICE_PATH: &str = "_daemon/files";
 /// See [`SPLICE_PATH`].
 pub const SPLICE_PROTOCOL: &str = "sandpit-file";

@@ -230,20 +230,31 @@ impl Client {
     pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
         let resp = rb.send().await?;
         let status = resp.status();
-        if status.is_success() {
+        // A 101 comes only to a request that asked for the switch.
+        if status.is_success() || status == reqwest::StatusCode::SWITCHING_PROTOCOLS {
             return Ok(resp);
         }
-        let retry_after = resp
-            .headers()
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap_or_default();
+        Err(self.failure(status.as_u16(), &headers, &body))
+    }
+
+    /// The [`Error`] for an error answer: its status, headers (`Retry-After`) and body.
+    pub(crate) fn failure(
+        &self,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Error {
+        let retry_after = headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = resp.bytes().await.unwrap_or_default();
-        let mut err = Error::from_response(status.as_u16(), &body);
+        let mut err = Error::from_response(status, body);
         if let Some(a) = err.api_mut() {
             a.retry_after = retry_after;
         }
-        Err(self.refine(err))
+        self.refine(err)
     }
 
     /// Adds where the key came from to an authentication error.

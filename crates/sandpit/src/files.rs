@@ -19,7 +19,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use reqwest::Method;
-use sandpit_types::files::{SignedUrl, SignedUrlOp, SignedUrlRequest};
+use sandpit_types::files::{
+    SPLICE_LENGTH_HEADER, SPLICE_MIN_BYTES, SPLICE_PROTOCOL, SignedUrl, SignedUrlOp,
+    SignedUrlRequest,
+};
 use sandpit_types::{
     ChmodRequest, ChownRequest, Entry, EntryList, FileMode, FsEvent, MkdirRequest, MoveRequest,
     TarResult,
@@ -192,16 +195,34 @@ impl Files {
     /// }
     /// # Ok(()) }
     /// ```
+    ///
+    /// The request offers the daemon's raw download ([`SPLICE_PROTOCOL`]): for a large file on plain
+    /// HTTP/1.1 the daemon switches the connection and sends the content bare, moved by the kernel from
+    /// the sandbox's file to this socket; otherwise the answer is the ordinary body.
     pub async fn read_stream(
         &self,
         path: impl AsRef<Path>,
     ) -> Result<Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>> {
-        let resp = self
-            .target
-            .client
-            .send(self.req(Method::GET, "/files", path.as_ref(), ""))
-            .await?;
-        Ok(Box::pin(resp.bytes_stream().map_err(Error::from)))
+        let rb = self
+            .req(Method::GET, "/files", path.as_ref(), "")
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, SPLICE_PROTOCOL);
+        let resp = self.target.client.send(rb).await?;
+        if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Box::pin(resp.bytes_stream().map_err(Error::from)));
+        }
+        let len = resp
+            .headers()
+            .get(SPLICE_LENGTH_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "the daemon switched the download without a {SPLICE_LENGTH_HEADER} header"
+                ))
+            })?;
+        let raw = resp.upgrade().await?;
+        Ok(Box::pin(raw_content(raw, len)))
     }
 
     /// The file as an `AsyncRead` (for `tokio::io::copy` to a local file, say).
@@ -212,56 +233,18 @@ impl Files {
     }
 
     /// Streams `path` into the local file `local` (created or truncated); returns the bytes written.
-    /// Chunks go straight from the connection to a blocking writer thread, with no copy between (a
-    /// `tokio::fs::File` behind `tokio::io::copy` copies each chunk twice more and hops threads per
-    /// write). A download that fails half-way removes `local` rather than leave it short.
+    /// On plain HTTP a large file comes over a switched connection and goes from the socket into
+    /// `local` by `splice(2)`, never through this process's memory; otherwise chunks go straight from
+    /// the connection to a blocking writer thread. A download that fails half-way removes `local`
+    /// rather than leave it short.
     pub async fn read_file(&self, path: impl AsRef<Path>, local: impl AsRef<Path>) -> Result<u64> {
-        let local = local.as_ref().to_path_buf();
-        let mut stream = self.read_stream(path).await?;
-        let f = std::fs::File::create(&local)
-            .map_err(|e| Error::io(format!("cannot create {}", local.display()), e))?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            use std::io::Write as _;
-            let mut f = f;
-            let mut n = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                f.write_all(&chunk)?;
-                n += chunk.len() as u64;
-            }
-            Ok(n)
-        });
-        let mut failed = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => {
-                    if tx.send(c).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
+        let local = local.as_ref();
+        let req = self.req(Method::GET, "/files", path.as_ref(), "").build()?;
+        if let Some(n) = crate::switched::to_file(&self.target.client, req, local).await? {
+            return Ok(n);
         }
-        drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| {
-                Error::io(
-                    format!("writing {}", local.display()),
-                    std::io::Error::other(e),
-                )
-            })
-            .and_then(|r| r.map_err(|e| Error::io(format!("writing {}", local.display()), e)));
-        match (failed, written) {
-            (None, Ok(n)) => Ok(n),
-            (Some(e), _) | (None, Err(e)) => {
-                let _ = std::fs::remove_file(&local);
-                Err(e)
-            }
-        }
+        let stream = self.read_stream(path).await?;
+        crate::switched::stream_to_file(stream, local).await
     }
 
     /// Writes bytes (or text) to `path`, atomically; parents are created. Returns the entry written.
@@ -303,20 +286,31 @@ impl Files {
 
     /// Streams the local file `local` to `path`. Its size goes ahead as the `Content-Length`, which
     /// lets the daemon hand large content to the sandbox without copying it through the agent; a file
-    /// that changes size while it is sent fails the upload, and nothing is written.
+    /// that changes size while it is sent fails the upload, and nothing is written. On plain HTTP a
+    /// large file goes over a switched connection, from the file to the socket by `sendfile(2)`, never
+    /// through this process's memory.
     pub async fn write_file(
         &self,
         path: impl AsRef<Path>,
         local: impl AsRef<Path>,
     ) -> Result<Entry> {
-        let f = tokio::fs::File::open(local.as_ref())
+        let local = local.as_ref();
+        let f = tokio::fs::File::open(local)
             .await
-            .map_err(|e| Error::io(format!("cannot open {}", local.as_ref().display()), e))?;
+            .map_err(|e| Error::io(format!("cannot open {}", local.display()), e))?;
         let len = f
             .metadata()
             .await
-            .map_err(|e| Error::io(format!("cannot stat {}", local.as_ref().display()), e))?
+            .map_err(|e| Error::io(format!("cannot stat {}", local.display()), e))?
             .len();
+        if len >= SPLICE_MIN_BYTES {
+            let req = self.req(Method::PUT, "/files", path.as_ref(), "").build()?;
+            if let Some(e) =
+                crate::switched::from_file(&self.target.client, req, local, len).await?
+            {
+                return Ok(e);
+            }
+        }
         self.write_stream(path.as_ref(), f, Some(len)).await
     }
 
@@ -903,4 +897,38 @@ impl crate::Sandbox {
     pub fn files(&self) -> Files {
         Files::new(self.target.clone())
     }
+}
+
+/// Bytes per chunk of a switched download.
+const RAW_CHUNK: usize = 256 << 10;
+
+/// The content of a switched download: exactly `len` bytes from `raw`, in chunks; a connection that ends
+/// first is an error (the file was not read whole).
+fn raw_content(
+    raw: reqwest::Upgraded,
+    len: u64,
+) -> impl Stream<Item = Result<Bytes>> + Send + 'static {
+    use tokio::io::AsyncReadExt as _;
+    futures_util::stream::try_unfold((raw, len), |(mut raw, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let want = usize::try_from(left).unwrap_or(RAW_CHUNK).min(RAW_CHUNK);
+        let mut buf = bytes::BytesMut::with_capacity(want);
+        let n = (&mut raw)
+            .take(want as u64)
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| Error::io("reading the file's content", e))?;
+        if n == 0 {
+            return Err(Error::io(
+                "reading the file's content",
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the download ended {left} bytes short"),
+                ),
+            ));
+        }
+        Ok(Some((buf.freeze(), (raw, left - n as u64))))
+    })
 }

@@ -46,6 +46,7 @@ mod options;
 mod processes;
 mod sandbox;
 mod sse;
+mod switched;
 mod templates;
 mod tenants;
 mod volumes;

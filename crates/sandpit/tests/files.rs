@@ -76,13 +76,30 @@ async fn files_read_write_list_watch_through_the_sdk() {
         .unwrap();
     assert_eq!(n, data.len() as u64);
     assert!(std::fs::read(back.path().join("got")).unwrap() == data);
-    assert!(
-        files
-            .read_file("/tmp/nope", back.path().join("nope"))
-            .await
-            .is_err()
-    );
+    assert!(matches!(
+        files.read_file("/tmp/nope", back.path().join("nope")).await,
+        Err(sandpit::Error::NotFound(_))
+    ));
     assert!(!back.path().join("nope").exists());
+    // An error after the switch (the agent answers it on the switched connection) is the same error.
+    let r = files.write_file("/root/no.bin", local.path()).await;
+    assert!(
+        matches!(r, Err(sandpit::Error::PermissionDenied(_))),
+        "{r:?}"
+    );
+    // A small file is answered without the switch, on the same connection.
+    let n = files
+        .read_file("/tmp/from-disk", back.path().join("small"))
+        .await
+        .unwrap();
+    assert_eq!(n, 9);
+    assert_eq!(
+        std::fs::read(back.path().join("small")).unwrap(),
+        b"from disk"
+    );
+    // Bigger than the switch threshold and not a whole number of steps, through the stream too (the
+    // stream takes the switched connection, the reader reads it).
+    assert!(data.len() as u64 > sandpit_types::files::SPLICE_MIN_BYTES);
     // A name that is not UTF-8.
     let odd = std::path::Path::new(std::ffi::OsStr::from_bytes(b"/tmp/\xff.bin"));
     files.write(odd, vec![1u8, 2, 3]).await.unwrap();

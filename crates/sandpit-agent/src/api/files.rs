@@ -437,8 +437,9 @@ pub async fn write_spliced(State(agent): State<Arc<Agent>>, mut req: Request) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::invalid(format!("{SPLICE_LENGTH_HEADER} must be a byte count")))?;
-    // A user that does not exist is answered before the switch.
+    // A user that does not exist, and a path no file can have, are answered before the switch.
     agent.files.identity(user.as_deref())?;
+    sandpit_types::files::validate_path(&raw).map_err(ApiError::invalid)?;
     let on_upgrade = hyper::upgrade::on(&mut req);
     let names = agent.files.names();
     tokio::spawn(async move {

@@ -27,6 +27,10 @@ pub enum ApiError {
     /// A known path with a method it does not have (405, code `invalid_argument`).
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A switched upload on a connection that cannot be switched (426, code `invalid_argument`:
+    /// [`sandpit_types::error::UPGRADE_REQUIRED`]).
+    #[error("{0}")]
+    UpgradeRequired(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -56,7 +60,9 @@ pub enum ApiError {
 impl ApiError {
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::InvalidArgument(_) | Self::MethodNotAllowed(_) => ErrorCode::InvalidArgument,
+            Self::InvalidArgument(_) | Self::MethodNotAllowed(_) | Self::UpgradeRequired(_) => {
+                ErrorCode::InvalidArgument
+            }
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Forbidden(_) => ErrorCode::PermissionDenied,
@@ -72,9 +78,16 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        if let Self::MethodNotAllowed(_) = self {
-            return StatusCode::from_u16(sandpit_types::error::METHOD_NOT_ALLOWED)
-                .expect("a valid status");
+        match self {
+            Self::MethodNotAllowed(_) => {
+                return StatusCode::from_u16(sandpit_types::error::METHOD_NOT_ALLOWED)
+                    .expect("a valid status");
+            }
+            Self::UpgradeRequired(_) => {
+                return StatusCode::from_u16(sandpit_types::error::UPGRADE_REQUIRED)
+                    .expect("a valid status");
+            }
+            _ => {}
         }
         StatusCode::from_u16(self.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
