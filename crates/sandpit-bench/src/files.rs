@@ -184,7 +184,10 @@ pub async fn run(bin: &Path, quick: bool) -> anyhow::Result<Vec<Row>> {
             "MiB/s",
             summarize(&up),
         )
-        .against("host cat src > dst on tmpfs (/dev/shm)", summarize(&cat_shm))
+        .against(
+            "host cat src > dst on tmpfs (/dev/shm)",
+            summarize(&cat_shm),
+        )
         .note("the sandbox's writable layer is tmpfs: its page writes bound the upload"),
     );
     rows.push(
