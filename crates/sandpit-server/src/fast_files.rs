@@ -188,9 +188,9 @@ pub async fn forward(
     let io = hyper::upgrade::on(&mut resp)
         .await
         .map_err(|e| ProxyError::Exchange(format!("the fast path's upgrade failed: {e}")))?;
-    if let Some((sock, on_client)) = client_upload {
+    if let Some((sock, on_client, permit)) = client_upload {
         return match io.downcast::<TokioIo<tokio::net::UnixStream>>() {
-            Ok(agent) => switch_upload(agent, on_client, sock, len)
+            Ok(agent) => switch_upload(agent, on_client, sock, len, permit)
                 .await
                 .map(Fast::Done),
             // Not a connection this daemon made (the agent has not read a byte: it waits for them).
@@ -203,8 +203,10 @@ pub async fn forward(
             .map(Fast::Done);
     }
     let io = match client {
-        Some((sock, on_client)) => match io.downcast::<TokioIo<tokio::net::UnixStream>>() {
-            Ok(agent) => return switch_download(agent, on_client, sock, &resp).map(Fast::Done),
+        Some((sock, on_client, permit)) => match io.downcast::<TokioIo<tokio::net::UnixStream>>() {
+            Ok(agent) => {
+                return switch_download(agent, on_client, sock, &resp, permit).map(Fast::Done);
+            }
             // Not a connection this daemon made: the content comes as an ordinary body.
             Err(io) => io,
         },
@@ -213,11 +215,64 @@ pub async fn forward(
     download_content(TokioIo::new(io), &resp).map(Fast::Done)
 }
 
-/// The client's socket and its upgrade, when a download asks for the switch ([`SPLICE_PROTOCOL`]) on a
-/// connection where it can be made (plain HTTP/1.1).
+/// Most switched transfers under way at once. Each holds a thread of its own (not one of tokio's
+/// blocking pool, which the daemon's backend calls need) for as long as its peer keeps it going, up to
+/// [`RELAY_IDLE`] per stalled step; past this many, a download is answered the ordinary way and an
+/// upload gets 426, so that clients that stall cannot pile up threads.
+const MAX_RELAYS: usize = 64;
+
+/// Switched transfers under way ([`MAX_RELAYS`]).
+static RELAYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_RELAYS`] places, given back when dropped.
+#[derive(Debug)]
+struct RelayPermit(());
+
+impl RelayPermit {
+    fn acquire() -> Option<Self> {
+        use std::sync::atomic::Ordering::SeqCst;
+        RELAYS
+            .fetch_update(SeqCst, SeqCst, |n| (n < MAX_RELAYS).then_some(n + 1))
+            .ok()
+            .map(|_| Self(()))
+    }
+}
+
+impl Drop for RelayPermit {
+    fn drop(&mut self) {
+        RELAYS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs `work` (a relay holding `permit`) on a thread of its own; `what` names it in the log.
+fn on_relay_thread(
+    permit: RelayPermit,
+    what: &'static str,
+    work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("sandpit-relay".into())
+        .spawn(move || {
+            let _permit = permit;
+            if let Err(e) = work() {
+                // The client sees the content end short, or no answer.
+                tracing::debug!(error = %e, "{what} ended early");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread for {what}");
+    }
+}
+
+/// The client's socket and its upgrade, when a transfer asks for the switch ([`SPLICE_PROTOCOL`]) on
+/// a connection where it can be made (plain HTTP/1.1), and there is room for it ([`MAX_RELAYS`]).
 fn client_switch(
     req: &mut Request<Body>,
-) -> Option<(crate::conn::ClientSocket, hyper::upgrade::OnUpgrade)> {
+) -> Option<(
+    crate::conn::ClientSocket,
+    hyper::upgrade::OnUpgrade,
+    RelayPermit,
+)> {
     let asked = req.version() == hyper::Version::HTTP_11
         && crate::proxy::wants_upgrade(req.headers())
         && req
@@ -229,7 +284,8 @@ fn client_switch(
         return None;
     }
     let sock = *req.extensions().get::<crate::conn::ClientSocket>()?;
-    Some((sock, hyper::upgrade::on(req)))
+    let permit = RelayPermit::acquire()?;
+    Some((sock, hyper::upgrade::on(req), permit))
 }
 
 fn refused(e: ApiError) -> Fast {
@@ -239,7 +295,8 @@ fn refused(e: ApiError) -> Fast {
 fn cannot_switch() -> ApiError {
     ApiError::UpgradeRequired(format!(
         "this upload asks for the switch to {SPLICE_PROTOCOL}, which this connection cannot make \
-         (TLS, HTTP/2, a proxy that drops `Upgrade`): send the content as the request's body"
+         (TLS, HTTP/2, a proxy that drops `Upgrade`, or too many switched transfers under way): send \
+         the content as the request's body"
     ))
 }
 
@@ -250,6 +307,7 @@ async fn switch_upload(
     on_client: hyper::upgrade::OnUpgrade,
     sock: crate::conn::ClientSocket,
     len: u64,
+    permit: RelayPermit,
 ) -> Result<Response<Body>, ProxyError> {
     let mut io = agent.io.into_inner();
     if !agent.read_buf.is_empty() {
@@ -301,17 +359,13 @@ async fn switch_upload(
             Err(_) => 0,
         };
         ahead.truncate(n);
-        let moved = tokio::task::spawn_blocking(move || {
+        on_relay_thread(permit, "a switched upload", move || {
             // The client's socket is open for as long as `client`, which owns it, lives: to the end
             // of this closure.
             let r = relay_upload(&agent, sock, &ahead, len);
             drop(client);
             r
-        })
-        .await;
-        if let Ok(Err(e)) = moved {
-            tracing::debug!(error = %e, "a switched upload ended early");
-        }
+        });
     });
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -493,6 +547,7 @@ fn switch_download(
     on_client: hyper::upgrade::OnUpgrade,
     sock: crate::conn::ClientSocket,
     switched: &Response<hyper::body::Incoming>,
+    permit: RelayPermit,
 ) -> Result<Response<Body>, ProxyError> {
     let (len, _) = announced(switched)?;
     let mut out = Response::builder()
@@ -516,18 +571,13 @@ fn switch_download(
                 return;
             }
         };
-        let moved = tokio::task::spawn_blocking(move || {
+        on_relay_thread(permit, "a switched download", move || {
             // The client's socket is open for as long as `client`, which owns it, lives: to the end
             // of this closure.
             let r = relay(&agent, sock, &ahead, len);
             drop(client);
             r
-        })
-        .await;
-        if let Ok(Err(e)) = moved {
-            // The client sees the content end short.
-            tracing::debug!(error = %e, "a switched download ended early");
-        }
+        });
     });
     out.body(Body::empty())
         .map_err(|e| ProxyError::Build(e.to_string()))
@@ -729,6 +779,17 @@ mod tests {
             "gzip is the agent's to unpack"
         );
         assert!(!offer(&Method::POST, "files", &header::HeaderMap::new()));
+    }
+
+    #[test]
+    fn switched_transfers_are_capped_and_their_places_given_back() {
+        let held: Vec<RelayPermit> = std::iter::from_fn(RelayPermit::acquire)
+            .take(MAX_RELAYS + 1)
+            .collect();
+        assert_eq!(held.len(), MAX_RELAYS);
+        assert!(RelayPermit::acquire().is_none());
+        drop(held);
+        assert!(RelayPermit::acquire().is_some());
     }
 
     /// `relay` sends what hyper read ahead, then splices the rest from the agent's socket to the
