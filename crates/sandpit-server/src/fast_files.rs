@@ -375,13 +375,18 @@ async fn switch_upload(
         .map_err(|e| ProxyError::Build(e.to_string()))
 }
 
-/// Makes the agent's socket and the client's blocking, with [`RELAY_IDLE`] time-outs both ways.
-fn blocking_with_timeouts(
+/// The client's socket for a relay, after making it and the agent's blocking, with [`RELAY_IDLE`]
+/// time-outs both ways. Only for a relay that runs while the client's connection is held (see
+/// [`crate::conn::ClientSocket`]): the socket is valid for as long as that.
+fn relay_sockets(
     agent: &std::os::unix::net::UnixStream,
-    client: std::os::fd::BorrowedFd<'_>,
-) -> std::io::Result<()> {
+    sock: crate::conn::ClientSocket,
+) -> std::io::Result<std::os::fd::BorrowedFd<'_>> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     use nix::sys::socket::{setsockopt, sockopt};
+    // SAFETY: the relay's caller holds the client's upgraded connection, which owns this socket, for
+    // the whole relay, and the relay does not keep the borrow beyond itself.
+    let client = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.0) };
     let idle = nix::sys::time::TimeVal::new(RELAY_IDLE.as_secs() as i64, 0);
     agent.set_nonblocking(false)?;
     agent.set_read_timeout(Some(RELAY_IDLE))?;
@@ -390,7 +395,7 @@ fn blocking_with_timeouts(
     fcntl(client, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK))?;
     setsockopt(&client, sockopt::SendTimeout, &idle)?;
     setsockopt(&client, sockopt::ReceiveTimeout, &idle)?;
-    Ok(())
+    Ok(client)
 }
 
 /// A pipe for `splice(2)`, as large as the kernel grants ([`RELAY_STEP`]).
@@ -449,12 +454,9 @@ fn relay_upload(
     len: u64,
 ) -> std::io::Result<()> {
     use std::io::Read as _;
-    use std::os::fd::{AsFd as _, BorrowedFd};
+    use std::os::fd::AsFd as _;
 
-    // SAFETY: the caller holds the client's upgraded connection, which owns this socket, for the
-    // whole call.
-    let client = unsafe { BorrowedFd::borrow_raw(sock.0) };
-    blocking_with_timeouts(agent, client)?;
+    let client = relay_sockets(agent, sock)?;
     let ahead = &ahead[..ahead.len().min(usize::try_from(len).unwrap_or(usize::MAX))];
     let mut left = len - ahead.len() as u64;
     let mut refused = write_all_fd(agent.as_fd(), ahead).is_err();
@@ -598,12 +600,9 @@ fn relay(
     ahead: &[u8],
     len: u64,
 ) -> std::io::Result<()> {
-    use std::os::fd::{AsFd as _, BorrowedFd};
+    use std::os::fd::AsFd as _;
 
-    // SAFETY: the caller holds the client's upgraded connection, which owns this socket, for the
-    // whole call.
-    let client = unsafe { BorrowedFd::borrow_raw(sock.0) };
-    blocking_with_timeouts(agent, client)?;
+    let client = relay_sockets(agent, sock)?;
     let ahead_len = ahead.len() as u64;
     if ahead_len > len {
         return Err(std::io::Error::other(

@@ -249,78 +249,65 @@ async fn round_trips(root: &str) {
     assert_eq!((s, e["size"].as_u64()), (200, Some(18)), "{e}");
 }
 
-/// `GET /files` asking for the switch (`Upgrade: sandpit-file`) over a raw connection: the status line,
-/// the headers (names lower-cased) and the content (to the close after a 101, else `Content-Length`).
-async fn switched_get(
-    root: &str,
-    path: &str,
-    extra: &str,
-) -> (String, Vec<(String, String)>, Vec<u8>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let url = reqwest::Url::parse(root).unwrap();
-    let mut conn = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
-        .await
-        .unwrap();
-    let head = format!(
-        "GET {}/files?path={path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         Connection: upgrade\r\nUpgrade: sandpit-file\r\n{extra}\r\n",
-        url.path(),
-        daemon::KEY,
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "the daemon closed before its answer's head");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
-    let mut rest = buf[end + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let header = |name: &str| {
-        headers
+/// An answer's head read off a raw connection.
+struct RawAnswer {
+    conn: tokio::net::TcpStream,
+    /// `HTTP/1.1 101 Switching Protocols` and the like.
+    status_line: String,
+    /// Names lower-cased.
+    headers: Vec<(String, String)>,
+    /// What came after the head in the same reads.
+    rest: Vec<u8>,
+}
+
+impl RawAnswer {
+    fn status(&self) -> u16 {
+        self.status_line[9..12].parse().unwrap()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
-    };
-    if status.starts_with("HTTP/1.1 101") {
-        tokio::time::timeout(Duration::from_secs(60), conn.read_to_end(&mut rest))
-            .await
-            .expect("a switched download did not end")
-            .unwrap();
-    } else {
-        let len: usize = header("content-length").unwrap().parse().unwrap();
-        while rest.len() < len {
-            let mut chunk = vec![0u8; len - rest.len()];
-            let n = conn.read(&mut chunk).await.unwrap();
-            assert!(n > 0);
-            rest.extend_from_slice(&chunk[..n]);
-        }
     }
-    (status, headers, rest)
+
+    /// The rest of an ordinary answer's body (`Content-Length`).
+    async fn body(mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let len: usize = self.header("content-length").unwrap().parse().unwrap();
+        while self.rest.len() < len {
+            let mut chunk = vec![0u8; len - self.rest.len()];
+            let n = self.conn.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            self.rest.extend_from_slice(&chunk[..n]);
+        }
+        self.rest
+    }
+
+    /// Everything up to the daemon's close (after a 101).
+    async fn until_close(mut self) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            self.conn.read_to_end(&mut self.rest),
+        )
+        .await
+        .expect("the daemon did not close a switched connection")
+        .unwrap();
+        self.rest
+    }
 }
 
-/// `PUT /files` as a switched upload (`Sandpit-Length`, `Upgrade: sandpit-file`) over a raw connection:
-/// `send` of the `len` announced bytes go after the 101 (fewer: the connection is then dropped), and
-/// the answer is the status and JSON, from the raw answer after a 101 or the ordinary one before.
-/// `upgrade: false` leaves out the switch's two headers (as a proxy that drops them would).
-async fn switched_put(
+/// `METHOD {root}/files?path=PATH` on a raw connection with the key, the switch's two headers unless
+/// `!upgrade`, and `extra` header lines; the answer's head.
+async fn raw_files_request(
     root: &str,
+    method: &str,
     path: &str,
-    data: &[u8],
-    send: usize,
     upgrade: bool,
     extra: &str,
-) -> (u16, Value) {
+) -> RawAnswer {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let url = reqwest::Url::parse(root).unwrap();
     let mut conn = tokio::net::TcpStream::connect((url.host_str().unwrap(), url.port().unwrap()))
@@ -332,11 +319,10 @@ async fn switched_put(
         ""
     };
     let head = format!(
-        "PUT {}/files?path={path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
-         {switch}Sandpit-Length: {}\r\n{extra}\r\n",
+        "{method} {}/files?path={path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         {switch}{extra}\r\n",
         url.path(),
         daemon::KEY,
-        data.len()
     );
     conn.write_all(head.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
@@ -350,45 +336,74 @@ async fn switched_put(
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8(buf[..end].to_vec()).unwrap();
-    let mut rest = buf[end + 4..].to_vec();
-    let status: u16 = head[9..12].parse().unwrap();
-    if status != 101 {
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().unwrap())
-            })
-            .unwrap();
-        while rest.len() < len {
-            let mut chunk = vec![0u8; len - rest.len()];
-            let n = conn.read(&mut chunk).await.unwrap();
-            assert!(n > 0);
-            rest.extend_from_slice(&chunk[..n]);
-        }
-        return (status, serde_json::from_slice(&rest).unwrap());
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap().to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawAnswer {
+        conn,
+        status_line,
+        headers,
+        rest: buf[end + 4..].to_vec(),
     }
-    assert!(rest.is_empty(), "bytes after the 101 before the content");
-    if conn.write_all(&data[..send]).await.is_err() || send < data.len() {
-        // Refused early, or a client that breaks off.
-        if send < data.len() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return (0, Value::Null);
-        }
+}
+
+/// `GET /files` asking for the switch: the status line, the headers and the content (to the close after
+/// a 101, else `Content-Length`).
+async fn switched_get(
+    root: &str,
+    path: &str,
+    extra: &str,
+) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let a = raw_files_request(root, "GET", path, true, extra).await;
+    let (status, headers) = (a.status_line.clone(), a.headers.clone());
+    let body = if a.status() == 101 {
+        a.until_close().await
+    } else {
+        a.body().await
+    };
+    (status, headers, body)
+}
+
+/// `PUT /files` as a switched upload (`Sandpit-Length`, and the switch's headers unless `!upgrade`, as a
+/// proxy that drops them would): `send` of the `data.len()` announced bytes go after the 101 (fewer: the
+/// connection is then dropped, and the answer is `(0, null)`); the answer is the status and JSON, raw
+/// after a 101 or the ordinary one.
+async fn switched_put(
+    root: &str,
+    path: &str,
+    data: &[u8],
+    send: usize,
+    upgrade: bool,
+    extra: &str,
+) -> (u16, Value) {
+    use tokio::io::AsyncWriteExt as _;
+    let extra = format!("Sandpit-Length: {}\r\n{extra}", data.len());
+    let mut a = raw_files_request(root, "PUT", path, upgrade, &extra).await;
+    if a.status() != 101 {
+        let status = a.status();
+        return (status, serde_json::from_slice(&a.body().await).unwrap());
     }
-    tokio::time::timeout(Duration::from_secs(60), conn.read_to_end(&mut rest))
-        .await
-        .expect("a switched upload's answer did not come")
-        .unwrap();
+    assert!(a.rest.is_empty(), "bytes after the 101 before the content");
+    let sent = a.conn.write_all(&data[..send]).await;
+    if send < data.len() {
+        // A client that breaks off.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        return (0, Value::Null);
+    }
+    // A refusal before the content was all taken still has its answer read.
+    let _ = sent;
+    let answer = a.until_close().await;
     assert_eq!(
-        rest.get(3),
+        answer.get(3),
         Some(&b'\n'),
         "{}",
-        String::from_utf8_lossy(&rest)
+        String::from_utf8_lossy(&answer)
     );
-    let status = std::str::from_utf8(&rest[..3]).unwrap().parse().unwrap();
-    (status, serde_json::from_slice(&rest[4..]).unwrap())
+    let status = std::str::from_utf8(&answer[..3]).unwrap().parse().unwrap();
+    (status, serde_json::from_slice(&answer[4..]).unwrap())
 }
 
 /// A client on plain HTTP/1.1 that asks for the switch gets large content raw after a 101 (the daemon

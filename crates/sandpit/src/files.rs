@@ -20,8 +20,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use reqwest::Method;
 use sandpit_types::files::{
-    SPLICE_LENGTH_HEADER, SPLICE_MIN_BYTES, SPLICE_PROTOCOL, SignedUrl, SignedUrlOp,
-    SignedUrlRequest,
+    SPLICE_MIN_BYTES, SPLICE_PROTOCOL, SignedUrl, SignedUrlOp, SignedUrlRequest,
 };
 use sandpit_types::{
     ChmodRequest, ChownRequest, Entry, EntryList, FileMode, FsEvent, MkdirRequest, MoveRequest,
@@ -211,16 +210,7 @@ impl Files {
         if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Box::pin(resp.bytes_stream().map_err(Error::from)));
         }
-        let len = resp
-            .headers()
-            .get(SPLICE_LENGTH_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "the daemon switched the download without a {SPLICE_LENGTH_HEADER} header"
-                ))
-            })?;
+        let len = crate::switched::switched_length(resp.headers())?;
         let raw = resp.upgrade().await?;
         Ok(Box::pin(raw_content(raw, len)))
     }

@@ -110,6 +110,19 @@ fn switch_request(
         .map_err(|e| Error::invalid(e.to_string()))
 }
 
+/// The content's length a switched download's 101 announces ([`SPLICE_LENGTH_HEADER`]).
+pub(crate) fn switched_length(headers: &hyper::HeaderMap) -> Result<u64> {
+    headers
+        .get(SPLICE_LENGTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            Error::Protocol(format!(
+                "the daemon switched the download without a {SPLICE_LENGTH_HEADER} header"
+            ))
+        })
+}
+
 /// The switched connection under a 101, as a blocking socket, and what hyper read past the head.
 async fn take_socket(
     client: &Client,
@@ -162,16 +175,7 @@ pub(crate) async fn to_file(
         .map_err(|e| unreachable(client, io::Error::other(e)))?;
     let status = resp.status();
     if status == hyper::StatusCode::SWITCHING_PROTOCOLS {
-        let len = resp
-            .headers()
-            .get(SPLICE_LENGTH_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .ok_or_else(|| {
-                Error::Protocol(format!(
-                    "the daemon switched the download without a {SPLICE_LENGTH_HEADER} header"
-                ))
-            })?;
+        let len = switched_length(resp.headers())?;
         let (sock, ahead) = take_socket(client, resp).await?;
         let f = create(local)?;
         let writing = format!("writing {}", local.display());
