@@ -693,7 +693,7 @@ async fn sdk_streams(
             summarize(&rust),
         )
         .against("plain pipe, same text", pipe_s)
-        .note("Process::stream (SSE), every chunk decoded"),
+        .note("Process::stream (WebSocket session), every chunk decoded"),
     ];
     for lang in SdkLang::BOTH {
         let name = format!("{label} via {} SDK stream", lang.label());
@@ -706,8 +706,8 @@ async fn sdk_streams(
                 Row::new(group, &name, "MiB/s", summarize(&rates))
                     .against("plain pipe, same text", pipe_s)
                     .note(match lang {
-                        SdkLang::Python => "async for over handle.stream() (AsyncSandbox)",
-                        SdkLang::TypeScript => "for await over handle.stream()",
+                        SdkLang::Python => "async for over handle.stream() (AsyncSandbox, WebSocket session)",
+                        SdkLang::TypeScript => "for await over handle.stream() (Node: WebSocket session)",
                     }),
             ),
         }

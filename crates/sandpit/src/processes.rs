@@ -289,7 +289,9 @@ impl Process {
         self.wait().await
     }
 
-    /// Streams stdout/stderr from the first kept chunk, ending with [`ProcessStreamEvent::Exit`].
+    /// Streams stdout/stderr from the first kept chunk, ending with [`ProcessStreamEvent::Exit`]. It reads
+    /// the process's WebSocket session (binary frames), or SSE where no socket can be opened; a cut
+    /// connection resumes where it stopped, and a consumer slower than the process holds it back.
     ///
     /// ```no_run
     /// # async fn demo(p: sandpit::Process) -> sandpit::Result<()> {
@@ -305,7 +307,11 @@ impl Process {
     /// # Ok(()) }
     /// ```
     pub fn stream(&self) -> impl Stream<Item = Result<ProcessStreamEvent>> + Send + 'static {
-        let events = self.target.events(&self.info.id, 1);
+        let events = Box::pin(crate::ws::follow(
+            self.target.clone(),
+            self.info.id.clone(),
+            1,
+        ));
         futures_util::stream::unfold(
             (
                 events,

@@ -264,3 +264,43 @@ async fn session(
         }
     }
 }
+
+/// Where [`follow`] reads from.
+enum Source {
+    Unopened(SandboxRef, String, u64),
+    Socket(WsSession),
+    Sse(crate::sse::EventStream),
+}
+
+/// A process's events from `from_seq` until `exited`, for [`Process::stream`](crate::Process::stream):
+/// over the WebSocket session (binary frames: no JSON or base64 to decode; a bounded queue, so a slow
+/// consumer holds the socket, and through it the process, back). When no socket can be opened (a proxy
+/// that drops `Upgrade`, an API error) the events come over SSE instead, which reports any API error
+/// itself. Either resumes a cut connection from the last seq.
+pub(crate) fn follow(
+    target: SandboxRef,
+    pid: String,
+    from_seq: u64,
+) -> impl futures_util::Stream<Item = Result<ProcessEvent>> + Send + 'static {
+    futures_util::stream::unfold(Source::Unopened(target, pid, from_seq), |src| async move {
+        let mut src = match src {
+            Source::Unopened(target, pid, from_seq) => {
+                match WsSession::open(target.clone(), pid.clone(), from_seq).await {
+                    Ok(s) => Source::Socket(s),
+                    Err(_) => Source::Sse(target.events(&pid, from_seq)),
+                }
+            }
+            open => open,
+        };
+        let item = match &mut src {
+            Source::Socket(s) => s
+                .events
+                .recv()
+                .await
+                .map(|r| r.map(|Incoming::Event(ev)| ev)),
+            Source::Sse(s) => s.next().await,
+            Source::Unopened(..) => None,
+        };
+        item.map(|i| (i, src))
+    })
+}

@@ -691,6 +691,47 @@ async fn a_cut_websocket_session_resumes() {
     sandbox.kill().await.unwrap();
 }
 
+/// `Process::stream` reads the WebSocket session: a cut socket resumes (the proxy cuts the first `/ws`
+/// connection `after` bytes in), and a socket that cannot be opened at all (cut at 0 bytes: a proxy that
+/// drops the upgrade) leaves the stream to SSE. Either way every line arrives once.
+async fn stream_through_cutting_ws_proxy(after: usize) {
+    let d = Daemon::start();
+    let sandbox = sandbox(&d).await;
+    let (proxy, cuts) = common::cutting_proxy(d.url.clone(), "/ws", 1, after).await;
+    let via = Client::new(&proxy, &d.key).unwrap();
+    let sbx2 = Sandbox::get(&via, sandbox.id()).await.unwrap();
+    let process = sbx2
+        .processes()
+        .start("for i in $(seq 1 30); do echo s-$i; sleep 0.02; done")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut exit = None;
+    let mut stream = std::pin::pin!(process.stream());
+    while let Some(event) = stream.next().await {
+        match event.unwrap() {
+            ProcessStreamEvent::Stdout { data, .. } => text.push_str(&data),
+            ProcessStreamEvent::Exit { result } => exit = Some(result.stdout),
+            _ => {}
+        }
+    }
+    let expect: String = (1..=30).map(|i| format!("s-{i}\n")).collect();
+    assert_eq!(text, expect);
+    assert_eq!(exit.as_deref(), Some(expect.as_str()));
+    assert_eq!(cuts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    sandbox.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_stream_reads_the_websocket_and_resumes_it() {
+    stream_through_cutting_ws_proxy(400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_stream_falls_back_to_sse_when_no_socket_opens() {
+    stream_through_cutting_ws_proxy(0).await;
+}
+
 // ---------------------------------------------------------------- templates
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

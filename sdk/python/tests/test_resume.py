@@ -22,11 +22,14 @@ EXPECTED = "".join(f"line {i}\n" for i in range(1, 13))
 
 
 class CuttingRelay:
-    """Relays TCP connections to the daemon; :meth:`cut` drops every open one, ``refuse`` drops new ones."""
+    """Relays TCP connections to the daemon; :meth:`cut` drops every open one, ``refuse`` drops new ones, and
+    ``refuse_upgrades`` answers WebSocket handshakes with 502, as a proxy that cannot carry them does."""
 
     def __init__(self, upstream: Tuple[str, int]) -> None:
         self.upstream = upstream
         self.refuse = False
+        self.refuse_upgrades = False
+        self.refused_upgrades = 0
         self.accepted = 0
         self._conns: List[socket.socket] = []
         self._lock = threading.Lock()
@@ -47,6 +50,11 @@ class CuttingRelay:
             if self.refuse:
                 client.close()
                 continue
+            if self.refuse_upgrades and self._is_upgrade(client):
+                self.refused_upgrades += 1
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.upstream)
             except OSError:
@@ -56,6 +64,17 @@ class CuttingRelay:
                 self._conns += [client, upstream]
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _is_upgrade(client: socket.socket) -> bool:
+        """Whether the connection's first request (peeked, left unread) asks for a WebSocket."""
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            more = client.recv(65536, socket.MSG_PEEK)
+            if len(more) == len(head):
+                break
+            head = more
+        return b"upgrade: websocket" in head.lower()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -151,7 +170,11 @@ def test_sse_gives_up_with_stream_error(sbx: Sandbox, relay: CuttingRelay, few_a
         remote.close()
 
 
-async def test_async_sse_resumes_after_a_cut(sbx: Sandbox, relay: CuttingRelay) -> None:
+@pytest.mark.parametrize("upgrades", ["websocket", "refused"])
+async def test_async_stream_resumes_after_a_cut(sbx: Sandbox, relay: CuttingRelay, upgrades: str) -> None:
+    """The async stream reads the WebSocket session; where a proxy refuses WebSockets it reads SSE. Either way
+    a cut connection resumes with nothing lost or repeated."""
+    relay.refuse_upgrades = upgrades == "refused"
     remote = await AsyncSandbox.connect(sbx.id, url=relay.url)
     try:
         process = await remote.processes.start(SCRIPT, stdin=None)
@@ -164,6 +187,33 @@ async def test_async_sse_resumes_after_a_cut(sbx: Sandbox, relay: CuttingRelay) 
             if event.type == "exit":
                 assert event.result is not None and event.result.stdout == EXPECTED
         assert text == EXPECTED
+        # Refused, the socket was asked for once, then SSE served (and resumed) the stream.
+        assert relay.refused_upgrades == (1 if upgrades == "refused" else 0)
+    finally:
+        await remote.close()
+
+
+async def test_async_stream_holds_a_fast_process_back_for_a_slow_loop(sbx: Sandbox) -> None:
+    """A loop slower than its process holds it back (the socket's flow control, through to the agent) instead
+    of queueing the output in memory, and still gets every byte."""
+    total = 96 * 1024 * 1024
+    remote = await AsyncSandbox.connect(sbx.id)
+    try:
+        # Gated: the output starts once the stream is attached (a process nobody follows is never held back).
+        process = await remote.processes.start(f"echo ready; read _gate; head -c {total} /dev/zero")
+        got, written_while_paused = 0, None
+        async for event in process.stream():
+            assert event.type != "lost"
+            if event.type == "stdout" and event.data == "ready\n" and got == 0:
+                await process.write_stdin("go\n", eof=True)
+            elif event.type == "stdout":
+                got += len(event.data)
+                if written_while_paused is None:
+                    # Unheld, the process would write all 96 MiB meanwhile (hundreds of MiB/s).
+                    await asyncio.sleep(1.5)
+                    written_while_paused = (await remote.processes.get(process.id)).info.stdout_bytes
+        assert got == total
+        assert written_while_paused is not None and written_while_paused < total // 2, written_while_paused
     finally:
         await remote.close()
 

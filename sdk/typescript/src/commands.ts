@@ -8,7 +8,7 @@ import type { SandboxScope } from "./client.js";
 import { StreamText, toBytes } from "./encoding.js";
 import { CommandExitError, NotFoundError, SandboxError, TimeoutError } from "./errors.js";
 import { type CommandResult, commandResult, commandResultFromExec } from "./output.js";
-import { followEvents } from "./sse.js";
+import { followProcess } from "./ws.js";
 import {
   type StartOptions,
   killProcess,
@@ -74,7 +74,7 @@ function throwIfTimedOut(r: CommandResult): CommandResult {
 }
 
 /**
- * Follows a process's SSE feed from the start, calling the callbacks per chunk, and returns the final result.
+ * Follows a process's output from the start ({@link followProcess}), calling the callbacks per chunk, and returns the final result.
  */
 export async function streamResult(
   scope: SandboxScope,
@@ -84,7 +84,7 @@ export async function streamResult(
 ): Promise<CommandResult> {
   const out = new StreamText();
   const err = new StreamText();
-  for await (const ev of followEvents(scope, pid, { signal })) {
+  for await (const ev of followProcess(scope, pid, { signal })) {
     if (ev.type === "stdout") {
       const t = out.push(ev.data);
       if (t) cb.onStdout?.(t);

@@ -7,7 +7,7 @@
 import type { SandboxScope } from "./client.js";
 import { StreamText, toBytes, wireBytes } from "./encoding.js";
 import { type ProcessResult, processResult } from "./output.js";
-import { followEvents } from "./sse.js";
+import { followProcess } from "./ws.js";
 import { type StartOptions, killProcess, startProcess, startRequest, waitProcess } from "./start.js";
 import {
   type ProcessInfo,
@@ -155,13 +155,15 @@ export class ProcessHandle {
   }
 
   /**
-   * Streams output as it arrives (Server-Sent Events): `stdout` / `stderr` events with `data`, then one
-   * `exit` event with the `result`. A cut stream resumes where it stopped.
+   * Streams output as it arrives: `stdout` / `stderr` events with `data`, then one `exit` event with the
+   * `result`. On Node it reads the process's WebSocket session (binary frames), held back while the loop
+   * body is slower than the process; in browsers, or where no socket can be opened, Server-Sent Events. A cut
+   * stream resumes where it stopped.
    */
   async *stream(opts: StreamOpts = {}): AsyncGenerator<ProcessEvent> {
     const out = new StreamText();
     const err = new StreamText();
-    for await (const ev of followEvents(this.scope, this.id, opts)) {
+    for await (const ev of followProcess(this.scope, this.id, opts)) {
       if (ev.type === "stdout" || ev.type === "stderr") {
         const data = (ev.type === "stdout" ? out : err).push(ev.data);
         yield { type: ev.type, data, bytes: ev.data, seq: ev.seq };

@@ -8,11 +8,24 @@
 import type { SandboxScope } from "./client.js";
 import { toBytes } from "./encoding.js";
 import { SandboxError } from "./errors.js";
-import { type ProcessStreamEvent, backoff, retryable, sleep } from "./sse.js";
+import { type FollowOptions, type ProcessStreamEvent, backoff, followEvents, retryable, sleep } from "./sse.js";
 import type { Signal, WireProcessInfo } from "./types.js";
 
 /** An event of a WebSocket session: the process events, plus control errors the agent reports. */
 export type SocketEvent = ProcessStreamEvent | { type: "error"; code: string; message: string };
+
+/** Output queued for a slow consumer past which a session stops reading its socket (when it can). */
+export const QUEUE_HIGH_BYTES = 4 * 1024 * 1024;
+/** ... and below which it reads again. */
+const QUEUE_LOW_BYTES = 1024 * 1024;
+
+/** The socket's `pause`/`resume` (the `ws` package has them; the standard WebSocket does not). */
+function pausable(ws: WebSocket | undefined): { pause(): void; resume(): void } | undefined {
+  const p = ws as unknown as { pause?: unknown; resume?: unknown } | undefined;
+  return p && typeof p.pause === "function" && typeof p.resume === "function"
+    ? (p as unknown as { pause(): void; resume(): void })
+    : undefined;
+}
 
 /** A minimal async queue: producers push, one consumer pulls in order. */
 export class AsyncQueue<T> implements AsyncIterable<T> {
@@ -20,12 +33,16 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   private readonly waiters: Array<{ resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }> = [];
   private ended = false;
   private failure: { error: unknown } | undefined;
+  /** Called with each item as it leaves the queue (for flow control). */
+  onTake: ((item: T) => void) | undefined;
 
   /** Adds an item. */
   push(item: T): void {
     const w = this.waiters.shift();
-    if (w) w.resolve({ value: item, done: false });
-    else this.items.push(item);
+    if (w) {
+      this.onTake?.(item);
+      w.resolve({ value: item, done: false });
+    } else this.items.push(item);
   }
 
   /** Marks the end; pending and later pulls see `done` once the buffered items are consumed. */
@@ -44,7 +61,10 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   /** The next item, or done. */
   next(): Promise<IteratorResult<T>> {
     const item = this.items.shift();
-    if (item !== undefined) return Promise.resolve({ value: item, done: false });
+    if (item !== undefined) {
+      this.onTake?.(item);
+      return Promise.resolve({ value: item, done: false });
+    }
     if (this.failure) return Promise.reject(this.failure.error);
     if (this.ended) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
@@ -78,7 +98,8 @@ export function decodeFrame(buf: ArrayBuffer | Uint8Array): { channel: number; s
   const bytes = buf instanceof Uint8Array ? buf : new Uint8Array(buf);
   if (bytes.length < 9) throw new SandboxError(`binary frame of ${bytes.length} bytes is too short`, { code: "protocol" });
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return { channel: bytes[0] ?? 0, seq: Number(view.getBigUint64(1, false)), data: bytes.slice(9) };
+  // A view, not a copy: each message has a buffer of its own.
+  return { channel: bytes[0] ?? 0, seq: Number(view.getBigUint64(1, false)), data: bytes.subarray(9) };
 }
 
 /**
@@ -101,6 +122,12 @@ export class ProcessSocket {
   private closedByUser = false;
   private dropsWithoutProgress = 0;
   private done = false;
+  /** Output bytes queued in {@link ProcessSocket.events} and not yet taken. */
+  private queuedBytes = 0;
+  /** Whether reading from the socket is paused because the queue holds {@link QUEUE_HIGH_BYTES}. */
+  private paused = false;
+  /** Whether the sockets this session opens can pause (known once the first is open, even if it is gone). */
+  private holdable = false;
   private resolveExited!: (info: WireProcessInfo) => void;
   private rejectExited!: (e: unknown) => void;
 
@@ -116,6 +143,14 @@ export class ProcessSocket {
     });
     // Nobody may await it (fire-and-forget sessions): never report it as unhandled.
     this.exited.catch(() => undefined);
+    this.events.onTake = (ev) => {
+      if (ev.type !== "stdout" && ev.type !== "stderr") return;
+      this.queuedBytes -= ev.data.length;
+      if (this.paused && this.queuedBytes <= QUEUE_LOW_BYTES) {
+        this.paused = false;
+        pausable(this.ws)?.resume();
+      }
+    };
   }
 
   /** Opens the session; resolves once the socket is open. */
@@ -139,6 +174,9 @@ export class ProcessSocket {
       this.onMessage(ev.data),
     );
     this.ws = ws;
+    this.holdable = pausable(ws) !== undefined;
+    // A new socket starts reading; it is paused again by the next chunk if the queue is still full.
+    this.paused = false;
     const onClose = (): void => {
       if (this.ws === ws) this.ws = undefined;
       if (!this.done && !this.closedByUser) void this.reconnect();
@@ -187,7 +225,19 @@ export class ProcessSocket {
 
   private emit(ev: SocketEvent): void {
     this.opts.onEvent?.(ev);
-    if (this.opts.queue !== false) this.events.push(ev);
+    if (this.opts.queue === false) return;
+    this.events.push(ev);
+    if (ev.type !== "stdout" && ev.type !== "stderr") return;
+    // Flow control: a consumer that falls behind holds the socket (and through TCP, the agent and the
+    // process) back instead of queueing without bound. Only sockets that can pause (the `ws` package) can.
+    this.queuedBytes += ev.data.length;
+    if (!this.paused && this.queuedBytes > QUEUE_HIGH_BYTES) {
+      const ws = pausable(this.ws);
+      if (ws) {
+        ws.pause();
+        this.paused = true;
+      }
+    }
   }
 
   private onMessage(data: unknown): void {
@@ -256,6 +306,11 @@ export class ProcessSocket {
     this.sendRaw(JSON.stringify({ type: "resize", cols, rows }));
   }
 
+  /** Whether the session can hold its socket back when {@link ProcessSocket.events} is not read fast enough. */
+  get canHoldBack(): boolean {
+    return this.holdable;
+  }
+
   /** Test hook and escape hatch: the current underlying socket, if open. */
   get socket(): WebSocket | undefined {
     return this.ws;
@@ -266,5 +321,50 @@ export class ProcessSocket {
     this.closedByUser = true;
     this.ws?.close();
     if (!this.done) this.fail(new SandboxError("the session was closed before the process exited", { code: "closed" }));
+  }
+}
+
+/**
+ * A process's events from `fromSeq` until `exited` (what {@link ProcessHandle.stream} reads): over the
+ * WebSocket session where its socket can be held back by a slow consumer (Node with the `ws` package):
+ * binary frames, with no JSON or base64 to decode. Elsewhere (a browser's WebSocket cannot pause), or when
+ * no socket can be opened (a proxy that drops `Upgrade`, an API error), over SSE ({@link followEvents}),
+ * which reports any API error itself. Either resumes a cut connection from the last `seq`.
+ */
+export async function* followProcess(
+  scope: SandboxScope,
+  pid: string | number,
+  opts: FollowOptions = {},
+): AsyncGenerator<ProcessStreamEvent> {
+  opts.signal?.throwIfAborted();
+  let socket: ProcessSocket | undefined;
+  const impl = await scope.client.webSocketClass().catch(() => undefined);
+  if (impl?.isWsPackage) {
+    socket = await ProcessSocket.open(scope, pid, { fromSeq: opts.fromSeq }).catch(() => undefined);
+    if (socket && !socket.canHoldBack) {
+      socket.close();
+      socket = undefined;
+    }
+  }
+  if (!socket) {
+    yield* followEvents(scope, pid, opts);
+    return;
+  }
+  const open = socket;
+  const onAbort = (): void => open.close();
+  opts.signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    opts.signal?.throwIfAborted(); // aborted while the socket was opening
+    for await (const ev of open.events) {
+      if (ev.type === "error") continue; // answers to control messages, which this reader never sends
+      yield ev;
+      if (ev.type === "exited") return;
+    }
+  } catch (e) {
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    throw e;
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+    open.close();
   }
 }

@@ -48,9 +48,36 @@ function cuttingFetch(cuts: number, seen: Array<string | null>): typeof fetch {
 
 const SCRIPT = "for i in 1 2 3 4 5 6; do echo $i; sleep 0.1; done";
 
+/**
+ * A `ws` WebSocket whose every connection is refused (as by a proxy that drops `Upgrade`): it connects to a
+ * closed loopback port instead of the daemon. Streams then fall back to SSE. Records the URLs asked for.
+ */
+function refusedWebSocket(urls: string[]): WebSocketConstructor {
+  class Refused extends WsWebSocket {
+    constructor(url: string, protocols?: string | string[], opts?: object) {
+      super("ws://127.0.0.1:1/", protocols, opts);
+      urls.push(url);
+    }
+  }
+  return Refused as unknown as WebSocketConstructor;
+}
+
+/** A `ws` WebSocket that records the URLs it connects to. */
+function recordingWebSocket(urls: string[]): WebSocketConstructor {
+  class Recording extends WsWebSocket {
+    constructor(url: string, protocols?: string | string[], opts?: object) {
+      super(url, protocols, opts);
+      urls.push(url);
+    }
+  }
+  return Recording as unknown as WebSocketConstructor;
+}
+
 test("SSE: a cut stream resumes after the last seq (Last-Event-ID), nothing lost or repeated", async () => {
   const seen: Array<string | null> = [];
-  const sandbox = await Sandbox.create({ fetch: cuttingFetch(3, seen) });
+  const refused: string[] = [];
+  // Streams read the WebSocket session when they can: refused here, they fall back to SSE.
+  const sandbox = await Sandbox.create({ fetch: cuttingFetch(3, seen), WebSocket: refusedWebSocket(refused) });
   try {
     const chunks: string[] = [];
     const r = await sandbox.commands.run(SCRIPT, { onStdout: (d) => chunks.push(d) });
@@ -64,6 +91,7 @@ test("SSE: a cut stream resumes after the last seq (Last-Event-ID), nothing lost
     let out = "";
     for await (const ev of p.stream()) if (ev.type === "stdout") out += ev.data;
     assert.equal(out, "1\n2\n3\n4\n5\n6\n");
+    assert.ok(refused.length >= 2 && refused.every((u) => u.includes("/ws?from_seq=1")), refused.join(" "));
   } finally {
     await sandbox.kill();
   }
@@ -79,7 +107,7 @@ test("SSE: gives up with SandboxError after streamRetries attempts without progr
     }
     return cut(input, init);
   };
-  const sandbox = await Sandbox.create({ fetch: failing, streamRetries: 2 });
+  const sandbox = await Sandbox.create({ fetch: failing, streamRetries: 2, WebSocket: refusedWebSocket([]) });
   try {
     await assert.rejects(
       sandbox.commands.runStream("for i in $(seq 1 40); do echo $i; sleep 0.05; done"),
@@ -125,6 +153,64 @@ test("WebSocket: a dropped session resumes with ?from_seq=, nothing lost or repe
     const h = await sandbox.execStream("sh", ["-c", SCRIPT]);
     const out = await h.collect();
     assert.equal(out.stdout(), "1\n2\n3\n4\n5\n6\n");
+  } finally {
+    await sandbox.kill();
+  }
+});
+
+test("stream(): reads the WebSocket session, and a cut one resumes with ?from_seq=", async () => {
+  const urls: string[] = [];
+  const sandbox = await Sandbox.create({ WebSocket: droppingWebSocket(2, urls) });
+  try {
+    const p = await sandbox.processes.start(SCRIPT);
+    let out = "";
+    let exit: string | undefined;
+    for await (const ev of p.stream()) {
+      if (ev.type === "stdout") out += ev.data;
+      else if (ev.type === "exit") exit = ev.result.stdout;
+    }
+    assert.equal(out, "1\n2\n3\n4\n5\n6\n");
+    assert.equal(exit, out);
+    assert.ok(urls.length >= 3, urls.join(" "));
+    assert.ok(urls.every((u) => u.includes(`/processes/${p.id}/ws?`)), urls.join(" "));
+  } finally {
+    await sandbox.kill();
+  }
+});
+
+test("stream(): a loop slower than the process holds it back over the WebSocket, nothing lost", async () => {
+  const urls: string[] = [];
+  const sandbox = await Sandbox.create({ WebSocket: recordingWebSocket(urls) });
+  const total = 96 * 1024 * 1024;
+  try {
+    // Gated: the output starts once the stream is attached (a process nobody follows is never held back).
+    const p = await sandbox.processes.start(`echo ready; read _gate; head -c ${total} /dev/zero`);
+    let got = 0;
+    let paused = false;
+    let writtenWhilePaused = 0;
+    for await (const ev of p.stream()) {
+      if (ev.type === "stdout" && ev.data === "ready\n" && got === 0) {
+        await p.writeStdin({ data: "go\n", eof: true });
+      } else if (ev.type === "stdout") {
+        got += ev.bytes.length;
+        if (!paused) {
+          paused = true;
+          // The loop stops reading for a while: unheld, the process would write all 96 MiB meanwhile
+          // (hundreds of MiB/s) and this session would queue it all in memory.
+          await new Promise((r) => setTimeout(r, 1500));
+          writtenWhilePaused = (await p.refresh()).stdoutBytes;
+        }
+      } else if (ev.type === "lost") {
+        assert.fail(`lost ${ev.lostBytes} bytes`);
+      } else if (ev.type === "exit") {
+        assert.equal(ev.result.exitCode, 0);
+      }
+    }
+    assert.equal(got, total);
+    // Held back: what the process wrote is what this session queued (4 MiB), the agent's window and the
+    // socket buffers between them: far from everything.
+    assert.ok(writtenWhilePaused < total / 2, `the process wrote ${writtenWhilePaused} bytes while the loop slept`);
+    assert.ok(urls.some((u) => u.includes("/ws?")), urls.join(" "));
   } finally {
     await sandbox.kill();
   }

@@ -22,7 +22,7 @@ import {
   parseSse,
 } from "sandpit";
 import { DetachMatcher, keyFileCandidates, readKeyFile, verifyWebhook } from "sandpit/node";
-import { STREAM_KEEP_BYTES, StreamText } from "../src/encoding.js";
+import { STREAM_KEEP_BYTES, StreamText, incompleteTail } from "../src/encoding.js";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -334,4 +334,25 @@ test("StreamText hands out every chunk but keeps only the last 64 MiB, decoding 
   const e = new TextEncoder().encode("é");
   assert.equal(t.push(e.subarray(0, 1)) + t.push(e.subarray(1)), "é");
   assert.equal(t.value, "é");
+  // ... for every cut of 1- to 4-byte characters, and an invalid byte is still replaced, not carried.
+  const text = "aé€😀b";
+  const bytes = new TextEncoder().encode(text);
+  for (let cut = 0; cut <= bytes.length; cut++) {
+    const u = new StreamText();
+    assert.equal(u.push(bytes.subarray(0, cut)) + u.push(bytes.subarray(cut)), text, `cut at ${cut}`);
+  }
+  assert.equal(new StreamText().push(new Uint8Array([0x61, 0xff, 0x62])), "a\ufffdb");
+});
+
+test("incompleteTail counts only a character that continues past the end", () => {
+  const b = (...x: number[]): Uint8Array => new Uint8Array(x);
+  assert.equal(incompleteTail(b()), 0);
+  assert.equal(incompleteTail(b(0x61)), 0);
+  assert.equal(incompleteTail(b(0xc3)), 1);
+  assert.equal(incompleteTail(b(0xc3, 0xa9)), 0);
+  assert.equal(incompleteTail(b(0xe2, 0x82)), 2);
+  assert.equal(incompleteTail(b(0xe2, 0x82, 0xac)), 0);
+  assert.equal(incompleteTail(b(0xf0, 0x9f, 0x98)), 3);
+  assert.equal(incompleteTail(b(0xf0, 0x9f, 0x98, 0x80)), 0);
+  assert.equal(incompleteTail(b(0x80, 0x80, 0x80, 0x80)), 0); // stray continuation bytes: nothing to wait for
 });

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import codecs
 import inspect
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote
 
 from ._options import Stdin, build_start_request, timeout_ms
@@ -31,13 +32,32 @@ def _data(data: Union[str, bytes]) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
 
 
+class _Tail:
+    """The last ``STREAM_KEEP_BYTES`` of a stream, kept as the chunks that came (no copy per chunk: whole chunks
+    are dropped from the front once the rest still holds the limit)."""
+
+    def __init__(self) -> None:
+        self._chunks: Deque[bytes] = deque()
+        self._size = 0
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        while self._size - len(self._chunks[0]) >= STREAM_KEEP_BYTES:
+            self._size -= len(self._chunks.popleft())
+
+    def value(self) -> bytes:
+        whole = b"".join(self._chunks)
+        return whole[-STREAM_KEEP_BYTES:] if len(whole) > STREAM_KEEP_BYTES else whole
+
+
 class OutputCollector:
     """Collects a process's stdout and stderr from events (the last ``STREAM_KEEP_BYTES`` of each) and forwards
     decoded text to callbacks."""
 
     def __init__(self, on_stdout: Optional[OutputCallback] = None, on_stderr: Optional[OutputCallback] = None) -> None:
-        self.stdout = bytearray()
-        self.stderr = bytearray()
+        self._stdout = _Tail()
+        self._stderr = _Tail()
         self.on_stdout = on_stdout
         self.on_stderr = on_stderr
         self._decoders = {
@@ -49,14 +69,12 @@ class OutputCollector:
         """Record an output event; return the callback to call and its text, if any."""
         if ev.kind not in ("stdout", "stderr"):
             return None
-        kept = self.stdout if ev.kind == "stdout" else self.stderr
-        kept.extend(ev.data)
-        if len(kept) > 2 * STREAM_KEEP_BYTES:
-            # Trimmed in bulk (amortized): the result keeps the last STREAM_KEEP_BYTES.
-            del kept[: len(kept) - STREAM_KEEP_BYTES]
+        (self._stdout if ev.kind == "stdout" else self._stderr).add(ev.data)
         callback = self.on_stdout if ev.kind == "stdout" else self.on_stderr
+        if callback is None:
+            return None
         text = self._decoders[ev.kind].decode(ev.data)
-        if callback is None or not text:
+        if not text:
             return None
         return callback, text
 
@@ -76,9 +94,7 @@ class OutputCollector:
 
     def result(self, info: ProcessInfo) -> CommandResult:
         """The result of the process that ended as ``info``, with the collected output."""
-        return CommandResult.build(
-            info, bytes(self.stdout[-STREAM_KEEP_BYTES:]), bytes(self.stderr[-STREAM_KEEP_BYTES:])
-        )
+        return CommandResult.build(info, self._stdout.value(), self._stderr.value())
 
 
 class _Api:
