@@ -7,6 +7,7 @@ import asyncio
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, List, Tuple
 from urllib.parse import urlparse
@@ -117,7 +118,11 @@ def relay(daemon: Daemon) -> Iterator[CuttingRelay]:
     r.close()
 
 
-def test_sse_resumes_after_cuts(sbx: Sandbox, relay: CuttingRelay) -> None:
+@pytest.mark.parametrize("upgrades", ["websocket", "refused"])
+def test_stream_resumes_after_cuts(sbx: Sandbox, relay: CuttingRelay, upgrades: str) -> None:
+    """The blocking streams read the WebSocket session, or SSE where a proxy refuses WebSockets: either way a
+    cut connection resumes with nothing lost or repeated."""
+    relay.refuse_upgrades = upgrades == "refused"
     remote = Sandbox.connect(sbx.id, url=relay.url)
     try:
         process = remote.processes.start(SCRIPT, stdin=None)
@@ -143,6 +148,8 @@ def test_sse_resumes_after_cuts(sbx: Sandbox, relay: CuttingRelay) -> None:
 
         assert remote.commands.run(SCRIPT, on_stdout=on_stdout).stdout == EXPECTED
         assert "".join(chunks) == EXPECTED
+        # Refused, each stream asked for the socket once, then SSE served (and resumed) it.
+        assert (relay.refused_upgrades > 0) == (upgrades == "refused")
     finally:
         remote.close()
 
@@ -153,7 +160,11 @@ def few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandpit._stream, "MAX_RESUME_ATTEMPTS", 3)
 
 
-def test_sse_gives_up_with_stream_error(sbx: Sandbox, relay: CuttingRelay, few_attempts: None) -> None:
+@pytest.mark.parametrize("upgrades", ["websocket", "refused"])
+def test_stream_gives_up_with_stream_error(
+    sbx: Sandbox, relay: CuttingRelay, few_attempts: None, upgrades: str
+) -> None:
+    relay.refuse_upgrades = upgrades == "refused"
     remote = Sandbox.connect(sbx.id, url=relay.url)
     try:
         process = remote.processes.start("echo first; sleep 30", stdin=None)
@@ -191,6 +202,24 @@ async def test_async_stream_resumes_after_a_cut(sbx: Sandbox, relay: CuttingRela
         assert relay.refused_upgrades == (1 if upgrades == "refused" else 0)
     finally:
         await remote.close()
+
+
+def test_stream_holds_a_fast_process_back_for_a_slow_loop(sbx: Sandbox) -> None:
+    """The blocking stream too: ``websockets``' reader stops reading the socket while frames wait."""
+    total = 96 * 1024 * 1024
+    process = sbx.processes.start(f"echo ready; read _gate; head -c {total} /dev/zero")
+    got, written_while_paused = 0, None
+    for event in process.stream():
+        assert event.type != "lost"
+        if event.type == "stdout" and event.data == "ready\n" and got == 0:
+            process.write_stdin("go\n", eof=True)
+        elif event.type == "stdout":
+            got += len(event.data)
+            if written_while_paused is None:
+                time.sleep(1.5)
+                written_while_paused = sbx.processes.get(process.id).info.stdout_bytes
+    assert got == total
+    assert written_while_paused is not None and written_while_paused < total // 2, written_while_paused
 
 
 async def test_async_stream_holds_a_fast_process_back_for_a_slow_loop(sbx: Sandbox) -> None:

@@ -1,5 +1,5 @@
 """Output streams with resume: SSE (``/events``; the loop reading them is in ``_async/process.py``) and the
-WebSocket session (``/ws``, async).
+WebSocket session (``/ws``: :class:`WsEventStream` on asyncio, :class:`SyncWsEventStream` blocking).
 
 Both transports deliver the same :class:`~sandpit.ExecEvent` values. Every output chunk has a ``seq``; when a
 stream is cut before the final ``exited`` event, it is reopened from the last ``seq`` seen (SSE
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncGenerator, Callable, Dict, Generator, Generic, List, Optional, TypeVar, Union
 
 from ._async.transport import AsyncTransport
+from ._sync.transport import SyncTransport
 from ._client import error_from_response
 from ._errors import InternalError, SandboxError, StreamError, UnavailableError
 from ._types import ExecEvent, LostOutput, ProcessInfo
@@ -26,6 +27,7 @@ __all__ = [
     "ClosingAsyncIterator",
     "SseMessage",
     "SseParser",
+    "SyncWsEventStream",
     "WsEventStream",
     "closing_iter",
     "resume_delay",
@@ -283,3 +285,87 @@ class WsEventStream:
                 await ws.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
+
+
+class SyncWsEventStream:
+    """The blocking counterpart of :class:`WsEventStream` (``websockets.sync``, whose reader stops reading the
+    socket while ``max_queue`` frames wait: a slow caller holds the process back). An iterator of events that
+    ends after ``exited``, reopening the socket at the next ``seq`` when it drops."""
+
+    def __init__(self, transport: SyncTransport, path: str, from_seq: int = 1) -> None:
+        self._transport = transport
+        self._path = path
+        self._cur = _Cursor(from_seq)
+        self._ws: Any = None
+        self._done = False
+        #: Errors the agent reported for control messages it could not apply (``{"type": "error"}`` frames).
+        self.errors: List[SandboxError] = []
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last output chunk delivered."""
+        return self._cur.last_seq
+
+    def connect(self) -> None:
+        """Open (or reopen) the socket at the next seq. API errors (404, 401 ...) are raised as exceptions;
+        so is a ``websockets`` too old for flow control in its blocking client (``max_queue``, 14.0)."""
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        url = self._transport.ws_url(self._path) + f"?from_seq={self._cur.last_seq + 1}"
+        headers = {k: v for k, v in self._transport.headers.items() if k != "User-Agent"}
+        try:
+            self._ws = connect(
+                url,
+                additional_headers=headers,
+                user_agent_header="sandpit-python",
+                max_size=None,
+                max_queue=16,
+                open_timeout=10,
+            )
+        except InvalidStatus as exc:
+            raise error_from_response(exc.response.status_code, exc.response.body) from exc
+
+    def __iter__(self) -> SyncWsEventStream:
+        return self
+
+    def __next__(self) -> ExecEvent:
+        import time
+
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+        failures = 0
+        while not self._done:
+            cause: BaseException
+            try:
+                if self._ws is None:
+                    self.connect()
+                while True:
+                    decoded = decode_ws(self._ws.recv())
+                    if isinstance(decoded, SandboxError):
+                        self.errors.append(decoded)
+                        continue
+                    if decoded is None or not self._cur.accept(decoded):
+                        continue
+                    if decoded.kind == "exited":
+                        self.close()
+                    return decoded
+            except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, *_RETRYABLE) as exc:
+                cause = exc
+            if self._done:
+                break
+            self._ws = None
+            failures += 1
+            time.sleep(resume_delay(self._path, self._cur, failures, cause))
+        raise StopIteration
+
+    def close(self) -> None:
+        """Close the socket and end the iteration (the process is not affected)."""
+        self._done = True
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+

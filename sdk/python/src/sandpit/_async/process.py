@@ -23,7 +23,7 @@ from .._errors import NotFoundError, SandboxTimeoutError
 from .._options import Stdin
 from .._process import _LONG_POLL_MS, OutputCollector, ProcessRef, Signal, _Api, _data, _stream_event, start_body
 # unasync: sync
-# from .._stream import _RETRYABLE, closing_iter, SseParser, _Cursor, decode_sse, resume_delay
+# from .._stream import _RETRYABLE, closing_iter, SseParser, SyncWsEventStream, _Cursor, decode_sse, resume_delay
 # unasync: async
 from .._stream import _RETRYABLE, ClosingAsyncIterator, SseParser, WsEventStream, _Cursor, decode_sse, resume_delay
 # unasync: end
@@ -59,6 +59,25 @@ async def _events(transport: AsyncTransport, path: str, from_seq: int) -> AsyncG
         await asyncio.sleep(resume_delay(path, cur, failures, cause))
 
 
+# unasync: sync
+# def _follow(
+#     transport: SyncTransport, ws_path: str, sse_path: str, from_seq: int
+# ) -> Generator[ExecEvent, None, None]:
+#     """A process's events until ``exited`` over its WebSocket session (``ws_path``): binary frames, no JSON or
+#     base64 to decode, and held back by the socket's own flow control when the caller reads slowly. When the
+#     socket cannot be opened (a proxy that drops ``Upgrade``, an old daemon, an API error, a ``websockets``
+#     before 14.0) the events come over SSE (``sse_path``) instead, which reports any API error itself. Both
+#     resume a cut connection."""
+#     ws = SyncWsEventStream(transport, ws_path, from_seq)
+#     try:
+#         ws.connect()
+#     except Exception:  # noqa: BLE001 - any failure to open the socket: SSE serves, or reports the error
+#         yield from _events(transport, sse_path, from_seq)
+#         return
+#     try:
+#         yield from ws
+#     finally:
+#         ws.close()
 # unasync: async
 async def _follow(
     transport: AsyncTransport, ws_path: str, sse_path: str, from_seq: int
@@ -79,9 +98,9 @@ async def _follow(
             yield ev
     finally:
         await ws.close()
-
-
 # unasync: end
+
+
 class AsyncProcessApi(_Api):
     """The calls of ``/v1/sandboxes/{id}/...`` (processes)."""
 
@@ -148,14 +167,9 @@ class AsyncProcessApi(_Api):
         return bool(d["killed"]), ProcessInfo.from_json(d["process"])
 
     def events(self, ref: ProcessRef, from_seq: int = 1) -> ClosingAsyncIterator[ExecEvent]:
-        # unasync: sync
-        # """The SSE event stream, resumed when cut."""
-        # return closing_iter(_events(self.t, self.p(ref, "/events"), from_seq), lambda ev: ev.kind == "exited")
-        # unasync: async
         """The event stream, over the WebSocket session (SSE when no socket can be opened), resumed when cut."""
         gen = _follow(self.t, self.p(ref, "/ws"), self.p(ref, "/events"), from_seq)
         return ClosingAsyncIterator(gen, lambda ev: ev.kind == "exited")
-        # unasync: end
 
 
 class AsyncProcessHandle:

@@ -12,7 +12,7 @@ import httpx
 from .._errors import NotFoundError, SandboxTimeoutError
 from .._options import Stdin
 from .._process import _LONG_POLL_MS, OutputCollector, ProcessRef, Signal, _Api, _data, _stream_event, start_body
-from .._stream import _RETRYABLE, closing_iter, SseParser, _Cursor, decode_sse, resume_delay
+from .._stream import _RETRYABLE, closing_iter, SseParser, SyncWsEventStream, _Cursor, decode_sse, resume_delay
 from .._types import CommandResult, ExecEvent, ExitStatus, ProcessInfo, ProcessList, StreamEvent
 from .transport import SyncTransport
 
@@ -43,6 +43,26 @@ def _events(transport: SyncTransport, path: str, from_seq: int) -> Generator[Exe
             cause = exc
         failures += 1
         time.sleep(resume_delay(path, cur, failures, cause))
+
+
+def _follow(
+    transport: SyncTransport, ws_path: str, sse_path: str, from_seq: int
+) -> Generator[ExecEvent, None, None]:
+    """A process's events until ``exited`` over its WebSocket session (``ws_path``): binary frames, no JSON or
+    base64 to decode, and held back by the socket's own flow control when the caller reads slowly. When the
+    socket cannot be opened (a proxy that drops ``Upgrade``, an old daemon, an API error, a ``websockets``
+    before 14.0) the events come over SSE (``sse_path``) instead, which reports any API error itself. Both
+    resume a cut connection."""
+    ws = SyncWsEventStream(transport, ws_path, from_seq)
+    try:
+        ws.connect()
+    except Exception:  # noqa: BLE001 - any failure to open the socket: SSE serves, or reports the error
+        yield from _events(transport, sse_path, from_seq)
+        return
+    try:
+        yield from ws
+    finally:
+        ws.close()
 
 
 class ProcessApi(_Api):
@@ -111,8 +131,9 @@ class ProcessApi(_Api):
         return bool(d["killed"]), ProcessInfo.from_json(d["process"])
 
     def events(self, ref: ProcessRef, from_seq: int = 1) -> Generator[ExecEvent, None, None]:
-        """The SSE event stream, resumed when cut."""
-        return closing_iter(_events(self.t, self.p(ref, "/events"), from_seq), lambda ev: ev.kind == "exited")
+        """The event stream, over the WebSocket session (SSE when no socket can be opened), resumed when cut."""
+        gen = _follow(self.t, self.p(ref, "/ws"), self.p(ref, "/events"), from_seq)
+        return closing_iter(gen, lambda ev: ev.kind == "exited")
 
 
 class ProcessHandle:
