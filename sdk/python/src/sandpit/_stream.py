@@ -13,8 +13,9 @@ import asyncio
 import base64
 import json
 import struct
+import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator, Callable, Dict, Generator, Generic, List, Optional, TypeVar, Union
+from typing import Any, AsyncGenerator, Callable, Dict, Generator, Generic, List, Optional, Tuple, TypeVar, Union
 
 from ._async.transport import AsyncTransport
 from ._sync.transport import SyncTransport
@@ -213,11 +214,11 @@ def closing_iter(gen: Generator[T, None, None], is_last: Callable[[T], bool]) ->
     return gen
 
 
-class WsEventStream:
-    """A resumable WebSocket session on ``.../processes/{pid}/ws``: an async iterator of events that ends
-    after ``exited``, reopening the socket at the next ``seq`` when it drops."""
+class _WsSession:
+    """What both WebSocket readers share: where the stream is, the URL and headers of the next connection, and
+    what to make of one message."""
 
-    def __init__(self, transport: AsyncTransport, path: str, from_seq: int = 1) -> None:
+    def __init__(self, transport: Union[AsyncTransport, SyncTransport], path: str, from_seq: int) -> None:
         self._transport = transport
         self._path = path
         self._cur = _Cursor(from_seq)
@@ -231,13 +232,36 @@ class WsEventStream:
         """The seq of the last output chunk delivered."""
         return self._cur.last_seq
 
+    def _target(self) -> Tuple[str, Dict[str, str]]:
+        """The next connection's URL (at the next seq) and headers."""
+        url = self._transport.ws_url(self._path) + f"?from_seq={self._cur.last_seq + 1}"
+        return url, {k: v for k, v in self._transport.headers.items() if k != "User-Agent"}
+
+    def _take(self, message: Union[str, bytes]) -> Optional[ExecEvent]:
+        """The event to deliver for ``message``, if any (control errors are kept in :attr:`errors`, replays
+        after a resume dropped)."""
+        decoded = decode_ws(message)
+        if isinstance(decoded, SandboxError):
+            self.errors.append(decoded)
+            return None
+        if decoded is None or not self._cur.accept(decoded):
+            return None
+        return decoded
+
+
+class WsEventStream(_WsSession):
+    """A resumable WebSocket session on ``.../processes/{pid}/ws``: an async iterator of events that ends
+    after ``exited``, reopening the socket at the next ``seq`` when it drops."""
+
+    def __init__(self, transport: AsyncTransport, path: str, from_seq: int = 1) -> None:
+        super().__init__(transport, path, from_seq)
+
     async def connect(self) -> None:
         """Open (or reopen) the socket at the next seq. API errors (404, 401 ...) are raised as exceptions."""
         from websockets.asyncio.client import connect
         from websockets.exceptions import InvalidStatus
 
-        url = self._transport.ws_url(self._path) + f"?from_seq={self._cur.last_seq + 1}"
-        headers = {k: v for k, v in self._transport.headers.items() if k != "User-Agent"}
+        url, headers = self._target()
         try:
             self._ws = await connect(
                 url, additional_headers=headers, user_agent_header="sandpit-python", max_size=None, open_timeout=10
@@ -258,15 +282,12 @@ class WsEventStream:
                 if self._ws is None:
                     await self.connect()
                 while True:
-                    decoded = decode_ws(await self._ws.recv())
-                    if isinstance(decoded, SandboxError):
-                        self.errors.append(decoded)
+                    ev = self._take(await self._ws.recv())
+                    if ev is None:
                         continue
-                    if decoded is None or not self._cur.accept(decoded):
-                        continue
-                    if decoded.kind == "exited":
+                    if ev.kind == "exited":
                         await self.close()
-                    return decoded
+                    return ev
             except (ConnectionClosed, InvalidHandshake, OSError, asyncio.TimeoutError, *_RETRYABLE) as exc:
                 cause = exc
             if self._done:
@@ -287,24 +308,13 @@ class WsEventStream:
                 pass
 
 
-class SyncWsEventStream:
+class SyncWsEventStream(_WsSession):
     """The blocking counterpart of :class:`WsEventStream` (``websockets.sync``, whose reader stops reading the
     socket while ``max_queue`` frames wait: a slow caller holds the process back). An iterator of events that
     ends after ``exited``, reopening the socket at the next ``seq`` when it drops."""
 
     def __init__(self, transport: SyncTransport, path: str, from_seq: int = 1) -> None:
-        self._transport = transport
-        self._path = path
-        self._cur = _Cursor(from_seq)
-        self._ws: Any = None
-        self._done = False
-        #: Errors the agent reported for control messages it could not apply (``{"type": "error"}`` frames).
-        self.errors: List[SandboxError] = []
-
-    @property
-    def last_seq(self) -> int:
-        """The seq of the last output chunk delivered."""
-        return self._cur.last_seq
+        super().__init__(transport, path, from_seq)
 
     def connect(self) -> None:
         """Open (or reopen) the socket at the next seq. API errors (404, 401 ...) are raised as exceptions;
@@ -312,8 +322,7 @@ class SyncWsEventStream:
         from websockets.exceptions import InvalidStatus
         from websockets.sync.client import connect
 
-        url = self._transport.ws_url(self._path) + f"?from_seq={self._cur.last_seq + 1}"
-        headers = {k: v for k, v in self._transport.headers.items() if k != "User-Agent"}
+        url, headers = self._target()
         try:
             self._ws = connect(
                 url,
@@ -330,8 +339,6 @@ class SyncWsEventStream:
         return self
 
     def __next__(self) -> ExecEvent:
-        import time
-
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         failures = 0
@@ -341,15 +348,12 @@ class SyncWsEventStream:
                 if self._ws is None:
                     self.connect()
                 while True:
-                    decoded = decode_ws(self._ws.recv())
-                    if isinstance(decoded, SandboxError):
-                        self.errors.append(decoded)
+                    ev = self._take(self._ws.recv())
+                    if ev is None:
                         continue
-                    if decoded is None or not self._cur.accept(decoded):
-                        continue
-                    if decoded.kind == "exited":
+                    if ev.kind == "exited":
                         self.close()
-                    return decoded
+                    return ev
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, *_RETRYABLE) as exc:
                 cause = exc
             if self._done:
@@ -368,4 +372,3 @@ class SyncWsEventStream:
                 ws.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
-
