@@ -531,8 +531,13 @@ test('files.watchDir reports changes by name relative to the watched directory',
     const handle = await sb.files.watchDir('/tmp/watched', (e) => { events.push(e) }, { recursive: true })
     try {
       await sb.files.write('/tmp/watched/new.txt', 'data')
-      await sb.commands.run('mkdir -p /tmp/watched/sub && echo x > /tmp/watched/sub/f && mv /tmp/watched/new.txt /tmp/watched/renamed.txt && rm /tmp/watched/sub/f')
       const has = (name, type) => events.some((e) => e.name === name && e.type === type)
+      await sb.commands.run('mkdir -p /tmp/watched/sub')
+      // Regression (a flaky CI run): a file made and removed in a new directory before the watcher has
+      // added that directory's watch leaves no event (inotify cannot report it, here or in E2B's envd).
+      // The watcher adds a new directory's watch as it reports its create event: wait for that event.
+      await poll(() => has('sub', FilesystemEventType.CREATE), { what: 'the new directory', timeoutMs: 10_000 })
+      await sb.commands.run('echo x > /tmp/watched/sub/f && mv /tmp/watched/new.txt /tmp/watched/renamed.txt && rm /tmp/watched/sub/f')
       await poll(
         () =>
           // A file the files API writes appears at once, whole (written aside and renamed into place): it may
