@@ -1227,8 +1227,20 @@ fn events_follow_metrics_top_and_webhooks() {
         text(&o.stderr)
     );
 
+    // Follow from the last stored event, so the create below is replayed even when it lands
+    // before the stream attaches (regression: a CI run created the sandbox first and the follow
+    // printed nothing).
+    let before = d.json(&["events", "--json", "--limit", "1000"]);
+    let last = before["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .max()
+        .unwrap_or(0)
+        .to_string();
     let mut follow = d
-        .cmd(&["events", "-f", "--json"])
+        .cmd(&["events", "-f", "--json", "--after", &last])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -1240,7 +1252,6 @@ fn events_follow_metrics_top_and_webhooks() {
             let _ = line_tx.send(serde_json::from_str(&l).unwrap());
         }
     });
-    // The stream is open once the daemon has it: make events until the first one shows.
     let sid = d.create();
     let first = followed
         .recv_timeout(Duration::from_secs(10))
