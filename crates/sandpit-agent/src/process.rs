@@ -11,15 +11,16 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Buf as _, BufMut as _, BytesMut};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
+use sandpit_types::HEADER_LEN;
 use sandpit_types::{ProcessInfo, ProcessStatus, TtySize};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use crate::output::{OutputLog, Stream, utf8_cut};
+use crate::output::{OutputLog, Stream, framed, utf8_cut};
 use crate::reaper::{Ended, Exit};
 
 /// The fixed facts of a process, known before it starts.
@@ -449,6 +450,8 @@ pub async fn supervise(
 /// produces) is split off it without a copy (`BytesMut::split_to`): chunks of one buffer share its
 /// allocation until the log drops the last of them, so a kept chunk holds at most 4× its size. Smaller
 /// chunks are copied out. A new buffer is taken once the current one has less than `MIN_READ` left.
+/// Each chunk's data follows [`HEADER_LEN`] bytes kept free for its WebSocket frame header
+/// ([`crate::output::Chunk::frame`]), so sessions send it without copying either.
 async fn pump(
     proc: &Process,
     fd: OwnedFd,
@@ -459,9 +462,9 @@ async fn pump(
     let Ok(fd) = crate::spawn::async_fd(fd) else {
         return;
     };
-    // Holds at its start the bytes of a UTF-8 sequence cut by the last read (at most 3), kept for the
-    // next chunk so that no chunk splits a character.
-    let mut buf = BytesMut::new();
+    // Holds the next chunk's frame header space, then the bytes of a UTF-8 sequence cut by the last
+    // read (at most 3), kept for the next chunk so that no chunk splits a character, then what is read.
+    let mut buf = framed(&[]);
     let mut stopping = false;
     // After a stop, read what the pipe holds now, bounded so a chatty orphan cannot keep us here.
     let mut drain_budget: usize = 4 << 20;
@@ -503,18 +506,30 @@ async fn pump(
         if n == 0 {
             break;
         }
-        let cut = utf8_cut(&buf);
+        let cut = utf8_cut(&buf[HEADER_LEN..]);
+        if cut == 0 {
+            continue;
+        }
         if cut >= MIN_READ {
-            proc.log.append(stream, buf.split_to(cut).freeze());
-        } else if cut > 0 {
+            proc.log
+                .append_frame(stream, buf.split_to(HEADER_LEN + cut));
+        } else {
             // A small chunk is copied out, so that it never keeps a whole buffer alive (a finished
             // process's last few lines may be kept for a long time).
-            proc.log.append(stream, Bytes::copy_from_slice(&buf[..cut]));
-            buf.advance(cut);
+            proc.log.append(stream, &buf[HEADER_LEN..HEADER_LEN + cut]);
+            buf.advance(HEADER_LEN + cut);
         }
+        // The next chunk's header space goes before the carried bytes: they move up by its size, in
+        // the part of the buffer that no chunk owns.
+        let carry = buf.len();
+        let mut held = [0u8; 3];
+        held[..carry].copy_from_slice(&buf);
+        buf.clear();
+        buf.put_bytes(0, HEADER_LEN);
+        buf.extend_from_slice(&held[..carry]);
     }
-    if !buf.is_empty() {
-        proc.log.append(stream, Bytes::copy_from_slice(&buf));
+    if buf.len() > HEADER_LEN {
+        proc.log.append(stream, &buf[HEADER_LEN..]);
     }
 }
 

@@ -202,13 +202,12 @@ async fn sse_replays_from_any_seq_after_a_disconnect_with_zero_bytes_lost() {
 /// Output read in large chunks split off a shared buffer, small ones copied out, and spilled to disk by
 /// gathered writes: whatever the write sizes, a replay from seq 1 is the output, byte for byte, and no
 /// chunk splits a character.
-#[tokio::test]
-async fn writes_of_every_size_replay_byte_exact_with_characters_whole() {
-    const TOTAL: usize = 6_000_000;
-    let a = AgentProc::start(&[]);
+/// A Python program writing `total` bytes of 1- to 4-byte characters in writes of every size (1 byte
+/// to 300 KB, so reads cut characters), and what it writes.
+fn writes_of_every_size(total: usize) -> (String, Vec<u8>) {
     let script = format!(
         "import os\n\
-         data = ('a\\u00e9\\u20ac\\U0001F600\\n' * {reps}).encode()[:{TOTAL}]\n\
+         data = ('a\\u00e9\\u20ac\\U0001F600\\n' * {reps}).encode()[:{total}]\n\
          sizes = [1, 3, 70000, 300000, 2, 65536, 7, 131071]\n\
          i = k = 0\n\
          while i < len(data):\n\
@@ -217,16 +216,24 @@ async fn writes_of_every_size_replay_byte_exact_with_characters_whole() {
          \x20   while view:\n\
          \x20       view = view[os.write(1, view):]\n\
          \x20   i += n\n",
-        reps = TOTAL / 11 + 1
+        reps = total / 11 + 1
     );
-    let id = a.spawn(json!({"argv": ["python3", "-c", script]})).await;
-    a.wait(&id).await;
     let expected: Vec<u8> = "a\u{e9}\u{20ac}\u{1F600}\n"
-        .repeat(TOTAL / 11 + 1)
+        .repeat(total / 11 + 1)
         .into_bytes()
         .into_iter()
-        .take(TOTAL)
+        .take(total)
         .collect();
+    (script, expected)
+}
+
+#[tokio::test]
+async fn writes_of_every_size_replay_byte_exact_with_characters_whole() {
+    const TOTAL: usize = 6_000_000;
+    let a = AgentProc::start(&[]);
+    let (script, expected) = writes_of_every_size(TOTAL);
+    let id = a.spawn(json!({"argv": ["python3", "-c", script]})).await;
+    a.wait(&id).await;
     let events = a.sse(&id, "", None).await;
     let mut got = Vec::new();
     for (ev, _, data) in &events {
@@ -242,6 +249,63 @@ async fn writes_of_every_size_replay_byte_exact_with_characters_whole() {
         "replayed output differs from what was written"
     );
     assert_eq!(events.last().unwrap().2["stdout_bytes"], TOTAL as u64);
+}
+
+/// Binary frames are made in place when output is read (header space kept before each chunk, moved
+/// past the bytes of a cut character): followed live, replayed from disk, or from the middle, each
+/// frame is `[stdout][its seq]` and whole characters, the seqs run on without a gap, and together they
+/// are the output byte for byte.
+#[tokio::test]
+async fn websocket_frames_made_in_place_are_the_output_live_and_replayed() {
+    const TOTAL: usize = 6_000_000;
+    let a = AgentProc::start(&[]);
+    let (script, expected) = writes_of_every_size(TOTAL);
+    let id = a.spawn(json!({"argv": ["python3", "-c", script]})).await;
+    let session = |query: String| {
+        let url = format!("ws://{}/processes/{id}/ws{query}", a.addr);
+        async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let mut frames = Vec::new();
+            while let Some(Ok(m)) = ws.next().await {
+                match m {
+                    Message::Binary(b) => frames.push(Frame::decode(&b).unwrap()),
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            frames
+        }
+    };
+    let check = |frames: &[Frame], from: u64| -> Vec<u8> {
+        let mut out = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!((f.channel, f.seq), (Channel::Stdout, from + i as u64));
+            assert!(
+                std::str::from_utf8(&f.data).is_ok(),
+                "frame {} cuts a character",
+                f.seq
+            );
+            out.extend_from_slice(&f.data);
+        }
+        out
+    };
+    let live = session(String::new()).await;
+    assert!(
+        check(&live, 1) == expected,
+        "the live frames differ from the output"
+    );
+    let replayed = session(String::new()).await;
+    assert!(
+        check(&replayed, 1) == expected,
+        "the replay differs from the output"
+    );
+    let mid = live[live.len() / 2].seq;
+    let tail = session(format!("?from_seq={mid}")).await;
+    let skipped: usize = live[..live.len() / 2].iter().map(|f| f.data.len()).sum();
+    assert!(
+        check(&tail, mid) == expected[skipped..],
+        "the replay from {mid} differs"
+    );
 }
 
 #[tokio::test]

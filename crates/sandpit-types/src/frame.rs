@@ -63,11 +63,17 @@ pub const HEADER_LEN: usize = 9;
 
 impl Frame {
     pub fn encode(channel: Channel, seq: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + data.len());
-        out.push(channel.byte());
-        out.extend_from_slice(&seq.to_be_bytes());
+        let mut out = vec![0; HEADER_LEN];
+        Self::write_header(channel, seq, (&mut out[..]).try_into().expect("9 bytes"));
         out.extend_from_slice(data);
         out
+    }
+
+    /// Writes a frame's header: a sender that keeps [`HEADER_LEN`] bytes free before its data makes the
+    /// whole frame in place, with no copy of the data.
+    pub fn write_header(channel: Channel, seq: u64, out: &mut [u8; HEADER_LEN]) {
+        out[0] = channel.byte();
+        out[1..].copy_from_slice(&seq.to_be_bytes());
     }
 
     pub fn decode(buf: &[u8]) -> Result<Self, FrameError> {

@@ -34,7 +34,9 @@ pub use files::{
     FsEvent, FsEventType, MkdirRequest, MoveRequest, SkippedMember, TarResult, WatchEventList,
     WatcherInfo,
 };
-pub use frame::{Channel, ClientControl, ClientMessage, Frame, FrameError, ServerControl};
+pub use frame::{
+    Channel, ClientControl, ClientMessage, Frame, FrameError, HEADER_LEN, ServerControl,
+};
 pub use keys::{CreateKeyRequest, CreatedKey, KeyInfo, KeyList, Scope};
 pub use process::{
     AgentHealth, ExecResult, KillResponse, LOGS_DEFAULT_TAIL, LOGS_MAX_TAIL, ListQuery, LogsQuery,

@@ -17,8 +17,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use sandpit_types::{
-    Channel, ClientMessage, Frame, LostEvent, ProcessInfo, ServerControl, StreamQuery,
-    output_event_json,
+    ClientMessage, LostEvent, ProcessInfo, ServerControl, StreamQuery, output_event_json,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -173,10 +172,8 @@ async fn session(mut socket: WebSocket, proc: Arc<Process>, from: u64) {
                     Item::Started(process) => control(&ServerControl::Started { process }),
                     Item::Exited(process) => control(&ServerControl::Exited { process }),
                     Item::Lost(l) => control(&ServerControl::Lost(l)),
-                    Item::Chunk(c) => {
-                        let ch = if c.stream == Stream::Stderr { Channel::Stderr } else { Channel::Stdout };
-                        Message::Binary(Frame::encode(ch, c.seq, &c.data).into())
-                    }
+                    // Made in place when the chunk was read (`output::Chunk::frame`): no copy here.
+                    Item::Chunk(c) => Message::Binary(c.frame),
                 };
                 if socket.send(msg).await.is_err() {
                     return;
