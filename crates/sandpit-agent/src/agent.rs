@@ -29,7 +29,9 @@ pub struct AgentConfig {
     pub env: BTreeMap<String, String>,
     /// Output kept per process (memory plus disk).
     pub output_cap: u64,
-    /// Output kept in memory per process before spilling to disk.
+    /// Output kept in memory per process before spilling to disk. Half of it is how far a live
+    /// follower may lag before the process waits (`crate::flow`): 2 MiB by default, because a 512 KiB
+    /// window (a 1 MiB tail) stalled fast streams (docs/benchmarks.md, output streams round 4).
     pub memory_tail: usize,
     /// How long finished processes stay queryable.
     pub retention: Duration,
@@ -61,7 +63,7 @@ impl Default for AgentConfig {
             default_user: None,
             env: BTreeMap::new(),
             output_cap: 64 << 20,
-            memory_tail: 1 << 20,
+            memory_tail: 2 << 20,
             retention: Duration::from_secs(600),
             max_finished: 1000,
             etc: PathBuf::from("/etc"),
