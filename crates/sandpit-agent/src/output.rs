@@ -14,9 +14,9 @@
 //!
 //! A dropped segment's file is not unlinked but kept (at most [`SPARE_FILES`] of them) and overwritten
 //! from the start by the next new segment: a long stream then writes into page-cache pages it already
-//! has, instead of allocating a new file's pages and freeing the old one's (a fifth of the agent's CPU
-//! on a fast stream went there). A reused file may be longer than its segment; readers stop at the
-//! segment's size. Spare files are deleted when the log closes or its files are removed.
+//! has, instead of allocating a new file's pages and freeing the old one's (writing spill files was a
+//! fifth of the agent's CPU on a fast stream, the page allocation and freeing part of it). A reused
+//! file may be longer than its segment; readers stop at the segment's size. Spare files are deleted when the log closes or its files are removed.
 //!
 //! Segment record format: `seq u64 LE | offset u64 LE | stream u8 | len u32 LE | data`. Each segment keeps a sparse
 //! in-memory index (one entry per [`INDEX_EVERY`] bytes) so that a replay from an old `seq` seeks instead
