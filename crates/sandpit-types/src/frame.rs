@@ -63,7 +63,8 @@ pub const HEADER_LEN: usize = 9;
 
 impl Frame {
     pub fn encode(channel: Channel, seq: u64, data: &[u8]) -> Vec<u8> {
-        let mut out = vec![0; HEADER_LEN];
+        let mut out = Vec::with_capacity(HEADER_LEN + data.len());
+        out.resize(HEADER_LEN, 0);
         Self::write_header(channel, seq, (&mut out[..]).try_into().expect("9 bytes"));
         out.extend_from_slice(data);
         out
