@@ -843,10 +843,6 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         check(8, sc!(libc::SYS_ioctl, s, libc::SIOCGIFFLAGS, &raw mut ifr))?;
         ifr.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         check(8, sc!(libc::SYS_ioctl, s, libc::SIOCSIFFLAGS, &raw mut ifr))?;
-        if let Some(net) = &plan.net {
-            configure_eth0(s, net)?;
-        }
-        sc!(libc::SYS_close, s);
 
         let dot = c".";
         check(9, sc!(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()))?;
@@ -880,6 +876,14 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
             )?;
             sc!(libc::SYS_close, volume_fds[i]);
         }
+
+        // `eth0` last: the host makes the link while the steps above run (they need no network)
+        // and says so with one message. `s` still works in the sandbox's network namespace.
+        if let Some(net) = &plan.net {
+            recv_go(plan.sock);
+            configure_eth0(s, net)?;
+        }
+        sc!(libc::SYS_close, s);
 
         for cap in 0..64u64 {
             if plan.keep_caps & (1 << cap) == 0 {
@@ -1048,6 +1052,22 @@ unsafe fn recv_fd(sock: RawFd) -> Result<RawFd, Fail> {
             return Err(Fail(1, libc::EPROTO));
         }
         Ok(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()))
+    }
+}
+
+/// Waits for the parent's one-byte message that what comes next may start (the network link exists).
+/// Runs in the child: no allocation.
+///
+/// # Safety
+/// `sock` must be the child's end of the parent's socketpair.
+unsafe fn recv_go(sock: RawFd) {
+    let mut byte = [0u8; 1];
+    // SAFETY: read(2) into a local one-byte buffer.
+    let n = unsafe { sc!(libc::SYS_read, sock, byte.as_mut_ptr(), 1) };
+    if n <= 0 {
+        // The parent gave up (it closed the socket): leave quietly, as `recv_fd` does.
+        // SAFETY: exit_group(2) does not return.
+        unsafe { sc!(libc::SYS_exit_group, 126) };
     }
 }
 

@@ -585,7 +585,8 @@ impl Isolator {
         handle: &mut SandboxHandle,
     ) -> Result<(), IsolateError> {
         let mut timer = Steps::new();
-        // `handle.json` is first written once the init exists (after the clone). A create that dies
+        // `handle.json` is first written once the init exists (after the clone, while the child sets
+        // up, which the write then costs nothing of). A create that dies
         // before that is found by [`Isolator::sandboxes`] all the same, with its id range (by owner) and
         // cgroups (by name) inferred from its id, so writing the handle here and after the cgroups as
         // well would only cost two more files on the state dir's file system per create (a new inode
@@ -734,7 +735,6 @@ impl Isolator {
             cgroup_entries,
             joins,
         ));
-        Self::persist(handle)?;
         timer.mark("clone");
 
         let map = format!("0 {} {}\n", range.base, range.count);
@@ -746,13 +746,6 @@ impl Isolator {
             cgroup::add_to_unified(cg, pid)?;
         }
         timer.mark("cgroup v2 entry (none when born there)");
-        if let Some(net) = &spec.network {
-            net.create_link(pid).map_err(ioe(format!(
-                "creating the network link {} into the sandbox",
-                net.host_if
-            )))?;
-        }
-        timer.mark("network link");
         let userns = fs::File::open(format!("/proc/{pid}/ns/user"))
             .map(OwnedFd::from)
             .map_err(ioe("opening the sandbox user namespace"))?;
@@ -767,6 +760,18 @@ impl Isolator {
         }
         drop((overlay, upper, userns, volume_fds));
         timer.mark("idmapped overlay, volumes");
+        // From here the child mounts its root while this thread, on another core, makes the network
+        // link (the child addresses `eth0` last, once told it exists) and writes `handle.json`.
+        if let Some(net) = &spec.network {
+            net.create_link(pid).map_err(ioe(format!(
+                "creating the network link {} into the sandbox",
+                net.host_if
+            )))?;
+            sys::send_go(&parent_sock).map_err(ioe("telling the sandbox its link exists"))?;
+        }
+        timer.mark("network link (while the child sets up)");
+        Self::persist(handle)?;
+        timer.mark("handle.json (while the child sets up)");
 
         // EOF on the error pipe = execve succeeded; data = a failure report.
         let mut report = Vec::new();

@@ -185,6 +185,25 @@ pub(crate) fn poll_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> 
 }
 
 /// Sends one descriptor over a unix socket with `SCM_RIGHTS`.
+/// Sends the child the one-byte message it waits for before it addresses `eth0` (`recv_go` in
+/// `child.rs`).
+pub(crate) fn send_go(sock: &OwnedFd) -> io::Result<()> {
+    // SAFETY: send(2) of a local one-byte buffer on a descriptor we own.
+    let rc = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            b"g".as_ptr().cast(),
+            1,
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 pub(crate) fn send_fd(sock: &OwnedFd, fd: RawFd) -> io::Result<()> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {

@@ -362,6 +362,19 @@ impl Engine {
         }
     }
 
+    /// Opens the daemon's pooled connection to a new sandbox's agent in the background (a health
+    /// check) while the create's answer is on its way, so that the creator's first call finds it open
+    /// instead of paying connect, accept and a first request on a new connection (docs/benchmarks.md,
+    /// "Cold creates, round 2"). A failure here costs nothing: that call then connects itself.
+    fn warm_agent_connection(&self, rec: &SandboxRecord) {
+        let Some(h) = &rec.handle else { return };
+        let (agents, socket) = (self.agents.clone(), h.agent_socket.clone());
+        let timeout = self.cfg.health.timeout;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(timeout, agents.health(&socket)).await;
+        });
+    }
+
     /// The agent socket of sandbox `id` if it is running (see `live`).
     fn live_socket(&self, id: &str) -> Option<PathBuf> {
         self.live
@@ -714,6 +727,7 @@ impl Engine {
                                 .update_with_token(rec.clone(), t.stored_hash())
                                 .await?;
                             this.note(&rec);
+                            this.warm_agent_connection(&rec);
                         }
                         None => this.save(&rec).await?,
                     }
