@@ -17,7 +17,7 @@ case "$target" in
   *) echo "build-agent: host target $target is not a linux-gnu one; cannot link the agent statically" >&2; exit 1 ;;
 esac
 # Only the target's crates get crt-static (with --target, build scripts and proc macros stay dynamic).
-export "CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C target-feature=+crt-static"
+export "CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C target-feature=+crt-static -C relocation-model=static"
 cargo build --locked "${flags[@]}" -p sandpit-agent-cli --bin sandpit-agent --target "$target"
 out="target/$target/$profile/sandpit-agent"
 if readelf -lW "$out" | grep -q 'INTERP'; then

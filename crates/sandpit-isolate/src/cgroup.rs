@@ -500,13 +500,26 @@ pub struct V1Driver {
     parents: BTreeMap<String, PathBuf>,
     /// `<cgroup2 mount>/<own path>/sandpit` when the unified hierarchy offers `cgroup.kill`.
     unified_parent: Option<PathBuf>,
+    /// The `cpuset` parent has `cgroup.clone_children` on: the kernel gives a new sandbox cpuset the
+    /// parent's cpus and mems as it makes it, so a create need not read them up the tree and write
+    /// them (writes the kernel checks against every sibling cpuset, one per live sandbox).
+    cpuset_cloned: bool,
 }
 
 impl V1Driver {
+    /// A driver over existing parent directories. With a `cpuset` parent it turns on that
+    /// directory's `cgroup.clone_children` (see `cpuset_cloned`; if it cannot, creates fill a new
+    /// cpuset themselves).
     pub fn new(parents: BTreeMap<String, PathBuf>, unified_parent: Option<PathBuf>) -> Self {
+        let cpuset_cloned = parents.get("cpuset").is_some_and(|dir| {
+            let flag = dir.join("cgroup.clone_children");
+            fs::write(&flag, "1").is_ok()
+                && fs::read_to_string(&flag).is_ok_and(|v| v.trim() == "1")
+        });
         Self {
             parents,
             unified_parent,
+            cpuset_cloned,
         }
     }
 }
@@ -545,7 +558,7 @@ impl CgroupDriver for V1Driver {
         for (ctrl, parent) in &self.parents {
             let dir = parent.join(id);
             mkdir_all(&dir)?;
-            if ctrl == "cpuset" {
+            if ctrl == "cpuset" && !self.cpuset_cloned {
                 inherit_cpuset(&dir)?;
             }
             set.controllers.insert(ctrl.clone(), dir);

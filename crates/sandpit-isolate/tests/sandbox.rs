@@ -83,6 +83,10 @@ fn main() {
             v1_freezer_fallback,
         ),
         (
+            "a_new_cpuset_is_filled_by_the_kernel_from_its_parent",
+            new_cpusets_are_cloned_from_the_parent,
+        ),
+        (
             "writable_layer_memory_released",
             writable_layer_memory_released,
         ),
@@ -1111,6 +1115,65 @@ fn v1_freezer_fallback(_: &Isolator) {
     for dir in parents.values() {
         fs::remove_dir(dir).unwrap();
     }
+}
+
+/// The v1 driver turns on `cgroup.clone_children` in its `cpuset` parent, so that the kernel fills a
+/// new sandbox cpuset (cpus, mems) as it makes it, and a process can join it at once; before, each
+/// create read both files up the tree and wrote them, a write the kernel checks against every sibling.
+fn new_cpusets_are_cloned_from_the_parent(_: &Isolator) {
+    let layout = sandpit_isolate::Layout::current().unwrap();
+    let Some(mount) = layout.v1_mounts.get("cpuset") else {
+        print!("(skipped: no cgroup v1 cpuset hierarchy here) ");
+        return;
+    };
+    let own = layout.v1_own.get("cpuset").cloned().unwrap_or_default();
+    let top = mount.join(own.trim_start_matches('/'));
+    let parent = top.join("sandpit-cpusettest");
+    fs::create_dir_all(&parent).unwrap();
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let v = fs::read_to_string(top.join(f)).unwrap();
+        fs::write(parent.join(f), v.trim()).unwrap();
+    }
+    let parents = BTreeMap::from([("cpuset".to_string(), parent.clone())]);
+    let driver = sandpit_isolate::V1Driver::new(parents, None);
+    assert_eq!(
+        fs::read_to_string(parent.join("cgroup.clone_children"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    let set = sandpit_isolate::CgroupDriver::create(
+        &driver,
+        "t",
+        &sandpit_isolate::Limits {
+            memory_bytes: None,
+            pids: None,
+            cpu: None,
+        },
+    )
+    .unwrap();
+    let dir = &set.controllers["cpuset"];
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let got = fs::read_to_string(dir.join(f)).unwrap();
+        assert!(
+            !got.trim().is_empty(),
+            "{f} of a new sandbox cpuset is empty"
+        );
+        assert_eq!(got, fs::read_to_string(parent.join(f)).unwrap(), "{f}");
+    }
+    let mut child = std::process::Command::new("/bin/sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    driver.add_process(&set, child.id() as i32).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !driver.procs(&set).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    driver.remove(&set).unwrap();
+    fs::remove_dir(&parent).unwrap();
 }
 
 fn shmem_kib() -> u64 {
