@@ -122,6 +122,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         if let Some(fd) = args.ready_fd {
             signal_ready(fd).with_context(|| format!("--ready-fd {fd}"))?;
         }
+        // While the daemon answers the create: the first command's path lookups, done now.
+        let warm = agent.clone();
+        tokio::task::spawn_blocking(move || warm.warm_up());
         sandpit_agent::run(
             agent,
             listener,

@@ -385,6 +385,24 @@ impl Agent {
         }
     }
 
+    /// Warms the sandbox for its first command ([`crate::warm`]): call once, right after ready and off
+    /// the request path (it reads `passwd` and looks paths up).
+    pub fn warm_up(&self) {
+        let user = self
+            .config
+            .default_user
+            .clone()
+            .unwrap_or_else(|| self.self_uid.to_string());
+        let home = passwd::lookup(&self.config.etc, &user).ok().map(|a| a.home);
+        let paths = crate::warm::first_command_paths(
+            std::path::Path::new("/"),
+            &self.config.shell,
+            home.as_deref(),
+        );
+        let found = crate::warm::look_up(&paths);
+        tracing::debug!(found, of = paths.len(), "warmed the first command's paths");
+    }
+
     fn plan(&self, req: &StartRequest) -> Result<Plan, Box<Failure>> {
         let args: Vec<String> = match (&req.cmd, &req.argv) {
             (Some(cmd), _) => vec![self.config.shell.clone(), "-c".into(), cmd.clone()],

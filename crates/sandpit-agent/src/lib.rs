@@ -21,6 +21,7 @@ pub mod reaper;
 pub mod serve;
 pub mod spawn;
 pub mod sync;
+pub mod warm;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -248,9 +248,9 @@ impl CgroupView {
     }
 }
 
-/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]s. Done once it is ready: it must have
-/// made the sandbox's own v2 directory the root of its cgroup namespace first (so that the sandbox sees
-/// `agent` and `work` side by side), and it starts no process before it is ready.
+/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]s. Done once it has exec'd, while it
+/// starts up: by then it has made the sandbox's own v2 directory the root of its cgroup namespace (so
+/// that the sandbox sees `agent` and `work` side by side), and it starts no process before it is ready.
 pub fn enter_agent(set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
     let dirs = set
         .unified

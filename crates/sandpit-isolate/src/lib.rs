@@ -790,6 +790,13 @@ impl Isolator {
             return Err(IsolateError::Child { stage, source });
         }
         timer.mark("child set-up (mounts, pivot_root, seccomp, exec)");
+        // The init has exec'd, so its cgroup namespace is rooted at the sandbox's v2 directory, and it
+        // starts no process before it is ready: it can enter its own cgroup now, while it starts up
+        // (`enter_agent`), rather than after.
+        if let Some(cg) = &handle.cgroups {
+            cgroup::enter_agent(cg, pid)?;
+        }
+        timer.mark("agent cgroup (while it starts)");
         let ready = fs::File::from(ready_r);
         let waiting = Instant::now();
         if !self.wait_while_progressing(&ready, pid)? {
@@ -800,10 +807,6 @@ impl Isolator {
             return Err(self.not_ready(handle, "init closed the ready fd or exited", waiting));
         }
         timer.mark("agent start (to ready)");
-        if let Some(cg) = &handle.cgroups {
-            cgroup::enter_agent(cg, pid)?;
-        }
-        timer.mark("agent cgroup");
         handle.create_steps = timer.done;
         Self::persist(handle)?;
         Ok(())
