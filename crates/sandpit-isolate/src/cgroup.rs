@@ -248,9 +248,10 @@ impl CgroupView {
     }
 }
 
-/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]s. Done once it has exec'd, while it
-/// starts up: by then it has made the sandbox's own v2 directory the root of its cgroup namespace (so
-/// that the sandbox sees `agent` and `work` side by side), and it starts no process before it is ready.
+/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]s. Done once it has exec'd: by then it
+/// has made the sandbox's own v2 directory the root of its cgroup namespace (so that the sandbox sees
+/// `agent` and `work` side by side). The agent starts no process before it is ready, so it is moved while
+/// it starts up; a custom init (tests) once it is ready, since it may start processes before.
 pub fn enter_agent(set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
     let dirs = set
         .unified

@@ -790,10 +790,11 @@ impl Isolator {
             return Err(IsolateError::Child { stage, source });
         }
         timer.mark("child set-up (mounts, pivot_root, seccomp, exec)");
-        // The init has exec'd, so its cgroup namespace is rooted at the sandbox's v2 directory, and it
-        // starts no process before it is ready: it can enter its own cgroup now, while it starts up
-        // (`enter_agent`), rather than after.
-        if let Some(cg) = &handle.cgroups {
+        // The init has exec'd, so its cgroup namespace is rooted at the sandbox's v2 directory. The agent
+        // starts no process before it is ready, so it enters its own cgroup now, while it starts up
+        // (`enter_agent`); a custom init may run things before it signals, and enters after.
+        let agent_init = spec.init_argv.is_none();
+        if let (Some(cg), true) = (&handle.cgroups, agent_init) {
             cgroup::enter_agent(cg, pid)?;
         }
         timer.mark("agent cgroup (while it starts)");
@@ -807,6 +808,9 @@ impl Isolator {
             return Err(self.not_ready(handle, "init closed the ready fd or exited", waiting));
         }
         timer.mark("agent start (to ready)");
+        if let (Some(cg), false) = (&handle.cgroups, agent_init) {
+            cgroup::enter_agent(cg, pid)?;
+        }
         handle.create_steps = timer.done;
         Self::persist(handle)?;
         Ok(())
