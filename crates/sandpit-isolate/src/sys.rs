@@ -184,7 +184,6 @@ pub(crate) fn poll_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> 
     }
 }
 
-/// Sends one descriptor over a unix socket with `SCM_RIGHTS`.
 /// Sends the child the one-byte message it waits for before it addresses `eth0` (`recv_go` in
 /// `child.rs`).
 pub(crate) fn send_go(sock: &OwnedFd) -> io::Result<()> {
@@ -204,6 +203,7 @@ pub(crate) fn send_go(sock: &OwnedFd) -> io::Result<()> {
     }
 }
 
+/// Sends one descriptor over a unix socket with `SCM_RIGHTS`.
 pub(crate) fn send_fd(sock: &OwnedFd, fd: RawFd) -> io::Result<()> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {

@@ -476,8 +476,6 @@ async fn a_daemon_sigkilled_under_load_loses_no_sandbox_process_or_byte() {
         .iter()
         .map(|v| v["id"].as_str().unwrap().to_owned())
         .collect();
-    // A delete the SIGKILL cut off may have happened or not: such a sandbox is either listed and works,
-    // or gone.
     // A create the SIGKILL cut off after the daemon had recorded it: a whole sandbox, known by its tag.
     let answered_lost: Vec<String> = running
         .iter()
@@ -491,6 +489,8 @@ async fn a_daemon_sigkilled_under_load_loses_no_sandbox_process_or_byte() {
     if !answered_lost.is_empty() {
         eprintln!("created before the SIGKILL, answer lost: {answered_lost:?}");
     }
+    // A delete the SIGKILL cut off may have happened or not: such a sandbox is either listed and works,
+    // or gone.
     let mut known: Vec<String> = ids
         .iter()
         .chain(&kept)
