@@ -762,13 +762,20 @@ impl Isolator {
         timer.mark("idmapped overlay, volumes");
         // From here the child mounts its root while this thread, on another core, makes the network
         // link (the child addresses `eth0` last, once told it exists) and writes `handle.json`.
-        if let Some(net) = &spec.network {
-            net.create_link(pid).map_err(ioe(format!(
-                "creating the network link {} into the sandbox",
-                net.host_if
-            )))?;
-            sys::send_go(&parent_sock).map_err(ioe("telling the sandbox its link exists"))?;
-        }
+        // A failure here is reported only after the child's own report: a child that failed a step of
+        // its set-up (a bad volume path) is gone, and the link (into its namespace) or the message
+        // then fail too, which is not what went wrong. Closing our end stops a child still waiting.
+        let linked = spec.network.as_ref().map_or(Ok(()), |net| {
+            net.create_link(pid)
+                .map_err(ioe(format!(
+                    "creating the network link {} into the sandbox",
+                    net.host_if
+                )))
+                .and_then(|()| {
+                    sys::send_go(&parent_sock).map_err(ioe("telling the sandbox its link exists"))
+                })
+        });
+        drop(parent_sock);
         timer.mark("network link (while the child sets up)");
         Self::persist(handle)?;
         timer.mark("handle.json (while the child sets up)");
@@ -789,6 +796,7 @@ impl Isolator {
             let (stage, source) = child::decode_failure(&plan, &report);
             return Err(IsolateError::Child { stage, source });
         }
+        linked?;
         timer.mark("child set-up (mounts, pivot_root, seccomp, exec)");
         // The init has exec'd, so its cgroup namespace is rooted at the sandbox's v2 directory. The agent
         // starts no process before it is ready, so it enters its own cgroup now, while it starts up
