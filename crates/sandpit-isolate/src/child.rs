@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::nolibc;
 
-use seccompiler::BpfProgram;
+use crate::seccomp::BpfProgram;
 
 /// One filesystem operation done inside the new mount namespace, before `pivot_root`. Target
 /// paths are relative to the new root (the child's working directory at that point); sources are
@@ -907,7 +907,7 @@ fn run(plan: &Plan) -> Result<std::convert::Infallible, Fail> {
         for f in &plan.filters {
             let prog = libc::sock_fprog {
                 len: f.len() as libc::c_ushort,
-                // seccompiler's sock_filter is #[repr(C)] with the kernel's layout.
+                // sock_filter (from seccompiler) is #[repr(C)] with the kernel's layout.
                 filter: f.as_ptr().cast_mut().cast::<libc::sock_filter>(),
             };
             check(
