@@ -269,7 +269,7 @@ pub struct Isolator {
     ids: idrange::IdAllocator,
     templates: template::TemplateStore,
     volumes: volume::VolumeStore,
-    filters: Vec<seccompiler::BpfProgram>,
+    filters: Vec<seccomp::BpfProgram>,
     /// The exec-only copy of [`IsolateConfig::agent_binary`] that sandboxes get ([`exec_only_agent`]),
     /// or the binary itself when the copy could not be made ([`Isolator::agent_copy_problem`]).
     agent: PathBuf,
@@ -569,6 +569,17 @@ impl Isolator {
         }
     }
 
+    /// Writes `handle.json` again with the create's step times ([`SandboxHandle::create_steps`]),
+    /// which the file written during the create (everything else the handle holds) lacks: a
+    /// diagnostic, so a caller does this after answering the create rather than on its path. A
+    /// sandbox already destroyed is left alone (its directory is gone: the write fails).
+    ///
+    /// # Errors
+    /// The write failed.
+    pub fn record_create_steps(&self, handle: &SandboxHandle) -> Result<(), IsolateError> {
+        Self::persist(handle)
+    }
+
     fn persist(handle: &SandboxHandle) -> Result<(), IsolateError> {
         let tmp = handle.sandbox_dir.join("handle.json.tmp");
         fs::write(&tmp, serde_json::to_vec_pretty(handle).unwrap_or_default())
@@ -819,8 +830,8 @@ impl Isolator {
         if let (Some(cg), false) = (&handle.cgroups, agent_init) {
             cgroup::enter_agent(cg, pid)?;
         }
+        // Not written to `handle.json` here: [`Isolator::record_create_steps`], after the create's answer.
         handle.create_steps = timer.done;
-        Self::persist(handle)?;
         Ok(())
     }
 

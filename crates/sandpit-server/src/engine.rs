@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sandpit_types::network::{NetworkPolicy, ParsedPolicy};
 use sandpit_types::observe::EventType;
 use sandpit_types::sandbox::{
     CreateSandboxRequest, ForkInfo, ForkRequest, OnTimeout, SandboxInfo, SandboxState, SnapshotInfo,
@@ -64,6 +65,16 @@ pub fn transition(from: SandboxState, action: Action) -> Option<SandboxState> {
         (S::Running | S::Paused, Action::Kill) => Some(S::Stopped),
         _ => None,
     }
+}
+
+/// What a cold create's blocking part ([`Engine::create_blocking`]) made.
+enum Made {
+    /// Running and recorded so, with its access token (none for a pooled sandbox).
+    Ready(SandboxRecord, Option<SandboxToken>),
+    /// The backend failed: the record (`starting`) and the network slot are still to be released.
+    Failed(SandboxRecord, EngineError),
+    /// The backend made it but recording it as running failed: it stays as the store has it.
+    Unrecorded(EngineError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -672,7 +683,7 @@ impl Engine {
         if pool.is_none() {
             self.admit(&id, Owner::of(&rec))?;
         }
-        let mut spec = SandboxSpec {
+        let spec = SandboxSpec {
             id: id.clone(),
             template: rec.template.clone(),
             cpu: rec.cpu,
@@ -688,49 +699,30 @@ impl Engine {
         Self::detached(async move {
             let lock = this.lock_for(&id);
             let _guard = lock.lock().await;
-            if let Err(e) = this.store.insert(rec.clone()).await {
-                this.remove_dir(&id);
-                this.forget_record(&id);
-                return Err(e.into());
-            }
-            let mut rec = rec;
-            if let (Some(net), Some((policy, parsed))) = (this.net.get(), network) {
-                match net.attach(&id, policy, parsed).await {
-                    Ok(att) => spec.network = Some(att),
-                    Err(e) => {
-                        let _ = this.store.delete(&id).await;
-                        this.remove_dir(&id);
-                        this.forget_record(&id);
-                        return Err(e);
-                    }
-                }
-            }
             // A create is CPU work (clone, mounts, the agent's start) on every core at once: with a
             // hundred in flight they all shared the cores and all finished at the end of the burst
             // (median = slowest). One per core, in arrival order (tokio's semaphore is fair), the
             // first ones are ready while the rest wait, and the burst as a whole takes no longer.
             let made = {
                 let _slot = this.creates.acquire().await;
-                this.on_backend(move |b| b.create(&spec)).await
+                let work = this.clone();
+                tokio::task::spawn_blocking(move || work.create_blocking(rec, spec, network))
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("create task failed: {e}")))?
             };
             match made {
-                Ok(handle) => {
-                    Self::apply(&mut rec, Action::Ready)?;
-                    rec.handle = Some(handle);
-                    // A pooled sandbox waits without a deadline: its time starts when it is claimed,
-                    // and so does its access token. Anyone else's gets its token in the same write.
-                    let token = rec.pool.is_none().then(|| SandboxToken::mint(&rec.id));
-                    match &token {
-                        Some(t) => {
-                            rec.expires_at_ms = Some(this.deadline(rec.timeout_secs));
-                            this.store
-                                .update_with_token(rec.clone(), t.stored_hash())
-                                .await?;
-                            this.note(&rec);
-                            this.warm_agent_connection(&rec);
-                        }
-                        None => this.save(&rec).await?,
+                Err(e) => {
+                    // Nothing was made, and the store forgot what it had been told.
+                    this.remove_dir(&id);
+                    this.forget_record(&id);
+                    Err(e)
+                }
+                Ok(Made::Ready(rec, token)) => {
+                    this.note(&rec);
+                    if token.is_some() {
+                        this.warm_agent_connection(&rec);
                     }
+                    this.after_create(&rec);
                     this.wake.notify_one();
                     this.emit(
                         EventType::Created,
@@ -743,7 +735,8 @@ impl Engine {
                         ..info(&rec)
                     })
                 }
-                Err(err) => {
+                Ok(Made::Unrecorded(err)) => Err(err),
+                Ok(Made::Failed(mut rec, err)) => {
                     // The caller gets the error and never learns the id, so a `failed` record would only
                     // be clutter nobody can name: forget it (the backend cleans up its own half-made
                     // sandbox). Should forgetting fail too (a full disk), the record stays `failed`.
@@ -762,6 +755,75 @@ impl Engine {
             }
         })
         .await
+    }
+
+    /// The backend's work left for after a create's answer ([`SandboxBackend::created`]), in the
+    /// background, once the create has let go of the sandbox's lock.
+    fn after_create(self: &Arc<Self>, rec: &SandboxRecord) {
+        let Some(handle) = rec.handle.clone() else {
+            return;
+        };
+        let (this, id) = (self.clone(), rec.id.clone());
+        tokio::spawn(async move {
+            let lock = this.lock_for(&id);
+            let _guard = lock.lock().await;
+            let _ = this
+                .on_backend(move |b| {
+                    b.created(&handle);
+                    Ok(())
+                })
+                .await;
+        });
+    }
+
+    /// A cold create's blocking part, in one trip to the blocking pool (each trip is a thread
+    /// wake-up, tens of microseconds on a VM's idle vCPU): the record (`starting`), the network
+    /// slot, the backend's create and, once it runs, the record as running with its access token.
+    /// `Err`: nothing was made and the store holds nothing of it; otherwise what [`Made`] says.
+    fn create_blocking(
+        &self,
+        mut rec: SandboxRecord,
+        mut spec: SandboxSpec,
+        network: Option<(NetworkPolicy, Option<ParsedPolicy>)>,
+    ) -> Result<Made, EngineError> {
+        self.store
+            .blocking(|c| crate::store::insert_record(c, &rec))?;
+        if let (Some(net), Some((policy, parsed))) = (self.net.get(), network) {
+            match net.attach_blocking(&rec.id, policy, parsed.as_ref()) {
+                Ok(att) => spec.network = Some(att),
+                Err(e) => {
+                    let _ = self
+                        .store
+                        .blocking(|c| crate::store::delete_record(c, &rec.id));
+                    return Err(e);
+                }
+            }
+        }
+        let handle = match self.backend.create(&spec) {
+            Ok(handle) => handle,
+            Err(err) => return Ok(Made::Failed(rec, EngineError::Backend(err))),
+        };
+        if let Err(e) = Self::apply(&mut rec, Action::Ready) {
+            return Ok(Made::Unrecorded(e));
+        }
+        rec.handle = Some(handle);
+        // A pooled sandbox waits without a deadline: its time starts when it is claimed, and so
+        // does its access token. Anyone else's gets its token in the same write.
+        let token = rec.pool.is_none().then(|| SandboxToken::mint(&rec.id));
+        let recorded = match &token {
+            Some(t) => {
+                rec.expires_at_ms = Some(self.deadline(rec.timeout_secs));
+                self.store
+                    .blocking(|c| crate::store::update_with_token(c, &rec, &t.stored_hash()))
+            }
+            None => self
+                .store
+                .blocking(|c| crate::store::update_record(c, &rec)),
+        };
+        if let Err(e) = recorded {
+            return Ok(Made::Unrecorded(e.into()));
+        }
+        Ok(Made::Ready(rec, token))
     }
 
     /// The sandbox as recorded, except that a live-looking sandbox whose agent has died is marked

@@ -210,29 +210,33 @@ impl SandboxNet {
         Ok((filled, (!is_default).then_some(parsed)))
     }
 
-    /// Gives sandbox `id` a slot with `policy` (checked by [`Self::check`]).
-    pub async fn attach(
+    /// Gives sandbox `id` a slot with `policy` (checked by [`Self::check`]) and records it, on the
+    /// calling thread (a blocking one: the firewall work and the store write block).
+    pub fn attach_blocking(
         &self,
         id: &str,
         policy: NetworkPolicy,
-        parsed: Option<ParsedPolicy>,
+        parsed: Option<&ParsedPolicy>,
     ) -> Result<Attachment, EngineError> {
-        let net = self.net.clone();
-        let (att, generation) = tokio::task::spawn_blocking(move || net.attach(parsed.as_ref()))
-            .await
-            .map_err(internal)?
-            .map_err(|e| match e {
-                sandpit_net::NetError::Exhausted(_) => {
-                    EngineError::Backend(crate::backend::BackendError::Exhausted(e.to_string()))
-                }
-                other => internal(other),
-            })?;
+        let (att, generation) = self.net.attach(parsed).map_err(|e| match e {
+            sandpit_net::NetError::Exhausted(_) => {
+                EngineError::Backend(crate::backend::BackendError::Exhausted(e.to_string()))
+            }
+            other => internal(other),
+        })?;
         let rec = NetRecord {
             attachment: att.clone(),
             policy,
             generation,
         };
-        if let Err(e) = self.save(id, &rec).await {
+        let saved = serde_json::to_string(&rec)
+            .map_err(internal)
+            .and_then(|data| {
+                self.store
+                    .blocking(|c| crate::store::network_put(c, id, &data))
+                    .map_err(EngineError::from)
+            });
+        if let Err(e) = saved {
             self.net.release(&att);
             return Err(e);
         }

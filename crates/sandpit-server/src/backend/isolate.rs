@@ -143,6 +143,15 @@ impl SandboxBackend for IsolateBackend {
         })
     }
 
+    fn created(&self, handle: &BackendHandle) {
+        // The step times, for `docs/benchmarks.md`; a sandbox deleted meanwhile has no file to write.
+        if let Ok(h) = Self::handle(handle) {
+            if let Err(e) = self.iso.record_create_steps(&h) {
+                tracing::debug!(sandbox = %h.id, error = %e, "create steps not recorded");
+            }
+        }
+    }
+
     fn pause(&self, handle: &BackendHandle) -> Result<(), BackendError> {
         self.iso.pause(&Self::handle(handle)?).map_err(classify)
     }

@@ -123,6 +123,9 @@ pub trait SandboxBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Creates and starts the sandbox and returns once its agent accepts connections on the socket.
     fn create(&self, spec: &SandboxSpec) -> Result<BackendHandle, BackendError>;
+    /// Work a create leaves for after its answer (diagnostics), called under the sandbox's lock; the
+    /// sandbox may have been destroyed since. Nothing by default.
+    fn created(&self, _handle: &BackendHandle) {}
 
     /// Freezes every process of the sandbox. The agent socket stays, but nothing answers until resumed.
     fn pause(&self, handle: &BackendHandle) -> Result<(), BackendError>;
