@@ -108,8 +108,11 @@ pub const AGENT_CGROUP: &str = "agent";
 /// to `work` needs write access to their common ancestor, which only the host has.
 pub const WORK_CGROUP: &str = "work";
 
-/// The v1 controllers split into [`AGENT_CGROUP`] and [`WORK_CGROUP`] too, so that the agent keeps a
-/// reserve of them: a fork bomb or a memory hog in the sandbox fills `work`'s limit, not the agent's.
+/// The v1 controllers with a [`WORK_CGROUP`] too, so that the agent keeps a reserve of them: a fork
+/// bomb or a memory hog in the sandbox fills `work`'s limit, not the agent's. The agent itself stays in
+/// the sandbox's own directory (v1 lets a cgroup hold processes beside its children), whose limit is
+/// `work`'s plus the reserve: an `agent` directory there would limit nothing more, and a memory cgroup
+/// is the dearest directory a create makes.
 const SPLIT_V1: [&str; 2] = ["pids", "memory"];
 
 /// Pids the agent keeps for itself, on top of a sandbox's `pids` limit.
@@ -117,7 +120,8 @@ pub const AGENT_PIDS_RESERVE: u64 = 16;
 /// Memory the agent keeps for itself, on top of a sandbox's memory limit.
 pub const AGENT_MEMORY_RESERVE: u64 = 16 << 20;
 
-/// Splits a new sandbox's cgroups into [`AGENT_CGROUP`] and [`WORK_CGROUP`].
+/// Splits a new sandbox's cgroups: [`AGENT_CGROUP`] and [`WORK_CGROUP`] on v2, [`WORK_CGROUP`] on the
+/// v1 controllers of [`SPLIT_V1`].
 ///
 /// On v2 the `work` subtree is delegated to the sandbox's root (`uid`/`gid` on the host): the directory
 /// and its `cgroup.procs`, `cgroup.threads` and `cgroup.subtree_control`, as cgroup v2 delegation
@@ -150,7 +154,6 @@ pub fn split_for_agent(
         let Some(dir) = set.controllers.get(ctrl) else {
             continue;
         };
-        mkdir_all(&dir.join(AGENT_CGROUP))?;
         let work = dir.join(WORK_CGROUP);
         mkdir_all(&work)?;
         match ctrl {
@@ -248,17 +251,14 @@ impl CgroupView {
     }
 }
 
-/// Moves the sandbox's init (the agent) into its [`AGENT_CGROUP`]s. Done once it has exec'd: by then it
+/// Moves the sandbox's init (the agent) into its v2 [`AGENT_CGROUP`]. Done once it has exec'd: by then it
 /// has made the sandbox's own v2 directory the root of its cgroup namespace (so that the sandbox sees
 /// `agent` and `work` side by side). The agent starts no process before it is ready, so it is moved while
 /// it starts up; a custom init (tests) once it is ready, since it may start processes before.
 pub fn enter_agent(set: &CgroupSet, pid: i32) -> Result<(), CgroupError> {
-    let dirs = set
-        .unified
-        .iter()
-        .chain(SPLIT_V1.iter().filter_map(|c| set.controllers.get(*c)));
-    for d in dirs {
-        let p = d.join(AGENT_CGROUP).join("cgroup.procs");
+    // On v1 the agent stays where it joined, the sandbox's own directories ([`SPLIT_V1`]).
+    if let Some(u) = &set.unified {
+        let p = u.join(AGENT_CGROUP).join("cgroup.procs");
         if p.exists() {
             fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
         }
