@@ -276,7 +276,8 @@ pub struct KeyRow {
     pub expires_at_ms: Option<i64>,
 }
 
-/// A cheaply clonable handle on the database. Every call runs on the blocking pool.
+/// A cheaply clonable handle on the database. Every async call runs on the blocking pool; a caller
+/// already on a blocking thread uses [`Store::blocking`].
 #[derive(Debug, Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
@@ -289,7 +290,6 @@ fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result
     c.prepare_cached(sql)?.execute(p)
 }
 
-/// The mutable part of a record (see [`Store::update`]).
 /// [`update_record`] and the sandbox's access token in one transaction: how a create records its
 /// sandbox as ready.
 pub(crate) fn update_with_token(
@@ -353,6 +353,7 @@ pub(crate) fn insert_record(c: &Connection, rec: &SandboxRecord) -> Result<(), S
     Ok(())
 }
 
+/// The mutable part of a record (see [`Store::update`]).
 pub(crate) fn update_record(c: &Connection, rec: &SandboxRecord) -> Result<(), StoreError> {
     exec(
         c,
@@ -415,17 +416,10 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic while holding the lock cannot leave SQLite half-written (statements are atomic), so
-            // a poisoned mutex is still safe to use.
-            let mut guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.blocking(f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     pub async fn insert(&self, rec: SandboxRecord) -> Result<(), StoreError> {
@@ -439,6 +433,8 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        // A panic while holding the lock cannot leave SQLite half-written (statements are atomic), so a
+        // poisoned mutex is still safe to use.
         let mut guard = self
             .conn
             .lock()
